@@ -1,0 +1,1 @@
+"""Lockgate's Qt application (tray, windows, approvals). Imports ``proxy``; never the reverse."""

@@ -1,0 +1,131 @@
+"""Where each value of a JSON text stands, so errors can name a line and a JSON path.
+
+The standard ``json`` module parses but forgets positions, and silently keeps the last of
+two equal keys. This module walks the text once more (after ``json`` has accepted it) and
+records the position of every value by its path, and every duplicated key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["JsonPath", "Locations", "format_path", "locate"]
+
+JsonPath = tuple[str | int, ...]
+
+_WS = re.compile(r"[ \t\n\r]*")
+_SCALAR = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null")
+_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
+_IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+
+
+@dataclass
+class Locations:
+    """Positions (1-based line and column) of values in one JSON text."""
+
+    text: str
+    values: dict[JsonPath, int] = field(default_factory=dict)
+    duplicates: list[tuple[JsonPath, int]] = field(default_factory=list)
+
+    def line_col(self, path: JsonPath) -> tuple[int, int] | None:
+        """The line and column of the value at ``path``, or of its nearest ancestor."""
+        for end in range(len(path), -1, -1):
+            offset = self.values.get(path[:end])
+            if offset is not None:
+                return self.offset_to_line_col(offset)
+        return None
+
+    def offset_to_line_col(self, offset: int) -> tuple[int, int]:
+        line = self.text.count("\n", 0, offset) + 1
+        column = offset - (self.text.rfind("\n", 0, offset) + 1) + 1
+        return line, column
+
+
+def locate(text: str) -> Locations:
+    """Record where every value of ``text`` starts.
+
+    ``text`` must already be valid JSON (parse it with ``json`` first); on text that is
+    not, the result covers what could be walked.
+    """
+    locs = Locations(text)
+    with contextlib.suppress(ValueError, IndexError):
+        _value(text, _skip(text, 0), (), locs)
+    return locs
+
+
+def _skip(text: str, pos: int) -> int:
+    match = _WS.match(text, pos)
+    return match.end() if match else pos
+
+
+def _value(text: str, pos: int, path: JsonPath, locs: Locations) -> int:
+    locs.values.setdefault(path, pos)
+    char = text[pos]
+    if char == "{":
+        return _object(text, pos + 1, path, locs)
+    if char == "[":
+        return _array(text, pos + 1, path, locs)
+    if char == '"':
+        return _string(text, pos)[1]
+    match = _SCALAR.match(text, pos)
+    if match is None:
+        raise ValueError(f"unexpected character at {pos}")
+    return match.end()
+
+
+def _string(text: str, pos: int) -> tuple[str, int]:
+    match = _STRING.match(text, pos)
+    if match is None:
+        raise ValueError(f"expected a string at {pos}")
+    value: str = json.loads(match.group(0))
+    return value, match.end()
+
+
+def _object(text: str, pos: int, path: JsonPath, locs: Locations) -> int:
+    seen: set[str] = set()
+    pos = _skip(text, pos)
+    if text[pos] == "}":
+        return pos + 1
+    while True:
+        key_pos = pos
+        key, pos = _string(text, pos)
+        if key in seen:
+            locs.duplicates.append(((*path, key), key_pos))
+        seen.add(key)
+        pos = _skip(text, _skip(text, pos) + 1)  # past the colon
+        pos = _skip(text, _value(text, pos, (*path, key), locs))
+        if text[pos] == "}":
+            return pos + 1
+        pos = _skip(text, pos + 1)  # past the comma
+
+
+def _array(text: str, pos: int, path: JsonPath, locs: Locations) -> int:
+    pos = _skip(text, pos)
+    if text[pos] == "]":
+        return pos + 1
+    index = 0
+    while True:
+        pos = _skip(text, _value(text, pos, (*path, index), locs))
+        if text[pos] == "]":
+            return pos + 1
+        pos = _skip(text, pos + 1)
+        index += 1
+
+
+def format_path(path: JsonPath) -> str:
+    """A JSON path as a person reads it: ``tools."python_test".limits[0].window``.
+
+    Tool patterns (the keys of ``tools``) and keys that are not plain names are quoted.
+    """
+    out: list[str] = []
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+            continue
+        quoted = (i == 1 and path[0] == "tools") or not _IDENT.fullmatch(part)
+        text = '"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"' if quoted else part
+        out.append(text if not out else "." + text)
+    return "".join(out) or "(the whole file)"

@@ -1,0 +1,354 @@
+"""``lockgate``: the command line.
+
+Exit codes: 0 success (``policy check``: the policy is valid); 1 the thing checked or read
+is invalid (its errors are printed on stderr); 2 the command line itself is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TextIO
+
+from proxy.decide import Decision, ToolCall, agent_message, decide
+from proxy.paths import Paths, resolve_paths
+from proxy.policy import Policy, PolicyError, default_policy, load_policy, policy_schema
+from proxy.ratelimit import Counters
+from proxy.risk import classify_many, tools_from_json
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot be done as written (exit 2)."""
+
+
+def _version() -> str:
+    try:
+        return version("lockgate")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Global options are accepted before or after the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="folder of policy.json and servers.json (env LOCKGATE_CONFIG_DIR)",
+    )
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="folder of the audit log (env LOCKGATE_DATA_DIR)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="lockgate",
+        description="Lockgate puts a person between AI agents and the MCP servers they call.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"lockgate {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    policy = commands.add_parser("policy", help="check and explain policy.json", parents=[common])
+    policy_commands = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    check = policy_commands.add_parser(
+        "check", parents=[common], help="validate a policy file (exit 0 valid, 1 invalid)"
+    )
+    check.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="the file to check (default: policy.json in the config folder)",
+    )
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+    explain = policy_commands.add_parser(
+        "explain", parents=[common], help="how the policy decides one tool call, and why"
+    )
+    explain.add_argument("server", help="the server name, as in servers.json")
+    explain.add_argument("tool", help="the tool name")
+    explain.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="policy file (default: policy.json in the config folder)",
+    )
+    explain.add_argument(
+        "--args", metavar="JSON", default="{}", help="the call's arguments as a JSON object"
+    )
+    explain.add_argument(
+        "--client",
+        default="local",
+        metavar="NAME",
+        help="the calling client (its grant, for per-client limits)",
+    )
+    explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+    policy_commands.add_parser(
+        "schema", parents=[common], help="print the JSON Schema of policy.json"
+    )
+
+    risk = commands.add_parser(
+        "risk", parents=[common], help="assess the risk of tools from a tools/list result"
+    )
+    risk.add_argument(
+        "file",
+        help="JSON file with a tool, a list of tools or a tools/list "
+        "result; - reads standard input",
+    )
+    risk.add_argument("--json", action="store_true", help="print a JSON list")
+
+    commands.add_parser("paths", parents=[common], help="print where Lockgate keeps its files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    paths = resolve_paths(getattr(args, "config_dir", None), getattr(args, "data_dir", None))
+    try:
+        if args.command == "policy":
+            if args.policy_command == "check":
+                return _policy_check(args.file, paths, args.json, sys.stdout)
+            if args.policy_command == "explain":
+                return _policy_explain(args, paths, sys.stdout)
+            json.dump(policy_schema(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return 0
+        if args.command == "risk":
+            return _risk(args.file, args.json, sys.stdout)
+        if args.command == "paths":
+            _print_paths(paths, sys.stdout)
+            return 0
+        return _status(paths, sys.stdout)
+    except UsageError as exc:
+        parser.exit(2, f"lockgate: error: {exc}\n")
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+
+
+def _policy_in_force(explicit: Path | None, paths: Paths) -> tuple[Policy, str]:
+    """The policy a command should use, and a note on where it came from.
+
+    Raises:
+        PolicyError: the file exists (or was named) and is not a valid policy.
+    """
+    if explicit is not None:
+        return load_policy(explicit), str(explicit)
+    if paths.policy_file.exists():
+        return load_policy(paths.policy_file), str(paths.policy_file)
+    return default_policy(), f"built-in default (no file at {paths.policy_file})"
+
+
+def _policy_check(file: Path | None, paths: Paths, as_json: bool, out: TextIO) -> int:
+    target = file or paths.policy_file
+    if file is None and not target.exists():
+        message = f"no policy file at {target}: the built-in default policy applies"
+        if as_json:
+            json.dump(
+                {"valid": True, "file": str(target), "exists": False, "message": message}, out
+            )
+            out.write("\n")
+        else:
+            print(message, file=sys.stderr)
+        return 0
+    try:
+        policy = load_policy(target)
+    except PolicyError as exc:
+        if as_json:
+            json.dump(
+                {
+                    "valid": False,
+                    "file": str(target),
+                    "errors": [
+                        {
+                            "line": i.line,
+                            "column": i.column,
+                            "path": list(i.path),
+                            "message": i.message,
+                            "text": i.render(exc.source),
+                        }
+                        for i in exc.issues
+                    ],
+                },
+                out,
+            )
+            out.write("\n")
+        else:
+            print(exc, file=sys.stderr)
+            count = len(exc.issues)
+            print(
+                f"{target}: invalid ({count} problem{'s' if count != 1 else ''})", file=sys.stderr
+            )
+        return 1
+    rules = len(policy.rules)
+    if as_json:
+        json.dump(
+            {
+                "valid": True,
+                "file": str(target),
+                "exists": True,
+                "rules": rules,
+                "default": policy.default.value,
+            },
+            out,
+        )
+        out.write("\n")
+    else:
+        print(
+            f"{target}: valid ({rules} rule{'s' if rules != 1 else ''}, "
+            f"default {policy.default.value})",
+            file=out,
+        )
+    return 0
+
+
+def _parse_arguments(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--args is not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise UsageError('--args must be a JSON object, like \'{"path": "/tmp/x"}\'')
+    return value
+
+
+def _policy_explain(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
+    call = ToolCall(args.server, args.tool, _parse_arguments(args.args), args.client)
+    try:
+        policy, origin = _policy_in_force(args.policy, paths)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        print(
+            "the policy is invalid; a running Lockgate keeps its last good policy", file=sys.stderr
+        )
+        return 1
+    now = time.monotonic()
+    decision = decide(policy, call, Counters(), now)
+    others = [
+        r.pattern.text
+        for r in policy.candidates(call.server, call.tool)
+        if r.pattern.text != decision.rule
+    ]
+    if args.json:
+        data = decision.as_dict()
+        data.pop("retry_at")  # relative to this process's clock; meaningless outside it
+        data.update(
+            policy=origin,
+            call={
+                "server": call.server,
+                "tool": call.tool,
+                "arguments": call.arguments,
+                "client": call.client,
+            },
+            also_matching=others,
+            agent_message=agent_message(call, decision, now) if decision.blocked else None,
+        )
+        json.dump(data, out, indent=2)
+        out.write("\n")
+        return 0
+    _print_explanation(call, decision, policy, origin=origin, others=others, now=now, out=out)
+    return 0
+
+
+def _print_explanation(
+    call: ToolCall,
+    decision: Decision,
+    policy: Policy,
+    *,
+    origin: str,
+    others: list[str],
+    now: float,
+    out: TextIO,
+) -> None:
+    rule_text = f'"{decision.rule}"' if decision.rule else f"(none: default {policy.default})"
+    if decision.rule:
+        rule = policy.rule_for(call.server, call.tool)
+        if rule is not None:
+            rule_text += f"  ({rule.pattern.specificity.name.lower().replace('_', ' ')})"
+    lines = [
+        f"decision: {decision.verdict}",
+        f"rule:     {rule_text}",
+        f"reason:   {decision.reason}",
+        f"policy:   {origin}",
+    ]
+    if decision.hidden:
+        lines.append("hidden:   yes: the tool is left out of tools/list")
+    if decision.approval_timeout is not None:
+        lines.append(f"approval: denied if nobody answers within {decision.approval_timeout:g} s")
+    if decision.charges:
+        lines.append(
+            "limits:   counted against empty counters here; a running gateway may "
+            "have used some budget already"
+        )
+    if others:
+        lines.append("also matching, less specific: " + ", ".join(f'"{o}"' for o in others))
+    if decision.blocked:
+        lines.append(f"the agent is told: {agent_message(call, decision, now)}")
+    print("\n".join(lines), file=out)
+
+
+def _risk(file: str, as_json: bool, out: TextIO) -> int:
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        tools = tools_from_json(json.loads(text))
+    except json.JSONDecodeError as exc:
+        print(f"{file}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"{file}: {exc}", file=sys.stderr)
+        return 1
+    risks = classify_many(tools)
+    if as_json:
+        json.dump([r.as_dict() for r in risks], out, indent=2)
+        out.write("\n")
+        return 0
+    width = max(len(r.name) for r in risks)
+    for r in risks:
+        print(
+            f"{r.name:<{width}}  {r.category.value:<11}  {r.level.value:<6}  "
+            + "; ".join(str(s) for s in r.signals),
+            file=out,
+        )
+    return 0
+
+
+def _print_paths(paths: Paths, out: TextIO) -> None:
+    print(f"config dir: {paths.config_dir}", file=out)
+    print(f"policy:     {paths.policy_file}", file=out)
+    print(f"servers:    {paths.servers_file}", file=out)
+    print(f"data dir:   {paths.data_dir}", file=out)
+    print(f"audit log:  {paths.audit_db}", file=out)
+
+
+def _status(paths: Paths, out: TextIO) -> int:
+    print(f"Lockgate {_version()}", file=out)
+    try:
+        policy, origin = _policy_in_force(None, paths)
+    except PolicyError as exc:
+        print(f"policy: INVALID, {paths.policy_file}\n{exc}", file=out)
+        code = 1
+    else:
+        print(f"policy: {origin}: {len(policy.rules)} rules, default {policy.default}", file=out)
+        code = 0
+    print(
+        "\nThe tray app and the gateway are not built yet; see `lockgate --help` for what "
+        "works today.",
+        file=out,
+    )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The decision engine: policy + call + counters + clock -> one decision.
+
+:func:`decide` is pure: it reads the counters and never changes them, takes the time as an
+argument and does no I/O, so every decision can be replayed and tested as a table. The
+order of checks for the rule that applies:
+
+1. ``deny`` (and ``hide``): denied, nothing else is looked at.
+2. ``arguments``: a call whose arguments fail the rule's schema is denied, naming the
+   failed constraint and where.
+3. limits: all must pass; a call over any limit is denied, with when it may retry.
+4. ``ask``: a person must approve; ``allow``: allowed.
+
+Arguments and limits come before asking, so a person is never asked about a call that
+would be blocked anyway. A call that is blocked uses up no budget: the decision lists the
+counters to charge, and :class:`Enforcer` charges them only when the call goes ahead.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from proxy.policy import DEFAULT_APPROVAL_TIMEOUT, Action, Policy, Rule
+from proxy.ratelimit import CounterKey, Counters, LimitCheck, check_limit
+
+__all__ = [
+    "Basis",
+    "Decision",
+    "Enforcer",
+    "ToolCall",
+    "Verdict",
+    "agent_message",
+    "decide",
+    "recheck_limits",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A ``tools/call`` as the policy sees it."""
+
+    server: str
+    tool: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    client: str = "local"
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.server}/{self.tool}"
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    ASK = "ask"
+
+
+class Basis(StrEnum):
+    """What in the policy produced the verdict."""
+
+    RULE = "rule"  # the rule's action (allow, deny, ask)
+    DEFAULT = "default"  # no rule matched: the policy's default
+    ARGUMENTS = "arguments"  # the arguments failed the rule's schema
+    LIMIT = "limit"  # a rate limit was exhausted
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One call's decision, with everything needed to explain and enforce it."""
+
+    verdict: Verdict
+    basis: Basis
+    reason: str
+    rule: str | None  # the deciding rule's pattern; None when the default decided
+    counter: str | None = None  # for a limit: the counter that ran out
+    retry_at: float | None = None  # for a limit: when a call would pass again
+    charges: tuple[CounterKey, ...] = ()  # counters to charge if the call goes ahead
+    hidden: bool = False  # the tool is hidden: answer as if it did not exist
+    approval_timeout: float | None = None  # for ask: seconds a person has to answer
+    argument_path: str | None = None  # for arguments: where in the arguments it failed
+
+    @property
+    def blocked(self) -> bool:
+        return self.verdict is Verdict.DENY
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (the CLI's ``--json``, the audit log)."""
+        return {
+            "decision": self.verdict.value,
+            "basis": self.basis.value,
+            "rule": self.rule,
+            "reason": self.reason,
+            "counter": self.counter,
+            "retry_at": self.retry_at,
+            "hidden": self.hidden,
+            "approval_timeout": self.approval_timeout,
+            "argument_path": self.argument_path,
+        }
+
+
+def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> Decision:
+    """Decide ``call`` under ``policy`` at time ``now`` (seconds, any monotonic origin)."""
+    rule = policy.rule_for(call.server, call.tool)
+    if rule is None:
+        return _by_default(policy, call)
+    if rule.action is Action.DENY:
+        return Decision(
+            Verdict.DENY,
+            Basis.RULE,
+            rule.reason or f"{call.qualified} is denied by the policy",
+            rule.pattern.text,
+            hidden=rule.hide,
+        )
+    errors = rule.argument_errors(call.arguments)
+    if errors:
+        return _bad_arguments(rule, errors)
+    checks = [check_limit(counters, limit, call.client, now) for limit in rule.limits]
+    blocked = _blocking(checks)
+    if blocked is not None:
+        return _over_limit(rule, blocked)
+    charges = tuple(dict.fromkeys(check.key for check in checks))
+    if rule.action is Action.ASK:
+        return Decision(
+            Verdict.ASK,
+            Basis.RULE,
+            rule.reason or f"{call.qualified} needs a person's approval",
+            rule.pattern.text,
+            charges=charges,
+            approval_timeout=rule.approval_timeout,
+        )
+    return Decision(
+        Verdict.ALLOW,
+        Basis.RULE,
+        rule.reason or f"{call.qualified} is allowed by the policy",
+        rule.pattern.text,
+        charges=charges,
+    )
+
+
+def recheck_limits(
+    rule_decision: Decision, policy: Policy, call: ToolCall, counters: Counters, now: float
+) -> Decision:
+    """After a person approved an ``ask`` decision: do its limits still pass now?
+
+    The call keeps the rule it started under (``policy`` is the one it was decided with).
+    Returns an ``allow`` decision carrying the charges, or the limit's ``deny``.
+    """
+    rule = policy.rule_for(call.server, call.tool)
+    if rule is None or rule.pattern.text != rule_decision.rule:
+        return Decision(
+            Verdict.ALLOW,
+            rule_decision.basis,
+            "approved by a person",
+            rule_decision.rule,
+            charges=rule_decision.charges,
+        )
+    checks = [check_limit(counters, limit, call.client, now) for limit in rule.limits]
+    blocked = _blocking(checks)
+    if blocked is not None:
+        return _over_limit(rule, blocked)
+    return Decision(
+        Verdict.ALLOW,
+        Basis.RULE,
+        "approved by a person",
+        rule.pattern.text,
+        charges=rule_decision.charges,
+    )
+
+
+def _by_default(policy: Policy, call: ToolCall) -> Decision:
+    verdict = Verdict(policy.default.value)
+    reason = {
+        Verdict.ALLOW: f"no rule matches {call.qualified}; the policy's default is allow",
+        Verdict.DENY: f"no rule matches {call.qualified}; the policy's default is deny",
+        Verdict.ASK: f"no rule matches {call.qualified}; the policy's default is to ask a person",
+    }[verdict]
+    timeout = DEFAULT_APPROVAL_TIMEOUT if verdict is Verdict.ASK else None
+    return Decision(verdict, Basis.DEFAULT, reason, None, approval_timeout=timeout)
+
+
+def _blocking(checks: list[LimitCheck]) -> LimitCheck | None:
+    """The failed limit that frees up last (``None``: all passed); never-freeing first."""
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return None
+    return max(failed, key=lambda c: math.inf if c.retry_at is None else c.retry_at)
+
+
+def _over_limit(rule: Rule, check: LimitCheck) -> Decision:
+    limit = check.limit
+    scope = "for this client" if check.key.client is not None else "across all clients"
+    reason = (
+        f"rate limit reached: at most {limit.max} call{'s' if limit.max != 1 else ''} "
+        f"per {_span(limit.window)} {scope} (counter {limit.counter!r})"
+    )
+    if rule.reason:
+        reason = f"{rule.reason} ({reason})"
+    return Decision(
+        Verdict.DENY,
+        Basis.LIMIT,
+        reason,
+        rule.pattern.text,
+        counter=limit.counter,
+        retry_at=check.retry_at,
+    )
+
+
+def _bad_arguments(rule: Rule, errors: list[Any]) -> Decision:
+    first = errors[0]
+    where = first.json_path  # "$.path" style, where in the arguments
+    constraint = "/".join(str(p) for p in first.schema_path)
+    reason = f"arguments rejected at {where}: {first.message} (constraint: {constraint})"
+    if len(errors) > 1:
+        reason += f"; {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}"
+    if rule.reason:
+        reason = f"{rule.reason} ({reason})"
+    return Decision(Verdict.DENY, Basis.ARGUMENTS, reason, rule.pattern.text, argument_path=where)
+
+
+def _span(seconds: float) -> str:
+    named = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+    if seconds in named:
+        return named[seconds]
+    return f"{seconds:g} seconds"
+
+
+def agent_message(call: ToolCall, decision: Decision, now: float) -> str:
+    """The text a blocked call's agent reads, so the model can adapt rather than fail."""
+    rule = f'rule "{decision.rule}"' if decision.rule else "the policy's default"
+    text = f"Lockgate's policy blocked this call to {call.qualified}: {decision.reason} [{rule}]."
+    if decision.basis is Basis.LIMIT:
+        if decision.retry_at is None:
+            text += " This limit allows no calls; do not retry."
+        else:
+            wait = max(0.0, decision.retry_at - now)
+            text += f" Retry in {math.ceil(wait)} s or later."
+    return text
+
+
+class Enforcer:
+    """Decides and charges atomically, so limits are exact under concurrent calls.
+
+    One lock covers "check the counters" and "charge them", which is the whole of the
+    race: never more than ``max`` calls get through in any window, whatever the number of
+    threads or tasks calling.
+    """
+
+    def __init__(self, policy: Policy, clock: Callable[[], float]) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._counters = Counters()
+        self._lock = threading.Lock()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def counters(self) -> Counters:
+        return self._counters
+
+    def swap_policy(self, policy: Policy) -> None:
+        """Put a new policy in force for calls decided from now on; counters carry over."""
+        with self._lock:
+            self._policy = policy
+
+    def decide(self, call: ToolCall) -> tuple[Policy, Decision]:
+        """Decide ``call``; an ``allow`` is charged before the lock is released."""
+        with self._lock:
+            policy = self._policy
+            now = self._clock()
+            decision = decide(policy, call, self._counters, now)
+            if decision.verdict is Verdict.ALLOW:
+                self._counters.record(decision.charges, now, policy.counter_horizons)
+            return policy, decision
+
+    def approve(self, policy: Policy, call: ToolCall, asked: Decision) -> Decision:
+        """A person approved ``asked``: re-check its limits now and charge them if they pass."""
+        with self._lock:
+            now = self._clock()
+            decision = recheck_limits(asked, policy, call, self._counters, now)
+            if decision.verdict is Verdict.ALLOW:
+                self._counters.record(decision.charges, now, policy.counter_horizons)
+            return decision

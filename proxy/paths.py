@@ -1,0 +1,59 @@
+"""Where Lockgate keeps its files.
+
+Per platform conventions (platformdirs) unless overridden: a command-line option wins over
+an environment variable (``LOCKGATE_CONFIG_DIR``, ``LOCKGATE_DATA_DIR``), which wins over
+the platform folder. Nothing here creates a folder; writers create what they write to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+__all__ = ["APP_NAME", "Paths", "resolve_paths"]
+
+APP_NAME = "lockgate"
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Lockgate's folders and the files in them."""
+
+    config_dir: Path
+    data_dir: Path
+
+    @property
+    def policy_file(self) -> Path:
+        return self.config_dir / "policy.json"
+
+    @property
+    def servers_file(self) -> Path:
+        return self.config_dir / "servers.json"
+
+    @property
+    def audit_db(self) -> Path:
+        return self.data_dir / "audit.db"
+
+
+def resolve_paths(
+    config_dir: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Paths:
+    """The folders in force: explicit arguments, then the environment, then the platform's."""
+    env = os.environ if environ is None else environ
+    config = (
+        config_dir
+        or env.get("LOCKGATE_CONFIG_DIR")
+        or platformdirs.user_config_dir(APP_NAME, appauthor=False)
+    )
+    data = (
+        data_dir
+        or env.get("LOCKGATE_DATA_DIR")
+        or platformdirs.user_data_dir(APP_NAME, appauthor=False)
+    )
+    return Paths(Path(config).expanduser(), Path(data).expanduser())

@@ -1,0 +1,96 @@
+"""Sliding-window call counters for the policy's rate limits.
+
+A counter is the list of times at which calls it counts were let through. A limit of
+``max`` per ``window`` passes at ``now`` when fewer than ``max`` of those times lie in the
+half-open interval ``(now - window, now]``: a call made at ``t`` stops counting at exactly
+``t + window``. Counters are keyed by name and, for ``scope: grant``, by client, so limits
+that name the same counter share one budget.
+
+Reading (:meth:`Counters.usage`) never changes anything, which keeps the decision a pure
+function; :meth:`Counters.record` charges a call that went ahead. Whoever decides and
+records must do both under one lock (or on one event loop) for limits to be exact under
+concurrency; :class:`proxy.decide.Enforcer` does.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from proxy.policy import Limit, Scope
+
+__all__ = ["CounterKey", "Counters", "LimitCheck", "check_limit", "counter_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    """Which budget a call is counted on: a counter name, per client or global."""
+
+    counter: str
+    client: str | None  # None: counted across all clients
+
+
+def counter_key(limit: Limit, client: str) -> CounterKey:
+    return CounterKey(limit.counter, client if limit.scope is Scope.GRANT else None)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """The outcome of checking one limit at one moment."""
+
+    limit: Limit
+    key: CounterKey
+    used: int
+    passed: bool
+    retry_at: float | None  # when blocked: the moment a call would pass again; None: never
+
+
+class Counters:
+    """The call times behind every rate-limit counter. Not thread-safe by itself."""
+
+    def __init__(self) -> None:
+        self._times: dict[CounterKey, list[float]] = {}
+
+    def usage(self, key: CounterKey, window: float, now: float) -> list[float]:
+        """The times of the calls counted in ``(now - window, now]``, oldest first."""
+        times = self._times.get(key)
+        if not times:
+            return []
+        start = bisect_right(times, now - window)
+        end = bisect_right(times, now)
+        return times[start:end]
+
+    def record(self, keys: Iterable[CounterKey], now: float, horizons: Mapping[str, float]) -> None:
+        """Charge one call at ``now`` to each of ``keys`` (each at most once).
+
+        ``horizons`` gives, per counter name, the longest window any limit uses; older
+        times can never count again and are dropped, so memory stays bounded by the limits.
+        """
+        for key in set(keys):
+            times = self._times.setdefault(key, [])
+            insort(times, now)
+            horizon = horizons.get(key.counter)
+            if horizon is not None:
+                cut = bisect_right(times, now - horizon)
+                if cut:
+                    del times[:cut]
+
+    def clear(self) -> None:
+        self._times.clear()
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._times.values())
+
+
+def check_limit(counters: Counters, limit: Limit, client: str, now: float) -> LimitCheck:
+    """Whether one more call at ``now`` stays within ``limit``."""
+    key = counter_key(limit, client)
+    times = counters.usage(key, limit.window, now)
+    used = len(times)
+    if used < limit.max:
+        return LimitCheck(limit, key, used, True, None)
+    if limit.max == 0:
+        return LimitCheck(limit, key, used, False, None)
+    # Enough of the counted calls must age out to leave room for one more.
+    return LimitCheck(limit, key, used, False, times[used - limit.max] + limit.window)
