@@ -28,6 +28,7 @@ class Locations:
 
     text: str
     values: dict[JsonPath, int] = field(default_factory=dict)
+    keys: dict[JsonPath, int] = field(default_factory=dict)
     duplicates: list[tuple[JsonPath, int]] = field(default_factory=list)
 
     def line_col(self, path: JsonPath) -> tuple[int, int] | None:
@@ -37,6 +38,11 @@ class Locations:
             if offset is not None:
                 return self.offset_to_line_col(offset)
         return None
+
+    def key_line_col(self, path: JsonPath) -> tuple[int, int] | None:
+        """The line and column of the key that names ``path`` (else as :meth:`line_col`)."""
+        offset = self.keys.get(path)
+        return self.offset_to_line_col(offset) if offset is not None else self.line_col(path)
 
     def offset_to_line_col(self, offset: int) -> tuple[int, int]:
         line = self.text.count("\n", 0, offset) + 1
@@ -92,6 +98,7 @@ def _object(text: str, pos: int, path: JsonPath, locs: Locations) -> int:
     while True:
         key_pos = pos
         key, pos = _string(text, pos)
+        locs.keys.setdefault((*path, key), key_pos)
         if key in seen:
             locs.duplicates.append(((*path, key), key_pos))
         seen.add(key)

@@ -301,8 +301,12 @@ def _risk(file: str, as_json: bool, out: TextIO) -> int:
         text = sys.stdin.read() if file == "-" else Path(file).read_text("utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        print(f"{file}: not UTF-8 text (byte {exc.start} cannot be decoded)", file=sys.stderr)
+        return 1
     try:
-        tools = tools_from_json(json.loads(text))
+        # A byte-order mark, as some Windows editors write, is not part of the JSON.
+        tools = tools_from_json(json.loads(text.removeprefix("\ufeff")))
     except json.JSONDecodeError as exc:
         print(f"{file}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}", file=sys.stderr)
         return 1

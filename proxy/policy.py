@@ -302,8 +302,14 @@ def _ordered(issues: list[PolicyIssue]) -> list[PolicyIssue]:
     return sorted(issues, key=lambda i: (i.line or 0, i.column or 0, format_path(i.path)))
 
 
-def _issue(path: JsonPath, message: str, locs: Locations, at: int | None = None) -> PolicyIssue:
-    pos = locs.offset_to_line_col(at) if at is not None else locs.line_col(path)
+def _issue(
+    path: JsonPath, message: str, locs: Locations, at: int | None = None, *, key: bool = False
+) -> PolicyIssue:
+    """An issue located at ``at`` (an offset), else at the key or value ``path`` names."""
+    if at is not None:
+        pos: tuple[int, int] | None = locs.offset_to_line_col(at)
+    else:
+        pos = locs.key_line_col(path) if key else locs.line_col(path)
     line, column = pos if pos else (None, None)
     return PolicyIssue(path, message, line, column)
 
@@ -329,7 +335,7 @@ def _translate(error: ValidationError, locs: Locations) -> list[PolicyIssue]:
             message = "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else "")
             if known:
                 message += "; fields here: " + ", ".join(known)
-            out.append(_issue((*path, key), message, locs))
+            out.append(_issue((*path, key), message, locs, key=True))
         return out
     if error.validator == "required":
         return [_issue(path, error.message.replace("is a required property", "is required"), locs)]

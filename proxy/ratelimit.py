@@ -53,11 +53,16 @@ class Counters:
         self._times: dict[CounterKey, list[float]] = {}
 
     def usage(self, key: CounterKey, window: float, now: float) -> list[float]:
-        """The times of the calls counted in ``(now - window, now]``, oldest first."""
+        """The times of the calls counted in ``(now - window, now]``, oldest first.
+
+        A call at ``t`` counts while ``t + window > now``: written so, the moment it stops
+        counting is exactly the ``retry_at`` a blocked call is told, with no float rounding
+        between the two (``now - window`` can round below ``t``).
+        """
         times = self._times.get(key)
         if not times:
             return []
-        start = bisect_right(times, now - window)
+        start = bisect_right(times, now, key=lambda t: t + window)
         end = bisect_right(times, now)
         return times[start:end]
 
@@ -72,15 +77,19 @@ class Counters:
             insort(times, now)
             horizon = horizons.get(key.counter)
             if horizon is not None:
-                cut = bisect_right(times, now - horizon)
-                if cut:
-                    del times[:cut]
+                _drop_expired(times, now, horizon)
 
     def clear(self) -> None:
         self._times.clear()
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._times.values())
+
+
+def _drop_expired(times: list[float], now: float, horizon: float) -> None:
+    cut = bisect_right(times, now, key=lambda t: t + horizon)
+    if cut:
+        del times[:cut]
 
 
 def check_limit(counters: Counters, limit: Limit, client: str, now: float) -> LimitCheck:

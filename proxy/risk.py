@@ -85,35 +85,39 @@ class Risk:
         }
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 # Words that say what a tool does, by category, matched against the words of its name.
 _VERBS: Final[dict[Category, tuple[str, ...]]] = {
-    Category.DESTRUCTIVE: tuple(
+    Category.DESTRUCTIVE: _words(
         """delete remove rm rmdir unlink drop destroy purge wipe erase truncate prune clean
-        clear kill terminate uninstall revoke discard obliterate nuke shred rollback""".split()
+        clear kill terminate uninstall revoke discard obliterate nuke shred rollback"""
     ),
-    Category.EXECUTE: tuple(
+    Category.EXECUTE: _words(
         """run exec execute eval evaluate shell bash sh cmd command script spawn invoke launch
         test tests build compile make install lint linter vet staticcheck deploy deps
         dependencies npm pip pytest cargo gradle mvn docker kubectl terraform benchmark bench
-        profile python node repl process depend sql""".split()
+        profile python node repl process depend sql"""
     ),
-    Category.NETWORK: tuple(
+    Category.NETWORK: _words(
         """fetch http https url request download upload send post email mail sms push pull
         clone webhook browse navigate web curl wget api slack tweet publish notify scrape
         crawl internet remote online reply comment message puppeteer playwright selenium
-        browser fork sync submit""".split()
+        browser fork sync submit"""
     ),
-    Category.WRITE: tuple(
+    Category.WRITE: _words(
         """write create update edit modify set add insert save put patch commit rename move mv
         mkdir append replace tag merge checkout init apply store upsert assign stage copy cp
         reset restore import enable disable configure register record annotate fmt format
-        tidy fix toggle manage rebase restack amend squash revert ensure""".split()
+        tidy fix toggle manage rebase restack amend squash revert ensure"""
     ),
-    Category.READ: tuple(
+    Category.READ: _words(
         """get list read search find show describe status diff log logs view query info
         inspect lookup count open print echo current convert tree stat explain summarize
         validate detect think thinking resolve ls cat head tail grep version help ping health
-        whoami compare analyze check""".split()
+        whoami compare analyze check"""
     ),
 }
 
@@ -175,17 +179,17 @@ _PHRASES: Final[tuple[tuple[re.Pattern[str], Category, float, str], ...]] = tupl
 
 # Input fields that say what the tool will be handed.
 _EXEC_INPUTS: Final = frozenset(
-    """command cmd script code shell commandline command_line program exec executable
-    sql""".split()
+    _words("""command cmd script code shell commandline command_line program exec executable
+    sql""")
 )
 _NET_INPUTS: Final = frozenset(
-    "url uri urls endpoint webhook host hostname to recipient recipients email channel".split()
+    _words("url uri urls endpoint webhook host hostname to recipient recipients email channel")
 )
 _WRITE_INPUTS: Final = frozenset(
-    """content contents text_to_write new_text newtext data edits body patch replacement
-    new_content value destination dest target_path""".split()
+    _words("""content contents text_to_write new_text newtext data edits body patch replacement
+    new_content value destination dest target_path""")
 )
-_FORCE_INPUTS: Final = frozenset("force overwrite hard recursive prune".split())
+_FORCE_INPUTS: Final = frozenset(_words("force overwrite hard recursive prune"))
 _SENSITIVE: Final = re.compile(
     r"\b(env|environ|environment variables?|dotenv|secrets?|passwords?|credentials?|"
     r"tokens?|api[ _-]?keys?|private[ _-]?keys?|ssh|keychain|cookies?)\b",
@@ -193,11 +197,11 @@ _SENSITIVE: Final = re.compile(
 )
 # Name words that send data out or change remote state: the user acting, often in public.
 _SENDS: Final = frozenset(
-    """send post push upload publish email mail sms tweet notify webhook deploy reply comment
+    _words("""send post push upload publish email mail sms tweet notify webhook deploy reply comment
     submit sync create update edit add merge fork write delete remove close assign set put
-    patch insert move""".split()
+    patch insert move""")
 )
-_REWRITES_HISTORY: Final = frozenset("rebase restack amend squash".split())
+_REWRITES_HISTORY: Final = frozenset(_words("rebase restack amend squash"))
 _WORD: Final = re.compile(r"[A-Za-z][a-z]*|[A-Z]+(?![a-z])|\d+")
 
 _WORD_CATEGORY: Final[dict[str, Category]] = {

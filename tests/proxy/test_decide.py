@@ -1,0 +1,318 @@
+"""The decision engine as tables: which rule decides, what it decides, and what the agent
+is told."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxy.decide import Basis, Enforcer, ToolCall, Verdict, agent_message, decide
+from proxy.policy import parse_policy
+from proxy.ratelimit import Counters
+from tests.proxy.test_policy import POLICY_MD_EXAMPLE
+
+EXAMPLE = parse_policy(POLICY_MD_EXAMPLE)
+
+
+@pytest.mark.parametrize(
+    ("server", "tool", "arguments", "verdict", "basis", "rule", "reason"),
+    [
+        (
+            "devtools",
+            "python_test",
+            {},
+            Verdict.ALLOW,
+            Basis.RULE,
+            "python_test",
+            "devtools/python_test is allowed by the policy",
+        ),
+        (
+            "devtools",
+            "python_build",
+            {},
+            Verdict.DENY,
+            Basis.RULE,
+            "python_build",
+            "Builds run in CI, not from the agent.",
+        ),
+        ("devtools", "git_status", {}, Verdict.ALLOW, Basis.RULE, "devtools/git_*", None),
+        # the scoped glob outranks the unscoped one, though both match
+        ("devtools", "git_delete_branch", {}, Verdict.ALLOW, Basis.RULE, "devtools/git_*", None),
+        (
+            "github",
+            "git_delete_branch",
+            {},
+            Verdict.ASK,
+            Basis.RULE,
+            "*delete*",
+            "github/git_delete_branch needs a person's approval",
+        ),
+        (
+            "other",
+            "git_status",
+            {},
+            Verdict.ASK,
+            Basis.DEFAULT,
+            None,
+            "no rule matches other/git_status; the policy's default is to ask a person",
+        ),
+        (
+            "filesystem",
+            "write_file",
+            {"path": "/home/ann/projects/x.txt"},
+            Verdict.ALLOW,
+            Basis.RULE,
+            "filesystem/write_file",
+            None,
+        ),
+        (
+            "filesystem",
+            "write_file",
+            {"path": "/etc/passwd"},
+            Verdict.DENY,
+            Basis.ARGUMENTS,
+            "filesystem/write_file",
+            "arguments rejected at $.path: '/etc/passwd' does not match '^/home/[^/]+/projects/' "
+            "(constraint: properties/path/pattern)",
+        ),
+        (
+            "filesystem",
+            "write_file",
+            {},
+            Verdict.DENY,
+            Basis.ARGUMENTS,
+            "filesystem/write_file",
+            "arguments rejected at $: 'path' is a required property (constraint: required)",
+        ),
+        (
+            "filesystem",
+            "write_file",
+            {"path": 7, "extra": 1},
+            Verdict.DENY,
+            Basis.ARGUMENTS,
+            "filesystem/write_file",
+            "arguments rejected at $.path: 7 is not of type 'string' "
+            "(constraint: properties/path/type)",
+        ),
+        # the exact tool rule applies on every server; the unscoped glob does not outrank it
+        ("web", "fetch", {}, Verdict.ALLOW, Basis.RULE, "fetch", None),
+        ("filesystem", "delete_file", {}, Verdict.ASK, Basis.RULE, "*delete*", None),
+    ],
+)
+def test_policy_md_example(server, tool, arguments, verdict, basis, rule, reason):
+    decision = decide(EXAMPLE, ToolCall(server, tool, arguments), Counters(), 0.0)
+    assert (decision.verdict, decision.basis, decision.rule) == (verdict, basis, rule)
+    if reason is not None:
+        assert decision.reason == reason
+
+
+def policy(tools: dict, default: str = "deny"):
+    return parse_policy(json.dumps({"version": "1", "default": default, "tools": tools}))
+
+
+SPECIFICITY = {
+    "*": {"reason": "glob: nothing literal"},
+    "*_file": {"reason": "glob: 5 literals"},
+    "*delete*": {"reason": "glob: 6 literals, written first"},
+    "delete*": {"reason": "glob: 6 literals, written second"},
+    "fs/*": {"reason": "scoped glob"},
+    "fs/delete_*": {"reason": "scoped glob, more literals"},
+    "delete_file": {"reason": "exact tool"},
+    "fs/delete_file": {"reason": "exact scoped"},
+    "*/delete_file": {"reason": "glob over servers: 12 literals"},
+}
+
+
+@pytest.mark.parametrize(
+    ("server", "tool", "winner"),
+    [
+        ("fs", "delete_file", "fs/delete_file"),
+        ("web", "delete_file", "delete_file"),
+        ("fs", "delete_dir", "fs/delete_*"),
+        ("fs", "read_file", "fs/*"),
+        ("web", "read_file", "*_file"),
+        ("web", "undelete_dir", "*delete*"),  # tie on literals: the one written first
+        ("web", "deletes", "*delete*"),
+        ("web", "anything", "*"),
+    ],
+)
+def test_specificity_order(server, tool, winner):
+    decision = decide(policy(SPECIFICITY), ToolCall(server, tool), Counters(), 0.0)
+    assert decision.rule == winner
+
+
+def test_tie_goes_to_the_rule_written_first_whichever_it_is():
+    reordered = dict(reversed(list({"*delete*": {}, "delete*": {}}.items())))
+    decision = decide(policy(reordered), ToolCall("s", "delete_x"), Counters(), 0.0)
+    assert decision.rule == "delete*"
+
+
+@pytest.mark.parametrize(
+    ("default", "verdict", "timeout"),
+    [("allow", Verdict.ALLOW, None), ("deny", Verdict.DENY, None), ("ask", Verdict.ASK, 120.0)],
+)
+def test_default_applies_when_no_rule_matches(default, verdict, timeout):
+    decision = decide(policy({"x": {}}, default), ToolCall("s", "y"), Counters(), 0.0)
+    assert (decision.verdict, decision.basis, decision.rule) == (verdict, Basis.DEFAULT, None)
+    assert decision.approval_timeout == timeout
+
+
+def test_hidden_tool_is_denied_and_flagged_hidden():
+    decision = decide(
+        policy({"secret": {"action": "deny", "hide": True}}),
+        ToolCall("s", "secret"),
+        Counters(),
+        0.0,
+    )
+    assert decision.verdict is Verdict.DENY
+    assert decision.hidden
+
+
+def test_ask_carries_its_timeout_and_charges():
+    p = policy(
+        {"t": {"action": "ask", "approval": {"timeout": 5}, "rate_limit": {"max": 1, "window": 60}}}
+    )
+    decision = decide(p, ToolCall("s", "t"), Counters(), 0.0)
+    assert decision.verdict is Verdict.ASK
+    assert decision.approval_timeout == 5.0
+    assert [k.counter for k in decision.charges] == ["t"]
+
+
+def test_deny_wins_before_arguments_and_limits_are_looked_at():
+    # deny rules cannot carry arguments or limits (the loader refuses them), so the order
+    # that matters is arguments before limits before asking:
+    p = policy(
+        {
+            "t": {
+                "action": "ask",
+                "arguments": {"required": ["x"]},
+                "rate_limit": {"max": 0, "window": 60},
+            }
+        }
+    )
+    assert decide(p, ToolCall("s", "t", {}), Counters(), 0.0).basis is Basis.ARGUMENTS
+    assert decide(p, ToolCall("s", "t", {"x": 1}), Counters(), 0.0).basis is Basis.LIMIT
+
+
+def test_a_person_is_never_asked_about_a_call_over_its_limit():
+    p = policy({"t": {"action": "ask", "rate_limit": {"max": 0, "window": 60}}})
+    decision = decide(p, ToolCall("s", "t"), Counters(), 0.0)
+    assert decision.verdict is Verdict.DENY
+    assert decision.basis is Basis.LIMIT
+
+
+def test_decide_is_pure_it_never_charges():
+    p = policy({"t": {"rate_limit": {"max": 1, "window": 60}}})
+    counters = Counters()
+    for _ in range(5):
+        assert decide(p, ToolCall("s", "t"), counters, 0.0).verdict is Verdict.ALLOW
+    assert len(counters) == 0
+
+
+def test_rule_reason_is_kept_when_a_limit_or_arguments_block():
+    p = policy(
+        {
+            "t": {
+                "reason": "Be gentle.",
+                "rate_limit": {"max": 0, "window": 60},
+                "arguments": {"required": ["x"]},
+            }
+        }
+    )
+    by_args = decide(p, ToolCall("s", "t", {}), Counters(), 0.0)
+    assert by_args.reason.startswith("Be gentle. (arguments rejected at $")
+    by_limit = decide(p, ToolCall("s", "t", {"x": 1}), Counters(), 0.0)
+    assert by_limit.reason == (
+        "Be gentle. (rate limit reached: at most 0 calls per minute for this client (counter 't'))"
+    )
+
+
+def test_many_argument_errors_are_counted():
+    p = policy({"t": {"arguments": {"required": ["a", "b", "c"]}}})
+    decision = decide(p, ToolCall("s", "t", {}), Counters(), 0.0)
+    assert decision.reason.endswith("; 2 more problems")
+
+
+def test_argument_formats_are_asserted_not_just_annotations():
+    # In 2020-12 "format" is only an annotation unless checked; a policy author writing it
+    # means it as a constraint, so Lockgate checks the formats jsonschema can check.
+    p = policy({"t": {"arguments": {"properties": {"ip": {"type": "string", "format": "ipv4"}}}}})
+    ok = decide(p, ToolCall("s", "t", {"ip": "10.0.0.1"}), Counters(), 0)
+    assert ok.verdict is Verdict.ALLOW
+    bad = decide(p, ToolCall("s", "t", {"ip": "999.0.0.1"}), Counters(), 0)
+    assert bad.verdict is Verdict.DENY
+    assert "is not a 'ipv4'" in bad.reason
+
+
+# -- what the agent reads -----------------------------------------------------------------
+
+
+def test_agent_message_for_a_denied_call():
+    call = ToolCall("devtools", "python_build")
+    decision = decide(EXAMPLE, call, Counters(), 0.0)
+    assert agent_message(call, decision, 0.0) == (
+        "Lockgate's policy blocked this call to devtools/python_build: Builds run in CI, not "
+        'from the agent. [rule "python_build"].'
+    )
+
+
+def test_agent_message_for_a_limit_says_when_to_retry():
+    clock = [100.0]
+    enforcer = Enforcer(EXAMPLE, lambda: clock[0])
+    call = ToolCall("web", "fetch")
+    for _ in range(30):
+        enforcer.decide(call)
+    clock[0] = 130.2
+    decision = enforcer.decide(call)[1]
+    assert decision.basis is Basis.LIMIT
+    message = agent_message(call, decision, clock[0])
+    assert "at most 30 calls per minute for this client" in message
+    assert message.endswith("Retry in 30 s or later.")
+
+
+def test_agent_message_for_the_default():
+    call = ToolCall("s", "t")
+    decision = decide(policy({}), call, Counters(), 0.0)
+    assert agent_message(call, decision, 0.0).endswith("[the policy's default].")
+
+
+def test_agent_message_for_a_limit_of_zero():
+    call = ToolCall("s", "t")
+    decision = decide(policy({"t": {"rate_limit": {"max": 0, "window": 1}}}), call, Counters(), 0.0)
+    assert agent_message(call, decision, 0.0).endswith("This limit allows no calls; do not retry.")
+
+
+# -- approval -----------------------------------------------------------------------------
+
+
+def test_approval_charges_and_rechecks_limits():
+    clock = [0.0]
+    p = policy({"t": {"action": "ask", "rate_limit": {"max": 1, "window": 60}}})
+    enforcer = Enforcer(p, lambda: clock[0])
+    call = ToolCall("s", "t")
+    first_policy, first = enforcer.decide(call)
+    second_policy, second = enforcer.decide(call)
+    assert first.verdict is second.verdict is Verdict.ASK  # nothing charged while asking
+    assert enforcer.approve(first_policy, call, first).verdict is Verdict.ALLOW
+    late = enforcer.approve(second_policy, call, second)  # the budget went to the first
+    assert late.verdict is Verdict.DENY
+    assert late.basis is Basis.LIMIT
+
+
+def test_approved_call_keeps_the_rule_it_started_under():
+    p = policy({"t": {"action": "ask", "rate_limit": {"max": 1, "window": 60}}})
+    enforcer = Enforcer(p, lambda: 0.0)
+    call = ToolCall("s", "t")
+    started_under, asked = enforcer.decide(call)
+    enforcer.swap_policy(policy({"t": {"action": "deny"}}))
+    assert enforcer.approve(started_under, call, asked).verdict is Verdict.ALLOW
+    assert enforcer.decide(call)[1].verdict is Verdict.DENY  # new calls: the new policy
+
+
+def test_decision_as_dict_is_json_ready():
+    decision = decide(EXAMPLE, ToolCall("devtools", "python_build"), Counters(), 0.0)
+    data = json.loads(json.dumps(decision.as_dict()))
+    assert data["decision"] == "deny"
+    assert data["rule"] == "python_build"
+    assert data["reason"] == "Builds run in CI, not from the agent."
