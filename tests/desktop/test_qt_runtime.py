@@ -23,7 +23,7 @@ class CountingWidget(QWidget):
         super().__init__()
         self.paints = 0
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt's name)
+    def paintEvent(self, event: QPaintEvent) -> None:
         self.paints += 1
         painter = QPainter(self)
         painter.fillRect(event.rect(), self.palette().window())

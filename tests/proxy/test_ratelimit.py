@@ -208,7 +208,8 @@ def test_limiter_is_exact(steps, max_calls, window):
             assert check.retry_at is None
         else:
             retry = check.retry_at
-            assert retry is not None and retry > now
+            assert retry is not None
+            assert retry > now
             assert len([t for t in allowed if t + window > retry]) < max_calls
             check_then = check_limit(counters, limit, "client", retry)
             assert check_then.passed  # retrying at the promised moment works
