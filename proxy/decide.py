@@ -172,14 +172,18 @@ def recheck_limits(
 
 
 def _by_default(policy: Policy, call: ToolCall) -> Decision:
-    verdict = Verdict(policy.default.value)
-    reason = {
-        Verdict.ALLOW: f"no rule matches {call.qualified}; the policy's default is allow",
-        Verdict.DENY: f"no rule matches {call.qualified}; the policy's default is deny",
-        Verdict.ASK: f"no rule matches {call.qualified}; the policy's default is to ask a person",
-    }[verdict]
+    verdict = _VERDICT_OF[policy.default]
+    reason = f"no rule matches {call.server}/{call.tool}; {_DEFAULT_SAYS[verdict]}"
     timeout = DEFAULT_APPROVAL_TIMEOUT if verdict is Verdict.ASK else None
     return Decision(verdict, Basis.DEFAULT, reason, None, approval_timeout=timeout)
+
+
+_VERDICT_OF = {Action.ALLOW: Verdict.ALLOW, Action.DENY: Verdict.DENY, Action.ASK: Verdict.ASK}
+_DEFAULT_SAYS = {
+    Verdict.ALLOW: "the policy's default is allow",
+    Verdict.DENY: "the policy's default is deny",
+    Verdict.ASK: "the policy's default is to ask a person",
+}
 
 
 def _blocking(checks: list[LimitCheck]) -> LimitCheck | None:

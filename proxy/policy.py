@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -263,10 +262,12 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         PolicyError: every problem found, each with line, column and JSON path.
     """
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         issue = PolicyIssue((), f"not valid JSON: {exc.msg}", exc.lineno, exc.colno)
         raise PolicyError(source, [issue]) from None
+    except _NotJson as exc:
+        raise PolicyError(source, [PolicyIssue((), str(exc))]) from None
     locs = locate(text)
     issues = [
         _issue(path, f"duplicate key {path[-1]!r}: JSON keeps only the last one", locs, at=offset)
@@ -296,6 +297,16 @@ def default_policy() -> Policy:
     """The built-in policy that applies while there is no policy.json (``resources/``)."""
     text = resources.files("lockgate_resources").joinpath("default-policy.json").read_text("utf-8")
     return parse_policy(text, "<built-in default policy>")
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON has neither, and NaN slips past every
+    numeric bound of the schema (it compares false with everything)."""
+    raise _NotJson(f"not valid JSON: {name} is not a JSON number")
 
 
 def _ordered(issues: list[PolicyIssue]) -> list[PolicyIssue]:
@@ -397,18 +408,19 @@ def _build_rules(tools: dict[str, Any], locs: Locations) -> tuple[list[Rule], li
                     scope=Scope(short.get("scope", "grant")),
                 )
             )
-        if any(not math.isfinite(limit.window) for limit in limits):
-            issues.append(_issue(here, "a window must be a finite number of seconds", locs))
-        if action is Action.DENY:
-            for needless in ("limits", "rate_limit", "arguments", "approval"):
-                if needless in spec:
-                    issues.append(
-                        _issue(
-                            (*here, needless), 'has no effect with action "deny"; remove it', locs
-                        )
-                    )
-        if "approval" in spec and action is Action.ALLOW:
-            issues.append(_issue((*here, "approval"), 'only applies to action "ask"', locs))
+        # Fields a rule's action does not use (limits on a deny rule, say) are kept, not
+        # refused: the app preserves them when a click changes the action, so switching
+        # back restores them. Refused are only the combinations that mislead: approval
+        # on a rule with no action (it allows, though the writer surely meant ask) and
+        # hide on a tool that is not denied.
+        if "approval" in spec and "action" not in spec:
+            issues.append(
+                _issue(
+                    (*here, "approval"),
+                    'this rule has no action, so it allows every call; add "action": "ask"',
+                    locs,
+                )
+            )
         if spec.get("hide") and action is not Action.DENY:
             issues.append(
                 _issue((*here, "hide"), 'hides the tool, so it needs action "deny"', locs)

@@ -22,6 +22,8 @@ from proxy.policy import Limit, Scope
 
 __all__ = ["CounterKey", "Counters", "LimitCheck", "check_limit", "counter_key"]
 
+_EMPTY: list[float] = []
+
 
 @dataclass(frozen=True, slots=True)
 class CounterKey:
@@ -53,7 +55,12 @@ class Counters:
         self._times: dict[CounterKey, list[float]] = {}
 
     def usage(self, key: CounterKey, window: float, now: float) -> list[float]:
-        """The times of the calls counted in ``(now - window, now]``, oldest first.
+        """The times of the calls counted in ``(now - window, now]``, oldest first."""
+        times, start, end = self._span(key, window, now)
+        return times[start:end]
+
+    def _span(self, key: CounterKey, window: float, now: float) -> tuple[list[float], int, int]:
+        """The counted calls as ``times[start:end]``, without copying them.
 
         A call at ``t`` counts while ``t + window > now``: written so, the moment it stops
         counting is exactly the ``retry_at`` a blocked call is told, with no float rounding
@@ -61,10 +68,10 @@ class Counters:
         """
         times = self._times.get(key)
         if not times:
-            return []
+            return _EMPTY, 0, 0
         start = bisect_right(times, now, key=lambda t: t + window)
-        end = bisect_right(times, now)
-        return times[start:end]
+        end = bisect_right(times, now, lo=start)
+        return times, start, end
 
     def record(self, keys: Iterable[CounterKey], now: float, horizons: Mapping[str, float]) -> None:
         """Charge one call at ``now`` to each of ``keys`` (each at most once).
@@ -95,11 +102,11 @@ def _drop_expired(times: list[float], now: float, horizon: float) -> None:
 def check_limit(counters: Counters, limit: Limit, client: str, now: float) -> LimitCheck:
     """Whether one more call at ``now`` stays within ``limit``."""
     key = counter_key(limit, client)
-    times = counters.usage(key, limit.window, now)
-    used = len(times)
+    times, start, end = counters._span(key, limit.window, now)
+    used = end - start
     if used < limit.max:
         return LimitCheck(limit, key, used, True, None)
     if limit.max == 0:
         return LimitCheck(limit, key, used, False, None)
     # Enough of the counted calls must age out to leave room for one more.
-    return LimitCheck(limit, key, used, False, times[used - limit.max] + limit.window)
+    return LimitCheck(limit, key, used, False, times[start + used - limit.max] + limit.window)

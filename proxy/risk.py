@@ -257,11 +257,21 @@ def classify(tool: Mapping[str, Any]) -> Risk:
 
     read_only = annotations.get("readOnlyHint")
     destructive = annotations.get("destructiveHint")
-    if read_only is True:
+    if read_only is True and destructive is True:
+        # Contradictory claims: believe the one that asks for more care.
+        signals.append(
+            Signal(
+                "annotation",
+                "readOnlyHint and destructiveHint both true: contradictory, taken as destructive",
+                Category.DESTRUCTIVE,
+                3.0,
+            )
+        )
+    elif read_only is True:
         signals.append(
             Signal("annotation", "readOnlyHint: true (the server's claim)", Category.READ, 2.5)
         )
-    if destructive is True and read_only is not True:
+    elif destructive is True:
         signals.append(Signal("annotation", "destructiveHint: true", Category.DESTRUCTIVE, 3.0))
     if annotations.get("openWorldHint") is True:
         signals.append(Signal("annotation", "openWorldHint: true", Category.NETWORK, 1.0))
@@ -312,7 +322,7 @@ def _level(
             level = Level.HIGH
             detail = f'takes "{forced[0]}"' if forced else "may overwrite existing data"
             why.append(Signal("input" if forced else "description", detail, None, 0.0))
-        elif annotations.get("destructiveHint") is True and not annotations.get("readOnlyHint"):
+        elif annotations.get("destructiveHint") is True:
             level = Level.HIGH
             why.append(Signal("annotation", "destructiveHint: true", None, 0.0))
     elif category is Category.NETWORK:

@@ -331,22 +331,10 @@ def _position(line: str) -> tuple[int, int]:
             'tools."t".hide: hides the tool, so it needs action "deny"',
         ),
         (
-            {"t": {"action": "deny", "rate_limit": {"max": 1, "window": 1}}},
-            'tools."t".rate_limit: has no effect with action "deny"; remove it',
+            {"t": {"approval": {"timeout": 1}}},
+            'tools."t".approval: this rule has no action, so it allows every call; add '
+            '"action": "ask"',
         ),
-        (
-            {"t": {"action": "deny", "limits": []}},
-            'tools."t".limits: has no effect with action "deny"; remove it',
-        ),
-        (
-            {"t": {"action": "deny", "arguments": {}}},
-            'tools."t".arguments: has no effect with action "deny"; remove it',
-        ),
-        (
-            {"t": {"action": "deny", "approval": {"timeout": 1}}},
-            'tools."t".approval: has no effect with action "deny"; remove it',
-        ),
-        ({"t": {"approval": {"timeout": 1}}}, 'tools."t".approval: only applies to action "ask"'),
         (
             {"t": {"arguments": {"type": "objekt"}}},
             'tools."t".arguments.type: not a valid JSON Schema (draft 2020-12)',
@@ -363,6 +351,32 @@ def test_semantic_errors(rule, expected):
     assert expected in lines[0]
     assert lines[0].startswith("policy.json:")  # with a line number
     _position(lines[0])
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"action": "deny", "rate_limit": {"max": 1, "window": 1}},
+        {"action": "deny", "limits": [{"counter": "c", "window": 1, "max": 1}]},
+        {"action": "deny", "arguments": {"required": ["x"]}},
+        {"action": "deny", "approval": {"timeout": 5}},
+        {"action": "allow", "approval": {"timeout": 5}},
+    ],
+)
+def test_fields_the_action_does_not_use_are_kept_for_when_it_changes_back(rule):
+    # The app keeps every field when a click changes a rule's action; switching back
+    # restores them, so a dormant field is valid, not an error.
+    parsed = parse_policy(policy_text({"t": rule})).rules[0]
+    assert parsed.action.value == rule["action"]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(constant):
+    text = '{"version": "1", "tools": {"t": {"rate_limit": {"max": 1, "window": WINDOW}}}}'
+    text = text.replace("WINDOW", constant)
+    assert errors_of(text) == [
+        f"policy.json: (the whole file): not valid JSON: {constant} is not a JSON number"
+    ]
 
 
 def test_every_problem_is_reported_at_once_and_nothing_is_half_applied():
@@ -388,7 +402,7 @@ def test_semantic_errors_are_all_reported():
         {
             "a": {"action": "allow", "hide": True},
             "b/": {},
-            "c": {"action": "deny", "limits": []},
+            "c": {"approval": {"timeout": 3}},
         }
     )
     with pytest.raises(PolicyError) as info:
@@ -396,9 +410,9 @@ def test_semantic_errors_are_all_reported():
     assert [i.path for i in info.value.issues] == [
         ("tools", "a", "hide"),
         ("tools", "b/"),
-        ("tools", "c", "limits"),
+        ("tools", "c", "approval"),
     ]
-    assert [i.line for i in info.value.issues] == [6, 8, 11]
+    assert [i.line for i in info.value.issues] == [6, 8, 10]
 
 
 def test_invalid_json_names_line_and_column():
