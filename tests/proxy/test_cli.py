@@ -17,31 +17,10 @@ import jsonschema
 import pytest
 
 from proxy.cli import main
+from tests.proxy.test_policy import POLICY_MD_EXAMPLE
 
 # The example policy of POLICY.md: six rules, one of each kind.
-EXAMPLE_POLICY: dict[str, Any] = {
-    "version": "1",
-    "default": "ask",
-    "tools": {
-        "python_test": {
-            "limits": [
-                {"counter": "python_test_rate", "window": "minute", "max": 10, "scope": "grant"}
-            ]
-        },
-        "python_build": {"action": "deny", "reason": "Builds run in CI, not from the agent."},
-        "devtools/git_*": {"action": "allow"},
-        "*delete*": {"action": "ask", "approval": {"timeout": 60}},
-        "filesystem/write_file": {
-            "action": "allow",
-            "arguments": {
-                "type": "object",
-                "properties": {"path": {"type": "string", "pattern": "^/home/[^/]+/projects/"}},
-                "required": ["path"],
-            },
-        },
-        "fetch": {"rate_limit": {"max": 30, "window": 60}},
-    },
-}
+EXAMPLE_POLICY: dict[str, Any] = json.loads(POLICY_MD_EXAMPLE)
 
 # Written out by hand so the typo's line and column are the ones a person sees in an editor.
 TYPO_POLICY = """\

@@ -22,30 +22,7 @@ from proxy.policy import (
 )
 
 # The example of POLICY.md, verbatim.
-POLICY_MD_EXAMPLE = """{
-  "version": "1",
-  "default": "ask",
-  "tools": {
-    "python_test": {
-      "limits": [
-        {"counter": "python_test_rate", "window": "minute", "max": 10, "scope": "grant"}
-      ]
-    },
-    "python_build": {"action": "deny", "reason": "Builds run in CI, not from the agent."},
-    "devtools/git_*": {"action": "allow"},
-    "*delete*": {"action": "ask", "approval": {"timeout": 60}},
-    "filesystem/write_file": {
-      "action": "allow",
-      "arguments": {
-        "type": "object",
-        "properties": {"path": {"type": "string", "pattern": "^/home/[^/]+/projects/"}},
-        "required": ["path"]
-      }
-    },
-    "fetch": {"rate_limit": {"max": 30, "window": 60}}
-  }
-}
-"""
+POLICY_MD_EXAMPLE = (Path(__file__).parents[1] / "data" / "policy-md-example.json").read_text()
 
 
 def policy_text(tools: dict | None = None, **top) -> str:
