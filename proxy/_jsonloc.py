@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["JsonPath", "Locations", "format_path", "locate"]
+__all__ = ["JsonPath", "Locations", "format_path", "locate", "nesting_beyond"]
 
 JsonPath = tuple[str | int, ...]
 
@@ -60,6 +60,27 @@ def locate(text: str) -> Locations:
     with contextlib.suppress(ValueError, IndexError):
         _value(text, _skip(text, 0), (), locs)
     return locs
+
+
+_NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nesting_beyond(text: str, limit: int) -> int | None:
+    """The offset where ``text`` first nests arrays/objects deeper than ``limit``, or None.
+
+    Checked before parsing, so no parser (json, this module, jsonschema) ever recurses
+    into a hostile file until Python's recursion limit.
+    """
+    depth = 0
+    for match in _NESTING_TOKENS.finditer(text):
+        bracket = match.group(0)
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return match.start()
+        elif bracket in "]}":
+            depth -= 1
+    return None
 
 
 def _skip(text: str, pos: int) -> int:

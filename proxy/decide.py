@@ -5,8 +5,8 @@ argument and does no I/O, so every decision can be replayed and tested as a tabl
 order of checks for the rule that applies:
 
 1. ``deny`` (and ``hide``): denied, nothing else is looked at.
-2. ``arguments``: a call whose arguments fail the rule's schema is denied, naming the
-   failed constraint and where.
+2. ``arguments``: arguments that are not a JSON object, that fail the rule's schema, or
+   that the schema cannot be checked against are denied, naming the failed constraint.
 3. limits: all must pass; a call over any limit is denied, with when it may retry.
 4. ``ask``: a person must approve; ``allow``: allowed.
 
@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from proxy.policy import DEFAULT_APPROVAL_TIMEOUT, Action, Policy, Rule
-from proxy.ratelimit import CounterKey, Counters, LimitCheck, check_limit
+from proxy.policy import DEFAULT_APPROVAL_TIMEOUT, NAMED_WINDOWS, Action, Policy, Rule
+from proxy.ratelimit import CounterKey, Counters, LimitCheck
+
+_MAX_REASON = 400  # a reason quotes argument values; keep what the agent and log see short
 
 __all__ = [
     "Basis",
@@ -35,7 +37,7 @@ __all__ = [
     "Verdict",
     "agent_message",
     "decide",
-    "recheck_limits",
+    "recheck_approved",
 ]
 
 
@@ -82,6 +84,7 @@ class Decision:
     hidden: bool = False  # the tool is hidden: answer as if it did not exist
     approval_timeout: float | None = None  # for ask: seconds a person has to answer
     argument_path: str | None = None  # for arguments: where in the arguments it failed
+    source: Rule | None = field(default=None, repr=False, compare=False)  # the rule itself
 
     @property
     def blocked(self) -> bool:
@@ -115,10 +118,16 @@ def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> De
             rule.pattern.text,
             hidden=rule.hide,
         )
-    errors = rule.argument_errors(call.arguments)
+    arguments: object = call.arguments  # typed Mapping, but it comes off the wire
+    if not isinstance(arguments, Mapping):
+        return _argument_denial(rule, "$", "arguments must be a JSON object")
+    try:
+        errors = rule.argument_errors(call.arguments)
+    except Exception as exc:  # any failure to check is a denial: fail closed
+        return _argument_denial(rule, "$", f"arguments could not be checked ({exc!r})")
     if errors:
         return _bad_arguments(rule, errors)
-    checks = [check_limit(counters, limit, call.client, now) for limit in rule.limits]
+    checks = [counters.check(limit, call.client, now) for limit in rule.limits]
     blocked = _blocking(checks)
     if blocked is not None:
         return _over_limit(rule, blocked)
@@ -131,6 +140,7 @@ def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> De
             rule.pattern.text,
             charges=charges,
             approval_timeout=rule.approval_timeout,
+            source=rule,
         )
     return Decision(
         Verdict.ALLOW,
@@ -138,36 +148,33 @@ def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> De
         rule.reason or f"{call.qualified} is allowed by the policy",
         rule.pattern.text,
         charges=charges,
+        source=rule,
     )
 
 
-def recheck_limits(
-    rule_decision: Decision, policy: Policy, call: ToolCall, counters: Counters, now: float
-) -> Decision:
-    """After a person approved an ``ask`` decision: do its limits still pass now?
+def recheck_approved(asked: Decision, call: ToolCall, counters: Counters, now: float) -> Decision:
+    """A person approved ``asked``: may the call go ahead now?
 
-    The call keeps the rule it started under (``policy`` is the one it was decided with).
-    Returns an ``allow`` decision carrying the charges, or the limit's ``deny``.
+    Only an ``ask`` can be approved; any other decision comes back unchanged, so a denial
+    can never be turned into an allow. The call keeps the rule it started under (the
+    decision carries it), and that rule's limits are checked again, since time has passed
+    and other calls may have used the budget. Returns ``allow`` with the charges to make,
+    or the limit's ``deny``.
     """
-    rule = policy.rule_for(call.server, call.tool)
-    if rule is None or rule.pattern.text != rule_decision.rule:
-        return Decision(
-            Verdict.ALLOW,
-            rule_decision.basis,
-            "approved by a person",
-            rule_decision.rule,
-            charges=rule_decision.charges,
-        )
-    checks = [check_limit(counters, limit, call.client, now) for limit in rule.limits]
-    blocked = _blocking(checks)
-    if blocked is not None:
-        return _over_limit(rule, blocked)
+    if asked.verdict is not Verdict.ASK:
+        return asked
+    rule = asked.source
+    if rule is not None:
+        blocked = _blocking([counters.check(limit, call.client, now) for limit in rule.limits])
+        if blocked is not None:
+            return _over_limit(rule, blocked)
     return Decision(
         Verdict.ALLOW,
-        Basis.RULE,
+        asked.basis,
         "approved by a person",
-        rule.pattern.text,
-        charges=rule_decision.charges,
+        asked.rule,
+        charges=asked.charges,
+        source=rule,
     )
 
 
@@ -210,26 +217,43 @@ def _over_limit(rule: Rule, check: LimitCheck) -> Decision:
         rule.pattern.text,
         counter=limit.counter,
         retry_at=check.retry_at,
+        source=rule,
     )
 
 
 def _bad_arguments(rule: Rule, errors: list[Any]) -> Decision:
     first = errors[0]
-    where = first.json_path  # "$.path" style, where in the arguments
     constraint = "/".join(str(p) for p in first.schema_path)
-    reason = f"arguments rejected at {where}: {first.message} (constraint: {constraint})"
+    message = f"{_clip(first.message)} (constraint: {constraint})"
     if len(errors) > 1:
-        reason += f"; {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}"
+        message += f"; {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}"
+    return _argument_denial(rule, first.json_path, message)
+
+
+def _argument_denial(rule: Rule, where: str, message: str) -> Decision:
+    """Deny for the arguments; ``where`` is a "$.path" into them."""
+    reason = f"arguments rejected at {where}: {message}"
     if rule.reason:
         reason = f"{rule.reason} ({reason})"
-    return Decision(Verdict.DENY, Basis.ARGUMENTS, reason, rule.pattern.text, argument_path=where)
+    return Decision(
+        Verdict.DENY,
+        Basis.ARGUMENTS,
+        reason,
+        rule.pattern.text,
+        argument_path=where,
+        source=rule,
+    )
+
+
+_WINDOW_NAMES = {seconds: name for name, seconds in NAMED_WINDOWS.items()}
 
 
 def _span(seconds: float) -> str:
-    named = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
-    if seconds in named:
-        return named[seconds]
-    return f"{seconds:g} seconds"
+    return _WINDOW_NAMES.get(seconds) or f"{seconds:g} seconds"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
 def agent_message(call: ToolCall, decision: Decision, now: float) -> str:
@@ -272,21 +296,26 @@ class Enforcer:
         with self._lock:
             self._policy = policy
 
-    def decide(self, call: ToolCall) -> tuple[Policy, Decision]:
+    def decide(self, call: ToolCall) -> Decision:
         """Decide ``call``; an ``allow`` is charged before the lock is released."""
         with self._lock:
-            policy = self._policy
             now = self._clock()
-            decision = decide(policy, call, self._counters, now)
-            if decision.verdict is Verdict.ALLOW:
-                self._counters.record(decision.charges, now, policy.counter_horizons)
-            return policy, decision
+            decision = decide(self._policy, call, self._counters, now)
+            self._charge(decision, now)
+            return decision
 
-    def approve(self, policy: Policy, call: ToolCall, asked: Decision) -> Decision:
-        """A person approved ``asked``: re-check its limits now and charge them if they pass."""
+    def approve(self, call: ToolCall, asked: Decision) -> Decision:
+        """A person approved ``asked``: re-check its limits now and charge them if they pass.
+
+        Anything but an ``ask`` decision comes back unchanged (see :func:`recheck_approved`).
+        """
         with self._lock:
             now = self._clock()
-            decision = recheck_limits(asked, policy, call, self._counters, now)
-            if decision.verdict is Verdict.ALLOW:
-                self._counters.record(decision.charges, now, policy.counter_horizons)
+            decision = recheck_approved(asked, call, self._counters, now)
+            self._charge(decision, now)
             return decision
+
+    def _charge(self, decision: Decision, now: float) -> None:
+        if decision.verdict is Verdict.ALLOW and decision.charges and decision.source:
+            horizons = {limit.counter: limit.window for limit in decision.source.limits}
+            self._counters.record(decision.charges, now, horizons)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import jsonschema
-from jsonschema.exceptions import SchemaError, ValidationError, relevance
+from jsonschema.exceptions import ValidationError, relevance
 
-from proxy._jsonloc import JsonPath, Locations, format_path, locate
+from proxy._jsonloc import JsonPath, Locations, format_path, locate, nesting_beyond
+from proxy.argschema import ArgumentSchemaError, compile_arguments_schema
 from proxy.patterns import PatternError, Specificity, ToolPattern
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
 SUPPORTED_VERSIONS: Final = ("1",)
 DEFAULT_APPROVAL_TIMEOUT: Final = 120.0
 MAX_POLICY_BYTES: Final = 8 * 1024 * 1024
+MAX_NESTING: Final = 64
 NAMED_WINDOWS: Final = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _RESOLVE_CACHE_SIZE: Final = 4096
 
@@ -91,13 +95,18 @@ class Rule:
     arguments: Mapping[str, Any] | bool | None = None
     approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT
     hide: bool = False
-    _validator: jsonschema.protocols.Validator | None = field(default=None, repr=False)
+    _validator: Any = field(default=None, repr=False)
 
-    def argument_errors(self, arguments: Mapping[str, Any]) -> list[ValidationError]:
-        """Every way ``arguments`` fails this rule's ``arguments`` schema (none: it passes)."""
+    def argument_errors(self, arguments: Any) -> list[ValidationError]:
+        """Every way ``arguments`` fails this rule's ``arguments`` schema, the most relevant
+        first (none: it passes).
+
+        Raises:
+            Exception: whatever validation raises; callers must treat that as a denial.
+        """
         if self._validator is None:
             return []
-        return sorted(self._validator.iter_errors(arguments), key=relevance)
+        return sorted(self._validator.iter_errors(arguments), key=relevance, reverse=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,12 +243,17 @@ def load_policy(path: Path | str) -> Policy:
     path = Path(path)
     source = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_POLICY_BYTES:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            # a FIFO would block open(); a device would never end
+            raise PolicyError(source, [PolicyIssue((), "is not a regular file")])
+        with path.open("rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise PolicyError(source, [PolicyIssue((), "is not a regular file")])
+            data = handle.read(MAX_POLICY_BYTES + 1)
+        if len(data) > MAX_POLICY_BYTES:
             raise PolicyError(
-                source, [PolicyIssue((), f"file is {size} bytes; the limit is {MAX_POLICY_BYTES}")]
+                source, [PolicyIssue((), f"file is over the limit of {MAX_POLICY_BYTES} bytes")]
             )
-        data = path.read_bytes()
     except FileNotFoundError:
         raise PolicyError(source, [PolicyIssue((), "no such file")]) from None
     except IsADirectoryError:
@@ -261,13 +275,19 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     Raises:
         PolicyError: every problem found, each with line, column and JSON path.
     """
+    too_deep = nesting_beyond(text, MAX_NESTING)
+    if too_deep is not None:
+        line = text.count("\n", 0, too_deep) + 1
+        column = too_deep - (text.rfind("\n", 0, too_deep) + 1) + 1
+        message = f"nested more than {MAX_NESTING} levels deep"
+        raise PolicyError(source, [PolicyIssue((), message, line, column)])
     try:
         document = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         issue = PolicyIssue((), f"not valid JSON: {exc.msg}", exc.lineno, exc.colno)
         raise PolicyError(source, [issue]) from None
-    except _NotJson as exc:
-        raise PolicyError(source, [PolicyIssue((), str(exc))]) from None
+    except ValueError as exc:  # NaN/Infinity, integers of thousands of digits
+        raise PolicyError(source, [PolicyIssue((), f"not valid JSON: {exc}")]) from None
     locs = locate(text)
     issues = [
         _issue(path, f"duplicate key {path[-1]!r}: JSON keeps only the last one", locs, at=offset)
@@ -299,14 +319,10 @@ def default_policy() -> Policy:
     return parse_policy(text, "<built-in default policy>")
 
 
-class _NotJson(ValueError):
-    pass
-
-
 def _reject_constant(name: str) -> Any:
     """Python's json reads NaN and Infinity; JSON has neither, and NaN slips past every
     numeric bound of the schema (it compares false with everything)."""
-    raise _NotJson(f"not valid JSON: {name} is not a JSON number")
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _ordered(issues: list[PolicyIssue]) -> list[PolicyIssue]:
@@ -349,7 +365,10 @@ def _translate(error: ValidationError, locs: Locations) -> list[PolicyIssue]:
             out.append(_issue((*path, key), message, locs, key=True))
         return out
     if error.validator == "required":
-        return [_issue(path, error.message.replace("is a required property", "is required"), locs)]
+        message = error.message.replace("is a required property", "is required")
+        if path == () and "'version'" in message:
+            message += "; supported versions: " + ", ".join(f'"{v}"' for v in SUPPORTED_VERSIONS)
+        return [_issue(path, message, locs)]
     custom = _custom_message(error)
     if custom is not None:
         return [_issue(path, f"{custom}; got {json.dumps(error.instance)}", locs)]
@@ -373,8 +392,14 @@ def _article(kind: str) -> str:
     return ("an " if kind[:1] in "aeiou" else "a ") + kind
 
 
-def _window_seconds(value: str | float) -> float:
-    return NAMED_WINDOWS[value] if isinstance(value, str) else float(value)
+def _limit(counter: str, spec: Mapping[str, Any]) -> Limit:
+    window = spec["window"]
+    return Limit(
+        counter=counter,
+        window=NAMED_WINDOWS[window] if isinstance(window, str) else float(window),
+        max=spec["max"],
+        scope=Scope(spec.get("scope", "grant")),
+    )
 
 
 def _build_rules(tools: dict[str, Any], locs: Locations) -> tuple[list[Rule], list[PolicyIssue]]:
@@ -389,25 +414,9 @@ def _build_rules(tools: dict[str, Any], locs: Locations) -> tuple[list[Rule], li
             issues.append(_issue(here, str(exc), locs))
             continue
         action = Action.from_json(spec.get("action", "allow"))
-        limits = [
-            Limit(
-                counter=item["counter"],
-                window=_window_seconds(item["window"]),
-                max=item["max"],
-                scope=Scope(item.get("scope", "grant")),
-            )
-            for item in spec.get("limits", [])
-        ]
+        limits = [_limit(item["counter"], item) for item in spec.get("limits", [])]
         if "rate_limit" in spec:
-            short = spec["rate_limit"]
-            limits.append(
-                Limit(
-                    counter=text,
-                    window=_window_seconds(short["window"]),
-                    max=short["max"],
-                    scope=Scope(short.get("scope", "grant")),
-                )
-            )
+            limits.append(_limit(text, spec["rate_limit"]))
         # Fields a rule's action does not use (limits on a deny rule, say) are kept, not
         # refused: the app preserves them when a click changes the action, so switching
         # back restores them. Refused are only the combinations that mislead: approval
@@ -427,17 +436,12 @@ def _build_rules(tools: dict[str, Any], locs: Locations) -> tuple[list[Rule], li
             )
         validator = None
         if "arguments" in spec:
-            arg_schema = spec["arguments"]
             try:
-                jsonschema.Draft202012Validator.check_schema(arg_schema)
-            except SchemaError as exc:
-                sub: JsonPath = (*here, "arguments", *exc.path)
-                issues.append(
-                    _issue(sub, f"not a valid JSON Schema (draft 2020-12): {exc.message}", locs)
-                )
-            else:
-                validator = jsonschema.Draft202012Validator(
-                    arg_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+                validator = compile_arguments_schema(spec["arguments"])
+            except ArgumentSchemaError as exc:
+                issues.extend(
+                    _issue((*here, "arguments", *sub), message, locs)
+                    for sub, message in exc.problems
                 )
         if len(issues) > before:
             continue

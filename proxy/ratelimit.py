@@ -6,7 +6,7 @@ half-open interval ``(now - window, now]``: a call made at ``t`` stops counting 
 ``t + window``. Counters are keyed by name and, for ``scope: grant``, by client, so limits
 that name the same counter share one budget.
 
-Reading (:meth:`Counters.usage`) never changes anything, which keeps the decision a pure
+Checking (:meth:`Counters.check`) never changes anything, which keeps the decision a pure
 function; :meth:`Counters.record` charges a call that went ahead. Whoever decides and
 records must do both under one lock (or on one event loop) for limits to be exact under
 concurrency; :class:`proxy.decide.Enforcer` does.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from proxy.policy import Limit, Scope
 
-__all__ = ["CounterKey", "Counters", "LimitCheck", "check_limit", "counter_key"]
+__all__ = ["CounterKey", "Counters", "LimitCheck", "counter_key"]
 
 _EMPTY: list[float] = []
 
@@ -53,6 +53,9 @@ class Counters:
 
     def __init__(self) -> None:
         self._times: dict[CounterKey, list[float]] = {}
+        # The longest window any limit has used per counter name, ever: a reload that
+        # lengthens a window must still see the calls the shorter one had counted.
+        self._horizons: dict[str, float] = {}
 
     def usage(self, key: CounterKey, window: float, now: float) -> list[float]:
         """The times of the calls counted in ``(now - window, now]``, oldest first."""
@@ -76,15 +79,32 @@ class Counters:
     def record(self, keys: Iterable[CounterKey], now: float, horizons: Mapping[str, float]) -> None:
         """Charge one call at ``now`` to each of ``keys`` (each at most once).
 
-        ``horizons`` gives, per counter name, the longest window any limit uses; older
-        times can never count again and are dropped, so memory stays bounded by the limits.
+        ``horizons`` gives, per counter name, the window of the limits charging it. Times
+        older than the longest window ever used for that counter can never count again and
+        are dropped, so memory stays bounded by the limits.
         """
+        for name, window in horizons.items():
+            if window > self._horizons.get(name, 0.0):
+                self._horizons[name] = window
         for key in set(keys):
             times = self._times.setdefault(key, [])
             insort(times, now)
-            horizon = horizons.get(key.counter)
+            horizon = self._horizons.get(key.counter)
             if horizon is not None:
                 _drop_expired(times, now, horizon)
+
+    def check(self, limit: Limit, client: str, now: float) -> LimitCheck:
+        """Whether one more call by ``client`` at ``now`` stays within ``limit``."""
+        key = counter_key(limit, client)
+        times, start, end = self._span(key, limit.window, now)
+        used = end - start
+        if used < limit.max:
+            return LimitCheck(limit, key, used, True, None)
+        if limit.max == 0:
+            return LimitCheck(limit, key, used, False, None)
+        # Enough of the counted calls must age out to leave room for one more.
+        retry_at = times[start + used - limit.max] + limit.window
+        return LimitCheck(limit, key, used, False, retry_at)
 
     def clear(self) -> None:
         self._times.clear()
@@ -97,16 +117,3 @@ def _drop_expired(times: list[float], now: float, horizon: float) -> None:
     cut = bisect_right(times, now, key=lambda t: t + horizon)
     if cut:
         del times[:cut]
-
-
-def check_limit(counters: Counters, limit: Limit, client: str, now: float) -> LimitCheck:
-    """Whether one more call at ``now`` stays within ``limit``."""
-    key = counter_key(limit, client)
-    times, start, end = counters._span(key, limit.window, now)
-    used = end - start
-    if used < limit.max:
-        return LimitCheck(limit, key, used, True, None)
-    if limit.max == 0:
-        return LimitCheck(limit, key, used, False, None)
-    # Enough of the counted calls must age out to leave room for one more.
-    return LimitCheck(limit, key, used, False, times[start + used - limit.max] + limit.window)

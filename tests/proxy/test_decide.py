@@ -180,8 +180,19 @@ def test_ask_carries_its_timeout_and_charges():
 
 
 def test_deny_wins_before_arguments_and_limits_are_looked_at():
-    # deny rules cannot carry arguments or limits (the loader refuses them), so the order
-    # that matters is arguments before limits before asking:
+    p = policy(
+        {
+            "t": {
+                "action": "deny",
+                "arguments": {"required": ["x"]},
+                "rate_limit": {"max": 0, "window": 60},
+            }
+        }
+    )
+    assert decide(p, ToolCall("s", "t", {}), Counters(), 0.0).basis is Basis.RULE
+
+
+def test_arguments_are_checked_before_limits():
     p = policy(
         {
             "t": {
@@ -264,7 +275,7 @@ def test_agent_message_for_a_limit_says_when_to_retry():
     for _ in range(30):
         enforcer.decide(call)
     clock[0] = 130.2
-    decision = enforcer.decide(call)[1]
+    decision = enforcer.decide(call)
     assert decision.basis is Basis.LIMIT
     message = agent_message(call, decision, clock[0])
     assert "at most 30 calls per minute for this client" in message
@@ -291,11 +302,11 @@ def test_approval_charges_and_rechecks_limits():
     p = policy({"t": {"action": "ask", "rate_limit": {"max": 1, "window": 60}}})
     enforcer = Enforcer(p, lambda: clock[0])
     call = ToolCall("s", "t")
-    first_policy, first = enforcer.decide(call)
-    second_policy, second = enforcer.decide(call)
+    first = enforcer.decide(call)
+    second = enforcer.decide(call)
     assert first.verdict is second.verdict is Verdict.ASK  # nothing charged while asking
-    assert enforcer.approve(first_policy, call, first).verdict is Verdict.ALLOW
-    late = enforcer.approve(second_policy, call, second)  # the budget went to the first
+    assert enforcer.approve(call, first).verdict is Verdict.ALLOW
+    late = enforcer.approve(call, second)  # the budget went to the first
     assert late.verdict is Verdict.DENY
     assert late.basis is Basis.LIMIT
 
@@ -304,10 +315,10 @@ def test_approved_call_keeps_the_rule_it_started_under():
     p = policy({"t": {"action": "ask", "rate_limit": {"max": 1, "window": 60}}})
     enforcer = Enforcer(p, lambda: 0.0)
     call = ToolCall("s", "t")
-    started_under, asked = enforcer.decide(call)
+    asked = enforcer.decide(call)
     enforcer.swap_policy(policy({"t": {"action": "deny"}}))
-    assert enforcer.approve(started_under, call, asked).verdict is Verdict.ALLOW
-    assert enforcer.decide(call)[1].verdict is Verdict.DENY  # new calls: the new policy
+    assert enforcer.approve(call, asked).verdict is Verdict.ALLOW
+    assert enforcer.decide(call).verdict is Verdict.DENY  # new calls: the new policy
 
 
 def test_decision_as_dict_is_json_ready():
@@ -316,3 +327,91 @@ def test_decision_as_dict_is_json_ready():
     assert data["decision"] == "deny"
     assert data["rule"] == "python_build"
     assert data["reason"] == "Builds run in CI, not from the agent."
+
+
+# -- fail closed --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("asked_tool", ["denied", "bad_args", "limited", "allowed"])
+def test_approving_anything_but_an_ask_changes_nothing(asked_tool):
+    p = policy(
+        {
+            "denied": {"action": "deny"},
+            "bad_args": {"action": "ask", "arguments": {"required": ["x"]}},
+            "limited": {"action": "ask", "rate_limit": {"max": 0, "window": 60}},
+            "allowed": {},
+        }
+    )
+    enforcer = Enforcer(p, lambda: 0.0)
+    call = ToolCall("s", asked_tool)
+    decision = enforcer.decide(call)
+    assert decision.verdict is not Verdict.ASK
+    assert enforcer.approve(call, decision) is decision
+
+
+def test_approval_rechecks_the_rule_it_started_under_even_after_a_swap():
+    clock = [0.0]
+    p = policy({"t": {"action": "ask", "rate_limit": {"max": 1, "window": 60}}})
+    enforcer = Enforcer(p, lambda: clock[0])
+    call = ToolCall("s", "t")
+    first, second = enforcer.decide(call), enforcer.decide(call)
+    enforcer.swap_policy(policy({"other": {}}))  # the rule is gone from the new policy
+    assert enforcer.approve(call, first).verdict is Verdict.ALLOW
+    assert enforcer.approve(call, second).verdict is Verdict.DENY  # its limit still holds
+
+
+@pytest.mark.parametrize("arguments", [None, [], "x", 5])
+def test_arguments_that_are_not_an_object_are_denied(arguments):
+    p = policy({"t": {}}, default="allow")
+    decision = decide(p, ToolCall("s", "t", arguments), Counters(), 0.0)
+    assert decision.verdict is Verdict.DENY
+    assert "arguments must be a JSON object" in decision.reason
+
+
+def test_a_schema_that_cannot_be_checked_denies():
+    # A recursive schema the loader accepts (recursion bounded by the data) meets data
+    # nested deeper than Python can recurse: the check fails, so the call is denied.
+    p = policy(
+        {
+            "t": {
+                "arguments": {
+                    "$defs": {"n": {"properties": {"a": {"$ref": "#/$defs/n"}}}},
+                    "$ref": "#/$defs/n",
+                }
+            }
+        }
+    )
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):
+        node["a"] = {}
+        node = node["a"]
+    decision = decide(p, ToolCall("s", "t", deep), Counters(), 0.0)
+    assert decision.verdict is Verdict.DENY
+    assert "arguments could not be checked" in decision.reason
+
+
+def test_reasons_quoting_arguments_are_bounded():
+    p = policy({"t": {"arguments": {"properties": {"p": {"maxLength": 3}}}}})
+    decision = decide(p, ToolCall("s", "t", {"p": "x" * 100_000}), Counters(), 0.0)
+    assert decision.verdict is Verdict.DENY
+    assert len(decision.reason) < 600
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "allowed"),
+    [
+        ("^ls$", "ls", True),
+        ("^ls$", "ls\n", False),  # Python's $ would accept the trailing newline
+        ("^[0-9]+$", "123", True),
+        ("^\\d+$", "\u0661\u0662", False),  # Arabic-Indic digits: not ECMA \d
+        ("^\\d+$", "12", True),
+        ("^/home/[^/]+/projects/", "/home/ann/projects/x", True),
+        ("[$]", "a$b", True),  # a $ inside a class is a literal dollar
+        ("a\\$", "a$", True),  # an escaped $ is a literal dollar
+    ],
+)
+def test_patterns_have_json_schema_meaning(pattern, value, allowed):
+    p = policy({"t": {"arguments": {"properties": {"v": {"type": "string", "pattern": pattern}}}}})
+    decision = decide(p, ToolCall("s", "t", {"v": value}), Counters(), 0.0)
+    assert (decision.verdict is Verdict.ALLOW) is allowed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import string
+import time
 
 import pytest
 from hypothesis import given
@@ -164,3 +165,15 @@ def test_rank_is_a_total_order_consistent_with_specificity(texts):
         for pb, rb in zip(patterns, ranks, strict=True):
             if pa.specificity < pb.specificity:
                 assert ra < rb
+
+
+@pytest.mark.parametrize(
+    ("glob", "name"),
+    [("**********b", "a" * 40), ("*a*a*a*b", "a" * 600), ("*?*?*?*x", "y" * 2000)],
+)
+def test_hostile_names_cannot_make_matching_slow(glob, name):
+    # Tool names come from the agent's side. A backtracking matcher took 32 s on the first.
+    pattern = ToolPattern.parse(glob)
+    start = time.perf_counter()
+    assert not pattern.matches("srv", name)
+    assert time.perf_counter() - start < 0.05

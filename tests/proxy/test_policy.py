@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -172,7 +173,10 @@ def errors_of(text: str) -> list[str]:
             '{"version": 1}',
             ['policy.json:1:13: version: unsupported version; supported versions: "1"; got 1'],
         ),
-        ("{}", ["policy.json:1:1: (the whole file): 'version' is required"]),
+        (
+            "{}",
+            ["policy.json:1:1: (the whole file): 'version' is required; supported versions: \"1\""],
+        ),
         (
             "[]",
             ['policy.json:1:1: (the whole file): a policy is a JSON object: {"version": "1", ...}'],
@@ -217,14 +221,14 @@ def errors_of(text: str) -> list[str]:
             '{"version": "1", "tools": {"t": {"rate_limit": {"max": 1, "window": "week"}}}}',
             [
                 'policy.json:1:69: tools."t".rate_limit.window: must be "second", "minute", "hour", '
-                '"day" or a number of seconds above 0 (at most a year); got "week"'
+                '"day" or a number of seconds from 0.001 to 31536000 (a year); got "week"'
             ],
         ),
         (
             '{"version": "1", "tools": {"t": {"rate_limit": {"max": 1, "window": 0}}}}',
             [
                 'policy.json:1:69: tools."t".rate_limit.window: must be "second", "minute", "hour", '
-                '"day" or a number of seconds above 0 (at most a year); got 0'
+                '"day" or a number of seconds from 0.001 to 31536000 (a year); got 0'
             ],
         ),
         (
@@ -413,7 +417,7 @@ def test_duplicate_keys_are_errors_not_silently_dropped():
         (lambda p: None, "no such file"),
         (lambda p: p.mkdir(), "is a directory"),
         (lambda p: p.write_bytes(b'{"version": "1", "description": "\xff"}'), "not UTF-8"),
-        (lambda p: p.write_bytes(b" " * (MAX_POLICY_BYTES + 1)), "the limit is"),
+        (lambda p: p.write_bytes(b" " * (MAX_POLICY_BYTES + 1)), "over the limit of"),
     ],
 )
 def test_file_errors(tmp_path, setup, expected):
@@ -471,3 +475,150 @@ def test_resolve_cache_is_bounded():
     for i in range(10_000):
         policy.rule_for("s", f"tool{i}")
     assert len(policy._cache) <= 4096
+
+
+# -- arguments schemas are security controls ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "path", "message"),
+    [
+        (
+            {"$ref": "https://schemas.example/allow-all.json"},
+            ("$ref",),
+            "only references inside this schema (#/...) are allowed; Lockgate never fetches",
+        ),
+        (
+            {"properties": {"p": {"$ref": "other.json#/x"}}},
+            ("properties", "p", "$ref"),
+            "only references inside this schema",
+        ),
+        ({"$ref": "#/$defs/missing"}, ("$ref",), "$ref '#/$defs/missing' points at nothing"),
+        ({"$id": "https://x.test/s", "type": "object"}, ("$id",), "$id is not supported"),
+        ({"$dynamicRef": "#x"}, ("$dynamicRef",), "$dynamicRef is not supported"),
+        ({"definitions": {}}, ("definitions",), "use $defs"),
+        (
+            {"properties": {"path": {"type": "string", "patern": "^/tmp/"}}},
+            ("properties", "path", "patern"),
+            "unknown JSON Schema keyword (did you mean 'pattern'?)",
+        ),
+        ({"requried": ["path"]}, ("requried",), "did you mean 'required'?"),
+        ({"Properties": {}}, ("Properties",), "did you mean 'properties'?"),
+        (
+            {"allOf": [{"type": "object"}, {"maxProperty": 3}]},
+            ("allOf", 1, "maxProperty"),
+            "unknown JSON Schema keyword",
+        ),
+        (
+            {
+                "properties": {
+                    "p": {"$schema": "http://json-schema.org/draft-04/schema#", "const": "/safe"}
+                }
+            },
+            ("properties", "p", "$schema"),
+            "belongs at the top of the schema only",
+        ),
+        (
+            {"$schema": "http://json-schema.org/draft-04/schema#"},
+            ("$schema",),
+            "another dialect would switch keywords off",
+        ),
+        (
+            {"properties": {"u": {"format": "url"}}},
+            ("properties", "u", "format"),
+            "format 'url' cannot be checked; known formats:",
+        ),
+        ({"allOf": [{"$ref": "#"}]}, (), "refers to itself without end"),
+        (
+            {"properties": {"p": {"pattern": "(unclosed"}}},
+            ("properties", "p", "pattern"),
+            "is not a 'regex'",
+        ),
+    ],
+)
+def test_arguments_schema_is_checked_hard(arguments, path, message):
+    with pytest.raises(PolicyError) as info:
+        parse_policy(policy_text({"t": {"arguments": arguments}}), "p.json")
+    issues = [i for i in info.value.issues if i.path == ("tools", "t", "arguments", *path)]
+    assert issues, str(info.value)
+    assert message in issues[0].message
+    assert issues[0].line is not None
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"},
+        {"$defs": {"p": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/p"}}},
+        {
+            "$defs": {
+                "n": {"$anchor": "node", "properties": {"kids": {"items": {"$ref": "#node"}}}}
+            },
+            "$ref": "#/$defs/n",
+        },
+        {
+            "properties": {"u": {"format": "uri"}, "d": {"format": "date-time"}},
+            "x-note": "people's own annotations are fine",
+        },
+        {"title": "t", "description": "d", "examples": [{}], "default": {}, "deprecated": False},
+    ],
+)
+def test_arguments_schema_features_that_are_allowed(arguments):
+    parse_policy(policy_text({"t": {"arguments": arguments}}))
+
+
+def test_formats_beyond_the_basic_ones_are_really_checked():
+    p = parse_policy(
+        policy_text(
+            {
+                "t": {
+                    "arguments": {
+                        "properties": {"u": {"format": "uri"}, "when": {"format": "date-time"}}
+                    }
+                }
+            }
+        )
+    )
+    rule = p.rules[0]
+    assert rule.argument_errors({"u": "https://x.test/a", "when": "2026-11-21T10:00:00Z"}) == []
+    assert len(rule.argument_errors({"u": "not a uri", "when": "yesterday"})) == 2
+
+
+# -- hostile files ------------------------------------------------------------------------
+
+
+def test_deep_nesting_is_refused_before_any_parser_recurses():
+    text = '{"version": "1", "description": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    lines = errors_of(text)
+    assert lines == ["policy.json:1:96: (the whole file): nested more than 64 levels deep"]
+
+
+def test_deep_nesting_inside_an_arguments_schema_is_refused():
+    schema: dict = {}
+    node = schema
+    for _ in range(200):
+        node["not"] = {}
+        node = node["not"]
+    assert (
+        "nested more than 64 levels deep" in errors_of(policy_text({"t": {"arguments": schema}}))[0]
+    )
+
+
+def test_huge_integers_are_an_error_not_a_crash():
+    lines = errors_of(
+        '{"version": "1", "tools": {"t": {"rate_limit": {"window": 1, "max": ' + "9" * 5000 + "}}}}"
+    )
+    assert len(lines) == 1
+    assert "not valid JSON" in lines[0]
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "policy.json"
+    os.mkfifo(fifo)
+    with pytest.raises(PolicyError, match="is not a regular file"):
+        load_policy(fifo)
+
+
+def test_a_device_is_refused():
+    with pytest.raises(PolicyError, match="is not a regular file"):
+        load_policy("/dev/zero")

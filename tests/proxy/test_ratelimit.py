@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from proxy.decide import Enforcer, ToolCall, Verdict
 from proxy.policy import Limit, Scope, parse_policy
-from proxy.ratelimit import CounterKey, Counters, check_limit
+from proxy.ratelimit import CounterKey, Counters
 
 
 class Clock:
@@ -36,14 +36,14 @@ def test_window_is_half_open_a_call_stops_counting_exactly_one_window_later():
     clock = Clock(100.0)
     enforcer = Enforcer(limited_policy(1, 10), clock)
     call = ToolCall("s", "t")
-    assert enforcer.decide(call)[1].verdict is Verdict.ALLOW
+    assert enforcer.decide(call).verdict is Verdict.ALLOW
     clock.now = 109.999
-    blocked = enforcer.decide(call)[1]
+    blocked = enforcer.decide(call)
     assert blocked.verdict is Verdict.DENY
     assert blocked.retry_at == pytest.approx(110.0)
     assert blocked.counter == "c"
     clock.now = 110.0
-    assert enforcer.decide(call)[1].verdict is Verdict.ALLOW
+    assert enforcer.decide(call).verdict is Verdict.ALLOW
 
 
 @pytest.mark.parametrize(
@@ -54,15 +54,15 @@ def test_named_and_numeric_windows(window, seconds):
     clock = Clock(0.0)
     enforcer = Enforcer(limited_policy(2, window), clock)
     call = ToolCall("s", "t")
-    assert [enforcer.decide(call)[1].verdict for _ in range(3)] == [
+    assert [enforcer.decide(call).verdict for _ in range(3)] == [
         Verdict.ALLOW,
         Verdict.ALLOW,
         Verdict.DENY,
     ]
     clock.now = seconds - 1e-6
-    assert enforcer.decide(call)[1].verdict is Verdict.DENY
+    assert enforcer.decide(call).verdict is Verdict.DENY
     clock.now = seconds
-    assert enforcer.decide(call)[1].verdict is Verdict.ALLOW
+    assert enforcer.decide(call).verdict is Verdict.ALLOW
 
 
 def test_blocked_calls_use_no_budget():
@@ -72,9 +72,9 @@ def test_blocked_calls_use_no_budget():
     enforcer.decide(call)
     for step in range(1, 10):  # hammering while blocked must not push the retry time out
         clock.now = step
-        assert enforcer.decide(call)[1].retry_at == pytest.approx(10.0)
+        assert enforcer.decide(call).retry_at == pytest.approx(10.0)
     clock.now = 10.0
-    assert enforcer.decide(call)[1].verdict is Verdict.ALLOW
+    assert enforcer.decide(call).verdict is Verdict.ALLOW
 
 
 def test_retry_at_is_when_enough_calls_have_aged_out():
@@ -85,27 +85,27 @@ def test_retry_at_is_when_enough_calls_have_aged_out():
         clock.now = t
         enforcer.decide(call)
     clock.now = 6.0
-    assert enforcer.decide(call)[1].retry_at == pytest.approx(10.0)  # the call at 0 expires
+    assert enforcer.decide(call).retry_at == pytest.approx(10.0)  # the call at 0 expires
 
 
 def test_max_zero_blocks_always_with_no_retry_time():
     enforcer = Enforcer(limited_policy(0, 10), Clock())
-    decision = enforcer.decide(ToolCall("s", "t"))[1]
+    decision = enforcer.decide(ToolCall("s", "t"))
     assert decision.verdict is Verdict.DENY
     assert decision.retry_at is None
 
 
 def test_grant_scope_counts_each_client_alone():
     enforcer = Enforcer(limited_policy(1, 60, "grant"), Clock())
-    assert enforcer.decide(ToolCall("s", "t", client="a"))[1].verdict is Verdict.ALLOW
-    assert enforcer.decide(ToolCall("s", "t", client="b"))[1].verdict is Verdict.ALLOW
-    assert enforcer.decide(ToolCall("s", "t", client="a"))[1].verdict is Verdict.DENY
+    assert enforcer.decide(ToolCall("s", "t", client="a")).verdict is Verdict.ALLOW
+    assert enforcer.decide(ToolCall("s", "t", client="b")).verdict is Verdict.ALLOW
+    assert enforcer.decide(ToolCall("s", "t", client="a")).verdict is Verdict.DENY
 
 
 def test_global_scope_counts_all_clients_together():
     enforcer = Enforcer(limited_policy(1, 60, "global"), Clock())
-    assert enforcer.decide(ToolCall("s", "t", client="a"))[1].verdict is Verdict.ALLOW
-    blocked = enforcer.decide(ToolCall("s", "t", client="b"))[1]
+    assert enforcer.decide(ToolCall("s", "t", client="a")).verdict is Verdict.ALLOW
+    blocked = enforcer.decide(ToolCall("s", "t", client="b"))
     assert blocked.verdict is Verdict.DENY
     assert "across all clients" in blocked.reason
 
@@ -116,7 +116,7 @@ def test_limits_with_one_counter_name_share_one_budget():
         "build_b": {"limits": [{"counter": "builds", "window": 60, "max": 2}]}}}""")
     enforcer = Enforcer(policy, Clock())
     verdicts = [
-        enforcer.decide(ToolCall("s", tool))[1].verdict
+        enforcer.decide(ToolCall("s", tool)).verdict
         for tool in ("build_a", "build_b", "build_a", "build_b")
     ]
     assert verdicts == [Verdict.ALLOW, Verdict.ALLOW, Verdict.DENY, Verdict.DENY]
@@ -130,15 +130,15 @@ def test_all_limits_must_pass_and_a_call_charges_each_counter_once():
     clock = Clock(0.0)
     enforcer = Enforcer(policy, clock)
     call = ToolCall("s", "t")
-    assert [enforcer.decide(call)[1].verdict for _ in range(3)] == [
+    assert [enforcer.decide(call).verdict for _ in range(3)] == [
         Verdict.ALLOW,
         Verdict.ALLOW,
         Verdict.DENY,  # 2 per second
     ]
     clock.now = 1.0
-    assert enforcer.decide(call)[1].verdict is Verdict.ALLOW  # 3rd in the minute
+    assert enforcer.decide(call).verdict is Verdict.ALLOW  # 3rd in the minute
     clock.now = 2.0
-    blocked = enforcer.decide(call)[1]
+    blocked = enforcer.decide(call)
     assert blocked.verdict is Verdict.DENY  # 3 per minute reached, though the second is free
     assert blocked.retry_at == pytest.approx(60.0)
     assert len(enforcer.counters) == 3 + 3  # burst and hourly each charged once per call
@@ -149,7 +149,7 @@ def test_counters_survive_a_policy_swap():
     enforcer = Enforcer(limited_policy(1, 60), clock)
     enforcer.decide(ToolCall("s", "t"))
     enforcer.swap_policy(limited_policy(1, 60))
-    assert enforcer.decide(ToolCall("s", "t"))[1].verdict is Verdict.DENY
+    assert enforcer.decide(ToolCall("s", "t")).verdict is Verdict.DENY
 
 
 def test_old_times_are_dropped_so_memory_stays_bounded():
@@ -170,7 +170,7 @@ def test_exact_under_concurrent_threads():
     def worker(client: str) -> None:
         barrier.wait()
         for _ in range(200):
-            if enforcer.decide(ToolCall("s", "t", client=client))[1].verdict is Verdict.ALLOW:
+            if enforcer.decide(ToolCall("s", "t", client=client)).verdict is Verdict.ALLOW:
                 allowed.append(client)
 
     threads = [threading.Thread(target=worker, args=(f"c{i}",)) for i in range(8)]
@@ -198,7 +198,7 @@ def test_limiter_is_exact(steps, max_calls, window):
     now = 0.0
     for gap in steps:
         now += gap
-        check = check_limit(counters, limit, "client", now)
+        check = counters.check(limit, "client", now)
         in_window = [t for t in allowed if t + window > now and t <= now]
         assert check.passed is (len(in_window) < max_calls)
         if check.passed:
@@ -211,10 +211,27 @@ def test_limiter_is_exact(steps, max_calls, window):
             assert retry is not None
             assert retry > now
             assert len([t for t in allowed if t + window > retry]) < max_calls
-            check_then = check_limit(counters, limit, "client", retry)
+            check_then = counters.check(limit, "client", retry)
             assert check_then.passed  # retrying at the promised moment works
             just_before = retry - 1e-9
             if just_before > now:
                 assert len([t for t in allowed if t + window > just_before]) >= max_calls
     for t in allowed:  # the densest window ends at an allowed call
         assert len([u for u in allowed if u + window > t and u <= t]) <= max_calls
+
+
+def test_shortening_a_window_and_back_forgets_no_calls():
+    # A person shortens a limit's window, a call goes through, and they change it back:
+    # the calls made under the long window must still count against it.
+    clock = Clock(0.0)
+    enforcer = Enforcer(limited_policy(2, 3600), clock)
+    call = ToolCall("s", "t")
+    for t in (0.0, 1.0):
+        clock.now = t
+        assert enforcer.decide(call).verdict is Verdict.ALLOW
+    enforcer.swap_policy(limited_policy(2, 10))
+    clock.now = 20.0
+    assert enforcer.decide(call).verdict is Verdict.ALLOW  # the 10 s window is empty
+    enforcer.swap_policy(limited_policy(2, 3600))
+    clock.now = 30.0
+    assert enforcer.decide(call).verdict is Verdict.DENY  # 3 calls in the hour already
