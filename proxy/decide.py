@@ -117,14 +117,15 @@ def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> De
             rule.reason or f"{call.qualified} is denied by the policy",
             rule.pattern.text,
             hidden=rule.hide,
+            source=rule,
         )
     arguments: object = call.arguments  # typed Mapping, but it comes off the wire
     if not isinstance(arguments, Mapping):
         return _argument_denial(rule, "$", "arguments must be a JSON object")
     try:
-        errors = rule.argument_errors(call.arguments)
+        errors = rule.argument_errors(arguments)
     except Exception as exc:  # any failure to check is a denial: fail closed
-        return _argument_denial(rule, "$", f"arguments could not be checked ({exc!r})")
+        return _argument_denial(rule, "$", _clip(f"arguments could not be checked ({exc!r})"))
     if errors:
         return _bad_arguments(rule, errors)
     checks = [counters.check(limit, call.client, now) for limit in rule.limits]

@@ -124,14 +124,12 @@ class Policy:
     _scoped_globs: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
     _globs: tuple[Rule, ...] = field(init=False, repr=False)
     _cache: dict[tuple[str, str], Rule | None] = field(init=False, repr=False)
-    counter_horizons: dict[str, float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         exact_scoped: dict[tuple[str, str], Rule] = {}
         exact_tool: dict[str, Rule] = {}
         scoped: dict[str, list[Rule]] = {}
         globs: list[Rule] = []
-        horizons: dict[str, float] = {}
         for rule in self.rules:
             pat = rule.pattern
             if pat.specificity is Specificity.EXACT_SCOPED:
@@ -144,8 +142,6 @@ class Policy:
                 scoped.setdefault(pat.server, []).append(rule)
             else:
                 globs.append(rule)
-            for limit in rule.limits:
-                horizons[limit.counter] = max(horizons.get(limit.counter, 0.0), limit.window)
 
         def by_rank(rule: Rule) -> tuple[int, int, int]:
             return rule.pattern.rank(rule.index)
@@ -157,7 +153,6 @@ class Policy:
         )
         object.__setattr__(self, "_globs", tuple(sorted(globs, key=by_rank)))
         object.__setattr__(self, "_cache", {})
-        object.__setattr__(self, "counter_horizons", horizons)
 
     def rule_for(self, server: str, tool: str) -> Rule | None:
         """The one rule that applies to ``tool`` on ``server``; ``None``: the default applies."""

@@ -57,11 +57,6 @@ class Counters:
         # lengthens a window must still see the calls the shorter one had counted.
         self._horizons: dict[str, float] = {}
 
-    def usage(self, key: CounterKey, window: float, now: float) -> list[float]:
-        """The times of the calls counted in ``(now - window, now]``, oldest first."""
-        times, start, end = self._span(key, window, now)
-        return times[start:end]
-
     def _span(self, key: CounterKey, window: float, now: float) -> tuple[list[float], int, int]:
         """The counted calls as ``times[start:end]``, without copying them.
 
