@@ -1,0 +1,239 @@
+"""servers.json: the upstream MCP servers, in the ``mcpServers`` shape clients already use.
+
+.. code-block:: json
+
+    {"mcpServers": {
+        "git": {"command": "uvx", "args": ["mcp-server-git"], "env": {"TOKEN": "keyring:git"}},
+        "docs": {"url": "https://example.test/mcp", "headers": {"Authorization": "keyring:docs"}}
+    }}
+
+A server with ``command`` is started as a child process and spoken to over stdio; one with
+``url`` is reached over streamable HTTP, or over SSE when ``"type": "sse"`` says so (VS
+Code's ``servers`` key and its ``type`` field are accepted too, so a config can be pasted
+in as it is). Fields Lockgate does not use (``disabled``, ``autoApprove``...) are kept and
+ignored, since they belong to the client the config came from.
+
+A value written ``"keyring:NAME"`` in ``env``, ``headers`` or ``args`` is a reference: it
+is looked up in the OS keyring only when the server starts (:func:`resolve_secrets`), and
+the resolved spec is never written anywhere or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from proxy._jsonloc import format_path, locate
+from proxy.secrets import SecretStore, secret_name
+
+__all__ = [
+    "HttpServer",
+    "ServerSpec",
+    "ServersError",
+    "StdioServer",
+    "load_servers",
+    "parse_servers",
+    "resolve_secrets",
+    "secret_references",
+    "valid_server_name",
+]
+
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_SERVERS_BYTES = 1024 * 1024
+
+
+def valid_server_name(name: str) -> bool:
+    """Server names appear in URLs (``/mcp/NAME``) and tool patterns (``NAME/tool``)."""
+    return _SERVER_NAME.fullmatch(name) is not None
+
+
+class ServersError(Exception):
+    """servers.json cannot be used; the message names the file, line and JSON path."""
+
+
+@dataclass(frozen=True, slots=True)
+class StdioServer:
+    """A server Lockgate starts as a child process and speaks to over stdio."""
+
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    @property
+    def transport(self) -> Literal["stdio"]:
+        return "stdio"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServer:
+    """A remote server reached over streamable HTTP (or SSE)."""
+
+    name: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    sse: bool = False
+
+    @property
+    def transport(self) -> Literal["http", "sse"]:
+        return "sse" if self.sse else "http"
+
+
+ServerSpec = StdioServer | HttpServer
+_Report = Callable[[tuple[str | int, ...], str], None]
+
+
+def load_servers(path: Path) -> dict[str, ServerSpec]:
+    """The servers in ``path``; a missing file means no servers.
+
+    Raises:
+        ServersError: the file cannot be read or is not a valid servers.json.
+    """
+    try:
+        if path.stat().st_size > MAX_SERVERS_BYTES:
+            raise ServersError(f"{path}: larger than {MAX_SERVERS_BYTES} bytes")
+        text = path.read_text("utf-8-sig")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServersError(f"{path}: cannot read: {exc}") from None
+    return parse_servers(text, str(path))
+
+
+def parse_servers(text: str, source: str = "servers.json") -> dict[str, ServerSpec]:
+    """Parse the text of a servers.json.
+
+    Raises:
+        ServersError: every problem, one per line, with line numbers and JSON paths.
+    """
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ServersError(
+            f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise ServersError(f"{source}: not valid JSON: {exc}") from None
+    locs = locate(text)
+    problems: list[str] = []
+
+    def problem(path: tuple[str | int, ...], message: str) -> None:
+        where = locs.line_col(path)
+        prefix = f"{source}:{where[0]}:{where[1]}" if where else source
+        problems.append(f"{prefix}: {format_path(path)}: {message}")
+
+    if not isinstance(document, dict):
+        raise ServersError(f'{source}: expected an object like {{"mcpServers": {{...}}}}')
+    key = "mcpServers" if "mcpServers" in document else "servers" if "servers" in document else None
+    if key is None:
+        raise ServersError(f'{source}: no "mcpServers" object (the shape MCP clients use)')
+    entries = document[key]
+    if not isinstance(entries, dict):
+        problem((key,), "must be an object mapping server names to their settings")
+        raise ServersError("\n".join(problems))
+    servers: dict[str, ServerSpec] = {}
+    for name, spec in entries.items():
+        here: tuple[str | int, ...] = (key, name)
+        if not valid_server_name(name):
+            problem(
+                here,
+                "a server name is 1-64 letters, digits, '.', '_' or '-', starting "
+                "with a letter or digit (it appears in URLs and tool patterns)",
+            )
+            continue
+        if not isinstance(spec, dict):
+            problem(here, 'must be an object with "command" or "url"')
+            continue
+        parsed = _one_server(name, spec, here, problem)
+        if parsed is not None:
+            servers[name] = parsed
+    if problems:
+        raise ServersError("\n".join(problems))
+    return servers
+
+
+def _one_server(
+    name: str, spec: dict[str, Any], here: tuple[str | int, ...], problem: Any
+) -> ServerSpec | None:
+    kind = spec.get("type", spec.get("transport"))
+    if "command" in spec and "url" in spec:
+        problem(here, 'has both "command" and "url"; a server is one or the other')
+        return None
+    if "command" in spec:
+        if kind not in (None, "stdio"):
+            problem((*here, "type"), f'{kind!r} does not go with "command" (use "stdio")')
+            return None
+        command, args, env, cwd = (
+            spec["command"],
+            spec.get("args", []),
+            spec.get("env", {}),
+            spec.get("cwd"),
+        )
+        ok = True
+        if not isinstance(command, str) or not command:
+            problem((*here, "command"), "must be a non-empty string")
+            ok = False
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            problem((*here, "args"), "must be a list of strings")
+            ok = False
+        if not _string_map(env):
+            problem((*here, "env"), "must be an object of string values")
+            ok = False
+        if cwd is not None and not isinstance(cwd, str):
+            problem((*here, "cwd"), "must be a string")
+            ok = False
+        return StdioServer(name, command, tuple(args), dict(env), cwd) if ok else None
+    if "url" in spec:
+        url, headers = spec["url"], spec.get("headers", {})
+        ok = True
+        if not isinstance(url, str) or not re.match(r"https?://", url):
+            problem((*here, "url"), "must be an http:// or https:// URL")
+            ok = False
+        if not _string_map(headers):
+            problem((*here, "headers"), "must be an object of string values")
+            ok = False
+        if kind not in (None, "http", "streamable-http", "streamableHttp", "sse"):
+            problem((*here, "type"), f'{kind!r} is not "http" or "sse"')
+            ok = False
+        return HttpServer(name, url, dict(headers), sse=kind == "sse") if ok else None
+    problem(here, 'needs "command" (a program to start) or "url" (a remote server)')
+    return None
+
+
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:
+    """``spec`` with every ``keyring:NAME`` value replaced by the secret. Keep the result
+    in memory only.
+
+    Raises:
+        proxy.secrets.SecretError: a referenced secret is missing or the keyring is unusable.
+    """
+
+    def value(v: str) -> str:
+        name = secret_name(v)
+        return v if name is None else store.get(name)
+
+    if isinstance(spec, StdioServer):
+        return replace(
+            spec,
+            args=tuple(value(a) for a in spec.args),
+            env={k: value(v) for k, v in spec.env.items()},
+        )
+    return replace(spec, headers={k: value(v) for k, v in spec.headers.items()})
+
+
+def secret_references(spec: ServerSpec) -> list[str]:
+    """The names of the keyring secrets ``spec`` refers to (for display; never values)."""
+    if isinstance(spec, StdioServer):
+        values = [*spec.args, *spec.env.values()]
+    else:
+        values = list(spec.headers.values())
+    return [n for v in values if (n := secret_name(v)) is not None]

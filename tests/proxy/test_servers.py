@@ -1,0 +1,146 @@
+"""servers.json in the mcpServers shape, and keyring references."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from proxy.secrets import SecretError, SecretStore
+from proxy.servers import (
+    HttpServer,
+    ServersError,
+    StdioServer,
+    load_servers,
+    parse_servers,
+    resolve_secrets,
+    secret_references,
+)
+
+# The shape Claude Desktop writes, with fields that belong to other clients.
+CLAUDE_DESKTOP = {
+    "mcpServers": {
+        "filesystem": {
+            "command": "npx",
+            "args": ["-y", "@modelcontextprotocol/server-filesystem", "/home/ann/projects"],
+        },
+        "github": {
+            "command": "docker",
+            "args": ["run", "-i", "--rm", "ghcr.io/github/github-mcp-server"],
+            "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "keyring:github"},
+            "disabled": False,
+            "autoApprove": [],
+        },
+        "docs": {
+            "url": "https://docs.example.test/mcp",
+            "headers": {"Authorization": "keyring:docs"},
+        },
+        "legacy": {"url": "https://old.example.test/sse", "type": "sse"},
+        "local": {"command": "python", "args": ["server.py"], "cwd": "/srv/mcp"},
+    }
+}
+
+
+def test_client_config_shapes_load_as_they_are():
+    servers = parse_servers(json.dumps(CLAUDE_DESKTOP))
+    assert servers["filesystem"] == StdioServer(
+        "filesystem", "npx", ("-y", "@modelcontextprotocol/server-filesystem", "/home/ann/projects")
+    )
+    assert servers["github"].env == {"GITHUB_PERSONAL_ACCESS_TOKEN": "keyring:github"}
+    assert servers["docs"] == HttpServer(
+        "docs", "https://docs.example.test/mcp", {"Authorization": "keyring:docs"}
+    )
+    assert servers["legacy"].transport == "sse"
+    assert servers["docs"].transport == "http"
+    assert servers["local"].cwd == "/srv/mcp"
+
+
+def test_vs_code_servers_key_and_type_field():
+    text = json.dumps(
+        {
+            "servers": {
+                "x": {"type": "stdio", "command": "node", "args": ["s.js"]},
+                "y": {"type": "http", "url": "http://127.0.0.1:9/mcp"},
+            }
+        }
+    )
+    servers = parse_servers(text)
+    assert servers["x"].transport == "stdio"
+    assert servers["y"].transport == "http"
+
+
+def test_missing_file_means_no_servers(tmp_path):
+    assert load_servers(tmp_path / "servers.json") == {}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"mcpServers": {"bad name": {"command": "x"}}}, 'mcpServers."bad name": a server name'),
+        ({"mcpServers": {"a/b": {"command": "x"}}}, "appears in URLs"),
+        ({"mcpServers": {"x": {}}}, 'needs "command" (a program to start) or "url"'),
+        ({"mcpServers": {"x": {"comand": "node"}}}, 'needs "command"'),
+        ({"mcpServers": {"x": {"command": "a", "url": "http://h/"}}}, "one or the other"),
+        ({"mcpServers": {"x": {"command": ""}}}, "x.command: must be a non-empty string"),
+        ({"mcpServers": {"x": {"command": "a", "args": "b"}}}, "x.args: must be a list of strings"),
+        ({"mcpServers": {"x": {"command": "a", "env": {"K": 1}}}}, "x.env: must be an object"),
+        ({"mcpServers": {"x": {"url": "ftp://h/"}}}, "x.url: must be an http:// or https://"),
+        ({"mcpServers": {"x": {"url": "http://h/", "type": "ws"}}}, 'is not "http" or "sse"'),
+        ({"mcpServers": {"x": {"command": "a", "type": "sse"}}}, 'does not go with "command"'),
+        ({"mcpServers": []}, "mcpServers: must be an object"),
+        ({"other": {}}, 'no "mcpServers" object'),
+        ([], "expected an object"),
+    ],
+)
+def test_errors_are_clear_and_located(document, message):
+    with pytest.raises(ServersError) as info:
+        parse_servers(json.dumps(document, indent=2), "servers.json")
+    assert message in str(info.value)
+    if isinstance(document, dict) and "other" not in document:
+        assert str(info.value).startswith("servers.json:")
+
+
+def test_invalid_json(tmp_path):
+    path = tmp_path / "servers.json"
+    path.write_text('{"mcpServers": {,}}')
+    with pytest.raises(ServersError, match=r"servers.json:1:17: not valid JSON"):
+        load_servers(path)
+
+
+def test_keyring_references_resolve_only_in_memory(os_keyring, tmp_path):
+    store = SecretStore(os_keyring)
+    name = f"gh-{uuid.uuid4().hex}"
+    store.set(name, "ghp_real_value")
+    path = tmp_path / "servers.json"
+    path.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "gh": {
+                        "command": "srv",
+                        "args": ["--token", f"keyring:{name}"],
+                        "env": {"TOKEN": f"keyring:{name}", "PLAIN": "x"},
+                    },
+                    "web": {
+                        "url": "http://127.0.0.1:1/mcp",
+                        "headers": {"Authorization": f"keyring:{name}"},
+                    },
+                }
+            }
+        )
+    )
+    servers = load_servers(path)
+    assert secret_references(servers["gh"]) == [name, name]
+    resolved = resolve_secrets(servers["gh"], store)
+    assert resolved.env == {"TOKEN": "ghp_real_value", "PLAIN": "x"}
+    assert resolved.args == ("--token", "ghp_real_value")
+    assert resolve_secrets(servers["web"], store).headers == {"Authorization": "ghp_real_value"}
+    assert "ghp_real_value" not in path.read_text()
+    assert "ghp_real_value" not in repr(servers["gh"])
+
+
+def test_a_missing_secret_names_the_command_that_stores_it(os_keyring):
+    spec = StdioServer("x", "srv", env={"T": "keyring:never-stored"})
+    with pytest.raises(SecretError, match="lockgate secret set never-stored"):
+        resolve_secrets(spec, SecretStore(os_keyring))
