@@ -42,7 +42,9 @@ __all__ = [
     "default_policy",
     "load_policy",
     "parse_policy",
+    "parse_policy_bytes",
     "policy_schema",
+    "read_policy_bytes",
 ]
 
 SUPPORTED_VERSIONS: Final = ("1",)
@@ -235,6 +237,15 @@ def load_policy(path: Path | str) -> Policy:
     Raises:
         PolicyError: the file cannot be read, is not JSON, or is not a valid policy.
     """
+    return parse_policy_bytes(read_policy_bytes(path), str(path))
+
+
+def read_policy_bytes(path: Path | str) -> bytes:
+    """The bytes of a policy file: a regular file, at most ``MAX_POLICY_BYTES``.
+
+    Raises:
+        PolicyError: missing, not a regular file, too large, or unreadable.
+    """
     path = Path(path)
     source = str(path)
     try:
@@ -255,6 +266,15 @@ def load_policy(path: Path | str) -> Policy:
         raise PolicyError(source, [PolicyIssue((), "is a directory, not a file")]) from None
     except OSError as exc:
         raise PolicyError(source, [PolicyIssue((), f"cannot read: {exc.strerror}")]) from None
+    return data
+
+
+def parse_policy_bytes(data: bytes, source: str) -> Policy:
+    """Parse and validate a policy from the bytes of a file (UTF-8, BOM allowed).
+
+    Raises:
+        PolicyError: not UTF-8, or as :func:`parse_policy`.
+    """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

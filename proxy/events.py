@@ -1,0 +1,163 @@
+"""What happens in the gateway, as plain frozen dataclasses, and the bus that carries them.
+
+The proxy core emits these and never knows who listens: the tray app adapts them to Qt
+models, the CLI prints them, tests wait on them. Events are emitted on the gateway's event
+loop thread; a subscriber must return quickly and must not block (the GUI's subscriber
+appends to a queue that its own thread drains).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ApprovalAnswered",
+    "ApprovalPending",
+    "CallDecided",
+    "CallFinished",
+    "CallStarted",
+    "Event",
+    "EventBus",
+    "PauseChanged",
+    "PolicyRejected",
+    "PolicyReloaded",
+    "UpstreamDown",
+    "UpstreamUp",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyReloaded:
+    """A new policy is in force (or, with ``source`` None, the built-in default)."""
+
+    time: float
+    source: str | None
+    rules: int
+    default: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRejected:
+    """policy.json changed but cannot be used; the last good policy stays in force."""
+
+    time: float
+    source: str
+    message: str  # every problem, one per line: file:line:col: path: message
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamUp:
+    time: float
+    server: str
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamDown:
+    time: float
+    server: str
+    session: str
+    error: str | None  # None: stopped on purpose (session ended, idle, shutdown)
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    call_id: str
+    time: float
+    client: str
+    server: str
+    tool: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)  # already redacted
+
+
+@dataclass(frozen=True, slots=True)
+class CallDecided:
+    call_id: str
+    time: float
+    decision: str  # allowed, denied, approved, refused
+    basis: str | None
+    rule: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallFinished:
+    call_id: str
+    time: float
+    outcome: str  # ok, tool_error, protocol_error, cancelled, upstream_down, blocked
+    duration_ms: float | None
+    result_size: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPending:
+    approval_id: str
+    call_id: str
+    time: float
+    deadline: float
+    client: str
+    server: str
+    tool: str
+    arguments: Mapping[str, Any]
+    rule: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalAnswered:
+    approval_id: str
+    call_id: str
+    time: float
+    answer: str  # approved, refused, timeout, cancelled
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseChanged:
+    time: float
+    paused: bool
+
+
+Event = (
+    PolicyReloaded
+    | PolicyRejected
+    | UpstreamUp
+    | UpstreamDown
+    | CallStarted
+    | CallDecided
+    | CallFinished
+    | ApprovalPending
+    | ApprovalAnswered
+    | PauseChanged
+)
+
+
+class EventBus:
+    """Hands each event to every subscriber. A failing subscriber is logged, never fatal."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[Event], None]] = []
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback`` with every event from now on; returns the way to stop."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        for callback in tuple(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %s", callback, type(event).__name__)
