@@ -1,0 +1,214 @@
+"""Asking a person: calls under ``ask`` wait here until someone answers or time runs out.
+
+A pending call is a flow that can be intercepted (mitmproxy's model): the call's task
+awaits a future; an approver (the tray app, ``lockgate approvals`` in a terminal)
+resolves it. Each pending approval belongs to exactly one call and is bound to its exact
+arguments: its ``digest`` covers server, tool and arguments, and an answer that names a
+digest must match it, so an approver can never approve something other than what it
+was shown.
+
+Fail closed: with no approver attached, ``ask`` is refused at once (nobody could answer);
+an unanswered request is refused when its timeout runs out; a call whose client gave up
+(cancelled) leaves the queue.
+
+All methods run on the gateway's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from proxy.decide import Decision, ToolCall
+from proxy.events import ApprovalAnswered, ApprovalPending, Event
+
+__all__ = [
+    "Answer",
+    "ApprovalBroker",
+    "ApprovalResult",
+    "PendingApproval",
+    "Remember",
+    "call_digest",
+]
+
+
+class Answer(StrEnum):
+    APPROVED = "approved"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    NO_APPROVER = "no_approver"
+    CANCELLED = "cancelled"
+
+
+class Remember(StrEnum):
+    """How far an approval reaches; the gateway and the app act on it."""
+
+    ONCE = "once"  # this call only
+    SESSION = "session"  # this tool, for the rest of this client session
+    ALWAYS = "always"  # the app writes an allow rule to policy.json
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalResult:
+    answer: Answer
+    reason: str | None = None
+    remember: Remember = Remember.ONCE
+
+    @property
+    def approved(self) -> bool:
+        return self.answer is Answer.APPROVED
+
+
+def call_digest(call: ToolCall) -> str:
+    """A short hash of server, tool and exact arguments (canonical JSON)."""
+    canonical = json.dumps(
+        [call.server, call.tool, call.arguments],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingApproval:
+    """One call waiting for a person."""
+
+    id: str
+    call_id: str
+    call: ToolCall
+    decision: Decision
+    created: float
+    deadline: float
+    digest: str
+
+
+class ApprovalBroker:
+    """The queue of calls waiting for a person, and the approvers who may answer them."""
+
+    def __init__(
+        self, emit: Callable[[Event], None], clock: Callable[[], float] = time.time
+    ) -> None:
+        self._emit = emit
+        self._clock = clock
+        self._approvers = 0
+        self._pending: dict[str, tuple[PendingApproval, asyncio.Future[ApprovalResult]]] = {}
+
+    @property
+    def has_approver(self) -> bool:
+        return self._approvers > 0
+
+    def attach(self) -> Callable[[], None]:
+        """Register an approver; returns the way to detach it (idempotent).
+
+        When the last approver leaves, pending calls stay until their timeout: a tray
+        app that restarts can still answer them.
+        """
+        self._approvers += 1
+        attached = True
+
+        def detach() -> None:
+            nonlocal attached
+            if attached:
+                attached = False
+                self._approvers -= 1
+
+        return detach
+
+    def pending(self) -> list[PendingApproval]:
+        """Calls waiting now, oldest first."""
+        return [p for p, _ in self._pending.values()]
+
+    async def ask(self, call: ToolCall, call_id: str, decision: Decision) -> ApprovalResult:
+        """Wait for a person's answer to ``call`` (decided ``ask``), at most its timeout.
+
+        Raises:
+            asyncio.CancelledError: the caller was cancelled (the client gave up); the
+                request leaves the queue and approvers are told.
+        """
+        if not self.has_approver:
+            return ApprovalResult(Answer.NO_APPROVER)
+        now = self._clock()
+        timeout = decision.approval_timeout or 0.0
+        pending = PendingApproval(
+            id=uuid.uuid4().hex,
+            call_id=call_id,
+            call=call,
+            decision=decision,
+            created=now,
+            deadline=now + timeout,
+            digest=call_digest(call),
+        )
+        future: asyncio.Future[ApprovalResult] = asyncio.get_running_loop().create_future()
+        self._pending[pending.id] = (pending, future)
+        self._emit(
+            ApprovalPending(
+                pending.id,
+                call_id,
+                now,
+                pending.deadline,
+                call.client,
+                call.server,
+                call.tool,
+                call.arguments,
+                decision.rule,
+                decision.reason,
+            )
+        )
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            result = ApprovalResult(Answer.TIMEOUT)
+            self._finish(pending, result)
+        except asyncio.CancelledError:
+            self._finish(pending, ApprovalResult(Answer.CANCELLED))
+            raise
+        return result
+
+    def answer(
+        self,
+        approval_id: str,
+        approved: bool,
+        *,
+        reason: str | None = None,
+        remember: Remember = Remember.ONCE,
+        digest: str | None = None,
+    ) -> bool:
+        """Answer a pending approval; False if it is not pending (answered, timed out,
+        cancelled) or ``digest`` does not match what it is about."""
+        entry = self._pending.get(approval_id)
+        if entry is None:
+            return False
+        pending, future = entry
+        if digest is not None and digest != pending.digest:
+            return False
+        result = ApprovalResult(
+            Answer.APPROVED if approved else Answer.REFUSED,
+            reason,
+            remember if approved else Remember.ONCE,
+        )
+        self._finish(pending, result)
+        if not future.done():
+            future.set_result(result)
+        return True
+
+    def cancel_all(self, reason: str) -> None:
+        """Refuse everything pending (the gateway is stopping)."""
+        for approval_id in list(self._pending):
+            self.answer(approval_id, False, reason=reason)
+
+    def _finish(self, pending: PendingApproval, result: ApprovalResult) -> None:
+        if self._pending.pop(pending.id, None) is None:
+            return
+        self._emit(
+            ApprovalAnswered(
+                pending.id, pending.call_id, self._clock(), result.answer.value, result.reason
+            )
+        )
