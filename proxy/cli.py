@@ -7,6 +7,7 @@ is invalid (its errors are printed on stderr); 2 the command line itself is wron
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import time
@@ -20,6 +21,8 @@ from proxy.paths import Paths, resolve_paths
 from proxy.policy import Policy, PolicyError, default_policy, load_policy, policy_schema
 from proxy.ratelimit import Counters
 from proxy.risk import classify_many, tools_from_json
+from proxy.secrets import SecretError, SecretStore
+from proxy.tokens import TokenError, TokenStore
 
 __all__ = ["main"]
 
@@ -106,6 +109,35 @@ def _parser() -> argparse.ArgumentParser:
     risk.add_argument("--json", action="store_true", help="print a JSON list")
 
     commands.add_parser("paths", parents=[common], help="print where Lockgate keeps its files")
+
+    token = commands.add_parser("token", parents=[common], help="access tokens for MCP clients")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = token_commands.add_parser(
+        "create", parents=[common], help="make a token for a client; prints it once, alone"
+    )
+    create.add_argument("client", help="the client's name, e.g. claude-desktop")
+    create.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the client's existing token (the old one stops working)",
+    )
+    token_commands.add_parser("list", parents=[common], help="the clients that hold a token")
+    revoke = token_commands.add_parser("revoke", parents=[common], help="revoke a client's token")
+    revoke.add_argument("client")
+
+    secret = commands.add_parser(
+        "secret", parents=[common], help="secrets in the OS keyring, for keyring:NAME values"
+    )
+    secret_commands = secret.add_subparsers(dest="secret_command", metavar="ACTION", required=True)
+    secret_set = secret_commands.add_parser(
+        "set", parents=[common], help="store a secret (asks for it without echo; or --stdin)"
+    )
+    secret_set.add_argument("name")
+    secret_set.add_argument(
+        "--stdin", action="store_true", help="read the value from standard input instead of asking"
+    )
+    secret_delete = secret_commands.add_parser("delete", parents=[common], help="remove a secret")
+    secret_delete.add_argument("name")
     return parser
 
 
@@ -125,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "risk":
             return _risk(args.file, args.json, sys.stdout)
+        if args.command == "token":
+            return _token(args, paths, sys.stdout)
+        if args.command == "secret":
+            return _secret(args, sys.stdout)
         if args.command == "paths":
             _print_paths(paths, sys.stdout)
             return 0
@@ -328,10 +364,62 @@ def _risk(file: str, as_json: bool, out: TextIO) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
+    store = TokenStore(paths.clients_file)
+    try:
+        if args.token_command == "create":
+            token = store.create(args.client, replace=args.replace)
+            print(token, file=out)  # alone on stdout, so it can be piped into a client config
+            print(f"token for {args.client!r} created; it is shown only this once", file=sys.stderr)
+        elif args.token_command == "revoke":
+            store.revoke(args.client)
+            print(f"token of {args.client!r} revoked", file=sys.stderr)
+        else:
+            clients = store.clients()
+            for client in clients:
+                print(f"{client.name}\tcreated {client.created}", file=out)
+            if not clients:
+                print(
+                    "no client has a token; create one with: lockgate token create NAME",
+                    file=sys.stderr,
+                )
+    except TokenError as exc:
+        print(f"lockgate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _secret(args: argparse.Namespace, out: TextIO) -> int:
+    store = SecretStore()
+    try:
+        if args.secret_command == "set":
+            if args.stdin:
+                value = sys.stdin.read().rstrip("\r\n")
+            else:
+                value = getpass.getpass(f"value for secret {args.name!r} (not shown): ")
+            if not value:
+                print("lockgate: an empty secret was not stored", file=sys.stderr)
+                return 1
+            store.set(args.name, value)
+            print(
+                f"secret {args.name!r} stored in the keyring; refer to it as "
+                f'"keyring:{args.name}" in servers.json',
+                file=sys.stderr,
+            )
+        else:
+            store.delete(args.name)
+            print(f"secret {args.name!r} removed", file=sys.stderr)
+    except SecretError as exc:
+        print(f"lockgate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _print_paths(paths: Paths, out: TextIO) -> None:
     print(f"config dir: {paths.config_dir}", file=out)
     print(f"policy:     {paths.policy_file}", file=out)
     print(f"servers:    {paths.servers_file}", file=out)
+    print(f"clients:    {paths.clients_file}", file=out)
     print(f"data dir:   {paths.data_dir}", file=out)
     print(f"audit log:  {paths.audit_db}", file=out)
 

@@ -35,6 +35,20 @@ class Paths:
         return self.config_dir / "servers.json"
 
     @property
+    def clients_file(self) -> Path:
+        """The clients and their token hashes."""
+        return self.config_dir / "clients.json"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where a running gateway says how to reach it (port, socket); private (0700)."""
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
     def audit_db(self) -> Path:
         return self.data_dir / "audit.db"
 

@@ -657,6 +657,7 @@ def test_paths_follow_the_environment(cli: Cli, lockgate_dirs: tuple[Path, Path]
         "config dir": str(config),
         "policy": str(config / "policy.json"),
         "servers": str(config / "servers.json"),
+        "clients": str(config / "clients.json"),
         "data dir": str(data),
         "audit log": str(data / "audit.db"),
     }
