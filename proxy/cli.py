@@ -7,8 +7,10 @@ is invalid (its errors are printed on stderr); 2 the command line itself is wron
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -16,12 +18,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
+from proxy.audit import AuditError
 from proxy.decide import Decision, ToolCall, agent_message, decide
 from proxy.paths import Paths, resolve_paths
 from proxy.policy import Policy, PolicyError, default_policy, load_policy, policy_schema
 from proxy.ratelimit import Counters
 from proxy.risk import classify_many, tools_from_json
 from proxy.secrets import SecretError, SecretStore
+from proxy.serve import DEFAULT_PORT, serve
+from proxy.servers import ServersError
 from proxy.tokens import TokenError, TokenStore
 
 __all__ = ["main"]
@@ -110,6 +115,17 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("paths", parents=[common], help="print where Lockgate keeps its files")
 
+    serve = commands.add_parser(
+        "serve", parents=[common], help="run the gateway without the app (loopback only)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"TCP port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    serve.add_argument("--verbose", "-v", action="store_true", help="log every event")
+
     token = commands.add_parser("token", parents=[common], help="access tokens for MCP clients")
     token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     create = token_commands.add_parser(
@@ -157,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "risk":
             return _risk(args.file, args.json, sys.stdout)
+        if args.command == "serve":
+            return _serve(args, paths)
         if args.command == "token":
             return _token(args, paths, sys.stdout)
         if args.command == "secret":
@@ -361,6 +379,21 @@ def _risk(file: str, as_json: bool, out: TextIO) -> int:
             + "; ".join(str(s) for s in r.signals),
             file=out,
         )
+    return 0
+
+
+def _serve(args: argparse.Namespace, paths: Paths) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(paths, port=args.port))
+    except (ServersError, AuditError, OSError) as exc:
+        print(f"lockgate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -1,0 +1,663 @@
+"""The gateway: client sessions in, real MCP servers out, the policy in between.
+
+One low-level SDK ``Server`` hosts every client session, used only as a transport host:
+a single middleware sees each message raw and pumps it, as JSON objects, to the session's
+own upstream connection (see :mod:`proxy.upstream`). Everything passes through unchanged
+except:
+
+- ``tools/call``: decided by the policy before anything goes upstream. A blocked call is
+  answered here with a tool result marked ``isError`` that tells the agent why; a hidden
+  tool is answered like an unknown tool (-32602). Every call, allowed or not, is in the
+  audit log before its answer leaves.
+- ``tools/list``: hidden tools are left out.
+- progress and cancellation: the SDK's dispatchers remap ids on both sides; the client's
+  progress token is replaced by the upstream call's own, and progress is re-emitted to
+  the client with the client's token.
+- server-to-client requests (sampling, elicitation, roots): sent to the client on the
+  channel of a call in flight that can carry requests, else on the session's standalone
+  channel.
+
+Sessions speak the handshake era of MCP (``initialize`` first). ``server/discover`` (the
+2026-07-28 era's probe) is answered "method not found", so clients that probe fall back to
+the handshake. A session is bound to the server it opened and the client that opened it;
+a request for another server or from another client on the same session is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import anyio.abc
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.shared.dispatcher import CallOptions, DispatchContext
+from mcp.shared.exceptions import MCPError
+
+from proxy._sdk import connection_of, request_channel_of
+from proxy.approvals import Answer, ApprovalBroker, Remember
+from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord, Outcome, redact
+from proxy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, agent_message
+from proxy.events import (
+    CallDecided,
+    CallFinished,
+    CallStarted,
+    EventBus,
+    PauseChanged,
+    UpstreamDown,
+    UpstreamUp,
+)
+from proxy.policy import Action, Policy
+from proxy.policystore import PolicyStore, PolicyWatcher
+from proxy.secrets import SecretError, SecretStore
+from proxy.servers import ServerSpec, resolve_secrets
+from proxy.upstream import Backoff, Upstream, UpstreamUnavailable
+
+__all__ = ["Gateway", "Session"]
+
+log = logging.getLogger(__name__)
+
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+UPSTREAM_ERROR = -32000  # the SDK's "Connection closed"; used for "server unavailable" too
+
+_INIT_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
+
+
+@dataclass(eq=False)
+class Session:
+    """One client session on one server."""
+
+    id: str
+    server: str
+    client: str
+    connection: Connection
+    spec: ServerSpec
+    init_params: Mapping[str, Any] | None = None
+    upstream: Upstream | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    inflight: dict[Any, DispatchContext[Any]] = field(default_factory=dict)
+    approved_tools: set[str] = field(default_factory=set)  # "allow for this session"
+    tool_names: tuple[str, ...] = ()  # every tool the upstream listed, hidden or not
+    started: float = field(default_factory=time.time)
+
+
+class Gateway:
+    """The policy-enforcing proxy core, with no transport of its own (see proxy.http and
+    proxy.local for the front doors). Lives on one event loop."""
+
+    def __init__(
+        self,
+        *,
+        servers: Mapping[str, ServerSpec],
+        policy_path: Path,
+        audit: AuditLog,
+        secrets: SecretStore,
+        bus: EventBus,
+        log_dir: Path,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.servers = dict(servers)
+        self.audit = audit
+        self.secrets = secrets
+        self.bus = bus
+        self._log_dir = log_dir
+        self._clock = clock
+        self._monotonic = monotonic
+        self.policy_store = PolicyStore(policy_path, bus.emit, self._policy_swapped)
+        self.enforcer = Enforcer(self.policy_store.policy, monotonic)
+        self.approvals = ApprovalBroker(bus.emit, clock)
+        self.watcher = PolicyWatcher(self.policy_store)
+        self.paused = False
+        self.sessions: dict[str, Session] = {}
+        self._errlogs: dict[str, TextIO] = {}
+        self._audit_failure: str | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    # -- life -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the policy and start watching it."""
+        await self.watcher.start()
+
+    async def stop(self) -> None:
+        """Refuse pending approvals and stop watching; sessions end with their transports."""
+        self.approvals.cancel_all("Lockgate is shutting down")
+        await self.watcher.stop()
+        for errlog in self._errlogs.values():
+            errlog.close()
+        self._errlogs.clear()
+
+    def build_server(self, *, server: str | None = None, client: str | None = None) -> Server[Any]:
+        """An SDK ``Server`` whose sessions this gateway serves.
+
+        ``server``/``client`` fix the session's server and client (the local socket front
+        door knows both up front); on HTTP they come from the path and the token.
+        """
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_server: Server[Any]) -> Any:
+            async with anyio.create_task_group() as tg:
+                yield {"tg": tg}
+                tg.cancel_scope.cancel()
+
+        sdk_server: Server[Any] = Server("lockgate", lifespan=lifespan)
+
+        async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
+            return await self._handle(ctx, call_next, server, client)
+
+        sdk_server.middleware = [middleware]  # replaces the SDK's default (OpenTelemetry)
+        return sdk_server
+
+    def pause(self) -> None:
+        """Deny every tool call, with a reason, until :meth:`resume`."""
+        if not self.paused:
+            self.paused = True
+            self.bus.emit(PauseChanged(self._clock(), True))
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.bus.emit(PauseChanged(self._clock(), False))
+
+    # -- every message ----------------------------------------------------------------
+
+    async def _handle(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+        fixed_server: str | None,
+        fixed_client: str | None,
+    ) -> Any:
+        try:
+            return await self._route(ctx, call_next, fixed_server, fixed_client)
+        except MCPError:
+            raise
+        except UpstreamUnavailable as exc:
+            raise MCPError(code=UPSTREAM_ERROR, message=str(exc)) from None
+        except Exception:
+            # Never leak a traceback's text to the client; the log has it.
+            log.exception("error handling %s", ctx.method)
+            raise MCPError(
+                code=INTERNAL_ERROR, message="Lockgate failed to handle this request (see its log)"
+            ) from None
+
+    async def _route(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+        fixed_server: str | None,
+        fixed_client: str | None,
+    ) -> Any:
+        method, params = ctx.method, ctx.params
+        connection = connection_of(ctx)
+        session: Session | None = connection.state.get("lockgate")
+        if ctx.request_id is None:  # a notification
+            if method == "notifications/initialized":
+                await call_next(ctx)
+            if method in ("notifications/cancelled", "notifications/progress"):
+                return None  # the SDK's dispatchers handle these on both sides
+            if session is not None and session.upstream is not None:
+                await session.upstream.notify(method, params)
+            return None
+        if method == "server/discover":
+            raise MCPError(
+                code=METHOD_NOT_FOUND, message="Lockgate speaks the initialize handshake; use it"
+            )
+        server, client = self._identity(ctx, fixed_server, fixed_client)
+        if method == "initialize":
+            return await self._initialize(ctx, connection, session, server, client)
+        if session is None:
+            if method == "ping":
+                return {}
+            raise MCPError(code=INVALID_REQUEST, message="the session is not initialized")
+        if server != session.server or client != session.client:
+            raise MCPError(
+                code=INVALID_REQUEST, message="this session belongs to another server or client"
+            )
+        if method == "ping":
+            return {}
+        upstream = await self._live_upstream(ctx, session)
+        if method == "tools/call":
+            return await self._tool_call(ctx, session, upstream, params or {})
+        result = await self._forward(ctx, session, upstream, method, params)
+        if method == "tools/list":
+            result = self._hide_tools(session, result)
+        return result
+
+    def _identity(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        fixed_server: str | None,
+        fixed_client: str | None,
+    ) -> tuple[str, str]:
+        request = ctx.request
+        server = fixed_server
+        client = fixed_client
+        if request is not None:
+            server = server or request.path_params.get("server")
+            client = client or request.scope.get("state", {}).get("lockgate_client")
+        if not server or not client:
+            # The front doors always set both; reaching here is a wiring fault.
+            raise MCPError(code=INVALID_REQUEST, message="unknown server or client")
+        return server, client
+
+    # -- sessions and upstreams -------------------------------------------------------
+
+    async def _initialize(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        connection: Connection,
+        session: Session | None,
+        server: str,
+        client: str,
+    ) -> Any:
+        if session is not None:
+            raise MCPError(code=INVALID_REQUEST, message="the session is already initialized")
+        spec = self.servers.get(server)
+        if spec is None:
+            known = ", ".join(sorted(self.servers)) or "none"
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"Lockgate has no server named {server!r} (known: {known})",
+            )
+        session = Session(
+            id=uuid.uuid4().hex,
+            server=server,
+            client=client,
+            connection=connection,
+            spec=spec,
+            init_params=ctx.params,
+        )
+        connection.state["lockgate"] = session
+        connection.exit_stack.push_async_callback(self._end_session, session)
+        self.sessions[session.id] = session
+        upstream = await self._start_upstream(ctx, session)
+        return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+
+    async def _start_upstream(
+        self, ctx: ServerRequestContext[Any, Any], session: Session
+    ) -> Upstream:
+        try:
+            spec = resolve_secrets(session.spec, self.secrets)
+        except SecretError as exc:
+            raise UpstreamUnavailable(f"cannot start server {session.server!r}: {exc}") from None
+
+        async def on_request(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+            return await self._to_client_request(session, method, params)
+
+        async def on_notify(method: str, params: Mapping[str, Any] | None) -> None:
+            await session.connection.notify(method, params)
+
+        upstream = Upstream(
+            spec, on_request=on_request, on_notify=on_notify, errlog=self._errlog(session.server)
+        )
+        tg: anyio.abc.TaskGroup = ctx.lifespan_context["tg"]
+        session.backoff.started()
+        try:
+            await tg.start(upstream.supervise)
+        except UpstreamUnavailable as exc:
+            session.backoff.crashed()
+            self.bus.emit(UpstreamDown(self._clock(), session.server, session.id, str(exc)))
+            raise
+        session.upstream = upstream
+        self.bus.emit(UpstreamUp(self._clock(), session.server, session.id))
+        tg.start_soon(self._watch_upstream, session, upstream)
+        return upstream
+
+    async def _watch_upstream(self, session: Session, upstream: Upstream) -> None:
+        await upstream.dead.wait()
+        stopped = upstream.exit_reason == "stopped by Lockgate"
+        if not stopped:
+            session.backoff.crashed()
+            log.warning(
+                "server %s (session %s) went down: %s",
+                session.server,
+                session.id,
+                upstream.exit_reason,
+            )
+        self.bus.emit(
+            UpstreamDown(
+                self._clock(), session.server, session.id, None if stopped else upstream.exit_reason
+            )
+        )
+
+    async def _live_upstream(
+        self, ctx: ServerRequestContext[Any, Any], session: Session
+    ) -> Upstream:
+        """The session's upstream, restarted (with backoff) if it went down."""
+        upstream = session.upstream
+        if upstream is not None and not upstream.dead.is_set():
+            return upstream
+        wait = session.backoff.wait()
+        reason = upstream.exit_reason if upstream is not None else "not started"
+        if wait > 0:
+            raise UpstreamUnavailable(
+                f"server {session.server!r} went down ({reason}); Lockgate restarts it in "
+                f"{wait:.0f} s, on the next request after that"
+            )
+        log.info("restarting server %s for session %s", session.server, session.id)
+        upstream = await self._start_upstream(ctx, session)
+        # The new process has no session: replay the client's handshake.
+        await upstream.request("initialize", session.init_params, _INIT_OPTIONS)
+        await upstream.notify("notifications/initialized", None)
+        return upstream
+
+    async def _end_session(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        if session.upstream is not None:
+            await session.upstream.aclose()
+
+    def _errlog(self, server: str) -> TextIO:
+        """Where a stdio server's stderr goes: a private log file per server."""
+        errlog = self._errlogs.get(server)
+        if errlog is None or errlog.closed:
+            self._log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = self._log_dir / f"server-{server}.log"
+            errlog = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            path.chmod(0o600)
+            self._errlogs[server] = errlog
+        return errlog
+
+    # -- forwarding -------------------------------------------------------------------
+
+    async def _forward(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        session: Session,
+        upstream: Upstream,
+        method: str,
+        params: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        forwarded, token = _without_progress_token(params)
+        options: CallOptions = {}
+        if token is not None:
+            client_session = ctx.session
+
+            async def on_progress(
+                progress: float, total: float | None, message: str | None
+            ) -> None:
+                await client_session.report_progress(progress, total, message)
+
+            options["on_progress"] = on_progress
+        session.inflight[ctx.request_id] = request_channel_of(ctx)
+        try:
+            return await upstream.request(method, forwarded, options)
+        finally:
+            session.inflight.pop(ctx.request_id, None)
+
+    async def _to_client_request(
+        self, session: Session, method: str, params: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """A server-to-client request (sampling, elicitation, roots) from the upstream.
+
+        Nothing on the wire says which call it belongs to, so it goes on the newest
+        in-flight call's channel that can carry requests, else the standalone channel;
+        either way it reaches the right client session.
+        """
+        for channel in reversed(list(session.inflight.values())):
+            if channel.can_send_request:
+                return dict(await channel.send_raw_request(method, params))
+        return dict(await session.connection.send_raw_request(method, params))
+
+    def _hide_tools(self, session: Session, result: dict[str, Any]) -> dict[str, Any]:
+        tools = result.get("tools")
+        if not isinstance(tools, list):
+            return result
+        names = tuple(t.get("name") for t in tools if isinstance(t, dict))
+        session.tool_names = tuple(n for n in names if isinstance(n, str))
+        hidden = _hidden(self.policy_store.policy, session.server, session.tool_names)
+        if not hidden:
+            return result
+        kept = [t for t in tools if not (isinstance(t, dict) and t.get("name") in hidden)]
+        return {**result, "tools": kept}
+
+    def _policy_swapped(self, policy: Policy) -> None:
+        old = self.enforcer.policy
+        self.enforcer.swap_policy(policy)
+        for session in list(self.sessions.values()):
+            names = session.tool_names
+            if names and _hidden(old, session.server, names) != _hidden(
+                policy, session.server, names
+            ):
+                tg = self._tg_of(session)
+                if tg is not None:
+                    tg.start_soon(self._notify_tools_changed, session)
+
+    def _tg_of(self, session: Session) -> anyio.abc.TaskGroup | None:
+        state = session.connection.state.get("lockgate_tg")
+        return state if isinstance(state, anyio.abc.TaskGroup) else None
+
+    async def _notify_tools_changed(self, session: Session) -> None:
+        with contextlib.suppress(Exception):
+            await session.connection.notify("notifications/tools/list_changed", None)
+
+    # -- tools/call -------------------------------------------------------------------
+
+    async def _tool_call(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        session: Session,
+        upstream: Upstream,
+        params: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        session.connection.state.setdefault("lockgate_tg", ctx.lifespan_context["tg"])
+        name = params.get("name")
+        if not isinstance(name, str) or not name:
+            raise MCPError(code=INVALID_PARAMS, message="tools/call needs a tool name")
+        arguments = params.get("arguments")
+        arguments = {} if arguments is None else arguments
+        call = ToolCall(session.server, name, arguments, session.client)
+        trace = _Trace(call, self._clock(), self._monotonic())
+        shown = redact(arguments) if isinstance(arguments, Mapping) else {"_not_an_object": True}
+        self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, call.tool, shown))
+
+        verdict, decision, basis = await self._decide(call, trace, session)
+        trace = trace.decided(basis)
+        if decision.hidden:
+            await self._finish(
+                trace, verdict, decision, Outcome.BLOCKED, error="hidden tool: answered as unknown"
+            )
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {name}")
+        if verdict in (CallDecision.DENIED, CallDecision.REFUSED):
+            text = agent_message(call, decision, self._monotonic())
+            result = {"content": [{"type": "text", "text": text}], "isError": True}
+            await self._finish(trace, verdict, decision, Outcome.BLOCKED, size=_size(result))
+            return result
+
+        try:
+            result = await self._forward(ctx, session, upstream, "tools/call", params)
+        except MCPError as exc:
+            down = exc.error.code == UPSTREAM_ERROR
+            message = (
+                f"server {session.server!r} went down during the call: {exc.error.message}"
+                if down
+                else exc.error.message
+            )
+            await self._finish(
+                trace,
+                verdict,
+                decision,
+                Outcome.UPSTREAM_DOWN if down else Outcome.PROTOCOL_ERROR,
+                error=message[:500],
+            )
+            if down:
+                raise MCPError(code=UPSTREAM_ERROR, message=message) from None
+            raise
+        except UpstreamUnavailable as exc:
+            await self._finish(trace, verdict, decision, Outcome.UPSTREAM_DOWN, error=str(exc))
+            raise
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._finish(trace, verdict, decision, Outcome.CANCELLED)
+            raise
+        outcome = Outcome.TOOL_ERROR if result.get("isError") is True else Outcome.OK
+        await self._finish(trace, verdict, decision, outcome, size=_size(result))
+        return result
+
+    async def _decide(
+        self, call: ToolCall, trace: _Trace, session: Session
+    ) -> tuple[CallDecision, Decision, str]:
+        """The policy's decision, a person's answer where it asks for one, and what the
+        audit log names as the basis."""
+        if self._audit_failure is not None:
+            reason = (
+                f"Lockgate cannot write its audit log ({self._audit_failure}), so it "
+                "lets no call through"
+            )
+            return CallDecision.DENIED, _deny(reason), "audit_unavailable"
+        if self.paused:
+            reason = "Lockgate is paused: every tool call is denied until a person resumes it"
+            return CallDecision.DENIED, _deny(reason), "pause"
+        decision = self.enforcer.decide(call)
+        if decision.verdict is Verdict.ALLOW:
+            return CallDecision.ALLOWED, decision, decision.basis.value
+        if decision.verdict is Verdict.DENY:
+            return CallDecision.DENIED, decision, decision.basis.value
+        if call.tool in session.approved_tools:
+            approved = self.enforcer.approve(call, decision)
+            if approved.verdict is not Verdict.ALLOW:
+                return CallDecision.DENIED, approved, approved.basis.value
+            return (
+                CallDecision.APPROVED,
+                _reworded(approved, "approved by a person for this session"),
+                "session",
+            )
+        result = await self.approvals.ask(call, trace.id, decision)
+        if result.answer is Answer.APPROVED:
+            approved = self.enforcer.approve(call, decision)
+            if approved.verdict is not Verdict.ALLOW:
+                return CallDecision.DENIED, approved, approved.basis.value
+            if result.remember is Remember.SESSION:
+                session.approved_tools.add(call.tool)
+            return CallDecision.APPROVED, approved, "person"
+        why = {
+            Answer.REFUSED: "a person refused this call"
+            + (f": {result.reason}" if result.reason else ""),
+            Answer.TIMEOUT: f"nobody approved this call within {decision.approval_timeout:g} s",
+            Answer.NO_APPROVER: "this call needs a person's approval, and no one is there to "
+            "ask (Lockgate runs without the app or `lockgate approvals`)",
+            Answer.CANCELLED: "the call was cancelled while waiting for approval",
+        }[result.answer]
+        refused = Decision(Verdict.DENY, decision.basis, why, decision.rule, source=decision.source)
+        return CallDecision.REFUSED, refused, result.answer.value
+
+    async def _finish(
+        self,
+        trace: _Trace,
+        verdict: CallDecision,
+        decision: Decision,
+        outcome: Outcome,
+        *,
+        size: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Audit the call (before its answer leaves) and tell the listeners."""
+        now = self._monotonic()
+        duration = (now - trace.started) * 1000
+        basis = trace.basis
+        record = CallRecord(
+            id=trace.id,
+            time=trace.time,
+            client=trace.call.client,
+            server=trace.call.server,
+            tool=trace.call.tool,
+            arguments=trace.call.arguments if isinstance(trace.call.arguments, Mapping) else {},
+            decision=verdict,
+            basis=basis,
+            rule=decision.rule,
+            reason=decision.reason,
+            outcome=outcome,
+            duration_ms=round(duration, 3),
+            result_size=size,
+            error=error,
+        )
+        self.bus.emit(
+            CallDecided(
+                trace.id, self._clock(), verdict.value, basis, decision.rule, decision.reason
+            )
+        )
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.audit.write(record)
+        except AuditError as exc:
+            self._audit_failure = str(exc)
+            log.error("audit log write failed; new calls are denied until it works: %s", exc)
+            raise MCPError(
+                code=INTERNAL_ERROR, message="Lockgate could not record this call in its audit log"
+            ) from None
+        self._audit_failure = None
+        self.bus.emit(
+            CallFinished(trace.id, self._clock(), outcome.value, round(duration, 3), size, error)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Trace:
+    """One tool call on its way through: when it came, and what decided it."""
+
+    call: ToolCall
+    time: float  # wall clock, for the log
+    started: float  # monotonic, for the duration
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    basis: str | None = None
+
+    def decided(self, basis: str) -> _Trace:
+        return replace(self, basis=basis)
+
+
+def _deny(reason: str) -> Decision:
+    """A denial that comes from Lockgate's state (paused, audit down), not from a rule."""
+    return Decision(Verdict.DENY, Basis.RULE, reason, None)
+
+
+def _reworded(decision: Decision, reason: str) -> Decision:
+    return replace(decision, reason=reason)
+
+
+def _hidden(policy: Policy, server: str, names: tuple[str, ...]) -> frozenset[str]:
+    hidden = set()
+    for name in names:
+        rule = policy.rule_for(server, name)
+        if rule is not None and rule.hide and rule.action is Action.DENY:
+            hidden.add(name)
+    return frozenset(hidden)
+
+
+def _without_progress_token(
+    params: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any] | None, Any]:
+    """``params`` without the client's progress token, and the token (None if absent).
+
+    The upstream dispatcher puts its own token in (its request id) when progress is
+    wanted; the client's token must not travel upstream.
+    """
+    if params is None:
+        return None, None
+    out = dict(params)
+    meta = out.get("_meta")
+    if not isinstance(meta, Mapping) or "progressToken" not in meta:
+        return out, None
+    meta = dict(meta)
+    token = meta.pop("progressToken")
+    if meta:
+        out["_meta"] = meta
+    else:
+        del out["_meta"]
+    return out, token
+
+
+def _size(result: Mapping[str, Any]) -> int:
+    return len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))

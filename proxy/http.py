@@ -1,0 +1,164 @@
+"""The HTTP front door: ``http://127.0.0.1:PORT/mcp/SERVER`` (streamable HTTP).
+
+In front of the SDK's streamable HTTP app sits one plain ASGI gate that, in order:
+
+1. refuses a ``Host`` or ``Origin`` that is not loopback: 403. A web page the person
+   visits must not reach the gateway through DNS rebinding, whatever name it resolves;
+2. answers 404 for anything but ``/mcp/<known server>``;
+3. requires the client's bearer token: 401 when it is missing or wrong, with a body that
+   says how to get one. The client's name becomes the session's identity (its grant).
+
+Every refusal is a JSON-RPC error object, so MCP clients show its message. The SDK's own
+DNS-rebinding checks stay on behind the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.gateway import Gateway
+from proxy.tokens import TokenError, TokenStore
+
+__all__ = ["AccessGate", "build_http_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MCP_PATH = "/mcp/{server}"
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_PATH = re.compile(r"^/mcp/([^/]+)/?$")
+SESSION_IDLE_SECONDS = 900
+
+
+def _is_loopback_host(host: str) -> bool:
+    """``127.0.0.1:5625``, ``localhost``, ``[::1]:80`` and the like."""
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.lower() in _LOOPBACK_HOSTS
+
+
+def _is_loopback_origin(origin: str) -> bool:
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and (parts.hostname or "") in _LOOPBACK_HOSTS
+
+
+class AccessGate:
+    """Loopback-only, token-checked access to the SDK app (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, tokens: TokenStore) -> None:
+        self._app = app
+        self._gateway = gateway
+        self._tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)  # lifespan: the SDK's session manager
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if not _is_loopback_host(host):
+            await _refuse(
+                send,
+                403,
+                f"Host {host!r} is not this computer; Lockgate answers "
+                "only 127.0.0.1 and localhost",
+            )
+            return
+        origin = headers.get("origin")
+        if origin is not None and not _is_loopback_origin(origin):
+            await _refuse(
+                send, 403, f"Origin {origin!r} may not use Lockgate; only local clients may"
+            )
+            return
+        match = _PATH.match(scope.get("path", ""))
+        if match is None:
+            await _refuse(send, 404, "Lockgate serves MCP at /mcp/SERVER")
+            return
+        server = match.group(1)
+        if server not in self._gateway.servers:
+            known = (
+                ", ".join(sorted(self._gateway.servers)) or "none yet (add them to servers.json)"
+            )
+            await _refuse(send, 404, f"Lockgate has no server named {server!r}; known: {known}")
+            return
+        client = self._client(headers.get("authorization", ""))
+        if isinstance(client, _Refusal):
+            await _refuse(
+                send,
+                client.status,
+                client.message,
+                [(b"www-authenticate", b'Bearer realm="lockgate"')],
+            )
+            return
+        scope.setdefault("state", {})["lockgate_client"] = client
+        await self._app(scope, receive, send)
+
+    def _client(self, authorization: str) -> str | _Refusal:
+        how = (
+            "create a token with `lockgate token create CLIENT-NAME` and send it as the "
+            "header 'Authorization: Bearer <token>'"
+        )
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _Refusal(401, f"Lockgate needs an access token: {how}")
+        try:
+            client = self._tokens.verify(token.strip())
+        except TokenError as exc:
+            return _Refusal(503, f"Lockgate cannot check tokens now: {exc}")
+        if client is None:
+            return _Refusal(401, f"this access token is not valid (revoked?): {how}")
+        return client
+
+
+class _Refusal:
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+async def _refuse(
+    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32600 if status != 503 else -32603, "message": message},
+        }
+    ).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(extra or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def build_http_app(gateway: Gateway, tokens: TokenStore) -> ASGIApp:
+    """The whole HTTP app: the gate in front of the SDK's streamable HTTP transport.
+
+    Serve it as the root app: its lifespan (the SDK's session manager, which owns every
+    session's tasks) must run.
+    """
+    sdk_app = gateway.build_server().streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        session_idle_timeout=SESSION_IDLE_SECONDS,
+        max_sessions=1000,
+        host="127.0.0.1",
+    )
+    return AccessGate(sdk_app, gateway, tokens)

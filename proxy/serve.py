@@ -1,0 +1,182 @@
+"""Running the gateway: ``lockgate serve``, and the tray app's embedded gateway.
+
+Binds loopback only. While it runs, ``run/gateway.json`` in the data folder (private,
+0600) says where it listens, for ``lockgate connect`` and the control commands. SIGINT and
+SIGTERM stop it cleanly: the HTTP server stops taking requests and ends its sessions
+(which stops their upstream servers), pending approvals are refused, and the audit log is
+flushed and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from proxy._atomic import write_atomic
+from proxy.audit import AuditLog
+from proxy.events import Event, EventBus
+from proxy.gateway import Gateway
+from proxy.http import build_http_app
+from proxy.paths import Paths
+from proxy.secrets import SecretStore
+from proxy.servers import load_servers
+from proxy.tokens import TokenStore
+
+__all__ = ["DEFAULT_PORT", "RunInfo", "read_run_info", "serve"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 5625  # L-O-C-K on a phone keypad
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """Where a running gateway listens."""
+
+    pid: int
+    port: int
+    url: str
+    started: float
+    socket: str | None = None
+
+
+def run_file(paths: Paths) -> Path:
+    return paths.run_dir / "gateway.json"
+
+
+def read_run_info(paths: Paths) -> RunInfo | None:
+    """The running gateway's address, or None if none is running (stale files ignored)."""
+    try:
+        data: dict[str, Any] = json.loads(run_file(paths).read_text("utf-8"))
+        info = RunInfo(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return info
+
+
+async def serve(
+    paths: Paths,
+    *,
+    port: int = DEFAULT_PORT,
+    bus: EventBus | None = None,
+    secrets: SecretStore | None = None,
+    on_ready: Callable[[Gateway, RunInfo], None] | None = None,
+    stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run the gateway until SIGINT/SIGTERM (or ``stop`` is set).
+
+    ``handle_signals`` must be False off the main thread (the tray app runs the gateway on
+    a worker thread and stops it with ``stop``).
+
+    Raises:
+        proxy.servers.ServersError: servers.json is invalid.
+        proxy.audit.AuditError: the audit log cannot be opened.
+        OSError: the port is taken.
+    """
+    servers = load_servers(paths.servers_file)
+    bus = bus or EventBus()
+    bus.subscribe(_log_event)
+    audit = AuditLog(paths.audit_db)
+    gateway = Gateway(
+        servers=servers,
+        policy_path=paths.policy_file,
+        audit=audit,
+        secrets=secrets or SecretStore(),
+        bus=bus,
+        log_dir=paths.log_dir,
+    )
+    try:
+        await gateway.start()
+        app = build_http_app(gateway, TokenStore(paths.clients_file))
+        sock = _bind_loopback(port)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        server = _Server(config)
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, server.request_exit)
+        actual = sock.getsockname()[1]
+        info = RunInfo(
+            pid=os.getpid(), port=actual, url=f"http://127.0.0.1:{actual}/mcp/", started=time.time()
+        )
+        server_task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if server_task.done():
+                await server_task  # raises what went wrong
+                return
+            await asyncio.sleep(0.01)
+        write_atomic(run_file(paths), json.dumps(asdict(info)).encode("utf-8"))
+        log.info(
+            "Lockgate gateway on %s (servers: %s)", info.url, ", ".join(sorted(servers)) or "none"
+        )
+        if on_ready is not None:
+            on_ready(gateway, info)
+        stopper = asyncio.create_task(_stop_when(stop, server)) if stop is not None else None
+        try:
+            await server_task
+        finally:
+            if stopper is not None:
+                stopper.cancel()
+            with contextlib.suppress(FileNotFoundError):
+                run_file(paths).unlink()
+    finally:
+        await gateway.stop()
+        await audit.aclose()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal handling: it re-raises a caught SIGTERM once it has
+    stopped, which would kill the process before the audit log is closed."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+
+
+async def _stop_when(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    """Stop as SIGTERM would (the tray app's Quit sets ``stop``)."""
+    await stop.wait()
+    server.should_exit = True
+
+
+def _bind_loopback(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            exc.errno,
+            f"cannot listen on 127.0.0.1:{port}: {exc.strerror} "
+            "(is Lockgate already running? try --port)",
+        ) from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _log_event(event: Event) -> None:
+    log.debug("%s", event)
