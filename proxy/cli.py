@@ -14,11 +14,12 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
-from proxy.audit import AuditError
+from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord
 from proxy.decide import Decision, ToolCall, agent_message, decide
 from proxy.paths import Paths, resolve_paths
 from proxy.policy import Policy, PolicyError, default_policy, load_policy, policy_schema
@@ -115,6 +116,24 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("paths", parents=[common], help="print where Lockgate keeps its files")
 
+    log_cmd = commands.add_parser(
+        "log", parents=[common], help="tool calls and decisions from the audit log"
+    )
+    log_cmd.add_argument("--json", action="store_true", help="one JSON object per line")
+    log_cmd.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing calls as they are logged (Ctrl-C stops)",
+    )
+    log_cmd.add_argument(
+        "--limit", "-n", type=int, default=50, help="how many of the latest calls (default 50)"
+    )
+    log_cmd.add_argument("--server")
+    log_cmd.add_argument("--tool")
+    log_cmd.add_argument("--client")
+    log_cmd.add_argument("--decision", choices=[d.value for d in CallDecision])
+
     serve = commands.add_parser(
         "serve", parents=[common], help="run the gateway without the app (loopback only)"
     )
@@ -173,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "risk":
             return _risk(args.file, args.json, sys.stdout)
+        if args.command == "log":
+            return _log(args, paths, sys.stdout)
         if args.command == "serve":
             return _serve(args, paths)
         if args.command == "token":
@@ -380,6 +401,61 @@ def _risk(file: str, as_json: bool, out: TextIO) -> int:
             file=out,
         )
     return 0
+
+
+def _log(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
+    if not paths.audit_db.exists():
+        print(f"no calls logged yet ({paths.audit_db} does not exist)", file=sys.stderr)
+        if not args.follow:
+            return 0
+    audit = AuditLog(paths.audit_db)
+    filters = {
+        "server": args.server,
+        "tool": args.tool,
+        "client": args.client,
+        "decision": args.decision,
+    }
+
+    def show(record: CallRecord) -> None:
+        if any(v is not None and getattr(record, k) != v for k, v in filters.items()):
+            return
+        if args.json:
+            print(json.dumps(record.as_dict(), ensure_ascii=False), file=out, flush=True)
+        else:
+            print(_log_line(record), file=out, flush=True)
+
+    try:
+        last = audit.latest_rowid()
+        for record in reversed(audit.query(limit=args.limit, **filters)):
+            show(record)
+        while args.follow:
+            time.sleep(0.25)
+            for rowid, record in audit.since(last):
+                last = rowid
+                show(record)
+    except KeyboardInterrupt:
+        pass
+    except AuditError as exc:
+        print(f"lockgate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        audit.close()
+    return 0
+
+
+def _log_line(r: CallRecord) -> str:
+    when = datetime.fromtimestamp(r.time).strftime("%Y-%m-%d %H:%M:%S")
+    decided = r.decision.value + (f" ({r.basis})" if r.basis else "")
+    duration = f"{r.duration_ms:.1f} ms" if r.duration_ms is not None else "-"
+    rule = f'rule "{r.rule}"' if r.rule else "default"
+    line = (
+        f"{when}  {r.client}  {r.server}/{r.tool}  {decided}  {r.outcome.value}  {rule}  {duration}"
+    )
+    if r.outcome.value != "ok":
+        line += f"  {r.error or r.reason}"
+    return line
 
 
 def _serve(args: argparse.Namespace, paths: Paths) -> int:

@@ -91,6 +91,7 @@ class Session:
     approved_tools: set[str] = field(default_factory=set)  # "allow for this session"
     tool_names: tuple[str, ...] = ()  # every tool the upstream listed, hidden or not
     started: float = field(default_factory=time.time)
+    task_group: anyio.abc.TaskGroup | None = None  # where the session's background work runs
 
 
 class Gateway:
@@ -124,7 +125,6 @@ class Gateway:
         self.sessions: dict[str, Session] = {}
         self._errlogs: dict[str, TextIO] = {}
         self._audit_failure: str | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
 
     # -- life -------------------------------------------------------------------------
 
@@ -280,6 +280,7 @@ class Gateway:
             connection=connection,
             spec=spec,
             init_params=ctx.params,
+            task_group=ctx.lifespan_context["tg"],
         )
         connection.state["lockgate"] = session
         connection.exit_stack.push_async_callback(self._end_session, session)
@@ -429,20 +430,16 @@ class Gateway:
         self.enforcer.swap_policy(policy)
         for session in list(self.sessions.values()):
             names = session.tool_names
-            if names and _hidden(old, session.server, names) != _hidden(
-                policy, session.server, names
-            ):
-                tg = self._tg_of(session)
-                if tg is not None:
-                    tg.start_soon(self._notify_tools_changed, session)
-
-    def _tg_of(self, session: Session) -> anyio.abc.TaskGroup | None:
-        state = session.connection.state.get("lockgate_tg")
-        return state if isinstance(state, anyio.abc.TaskGroup) else None
+            changed = _hidden(old, session.server, names) != _hidden(policy, session.server, names)
+            if names and changed and session.task_group is not None:
+                session.task_group.start_soon(self._notify_tools_changed, session)
 
     async def _notify_tools_changed(self, session: Session) -> None:
-        with contextlib.suppress(Exception):
+        log.debug("telling session %s its tool list changed", session.id)
+        try:
             await session.connection.notify("notifications/tools/list_changed", None)
+        except Exception:  # the client may be gone; its session ends on its own
+            log.warning("could not tell session %s its tools changed", session.id, exc_info=True)
 
     # -- tools/call -------------------------------------------------------------------
 
@@ -453,7 +450,6 @@ class Gateway:
         upstream: Upstream,
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
-        session.connection.state.setdefault("lockgate_tg", ctx.lifespan_context["tg"])
         name = params.get("name")
         if not isinstance(name, str) or not name:
             raise MCPError(code=INVALID_PARAMS, message="tools/call needs a tool name")

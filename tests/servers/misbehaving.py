@@ -1,0 +1,68 @@
+"""A real MCP stdio server that misbehaves on purpose, for Lockgate's bad-input tests.
+
+It answers the handshake and lists three tools; then:
+- ``garbage``: writes a line that is not JSON, then answers properly;
+- ``exit``: exits at once, mid-call (the process dies with the call in flight);
+- ``echo``: answers normally.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+TOOLS = [
+    {
+        "name": name,
+        "description": f"{name} on purpose",
+        "inputSchema": {"type": "object", "properties": {}},
+    }
+    for name in ("garbage", "exit", "echo")
+]
+
+
+def send(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    for line in sys.stdin:
+        message = json.loads(line)
+        method, ident = message.get("method"), message.get("id")
+        if ident is None:
+            continue
+        if method == "initialize":
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": ident,
+                    "result": {
+                        "protocolVersion": message["params"]["protocolVersion"],
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "misbehaving", "version": "1"},
+                    },
+                }
+            )
+        elif method == "tools/list":
+            send({"jsonrpc": "2.0", "id": ident, "result": {"tools": TOOLS}})
+        elif method == "tools/call":
+            name = message["params"]["name"]
+            if name == "exit":
+                sys.exit(3)
+            if name == "garbage":
+                sys.stdout.write("this is not JSON {{{\n")
+                sys.stdout.flush()
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": ident,
+                    "result": {"content": [{"type": "text", "text": f"{name} done"}]},
+                }
+            )
+        else:
+            send({"jsonrpc": "2.0", "id": ident, "result": {}})
+
+
+if __name__ == "__main__":
+    main()
