@@ -105,6 +105,11 @@ class ApprovalBroker:
     def has_approver(self) -> bool:
         return self._approvers > 0
 
+    @property
+    def approvers(self) -> int:
+        """How many approvers are attached now."""
+        return self._approvers
+
     def attach(self) -> Callable[[], None]:
         """Register an approver; returns the way to detach it (idempotent).
 

@@ -20,6 +20,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord
+from proxy.control import (
+    ControlError,
+    GatewayNotRunning,
+    bridge,
+    control,
+    default_client_name,
+    watch,
+)
 from proxy.decide import Decision, ToolCall, agent_message, decide
 from proxy.paths import Paths, resolve_paths
 from proxy.policy import Policy, PolicyError, default_policy, load_policy, policy_schema
@@ -28,7 +36,7 @@ from proxy.risk import classify_many, tools_from_json
 from proxy.secrets import SecretError, SecretStore
 from proxy.serve import DEFAULT_PORT, serve
 from proxy.servers import ServersError
-from proxy.tokens import TokenError, TokenStore
+from proxy.tokens import TokenError, TokenStore, valid_client_name
 
 __all__ = ["main"]
 
@@ -116,6 +124,46 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("paths", parents=[common], help="print where Lockgate keeps its files")
 
+    connect = commands.add_parser(
+        "connect",
+        parents=[common],
+        help="stdio bridge to a running gateway: what an MCP client launches for SERVER",
+    )
+    connect.add_argument("server", help="the server name, as in servers.json")
+    connect.add_argument(
+        "--client",
+        metavar="NAME",
+        help="the client's name in the log and for per-client limits "
+        "(default: the launching program's name)",
+    )
+    commands.add_parser("status", parents=[common], help="what the running gateway is doing")
+    commands.add_parser(
+        "pause", parents=[common], help="deny every tool call until `lockgate resume`"
+    )
+    commands.add_parser("resume", parents=[common], help="end a pause")
+    approvals = commands.add_parser(
+        "approvals",
+        parents=[common],
+        help="calls waiting for a person: list, allow, deny, or watch and answer them",
+    )
+    approval_commands = approvals.add_subparsers(dest="approval_command", metavar="ACTION")
+    approval_commands.add_parser("list", parents=[common], help="the calls waiting now")
+    allow = approval_commands.add_parser("allow", parents=[common], help="approve a call")
+    allow.add_argument("id")
+    allow.add_argument(
+        "--session",
+        action="store_true",
+        help="also allow this tool for the rest of that client's session",
+    )
+    deny = approval_commands.add_parser("deny", parents=[common], help="refuse a call")
+    deny.add_argument("id")
+    deny.add_argument("--reason", help="told to the agent")
+    approval_commands.add_parser(
+        "watch",
+        parents=[common],
+        help="be the approver: ask here about each call as it comes (Ctrl-C stops)",
+    )
+
     log_cmd = commands.add_parser(
         "log", parents=[common], help="tool calls and decisions from the audit log"
     )
@@ -192,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "risk":
             return _risk(args.file, args.json, sys.stdout)
+        if args.command == "connect":
+            return _connect(args, paths)
+        if args.command in ("status", "pause", "resume", "approvals"):
+            return _control(args, paths, sys.stdout)
         if args.command == "log":
             return _log(args, paths, sys.stdout)
         if args.command == "serve":
@@ -401,6 +453,132 @@ def _risk(file: str, as_json: bool, out: TextIO) -> int:
             file=out,
         )
     return 0
+
+
+def _connect(args: argparse.Namespace, paths: Paths) -> int:
+    client = args.client or default_client_name()
+    if not valid_client_name(client):
+        raise UsageError(f"{client!r} is not a valid client name")
+    try:
+        return asyncio.run(bridge(paths, args.server, client))
+    except (GatewayNotRunning, ControlError) as exc:
+        # The MCP client shows this (its server "failed to start") in its logs.
+        print(f"lockgate connect: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _control(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
+    try:
+        if args.command == "status":
+            _print_status(control(paths, "status"), out)
+        elif args.command in ("pause", "resume"):
+            control(paths, args.command)
+            print(
+                "paused: every tool call is denied until `lockgate resume`"
+                if args.command == "pause"
+                else "resumed",
+                file=out,
+            )
+        elif args.approval_command in (None, "list"):
+            pending = control(paths, "approvals")["pending"]
+            for item in pending:
+                print(_approval_text(item), file=out)
+            if not pending:
+                print("no calls are waiting for approval", file=sys.stderr)
+        elif args.approval_command in ("allow", "deny"):
+            control(
+                paths,
+                "answer",
+                id=args.id,
+                approve=args.approval_command == "allow",
+                reason=getattr(args, "reason", None),
+                remember="session" if getattr(args, "session", False) else "once",
+            )
+            print(
+                f"{'approved' if args.approval_command == 'allow' else 'refused'} {args.id}",
+                file=out,
+            )
+        else:
+            return _watch_approvals(paths, out)
+    except (GatewayNotRunning, ControlError) as exc:
+        print(f"lockgate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_status(status: dict[str, Any], out: TextIO) -> None:
+    policy = status["policy"]
+    lines = [
+        f"gateway:   {'PAUSED' if status['paused'] else 'running'}",
+        f"servers:   {', '.join(status['servers']) or 'none'}",
+        f"policy:    {policy['source'] or 'built-in default'} ({policy['rules']} rules, "
+        f"default {policy['default']})",
+        f"approvers: {status['approvers']} attached, {status['pending']} calls waiting",
+    ]
+    if policy["error"]:
+        lines.append(f"policy error (the last good policy stays in force):\n{policy['error']}")
+    for session in status["sessions"]:
+        state = "up" if session["up"] else "down"
+        lines.append(f"session:   {session['client']} -> {session['server']} ({state})")
+    print("\n".join(lines), file=out)
+
+
+def _approval_text(item: dict[str, Any]) -> str:
+    left = max(0.0, float(item["deadline"]) - time.time())
+    arguments = json.dumps(item["arguments"], ensure_ascii=False, indent=2)
+    return (
+        f"{item['id']}  {item['client']} -> {item['server']}/{item['tool']}  "
+        f"({left:.0f} s left)\n  why asked: {item['reason']}\n  arguments: {arguments}"
+    )
+
+
+def _watch_approvals(paths: Paths, out: TextIO) -> int:
+    print(
+        "watching for calls that need approval (Ctrl-C stops; calls then wait for the app "
+        "or time out)",
+        file=sys.stderr,
+    )
+    try:
+        events = watch(paths)
+        first = next(events)
+        queue = list(first.get("pending", []))
+        for event in events:
+            if event.get("event") == "pending":
+                queue.append(event["approval"])
+            while queue:
+                item = queue.pop(0)
+                print(_approval_text(item), file=out, flush=True)
+                answer = input("allow [o]nce, allow for this [s]ession, or [d]eny? ").strip()
+                if answer[:1].lower() in ("o", "s"):
+                    remember = "session" if answer[:1].lower() == "s" else "once"
+                    outcome = _answer(paths, item, True, None, remember)
+                else:
+                    reason = input("reason for the agent (optional): ").strip() or None
+                    outcome = _answer(paths, item, False, reason, "once")
+                print(outcome, file=out, flush=True)
+    except (KeyboardInterrupt, EOFError):
+        return 0
+    return 0
+
+
+def _answer(
+    paths: Paths, item: dict[str, Any], approve: bool, reason: str | None, remember: str
+) -> str:
+    try:
+        control(
+            paths,
+            "answer",
+            id=item["id"],
+            approve=approve,
+            reason=reason,
+            remember=remember,
+            digest=item.get("digest"),
+        )
+    except ControlError as exc:
+        return f"not answered: {exc}"
+    return "approved" if approve else "refused"
 
 
 def _log(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:

@@ -29,6 +29,7 @@ from proxy.audit import AuditLog
 from proxy.events import Event, EventBus
 from proxy.gateway import Gateway
 from proxy.http import build_http_app
+from proxy.local import LocalServer, socket_path_for
 from proxy.paths import Paths
 from proxy.secrets import SecretStore
 from proxy.servers import load_servers
@@ -107,6 +108,8 @@ async def serve(
     try:
         await gateway.start()
         app = build_http_app(gateway, TokenStore(paths.clients_file))
+        local = LocalServer(gateway, socket_path_for(paths.run_dir))
+        await local.start()
         sock = _bind_loopback(port)
         config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
         server = _Server(config)
@@ -116,7 +119,11 @@ async def serve(
                 loop.add_signal_handler(signum, server.request_exit)
         actual = sock.getsockname()[1]
         info = RunInfo(
-            pid=os.getpid(), port=actual, url=f"http://127.0.0.1:{actual}/mcp/", started=time.time()
+            pid=os.getpid(),
+            port=actual,
+            url=f"http://127.0.0.1:{actual}/mcp/",
+            started=time.time(),
+            socket=str(local.path),
         )
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
@@ -138,6 +145,7 @@ async def serve(
                 stopper.cancel()
             with contextlib.suppress(FileNotFoundError):
                 run_file(paths).unlink()
+            await local.stop()
     finally:
         await gateway.stop()
         await audit.aclose()

@@ -1,0 +1,926 @@
+"""The audit log: every tool call the gateway answered, and its decision, in SQLite.
+
+Nothing may be lost (ARCHITECTURE.md, rule 6). A record is acknowledged only after the
+transaction that holds it has committed, and the gateway awaits that acknowledgement before
+it answers the client, so every call a client was answered is in the log, also after the
+app is killed. One writer thread owns the write connection and commits everything queued
+since its last commit in one transaction (group commit): a commit costs about the same for
+one record as for a thousand, so thousands of calls a second cost a few commits.
+
+The database is in WAL mode: readers (``lockgate log``, the GUI's history) read while the
+gateway writes, from this process or another, without blocking it or being blocked.
+
+Arguments are stored after :func:`redact`: values under secret-looking keys and strings
+that look like credentials are replaced, and the JSON is capped in size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import json
+import math
+import os
+import queue
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "DEFAULT_MAX_ARGUMENT_BYTES",
+    "REDACTED",
+    "SCHEMA_VERSION",
+    "AuditError",
+    "AuditLog",
+    "CallDecision",
+    "CallRecord",
+    "Outcome",
+    "redact",
+]
+
+REDACTED: Final = "[redacted]"
+DEFAULT_MAX_ARGUMENT_BYTES: Final = 4096
+SCHEMA_VERSION: Final = 1
+
+_MIN_BYTES: Final = 128  # room for {"_truncated":true,"_preview":"..."} itself
+_SCAN_MARGIN: Final = 1024  # a long string is scanned this far past what can be kept
+_MAX_DEPTH: Final = 32
+_MAX_INT_BITS: Final = 4096  # far below int->str's digit limit, which would raise
+_MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
+_MAX_BATCH: Final = 4096  # records per transaction, to bound one commit's work
+
+
+class AuditError(Exception):
+    """The audit log could not be opened, written or read.
+
+    From a write, it means the record was not committed: the call is not in the log.
+    """
+
+
+class CallDecision(StrEnum):
+    """What was decided about a call: the policy's verdict, or a person's answer."""
+
+    ALLOWED = "allowed"  # the policy allowed it (a rule or the default)
+    DENIED = "denied"  # the policy denied it (a rule, the default, arguments, a limit)
+    APPROVED = "approved"  # the policy asked, and a person approved it
+    REFUSED = "refused"  # the policy asked, and a person refused or nobody answered in time
+
+
+class Outcome(StrEnum):
+    """How a call ended."""
+
+    OK = "ok"  # the upstream answered with a result
+    TOOL_ERROR = "tool_error"  # the upstream answered with a result marked isError
+    PROTOCOL_ERROR = "protocol_error"  # a JSON-RPC error or an answer that made no sense
+    CANCELLED = "cancelled"  # the client cancelled it before the answer
+    UPSTREAM_DOWN = "upstream_down"  # the server could not be reached or died
+    BLOCKED = "blocked"  # never sent upstream: denied or refused
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """One answered tool call and its decision, as the audit log keeps it.
+
+    ``arguments`` are stored redacted (see :func:`redact`), so a record read back from the
+    log holds the redacted arguments, not the ones written.
+    """
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    time: float  # when the call arrived, epoch seconds
+    client: str
+    server: str
+    tool: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    decision: CallDecision
+    basis: str | None = None  # rule, default, arguments, limit, pause, timeout, ...
+    rule: str | None = None  # the deciding rule's pattern; None when no rule decided
+    reason: str
+    outcome: Outcome
+    duration_ms: float | None = None
+    result_size: int | None = None  # bytes of the answer sent to the client
+    error: str | None = None  # short text, for the outcomes that are errors
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (``lockgate log --json``): ``time`` as ISO-8601 UTC text,
+        ``ts`` as epoch seconds. The arguments are copied as they are; a record read from the
+        log holds them redacted already."""
+        return {
+            "id": self.id,
+            "time": datetime.fromtimestamp(self.time, tz=UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "ts": self.time,
+            "client": self.client,
+            "server": self.server,
+            "tool": self.tool,
+            "arguments": dict(self.arguments),
+            "decision": CallDecision(self.decision).value,
+            "basis": self.basis,
+            "rule": self.rule,
+            "reason": self.reason,
+            "outcome": Outcome(self.outcome).value,
+            "duration_ms": self.duration_ms,
+            "result_size": self.result_size,
+            "error": self.error,
+        }
+
+
+# ---------------------------------------------------------------------------- redaction
+
+# A key is secret when, lower-cased and with separators dropped, it contains one of these
+# ("X-Api-Key" -> "xapikey"). Over-redacting ("secretary") is the safe side to err on.
+_SECRET_STEMS: Final = (
+    "password passwd passphrase secret credential apikey privatekey accesskey signingkey "
+    "authorization cookie"
+).split()
+# Shorter stems are false alarms as substrings ("author", "tokenizer"), so they are matched
+# against the key's words ("accessToken" -> access, token) ...
+_SECRET_WORDS: Final = frozenset("auth oauth authn authz bearer jwt otp csrf xsrf".split())
+# ... and not at all in a key that counts something ("token_count", "max_tokens").
+_COUNT_WORDS: Final = frozenset(
+    "count counts used limit limits max min num number total usage length len size "
+    "remaining budget".split()
+)
+_WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+# Credentials recognised by their look, anywhere in any string. A group, where there is one,
+# is kept (a header's name, a URL's user) and what follows it becomes REDACTED. Each pattern
+# comes with the (lower-case) text it cannot match without, so that a string is searched
+# only with the few patterns that can match it: a search with all of them costs about
+# 0.3 microseconds a character, a look for the needles next to nothing.
+_SECRET_PATTERNS: Final = (
+    (
+        ("private key-----",),
+        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)"
+        r"(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)",  # to the end, if it was cut
+    ),
+    (
+        ("authorization",),
+        r"((?i:\b(?:proxy-)?authorization)\s*[:=]\s*)"
+        r"(?:(?i:basic|bearer|token|digest|negotiate)\s+)?[^\s\"',;]+",
+    ),
+    (("cookie",), r"((?i:\b(?:set-)?cookie)\s*:\s*)[^\r\n\"']+"),
+    (("bearer",), r"((?i:\bbearer)\s+)[A-Za-z0-9\-._~+/]{16,}=*"),
+    (("sk-", "rk-"), r"\b(?:sk|rk)-[A-Za-z0-9_\-]{16,}"),  # OpenAI, Anthropic
+    (("_live_", "_test_"), r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"),  # Stripe
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"\bgh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub
+    (("github_pat_",), r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
+    (("xox",), r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),  # Slack
+    (("akia", "asia"), r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key ids
+    (("aiza",), r"\bAIza[0-9A-Za-z_\-]{35}"),  # Google API keys
+    (("eyj",), r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),  # JWTs
+    (("://",), r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^/\s@]+(?=@)"),  # user:password@
+    (
+        ("token=", "key=", "password=", "secret=", "sig=", "signature="),
+        r"([?&](?i:access_token|id_token|refresh_token|token|api_key|apikey|key|password"
+        r"|secret|client_secret|sig|signature)=)[^&\s#\"']+",
+    ),
+)
+
+
+_NEEDLES: Final = tuple(
+    (needle, n) for n, (needles, _) in enumerate(_SECRET_PATTERNS) for needle in needles
+)
+_ANY_NEEDLE: Final = re.compile("|".join(re.escape(needle) for needle, _ in _NEEDLES))
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[int, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(_SECRET_PATTERNS[n][1] for n in patterns))
+
+
+def _secret_text(text: str) -> re.Pattern[str] | None:
+    """The search for the credentials that ``text`` may hold; None when it holds none."""
+    lower = text.lower()
+    if _ANY_NEEDLE.search(lower) is None:  # the common case, decided by one quick search
+        return None
+    patterns = sorted({n for needle, n in _NEEDLES if needle in lower})
+    return _compiled(tuple(patterns))
+
+
+def redact(arguments: object, max_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES) -> dict[str, Any]:
+    """A call's arguments made fit for the log: secrets hidden, size capped. Pure.
+
+    1. The value under a secret-looking key becomes ``"[redacted]"``, whatever it is (an
+       object under ``"session"`` goes whole). A key is secret-looking when it contains
+       password, passwd, passphrase, secret, credential, api key, private key, access key,
+       signing key, authorization or cookie (case and separators ignored), or has a word
+       that is or ends in "token", starts with "auth" (not "author"), starts with
+       "session", or is oauth, bearer, jwt, otp, csrf. The word rules do not apply to a key
+       that counts (with a word like count, used, max, limit, total): "tokens_used",
+       "max_tokens", "session_count", "author" and "tokenizer" are kept.
+    2. Anywhere in any string, what looks like a credential becomes ``"[redacted]"``:
+       ``Bearer`` tokens, Authorization and Cookie header values, ``sk-``, ``ghp_``,
+       ``github_pat_``, ``xox?-``, AWS ``AKIA...``, Google ``AIza...`` keys, JWTs, PEM
+       private keys, the password in ``scheme://user:password@``, and token-like query
+       parameters. This is best effort: a bare password under an innocent key stays.
+    3. If the JSON text (UTF-8, compact) is over ``max_bytes``, the longest strings are cut
+       to a common length, each marked ``"…[+N chars]"``; if that is not enough, the result
+       is ``{"_truncated": true, "_preview": <the first part of the JSON text>}``.
+
+    The result is plain JSON data (``json.dumps`` cannot fail on it) of at most
+    ``max_bytes`` bytes. Arguments that are not a mapping are kept under ``"_value"``;
+    values that are not JSON become their ``repr``; nesting past 32 levels is cut.
+
+    Raises:
+        ValueError: ``max_bytes`` is below 128, too small to say anything.
+    """
+    if max_bytes < _MIN_BYTES:
+        raise ValueError(f"max_bytes must be at least {_MIN_BYTES}, not {max_bytes}")
+    value = arguments if isinstance(arguments, Mapping) else {"_value": arguments}
+    tree = _scrub_mapping(value, 0, max_bytes + _SCAN_MARGIN)
+    return _cap(tree, max_bytes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    squashed = re.sub(r"[^a-z0-9]", "", key.lower())
+    if any(stem in squashed for stem in _SECRET_STEMS):
+        return True
+    words = [word.lower() for word in _WORD.findall(key)]
+    if _COUNT_WORDS.intersection(words):
+        return False
+    return any(
+        word in _SECRET_WORDS
+        or word.endswith("token")
+        or word.startswith("session")
+        or (word.startswith("auth") and not word.startswith("author"))
+        for word in words
+    )
+
+
+def _storable(text: str) -> str:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates, from "\ud800" in JSON: not storable
+            return text.encode("utf-8", "replace").decode("utf-8")  # same length
+    return text
+
+
+def _scrub_text(text: str) -> str:
+    text = _storable(text)
+    search = None if len(text) < 8 else _secret_text(text)  # nothing shorter is a secret
+    return text if search is None else search.sub(_hide, text)
+
+
+def _hide(match: re.Match[str]) -> str:
+    return "".join(kept for kept in match.groups() if kept) + REDACTED
+
+
+class _Cut(str):
+    """A string cut short before it was scanned; ``dropped`` characters are gone."""
+
+    dropped: int
+
+
+def _scrub_string(text: str, longest: int) -> str:
+    if len(text) <= longest:
+        return _scrub_text(text)
+    # Only the start of a long string can be kept, so only that much is scanned. The last
+    # _SCAN_MARGIN characters scanned may end in the front half of a credential cut in two,
+    # so they are only scanned, never kept: what is kept ends before them, or after a
+    # credential that begins before them.
+    head = _storable(text[:longest])
+    end = longest - _SCAN_MARGIN
+    pieces: list[str] = []
+    at = 0
+    search = _secret_text(head)
+    for match in () if search is None else search.finditer(head):
+        if match.start() >= end:
+            break
+        pieces += (head[at : match.start()], _hide(match))
+        at = match.end()
+    pieces.append(head[at:end])
+    cut = _Cut("".join(pieces))
+    cut.dropped = len(text) - max(at, end)
+    return cut
+
+
+def _scrub_mapping(value: Mapping[Any, Any], depth: int, longest: int) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, item in value.items():
+        name = key if isinstance(key, str) else str(key)
+        secret = _secret_key(name)
+        clean[_scrub_text(name)] = REDACTED if secret else _scrub(item, depth + 1, longest)
+    return clean
+
+
+def _scrub(value: object, depth: int, longest: int) -> Any:
+    if isinstance(value, str):
+        return _scrub_string(value, longest)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        bits = value.bit_length()
+        return value if bits <= _MAX_INT_BITS else f"[integer of {bits} bits]"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= _MAX_DEPTH:
+        return "[nested too deep]"
+    if isinstance(value, Mapping):
+        return _scrub_mapping(value, depth, longest)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(item, depth + 1, longest) for item in value]
+    return _scrub_string(repr(value), longest)
+
+
+def _marker(dropped: int) -> str:
+    return f"…[+{dropped} chars]"
+
+
+def _shorten(value: Any, keep: int | None) -> Any:
+    """``value`` with every string cut to ``keep`` characters (None: only the cut ones)."""
+    if isinstance(value, _Cut):
+        if keep is None or keep >= len(value):
+            return str(value) + _marker(value.dropped)
+        return value[:keep] + _marker(value.dropped + len(value) - keep)
+    if isinstance(value, str):
+        if keep is None or len(value) <= keep:
+            return value
+        short = value[:keep] + _marker(len(value) - keep)
+        return short if len(short) < len(value) else value
+    if isinstance(value, dict):
+        return {key: _shorten(item, keep) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shorten(item, keep) for item in value]
+    return value
+
+
+def _longest_string(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return max(map(_longest_string, value.values()), default=0)
+    if isinstance(value, list):
+        return max(map(_longest_string, value), default=0)
+    return 0
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _size(value: Any) -> int:
+    return len(_dumps(value).encode("utf-8"))
+
+
+def _cap(tree: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    whole: dict[str, Any] = _shorten(tree, None)
+    if _size(whole) <= max_bytes:
+        return whole
+    if _size(_shorten(tree, 0)) <= max_bytes:
+        fits, too_long = 0, _longest_string(tree) + 1  # the longest common length that fits
+        while too_long - fits > 1:
+            keep = (fits + too_long) // 2
+            if _size(_shorten(tree, keep)) <= max_bytes:
+                fits = keep
+            else:
+                too_long = keep
+        capped: dict[str, Any] = _shorten(tree, fits)
+        return capped
+    text = _dumps(whole)  # too many keys or values to cut: show how it starts
+    fits, too_long = 0, min(len(text), max_bytes) + 1
+    while too_long - fits > 1:
+        keep = (fits + too_long) // 2
+        if _size({"_truncated": True, "_preview": text[:keep]}) <= max_bytes:
+            fits = keep
+        else:
+            too_long = keep
+    return {"_truncated": True, "_preview": text[:fits]}
+
+
+# ---------------------------------------------------------------------------- the database
+
+_COLUMNS: Final = (
+    "id time client server tool arguments decision basis rule reason outcome duration_ms "
+    "result_size error"
+).split()
+_INSERT: Final = (  # built from the constant column names only, as is every query here
+    f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
+)
+_SELECT: Final = f"SELECT seq, {', '.join(_COLUMNS)} FROM calls"  # noqa: S608
+
+# _MIGRATIONS[n] takes a database from user_version n to n + 1.
+_MIGRATIONS: Final = (
+    (
+        """CREATE TABLE calls (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- commit order; never reused
+            id TEXT NOT NULL UNIQUE,
+            time REAL NOT NULL,
+            client TEXT NOT NULL,
+            server TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments TEXT NOT NULL,  -- JSON, redacted
+            decision TEXT NOT NULL,
+            basis TEXT,
+            rule TEXT,
+            reason TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            duration_ms REAL,
+            result_size INTEGER,
+            error TEXT
+        )""",
+        "CREATE INDEX calls_time ON calls (time)",
+        "CREATE INDEX calls_server ON calls (server)",
+        "CREATE INDEX calls_tool ON calls (tool)",
+        "CREATE INDEX calls_decision ON calls (decision)",
+        "CREATE INDEX calls_client ON calls (client)",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A row waiting for the writer, and the future its writer waits on."""
+
+    row: tuple[Any, ...]
+    done: asyncio.Future[None] | concurrent.futures.Future[None]
+
+
+class AuditLog:
+    """The audit database at ``path``: one writer thread, readers on their own connections.
+
+    Opening creates what is missing: folders with mode 0700, the file with mode 0600 (an
+    existing file keeps its mode), the schema. The database runs in WAL mode with
+    ``synchronous=NORMAL``: a committed record survives the process being killed (kill -9,
+    a crash), since the commit has reached the operating system; it is not fsync'd on every
+    commit, so a power cut or an OS crash may lose the last moments. Several processes may
+    open the same log; ``busy_timeout`` is how long one waits for another's lock.
+
+    Raises:
+        AuditError: the database cannot be created or opened, is not a Lockgate audit log,
+            or was made by a newer version.
+        ValueError: ``max_argument_bytes`` is too small (see :func:`redact`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+    ) -> None:
+        if max_argument_bytes < _MIN_BYTES:
+            raise ValueError(f"max_argument_bytes must be at least {_MIN_BYTES}")
+        self._path = Path(path).absolute()
+        self._busy_timeout = busy_timeout
+        self._max_argument_bytes = max_argument_bytes
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "closed?" against "enqueue" and "close"
+        self._closed = False
+        self._commits = 0
+        try:
+            _create_private(self._path)
+            self._conn = _open_writer(self._path, busy_timeout)
+        except (OSError, sqlite3.Error) as exc:
+            raise AuditError(f"cannot open the audit log {self._path}: {exc}") from exc
+        self._thread = threading.Thread(target=self._run, name="lockgate-audit", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by this log's writer so far (records per commit shows
+        group commit at work)."""
+        return self._commits
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing
+
+    async def write(self, record: CallRecord) -> None:
+        """Record ``record``; returns once it is committed, so it survives a kill.
+
+        Cancelling the awaiting task does not withdraw the record: it is written anyway.
+
+        Raises:
+            AuditError: the record was not committed (the log is closed, the disk is full,
+                the database is locked for longer than ``busy_timeout``, a record with the
+                same id is already in the log, ...).
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(record, done)
+        await done
+
+    def write_sync(self, record: CallRecord) -> None:
+        """:meth:`write` for code without an event loop; blocks until committed.
+
+        Raises:
+            AuditError: as for :meth:`write`.
+        """
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._submit(record, done)
+        done.result()
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the writer. Idempotent; reading still works."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+        self._thread.join()
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def _submit(
+        self, record: CallRecord, done: asyncio.Future[None] | concurrent.futures.Future[None]
+    ) -> None:
+        row = _row(record, self._max_argument_bytes)
+        with self._lock:
+            if self._closed:
+                raise AuditError(f"the audit log {self._path} is closed")
+            self._queue.put(_Pending(row, done))
+
+    def _run(self) -> None:
+        try:
+            while self._commit_next_batch():
+                pass
+        finally:
+            with self._lock:
+                self._closed = True
+            left: list[_Pending] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending = self._queue.get_nowait()
+                    if pending is not None:
+                        left.append(pending)
+            _settle(left, RuntimeError("the audit log's writer has stopped"))
+            self._conn.close()
+
+    def _commit_next_batch(self) -> bool:
+        """Commit what is queued (waiting for at least one); False once told to stop."""
+        batch: list[_Pending] = []
+        pending = self._queue.get()
+        while pending is not None:
+            batch.append(pending)
+            if len(batch) >= _MAX_BATCH:
+                break
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if batch:
+            self._commit(batch)
+        return pending is not None
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        error: Exception | None = None
+        try:
+            self._insert([pending.row for pending in batch])
+        except sqlite3.IntegrityError as exc:
+            if len(batch) > 1:  # one bad record (a repeated id) must not fail the others
+                for pending in batch:
+                    self._commit([pending])
+                return
+            error = exc
+        except Exception as exc:  # whatever it is, the writers waiting must hear of it
+            error = exc
+        else:
+            self._commits += 1
+        _settle(batch, error)
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    # -- reading
+
+    def query(
+        self,
+        *,
+        limit: int = 100,
+        server: str | None = None,
+        tool: str | None = None,
+        decision: CallDecision | str | None = None,
+        client: str | None = None,
+        outcome: Outcome | str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        before_id: str | None = None,
+    ) -> list[CallRecord]:
+        """Committed records, newest first, that match every filter given.
+
+        ``start`` and ``end`` bound the arrival time (``start <= time < end``). To page back,
+        pass the last record's id as ``before_id``: the page holds the records written
+        before it (none if no record has that id).
+
+        Raises:
+            AuditError: the database cannot be read.
+            ValueError: ``limit`` is negative.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        where, params = _filters(
+            server=server,
+            tool=tool,
+            decision=decision,
+            client=client,
+            outcome=outcome,
+            start=start,
+            end=end,
+        )
+        if before_id is not None:
+            where.append("seq < (SELECT seq FROM calls WHERE id = ?)")
+            params.append(before_id)
+        sql = f"{_SELECT}{_where(where)} ORDER BY seq DESC LIMIT ?"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        return [_record(row[1:]) for row in rows]
+
+    def count(
+        self,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        decision: CallDecision | str | None = None,
+        client: str | None = None,
+        outcome: Outcome | str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> int:
+        """How many committed records match every filter given (as for :meth:`query`).
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        where, params = _filters(
+            server=server,
+            tool=tool,
+            decision=decision,
+            client=client,
+            outcome=outcome,
+            start=start,
+            end=end,
+        )
+        with self._reading() as conn:
+            row = conn.execute(f"SELECT COUNT(*) FROM calls{_where(where)}", params).fetchone()  # noqa: S608
+        return int(row[0])
+
+    def get(self, record_id: str) -> CallRecord | None:
+        """The record with id ``record_id``, if it is committed.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._reading() as conn:
+            row = conn.execute(f"{_SELECT} WHERE id = ?", (record_id,)).fetchone()
+        return None if row is None else _record(row[1:])
+
+    def since(self, rowid: int, *, limit: int = 1000) -> list[tuple[int, CallRecord]]:
+        """Records committed after row ``rowid``, oldest first, with their rowids.
+
+        ``lockgate log --follow`` polls this with the last rowid it has seen (start from
+        :meth:`latest_rowid`, or 0 for everything). Rowids grow in commit order and are
+        never reused.
+
+        Raises:
+            AuditError: the database cannot be read.
+            ValueError: ``limit`` is negative.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        sql = f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (rowid, limit)).fetchall()
+        return [(int(row[0]), _record(row[1:])) for row in rows]
+
+    def latest_rowid(self) -> int:
+        """The rowid of the newest committed record; 0 when there is none.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._reading() as conn:
+            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()
+        return int(row[0])
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A fresh read-only connection, so any thread can read while the writer writes."""
+        uri = f"{self._path.as_uri()}?mode=rw"  # never create a database that vanished
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read the audit log {self._path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            yield conn
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read the audit log {self._path}: {exc}") from exc
+        finally:
+            conn.close()
+
+
+def _settle(batch: list[_Pending], failure: Exception | None) -> None:
+    """Tell each writer in ``batch`` how its write went, from the writer thread.
+
+    Async writers hear it on their own loop, one hand-off per loop for the whole batch.
+    """
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], AuditError | None]]
+    ] = {}
+    for pending in batch:
+        error = None if failure is None else _write_error(failure)
+        if isinstance(pending.done, asyncio.Future):
+            by_loop.setdefault(pending.done.get_loop(), []).append((pending.done, error))
+        elif error is None:
+            pending.done.set_result(None)
+        else:
+            pending.done.set_exception(error)
+    for loop, results in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, results)
+
+
+def _resolve(results: list[tuple[asyncio.Future[None], AuditError | None]]) -> None:
+    for done, error in results:
+        if done.done():  # its task was cancelled; the record was written all the same
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+
+def _write_error(cause: Exception) -> AuditError:
+    error = AuditError(f"the call was not recorded in the audit log: {cause}")
+    error.__cause__ = cause
+    return error
+
+
+def _clip(text: str) -> str:
+    text = _scrub_text(text)
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _row(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
+    """The row to insert for ``record``, made in the caller's thread so bad data fails there.
+
+    Raises:
+        AuditError: the record cannot be stored (an unknown decision, a time that is not a
+            number).
+    """
+    try:
+        if not math.isfinite(record.time):
+            raise ValueError(f"time must be a finite number, not {record.time!r}")
+        return (
+            record.id,
+            float(record.time),
+            record.client,
+            record.server,
+            record.tool,
+            _dumps(redact(record.arguments, max_argument_bytes)),
+            CallDecision(record.decision).value,
+            record.basis,
+            record.rule,
+            _clip(record.reason),
+            Outcome(record.outcome).value,
+            record.duration_ms,
+            record.result_size,
+            None if record.error is None else _clip(record.error),
+        )
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"cannot record call {record.id}: {exc}") from exc
+
+
+def _record(row: tuple[Any, ...]) -> CallRecord:
+    values: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
+    values["arguments"] = json.loads(values["arguments"])
+    values["decision"] = CallDecision(values["decision"])
+    values["outcome"] = Outcome(values["outcome"])
+    return CallRecord(**values)
+
+
+def _filters(
+    *,
+    server: str | None,
+    tool: str | None,
+    decision: str | None,
+    client: str | None,
+    outcome: str | None,
+    start: float | None,
+    end: float | None,
+) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    equal = {
+        "server": server,
+        "tool": tool,
+        "decision": decision,
+        "client": client,
+        "outcome": outcome,
+    }
+    for column, value in equal.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(str(value))
+    if start is not None:
+        where.append("time >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("time < ?")
+        params.append(end)
+    return where, params
+
+
+def _where(clauses: list[str]) -> str:
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def _create_private(path: Path) -> None:
+    """Create the missing folders (0700) and the database file (0600), whatever the umask.
+
+    Raises:
+        OSError: they cannot be created.
+    """
+    missing: list[Path] = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)  # mkdir's mode is cut by the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+    path.chmod(0o600)
+
+
+def _open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """The write connection: WAL, synchronous=NORMAL, the schema up to date.
+
+    Raises:
+        sqlite3.Error: the database cannot be opened or set up.
+        AuditError: WAL cannot be used, or the schema is newer than this code.
+    """
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise AuditError(f"the audit log {path} cannot use WAL (journal mode {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if _user_version(conn) != SCHEMA_VERSION:
+            _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # two processes opening a new log: one creates it
+    try:
+        version = _user_version(conn)
+        if version > SCHEMA_VERSION:
+            raise AuditError(
+                f"the audit log {path} has schema version {version}, made by a newer "
+                f"Lockgate; this one knows up to {SCHEMA_VERSION}"
+            )
+        for statements in _MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,160 @@
+"""Talking to a running gateway over its local socket: the stdio bridge and control.
+
+``lockgate connect SERVER`` is what an MCP client launches instead of the server itself.
+It pumps the client's stdin and stdout to the gateway's socket, line for line, without
+looking inside, and exits when the client closes its side (or the gateway goes away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from proxy.local import LINE_LIMIT
+from proxy.paths import Paths
+from proxy.serve import read_run_info
+from proxy.tokens import valid_client_name
+
+__all__ = ["ControlError", "GatewayNotRunning", "bridge", "control", "default_client_name", "watch"]
+
+
+class GatewayNotRunning(Exception):
+    """No gateway is running for these folders."""
+
+    def __init__(self, paths: Paths) -> None:
+        super().__init__(
+            f"Lockgate is not running (no gateway for {paths.data_dir}); start the app or "
+            "`lockgate serve`"
+        )
+
+
+class ControlError(Exception):
+    """The gateway refused a request; the message is its answer."""
+
+
+def _socket_path(paths: Paths) -> Path:
+    info = read_run_info(paths)
+    if info is None or not info.socket:
+        raise GatewayNotRunning(paths)
+    return Path(info.socket)
+
+
+def default_client_name() -> str:
+    """Who launched us, as a client name: the parent process's name (``claude``,
+    ``cursor``, ``code``...), else ``local``."""
+    try:
+        comm = Path(f"/proc/{os.getppid()}/comm").read_text().strip()
+    except OSError:
+        return "local"
+    name = re.sub(r"[^A-Za-z0-9._@-]", "-", comm).strip("-.") or "local"
+    return name if valid_client_name(name) else "local"
+
+
+@contextlib.contextmanager
+def _connected(paths: Paths, hello: dict[str, Any]) -> Iterator[tuple[socket.socket, Any]]:
+    path = _socket_path(paths)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise GatewayNotRunning(paths) from None
+        stream = sock.makefile("rwb")
+        stream.write(json.dumps(hello).encode() + b"\n")
+        stream.flush()
+        answer = json.loads(stream.readline() or b"{}")
+        if not answer.get("ok"):
+            raise ControlError(answer.get("error", "the gateway closed the connection"))
+        yield sock, stream
+    finally:
+        sock.close()
+
+
+def control(paths: Paths, op: str, **fields: Any) -> dict[str, Any]:
+    """Send one control request and return the gateway's answer.
+
+    Raises:
+        GatewayNotRunning: no gateway is running.
+        ControlError: the gateway refused the request.
+    """
+    with _connected(paths, {"lockgate": 1, "mode": "control"}) as (_sock, stream):
+        stream.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+        stream.flush()
+        answer: dict[str, Any] = json.loads(stream.readline() or b"{}")
+    if not answer.get("ok"):
+        raise ControlError(answer.get("error", "no answer"))
+    return answer
+
+
+def watch(paths: Paths) -> Iterator[dict[str, Any]]:
+    """Attach as an approver and yield approval events until the gateway stops.
+
+    The first item is ``{"ok": true, "pending": [...]}``: what is already waiting.
+
+    Raises:
+        GatewayNotRunning: no gateway is running.
+    """
+    with _connected(paths, {"lockgate": 1, "mode": "control"}) as (_sock, stream):
+        stream.write(b'{"op": "watch"}\n')
+        stream.flush()
+        for line in stream:
+            yield json.loads(line)
+
+
+async def bridge(paths: Paths, server: str, client: str) -> int:
+    """Pump stdin/stdout to the gateway's MCP session for ``server``; the exit code.
+
+    Raises:
+        GatewayNotRunning: no gateway is running.
+        ControlError: the gateway refused (unknown server, bad client name).
+    """
+    path = _socket_path(paths)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=LINE_LIMIT)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise GatewayNotRunning(paths) from None
+    hello = {"lockgate": 1, "mode": "connect", "server": server, "client": client}
+    writer.write(json.dumps(hello).encode() + b"\n")
+    await writer.drain()
+    answer = json.loads(await reader.readline() or b"{}")
+    if not answer.get("ok"):
+        writer.close()
+        raise ControlError(answer.get("error", "the gateway closed the connection"))
+
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader(limit=LINE_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
+    out_transport, out_protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, sys.stdout.buffer
+    )
+    stdout = asyncio.StreamWriter(out_transport, out_protocol, None, loop)
+
+    async def client_to_gateway() -> None:
+        while line := await stdin.readline():
+            writer.write(line)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()  # the client closed: the gateway ends the session
+
+    async def gateway_to_client() -> None:
+        while line := await reader.readline():
+            stdout.write(line)
+            await stdout.drain()
+
+    upward = asyncio.create_task(client_to_gateway())
+    try:
+        await gateway_to_client()  # ends when the gateway closes the session
+    finally:
+        upward.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await upward
+        writer.close()
+    return 0

@@ -1,0 +1,348 @@
+"""The local front door: a Unix socket for `lockgate connect` and the control commands.
+
+Only the person running Lockgate can use it: the socket lives in a folder only they can
+enter (0700), and the gateway checks that the connecting process runs as the same user
+(``SO_PEERCRED`` on Linux). That is how a stdio client launched by Claude Desktop or
+Cursor authenticates as the local user without anyone copying a token.
+
+A connection starts with one JSON line saying what it is for:
+
+- ``{"lockgate": 1, "mode": "connect", "server": NAME, "client": NAME}``: then the
+  connection carries one MCP session exactly as stdio does (one JSON-RPC message per
+  line), served by the same gateway and policy as HTTP sessions.
+- ``{"lockgate": 1, "mode": "control"}``: then JSON requests and answers, one per line:
+  ``status``, ``pause``, ``resume``, ``approvals``, ``answer``; and ``watch``, which makes
+  the connection an approver until it closes and streams pending approvals to it.
+
+The gateway answers the first line with ``{"ok": true}`` or ``{"ok": false, "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.runner import serve_loop
+from mcp.shared.message import SessionMessage
+
+from proxy.approvals import PendingApproval, Remember
+from proxy.events import ApprovalAnswered, ApprovalPending, Event
+from proxy.gateway import Gateway
+from proxy.tokens import valid_client_name
+
+__all__ = ["LINE_LIMIT", "LocalServer", "socket_path_for"]
+
+log = logging.getLogger(__name__)
+
+LINE_LIMIT = 32 * 1024 * 1024  # one MCP message per line; tool results can be large
+_SUN_PATH_MAX = 100
+
+
+def socket_path_for(run_dir: Path) -> Path:
+    """Where the socket goes: in the private run folder, or, when that path is too long
+    for a Unix socket (about 104 bytes), in a private folder under the temp dir."""
+    preferred = run_dir / "gateway.sock"
+    if len(os.fsencode(preferred)) <= _SUN_PATH_MAX:
+        return preferred
+    digest = hashlib.sha256(os.fsencode(run_dir)).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"lockgate-{os.getuid()}" / f"{digest}.sock"
+
+
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` 0700, or check that an existing one is ours and private.
+
+    Raises:
+        OSError: it exists but belongs to someone else or others may enter it.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise OSError(f"{folder} must belong to you and be private (mode 0700)")
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    option = getattr(socket, "SO_PEERCRED", None)  # Linux
+    if option is None:
+        return None  # elsewhere the private folder is the check
+    creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class LocalServer:
+    """The Unix socket server. Start and stop it on the gateway's loop."""
+
+    def __init__(self, gateway: Gateway, path: Path) -> None:
+        self._gateway = gateway
+        self.path = path
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen. A stale socket from a crashed run is replaced.
+
+        Raises:
+            OSError: the folder is not private, or the socket cannot be made.
+        """
+        _private_folder(self.path.parent)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._accept, path=str(self.path), limit=LINE_LIMIT
+        )
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("local connection failed")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        uid = _peer_uid(sock) if sock is not None else None
+        if uid is not None and uid != os.getuid():
+            await _send(
+                writer, {"ok": False, "error": "only the user running Lockgate may connect"}
+            )
+            return
+        try:
+            hello = json.loads(await reader.readline())
+            mode = hello["mode"]
+        except (ValueError, KeyError, TypeError):
+            await _send(writer, {"ok": False, "error": "expected a hello line"})
+            return
+        if mode == "connect":
+            await self._connect(hello, reader, writer)
+        elif mode == "control":
+            await _send(writer, {"ok": True})
+            await self._control(reader, writer)
+        else:
+            await _send(writer, {"ok": False, "error": f"unknown mode {mode!r}"})
+
+    # -- connect: one MCP session ------------------------------------------------------
+
+    async def _connect(
+        self, hello: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        server, client = hello.get("server"), hello.get("client")
+        if not isinstance(server, str) or server not in self._gateway.servers:
+            known = ", ".join(sorted(self._gateway.servers)) or "none (add them to servers.json)"
+            await _send(
+                writer,
+                {"ok": False, "error": f"Lockgate has no server named {server!r}; known: {known}"},
+            )
+            return
+        if not isinstance(client, str) or not valid_client_name(client):
+            await _send(writer, {"ok": False, "error": f"{client!r} is not a valid client name"})
+            return
+        await _send(writer, {"ok": True})
+        sdk_server = self._gateway.build_server(server=server, client=client)
+        to_session, from_socket = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        to_socket, from_session = anyio.create_memory_object_stream[SessionMessage](0)
+
+        async def socket_to_session() -> None:
+            async with to_session:
+                while line := await reader.readline():
+                    if not line.strip():
+                        continue
+                    try:
+                        message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    except Exception as exc:  # the session answers it with a parse error
+                        await to_session.send(exc)
+                        continue
+                    await to_session.send(SessionMessage(message))
+
+        async def session_to_socket() -> None:
+            async with from_session:
+                async for message in from_session:
+                    data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    writer.write(data.encode("utf-8") + b"\n")
+                    await writer.drain()
+
+        async with sdk_server.lifespan(sdk_server) as state, anyio.create_task_group() as tg:
+            tg.start_soon(socket_to_session)
+            tg.start_soon(session_to_socket)
+            await serve_loop(sdk_server, from_socket, to_socket, lifespan_state=state)
+            tg.cancel_scope.cancel()
+
+    # -- control -----------------------------------------------------------------------
+
+    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            try:
+                request = json.loads(line)
+                op = request["op"]
+            except (ValueError, KeyError, TypeError):
+                await _send(writer, {"ok": False, "error": 'expected {"op": ...}'})
+                continue
+            if op == "watch":
+                await self._watch(reader, writer)
+                return
+            await _send(writer, self._control_op(op, request))
+
+    def _control_op(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        gateway = self._gateway
+        if op == "status":
+            store = gateway.policy_store
+            return {
+                "ok": True,
+                "paused": gateway.paused,
+                "servers": sorted(gateway.servers),
+                "sessions": [
+                    {
+                        "id": s.id,
+                        "server": s.server,
+                        "client": s.client,
+                        "started": s.started,
+                        "up": s.upstream is not None and not s.upstream.dead.is_set(),
+                    }
+                    for s in gateway.sessions.values()
+                ],
+                "policy": {
+                    "source": store.policy.source,
+                    "rules": len(store.policy.rules),
+                    "default": store.policy.default.value,
+                    "error": str(store.error) if store.error else None,
+                },
+                "approvers": gateway.approvals.approvers,
+                "pending": len(gateway.approvals.pending()),
+            }
+        if op == "pause":
+            gateway.pause()
+            return {"ok": True, "paused": True}
+        if op == "resume":
+            gateway.resume()
+            return {"ok": True, "paused": False}
+        if op == "approvals":
+            return {"ok": True, "pending": [_pending_json(p) for p in gateway.approvals.pending()]}
+        if op == "answer":
+            try:
+                remember = Remember(request.get("remember", "once"))
+            except ValueError:
+                return {"ok": False, "error": "remember must be once or session"}
+            if remember is Remember.ALWAYS:
+                return {"ok": False, "error": "always-allow is done by writing a rule"}
+            done = gateway.approvals.answer(
+                str(request.get("id")),
+                bool(request.get("approve")),
+                reason=request.get("reason"),
+                remember=remember,
+                digest=request.get("digest"),
+            )
+            if not done:
+                return {
+                    "ok": False,
+                    "error": "no such pending approval (answered, timed out, "
+                    "or not the call you were shown)",
+                }
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Be an approver while the connection lasts; stream approval events to it."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, ApprovalPending):
+                queue.put_nowait(
+                    {
+                        "event": "pending",
+                        "approval": {
+                            "id": event.approval_id,
+                            "call_id": event.call_id,
+                            "client": event.client,
+                            "server": event.server,
+                            "tool": event.tool,
+                            "arguments": event.arguments,
+                            "rule": event.rule,
+                            "reason": event.reason,
+                            "deadline": event.deadline,
+                            "digest": _digest_of(self._gateway, event.approval_id),
+                        },
+                    }
+                )
+            elif isinstance(event, ApprovalAnswered):
+                queue.put_nowait(
+                    {"event": "answered", "id": event.approval_id, "answer": event.answer}
+                )
+
+        unsubscribe = self._gateway.bus.subscribe(on_event)
+        detach = self._gateway.approvals.attach()
+        try:
+            await _send(
+                writer,
+                {
+                    "ok": True,
+                    "pending": [_pending_json(p) for p in self._gateway.approvals.pending()],
+                },
+            )
+            closed = asyncio.ensure_future(reader.read())  # EOF: the approver went away
+            while not closed.done():
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    await _send(writer, getter.result())
+                else:
+                    getter.cancel()
+        finally:
+            detach()
+            unsubscribe()
+
+
+def _digest_of(gateway: Gateway, approval_id: str) -> str | None:
+    for pending in gateway.approvals.pending():
+        if pending.id == approval_id:
+            return pending.digest
+    return None
+
+
+def _pending_json(p: PendingApproval) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "call_id": p.call_id,
+        "client": p.call.client,
+        "server": p.call.server,
+        "tool": p.call.tool,
+        "arguments": p.call.arguments,
+        "rule": p.decision.rule,
+        "reason": p.decision.reason,
+        "deadline": p.deadline,
+        "digest": p.digest,
+    }
+
+
+async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    writer.write(json.dumps(message, default=str).encode("utf-8") + b"\n")
+    await writer.drain()
