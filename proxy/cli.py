@@ -33,8 +33,8 @@ from proxy.paths import Paths, resolve_paths
 from proxy.policy import Policy, PolicyError, default_policy, load_policy, policy_schema
 from proxy.ratelimit import Counters
 from proxy.risk import classify_many, tools_from_json
+from proxy.runinfo import DEFAULT_PORT
 from proxy.secrets import SecretError, SecretStore
-from proxy.serve import DEFAULT_PORT, serve
 from proxy.servers import ServersError
 from proxy.tokens import TokenError, TokenStore, valid_client_name
 
@@ -641,6 +641,10 @@ def _serve(args: argparse.Namespace, paths: Paths) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The gateway's imports (the MCP SDK, uvicorn) take a second; only `serve` needs them,
+    # and `lockgate connect` is launched for every client session.
+    from proxy.serve import serve  # noqa: PLC0415
+
     try:
         asyncio.run(serve(paths, port=args.port))
     except (ServersError, AuditError, OSError) as exc:

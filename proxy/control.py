@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from proxy.local import LINE_LIMIT
 from proxy.paths import Paths
-from proxy.serve import read_run_info
+from proxy.runinfo import LINE_LIMIT, read_run_info
 from proxy.tokens import valid_client_name
 
 __all__ = ["ControlError", "GatewayNotRunning", "bridge", "control", "default_client_name", "watch"]

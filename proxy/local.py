@@ -39,13 +39,13 @@ from mcp.shared.message import SessionMessage
 from proxy.approvals import PendingApproval, Remember
 from proxy.events import ApprovalAnswered, ApprovalPending, Event
 from proxy.gateway import Gateway
+from proxy.runinfo import LINE_LIMIT
 from proxy.tokens import valid_client_name
 
-__all__ = ["LINE_LIMIT", "LocalServer", "socket_path_for"]
+__all__ = ["LocalServer", "socket_path_for"]
 
 log = logging.getLogger(__name__)
 
-LINE_LIMIT = 32 * 1024 * 1024  # one MCP message per line; tool results can be large
 _SUN_PATH_MAX = 100
 
 

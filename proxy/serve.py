@@ -18,9 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict
 
 import uvicorn
 
@@ -31,46 +29,14 @@ from proxy.gateway import Gateway
 from proxy.http import build_http_app
 from proxy.local import LocalServer, socket_path_for
 from proxy.paths import Paths
+from proxy.runinfo import DEFAULT_PORT, RunInfo, run_file
 from proxy.secrets import SecretStore
 from proxy.servers import load_servers
 from proxy.tokens import TokenStore
 
-__all__ = ["DEFAULT_PORT", "RunInfo", "read_run_info", "serve"]
+__all__ = ["DEFAULT_PORT", "serve"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORT = 5625  # L-O-C-K on a phone keypad
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """Where a running gateway listens."""
-
-    pid: int
-    port: int
-    url: str
-    started: float
-    socket: str | None = None
-
-
-def run_file(paths: Paths) -> Path:
-    return paths.run_dir / "gateway.json"
-
-
-def read_run_info(paths: Paths) -> RunInfo | None:
-    """The running gateway's address, or None if none is running (stale files ignored)."""
-    try:
-        data: dict[str, Any] = json.loads(run_file(paths).read_text("utf-8"))
-        info = RunInfo(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-    try:
-        os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return info
 
 
 async def serve(
