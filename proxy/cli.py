@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import json
 import logging
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from proxy.control import (
     ControlError,
     GatewayNotRunning,
     bridge,
+    bridge_passing_pipes,
     control,
     default_client_name,
     watch,
@@ -460,6 +462,8 @@ def _connect(args: argparse.Namespace, paths: Paths) -> int:
     if not valid_client_name(client):
         raise UsageError(f"{client!r} is not a valid client name")
     try:
+        if hasattr(socket, "send_fds"):
+            return bridge_passing_pipes(paths, args.server, client)
         return asyncio.run(bridge(paths, args.server, client))
     except (GatewayNotRunning, ControlError) as exc:
         # The MCP client shows this (its server "failed to start") in its logs.

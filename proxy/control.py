@@ -22,7 +22,15 @@ from proxy.paths import Paths
 from proxy.runinfo import LINE_LIMIT, read_run_info
 from proxy.tokens import valid_client_name
 
-__all__ = ["ControlError", "GatewayNotRunning", "bridge", "control", "default_client_name", "watch"]
+__all__ = [
+    "ControlError",
+    "GatewayNotRunning",
+    "bridge",
+    "bridge_passing_pipes",
+    "control",
+    "default_client_name",
+    "watch",
+]
 
 
 class GatewayNotRunning(Exception):
@@ -108,8 +116,44 @@ def watch(paths: Paths) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
+def bridge_passing_pipes(paths: Paths, server: str, client: str) -> int:
+    """Hand this process's stdin and stdout to the gateway, then wait; the exit code.
+
+    The gateway reads the client's requests from, and writes its answers to, the very
+    pipes the client opened, so the bridge adds no hop; it stays alive only because the
+    client launched it and watches it. It exits when the gateway ends the session (the
+    client closed its side, or the gateway stopped).
+
+    Raises:
+        GatewayNotRunning: no gateway is running.
+        ControlError: the gateway refused (unknown server, bad client name).
+    """
+    path = _socket_path(paths)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with sock:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise GatewayNotRunning(paths) from None
+        hello = {"lockgate": 1, "mode": "connect", "server": server, "client": client}
+        socket.send_fds(sock, [json.dumps(hello).encode() + b"\n"], [0, 1])
+        stream = sock.makefile("rb")
+        answer = json.loads(stream.readline() or b"{}")
+        if not answer.get("ok"):
+            raise ControlError(answer.get("error", "the gateway closed the connection"))
+        # Let go of our own copies, so the client sees the gateway close its stdout.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        while stream.read(65536):  # nothing comes; this returns when the session ends
+            pass
+    return 0
+
+
 async def bridge(paths: Paths, server: str, client: str) -> int:
-    """Pump stdin/stdout to the gateway's MCP session for ``server``; the exit code.
+    """Pump stdin/stdout to the gateway's MCP session for ``server``, line by line: the way
+    for systems that cannot pass file descriptors; the exit code.
 
     Raises:
         GatewayNotRunning: no gateway is running.

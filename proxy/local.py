@@ -71,6 +71,25 @@ def _private_folder(folder: Path) -> None:
         raise OSError(f"{folder} must belong to you and be private (mode 0700)")
 
 
+def _read_hello(conn: socket.socket) -> tuple[bytes, bytes, list[int]]:
+    """The first line, what came after it, and any file descriptors sent with it (blocking,
+    10 s at most)."""
+    conn.settimeout(10)
+    data = b""
+    fds: list[int] = []
+    while b"\n" not in data:
+        chunk, new_fds, _flags, _addr = socket.recv_fds(conn, 65536, 2)
+        fds.extend(new_fds)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > 65536:
+            break
+    conn.setblocking(False)
+    line, _, rest = data.partition(b"\n")
+    return line, rest, fds
+
+
 def _peer_uid(sock: socket.socket) -> int | None:
     option = getattr(socket, "SO_PEERCRED", None)  # Linux
     if option is None:
@@ -86,7 +105,8 @@ class LocalServer:
     def __init__(self, gateway: Gateway, path: Path) -> None:
         self._gateway = gateway
         self.path = path
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -98,63 +118,111 @@ class LocalServer:
         _private_folder(self.path.parent)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self._server = await asyncio.start_unix_server(
-            self._accept, path=str(self.path), limit=LINE_LIMIT
-        )
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
         os.chmod(self.path, 0o600)
+        listener.listen(64)
+        listener.setblocking(False)
+        self._listener = listener
+        self._acceptor = asyncio.create_task(self._accept_loop(listener))
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            await asyncio.gather(self._acceptor, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            task = asyncio.create_task(self._accept(conn))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+
+    async def _accept(self, conn: socket.socket) -> None:
+        fds: list[int] = []
+        writer: asyncio.StreamWriter | None = None
         try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+            uid = _peer_uid(conn)
+            if uid is not None and uid != os.getuid():
+                conn.sendall(
+                    b'{"ok": false, "error": "only the user running Lockgate may connect"}\n'
+                )
+                return
+            # The hello line is read by hand: file descriptors ride along with its bytes,
+            # and asyncio's transport would read the bytes and drop the descriptors.
+            hello_bytes, rest, fds = await asyncio.to_thread(_read_hello, conn)
+            reader = asyncio.StreamReader(limit=LINE_LIMIT)
+            reader.feed_data(rest)
+            loop = asyncio.get_running_loop()
+            transport, protocol = await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(reader), conn
+            )
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            try:
+                hello = json.loads(hello_bytes)
+                mode = hello["mode"]
+            except (ValueError, KeyError, TypeError):
+                await _send(writer, {"ok": False, "error": "expected a hello line"})
+                return
+            if mode == "connect":
+                passed, fds = fds, []  # _connect owns them now, and closes them
+                await self._connect(hello, reader, writer, passed)
+            elif mode == "control":
+                await _send(writer, {"ok": True})
+                await self._control(reader, writer)
+            else:
+                await _send(writer, {"ok": False, "error": f"unknown mode {mode!r}"})
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         except Exception:
             log.exception("local connection failed")
         finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        uid = _peer_uid(sock) if sock is not None else None
-        if uid is not None and uid != os.getuid():
-            await _send(
-                writer, {"ok": False, "error": "only the user running Lockgate may connect"}
-            )
-            return
-        try:
-            hello = json.loads(await reader.readline())
-            mode = hello["mode"]
-        except (ValueError, KeyError, TypeError):
-            await _send(writer, {"ok": False, "error": "expected a hello line"})
-            return
-        if mode == "connect":
-            await self._connect(hello, reader, writer)
-        elif mode == "control":
-            await _send(writer, {"ok": True})
-            await self._control(reader, writer)
-        else:
-            await _send(writer, {"ok": False, "error": f"unknown mode {mode!r}"})
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            else:
+                conn.close()
 
     # -- connect: one MCP session ------------------------------------------------------
 
     async def _connect(
-        self, hello: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        hello: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fds: list[int],
+    ) -> None:
+        """One MCP session, on the client's own pipes when the bridge passed them (no
+        extra hop: the bridge then only waits), else line by line over this socket.
+
+        Owns ``fds``: they are closed when this returns, whatever happens, so a refused
+        or finished client sees its pipes close.
+        """
+        try:
+            await self._connect_owning(hello, reader, writer, fds)
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    async def _connect_owning(
+        self,
+        hello: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        fds: list[int],
     ) -> None:
         server, client = hello.get("server"), hello.get("client")
         if not isinstance(server, str) or server not in self._gateway.servers:
@@ -167,14 +235,47 @@ class LocalServer:
         if not isinstance(client, str) or not valid_client_name(client):
             await _send(writer, {"ok": False, "error": f"{client!r} is not a valid client name"})
             return
+        if fds and len(fds) != 2:
+            await _send(writer, {"ok": False, "error": "expected two descriptors: in and out"})
+            return
+        if fds:
+            loop = asyncio.get_running_loop()
+            pipe_in = asyncio.StreamReader(limit=LINE_LIMIT)
+            # Duplicates for the transports, which close them; the originals close above.
+            await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(pipe_in), os.fdopen(os.dup(fds[0]), "rb", 0)
+            )
+            out_transport, out_protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, os.fdopen(os.dup(fds[1]), "wb", 0)
+            )
+            session_in = pipe_in
+            session_out = asyncio.StreamWriter(out_transport, out_protocol, None, loop)
+        else:
+            session_in, session_out = reader, writer
         await _send(writer, {"ok": True})
-        sdk_server = self._gateway.build_server(server=server, client=client)
-        to_session, from_socket = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-        to_socket, from_session = anyio.create_memory_object_stream[SessionMessage](0)
+        try:
+            await self._mcp_session(
+                server, client, session_in, session_out, bridge=reader if fds else None
+            )
+        finally:
+            if fds:
+                session_out.close()
 
-        async def socket_to_session() -> None:
+    async def _mcp_session(
+        self,
+        server: str,
+        client: str,
+        incoming: asyncio.StreamReader,
+        outgoing: asyncio.StreamWriter,
+        bridge: asyncio.StreamReader | None,
+    ) -> None:
+        sdk_server = self._gateway.build_server(server=server, client=client)
+        to_session, from_client = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        to_client, from_session = anyio.create_memory_object_stream[SessionMessage](0)
+
+        async def client_to_session() -> None:
             async with to_session:
-                while line := await reader.readline():
+                while line := await incoming.readline():
                     if not line.strip():
                         continue
                     try:
@@ -184,17 +285,24 @@ class LocalServer:
                         continue
                     await to_session.send(SessionMessage(message))
 
-        async def session_to_socket() -> None:
+        async def session_to_client() -> None:
             async with from_session:
                 async for message in from_session:
                     data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    writer.write(data.encode("utf-8") + b"\n")
-                    await writer.drain()
+                    outgoing.write(data.encode("utf-8") + b"\n")
+                    await outgoing.drain()
 
         async with sdk_server.lifespan(sdk_server) as state, anyio.create_task_group() as tg:
-            tg.start_soon(socket_to_session)
-            tg.start_soon(session_to_socket)
-            await serve_loop(sdk_server, from_socket, to_socket, lifespan_state=state)
+            tg.start_soon(client_to_session)
+            tg.start_soon(session_to_client)
+            if bridge is not None:
+                # The bridge only waits; if it dies, the session it stood for ends too.
+                async def bridge_gone() -> None:
+                    await bridge.read()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(bridge_gone)
+            await serve_loop(sdk_server, from_client, to_client, lifespan_state=state)
             tg.cancel_scope.cancel()
 
     # -- control -----------------------------------------------------------------------
