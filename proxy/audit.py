@@ -214,8 +214,14 @@ class AuditLog:
             self._conn = _open_writer(self._path, busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise AuditError(f"cannot open the audit log {self._path}: {exc}") from exc
+        self._write_lock = threading.Lock()  # the write connection, one user at a time
         self._thread = threading.Thread(target=self._run, name="lockgate-audit", daemon=True)
         self._thread.start()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_now_and_then, name="lockgate-audit-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     @property
     def path(self) -> Path:
@@ -235,19 +241,52 @@ class AuditLog:
 
     # -- writing
 
-    async def write(self, record: CallRecord) -> None:
+    async def write(self, record: CallRecord, *, alone: bool = False) -> None:
         """Record ``record``; returns once it is committed, so it survives a kill.
 
         Cancelling the awaiting task does not withdraw the record: it is written anyway.
+        ``alone``: the caller knows no other write is under way (the gateway's only call in
+        flight); the record is then committed on the calling thread when the writer is
+        idle, which halves its latency. Leave it False when writes may come together:
+        they then share the writer's group commits.
 
         Raises:
             AuditError: the record was not committed (the log is closed, the disk is full,
                 the database is locked for longer than ``busy_timeout``, a record with the
                 same id is already in the log, ...).
         """
+        row = _row(record, self._max_argument_bytes)
+        if alone and self._commit_inline(row):
+            return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._submit(record, done)
+        self._enqueue(row, done)
         await done
+
+    def _commit_inline(self, row: tuple[Any, ...]) -> bool:
+        """Commit ``row`` right here when the writer is idle; False when it is busy.
+
+        A lone call's record then costs one SQLite commit (about 0.1 ms) instead of two
+        thread hand-offs on top. Only a lone one (see :meth:`write`): writes that come
+        together queue for the writer's group commit, which costs the event loop nothing
+        and commits many in one go.
+
+        Raises:
+            AuditError: the log is closed, or the record was not committed.
+        """
+        if not self._queue.empty() or not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            with self._lock:
+                if self._closed:
+                    raise AuditError(f"the audit log {self._path} is closed")
+            try:
+                self._insert([row])
+            except Exception as exc:
+                raise _write_error(exc) from exc
+            self._commits += 1
+            return True
+        finally:
+            self._write_lock.release()
 
     def write_sync(self, record: CallRecord) -> None:
         """:meth:`write` for code without an event loop; blocks until committed.
@@ -265,7 +304,27 @@ class AuditLog:
             if not self._closed:
                 self._closed = True
                 self._queue.put(None)
+        self._stop_checkpoints.set()
+        self._checkpointer.join()
         self._thread.join()
+
+    def _checkpoint_now_and_then(self) -> None:
+        """Fold the WAL into the database once a second, on a connection of its own.
+
+        The writer does not checkpoint (``wal_autocheckpoint = 0``): a checkpoint on the
+        commit path made one write in a hundred wait milliseconds. A passive checkpoint
+        here runs beside the writer's commits without blocking them.
+        """
+        try:
+            conn = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop_checkpoints.wait(1.0):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     async def aclose(self) -> None:
         """:meth:`close` without blocking the event loop."""
@@ -274,7 +333,11 @@ class AuditLog:
     def _submit(
         self, record: CallRecord, done: asyncio.Future[None] | concurrent.futures.Future[None]
     ) -> None:
-        row = _row(record, self._max_argument_bytes)
+        self._enqueue(_row(record, self._max_argument_bytes), done)
+
+    def _enqueue(
+        self, row: tuple[Any, ...], done: asyncio.Future[None] | concurrent.futures.Future[None]
+    ) -> None:
         with self._lock:
             if self._closed:
                 raise AuditError(f"the audit log {self._path} is closed")
@@ -294,6 +357,8 @@ class AuditLog:
                     if pending is not None:
                         left.append(pending)
             _settle(left, RuntimeError("the audit log's writer has stopped"))
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
 
     def _commit_next_batch(self) -> bool:
@@ -315,7 +380,8 @@ class AuditLog:
     def _commit(self, batch: list[_Pending]) -> None:
         error: Exception | None = None
         try:
-            self._insert([pending.row for pending in batch])
+            with self._write_lock:
+                self._insert([pending.row for pending in batch])
         except sqlite3.IntegrityError as exc:
             if len(batch) > 1:  # one bad record (a repeated id) must not fail the others
                 for pending in batch:
@@ -622,6 +688,7 @@ def _open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise AuditError(f"the audit log {path} cannot use WAL (journal mode {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint_now_and_then
         if _user_version(conn) != SCHEMA_VERSION:
             _migrate(conn, path)
     except BaseException:

@@ -123,6 +123,7 @@ class Gateway:
         self.watcher = PolicyWatcher(self.policy_store)
         self.paused = False
         self.sessions: dict[str, Session] = {}
+        self._calls_in_flight = 0
         self._errlogs: dict[str, TextIO] = {}
         self._audit_failure: str | None = None
 
@@ -450,6 +451,19 @@ class Gateway:
         upstream: Upstream,
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
+        self._calls_in_flight += 1
+        try:
+            return await self._decide_and_forward(ctx, session, upstream, params)
+        finally:
+            self._calls_in_flight -= 1
+
+    async def _decide_and_forward(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        session: Session,
+        upstream: Upstream,
+        params: Mapping[str, Any],
+    ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str) or not name:
             raise MCPError(code=INVALID_PARAMS, message="tools/call needs a tool name")
@@ -587,7 +601,7 @@ class Gateway:
         )
         try:
             with anyio.CancelScope(shield=True):
-                await self.audit.write(record)
+                await self.audit.write(record, alone=self._calls_in_flight == 1)
         except AuditError as exc:
             self._audit_failure = str(exc)
             log.error("audit log write failed; new calls are denied until it works: %s", exc)

@@ -894,3 +894,25 @@ def test_every_acknowledged_write_survives_kill_9(db):
         stored = {record.id for _, record in audit.since(0, limit=10_000_000)}
     missing = [record_id for record_id in acknowledged if record_id not in stored]
     assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged writes lost"
+
+
+async def test_a_lone_write_commits_on_the_spot(log: AuditLog) -> None:
+    record = make()
+    await log.write(record, alone=True)
+    assert log.get(record.id) is not None
+    assert log.commits == 1
+    duplicate = make(id=record.id)
+    with pytest.raises(AuditError, match="not recorded"):
+        await log.write(duplicate, alone=True)
+    log.close()
+    with pytest.raises(AuditError, match="closed"):
+        await log.write(make(), alone=True)
+
+
+async def test_a_lone_write_while_others_queue_joins_their_group_commit(log: AuditLog) -> None:
+    import asyncio
+
+    records = [make() for _ in range(200)]
+    await asyncio.gather(*(log.write(r) for r in records[:-1]), log.write(records[-1], alone=True))
+    assert all(log.get(r.id) is not None for r in records)
+    assert log.commits < 100
