@@ -266,7 +266,9 @@ def test_approvals_watch_asks_at_the_terminal(live_gateway):
         watcher.terminate()
         watcher.wait(timeout=10)
     assert watcher.stdout is not None
-    shown = watcher.stdout.read()
+    assert watcher.stdin is not None
+    with watcher.stdout, watcher.stdin:
+        shown = watcher.stdout.read()
     assert "-> everything/get-sum" in shown
     assert '"a": 20' in shown
     assert "approved" in shown
