@@ -271,7 +271,7 @@ class LocalServer:
     ) -> None:
         sdk_server = self._gateway.build_server(server=server, client=client)
         to_session, from_client = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-        to_client, from_session = anyio.create_memory_object_stream[SessionMessage](0)
+        to_client, from_session = anyio.create_memory_object_stream[SessionMessage](64)
 
         async def client_to_session() -> None:
             async with to_session:
@@ -288,8 +288,13 @@ class LocalServer:
         async def session_to_client() -> None:
             async with from_session:
                 async for message in from_session:
-                    data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    outgoing.write(data.encode("utf-8") + b"\n")
+                    batch = [message]
+                    while True:  # what else is ready leaves in the same write (one wake-up)
+                        try:
+                            batch.append(from_session.receive_nowait())
+                        except anyio.WouldBlock:
+                            break
+                    outgoing.write(b"".join(_line(m) for m in batch))
                     await outgoing.drain()
 
         async with sdk_server.lifespan(sdk_server) as state, anyio.create_task_group() as tg:
@@ -427,6 +432,10 @@ class LocalServer:
         finally:
             detach()
             unsubscribe()
+
+
+def _line(message: SessionMessage) -> bytes:
+    return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
 
 
 def _digest_of(gateway: Gateway, approval_id: str) -> str | None:

@@ -23,11 +23,11 @@ import anyio
 import anyio.abc
 import httpx2
 from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import CallOptions, DispatchContext
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
+from proxy._pipes import stdio_pipes
 from proxy.servers import HttpServer, ServerSpec, StdioServer
 
 __all__ = ["Backoff", "OnNotify", "OnRequest", "Upstream", "UpstreamUnavailable"]
@@ -102,13 +102,7 @@ class Upstream:
     def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         spec = self.spec
         if isinstance(spec, StdioServer):
-            params = StdioServerParameters(
-                command=spec.command,
-                args=list(spec.args),
-                env=dict(spec.env) or None,
-                cwd=spec.cwd,
-            )
-            return stdio_client(params, errlog=self._errlog)
+            return stdio_pipes(spec, self._errlog)
         assert isinstance(spec, HttpServer)
         if spec.sse:
             return sse_client(spec.url, headers=dict(spec.headers))
