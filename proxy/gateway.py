@@ -59,7 +59,7 @@ from proxy.events import (
 from proxy.policy import Action, Policy
 from proxy.policystore import PolicyStore, PolicyWatcher
 from proxy.secrets import SecretError, SecretStore
-from proxy.servers import ServerSpec, resolve_secrets
+from proxy.servers import HttpServer, ServerSpec, resolve_secrets
 from proxy.upstream import Backoff, Upstream, UpstreamUnavailable
 
 __all__ = ["Gateway", "Session"]
@@ -286,6 +286,18 @@ class Gateway:
         connection.state["lockgate"] = session
         connection.exit_stack.push_async_callback(self._end_session, session)
         self.sessions[session.id] = session
+        upstream = await self._start_upstream(ctx, session)
+        try:
+            return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+        except MCPError as exc:
+            if not _refused_streamable_http(session.spec, exc):
+                raise
+        # The spec's backward compatibility: a server that refuses streamable HTTP may be
+        # an older one that speaks SSE. Remember it, for restarts too.
+        log.info("server %s refused streamable HTTP; trying SSE", session.server)
+        await upstream.aclose()
+        assert isinstance(session.spec, HttpServer)
+        session.spec = replace(session.spec, sse=True)
         upstream = await self._start_upstream(ctx, session)
         return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
 
@@ -635,6 +647,18 @@ def _deny(reason: str) -> Decision:
 
 def _reworded(decision: Decision, reason: str) -> Decision:
     return replace(decision, reason=reason)
+
+
+def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:
+    """Whether ``initialize`` failed the way a server without streamable HTTP fails it
+    (HTTP 404, or another 4xx without a JSON-RPC body), on a server whose transport
+    servers.json leaves open."""
+    if not isinstance(spec, HttpServer) or spec.sse is not None:
+        return False
+    error = exc.error
+    return error.code == METHOD_NOT_FOUND or (
+        error.code == INTERNAL_ERROR and error.message == "Server returned an error response"
+    )
 
 
 def _hidden(policy: Policy, server: str, names: tuple[str, ...]) -> frozenset[str]:

@@ -8,7 +8,8 @@
     }}
 
 A server with ``command`` is started as a child process and spoken to over stdio; one with
-``url`` is reached over streamable HTTP, or over SSE when ``"type": "sse"`` says so (VS
+``url`` is reached over streamable HTTP, or over SSE when ``"type": "sse"`` says so or,
+with no ``type``, when the server refuses streamable HTTP (the spec's fallback) (VS
 Code's ``servers`` key and its ``type`` field are accepted too, so a config can be pasted
 in as it is). Fields Lockgate does not use (``disabled``, ``autoApprove``...) are kept and
 ignored, since they belong to the client the config came from.
@@ -77,7 +78,7 @@ class HttpServer:
     name: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    sse: bool = False
+    sse: bool | None = None  # None: streamable HTTP first, SSE if the server refuses it
 
     @property
     def transport(self) -> Literal["http", "sse"]:
@@ -200,7 +201,8 @@ def _one_server(
         if kind not in (None, "http", "streamable-http", "streamableHttp", "sse"):
             problem((*here, "type"), f'{kind!r} is not "http" or "sse"')
             ok = False
-        return HttpServer(name, url, dict(headers), sse=kind == "sse") if ok else None
+        sse = None if kind is None else kind == "sse"
+        return HttpServer(name, url, dict(headers), sse=sse) if ok else None
     problem(here, 'needs "command" (a program to start) or "url" (a remote server)')
     return None
 

@@ -187,11 +187,12 @@ class LiveGateway:
 
 
 @contextlib.contextmanager
-def everything_over_http() -> Iterator[str]:
-    """server-everything serving streamable HTTP on a free loopback port (a remote upstream)."""
+def everything_over_http(mode: str = "streamableHttp") -> Iterator[str]:
+    """server-everything serving streamable HTTP (or, with mode "sse", the older SSE
+    transport) on a free loopback port: a remote upstream."""
     port = free_port()
     proc = subprocess.Popen(
-        ["node", str(EVERYTHING_JS), "streamableHttp"],
+        ["node", str(EVERYTHING_JS), mode],
         env={**os.environ, "PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -203,7 +204,7 @@ def everything_over_http() -> Iterator[str]:
                 return sock.connect_ex(("127.0.0.1", port)) == 0
 
         wait_for(listening, 30, "server-everything over HTTP")
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}/" + ("sse" if mode == "sse" else "mcp")
     finally:
         proc.terminate()
         try:

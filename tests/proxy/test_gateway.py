@@ -249,3 +249,26 @@ async def test_every_call_is_in_the_audit_log_with_its_client(live_gateway):
     assert images[-1]["outcome"] == "blocked"
     assert images[-1]["rule"] == "get-tiny-image"
     assert {"time", "client", "server", "tool", "decision", "outcome"} <= set(images[-1])
+
+
+async def test_a_server_that_only_speaks_sse_is_reached_by_the_fallback(tmp_path):
+    # servers.json gives only the URL, as a client config would: Lockgate tries
+    # streamable HTTP, the old server refuses it, and Lockgate falls back to SSE.
+    from tests.proxy._live import LiveGateway, everything_over_http
+
+    with everything_over_http("sse") as sse_url:
+        gateway = LiveGateway(tmp_path / "config", tmp_path / "data", tmp_path / "tee.jsonl")
+        gateway.config_dir.mkdir()
+        gateway.data_dir.mkdir()
+        (gateway.config_dir / "servers.json").write_text(
+            json.dumps({"mcpServers": {"legacy": {"url": sse_url}}})
+        )
+        gateway.write_policy({"version": "1", "default": "allow"})
+        gateway.start()
+        try:
+            async with gateway.client("legacy") as client:
+                assert "echo" in [t.name for t in (await client.list_tools()).tools]
+                result = await client.call_tool("echo", {"message": "over sse"})
+                assert text_of(result) == "Echo: over sse"
+        finally:
+            gateway.stop()
