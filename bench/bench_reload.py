@@ -66,15 +66,14 @@ async def main() -> None:
         parse.append((time.perf_counter() - start) * 1000)
     await watcher.stop()
 
+    debounce_ms = DEBOUNCE_SECONDS * 1000
     base = statistics.median(parse)
     med = statistics.median(in_force)
-    print(
-        f"{args.writes} saves of a {args.rules}-rule policy (debounce {DEBOUNCE_SECONDS * 1000:.0f} ms)"
-    )
+    print(f"{args.writes} saves of a {args.rules}-rule policy (debounce {debounce_ms:.0f} ms)")
     print(f"baseline read+parse   median {base:7.1f} ms")
     print(
         f"save -> in force      median {med:7.1f} ms  max {max(in_force):7.1f} ms  "
-        f"(x{med / base:.0f} the parse; {med - base - DEBOUNCE_SECONDS * 1000:+.1f} ms beyond "
+        f"(x{med / base:.0f} the parse; {med - base - debounce_ms:+.1f} ms beyond "
         "parse + debounce)"
     )
 
