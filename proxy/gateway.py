@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -124,6 +125,9 @@ class Gateway:
         self.paused = False
         self.sessions: dict[str, Session] = {}
         self._calls_in_flight = 0
+        # HTTP session id -> the client that opened it (the front door checks every
+        # request, DELETE included, against it)
+        self.transport_owners: dict[str, str] = {}
         self._errlogs: dict[str, TextIO] = {}
         self._audit_failure: str | None = None
 
@@ -205,13 +209,23 @@ class Gateway:
         method, params = ctx.method, ctx.params
         connection = connection_of(ctx)
         session: Session | None = connection.state.get("lockgate")
-        if ctx.request_id is None:  # a notification
+        if ctx.request_id is None:  # a notification (or a request without a usable id)
             if method == "notifications/initialized":
                 await call_next(ctx)
+            if not method.startswith("notifications/"):
+                # A "tools/call" without an id would reach the server undecided and
+                # unlogged: only real notifications travel, and nothing else without an id.
+                log.warning("dropped a %s without a request id", method)
+                return None
             if method in ("notifications/cancelled", "notifications/progress"):
                 return None  # the SDK's dispatchers handle these on both sides
-            if session is not None and session.upstream is not None:
-                await session.upstream.notify(method, params)
+            if session is None or session.upstream is None:
+                return None
+            if (fixed_server, fixed_client) == (None, None) and self._identity(
+                ctx, fixed_server, fixed_client
+            ) != (session.server, session.client):
+                return None  # not this session's client: nothing of theirs goes upstream
+            await session.upstream.notify(method, params)
             return None
         if method == "server/discover":
             raise MCPError(
@@ -230,9 +244,9 @@ class Gateway:
             )
         if method == "ping":
             return {}
+        if method == "tools/call":  # decided first: a blocked call needs no server
+            return await self._tool_call(ctx, session, params or {})
         upstream = await self._live_upstream(ctx, session)
-        if method == "tools/call":
-            return await self._tool_call(ctx, session, upstream, params or {})
         result = await self._forward(ctx, session, upstream, method, params)
         if method == "tools/list":
             result = self._hide_tools(session, result)
@@ -284,6 +298,8 @@ class Gateway:
             task_group=ctx.lifespan_context["tg"],
         )
         connection.state["lockgate"] = session
+        if connection.session_id is not None:
+            self.transport_owners[connection.session_id] = client
         connection.exit_stack.push_async_callback(self._end_session, session)
         self.sessions[session.id] = session
         upstream = await self._start_upstream(ctx, session)
@@ -360,7 +376,7 @@ class Gateway:
         if wait > 0:
             raise UpstreamUnavailable(
                 f"server {session.server!r} went down ({reason}); Lockgate restarts it in "
-                f"{wait:.0f} s, on the next request after that"
+                f"{math.ceil(wait)} s, on the next request after that"
             )
         log.info("restarting server %s for session %s", session.server, session.id)
         upstream = await self._start_upstream(ctx, session)
@@ -371,6 +387,8 @@ class Gateway:
 
     async def _end_session(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        if session.connection.session_id is not None:
+            self.transport_owners.pop(session.connection.session_id, None)
         if session.upstream is not None:
             await session.upstream.aclose()
 
@@ -460,12 +478,11 @@ class Gateway:
         self,
         ctx: ServerRequestContext[Any, Any],
         session: Session,
-        upstream: Upstream,
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
         self._calls_in_flight += 1
         try:
-            return await self._decide_and_forward(ctx, session, upstream, params)
+            return await self._decide_and_forward(ctx, session, params)
         finally:
             self._calls_in_flight -= 1
 
@@ -473,7 +490,6 @@ class Gateway:
         self,
         ctx: ServerRequestContext[Any, Any],
         session: Session,
-        upstream: Upstream,
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
         name = params.get("name")
@@ -486,6 +502,17 @@ class Gateway:
         shown = redact(arguments) if isinstance(arguments, Mapping) else {"_not_an_object": True}
         self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, call.tool, shown))
 
+        if not isinstance(arguments, Mapping):
+            # Malformed whatever the policy says: refused, and logged as an attempt.
+            bad = Decision(Verdict.DENY, Basis.ARGUMENTS, "arguments must be a JSON object", None)
+            await self._finish(
+                trace.decided("arguments"),
+                CallDecision.DENIED,
+                bad,
+                Outcome.PROTOCOL_ERROR,
+                error=bad.reason,
+            )
+            raise MCPError(code=INVALID_PARAMS, message="tools/call arguments must be an object")
         verdict, decision, basis = await self._decide(call, trace, session)
         trace = trace.decided(basis)
         if decision.hidden:
@@ -500,6 +527,7 @@ class Gateway:
             return result
 
         try:
+            upstream = await self._live_upstream(ctx, session)
             result = await self._forward(ctx, session, upstream, "tools/call", params)
         except MCPError as exc:
             down = exc.error.code == UPSTREAM_ERROR

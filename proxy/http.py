@@ -99,6 +99,13 @@ class AccessGate:
                 [(b"www-authenticate", b'Bearer realm="lockgate"')],
             )
             return
+        session_id = headers.get("mcp-session-id")
+        owner = self._gateway.transport_owners.get(session_id) if session_id else None
+        if owner is not None and owner != client:
+            # Someone else's session: not even a DELETE. Answered as the SDK answers an
+            # unknown session, so session ids cannot be probed.
+            await _refuse(send, 404, "Session not found")
+            return
         scope.setdefault("state", {})["lockgate_client"] = client
         await self._app(scope, receive, send)
 
