@@ -44,6 +44,7 @@ class Answer(StrEnum):
     TIMEOUT = "timeout"
     NO_APPROVER = "no_approver"
     CANCELLED = "cancelled"
+    BUSY = "busy"  # too many calls of the same session already waiting
 
 
 class Remember(StrEnum):
@@ -88,6 +89,7 @@ class PendingApproval:
     created: float
     deadline: float
     digest: str
+    group: str = ""
 
 
 class ApprovalBroker:
@@ -99,6 +101,7 @@ class ApprovalBroker:
         self._emit = emit
         self._clock = clock
         self._approvers = 0
+        self.max_per_group = 8
         self._pending: dict[str, tuple[PendingApproval, asyncio.Future[ApprovalResult]]] = {}
 
     @property
@@ -131,8 +134,13 @@ class ApprovalBroker:
         """Calls waiting now, oldest first."""
         return [p for p, _ in self._pending.values()]
 
-    async def ask(self, call: ToolCall, call_id: str, decision: Decision) -> ApprovalResult:
+    async def ask(
+        self, call: ToolCall, call_id: str, decision: Decision, *, group: str = ""
+    ) -> ApprovalResult:
         """Wait for a person's answer to ``call`` (decided ``ask``), at most its timeout.
+
+        ``group`` (the client session) may have at most :attr:`max_per_group` calls
+        waiting: an agent cannot bury the person in requests.
 
         Raises:
             asyncio.CancelledError: the caller was cancelled (the client gave up); the
@@ -140,6 +148,8 @@ class ApprovalBroker:
         """
         if not self.has_approver:
             return ApprovalResult(Answer.NO_APPROVER)
+        if sum(1 for p, _ in self._pending.values() if p.group == group) >= self.max_per_group:
+            return ApprovalResult(Answer.BUSY)
         now = self._clock()
         timeout = decision.approval_timeout or 0.0
         pending = PendingApproval(
@@ -150,6 +160,7 @@ class ApprovalBroker:
             created=now,
             deadline=now + timeout,
             digest=call_digest(call),
+            group=group,
         )
         future: asyncio.Future[ApprovalResult] = asyncio.get_running_loop().create_future()
         self._pending[pending.id] = (pending, future)

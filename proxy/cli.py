@@ -492,6 +492,12 @@ def _control(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
             if not pending:
                 print("no calls are waiting for approval", file=sys.stderr)
         elif args.approval_command in ("allow", "deny"):
+            pending = {p["id"]: p for p in control(paths, "approvals")["pending"]}
+            if args.id not in pending:
+                raise ControlError(
+                    "no such pending approval (answered, timed out, or a "
+                    "wrong id); `lockgate approvals list` shows them"
+                )
             control(
                 paths,
                 "answer",
@@ -499,6 +505,7 @@ def _control(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
                 approve=args.approval_command == "allow",
                 reason=getattr(args, "reason", None),
                 remember="session" if getattr(args, "session", False) else "once",
+                digest=pending[args.id]["digest"],
             )
             print(
                 f"{'approved' if args.approval_command == 'allow' else 'refused'} {args.id}",

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,10 +49,38 @@ class ControlError(Exception):
 
 
 def _socket_path(paths: Paths) -> Path:
+    """The running gateway's socket, after checking that its folder is ours and private.
+
+    Raises:
+        GatewayNotRunning: no gateway runs, or the socket is not where ours would be.
+    """
     info = read_run_info(paths)
     if info is None or not info.socket:
         raise GatewayNotRunning(paths)
-    return Path(info.socket)
+    path = Path(info.socket)
+    try:
+        folder = path.parent.lstat()
+    except OSError:
+        raise GatewayNotRunning(paths) from None
+    if folder.st_uid != os.getuid() or folder.st_mode & 0o077:
+        raise ControlError(f"{path.parent} is not a private folder of yours; not connecting")
+    return path
+
+
+def _check_peer(sock: socket.socket) -> None:
+    """The process at the other end must run as us (Linux; elsewhere the folder check).
+
+    Raises:
+        ControlError: it does not.
+    """
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return
+    _pid, uid, _gid = struct.unpack(
+        "3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    )
+    if uid != os.getuid():
+        raise ControlError("the socket is served by another user; not connecting")
 
 
 def default_client_name() -> str:
@@ -74,6 +103,7 @@ def _connected(paths: Paths, hello: dict[str, Any]) -> Iterator[tuple[socket.soc
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             raise GatewayNotRunning(paths) from None
+        _check_peer(sock)
         stream = sock.makefile("rwb")
         stream.write(json.dumps(hello).encode() + b"\n")
         stream.flush()
@@ -135,6 +165,7 @@ def bridge_passing_pipes(paths: Paths, server: str, client: str) -> int:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             raise GatewayNotRunning(paths) from None
+        _check_peer(sock)
         hello = {"lockgate": 1, "mode": "connect", "server": server, "client": client}
         socket.send_fds(sock, [json.dumps(hello).encode() + b"\n"], [0, 1])
         stream = sock.makefile("rb")

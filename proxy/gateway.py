@@ -43,6 +43,7 @@ from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.dispatcher import CallOptions, DispatchContext
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proxy._sdk import connection_of, request_channel_of
 from proxy.approvals import Answer, ApprovalBroker, Remember
@@ -60,7 +61,7 @@ from proxy.events import (
 from proxy.policy import Action, Policy
 from proxy.policystore import PolicyStore, PolicyWatcher
 from proxy.secrets import SecretError, SecretStore
-from proxy.servers import HttpServer, ServerSpec, resolve_secrets
+from proxy.servers import HttpServer, ServerSpec, resolve_secrets, secret_values
 from proxy.upstream import Backoff, Upstream, UpstreamUnavailable
 
 __all__ = ["Gateway", "Session"]
@@ -72,6 +73,8 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 UPSTREAM_ERROR = -32000  # the SDK's "Connection closed"; used for "server unavailable" too
+
+MAX_SESSIONS_PER_CLIENT = 32  # each one is a server process
 
 _INIT_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
 
@@ -170,6 +173,7 @@ class Gateway:
         """Deny every tool call, with a reason, until :meth:`resume`."""
         if not self.paused:
             self.paused = True
+            self.approvals.cancel_all("Lockgate was paused")
             self.bus.emit(PauseChanged(self._clock(), True))
 
     def resume(self) -> None:
@@ -227,6 +231,14 @@ class Gateway:
                 return None  # not this session's client: nothing of theirs goes upstream
             await session.upstream.notify(method, params)
             return None
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            # The SDK serves the 2026-07-28 era sessionless, one request at a time: no
+            # session to bind a client, server and upstream to. Refused, so clients fall
+            # back to the handshake; none of it reaches a server.
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message="Lockgate speaks the initialize handshake (MCP up to 2025-11-25); use it",
+            )
         if method == "server/discover":
             raise MCPError(
                 code=METHOD_NOT_FOUND, message="Lockgate speaks the initialize handshake; use it"
@@ -281,6 +293,13 @@ class Gateway:
     ) -> Any:
         if session is not None:
             raise MCPError(code=INVALID_REQUEST, message="the session is already initialized")
+        open_sessions = sum(1 for s in self.sessions.values() if s.client == client)
+        if open_sessions >= MAX_SESSIONS_PER_CLIENT:
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"client {client!r} has {open_sessions} sessions open; "
+                "Lockgate allows that many at most (close some)",
+            )
         spec = self.servers.get(server)
         if spec is None:
             known = ", ".join(sorted(self.servers)) or "none"
@@ -332,7 +351,11 @@ class Gateway:
             await session.connection.notify(method, params)
 
         upstream = Upstream(
-            spec, on_request=on_request, on_notify=on_notify, errlog=self._errlog(session.server)
+            spec,
+            on_request=on_request,
+            on_notify=on_notify,
+            errlog=self._errlog(session.server),
+            secrets=tuple(secret_values(session.spec, spec)),
         )
         tg: anyio.abc.TaskGroup = ctx.lifespan_context["tg"]
         session.backoff.started()
@@ -502,9 +525,18 @@ class Gateway:
         shown = redact(arguments) if isinstance(arguments, Mapping) else {"_not_an_object": True}
         self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, call.tool, shown))
 
-        if not isinstance(arguments, Mapping):
+        problem = (
+            "arguments must be a JSON object"
+            if not isinstance(arguments, Mapping)
+            # 1e400 reads as infinity but would be sent on as null: the policy would
+            # decide about other arguments than the server gets.
+            else None
+            if _all_finite(arguments)
+            else "arguments hold a number JSON cannot carry (infinity or NaN)"
+        )
+        if problem is not None:
             # Malformed whatever the policy says: refused, and logged as an attempt.
-            bad = Decision(Verdict.DENY, Basis.ARGUMENTS, "arguments must be a JSON object", None)
+            bad = Decision(Verdict.DENY, Basis.ARGUMENTS, problem, None)
             await self._finish(
                 trace.decided("arguments"),
                 CallDecision.DENIED,
@@ -512,8 +544,23 @@ class Gateway:
                 Outcome.PROTOCOL_ERROR,
                 error=bad.reason,
             )
-            raise MCPError(code=INVALID_PARAMS, message="tools/call arguments must be an object")
-        verdict, decision, basis = await self._decide(call, trace, session)
+            message = (
+                "tools/call arguments must be an object"
+                if not isinstance(arguments, Mapping)
+                else f"tools/call {problem}"
+            )
+            raise MCPError(code=INVALID_PARAMS, message=message)
+        try:
+            verdict, decision, basis = await self._decide(call, trace, session)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._finish(
+                    trace.decided("cancelled"),
+                    CallDecision.REFUSED,
+                    _deny("the call was cancelled while waiting for approval"),
+                    Outcome.CANCELLED,
+                )
+            raise
         trace = trace.decided(basis)
         if decision.hidden:
             await self._finish(
@@ -536,6 +583,8 @@ class Gateway:
                 if down
                 else exc.error.message
             )
+            if session.upstream is not None:
+                message = session.upstream.scrub(message)
             await self._finish(
                 trace,
                 verdict,
@@ -585,7 +634,7 @@ class Gateway:
                 _reworded(approved, "approved by a person for this session"),
                 "session",
             )
-        result = await self.approvals.ask(call, trace.id, decision)
+        result = await self.approvals.ask(call, trace.id, decision, group=session.id)
         if result.answer is Answer.APPROVED:
             approved = self.enforcer.approve(call, decision)
             if approved.verdict is not Verdict.ALLOW:
@@ -600,6 +649,8 @@ class Gateway:
             Answer.NO_APPROVER: "this call needs a person's approval, and no one is there to "
             "ask (Lockgate runs without the app or `lockgate approvals`)",
             Answer.CANCELLED: "the call was cancelled while waiting for approval",
+            Answer.BUSY: "too many calls of this session are already waiting for a person; "
+            "try again once they are answered",
         }[result.answer]
         refused = Decision(Verdict.DENY, decision.basis, why, decision.rule, source=decision.source)
         return CallDecision.REFUSED, refused, result.answer.value
@@ -687,6 +738,19 @@ def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:
     return error.code == METHOD_NOT_FOUND or (
         error.code == INTERNAL_ERROR and error.message == "Server returned an error response"
     )
+
+
+def _all_finite(value: Any, depth: int = 0) -> bool:
+    """No float in ``value`` is infinite or NaN (deep structures count as not finite)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth > 64:
+        return False
+    if isinstance(value, Mapping):
+        return all(_all_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v, depth + 1) for v in value)
+    return True
 
 
 def _hidden(policy: Policy, server: str, names: tuple[str, ...]) -> frozenset[str]:

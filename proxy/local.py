@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -47,16 +46,19 @@ __all__ = ["LocalServer", "socket_path_for"]
 log = logging.getLogger(__name__)
 
 _SUN_PATH_MAX = 100
+MAX_CONNECTIONS = 256  # local bridges and control connections at once
+HELLO_SECONDS = 5.0  # a peer has this long to say what it wants
 
 
 def socket_path_for(run_dir: Path) -> Path:
     """Where the socket goes: in the private run folder, or, when that path is too long
-    for a Unix socket (about 104 bytes), in a private folder under the temp dir."""
+    for a Unix socket (about 104 bytes), in a new private folder under the temp dir. A
+    fresh ``mkdtemp`` folder each time: a fixed name in a shared /tmp could be taken
+    by someone else first. Clients find the socket through the run file either way."""
     preferred = run_dir / "gateway.sock"
     if len(os.fsencode(preferred)) <= _SUN_PATH_MAX:
         return preferred
-    digest = hashlib.sha256(os.fsencode(run_dir)).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"lockgate-{os.getuid()}" / f"{digest}.sock"
+    return Path(tempfile.mkdtemp(prefix=f"lockgate-{os.getuid()}-")) / "gateway.sock"
 
 
 def _private_folder(folder: Path) -> None:
@@ -71,21 +73,43 @@ def _private_folder(folder: Path) -> None:
         raise OSError(f"{folder} must belong to you and be private (mode 0700)")
 
 
-def _read_hello(conn: socket.socket) -> tuple[bytes, bytes, list[int]]:
-    """The first line, what came after it, and any file descriptors sent with it (blocking,
-    10 s at most)."""
-    conn.settimeout(10)
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _read_hello(conn: socket.socket) -> tuple[bytes, bytes, list[int]]:
+    """The first line, what came after it, and any file descriptors sent with it.
+
+    On the event loop (no worker thread a slow peer could hold): wait until the socket
+    is readable, then take what is there with ``recvmsg``, fds included. The caller
+    bounds the whole read with a deadline.
+    """
+    loop = asyncio.get_running_loop()
+    conn.setblocking(False)
     data = b""
     fds: list[int] = []
-    while b"\n" not in data:
-        chunk, new_fds, _flags, _addr = socket.recv_fds(conn, 65536, 2)
-        fds.extend(new_fds)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > 65536:
-            break
-    conn.setblocking(False)
+    try:
+        while b"\n" not in data and len(data) <= 65536:
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(conn.fileno(), _wake, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(conn.fileno())
+            try:
+                chunk, new_fds, _flags, _addr = socket.recv_fds(conn, 65536, 2)
+            except (BlockingIOError, InterruptedError):
+                continue
+            fds.extend(new_fds)
+            if not chunk:
+                break
+            data += chunk
+    except BaseException:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
     line, _, rest = data.partition(b"\n")
     return line, rest, fds
 
@@ -137,11 +161,23 @@ class LocalServer:
         await asyncio.gather(*self._connections, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if self.path.parent.name.startswith(f"lockgate-{os.getuid()}-"):
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()  # the temp folder socket_path_for made
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            conn, _ = await loop.sock_accept(listener)
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of file descriptors, say: wait, then go on
+                log.warning("local socket: cannot accept a connection now: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            if len(self._connections) >= MAX_CONNECTIONS:
+                log.warning("local socket: %d connections already; refusing one", MAX_CONNECTIONS)
+                conn.close()
+                continue
             task = asyncio.create_task(self._accept(conn))
             self._connections.add(task)
             task.add_done_callback(self._connections.discard)
@@ -158,7 +194,7 @@ class LocalServer:
                 return
             # The hello line is read by hand: file descriptors ride along with its bytes,
             # and asyncio's transport would read the bytes and drop the descriptors.
-            hello_bytes, rest, fds = await asyncio.to_thread(_read_hello, conn)
+            hello_bytes, rest, fds = await asyncio.wait_for(_read_hello(conn), HELLO_SECONDS)
             reader = asyncio.StreamReader(limit=LINE_LIMIT)
             reader.feed_data(rest)
             loop = asyncio.get_running_loop()
@@ -367,12 +403,25 @@ class LocalServer:
                 return {"ok": False, "error": "remember must be once or session"}
             if remember is Remember.ALWAYS:
                 return {"ok": False, "error": "always-allow is done by writing a rule"}
+            approve, digest, reason = (
+                request.get("approve"),
+                request.get("digest"),
+                request.get("reason"),
+            )
+            # Only JSON true approves ("false" is a true value in Python), and only with
+            # the digest of the call the approver was shown.
+            if not isinstance(approve, bool):
+                return {"ok": False, "error": "approve must be true or false"}
+            if not isinstance(digest, str):
+                return {"ok": False, "error": "an answer must name the call's digest"}
+            if reason is not None and not isinstance(reason, str):
+                return {"ok": False, "error": "reason must be text"}
             done = gateway.approvals.answer(
                 str(request.get("id")),
-                bool(request.get("approve")),
-                reason=request.get("reason"),
+                approve,
+                reason=reason,
                 remember=remember,
-                digest=request.get("digest"),
+                digest=digest,
             )
             if not done:
                 return {

@@ -43,8 +43,6 @@ def read_run_info(paths: Paths) -> RunInfo | None:
         return None
     try:
         os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
+    except (ProcessLookupError, PermissionError):
+        return None  # gone, or someone else's process: not our gateway
     return info

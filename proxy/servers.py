@@ -40,6 +40,7 @@ __all__ = [
     "parse_servers",
     "resolve_secrets",
     "secret_references",
+    "secret_values",
     "valid_server_name",
 ]
 
@@ -230,6 +231,21 @@ def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:
             env={k: value(v) for k, v in spec.env.items()},
         )
     return replace(spec, headers={k: value(v) for k, v in spec.headers.items()})
+
+
+def secret_values(spec: ServerSpec, resolved: ServerSpec) -> list[str]:
+    """The values ``resolve_secrets`` put in place of ``keyring:`` references (to keep
+    them out of error messages)."""
+    if isinstance(spec, StdioServer) and isinstance(resolved, StdioServer):
+        pairs = [
+            *zip(spec.args, resolved.args, strict=True),
+            *((spec.env[k], resolved.env[k]) for k in spec.env),
+        ]
+    elif isinstance(spec, HttpServer) and isinstance(resolved, HttpServer):
+        pairs = [(spec.headers[k], resolved.headers[k]) for k in spec.headers]
+    else:
+        return []
+    return [new for old, new in pairs if secret_name(old) is not None]
 
 
 def secret_references(spec: ServerSpec) -> list[str]:

@@ -83,9 +83,16 @@ class Upstream:
     """A live connection to one server for one client session."""
 
     def __init__(
-        self, spec: ServerSpec, *, on_request: OnRequest, on_notify: OnNotify, errlog: TextIO
+        self,
+        spec: ServerSpec,
+        *,
+        on_request: OnRequest,
+        on_notify: OnNotify,
+        errlog: TextIO,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
+        self._secrets = tuple(s for s in secrets if s)
         self._on_request = on_request
         self._on_notify = on_notify
         self._errlog = errlog
@@ -136,9 +143,16 @@ class Upstream:
         finally:
             self._mark_dead("stopped by Lockgate" if self._stopping else "ended")
 
+    def scrub(self, text: str) -> str:
+        """``text`` without the secret values this connection was started with: a
+        transport's error may quote a header or an argument verbatim."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[secret]")
+        return text
+
     def _mark_dead(self, reason: str) -> None:
         if not self.dead.is_set():
-            self.exit_reason = reason
+            self.exit_reason = self.scrub(reason)
             self.dead.set()
 
     async def aclose(self) -> None:
