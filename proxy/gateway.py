@@ -525,15 +525,7 @@ class Gateway:
         shown = redact(arguments) if isinstance(arguments, Mapping) else {"_not_an_object": True}
         self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, call.tool, shown))
 
-        problem = (
-            "arguments must be a JSON object"
-            if not isinstance(arguments, Mapping)
-            # 1e400 reads as infinity but would be sent on as null: the policy would
-            # decide about other arguments than the server gets.
-            else None
-            if _all_finite(arguments)
-            else "arguments hold a number JSON cannot carry (infinity or NaN)"
-        )
+        problem = _malformed(arguments)
         if problem is not None:
             # Malformed whatever the policy says: refused, and logged as an attempt.
             bad = Decision(Verdict.DENY, Basis.ARGUMENTS, problem, None)
@@ -544,12 +536,7 @@ class Gateway:
                 Outcome.PROTOCOL_ERROR,
                 error=bad.reason,
             )
-            message = (
-                "tools/call arguments must be an object"
-                if not isinstance(arguments, Mapping)
-                else f"tools/call {problem}"
-            )
-            raise MCPError(code=INVALID_PARAMS, message=message)
+            raise MCPError(code=INVALID_PARAMS, message=f"tools/call {problem}")
         try:
             verdict, decision, basis = await self._decide(call, trace, session)
         except anyio.get_cancelled_exc_class():
@@ -738,6 +725,17 @@ def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:
     return error.code == METHOD_NOT_FOUND or (
         error.code == INTERNAL_ERROR and error.message == "Server returned an error response"
     )
+
+
+def _malformed(arguments: Any) -> str | None:
+    """What is wrong with a call's arguments whatever the policy says, or None."""
+    if not isinstance(arguments, Mapping):
+        return "arguments must be an object"
+    if not _all_finite(arguments):
+        # 1e400 reads as infinity but would be sent on as null: the policy would decide
+        # about other arguments than the server gets.
+        return "arguments hold a number JSON cannot carry (infinity or NaN)"
+    return None
 
 
 def _all_finite(value: Any, depth: int = 0) -> bool:
