@@ -26,13 +26,12 @@ a request for another server or from another client on the same session is refus
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,18 +40,15 @@ import anyio.abc
 from mcp.server.connection import Connection
 from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.lowlevel.server import Server
-from mcp.shared.dispatcher import CallOptions, DispatchContext
+from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proxy._sdk import connection_of, request_channel_of
-from proxy.approvals import Answer, ApprovalBroker, Remember
-from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord, Outcome, redact
-from proxy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, agent_message
+from proxy.approvals import ApprovalBroker
+from proxy.audit import AuditLog
+from proxy.decide import Enforcer
 from proxy.events import (
-    CallDecided,
-    CallFinished,
-    CallStarted,
     EventBus,
     PauseChanged,
     UpstreamDown,
@@ -62,43 +58,23 @@ from proxy.policy import Action, Policy
 from proxy.policystore import PolicyStore, PolicyWatcher
 from proxy.secrets import SecretError, SecretStore
 from proxy.servers import HttpServer, ServerSpec, resolve_secrets, secret_values
-from proxy.upstream import Backoff, Upstream, UpstreamUnavailable
+from proxy.session import Session
+from proxy.toolcalls import INTERNAL_ERROR, INVALID_PARAMS, UPSTREAM_ERROR, ToolCalls
+from proxy.upstream import Upstream, UpstreamUnavailable
 
-__all__ = ["Gateway", "Session"]
+__all__ = ["Gateway", "Session"]  # Session is re-exported from proxy.session
 
 log = logging.getLogger(__name__)
 
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-UPSTREAM_ERROR = -32000  # the SDK's "Connection closed"; used for "server unavailable" too
 
 MAX_SESSIONS_PER_CLIENT = 32  # each one is a server process
 
 _INIT_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
 
 
-@dataclass(eq=False)
-class Session:
-    """One client session on one server."""
-
-    id: str
-    server: str
-    client: str
-    connection: Connection
-    spec: ServerSpec
-    init_params: Mapping[str, Any] | None = None
-    upstream: Upstream | None = None
-    backoff: Backoff = field(default_factory=Backoff)
-    inflight: dict[Any, DispatchContext[Any]] = field(default_factory=dict)
-    approved_tools: set[str] = field(default_factory=set)  # "allow for this session"
-    tool_names: tuple[str, ...] = ()  # every tool the upstream listed, hidden or not
-    started: float = field(default_factory=time.time)
-    task_group: anyio.abc.TaskGroup | None = None  # where the session's background work runs
-
-
-class Gateway:
+class Gateway(ToolCalls):
     """The policy-enforcing proxy core, with no transport of its own (see proxy.http and
     proxy.local for the front doors). Lives on one event loop."""
 
@@ -495,225 +471,6 @@ class Gateway:
         except Exception:  # the client may be gone; its session ends on its own
             log.warning("could not tell session %s its tools changed", session.id, exc_info=True)
 
-    # -- tools/call -------------------------------------------------------------------
-
-    async def _tool_call(
-        self,
-        ctx: ServerRequestContext[Any, Any],
-        session: Session,
-        params: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        self._calls_in_flight += 1
-        try:
-            return await self._decide_and_forward(ctx, session, params)
-        finally:
-            self._calls_in_flight -= 1
-
-    async def _decide_and_forward(
-        self,
-        ctx: ServerRequestContext[Any, Any],
-        session: Session,
-        params: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        name = params.get("name")
-        if not isinstance(name, str) or not name:
-            raise MCPError(code=INVALID_PARAMS, message="tools/call needs a tool name")
-        arguments = params.get("arguments")
-        arguments = {} if arguments is None else arguments
-        call = ToolCall(session.server, name, arguments, session.client)
-        trace = _Trace(call, self._clock(), self._monotonic())
-        shown = redact(arguments) if isinstance(arguments, Mapping) else {"_not_an_object": True}
-        self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, call.tool, shown))
-
-        problem = _malformed(arguments)
-        if problem is not None:
-            # Malformed whatever the policy says: refused, and logged as an attempt.
-            bad = Decision(Verdict.DENY, Basis.ARGUMENTS, problem, None)
-            await self._finish(
-                trace.decided("arguments"),
-                CallDecision.DENIED,
-                bad,
-                Outcome.PROTOCOL_ERROR,
-                error=bad.reason,
-            )
-            raise MCPError(code=INVALID_PARAMS, message=f"tools/call {problem}")
-        try:
-            verdict, decision, basis = await self._decide(call, trace, session)
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._finish(
-                    trace.decided("cancelled"),
-                    CallDecision.REFUSED,
-                    _deny("the call was cancelled while waiting for approval"),
-                    Outcome.CANCELLED,
-                )
-            raise
-        trace = trace.decided(basis)
-        if decision.hidden:
-            await self._finish(
-                trace, verdict, decision, Outcome.BLOCKED, error="hidden tool: answered as unknown"
-            )
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {name}")
-        if verdict in (CallDecision.DENIED, CallDecision.REFUSED):
-            text = agent_message(call, decision, self._monotonic())
-            result = {"content": [{"type": "text", "text": text}], "isError": True}
-            await self._finish(trace, verdict, decision, Outcome.BLOCKED, size=_size(result))
-            return result
-
-        try:
-            upstream = await self._live_upstream(ctx, session)
-            result = await self._forward(ctx, session, upstream, "tools/call", params)
-        except MCPError as exc:
-            down = exc.error.code == UPSTREAM_ERROR
-            message = (
-                f"server {session.server!r} went down during the call: {exc.error.message}"
-                if down
-                else exc.error.message
-            )
-            if session.upstream is not None:
-                message = session.upstream.scrub(message)
-            await self._finish(
-                trace,
-                verdict,
-                decision,
-                Outcome.UPSTREAM_DOWN if down else Outcome.PROTOCOL_ERROR,
-                error=message[:500],
-            )
-            if down:
-                raise MCPError(code=UPSTREAM_ERROR, message=message) from None
-            raise
-        except UpstreamUnavailable as exc:
-            await self._finish(trace, verdict, decision, Outcome.UPSTREAM_DOWN, error=str(exc))
-            raise
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._finish(trace, verdict, decision, Outcome.CANCELLED)
-            raise
-        outcome = Outcome.TOOL_ERROR if result.get("isError") is True else Outcome.OK
-        await self._finish(trace, verdict, decision, outcome, size=_size(result))
-        return result
-
-    async def _decide(
-        self, call: ToolCall, trace: _Trace, session: Session
-    ) -> tuple[CallDecision, Decision, str]:
-        """The policy's decision, a person's answer where it asks for one, and what the
-        audit log names as the basis."""
-        if self._audit_failure is not None:
-            reason = (
-                f"Lockgate cannot write its audit log ({self._audit_failure}), so it "
-                "lets no call through"
-            )
-            return CallDecision.DENIED, _deny(reason), "audit_unavailable"
-        if self.paused:
-            reason = "Lockgate is paused: every tool call is denied until a person resumes it"
-            return CallDecision.DENIED, _deny(reason), "pause"
-        decision = self.enforcer.decide(call)
-        if decision.verdict is Verdict.ALLOW:
-            return CallDecision.ALLOWED, decision, decision.basis.value
-        if decision.verdict is Verdict.DENY:
-            return CallDecision.DENIED, decision, decision.basis.value
-        if call.tool in session.approved_tools:
-            approved = self.enforcer.approve(call, decision)
-            if approved.verdict is not Verdict.ALLOW:
-                return CallDecision.DENIED, approved, approved.basis.value
-            return (
-                CallDecision.APPROVED,
-                _reworded(approved, "approved by a person for this session"),
-                "session",
-            )
-        result = await self.approvals.ask(call, trace.id, decision, group=session.id)
-        if result.answer is Answer.APPROVED:
-            approved = self.enforcer.approve(call, decision)
-            if approved.verdict is not Verdict.ALLOW:
-                return CallDecision.DENIED, approved, approved.basis.value
-            if result.remember is Remember.SESSION:
-                session.approved_tools.add(call.tool)
-            return CallDecision.APPROVED, approved, "person"
-        why = {
-            Answer.REFUSED: "a person refused this call"
-            + (f": {result.reason}" if result.reason else ""),
-            Answer.TIMEOUT: f"nobody approved this call within {decision.approval_timeout:g} s",
-            Answer.NO_APPROVER: "this call needs a person's approval, and no one is there to "
-            "ask (Lockgate runs without the app or `lockgate approvals`)",
-            Answer.CANCELLED: "the call was cancelled while waiting for approval",
-            Answer.BUSY: "too many calls of this session are already waiting for a person; "
-            "try again once they are answered",
-        }[result.answer]
-        refused = Decision(Verdict.DENY, decision.basis, why, decision.rule, source=decision.source)
-        return CallDecision.REFUSED, refused, result.answer.value
-
-    async def _finish(
-        self,
-        trace: _Trace,
-        verdict: CallDecision,
-        decision: Decision,
-        outcome: Outcome,
-        *,
-        size: int | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Audit the call (before its answer leaves) and tell the listeners."""
-        now = self._monotonic()
-        duration = (now - trace.started) * 1000
-        basis = trace.basis
-        record = CallRecord(
-            id=trace.id,
-            time=trace.time,
-            client=trace.call.client,
-            server=trace.call.server,
-            tool=trace.call.tool,
-            arguments=trace.call.arguments if isinstance(trace.call.arguments, Mapping) else {},
-            decision=verdict,
-            basis=basis,
-            rule=decision.rule,
-            reason=decision.reason,
-            outcome=outcome,
-            duration_ms=round(duration, 3),
-            result_size=size,
-            error=error,
-        )
-        self.bus.emit(
-            CallDecided(
-                trace.id, self._clock(), verdict.value, basis, decision.rule, decision.reason
-            )
-        )
-        try:
-            with anyio.CancelScope(shield=True):
-                await self.audit.write(record, alone=self._calls_in_flight == 1)
-        except AuditError as exc:
-            self._audit_failure = str(exc)
-            log.error("audit log write failed; new calls are denied until it works: %s", exc)
-            raise MCPError(
-                code=INTERNAL_ERROR, message="Lockgate could not record this call in its audit log"
-            ) from None
-        self._audit_failure = None
-        self.bus.emit(
-            CallFinished(trace.id, self._clock(), outcome.value, round(duration, 3), size, error)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Trace:
-    """One tool call on its way through: when it came, and what decided it."""
-
-    call: ToolCall
-    time: float  # wall clock, for the log
-    started: float  # monotonic, for the duration
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    basis: str | None = None
-
-    def decided(self, basis: str) -> _Trace:
-        return replace(self, basis=basis)
-
-
-def _deny(reason: str) -> Decision:
-    """A denial that comes from Lockgate's state (paused, audit down), not from a rule."""
-    return Decision(Verdict.DENY, Basis.RULE, reason, None)
-
-
-def _reworded(decision: Decision, reason: str) -> Decision:
-    return replace(decision, reason=reason)
-
 
 def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:
     """Whether ``initialize`` failed the way a server without streamable HTTP fails it
@@ -725,30 +482,6 @@ def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:
     return error.code == METHOD_NOT_FOUND or (
         error.code == INTERNAL_ERROR and error.message == "Server returned an error response"
     )
-
-
-def _malformed(arguments: Any) -> str | None:
-    """What is wrong with a call's arguments whatever the policy says, or None."""
-    if not isinstance(arguments, Mapping):
-        return "arguments must be an object"
-    if not _all_finite(arguments):
-        # 1e400 reads as infinity but would be sent on as null: the policy would decide
-        # about other arguments than the server gets.
-        return "arguments hold a number JSON cannot carry (infinity or NaN)"
-    return None
-
-
-def _all_finite(value: Any, depth: int = 0) -> bool:
-    """No float in ``value`` is infinite or NaN (deep structures count as not finite)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if depth > 64:
-        return False
-    if isinstance(value, Mapping):
-        return all(_all_finite(v, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return all(_all_finite(v, depth + 1) for v in value)
-    return True
 
 
 def _hidden(policy: Policy, server: str, names: tuple[str, ...]) -> frozenset[str]:
@@ -781,7 +514,3 @@ def _without_progress_token(
     else:
         del out["_meta"]
     return out, token
-
-
-def _size(result: Mapping[str, Any]) -> int:
-    return len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))

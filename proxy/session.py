@@ -1,0 +1,36 @@
+"""One client session on one server: what the gateway keeps about it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.abc
+from mcp.server.connection import Connection
+from mcp.shared.dispatcher import DispatchContext
+
+from proxy.servers import ServerSpec
+from proxy.upstream import Backoff, Upstream
+
+__all__ = ["Session"]
+
+
+@dataclass(eq=False)
+class Session:
+    """One client session on one server."""
+
+    id: str
+    server: str
+    client: str
+    connection: Connection
+    spec: ServerSpec
+    init_params: Mapping[str, Any] | None = None
+    upstream: Upstream | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    inflight: dict[Any, DispatchContext[Any]] = field(default_factory=dict)
+    approved_tools: set[str] = field(default_factory=set)  # "allow for this session"
+    tool_names: tuple[str, ...] = ()  # every tool the upstream listed, hidden or not
+    started: float = field(default_factory=time.time)
+    task_group: anyio.abc.TaskGroup | None = None  # where the session's background work runs
