@@ -24,12 +24,40 @@ _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
 @dataclass
 class Locations:
-    """Positions (1-based line and column) of values in one JSON text."""
+    """Positions (1-based line and column) of values in one JSON text.
+
+    The text is walked on first use, not before: only error messages need positions,
+    and for a valid file of a thousand rules the walk would cost more than the rest of
+    loading it.
+    """
 
     text: str
-    values: dict[JsonPath, int] = field(default_factory=dict)
-    keys: dict[JsonPath, int] = field(default_factory=dict)
-    duplicates: list[tuple[JsonPath, int]] = field(default_factory=list)
+    _values: dict[JsonPath, int] = field(default_factory=dict)
+    _keys: dict[JsonPath, int] = field(default_factory=dict)
+    _duplicates: list[tuple[JsonPath, int]] = field(default_factory=list)
+    _walked: bool = False
+
+    def _walk(self) -> None:
+        if not self._walked:
+            self._walked = True
+            with contextlib.suppress(ValueError, IndexError):
+                _value(self.text, _skip(self.text, 0), (), self)
+
+    @property
+    def values(self) -> dict[JsonPath, int]:
+        self._walk()
+        return self._values
+
+    @property
+    def keys(self) -> dict[JsonPath, int]:
+        self._walk()
+        return self._keys
+
+    @property
+    def duplicates(self) -> list[tuple[JsonPath, int]]:
+        """Keys that appear twice in one object, with the offset of the second."""
+        self._walk()
+        return self._duplicates
 
     def line_col(self, path: JsonPath) -> tuple[int, int] | None:
         """The line and column of the value at ``path``, or of its nearest ancestor."""
@@ -51,15 +79,12 @@ class Locations:
 
 
 def locate(text: str) -> Locations:
-    """Record where every value of ``text`` starts.
+    """Where every value of ``text`` starts (found when first asked).
 
     ``text`` must already be valid JSON (parse it with ``json`` first); on text that is
     not, the result covers what could be walked.
     """
-    locs = Locations(text)
-    with contextlib.suppress(ValueError, IndexError):
-        _value(text, _skip(text, 0), (), locs)
-    return locs
+    return Locations(text)
 
 
 _NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
@@ -89,7 +114,7 @@ def _skip(text: str, pos: int) -> int:
 
 
 def _value(text: str, pos: int, path: JsonPath, locs: Locations) -> int:
-    locs.values.setdefault(path, pos)
+    locs._values.setdefault(path, pos)
     char = text[pos]
     if char == "{":
         return _object(text, pos + 1, path, locs)
@@ -119,9 +144,9 @@ def _object(text: str, pos: int, path: JsonPath, locs: Locations) -> int:
     while True:
         key_pos = pos
         key, pos = _string(text, pos)
-        locs.keys.setdefault((*path, key), key_pos)
+        locs._keys.setdefault((*path, key), key_pos)
         if key in seen:
-            locs.duplicates.append(((*path, key), key_pos))
+            locs._duplicates.append(((*path, key), key_pos))
         seen.add(key)
         pos = _skip(text, _skip(text, pos) + 1)  # past the colon
         pos = _skip(text, _value(text, pos, (*path, key), locs))

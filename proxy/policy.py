@@ -297,7 +297,17 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         message = f"nested more than {MAX_NESTING} levels deep"
         raise PolicyError(source, [PolicyIssue((), message, line, column)])
     try:
-        document = json.loads(text, parse_constant=_reject_constant)
+        duplicated = [False]
+
+        def pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            built = dict(pairs)
+            if len(built) != len(pairs):
+                duplicated[0] = True
+            return built
+
+        document = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=pairs_to_dict
+        )
     except json.JSONDecodeError as exc:
         issue = PolicyIssue((), f"not valid JSON: {exc.msg}", exc.lineno, exc.colno)
         raise PolicyError(source, [issue]) from None
@@ -306,7 +316,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     locs = locate(text)
     issues = [
         _issue(path, f"duplicate key {path[-1]!r}: JSON keeps only the last one", locs, at=offset)
-        for path, offset in locs.duplicates
+        for path, offset in (locs.duplicates if duplicated[0] else ())
     ]
     if not isinstance(document, dict):
         issues.append(_issue((), 'a policy is a JSON object: {"version": "1", ...}', locs))
