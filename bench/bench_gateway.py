@@ -101,7 +101,7 @@ def gateway(http_url: str) -> Any:
         deadline = time.monotonic() + 30
         while not (data / "run" / "gateway.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        yield env, token, port
+        yield env, token, port, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -163,14 +163,29 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
 
-async def compare(name: str, direct: Client, proxied: Client, calls: int, seconds: float) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def compare(
+    name: str, direct: Client, proxied: Client, *, calls: int, seconds: float, pid: int
+) -> None:
     async with direct, proxied:
         d, p = await latency(direct, proxied, calls)
         rates = {}
         for callers in (1, 16):
+            direct_rate = await throughput(direct, callers, seconds)
+            before, start = cpu_seconds(pid), time.perf_counter()
+            proxied_rate = await throughput(proxied, callers, seconds)
+            used = cpu_seconds(pid) - before
+            elapsed = time.perf_counter() - start
             rates[callers] = (
-                await throughput(direct, callers, seconds),
-                await throughput(proxied, callers, seconds),
+                direct_rate,
+                proxied_rate,
+                used / (proxied_rate * elapsed),
+                used / elapsed,
             )
     md, mp = statistics.median(d), statistics.median(p)
     print(
@@ -178,10 +193,11 @@ async def compare(name: str, direct: Client, proxied: Client, calls: int, second
         f"lockgate median {mp:6.2f} p99 {p99(p):6.2f} | added {mp - md:+.2f} ms "
         f"(x{mp / md:.2f})"
     )
-    for callers, (rd, rp) in rates.items():
+    for callers, (rd, rp, cpu_per_call, load) in rates.items():
         print(
             f"{name:<6} {callers:>2} caller{'s' if callers > 1 else ' '}  direct {rd:7.0f}/s | "
-            f"lockgate {rp:7.0f}/s | ratio {rp / rd:.2f}"
+            f"lockgate {rp:7.0f}/s | ratio {rp / rd:.2f} | gateway CPU "
+            f"{cpu_per_call * 1e6:4.0f} us/call ({load:.0%} of a core)"
         )
 
 
@@ -193,7 +209,7 @@ async def main() -> None:
     if not EVERYTHING.exists():
         sys.exit("server-everything is missing: run ./dev test once (npm ci in tests/servers)")
     print(f"{args.calls} echo calls per side, interleaved; python {sys.version.split()[0]}")
-    with everything_http() as url, gateway(url) as (env, token, port):
+    with everything_http() as url, gateway(url) as (env, token, port, pid):
         direct_stdio = Client(
             StdioServerParameters(command="node", args=[str(EVERYTHING), "stdio"]), mode="legacy"
         )
@@ -205,11 +221,13 @@ async def main() -> None:
             ),
             mode="legacy",
         )
-        await compare("stdio", direct_stdio, bridged, args.calls, args.seconds)
+        await compare(
+            "stdio", direct_stdio, bridged, calls=args.calls, seconds=args.seconds, pid=pid
+        )
         http_direct, direct = http_client(url)
         http_proxied, proxied = http_client(f"http://127.0.0.1:{port}/mcp/remote", token)
         async with http_direct, http_proxied:
-            await compare("http", direct, proxied, args.calls, args.seconds)
+            await compare("http", direct, proxied, calls=args.calls, seconds=args.seconds, pid=pid)
 
 
 if __name__ == "__main__":
