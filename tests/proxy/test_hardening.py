@@ -7,7 +7,6 @@ import json
 import socket
 import time
 
-import anyio
 import pytest
 
 from proxy.approvals import Answer, ApprovalBroker
@@ -24,12 +23,13 @@ from tests.proxy.test_gateway_faults import (  # noqa: F401 - http is a fixture
     headers,
     http,
 )
-from tests.proxy.test_local import Approver
+from tests.proxy.test_local import Approver, answered_call
 
 pytestmark = pytest.mark.slow
 
 
-async def test_only_json_true_approves_and_only_with_the_digest(live_gateway):
+def ask_for_get_sum(live_gateway) -> tuple[Paths, Approver]:
+    """get-sum needs a person; the policy is in force and an approver is attached."""
     live_gateway.write_policy(
         {
             "version": "1",
@@ -39,25 +39,27 @@ async def test_only_json_true_approves_and_only_with_the_digest(live_gateway):
     )
     paths = Paths(live_gateway.config_dir, live_gateway.data_dir)
     wait_for(lambda: control(paths, "status")["policy"]["rules"] == 1, 10, "the policy")
-    approver = Approver(paths)
+    return paths, Approver(paths)
+
+
+async def test_only_json_true_approves_and_only_with_the_digest(live_gateway):
+    paths, approver = ask_for_get_sum(live_gateway)
+
+    def answer_wrongly_then_refuse(pending: dict) -> None:
+        for bad in (
+            {"approve": "false", "digest": pending["digest"]},
+            {"approve": 1, "digest": pending["digest"]},
+            {"approve": True},
+        ):
+            with pytest.raises(ControlError):
+                control(paths, "answer", id=pending["id"], **bad)
+        control(paths, "answer", id=pending["id"], approve=False, digest=pending["digest"])
+
     async with live_gateway.client() as client:
-        results = []
-
-        async def call():
-            results.append(await client.call_tool("get-sum", {"a": 1, "b": 2}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call)
-            pending = await anyio.to_thread.run_sync(approver.next_pending)
-            for bad in (
-                {"approve": "false", "digest": pending["digest"]},
-                {"approve": 1, "digest": pending["digest"]},
-                {"approve": True},
-            ):
-                with pytest.raises(ControlError):
-                    control(paths, "answer", id=pending["id"], **bad)
-            control(paths, "answer", id=pending["id"], approve=False, digest=pending["digest"])
-        assert results[0].is_error
+        _, result = await answered_call(
+            client, "get-sum", {"a": 1, "b": 2}, approver, answer_wrongly_then_refuse
+        )
+    assert result.is_error
     assert calls_received(live_gateway, "get-sum") == []
 
 
@@ -116,28 +118,13 @@ def test_slow_peers_cannot_starve_the_local_socket(live_gateway):
 
 
 async def test_pausing_refuses_the_calls_waiting_for_a_person(live_gateway):
-    live_gateway.write_policy(
-        {
-            "version": "1",
-            "default": "allow",
-            "tools": {"get-sum": {"action": "ask", "approval": {"timeout": 20}}},
-        }
-    )
-    paths = Paths(live_gateway.config_dir, live_gateway.data_dir)
-    wait_for(lambda: control(paths, "status")["policy"]["rules"] == 1, 10, "the policy")
-    approver = Approver(paths)
+    paths, approver = ask_for_get_sum(live_gateway)
     async with live_gateway.client() as client:
-        results = []
-
-        async def call():
-            results.append(await client.call_tool("get-sum", {"a": 1, "b": 2}))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call)
-            await anyio.to_thread.run_sync(approver.next_pending)
-            control(paths, "pause")
-        assert results[0].is_error
-        assert "Lockgate was paused" in results[0].content[0].text
+        _, result = await answered_call(
+            client, "get-sum", {"a": 1, "b": 2}, approver, lambda _: control(paths, "pause")
+        )
+    assert result.is_error
+    assert "Lockgate was paused" in result.content[0].text
     control(paths, "resume")
     assert calls_received(live_gateway, "get-sum") == []
 
