@@ -1,13 +1,10 @@
-"""A stdio transport for upstream servers that writes what is ready in one go.
+"""A stdio server's process: started with its pipes, stopped with its whole tree.
 
-The SDK's ``stdio_client`` writes every message with its own system call. A pipe write
-that wakes the server costs far more than the bytes (on a busy 2-core machine about
-0.17 ms, the scheduler running the woken process first), and the gateway does it for
-every request of every concurrent caller. Here, messages that are ready together (16
-agents calling at once) leave in one write. Apart from that it does what
-``stdio_client`` does: the SDK's default environment plus the server's own, the child in
-its own process group, and on close: stdin closed, then SIGTERM, then SIGKILL, to the
-whole group (``npx`` servers are a tree of processes).
+It does what the SDK's ``stdio_client`` does around the process: the SDK's default
+environment plus the server's own, the child in its own process group, and on close:
+stdin closed, then SIGTERM, then SIGKILL, to the whole group (``npx`` servers are a tree
+of processes). It yields the raw pipes; :class:`proxy.pipelink.PipeLink` speaks JSON-RPC
+on them.
 """
 
 from __future__ import annotations
@@ -18,12 +15,10 @@ import os
 import shutil
 import signal
 from collections.abc import AsyncIterator
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
-import mcp_types as types
 from mcp.client.stdio import get_default_environment
-from mcp.shared.message import SessionMessage
 
 from proxy.runinfo import LINE_LIMIT
 from proxy.servers import StdioServer
@@ -34,9 +29,10 @@ _GRACE = 2.0  # seconds a server has to exit after each step of the shutdown
 
 
 @contextlib.asynccontextmanager
-async def stdio_pipes(spec: StdioServer, errlog: TextIO) -> AsyncIterator[tuple[Any, Any]]:
-    """Start ``spec`` and yield (read stream, write stream) of SessionMessage, as the
-    SDK's client transports do.
+async def stdio_pipes(
+    spec: StdioServer, errlog: TextIO
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """Start ``spec`` and yield its stdout and stdin.
 
     Raises:
         OSError: the server cannot be started.
@@ -55,51 +51,11 @@ async def stdio_pipes(spec: StdioServer, errlog: TextIO) -> AsyncIterator[tuple[
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
-    stdin, stdout = proc.stdin, proc.stdout
-    to_session, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-    write_stream, from_session = anyio.create_memory_object_stream[SessionMessage](64)
-
-    async def read() -> None:
-        async with to_session:
-            with contextlib.suppress(ConnectionError, ValueError):
-                while line := await stdout.readline():
-                    if not line.strip():
-                        continue
-                    try:
-                        message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-                    except ValueError as exc:
-                        await to_session.send(exc)  # the dispatcher skips it, as the SDK's does
-                        continue
-                    await to_session.send(SessionMessage(message))
-
-    async def write() -> None:
-        async with from_session:
-            with contextlib.suppress(ConnectionError, anyio.EndOfStream, anyio.ClosedResourceError):
-                while True:
-                    batch = [await from_session.receive()]
-                    while True:  # everything else already waiting goes in the same write
-                        try:
-                            batch.append(from_session.receive_nowait())
-                        except anyio.WouldBlock:
-                            break
-                    stdin.write(b"".join(_line(m) for m in batch))
-                    await stdin.drain()
-
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read)
-            tg.start_soon(write)
-            try:
-                yield read_stream, write_stream
-            finally:
-                tg.cancel_scope.cancel()
+        yield proc.stdout, proc.stdin
     finally:
         with anyio.CancelScope(shield=True):
             await _stop(proc)
-
-
-def _line(message: SessionMessage) -> bytes:
-    return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -124,11 +124,18 @@ class Gateway(ToolCalls):
             errlog.close()
         self._errlogs.clear()
 
-    def build_server(self, *, server: str | None = None, client: str | None = None) -> Server[Any]:
+    def build_server(
+        self,
+        *,
+        server: str | None = None,
+        client: str | None = None,
+        on_session: Callable[[Session], None] | None = None,
+    ) -> Server[Any]:
         """An SDK ``Server`` whose sessions this gateway serves.
 
         ``server``/``client`` fix the session's server and client (the local socket front
         door knows both up front); on HTTP they come from the path and the token.
+        ``on_session`` hears of each session once its ``initialize`` has succeeded.
         """
 
         @contextlib.asynccontextmanager
@@ -140,7 +147,10 @@ class Gateway(ToolCalls):
         sdk_server: Server[Any] = Server("lockgate", lifespan=lifespan)
 
         async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
-            return await self._handle(ctx, call_next, server, client)
+            result = await self._handle(ctx, call_next, server, client)
+            if on_session is not None and ctx.method == "initialize":
+                on_session(connection_of(ctx).state["lockgate"])
+            return result
 
         sdk_server.middleware = [middleware]  # replaces the SDK's default (OpenTelemetry)
         return sdk_server
@@ -166,18 +176,25 @@ class Gateway(ToolCalls):
         fixed_server: str | None,
         fixed_client: str | None,
     ) -> Any:
-        try:
+        with _as_protocol_errors(ctx.method):
             return await self._route(ctx, call_next, fixed_server, fixed_client)
-        except MCPError:
-            raise
-        except UpstreamUnavailable as exc:
-            raise MCPError(code=UPSTREAM_ERROR, message=str(exc)) from None
-        except Exception:
-            # Never leak a traceback's text to the client; the log has it.
-            log.exception("error handling %s", ctx.method)
-            raise MCPError(
-                code=INTERNAL_ERROR, message="Lockgate failed to handle this request (see its log)"
-            ) from None
+
+    async def call_tool(self, session: Session, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``tools/call`` of ``session`` that reached the gateway without the SDK's server
+        (the local front door's fast lane, :mod:`proxy.fastlane`): decided, sent on the
+        session's upstream (restarted if it went down), audited. The call carries no
+        progress token.
+
+        Raises:
+            MCPError: the JSON-RPC error the client gets, whatever went wrong.
+        """
+
+        async def send(forwarded: Mapping[str, Any]) -> dict[str, Any]:
+            upstream = await self._live_upstream(session)
+            return await upstream.request("tools/call", forwarded)
+
+        with _as_protocol_errors("tools/call"):
+            return await self.decide_and_send(session, params, send)
 
     async def _route(
         self,
@@ -206,6 +223,8 @@ class Gateway(ToolCalls):
             ) != (session.server, session.client):
                 return None  # not this session's client: nothing of theirs goes upstream
             await session.upstream.notify(method, params)
+            if method == "notifications/initialized":
+                session.initialized = True
             return None
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             # The SDK serves the 2026-07-28 era sessionless, one request at a time: no
@@ -234,7 +253,7 @@ class Gateway(ToolCalls):
             return {}
         if method == "tools/call":  # decided first: a blocked call needs no server
             return await self._tool_call(ctx, session, params or {})
-        upstream = await self._live_upstream(ctx, session)
+        upstream = await self._live_upstream(session)
         result = await self._forward(ctx, session, upstream, method, params)
         if method == "tools/list":
             result = self._hide_tools(session, result)
@@ -297,7 +316,7 @@ class Gateway(ToolCalls):
             self.transport_owners[connection.session_id] = client
         connection.exit_stack.push_async_callback(self._end_session, session)
         self.sessions[session.id] = session
-        upstream = await self._start_upstream(ctx, session)
+        upstream = await self._start_upstream(session)
         try:
             return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
         except MCPError as exc:
@@ -309,12 +328,10 @@ class Gateway(ToolCalls):
         await upstream.aclose()
         assert isinstance(session.spec, HttpServer)
         session.spec = replace(session.spec, sse=True)
-        upstream = await self._start_upstream(ctx, session)
+        upstream = await self._start_upstream(session)
         return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
 
-    async def _start_upstream(
-        self, ctx: ServerRequestContext[Any, Any], session: Session
-    ) -> Upstream:
+    async def _start_upstream(self, session: Session) -> Upstream:
         try:
             spec = resolve_secrets(session.spec, self.secrets)
         except SecretError as exc:
@@ -333,7 +350,8 @@ class Gateway(ToolCalls):
             errlog=self._errlog(session.server),
             secrets=tuple(secret_values(session.spec, spec)),
         )
-        tg: anyio.abc.TaskGroup = ctx.lifespan_context["tg"]
+        tg = session.task_group
+        assert tg is not None
         session.backoff.started()
         try:
             await tg.start(upstream.supervise)
@@ -363,9 +381,7 @@ class Gateway(ToolCalls):
             )
         )
 
-    async def _live_upstream(
-        self, ctx: ServerRequestContext[Any, Any], session: Session
-    ) -> Upstream:
+    async def _live_upstream(self, session: Session) -> Upstream:
         """The session's upstream, restarted (with backoff) if it went down."""
         upstream = session.upstream
         if upstream is not None and not upstream.dead.is_set():
@@ -378,7 +394,7 @@ class Gateway(ToolCalls):
                 f"{math.ceil(wait)} s, on the next request after that"
             )
         log.info("restarting server %s for session %s", session.server, session.id)
-        upstream = await self._start_upstream(ctx, session)
+        upstream = await self._start_upstream(session)
         # The new process has no session: replay the client's handshake.
         await upstream.request("initialize", session.init_params, _INIT_OPTIONS)
         await upstream.notify("notifications/initialized", None)
@@ -470,6 +486,23 @@ class Gateway(ToolCalls):
             await session.connection.notify("notifications/tools/list_changed", None)
         except Exception:  # the client may be gone; its session ends on its own
             log.warning("could not tell session %s its tools changed", session.id, exc_info=True)
+
+
+@contextlib.contextmanager
+def _as_protocol_errors(method: str) -> Iterator[None]:
+    """Whatever goes wrong handling a request leaves as a JSON-RPC error (MCPError)."""
+    try:
+        yield
+    except MCPError:
+        raise
+    except UpstreamUnavailable as exc:
+        raise MCPError(code=UPSTREAM_ERROR, message=str(exc)) from None
+    except Exception:
+        # Never leak a traceback's text to the client; the log has it.
+        log.exception("error handling %s", method)
+        raise MCPError(
+            code=INTERNAL_ERROR, message="Lockgate failed to handle this request (see its log)"
+        ) from None
 
 
 def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:

@@ -37,6 +37,7 @@ from mcp.shared.message import SessionMessage
 
 from proxy.approvals import PendingApproval, Remember
 from proxy.events import ApprovalAnswered, ApprovalPending, Event
+from proxy.fastlane import FastLane
 from proxy.gateway import Gateway
 from proxy.runinfo import LINE_LIMIT
 from proxy.tokens import valid_client_name
@@ -305,14 +306,17 @@ class LocalServer:
         outgoing: asyncio.StreamWriter,
         bridge: asyncio.StreamReader | None,
     ) -> None:
-        sdk_server = self._gateway.build_server(server=server, client=client)
+        lane = FastLane(self._gateway, outgoing)
+        sdk_server = self._gateway.build_server(
+            server=server, client=client, on_session=lane.attach
+        )
         to_session, from_client = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         to_client, from_session = anyio.create_memory_object_stream[SessionMessage](64)
 
         async def client_to_session() -> None:
             async with to_session:
                 while line := await incoming.readline():
-                    if not line.strip():
+                    if not line.strip() or lane.take(line):
                         continue
                     try:
                         message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
@@ -320,6 +324,7 @@ class LocalServer:
                         await to_session.send(exc)
                         continue
                     await to_session.send(SessionMessage(message))
+            lane.cancel_all()  # the client has gone: nobody waits for these answers
 
         async def session_to_client() -> None:
             async with from_session:
@@ -343,7 +348,11 @@ class LocalServer:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(bridge_gone)
-            await serve_loop(sdk_server, from_client, to_client, lifespan_state=state)
+            try:
+                await serve_loop(sdk_server, from_client, to_client, lifespan_state=state)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await lane.aclose()  # before the session's task group goes
             tg.cancel_scope.cancel()
 
     # -- control -----------------------------------------------------------------------

@@ -34,3 +34,6 @@ class Session:
     tool_names: tuple[str, ...] = ()  # every tool the upstream listed, hidden or not
     started: float = field(default_factory=time.time)
     task_group: anyio.abc.TaskGroup | None = None  # where the session's background work runs
+    # the client's notifications/initialized is on its way upstream: what the client sends
+    # from now on may overtake nothing that a server needs first
+    initialized: bool = False

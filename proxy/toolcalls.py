@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,13 +28,16 @@ from proxy.events import CallDecided, CallFinished, CallStarted, EventBus
 from proxy.session import Session
 from proxy.upstream import Upstream, UpstreamUnavailable
 
-__all__ = ["INTERNAL_ERROR", "INVALID_PARAMS", "UPSTREAM_ERROR", "ToolCalls"]
+__all__ = ["INTERNAL_ERROR", "INVALID_PARAMS", "UPSTREAM_ERROR", "Send", "ToolCalls"]
 
 log = logging.getLogger("proxy.gateway")
 
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 UPSTREAM_ERROR = -32000  # the SDK's "Connection closed"; used for "server unavailable" too
+
+# Sends an allowed call's params upstream and returns the server's result.
+Send = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class ToolCalls:
@@ -50,9 +53,7 @@ class ToolCalls:
     _clock: Callable[[], float]
     _monotonic: Callable[[], float]
 
-    async def _live_upstream(
-        self, ctx: ServerRequestContext[Any, Any], session: Session
-    ) -> Upstream:
+    async def _live_upstream(self, session: Session) -> Upstream:
         raise NotImplementedError
 
     async def _forward(
@@ -71,17 +72,33 @@ class ToolCalls:
         session: Session,
         params: Mapping[str, Any],
     ) -> dict[str, Any]:
+        async def send(forwarded: Mapping[str, Any]) -> dict[str, Any]:
+            upstream = await self._live_upstream(session)
+            return await self._forward(ctx, session, upstream, "tools/call", forwarded)
+
+        return await self.decide_and_send(session, params, send)
+
+    async def decide_and_send(
+        self, session: Session, params: Mapping[str, Any], send: Send
+    ) -> dict[str, Any]:
+        """Decide the call ``params`` of ``session``; if it may go, ``send`` it upstream.
+
+        Returns the result for the client (the server's, or a blocked call's ``isError``
+        result); the record is in the audit log by then.
+
+        Raises:
+            MCPError: the answer is a JSON-RPC error (malformed call, hidden tool, server
+                down, audit log failing).
+            UpstreamUnavailable: the server could not be started.
+        """
         self._calls_in_flight += 1
         try:
-            return await self._decide_and_forward(ctx, session, params)
+            return await self._decide_and_forward(session, params, send)
         finally:
             self._calls_in_flight -= 1
 
     async def _decide_and_forward(
-        self,
-        ctx: ServerRequestContext[Any, Any],
-        session: Session,
-        params: Mapping[str, Any],
+        self, session: Session, params: Mapping[str, Any], send: Send
     ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str) or not name:
@@ -129,8 +146,7 @@ class ToolCalls:
             return result
 
         try:
-            upstream = await self._live_upstream(ctx, session)
-            result = await self._forward(ctx, session, upstream, "tools/call", params)
+            result = await send(params)
         except MCPError as exc:
             down = exc.error.code == UPSTREAM_ERROR
             message = (

@@ -1,7 +1,8 @@
 """One connection to a real MCP server, for one client session.
 
-The connection is a ``JSONRPCDispatcher`` over the SDK's stdio or HTTP client transport,
-pumping JSON objects (the SDK's typed models would drop fields they do not know). It runs
+The connection pumps JSON objects (the SDK's typed models would drop fields they do not
+know): a stdio server through :class:`proxy.pipelink.PipeLink`, a remote one through the
+SDK's ``JSONRPCDispatcher`` over its streamable HTTP or SSE client transport. It runs
 in a supervisor task inside the gateway's task group, because anyio requires the task that
 entered a transport's context to leave it. The client session's exit stack stops it.
 
@@ -13,21 +14,23 @@ during which a new call would fail again).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol, TextIO
 
 import anyio
 import anyio.abc
 import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.dispatcher import CallOptions, DispatchContext
+from mcp.shared.dispatcher import CallOptions
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
 from proxy._pipes import stdio_pipes
+from proxy.pipelink import PipeLink
 from proxy.servers import HttpServer, ServerSpec, StdioServer
 
 __all__ = ["Backoff", "OnNotify", "OnRequest", "Upstream", "UpstreamUnavailable"]
@@ -96,7 +99,7 @@ class Upstream:
         self._on_request = on_request
         self._on_notify = on_notify
         self._errlog = errlog
-        self._dispatcher: JSONRPCDispatcher[Any] | None = None
+        self._dispatcher: _Peer | None = None
         self._scope = anyio.CancelScope()
         self.dead = anyio.Event()
         self.exit_reason: str | None = None
@@ -106,17 +109,19 @@ class Upstream:
     def name(self) -> str:
         return self.spec.name
 
-    def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
+    def _connect(self) -> contextlib.AbstractAsyncContextManager[_Peer]:
         spec = self.spec
         if isinstance(spec, StdioServer):
-            return stdio_pipes(spec, self._errlog)
+            return _pipe_link(stdio_pipes(spec, self._errlog))
         assert isinstance(spec, HttpServer)
         if spec.sse:
-            return sse_client(spec.url, headers=dict(spec.headers))
+            return _dispatcher(sse_client(spec.url, headers=dict(spec.headers)))
         client = httpx2.AsyncClient(
             headers=dict(spec.headers), timeout=httpx2.Timeout(30, read=300)
         )
-        return _closing_client(client, streamable_http_client(spec.url, http_client=client))
+        return _dispatcher(
+            _closing_client(client, streamable_http_client(spec.url, http_client=client))
+        )
 
     async def supervise(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Run the connection until it ends or :meth:`aclose`; reports started once the
@@ -124,8 +129,7 @@ class Upstream:
         started = False
         try:
             with self._scope:
-                async with self._transport() as streams:
-                    dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(streams[0], streams[1])
+                async with self._connect() as dispatcher:
                     self._dispatcher = dispatcher
                     async with anyio.create_task_group() as tg:
                         await tg.start(dispatcher.run, self._handle_request, self._handle_notify)
@@ -183,17 +187,55 @@ class Upstream:
             await dispatcher.notify(method, params)
 
     async def _handle_request(
-        self, _ctx: DispatchContext[Any], method: str, params: Mapping[str, Any] | None
+        self, _ctx: object, method: str, params: Mapping[str, Any] | None
     ) -> dict[str, Any]:
         if method == "ping":
             return {}
         return await self._on_request(method, params)
 
     async def _handle_notify(
-        self, _ctx: DispatchContext[Any], method: str, params: Mapping[str, Any] | None
+        self, _ctx: object, method: str, params: Mapping[str, Any] | None
     ) -> None:
         if method not in _HANDLED_BY_DISPATCHER:
             await self._on_notify(method, params)
+
+
+class _Peer(Protocol):
+    """What the connection needs of its JSON-RPC engine (PipeLink or JSONRPCDispatcher)."""
+
+    async def run(
+        self,
+        on_request: Any,
+        on_notify: Any,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = ...,
+    ) -> None: ...
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]: ...
+
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def _pipe_link(
+    pipes: contextlib.AbstractAsyncContextManager[
+        tuple[asyncio.StreamReader, asyncio.StreamWriter]
+    ],
+) -> AsyncIterator[_Peer]:
+    async with pipes as (reader, writer):
+        yield PipeLink(reader, writer)
+
+
+@contextlib.asynccontextmanager
+async def _dispatcher(
+    transport: contextlib.AbstractAsyncContextManager[Any],
+) -> AsyncIterator[_Peer]:
+    async with transport as streams:
+        yield JSONRPCDispatcher(streams[0], streams[1])
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,9 @@
 It answers the handshake and lists three tools; then:
 - ``garbage``: writes a line that is not JSON, then answers properly;
 - ``exit``: exits at once, mid-call (the process dies with the call in flight);
+- ``not-an-object``: answers with a result that is a list, not an object;
+- ``string-id``: answers with its request id as a string ("7" for 7);
+- ``silent``: never answers;
 - ``echo``: answers normally.
 """
 
@@ -17,7 +20,7 @@ TOOLS = [
         "description": f"{name} on purpose",
         "inputSchema": {"type": "object", "properties": {}},
     }
-    for name in ("garbage", "exit", "echo")
+    for name in ("garbage", "exit", "not-an-object", "string-id", "silent", "echo")
 ]
 
 
@@ -50,6 +53,13 @@ def main() -> None:
             name = message["params"]["name"]
             if name == "exit":
                 sys.exit(3)
+            if name == "silent":
+                continue
+            if name == "not-an-object":
+                send({"jsonrpc": "2.0", "id": ident, "result": [1, 2]})
+                continue
+            if name == "string-id":
+                ident = str(ident)
             if name == "garbage":
                 sys.stdout.write("this is not JSON {{{\n")
                 sys.stdout.flush()
