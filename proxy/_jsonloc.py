@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["JsonPath", "Locations", "format_path", "locate", "nesting_beyond"]
+__all__ = ["JsonPath", "Locations", "format_path", "locate", "nesting_beyond", "value_end"]
 
 JsonPath = tuple[str | int, ...]
 
@@ -106,6 +106,11 @@ def nesting_beyond(text: str, limit: int) -> int | None:
         elif bracket in "]}":
             depth -= 1
     return None
+
+
+def value_end(text: str, start: int) -> int:
+    """Just past the end of the JSON value that starts at ``start`` of valid ``text``."""
+    return _value(text, start, (), Locations(text, _walked=True))
 
 
 def _skip(text: str, pos: int) -> int:
