@@ -14,7 +14,7 @@ import logging
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"lockgate {_version()}")
+    parser.add_argument(
+        "--port",
+        dest="app_port",
+        metavar="PORT",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"with no command: the app's gateway port on 127.0.0.1 (default {DEFAULT_PORT})",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     policy = commands.add_parser("policy", help="check and explain policy.json", parents=[common])
@@ -226,10 +234,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+def main(
+    argv: Sequence[str] | None = None, *, app: Callable[[Paths, int], int] | None = None
+) -> int:
+    """Run the command line; returns the exit code.
+
+    ``app`` runs the tray app when no command is given (``desktop.launcher`` passes it:
+    this module never imports the GUI); without it, no command prints the status.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command is None and app is not None:
+        paths = resolve_paths(getattr(args, "config_dir", None), getattr(args, "data_dir", None))
+        return app(paths, args.app_port)
     paths = resolve_paths(getattr(args, "config_dir", None), getattr(args, "data_dir", None))
     try:
         if args.command == "policy":
@@ -737,8 +754,8 @@ def _status(paths: Paths, out: TextIO) -> int:
         print(f"policy: {origin}: {len(policy.rules)} rules, default {policy.default}", file=out)
         code = 0
     print(
-        "\nThe tray app and the gateway are not built yet; see `lockgate --help` for what "
-        "works today.",
+        "\nThe tray app starts with `lockgate` alone; `lockgate serve` runs the gateway "
+        "without it. See `lockgate --help`.",
         file=out,
     )
     return code

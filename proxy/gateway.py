@@ -47,6 +47,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from proxy._sdk import connection_of, request_channel_of
 from proxy.approvals import ApprovalBroker
 from proxy.audit import AuditLog
+from proxy.catalog import ServerTools, list_all_tools
 from proxy.decide import Enforcer
 from proxy.events import (
     EventBus,
@@ -60,7 +61,7 @@ from proxy.secrets import SecretError, SecretStore
 from proxy.servers import HttpServer, ServerSpec, resolve_secrets, secret_values
 from proxy.session import Session
 from proxy.toolcalls import INTERNAL_ERROR, INVALID_PARAMS, UPSTREAM_ERROR, ToolCalls
-from proxy.upstream import Upstream, UpstreamUnavailable
+from proxy.upstream import Backoff, Upstream, UpstreamUnavailable
 
 __all__ = ["Gateway", "Session"]  # Session is re-exported from proxy.session
 
@@ -166,6 +167,23 @@ class Gateway(ToolCalls):
         if self.paused:
             self.paused = False
             self.bus.emit(PauseChanged(self._clock(), False))
+
+    async def list_tools(self) -> dict[str, ServerTools]:
+        """Every server's tools, asked of each server on a connection of its own."""
+        return await list_all_tools(self.servers, self.secrets, self._errlog)
+
+    async def restart_server(self, server: str) -> int:
+        """Stop every connection to ``server``; each starts again on its session's next
+        request, at once (the backoff is forgotten). Returns how many were stopped."""
+        stopped = 0
+        for session in list(self.sessions.values()):
+            if session.server == server and session.upstream is not None:
+                upstream = session.upstream
+                session.backoff = Backoff()
+                if not upstream.dead.is_set():
+                    await upstream.aclose()
+                    stopped += 1
+        return stopped
 
     # -- every message ----------------------------------------------------------------
 

@@ -38,6 +38,8 @@ __all__ = ["DEFAULT_PORT", "serve"]
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_GRACE = 3  # seconds
+
 
 async def serve(
     paths: Paths,
@@ -77,8 +79,16 @@ async def serve(
         local = LocalServer(gateway, socket_path_for(paths.run_dir))
         await local.start()
         sock = _bind_loopback(port)
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-        server = _Server(config)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            # Calls in flight get this long to finish; then they are cancelled (and logged
+            # so). Without it, an agent's open event stream would hold the exit forever.
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        )
+        server = _Server(config, gateway)
         if handle_signals:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -125,14 +135,21 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self._gateway = gateway
+
     def request_exit(self) -> None:
+        # Calls waiting for a person are answered now (refused), not left to the
+        # shutdown's grace period, which would cut them off without an answer.
+        self._gateway.approvals.cancel_all("Lockgate is shutting down")
         self.should_exit = True
 
 
-async def _stop_when(stop: asyncio.Event, server: uvicorn.Server) -> None:
+async def _stop_when(stop: asyncio.Event, server: _Server) -> None:
     """Stop as SIGTERM would (the tray app's Quit sets ``stop``)."""
     await stop.wait()
-    server.should_exit = True
+    server.request_exit()
 
 
 def _bind_loopback(port: int) -> socket.socket:

@@ -1,0 +1,505 @@
+"""The tray app: the gateway in-process, its events in the window, the person's answers
+back to it.
+
+:class:`LockgateApp` owns everything and wires it: the :class:`GatewayHost` (the gateway
+on its worker thread), the :class:`EventPump` (the one crossing), the models, the main
+window, the approval prompt and the tray. Rule clicks become edits of policy.json (on a
+worker thread) that the gateway's watcher loads like a hand edit.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtGui import QCloseEvent, QIcon, QPixmap
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.approvals import Answer, ApprovalPrompt, ApprovalsPanel, PendingApprovals
+from desktop.calls import CallsModel
+from desktop.host import EventPump, GatewayHost, HostFailed, HostReady, HostStopped
+from desktop.liveview import LiveView
+from desktop.policyview import PolicyView
+from desktop.serversview import ServersModel, ServersView
+from desktop.toolsview import ToolsModel, ToolsView
+from desktop.tray import AppState, Tray, icon_for
+from proxy._atomic import write_atomic
+from proxy.approvals import Remember
+from proxy.audit import CallRecord
+from proxy.catalog import ServerTools
+from proxy.events import (
+    ApprovalPending,
+    CallDecided,
+    PauseChanged,
+    PolicyRejected,
+    PolicyReloaded,
+)
+from proxy.paths import Paths
+from proxy.policy import Policy
+from proxy.policyedit import PolicyEditError, edit_rule
+from proxy.runinfo import DEFAULT_PORT
+from proxy.servers import ServerSpec
+
+__all__ = ["LockgateApp", "MainWindow", "run_app"]
+
+log = logging.getLogger(__name__)
+
+TABS = ("Live calls", "Approvals", "Tools & rules", "Servers", "Policy")
+
+
+class MainWindow(QMainWindow):
+    """The window: a banner for what needs attention, then one tab per view."""
+
+    def __init__(self, app: LockgateApp) -> None:
+        super().__init__()
+        self._app = app
+        self.setWindowTitle("Lockgate")
+        self.setWindowIcon(icon_for(AppState(running=True)))
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.setVisible(False)
+        self.pause_button = QPushButton("Pause all tool calls")
+        self.pause_button.setObjectName("pause")
+        self.pause_button.clicked.connect(app.toggle_pause)
+        self.status_text = QLabel("Starting the gateway…")
+        self.status_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        top = QHBoxLayout()
+        top.addWidget(self.status_text, 1)
+        top.addWidget(self.pause_button)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(app.live, TABS[0])
+        self.tabs.addTab(app.approvals_tab, TABS[1])
+        self.tabs.addTab(app.tools_view, TABS[2].replace("&", "&&"))
+        self.tabs.addTab(app.servers_view, TABS[3])
+        self.tabs.addTab(app.policy_view, TABS[4])
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addLayout(top)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self.resize(1180, 720)
+
+    def show_tab(self, name: str) -> None:
+        self.tabs.setCurrentIndex(TABS.index(name))
+        self.present()
+
+    def present(self) -> None:
+        self.show()
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.raise_()
+        self.activateWindow()
+
+    def show_state(self, state: AppState, url: str | None) -> None:
+        self.pause_button.setText("Resume tool calls" if state.paused else "Pause all tool calls")
+        self.pause_button.setEnabled(state.running)
+        self.tabs.setTabText(1, f"Approvals ({state.pending})" if state.pending else TABS[1])
+        if state.running and url:
+            self.status_text.setText(
+                f"Gateway on <code>{url}SERVER</code> (HTTP) and <code>lockgate connect "
+                "SERVER</code> (stdio)"
+            )
+        problems = []
+        style = "background: #fdecea; color: #8e0000;"
+        if state.failure:
+            problems.append(f"The gateway is not running: {state.failure}")
+        elif state.paused:
+            problems.append("Paused: every tool call is denied until you resume.")
+            style = "background: #eceff1; color: #37474f;"
+        if state.policy_error:
+            problems.append(
+                "policy.json has errors; the last good policy is in force (see the Policy tab)."
+            )
+        if state.servers_down:
+            problems.append(f"{state.servers_down} server(s) down (see the Servers tab).")
+        self.banner.setText("  ".join(problems))
+        self.banner.setStyleSheet(f"QLabel#banner {{ {style} padding: 6px; border-radius: 4px; }}")
+        self.banner.setVisible(bool(problems))
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self._app.tray.available:
+            event.ignore()
+            self.hide()  # the app lives on in the tray
+        else:
+            event.accept()
+            self._app.quit()
+
+
+class LockgateApp(QObject):
+    """Everything the tray app is, wired together."""
+
+    def __init__(self, paths: Paths, *, port: int = DEFAULT_PORT, tray_poll_ms: int = 5000) -> None:
+        super().__init__()
+        self.paths = paths
+        self.host = GatewayHost(paths, port=port)
+        self.pump = EventPump(self.host, parent=self)
+        self.calls = CallsModel(parent=self)
+        self.tools = ToolsModel(parent=self)
+        self.servers = ServersModel(parent=self)
+        self.pending = PendingApprovals(self.tools.risk, parent=self)
+        self.live = LiveView(self.calls, self.set_rule, self.load_older)
+        self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
+        self.tools_view = ToolsView(self.tools, self.set_rule, self.remove_rule, self.list_tools)
+        self.servers_view = ServersView(self.servers, self.restart_server)
+        self.policy_view = PolicyView(paths.policy_file, self.create_policy)
+        self.tray = Tray(self, poll_ms=tray_poll_ms)
+        self.window = MainWindow(self)
+        self.prompt = ApprovalPrompt(self.pending, self.answer)
+        self.state = AppState()
+        self.policy: Policy | None = None
+        self._stopped = False
+        self.tray.open_window.connect(self.window.present)
+        self.tray.open_approvals.connect(lambda: self.window.show_tab("Approvals"))
+        self.tray.toggle_pause.connect(self.toggle_pause)
+        self.tray.quit.connect(self.quit)
+        self.pump.batch.connect(self._batch)
+        self._tray_was_available = self.tray.available
+
+    # -- life -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.host.start()
+        if not self.tray.available:
+            self.window.present()  # no tray to live in: the window is the app
+
+    def close(self) -> None:
+        """Stop the gateway cleanly: pending approvals refused, calls in flight answered
+        or cancelled, the audit log complete. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.prompt.hide()
+        self.tray.hide()
+        self.host.stop()
+        self.pump.pump()  # the last news (calls finished, stopped) into the models
+        self.pump.stop()
+
+    def quit(self) -> None:
+        """:meth:`close`, then leave the Qt event loop."""
+        self.close()
+        app = QApplication.instance()
+        if app is not None:
+            app.quit()
+
+    # -- the gateway's news -----------------------------------------------------------
+
+    def _batch(self, events: list[object]) -> None:
+        self.calls.apply(events)
+        self.pending.apply(events)
+        self.servers.apply(events)
+        blocked: list[str] = []
+        state = self.state
+        for event in events:
+            if isinstance(event, HostReady):
+                state = _with(state, running=True, failure=None)
+                self._ready()
+            elif isinstance(event, HostFailed):
+                state = _with(state, running=False, failure=event.message)
+                self.window.present()
+            elif isinstance(event, HostStopped):
+                state = _with(state, running=False)
+                self.pending.reset()
+            elif isinstance(event, PauseChanged):
+                state = _with(state, paused=event.paused)
+            elif isinstance(event, PolicyReloaded):
+                state = _with(state, policy_error=None)
+                if state.running:  # before that, HostReady fetches it
+                    self._fetch_policy()
+            elif isinstance(event, PolicyRejected):
+                state = _with(state, policy_error=event.message)
+                self.policy_view.show_state(None, event.message, exists=True)
+            elif isinstance(event, CallDecided) and event.decision in ("denied", "refused"):
+                index = self.calls.index_of(event.call_id)
+                if index is not None:
+                    row = self.calls.row(index)
+                    blocked.append(f"{row.server}/{row.tool}: {event.reason[:80]}")
+            elif isinstance(event, ApprovalPending):
+                self.tray.notify(
+                    "Lockgate: approval needed",
+                    f"{event.client} wants {event.server}/{event.tool}",
+                )
+        if blocked:
+            self.tray.blocked(blocked[-8:], self._show_blocked)
+        state = _with(state, pending=len(self.pending), servers_down=self.servers.down_count())
+        self._show(state)
+        self.live.refresh()
+        if self.tray.available and not self._tray_was_available:
+            self._tray_was_available = True  # a tray appeared: the app can live there
+
+    def _show(self, state: AppState) -> None:
+        self.state = state
+        self.tray.update(state)
+        self.window.show_state(state, self.host.info.url if self.host.info else None)
+
+    def _ready(self) -> None:
+        def servers(gateway: Any) -> dict[str, ServerSpec]:
+            return dict(gateway.servers)
+
+        def got_servers(future: concurrent.futures.Future[dict[str, ServerSpec]]) -> None:
+            if _ok(future):
+                self.servers.set_servers(future.result())
+
+        def got_paused(future: concurrent.futures.Future[bool]) -> None:
+            if _ok(future):
+                self._show(_with(self.state, paused=future.result()))
+
+        self.host.call(servers, got_servers)
+        self._fetch_policy()
+        self.list_tools()
+        self.host.call(lambda g: g.paused, got_paused)
+
+    def _fetch_policy(self) -> None:
+        def got(future: concurrent.futures.Future[tuple[Policy, str | None]]) -> None:
+            if not _ok(future):
+                return
+            policy, error = future.result()
+            self.policy = policy
+            self.tools.set_policy(policy)
+            where = policy.source or "the built-in policy"
+            summary = f"{len(policy.rules)} rules, default {policy.default.value} (from {where})"
+            self.policy_view.show_state(summary, error, exists=self.paths.policy_file.exists())
+            self._show(_with(self.state, policy_error=error))
+
+        def read(gateway: Any) -> tuple[Policy, str | None]:
+            store = gateway.policy_store
+            return store.policy, (str(store.error) if store.error else None)
+
+        self.host.call(read, got)
+
+    # -- what the person does ---------------------------------------------------------
+
+    def toggle_pause(self) -> None:
+        def flip(gateway: Any) -> None:
+            if gateway.paused:
+                gateway.resume()
+            else:
+                gateway.pause()
+
+        self.host.call(flip)
+
+    def answer(self, answer: Answer) -> None:
+        pending = self.pending.items.get(answer.approval_id)
+
+        def send(gateway: Any) -> bool:
+            return bool(
+                gateway.approvals.answer(
+                    answer.approval_id,
+                    answer.approve,
+                    reason=answer.reason,
+                    remember=answer.remember,
+                    digest=answer.digest,
+                )
+            )
+
+        def done(future: concurrent.futures.Future[bool]) -> None:
+            if not (_ok(future) and future.result()):
+                self.window.statusBar().showMessage(
+                    "That call was no longer waiting (answered, timed out or cancelled).", 8000
+                )
+
+        self.host.call(send, done)
+        if answer.approve and answer.remember is Remember.ALWAYS and pending is not None:
+            self.set_rule(pending.server, pending.tool, {"action": "allow", "hide": None})
+
+    def set_rule(self, server: str, tool: str, changes: dict[str, Any]) -> None:
+        """Write the rule for server/tool into policy.json (on a worker thread)."""
+        pattern = f"{server}/{tool}"
+        path = self.paths.policy_file
+
+        def done(future: concurrent.futures.Future[bytes]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                message = f"Saved the rule for {pattern}; it is in force for the next call."
+            elif isinstance(error, PolicyEditError):
+                message = f"Could not change the rule for {pattern}: {error}"
+            else:
+                raise error
+            self.window.statusBar().showMessage(message.splitlines()[0], 10000)
+            self.tools_view.editor.status.setText(message)
+
+        self.host.blocking(lambda: edit_rule(path, pattern, changes), done)
+
+    def remove_rule(self, server: str, tool: str) -> None:
+        path, pattern = self.paths.policy_file, f"{server}/{tool}"
+
+        def done(future: concurrent.futures.Future[bytes]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            message = f"Removed the rule for {pattern}." if error is None else str(error)
+            self.tools_view.editor.status.setText(message)
+
+        self.host.blocking(lambda: edit_rule(path, pattern, None), done)
+
+    def create_policy(self) -> None:
+        path = self.paths.policy_file
+
+        def create() -> None:
+            if not path.exists():
+                text = (
+                    resources.files("lockgate_resources")
+                    .joinpath("default-policy.json")
+                    .read_bytes()
+                )
+                write_atomic(path, text.replace(b'"$schema": "./policy.schema.json",\n  ', b""))
+
+        self.host.blocking(create, lambda f: self._fetch_policy())
+
+    def list_tools(self) -> None:
+        self.tools_view.refresh.setEnabled(False)
+        self.tools_view.refresh.setText("Listing tools…")
+
+        def done(future: concurrent.futures.Future[dict[str, ServerTools]]) -> None:
+            self.tools_view.refresh.setEnabled(True)
+            self.tools_view.refresh.setText("List tools again")
+            if not _ok(future):
+                return
+            catalog = future.result()
+            self.tools.set_catalog(catalog)
+            for name, listing in catalog.items():
+                count = None if listing.error else len(listing.tools)
+                self.servers.set_tools(name, count, listing.error)
+
+        self.host.run(lambda gateway: gateway.list_tools(), done)
+
+    def restart_server(self, server: str) -> None:
+        def done(future: concurrent.futures.Future[int]) -> None:
+            self.servers.forget_crashes(server)
+            stopped = future.result() if _ok(future) else 0
+            self.servers_view.status.setText(
+                f"Stopped {stopped} connection(s) to {server}; each starts again on its next "
+                "request."
+            )
+            self._show(_with(self.state, servers_down=self.servers.down_count()))
+
+        self.host.run(lambda gateway: gateway.restart_server(server), done)
+
+    def load_older(self) -> None:
+        oldest = self.calls.oldest_id()
+
+        def read() -> list[CallRecord]:
+            gateway = self.host.gateway
+            if gateway is None:
+                return []
+            records: list[CallRecord] = gateway.audit.query(limit=500, before_id=oldest)
+            return records
+
+        def done(future: concurrent.futures.Future[list[CallRecord]]) -> None:
+            if _ok(future):
+                added = self.calls.prepend_history(future.result())
+                self.window.statusBar().showMessage(
+                    f"Read {added} earlier calls from the audit log."
+                    if added
+                    else "No earlier calls fit (the table keeps the most recent ones).",
+                    6000,
+                )
+
+        self.host.blocking(read, done)
+
+    def _show_blocked(self, entry: str) -> None:
+        self.window.show_tab("Live calls")
+        self.live.decision_filter.setCurrentIndex(1)
+
+
+def _with(state: AppState, **changes: Any) -> AppState:
+    return replace(state, **changes)
+
+
+def _ok(future: concurrent.futures.Future[Any]) -> bool:
+    if future.cancelled():  # the app is closing
+        return False
+    error = future.exception()
+    if error is not None:
+        log.warning("a request to the gateway failed: %s", error)
+        return False
+    return True
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def install_crash_handler(log_dir: Path, parent: Callable[[], QWidget | None]) -> None:
+    """An exception in a slot opens an error dialog (never modal-blocking) and goes to
+    desktop.log in the log folder; the gateway, on its own thread, keeps serving."""
+    log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = log_dir / "desktop.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    with contextlib.suppress(OSError):
+        path.chmod(0o600)
+    dialogs: list[QMessageBox] = []
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        text = "".join(traceback.format_exception(kind, value, tb))
+        logging.getLogger("lockgate.crash").error("unexpected error in the app:\n%s", text)
+        box = QMessageBox(parent())
+        box.setIcon(QMessageBox.Icon.Critical)
+        box.setWindowTitle("Lockgate: something went wrong")
+        box.setText(f"{kind.__name__}: {value}")
+        box.setInformativeText(
+            f"The gateway keeps running. The details are in {path}; please include them "
+            "in a bug report."
+        )
+        box.setDetailedText(text)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _=0, b=box: dialogs.remove(b) if b in dialogs else None)
+        dialogs.append(box)
+        box.show()
+
+    sys.excepthook = hook
+
+
+def run_app(paths: Paths, port: int = DEFAULT_PORT) -> int:
+    """``lockgate`` with no command: the tray app."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY")
+        or os.environ.get("WAYLAND_DISPLAY")
+        or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        print(
+            "Lockgate's app needs a desktop session (no DISPLAY or WAYLAND_DISPLAY here). "
+            "Run the gateway alone with `lockgate serve`.",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    qt = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(qt, QApplication)
+    qt.setApplicationName("Lockgate")
+    qt.setQuitOnLastWindowClosed(False)  # the tray keeps it alive
+    icon = resources.files("lockgate_resources").joinpath("lockgate.svg").read_bytes()
+    pixmap = QPixmap()
+    pixmap.loadFromData(icon)
+    qt.setWindowIcon(QIcon(pixmap))
+    app = LockgateApp(paths, port=port)
+    install_crash_handler(paths.log_dir, lambda: app.window)
+    app.start()
+    code = qt.exec()
+    app.quit()
+    return int(code)

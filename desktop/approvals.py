@@ -1,0 +1,311 @@
+"""Calls waiting for a person: one card each, with a countdown and the answers.
+
+The pending list lives in :class:`PendingApprovals` (fed by the gateway's events); any
+number of :class:`ApprovalsPanel` show it (the main window's tab, and the small
+always-on-top :class:`ApprovalPrompt` that appears without taking the keyboard focus).
+Answers go to the gateway through the host; nothing here blocks or opens a modal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from proxy.approvals import Remember, call_digest
+from proxy.decide import ToolCall
+from proxy.events import ApprovalAnswered, ApprovalPending
+from proxy.risk import Risk
+
+__all__ = ["Answer", "ApprovalPrompt", "ApprovalsPanel", "PendingApprovals"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a person said about one pending call."""
+
+    approval_id: str
+    digest: str
+    approve: bool
+    remember: Remember = Remember.ONCE
+    reason: str | None = None
+
+
+class PendingApprovals(QObject):
+    """The calls waiting for a person now, oldest first."""
+
+    changed = Signal()
+
+    def __init__(
+        self, risk_of: Callable[[str, str], Risk | None], parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._risk_of = risk_of
+        self.items: dict[str, ApprovalPending] = {}
+
+    def apply(self, events: Iterable[object]) -> None:
+        changed = False
+        for event in events:
+            if isinstance(event, ApprovalPending):
+                self.items[event.approval_id] = event
+                changed = True
+            elif isinstance(event, ApprovalAnswered):
+                changed |= self.items.pop(event.approval_id, None) is not None
+        if changed:
+            self.changed.emit()
+
+    def reset(self) -> None:
+        if self.items:
+            self.items.clear()
+            self.changed.emit()
+
+    def risk(self, pending: ApprovalPending) -> Risk | None:
+        return self._risk_of(pending.server, pending.tool)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def digest_of(pending: ApprovalPending) -> str:
+    """The digest the gateway bound this approval to (server, tool, exact arguments)."""
+    return call_digest(ToolCall(pending.server, pending.tool, pending.arguments, pending.client))
+
+
+class ApprovalCard(QFrame):
+    """One pending call: who asks for what, the full arguments, a countdown, answers."""
+
+    def __init__(
+        self,
+        pending: ApprovalPending,
+        risk: Risk | None,
+        on_answer: Callable[[Answer], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.pending = pending
+        self._on_answer = on_answer
+        self._digest = digest_of(pending)
+        self.setObjectName("approvalCard")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setStyleSheet(
+            "#approvalCard { border: 1px solid #b39ddb; border-radius: 6px; background: #faf7ff; }"
+        )
+        title = QLabel(f"<b>{_esc(pending.server)}/{_esc(pending.tool)}</b>")
+        title.setTextFormat(Qt.TextFormat.RichText)
+        who = QLabel(f"asked by <b>{_esc(pending.client)}</b>")
+        badge = QLabel(_risk_text(risk))
+        badge.setStyleSheet(_risk_style(risk))
+        badge.setToolTip(_risk_tooltip(risk))
+        self.countdown = QLabel()
+        self.countdown.setObjectName("countdown")
+        header = QHBoxLayout()
+        header.addWidget(title)
+        header.addStretch(1)
+        header.addWidget(self.countdown)
+        second = QHBoxLayout()
+        second.addWidget(who)
+        second.addWidget(badge)
+        second.addStretch(1)
+
+        why = QLabel(
+            _esc(pending.reason) + (f" (rule {_esc(pending.rule)})" if pending.rule else "")
+        )
+        why.setWordWrap(True)
+        why.setStyleSheet("color: #555;")
+        arguments = QPlainTextEdit(readOnly=True)
+        arguments.setObjectName("arguments")
+        arguments.setPlainText(
+            json.dumps(pending.arguments, indent=2, ensure_ascii=False, default=str)
+        )
+        arguments.setMaximumHeight(140)
+        font = arguments.font()
+        font.setFamily("monospace")
+        arguments.setFont(font)
+        self.reason = QLineEdit(placeholderText="Reason for the agent (optional, when denying)")
+
+        self.allow_once = QPushButton("Allow once")
+        self.allow_session = QPushButton("Allow for this session")
+        self.allow_always = QPushButton("Always allow")
+        self.allow_always.setToolTip(f"Writes an allow rule for {pending.server}/{pending.tool}")
+        self.deny = QPushButton("Deny")
+        self.deny.setStyleSheet("color: #c62828;")
+        for button in (self.allow_once, self.allow_session, self.allow_always, self.deny):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # a stray Enter must not answer
+        self.allow_once.clicked.connect(lambda: self._answer(True, Remember.ONCE))
+        self.allow_session.clicked.connect(lambda: self._answer(True, Remember.SESSION))
+        self.allow_always.clicked.connect(lambda: self._answer(True, Remember.ALWAYS))
+        self.deny.clicked.connect(lambda: self._answer(False, Remember.ONCE))
+        buttons = QGridLayout()
+        buttons.addWidget(self.allow_once, 0, 0)
+        buttons.addWidget(self.allow_session, 0, 1)
+        buttons.addWidget(self.allow_always, 0, 2)
+        buttons.addWidget(self.reason, 1, 0, 1, 2)
+        buttons.addWidget(self.deny, 1, 2)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(header)
+        layout.addLayout(second)
+        layout.addWidget(why)
+        layout.addWidget(arguments)
+        layout.addLayout(buttons)
+        self.tick()
+
+    def tick(self) -> None:
+        left = max(0.0, self.pending.deadline - time.time())
+        self.countdown.setText(f"denied in {int(left) // 60}:{int(left) % 60:02d}")
+        self.countdown.setStyleSheet("color: #c62828; font-weight: bold;" if left < 15 else "")
+
+    def _answer(self, approve: bool, remember: Remember) -> None:
+        for button in (self.allow_once, self.allow_session, self.allow_always, self.deny):
+            button.setEnabled(False)  # answered; the card goes when the gateway says so
+        reason = self.reason.text().strip() or None
+        self._on_answer(
+            Answer(
+                self.pending.approval_id,
+                self._digest,
+                approve,
+                remember,
+                None if approve else reason,
+            )
+        )
+
+
+class ApprovalsPanel(QWidget):
+    """Cards for every pending call, oldest first."""
+
+    def __init__(
+        self,
+        pending: PendingApprovals,
+        on_answer: Callable[[Answer], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._pending = pending
+        self._on_answer = on_answer
+        self.cards: dict[str, ApprovalCard] = {}
+        self._empty = QLabel("No calls are waiting for you.")
+        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setStyleSheet("color: #777; padding: 24px;")
+        inner = QWidget()
+        self._list = QVBoxLayout(inner)
+        self._list.addWidget(self._empty)
+        self._list.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+        self._timer = QTimer(self)
+        self._timer.setInterval(1000)
+        self._timer.timeout.connect(self._tick)
+        pending.changed.connect(self.sync)
+        self.sync()
+
+    def sync(self) -> None:
+        items = self._pending.items
+        for approval_id in [a for a in self.cards if a not in items]:
+            card = self.cards.pop(approval_id)
+            card.hide()
+            card.deleteLater()
+        for approval_id, pending in items.items():
+            if approval_id not in self.cards:
+                card = ApprovalCard(pending, self._pending.risk(pending), self._on_answer)
+                self.cards[approval_id] = card
+                self._list.insertWidget(self._list.count() - 1, card)
+        self._empty.setVisible(not self.cards)
+        if self.cards:
+            self._timer.start()
+        else:
+            self._timer.stop()
+
+    def _tick(self) -> None:
+        for card in self.cards.values():
+            card.tick()
+
+
+class ApprovalPrompt(QWidget):
+    """A small always-on-top window with the pending calls. It appears without taking
+    the keyboard focus (the person may be typing elsewhere) and hides when none wait."""
+
+    def __init__(self, pending: PendingApprovals, on_answer: Callable[[Answer], None]) -> None:
+        super().__init__(
+            None,
+            Qt.WindowType.Tool
+            | Qt.WindowType.WindowStaysOnTopHint
+            | Qt.WindowType.WindowDoesNotAcceptFocus,
+        )
+        self.setWindowTitle("Lockgate: approval needed")
+        self.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.panel = ApprovalsPanel(pending, on_answer, self)
+        heading = QLabel("<b>An agent wants to use a tool that needs your approval</b>")
+        heading.setTextFormat(Qt.TextFormat.RichText)
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading)
+        layout.addWidget(self.panel)
+        self.resize(600, 430)
+        self._pending = pending
+        self._dismissed: set[str] = set()
+        pending.changed.connect(self._changed)
+
+    def _changed(self) -> None:
+        waiting = set(self._pending.items)
+        self._dismissed &= waiting
+        if waiting - self._dismissed:
+            if not self.isVisible():
+                self._place()
+                self.show()  # never exec(): the GUI and the gateway go on
+        elif self.isVisible():
+            self.hide()
+
+    def _place(self) -> None:
+        screen = self.screen().availableGeometry()
+        # the frame is not known before the first show: leave room for it
+        self.move(screen.right() - self.width() - 24, screen.bottom() - self.height() - 48)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        # Closing only hides it until a new call waits; the calls stay in the tab.
+        self._dismissed = set(self._pending.items)
+        event.accept()
+
+
+def _risk_text(risk: Risk | None) -> str:
+    if risk is None:
+        return " risk unknown "
+    return f" {risk.level.value} · {risk.category.value} "
+
+
+_RISK_COLOURS = {"low": "#2e7d32", "medium": "#b26a00", "high": "#c62828", "critical": "#8e0000"}
+
+
+def _risk_style(risk: Risk | None) -> str:
+    colour = _RISK_COLOURS.get(risk.level.value, "#555") if risk else "#777"
+    return f"color: white; background: {colour}; border-radius: 3px; padding: 1px 4px;"
+
+
+def _risk_tooltip(risk: Risk | None) -> str:
+    if risk is None:
+        return "Lockgate has not listed this server's tools yet"
+    return "\n".join(f"{s.source}: {s.detail}" for s in risk.signals) or "no signals"
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

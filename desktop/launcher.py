@@ -1,0 +1,29 @@
+"""The ``lockgate`` command: the tray app when run alone, else the command line.
+
+Nothing here imports Qt until the app is wanted, so ``lockgate serve`` and the other
+commands start as fast as they did and run where no display (or no Qt) exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from proxy.cli import main as cli_main
+from proxy.paths import Paths
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(argv, app=_app)
+
+
+def _app(paths: Paths, port: int) -> int:
+    from desktop.app import run_app  # noqa: PLC0415 (Qt only when the app is wanted)
+
+    return run_app(paths, port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The "Live calls" view: the table, its filters, follow mode and the details pane."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QItemSelection, QModelIndex, QPoint, Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.calls import (
+    ARGUMENTS,
+    CLIENT,
+    DECISION,
+    DURATION,
+    RULE,
+    SERVER,
+    TIME,
+    TOOL,
+    CallRow,
+    CallsFilter,
+    CallsModel,
+    RowRole,
+    decision_label,
+)
+
+__all__ = ["LiveView"]
+
+# What the context menu's rule actions write for "server/tool" (merged into its rule).
+RuleChange = Callable[[str, str, dict[str, Any]], None]
+
+_DECISION_FILTERS = (
+    ("All decisions", ()),
+    ("Blocked (denied or refused)", ("denied", "refused")),
+    ("Allowed or approved", ("allowed", "approved")),
+    ("Waiting for you", ("asking",)),
+    ("Denied", ("denied",)),
+    ("Refused", ("refused",)),
+)
+
+
+class LiveView(QWidget):
+    """Every call as it happens, newest at the bottom."""
+
+    def __init__(
+        self,
+        model: CallsModel,
+        on_rule: RuleChange,
+        on_load_older: Callable[[], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.model = model
+        self._on_rule = on_rule
+        self.proxy = CallsFilter(self)
+        self.proxy.setSourceModel(model)
+
+        self.filter_box = QLineEdit(placeholderText="Filter by client, server, tool or arguments")
+        self.filter_box.setClearButtonEnabled(True)
+        self.filter_box.textChanged.connect(self.proxy.set_text)
+        self.decision_filter = QComboBox()
+        for label, decisions in _DECISION_FILTERS:
+            self.decision_filter.addItem(label, decisions)
+        self.decision_filter.currentIndexChanged.connect(
+            lambda i: self.proxy.set_decisions(self.decision_filter.itemData(i))
+        )
+        self.follow = QCheckBox("Follow")
+        self.follow.setChecked(True)
+        self.follow.setToolTip("Keep the newest call in view")
+        self.follow.toggled.connect(self._follow_toggled)
+        self.load_older = QPushButton("Load older")
+        self.load_older.setToolTip("Read earlier calls from the audit log")
+        self.load_older.clicked.connect(on_load_older)
+        top = QHBoxLayout()
+        top.addWidget(self.filter_box, 1)
+        top.addWidget(self.decision_filter)
+        top.addWidget(self.follow)
+        top.addWidget(self.load_older)
+
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.setShowGrid(False)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        header = self.table.horizontalHeader()
+        widths = {TIME: 100, CLIENT: 110, SERVER: 110, TOOL: 170, DECISION: 150, RULE: 130}
+        for column, width in widths.items():
+            header.resizeSection(column, width)
+        header.resizeSection(DURATION, 80)
+        header.setSectionResizeMode(ARGUMENTS, QHeaderView.ResizeMode.Stretch)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._context_menu)
+        self.table.selectionModel().selectionChanged.connect(self._selected)
+        self.table.verticalScrollBar().valueChanged.connect(self._scrolled)
+        self.proxy.rowsInserted.connect(self._rows_added)
+
+        self.details = QPlainTextEdit(readOnly=True)
+        self.details.setPlaceholderText("Select a call to see its arguments and why it was decided")
+        self.details.setObjectName("details")
+        font = self.details.font()
+        font.setFamily("monospace")
+        self.details.setFont(font)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.table)
+        splitter.addWidget(self.details)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 1)
+        self.count = QLabel()
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.count)
+        self._selected_id: str | None = None
+        self._update_count()
+
+    # -- follow mode ------------------------------------------------------------------
+
+    def _follow_toggled(self, on: bool) -> None:
+        if on:
+            self.table.scrollToBottom()
+
+    def _rows_added(self, _parent: QModelIndex, _first: int, _last: int) -> None:
+        if self.follow.isChecked():
+            self.table.scrollToBottom()
+        self._update_count()
+
+    def _scrolled(self, value: int) -> None:
+        bar = self.table.verticalScrollBar()
+        at_bottom = value >= bar.maximum() - 2
+        if self.follow.isChecked() != at_bottom and (at_bottom or self.isVisible()):
+            # scrolling up to read stops following; back at the bottom, it follows again
+            self.follow.blockSignals(True)
+            self.follow.setChecked(at_bottom)
+            self.follow.blockSignals(False)
+
+    def _update_count(self) -> None:
+        shown, held = self.proxy.rowCount(), self.model.rowCount()
+        note = f"{held} calls" if shown == held else f"{shown} of {held} calls shown"
+        self.count.setText(
+            f"{note} (the last {self.model.capacity} are kept here; all are in the audit log)"
+        )
+
+    def refresh(self) -> None:
+        """After a batch: the details of the selected call may have changed."""
+        self._update_count()
+        if self._selected_id is not None:
+            index = self.model.index_of(self._selected_id)
+            if index is not None:
+                self.details.setPlainText(details_text(self.model.row(index)))
+
+    # -- details and menu -------------------------------------------------------------
+
+    def selected_row(self) -> CallRow | None:
+        indexes = self.table.selectionModel().selectedRows()
+        if not indexes:
+            return None
+        row = indexes[0].data(RowRole)
+        return row if isinstance(row, CallRow) else None
+
+    def _selected(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
+        row = self.selected_row()
+        self._selected_id = row.call_id if row else None
+        self.details.setPlainText(details_text(row) if row else "")
+
+    def _context_menu(self, pos: QPoint) -> None:
+        index = self.table.indexAt(pos)
+        if not index.isValid():
+            return
+        row = index.data(RowRole)
+        if not isinstance(row, CallRow):
+            return
+        menu = self.rule_menu(row)
+        menu.popup(self.table.viewport().mapToGlobal(pos))
+
+    def rule_menu(self, row: CallRow) -> QMenu:
+        """The right-click menu for ``row``'s tool (non-blocking: shown with popup())."""
+        menu = QMenu(self)
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        name = f"{row.server}/{row.tool}"
+        title = menu.addAction(name)
+        title.setEnabled(False)
+        menu.addSeparator()
+
+        def change(label: str, rule: dict[str, Any]) -> None:
+            action = menu.addAction(label)
+            action.triggered.connect(lambda: self._on_rule(row.server, row.tool, rule))
+
+        change(
+            "Block this tool",
+            {"action": "deny", "reason": "blocked in the Lockgate app", "limits": None},
+        )
+        change("Ask every time", {"action": "ask", "limits": None, "hide": None})
+        limits = menu.addMenu("Rate-limit (allow at most…)")
+        for count, window in ((10, "minute"), (60, "minute"), (100, "hour"), (1000, "day")):
+            action = limits.addAction(f"{count} calls per {window}")
+            rule = {"action": "allow", "limits": [rate_limit(name, count, window)], "hide": None}
+            action.triggered.connect(lambda _=False, r=rule: self._on_rule(row.server, row.tool, r))
+        change("Allow", {"action": "allow", "limits": None, "hide": None})
+        return menu
+
+
+def rate_limit(counter: str, count: int, window: str | int) -> dict[str, Any]:
+    """One limit as the app writes it: per client (each agent its own budget)."""
+    return {"counter": counter, "window": window, "max": count, "scope": "grant"}
+
+
+def details_text(row: CallRow) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.time))
+    lines = [
+        f"{row.server}/{row.tool}    called by {row.client}    at {when}",
+        "",
+        f"Decision: {decision_label(row.decision)}",
+    ]
+    if row.reason:
+        lines.append(f"Why:      {row.reason}")
+    if row.rule:
+        lines.append(f"Rule:     {row.rule}" + (f" ({row.basis})" if row.basis else ""))
+    elif row.basis:
+        lines.append(f"Basis:    {row.basis}")
+    if row.outcome is not None:
+        result = row.outcome.replace("_", " ")
+        if row.result_size is not None:
+            result += f", {row.result_size} bytes"
+        if row.duration_ms is not None:
+            result += f", {row.duration_ms:.1f} ms"
+        lines.append(f"Result:   {result}")
+    if row.error:
+        lines.append(f"Error:    {row.error}")
+    lines += ["", "Arguments (secrets redacted):", _pretty(row.arguments)]
+    return "\n".join(lines)
+
+
+def _pretty(arguments: Any) -> str:
+    try:
+        return json.dumps(arguments, indent=2, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(arguments)

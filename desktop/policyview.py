@@ -1,0 +1,92 @@
+"""The "Policy file" view: where policy.json is, opening it, and what is wrong with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+__all__ = ["PolicyView"]
+
+
+class PolicyView(QWidget):
+    def __init__(
+        self,
+        path: Path,
+        on_create: Callable[[], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.path = path
+        self.where = QLabel()
+        self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.where.setWordWrap(True)
+        self.in_force = QLabel("Loading the policy…")
+        self.in_force.setWordWrap(True)
+        self.error_title = QLabel(
+            "<b>policy.json has errors.</b> The last good policy stays in "
+            "force until they are fixed:"
+        )
+        self.error_title.setStyleSheet("color: #c62828;")
+        self.error = QPlainTextEdit(readOnly=True)
+        self.error.setObjectName("policyError")
+        font = self.error.font()
+        font.setFamily("monospace")
+        self.error.setFont(font)
+        self.error.setStyleSheet("color: #c62828;")
+        self.error.setMaximumHeight(220)
+        self.open = QPushButton("Open in editor")
+        self.open.clicked.connect(self._open)
+        self.folder = QPushButton("Show folder")
+        self.folder.clicked.connect(
+            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path.parent)))
+        )
+        self.create_button = QPushButton("Create policy.json from the built-in policy")
+        self.create_button.clicked.connect(on_create)
+        self.help = QLabel(
+            "Edit policy.json by hand or with the rule controls in this app: a saved change "
+            "is in force for the next call. `lockgate policy explain SERVER TOOL` says which "
+            "rule decides a call."
+        )
+        self.help.setWordWrap(True)
+        self.help.setStyleSheet("color: #555;")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open)
+        buttons.addWidget(self.folder)
+        buttons.addWidget(self.create_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.where)
+        layout.addWidget(self.in_force)
+        layout.addLayout(buttons)
+        layout.addWidget(self.error_title)
+        layout.addWidget(self.error)
+        layout.addWidget(self.help)
+        layout.addStretch(1)
+        self.show_state(None, None, exists=path.exists())
+
+    def show_state(self, in_force: str | None, error: str | None, *, exists: bool) -> None:
+        self.where.setText(
+            f"Policy file: <code>{self.path}</code>"
+            + ("" if exists else " <i>(not created yet: the built-in policy applies)</i>")
+        )
+        if in_force is not None:
+            self.in_force.setText(f"In force: {in_force}")
+        self.error_title.setVisible(bool(error))
+        self.error.setVisible(bool(error))
+        self.error.setPlainText(error or "")
+        self.open.setEnabled(exists)
+        self.create_button.setVisible(not exists)
+
+    def _open(self) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path)))

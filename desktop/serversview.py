@@ -1,0 +1,221 @@
+"""The "Servers" view: each upstream with its state, tool count, last error and a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from proxy.events import UpstreamDown, UpstreamUp
+from proxy.servers import HttpServer, ServerSpec, StdioServer
+
+__all__ = ["ServersModel", "ServersView"]
+
+COLUMNS = ("Server", "Runs", "State", "Tools", "Last error")
+NAME, TARGET, STATE, TOOLS, ERROR = range(len(COLUMNS))
+
+
+@dataclass
+class ServerState:
+    spec: ServerSpec
+    live: set[str] = field(default_factory=set)  # sessions whose upstream is up
+    down: int = 0  # sessions whose upstream crashed and is not back
+    last_error: str | None = None
+    tools: int | None = None
+    listing_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        if self.down:
+            return "down"
+        if self.live:
+            return f"up ({len(self.live)} session{'s' if len(self.live) != 1 else ''})"
+        if self.listing_error:
+            return "failed to start"
+        return "idle"
+
+
+def _target(spec: ServerSpec) -> str:
+    if isinstance(spec, StdioServer):
+        return " ".join([spec.command, *spec.args])
+    assert isinstance(spec, HttpServer)
+    return spec.url
+
+
+class ServersModel(QAbstractTableModel):
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.servers: list[ServerState] = []
+        self._by_name: dict[str, ServerState] = {}
+        self._crashed: dict[str, set[str]] = {}
+
+    def set_servers(self, specs: Mapping[str, ServerSpec]) -> None:
+        self.beginResetModel()
+        self.servers = [ServerState(spec) for _name, spec in sorted(specs.items())]
+        self._by_name = {s.spec.name: s for s in self.servers}
+        self.endResetModel()
+
+    def set_tools(self, server: str, count: int | None, error: str | None) -> None:
+        state = self._by_name.get(server)
+        if state is not None:
+            state.tools, state.listing_error = count, error
+            if error:
+                state.last_error = error
+            self._changed(state)
+
+    def apply(self, events: Iterable[object]) -> bool:
+        """Returns whether any server went down in this batch."""
+        touched: set[str] = set()
+        went_down = False
+        for event in events:
+            if isinstance(event, UpstreamUp):
+                state = self._by_name.get(event.server)
+                if state is not None:
+                    state.live.add(event.session)
+                    crashed = self._crashed.setdefault(event.server, set())
+                    crashed.discard(event.session)
+                    state.down = len(crashed)
+                    touched.add(event.server)
+            elif isinstance(event, UpstreamDown):
+                state = self._by_name.get(event.server)
+                if state is not None:
+                    state.live.discard(event.session)
+                    crashed = self._crashed.setdefault(event.server, set())
+                    if event.error is None:
+                        crashed.discard(event.session)
+                    else:
+                        crashed.add(event.session)
+                        state.last_error = event.error
+                        went_down = True
+                    state.down = len(crashed)
+                    touched.add(event.server)
+        for name in touched:
+            self._changed(self._by_name[name])
+        return went_down
+
+    def forget_crashes(self, server: str) -> None:
+        state = self._by_name.get(server)
+        if state is not None:
+            self._crashed.pop(server, None)
+            state.down = 0
+            self._changed(state)
+
+    def down_count(self) -> int:
+        return sum(1 for s in self.servers if s.down)
+
+    def _changed(self, state: ServerState) -> None:
+        row = self.servers.index(state)
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.servers)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        horizontal = orientation == Qt.Orientation.Horizontal
+        if horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
+            return COLUMNS[section]
+        return None
+
+    def data(
+        self,
+        index: QModelIndex | QPersistentModelIndex,
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self.servers):
+            return None
+        state = self.servers[index.row()]
+        column = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if column == NAME:
+                return state.spec.name
+            if column == TARGET:
+                return _target(state.spec)
+            if column == STATE:
+                return state.state
+            if column == TOOLS:
+                return "" if state.tools is None else str(state.tools)
+            if column == ERROR:
+                return (state.last_error or "").splitlines()[0] if state.last_error else ""
+        if role == Qt.ItemDataRole.ForegroundRole and column == STATE:
+            if state.down or state.listing_error:
+                return QBrush(QColor("#c62828"))
+            if state.live:
+                return QBrush(QColor("#1b7f3b"))
+        if role == Qt.ItemDataRole.ToolTipRole and column in (ERROR, TARGET):
+            return state.last_error if column == ERROR else _target(state.spec)
+        return None
+
+
+class ServersView(QWidget):
+    def __init__(
+        self,
+        model: ServersModel,
+        on_restart: Callable[[str], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.model = model
+        self._on_restart = on_restart
+        self.table = QTableView()
+        self.table.setModel(model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        for column, width in ((NAME, 120), (TARGET, 330), (STATE, 130), (TOOLS, 60)):
+            header.resizeSection(column, width)
+        header.setSectionResizeMode(ERROR, QHeaderView.ResizeMode.Stretch)
+        self.restart = QPushButton("Restart server")
+        self.restart.setToolTip(
+            "Stop every connection to it; each starts again on its next request"
+        )
+        self.restart.clicked.connect(self._restart)
+        self.restart.setEnabled(False)
+        self.table.selectionModel().selectionChanged.connect(
+            lambda *_: self.restart.setEnabled(bool(self.table.selectionModel().selectedRows()))
+        )
+        self.note = QLabel(
+            "Servers come from servers.json. Lockgate starts one connection per agent "
+            "session, when the agent connects."
+        )
+        self.note.setStyleSheet("color: #555;")
+        self.status = QLabel()
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.restart)
+        buttons.addWidget(self.status, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.note)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+
+    def select(self, server: str) -> None:
+        for row, state in enumerate(self.model.servers):
+            if state.spec.name == server:
+                self.table.selectRow(row)
+
+    def _restart(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            name = self.model.servers[rows[0].row()].spec.name
+            self.status.setText(f"Restarting {name}…")
+            self._on_restart(name)

@@ -1,0 +1,176 @@
+"""The tray icon: its look tells the state, its menu does the common things.
+
+States, most urgent first: a policy error or a server down (red "!"), calls waiting for
+a person (amber "?", with their count), paused (grey bars), running (blue lock). Where
+the desktop has no system tray (GNOME without AppIndicator), the app shows its window
+instead and checks now and then whether a tray has appeared, and adopts it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+
+from PySide6.QtCore import QObject, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QColor, QFont, QIcon, QPainter, QPixmap
+from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
+__all__ = ["AppState", "Tray", "icon_for", "state_icon_name"]
+
+
+@dataclass(frozen=True)
+class AppState:
+    running: bool = False
+    paused: bool = False
+    pending: int = 0
+    servers_down: int = 0
+    policy_error: str | None = None
+    failure: str | None = None  # the gateway itself is not running
+
+    def summary(self) -> str:
+        if self.failure:
+            return f"Lockgate is not running: {self.failure}"
+        if not self.running:
+            return "Lockgate is starting…"
+        parts = ["paused: every tool call is denied" if self.paused else "watching tool calls"]
+        if self.pending:
+            parts.append(f"{self.pending} waiting for you")
+        if self.servers_down:
+            parts.append(f"{self.servers_down} server{'s' if self.servers_down > 1 else ''} down")
+        if self.policy_error:
+            parts.append("policy.json has errors (the last good policy is in force)")
+        return "Lockgate: " + "; ".join(parts)
+
+
+def state_icon_name(state: AppState) -> str:
+    if state.failure or state.policy_error or state.servers_down:
+        return "lockgate-error.svg"
+    if state.pending:
+        return "lockgate-attention.svg"
+    if state.paused or not state.running:
+        return "lockgate-paused.svg"
+    return "lockgate.svg"
+
+
+def icon_for(state: AppState, size: int = 64) -> QIcon:
+    """The icon for ``state``, with the pending count drawn on it."""
+    data = resources.files("lockgate_resources").joinpath(state_icon_name(state)).read_bytes()
+    renderer = QSvgRenderer(data)
+    pixmap = QPixmap(size, size)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    renderer.render(painter, QRectF(0, 0, size, size))
+    if state.pending:
+        badge = QRectF(size * 0.5, size * 0.5, size * 0.5, size * 0.5)
+        painter.setBrush(QColor("#c62828"))
+        painter.setPen(QColor("#ffffff"))
+        painter.drawEllipse(badge)
+        font = QFont()
+        font.setBold(True)
+        font.setPixelSize(int(size * 0.3))
+        painter.setFont(font)
+        text = str(state.pending) if state.pending < 100 else "99+"
+        painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, text)
+    painter.end()
+    return QIcon(pixmap)
+
+
+class Tray(QObject):
+    """The tray icon and its menu (or nothing, while the desktop has no tray)."""
+
+    open_window = Signal()
+    open_approvals = Signal()
+    toggle_pause = Signal()
+    quit = Signal()
+
+    def __init__(self, parent: QObject | None = None, poll_ms: int = 5000) -> None:
+        super().__init__(parent)
+        self.state = AppState()
+        self.recently_blocked: deque[str] = deque(maxlen=8)
+        self.icon: QSystemTrayIcon | None = None
+        self.menu = QMenu()
+        self._open = self.menu.addAction("Open Lockgate")
+        self._open.triggered.connect(self.open_window)
+        self._pause = self.menu.addAction("Pause all tool calls")
+        self._pause.triggered.connect(self.toggle_pause)
+        self._approvals = self.menu.addAction("Pending approvals")
+        self._approvals.triggered.connect(self.open_approvals)
+        self._blocked = self.menu.addMenu("Recently blocked")
+        self.menu.addSeparator()
+        self._quit = self.menu.addAction("Quit Lockgate")
+        self._quit.triggered.connect(self.quit)
+        self._poll = QTimer(self)
+        self._poll.setInterval(poll_ms)
+        self._poll.timeout.connect(self.adopt)
+        self._shown_key: tuple[str, int] | None = None
+        self.adopt()
+        if self.icon is None:
+            self._poll.start()
+
+    @property
+    def available(self) -> bool:
+        return self.icon is not None
+
+    def adopt(self) -> bool:
+        """Show the tray icon if the desktop has a tray now; True once it has one."""
+        if self.icon is not None:
+            return True
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            return False
+        icon = QSystemTrayIcon(self)
+        icon.setContextMenu(self.menu)
+        icon.activated.connect(self._activated)
+        self.icon = icon
+        self._poll.stop()
+        self._shown_key = None
+        self.update(self.state)
+        icon.show()
+        return True
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason in (
+            QSystemTrayIcon.ActivationReason.Trigger,
+            QSystemTrayIcon.ActivationReason.DoubleClick,
+        ):
+            self.open_window.emit()
+
+    def update(self, state: AppState) -> None:
+        self.state = state
+        self._pause.setText("Resume tool calls" if state.paused else "Pause all tool calls")
+        self._pause.setEnabled(state.running)
+        self._approvals.setText(
+            f"Pending approvals ({state.pending})" if state.pending else "No pending approvals"
+        )
+        self._approvals.setEnabled(bool(state.pending))
+        if self.icon is None:
+            return
+        key = (state_icon_name(state), state.pending)
+        if key != self._shown_key:  # re-render only when the look changes
+            self._shown_key = key
+            self.icon.setIcon(icon_for(state))
+        self.icon.setToolTip(state.summary())
+
+    def blocked(self, entries: list[str], on_pick: Callable[[str], None]) -> None:
+        """Add to the "Recently blocked" menu (server/tool: reason), newest first."""
+        for entry in entries:
+            self.recently_blocked.appendleft(entry)
+        self._blocked.clear()
+        for entry in self.recently_blocked:
+            action = QAction(entry, self._blocked)
+            action.triggered.connect(lambda _=False, e=entry: on_pick(e))
+            self._blocked.addAction(action)
+        self._blocked.setEnabled(bool(self.recently_blocked))
+
+    def notify(self, title: str, message: str) -> None:
+        """A desktop notification from the tray; it never takes the keyboard focus."""
+        if self.icon is not None and QSystemTrayIcon.supportsMessages():
+            self.icon.showMessage(title, message, QSystemTrayIcon.MessageIcon.Information, 8000)
+
+    def hide(self) -> None:
+        self._poll.stop()
+        if self.icon is not None:
+            self.icon.hide()

@@ -1,0 +1,211 @@
+"""Drive real traffic through the app and photograph each view (for docs/ and for looking).
+
+    ./dev screenshots [OUTDIR]      (Xvfb 1280x800 with openbox and trayer, then this)
+
+Everything is real: the app (in this process, as `lockgate` runs it), its gateway, and the
+servers server-everything (npm), mcp-server-time (PyPI) and tests/servers/misbehaving.py.
+Three agents call through it: "claude-desktop" over HTTP, "cursor" through `lockgate
+connect`, "vscode" over HTTP to the misbehaving server (which crashes once). Some calls
+are denied by rule, some by a rate limit, one tool is hidden and one call waits for
+approval. Then the policy file is broken on purpose, to show how that looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
+from desktop.app import LockgateApp
+from proxy.paths import Paths
+from proxy.tokens import TokenStore
+
+REPO = Path(__file__).resolve().parent.parent
+EVERYTHING = (
+    REPO / "tests/servers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+)
+BIN = Path(sys.executable).parent
+
+POLICY = {
+    "version": "1",
+    "description": "The screenshot scene's policy.",
+    "default": "allow",
+    "tools": {
+        "get-sum": {"action": "deny", "reason": "Arithmetic is done by the agent itself."},
+        "get-tiny-image": {"action": "deny", "hide": True},
+        "trigger-long-running-operation": {
+            "action": "ask",
+            "approval": {"timeout": 900},
+            "reason": "Long jobs need a person's go-ahead.",
+        },
+        "everything/echo": {
+            "action": "allow",
+            "limits": [{"counter": "echo", "window": "minute", "max": 150, "scope": "grant"}],
+        },
+        "*delete*": {"action": "ask", "approval": {"timeout": 60}},
+    },
+}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+
+
+def settle(seconds: float = 0.6) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+
+
+def shoot(path: Path) -> None:
+    settle()
+    screen = QGuiApplication.primaryScreen()
+    screen.grabWindow(0).save(str(path))
+    print(f"wrote {path}")
+
+
+async def traffic(
+    port: int, tokens: dict[str, str], env: dict[str, str], ready: threading.Event
+) -> None:
+    base = f"http://127.0.0.1:{port}/mcp/"
+
+    def http(server: str, client: str) -> tuple[httpx2.AsyncClient, Client]:
+        h = httpx2.AsyncClient(headers={"Authorization": f"Bearer {tokens[client]}"}, timeout=60)
+        return h, Client(streamable_http_client(base + server, http_client=h), mode="legacy")
+
+    h1, desktop = http("everything", "claude-desktop")
+    h2, vscode = http("misbehaving", "vscode")
+    cursor = Client(
+        StdioServerParameters(
+            command=str(BIN / "lockgate"), args=["connect", "time", "--client", "cursor"], env=env
+        ),
+        mode="legacy",
+    )
+    async with h1, h2, desktop, vscode, cursor:
+        await desktop.list_tools()
+        for i in range(170):  # the last 20 hit the rate limit
+            await desktop.call_tool("echo", {"message": f"step {i}: reading the notes"})
+            if i % 9 == 0:
+                await desktop.call_tool("get-sum", {"a": i, "b": 2})
+            if i % 4 == 0:
+                zone = ("Europe/Berlin", "America/New_York", "Asia/Tokyo")[i % 3]
+                await cursor.call_tool("get_current_time", {"timezone": zone})
+            if i % 25 == 0:
+                await vscode.call_tool("echo", {})
+        await vscode.call_tool("garbage", {})
+        try:
+            await vscode.call_tool("exit", {})  # the server dies mid-call
+        except Exception as exc:
+            print("misbehaving crashed as planned:", type(exc).__name__)
+        waiting = asyncio.create_task(
+            desktop.call_tool(
+                "trigger-long-running-operation", {"duration": 3, "steps": 3, "note": "nightly"}
+            )
+        )
+        ready.set()
+        try:
+            await waiting
+        except Exception as exc:
+            print("the pending call ended:", exc)
+
+
+def main() -> int:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else REPO / "docs").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="lockgate-shots-"))
+    paths = Paths(config_dir=root / "config", data_dir=root / "data")
+    paths.config_dir.mkdir()
+    servers = {
+        "everything": {"command": "node", "args": [str(EVERYTHING), "stdio"]},
+        "time": {"command": str(BIN / "mcp-server-time")},
+        "misbehaving": {
+            "command": sys.executable,
+            "args": [str(REPO / "tests/servers/misbehaving.py")],
+        },
+    }
+    (paths.config_dir / "servers.json").write_text(json.dumps({"mcpServers": servers}, indent=2))
+    paths.policy_file.write_text(json.dumps(POLICY, indent=2) + "\n")
+    store = TokenStore(paths.clients_file)
+    tokens = {name: store.create(name) for name in ("claude-desktop", "vscode")}
+    env = {"LOCKGATE_CONFIG_DIR": str(paths.config_dir), "LOCKGATE_DATA_DIR": str(paths.data_dir)}
+    os.environ.update(env)
+
+    qt = QApplication(sys.argv[:1])
+    qt.setQuitOnLastWindowClosed(False)
+    app = LockgateApp(paths, port=0)
+    app.start()
+    wait_until(lambda: app.state.running, 30, "the gateway")
+    app.window.resize(1240, 730)
+    app.window.move(20, 36)
+    app.window.present()
+    wait_until(lambda: app.tools.rowCount() > 0, 60, "the tools list")
+    assert app.host.info is not None
+    ready = threading.Event()
+    driver = threading.Thread(
+        target=lambda: asyncio.run(traffic(app.host.info.port, tokens, env, ready)), daemon=True
+    )
+    driver.start()
+    wait_until(ready.is_set, 180, "the traffic")
+    wait_until(lambda: len(app.pending) == 1, 30, "the approval prompt")
+    settle(1.5)
+
+    app.window.show_tab("Live calls")
+    rows = app.live.proxy.rowCount()
+    for row in range(rows - 1, -1, -1):
+        index = app.live.proxy.index(row, 0)
+        call = app.calls.row(app.live.proxy.mapToSource(index).row())
+        if call.decision == "denied" and call.tool == "get-sum":
+            app.live.table.selectRow(row)
+            break
+    app.live.follow.setChecked(True)
+    shoot(out / "live-calls.png")
+    app.window.show_tab("Approvals")
+    shoot(out / "approvals.png")
+    app.window.show_tab("Tools & rules")
+    app.tools_view.select("everything", "get-sum")
+    shoot(out / "tools-and-rules.png")
+    app.window.show_tab("Servers")
+    shoot(out / "servers.png")
+    app.window.show_tab("Policy")
+    shoot(out / "policy.png")
+
+    # error path: a broken policy.json (the last good one stays in force)
+    text = paths.policy_file.read_text()
+    paths.policy_file.write_text(text.replace('"action": "deny"', '"action": "block"', 1))
+    wait_until(lambda: app.state.policy_error is not None, 10, "the policy error")
+    shoot(out / "policy-error.png")
+    paths.policy_file.write_text(text)
+    wait_until(lambda: app.state.policy_error is None, 10, "the policy fixed")
+
+    for pending in list(app.pending.items.values()):
+        app.host.call(lambda g, p=pending: g.approvals.answer(p.approval_id, False))
+    QTimer.singleShot(0, app.quit)
+    settle(1.0)
+    app.quit()
+    driver.join(15)
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

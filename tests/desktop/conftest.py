@@ -1,0 +1,142 @@
+"""The real app for GUI tests: LockgateApp with its gateway on its worker thread, real
+servers (server-everything behind tests/servers/tee.py, mcp-server-time, the misbehaving
+server), and agents that are the mcp SDK's Client on a thread of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from PySide6.QtWidgets import QApplication
+
+from desktop.app import LockgateApp
+from proxy.paths import Paths
+from proxy.tokens import TokenStore
+from tests.proxy._live import servers_json
+
+BASE_POLICY: dict[str, Any] = {
+    "version": "1",
+    "default": "allow",
+    "tools": {"get-sum": {"action": "deny", "reason": "no sums today"}},
+}
+
+
+class Agent:
+    """MCP clients on an event loop of their own thread, as a separate agent would be."""
+
+    def __init__(self, base_url: str, tokens: dict[str, str]) -> None:
+        self.base_url = base_url
+        self.tokens = tokens
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._clients: dict[tuple[str, str], tuple[httpx2.AsyncClient, Client]] = {}
+
+    def _submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def _client(self, server: str, client: str) -> Client:
+        key = (server, client)
+        if key not in self._clients:
+            http = httpx2.AsyncClient(
+                headers={"Authorization": f"Bearer {self.tokens[client]}"}, timeout=60
+            )
+            mcp = Client(
+                streamable_http_client(self.base_url + server, http_client=http), mode="legacy"
+            )
+            await mcp.__aenter__()
+            self._clients[key] = (http, mcp)
+        return self._clients[key][1]
+
+    def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        server: str = "everything",
+        client: str = "claude-test",
+    ) -> concurrent.futures.Future[Any]:
+        async def go() -> Any:
+            mcp = await self._client(server, client)
+            return await mcp.call_tool(tool, arguments or {})
+
+        return self._submit(go())
+
+    def close(self) -> None:
+        async def close_all() -> None:
+            for http, mcp in self._clients.values():
+                try:
+                    await mcp.__aexit__(None, None, None)
+                finally:
+                    await http.aclose()
+
+        with contextlib.suppress(Exception):
+            self._submit(close_all()).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def text_of(result: Any) -> str:
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+@pytest.fixture
+def app_paths(tmp_path: Path) -> Paths:
+    paths = Paths(config_dir=tmp_path / "config", data_dir=tmp_path / "data")
+    paths.config_dir.mkdir(parents=True, exist_ok=True)
+    (paths.config_dir / "servers.json").write_text(json.dumps(servers_json(tmp_path / "tee.jsonl")))
+    paths.policy_file.write_text(json.dumps(BASE_POLICY, indent=2) + "\n")
+    return paths
+
+
+@pytest.fixture
+def running_app(qtbot: Any, app_paths: Paths) -> Iterator[LockgateApp]:
+    app = LockgateApp(app_paths, port=0)
+    app.start()
+    qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
+    qtbot.waitUntil(lambda: app.tools.rowCount() > 0, timeout=60_000)
+    try:
+        yield app
+    finally:
+        app.close()
+        app.prompt.close()
+        app.window.hide()  # closing it would quit the app (there is no tray offscreen)
+        app.window.deleteLater()
+
+
+@pytest.fixture
+def agent(running_app: LockgateApp, app_paths: Paths) -> Iterator[Agent]:
+    store = TokenStore(app_paths.clients_file)
+    tokens = {name: store.create(name) for name in ("claude-test", "cursor-test")}
+    assert running_app.host.info is not None
+    agent = Agent(running_app.host.info.url, tokens)
+    try:
+        yield agent
+    finally:
+        agent.close()
+
+
+@pytest.fixture(autouse=True)
+def no_modal_left_open() -> Iterator[None]:
+    """A test that leaves a modal dialog open fails: the app must never block on one."""
+    yield
+    app = QApplication.instance()
+    modal = app.activeModalWidget() if isinstance(app, QApplication) else None
+    if modal is not None:
+        modal.close()
+        pytest.fail(f"a modal was left open: {modal!r} {modal.windowTitle()!r}")
+
+
+def wait_result(qtbot: Any, future: concurrent.futures.Future[Any], timeout: int = 30_000) -> Any:
+    qtbot.waitUntil(future.done, timeout=timeout)
+    return future.result()

@@ -1,0 +1,272 @@
+"""The app end to end, by clicking its real widgets: the gateway is real (in the app, on
+its worker thread), the servers are real (server-everything, mcp-server-time, the
+misbehaving server) and the agents are the mcp SDK's Client over HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from desktop.app import install_crash_handler
+from desktop.calls import DECISION, CallRow
+from proxy.audit import AuditLog
+from tests.desktop.conftest import text_of, wait_result
+
+
+def rows(app: Any) -> list[CallRow]:
+    return [app.calls.row(i) for i in range(app.calls.rowCount())]
+
+
+def set_policy(app: Any, qtbot: Any, policy: dict[str, Any]) -> None:
+    """Write policy.json as a person would, and wait until the app shows it in force."""
+    before = app.policy
+    app.paths.policy_file.write_text(json.dumps(policy, indent=2))
+    qtbot.waitUntil(lambda: app.policy is not before, timeout=10_000)
+
+
+def test_calls_appear_live_with_their_decisions(qtbot, running_app, agent):
+    ok = wait_result(qtbot, agent.call("echo", {"message": "hi"}))
+    denied = wait_result(qtbot, agent.call("get-sum", {"a": 1, "b": 2}))
+    assert text_of(ok) == "Echo: hi"
+    assert denied.is_error
+    qtbot.waitUntil(lambda: len(rows(running_app)) >= 2 and bool(rows(running_app)[-1].outcome))
+    echo, get_sum = rows(running_app)[-2:]
+    assert (echo.tool, echo.decision, echo.outcome, echo.client) == (
+        "echo",
+        "allowed",
+        "ok",
+        "claude-test",
+    )
+    assert (get_sum.tool, get_sum.decision, get_sum.rule) == ("get-sum", "denied", "get-sum")
+    # the details pane says why
+    view = running_app.live
+    view.table.selectRow(view.proxy.rowCount() - 1)
+    assert "no sums today" in view.details.toPlainText()
+    assert '"a": 1' in view.details.toPlainText()
+    assert view.table.model().index(view.proxy.rowCount() - 1, DECISION).data() == "✕ denied"
+
+
+def test_a_rule_control_writes_policy_json_and_the_next_call_is_blocked(qtbot, running_app, agent):
+    assert not wait_result(qtbot, agent.call("echo", {"message": "before"})).is_error
+    tools = running_app.tools_view
+    running_app.window.show_tab("Tools & rules")
+    assert tools.select("everything", "echo")
+    editor = tools.editor
+    editor.action.setCurrentIndex(editor.action.findData("deny"))
+    qtbot.keyClicks(editor.reason, "not now")
+    qtbot.mouseClick(editor.apply, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "deny · rule everything/echo" in _rule_text(running_app, "echo"))
+    written = json.loads(running_app.paths.policy_file.read_text())
+    assert written["tools"]["everything/echo"] == {"action": "deny", "reason": "not now"}
+    assert written["tools"]["get-sum"] == {"action": "deny", "reason": "no sums today"}
+    blocked = wait_result(qtbot, agent.call("echo", {"message": "after"}))
+    assert blocked.is_error
+    assert "not now" in text_of(blocked)
+
+
+def _rule_text(app: Any, tool: str) -> str:
+    model = app.tools
+    for row in range(model.rowCount()):
+        if model.rows[row].name == tool:
+            return str(model.index(row, 3).data())
+    return ""
+
+
+def test_block_this_tool_from_the_live_calls_menu(qtbot, running_app, agent):
+    wait_result(qtbot, agent.call("echo", {"message": "x"}))
+    qtbot.waitUntil(lambda: any(r.tool == "echo" for r in rows(running_app)))
+    row = next(r for r in rows(running_app) if r.tool == "echo")
+    menu = running_app.live.rule_menu(row)
+    block = next(a for a in menu.actions() if a.text() == "Block this tool")
+    block.trigger()
+    menu.close()
+    qtbot.waitUntil(lambda: _rule_text(running_app, "echo").startswith("deny"))
+    assert wait_result(qtbot, agent.call("echo", {"message": "y"})).is_error
+
+
+def ask_policy(timeout: float = 120) -> dict[str, Any]:
+    return {
+        "version": "1",
+        "default": "allow",
+        "tools": {"echo": {"action": "ask", "approval": {"timeout": timeout}}},
+    }
+
+
+def test_an_approval_answered_in_the_prompt_releases_the_call(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "may I?"})
+    qtbot.waitUntil(lambda: len(running_app.prompt.panel.cards) == 1, timeout=10_000)
+    assert running_app.prompt.isVisible()
+    card = next(iter(running_app.prompt.panel.cards.values()))
+    assert (
+        '"message": "may I?"'
+        in card.findChild(type(running_app.live.details), "arguments").toPlainText()
+    )
+    assert card.countdown.text().startswith("denied in 1:5") or card.countdown.text().startswith(
+        "denied in 2:00"
+    )
+    assert not waiting.done()  # the call really waits for the person
+    qtbot.mouseClick(card.allow_once, Qt.MouseButton.LeftButton)
+    assert text_of(wait_result(qtbot, waiting)) == "Echo: may I?"
+    qtbot.waitUntil(lambda: not running_app.prompt.isVisible())
+    qtbot.waitUntil(lambda: rows(running_app)[-1].decision == "approved")
+
+
+def test_deny_with_a_reason_reaches_the_agent(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "rm -rf"})
+    qtbot.waitUntil(lambda: len(running_app.approvals_tab.cards) == 1, timeout=10_000)
+    card = next(iter(running_app.approvals_tab.cards.values()))  # the main window's tab
+    qtbot.keyClicks(card.reason, "looks dangerous")
+    qtbot.mouseClick(card.deny, Qt.MouseButton.LeftButton)
+    result = wait_result(qtbot, waiting)
+    assert result.is_error
+    assert "looks dangerous" in text_of(result)
+
+
+def test_an_unanswered_approval_times_out_as_denied(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy(timeout=1))
+    waiting = agent.call("echo", {"message": "anyone?"})
+    qtbot.waitUntil(lambda: len(running_app.pending) == 1, timeout=10_000)
+    result = wait_result(qtbot, waiting)
+    assert result.is_error
+    assert "nobody approved this call within 1 s" in text_of(result)
+    qtbot.waitUntil(lambda: len(running_app.pending) == 0)
+    assert not running_app.prompt.panel.cards
+
+
+def test_always_allow_writes_the_rule_and_allow_for_session_remembers(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "one"})
+    qtbot.waitUntil(lambda: len(running_app.pending) == 1, timeout=10_000)
+    card = next(iter(running_app.prompt.panel.cards.values()))
+    qtbot.mouseClick(card.allow_always, Qt.MouseButton.LeftButton)
+    assert not wait_result(qtbot, waiting).is_error
+    qtbot.waitUntil(lambda: "everything/echo" in running_app.paths.policy_file.read_text())
+    rule = json.loads(running_app.paths.policy_file.read_text())["tools"]["everything/echo"]
+    assert rule == {"action": "allow"}
+    qtbot.waitUntil(lambda: _rule_text(running_app, "echo").startswith("allow"))
+    assert not wait_result(qtbot, agent.call("echo", {"message": "two"})).is_error
+    assert len(running_app.pending) == 0  # nobody was asked the second time
+
+
+def test_several_approvals_pending_at_once(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    first = agent.call("echo", {"message": "1"})
+    second = agent.call("echo", {"message": "2"}, client="cursor-test")
+    qtbot.waitUntil(lambda: len(running_app.prompt.panel.cards) == 2, timeout=10_000)
+    cards = list(running_app.prompt.panel.cards.values())
+    by_client = {c.pending.client: c for c in cards}
+    qtbot.mouseClick(by_client["cursor-test"].deny, Qt.MouseButton.LeftButton)
+    assert wait_result(qtbot, second).is_error
+    assert not first.done()
+    qtbot.waitUntil(lambda: len(running_app.prompt.panel.cards) == 1)
+    qtbot.mouseClick(by_client["claude-test"].allow_once, Qt.MouseButton.LeftButton)
+    assert not wait_result(qtbot, first).is_error
+
+
+def test_pause_denies_everything_until_resumed(qtbot, running_app, agent):
+    qtbot.mouseClick(running_app.window.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: running_app.state.paused)
+    assert running_app.window.banner.isVisible()
+    assert running_app.window.pause_button.text() == "Resume tool calls"
+    paused = wait_result(qtbot, agent.call("echo", {"message": "x"}))
+    assert paused.is_error
+    assert "paused" in text_of(paused)
+    qtbot.mouseClick(running_app.window.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not running_app.state.paused)
+    assert not wait_result(qtbot, agent.call("echo", {"message": "y"})).is_error
+
+
+def test_a_broken_policy_is_shown_and_the_last_good_one_stays(qtbot, running_app, agent):
+    path = running_app.paths.policy_file
+    path.write_text('{"version": "1", "default": "allow", "tools": {"echo": {"action": "nope"}}}')
+    qtbot.waitUntil(lambda: running_app.state.policy_error is not None, timeout=10_000)
+    view = running_app.policy_view
+    assert view.error.isVisible() is False or view.error.toPlainText()
+    assert 'tools."echo".action' in view.error.toPlainText()
+    assert "policy.json:1:" in view.error.toPlainText()
+    assert "policy.json has errors" in running_app.window.banner.text()
+    # the last good policy (get-sum denied) is still in force
+    assert wait_result(qtbot, agent.call("get-sum", {"a": 1, "b": 1})).is_error
+    # and the rule controls refuse to write over a file the person is editing
+    running_app.set_rule("everything", "echo", {"action": "deny"})
+    qtbot.waitUntil(lambda: "fix them" in running_app.tools_view.editor.status.text())
+    assert '"nope"' in path.read_text()
+
+
+def test_a_crashed_server_is_reported_and_restartable(qtbot, running_app, agent):
+    assert not wait_result(qtbot, agent.call("echo", {}, server="misbehaving")).is_error
+    with pytest.raises(Exception, match="went down"):
+        wait_result(qtbot, agent.call("exit", {}, server="misbehaving"))
+    qtbot.waitUntil(lambda: running_app.servers.down_count() == 1, timeout=10_000)
+    assert running_app.state.servers_down == 1
+    servers = running_app.servers_view
+    servers.select("misbehaving")
+    qtbot.mouseClick(servers.restart, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: running_app.servers.down_count() == 0, timeout=10_000)
+    assert "misbehaving" in servers.status.text()
+
+
+def test_the_tools_view_lists_every_server_with_risks(qtbot, running_app):
+    model = running_app.tools
+    names = {(r.server, r.name) for r in model.rows}
+    assert ("everything", "echo") in names
+    assert ("time", "get_current_time") in names
+    assert ("misbehaving", "garbage") in names
+    assert model.tool_count("time") == 2
+    assert all(r.risk is not None for r in model.rows)
+
+
+@pytest.mark.qt_no_exception_capture
+def test_an_error_in_a_slot_opens_a_dialog_and_is_logged_while_the_gateway_serves(
+    qtbot, running_app, agent, tmp_path
+):
+    log_dir = tmp_path / "logs"
+    install_crash_handler(log_dir, lambda: running_app.window)
+
+    def boom() -> None:
+        raise ValueError("a bug in a slot")
+
+    QTimer.singleShot(0, boom)
+    qtbot.waitUntil(lambda: _error_box() is not None)
+    box = _error_box()
+    assert box is not None
+    assert "ValueError: a bug in a slot" in box.text()
+    assert not box.isModal()
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert "ValueError: a bug in a slot" in (log_dir / "desktop.log").read_text()
+    assert not wait_result(qtbot, agent.call("echo", {"message": "still here"})).is_error
+    box.close()
+
+
+def _error_box() -> QMessageBox | None:
+    for widget in QApplication.topLevelWidgets():
+        if isinstance(widget, QMessageBox) and widget.isVisible():
+            return widget
+    return None
+
+
+def test_quit_answers_the_waiting_calls_and_completes_the_audit_log(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    for i in range(3):
+        assert not wait_result(qtbot, agent.call("get-env", {})).is_error or i < 0
+    waiting = agent.call("echo", {"message": "pending at quit"})
+    qtbot.waitUntil(lambda: len(running_app.pending) == 1, timeout=10_000)
+    started = time.monotonic()
+    running_app.close()
+    assert time.monotonic() - started < 15
+    result = wait_result(qtbot, waiting)
+    assert result.is_error
+    assert "shutting down" in text_of(result)
+    with AuditLog(running_app.paths.audit_db) as audit:
+        records = audit.query(limit=10)
+    assert [r.tool for r in records][:4] == ["echo", "get-env", "get-env", "get-env"]
+    assert records[0].decision.value == "refused"

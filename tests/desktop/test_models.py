@@ -1,0 +1,178 @@
+"""The table models on their own: qtmodeltester, batching, the bounded window, filters.
+
+Their input is the proxy's own event records (plain frozen dataclasses), built here as the
+gateway builds them; the end-to-end tests feed them from a real gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+
+from desktop.calls import DECISION, RULE, CallsFilter, CallsModel
+from desktop.serversview import ServersModel
+from desktop.toolsview import ToolsModel
+from proxy.catalog import ServerTools
+from proxy.events import (
+    ApprovalPending,
+    CallDecided,
+    CallFinished,
+    CallStarted,
+    UpstreamDown,
+    UpstreamUp,
+)
+from proxy.policy import parse_policy
+from proxy.risk import classify
+from proxy.servers import StdioServer
+
+
+def call_events(n: int, start: int = 0, decision: str = "allowed") -> list[Any]:
+    events: list[Any] = []
+    for i in range(start, start + n):
+        cid = f"c{i}"
+        events.append(CallStarted(cid, 1000.0 + i, "agent", "srv", f"tool{i % 3}", {"i": i}))
+        events.append(CallDecided(cid, 1000.0 + i, decision, "rule", "tool*", "why"))
+        events.append(CallFinished(cid, 1000.0 + i, "ok", 1.5, 10))
+    return events
+
+
+def test_calls_model_passes_qtmodeltester_while_fed_and_trimmed(qtmodeltester):
+    model = CallsModel(capacity=50)
+    qtmodeltester.check(model)
+    model.apply(call_events(30))
+    model.apply(call_events(40, start=30))  # 70 > 50: the oldest 20 go
+    qtmodeltester.check(model)
+    assert model.rowCount() == 50
+    assert model.row(0).call_id == "c20"
+    assert model.index_of("c19") is None
+    assert model.index_of("c69") == 49
+
+
+def test_a_batch_is_one_insert_and_one_change_however_many_events(qtbot):
+    model = CallsModel()
+    model.apply([CallStarted(f"c{i}", 1.0, "a", "s", "t", {}) for i in range(100)])
+    inserts: list[tuple[int, int]] = []
+    changes: list[tuple[int, int]] = []
+    model.rowsInserted.connect(lambda _p, first, last: inserts.append((first, last)))
+    model.dataChanged.connect(lambda tl, br, _r=(): changes.append((tl.row(), br.row())))
+    batch: list[Any] = [
+        CallDecided(f"c{i}", 2.0, "denied", "limit", "t", "r") for i in range(10, 60)
+    ]
+    batch += call_events(500, start=100)
+    model.apply(batch)
+    assert inserts == [(100, 599)]
+    assert changes == [(10, 59)]
+    assert model.data(model.index(10, DECISION)) == "✕ denied · rate limit"
+
+
+def test_a_call_waiting_for_approval_shows_so_until_decided():
+    model = CallsModel()
+    model.apply([CallStarted("c1", 1.0, "a", "s", "rm", {"path": "/"})])
+    model.apply(
+        [ApprovalPending("ap1", "c1", 1.0, 61.0, "a", "s", "rm", {"path": "/"}, "rm", "ask")]
+    )
+    assert model.data(model.index(0, DECISION)) == "? waiting for you"
+    model.apply([CallDecided("c1", 2.0, "approved", "person", "rm", "ok")])
+    assert model.data(model.index(0, DECISION)) == "✓ approved"
+    assert model.data(model.index(0, RULE)) == "rm"
+
+
+def test_the_filter_box_and_decision_filter(qtmodeltester):
+    model = CallsModel()
+    model.apply(call_events(6))
+    model.apply(call_events(3, start=6, decision="denied"))
+    proxy = CallsFilter()
+    proxy.setSourceModel(model)
+    qtmodeltester.check(proxy)
+    proxy.set_decisions(["denied", "refused"])
+    assert proxy.rowCount() == 3
+    proxy.set_text("TOOL1")
+    assert [
+        proxy.index(r, 0).data(Qt.ItemDataRole.UserRole + 1).tool for r in range(proxy.rowCount())
+    ] == ["tool1"]
+    proxy.set_decisions([])
+    proxy.set_text('"i": 4')
+    assert proxy.rowCount() == 1
+
+
+def test_history_from_the_audit_log_goes_on_top_without_repeats(tmp_path):
+    from proxy.audit import AuditLog, CallDecision, CallRecord, Outcome
+
+    with AuditLog(tmp_path / "audit.db") as audit:
+        for i in range(5):
+            audit.write_sync(
+                CallRecord(
+                    id=f"old{i}",
+                    time=float(i),
+                    client="a",
+                    server="s",
+                    tool="t",
+                    arguments={"n": i},
+                    decision=CallDecision.DENIED,
+                    basis="rule",
+                    rule="t",
+                    reason="r",
+                    outcome=Outcome.BLOCKED,
+                    duration_ms=0.1,
+                )
+            )
+        records = audit.query(limit=100)
+    model = CallsModel(capacity=8)
+    model.apply(call_events(4))
+    assert model.prepend_history(records) == 4  # room for four more only: the newest four
+    assert [model.row(i).call_id for i in range(8)] == [
+        "old1",
+        "old2",
+        "old3",
+        "old4",
+        "c0",
+        "c1",
+        "c2",
+        "c3",
+    ]
+    assert model.prepend_history(records) == 0
+
+
+def test_tools_model_shows_the_rule_in_force_and_where_it_comes_from(qtmodeltester):
+    tools = [
+        {"name": "read_file", "description": "Read a file", "inputSchema": {}},
+        {"name": "delete_file", "description": "Delete a file", "inputSchema": {}},
+        {"name": "search", "description": "Search", "inputSchema": {}},
+    ]
+    model = ToolsModel()
+    model.set_catalog(
+        {
+            "fs": ServerTools("fs", tuple(tools), tuple(classify(t) for t in tools)),
+            "down": ServerTools("down", error="cannot start server 'down'"),
+        }
+    )
+    qtmodeltester.check(model)
+    policy = parse_policy(
+        '{"version": "1", "default": "ask", "tools": {"*delete*": {"action": "deny"},'
+        ' "fs/read_file": {"action": "allow"}, "search": {"action": "deny", "hide": true}}}'
+    )
+    model.set_policy(policy)
+    rules = [model.index(r, 3).data() for r in range(3)]
+    assert rules == ["allow · rule fs/read_file", "deny · pattern *delete*", "hide · rule search"]
+    assert model.errors == {"down": "cannot start server 'down'"}
+    assert model.data(model.index(1, 2)).startswith("high")
+
+
+def test_servers_model_tracks_up_down_and_crashes(qtmodeltester):
+    model = ServersModel()
+    model.set_servers(
+        {"a": StdioServer(name="a", command="x"), "b": StdioServer(name="b", command="y")}
+    )
+    qtmodeltester.check(model)
+    model.apply([UpstreamUp(1.0, "a", "s1"), UpstreamUp(1.0, "a", "s2")])
+    assert model.data(model.index(0, 2)) == "up (2 sessions)"
+    went_down = model.apply([UpstreamDown(2.0, "a", "s1", "exited with 3")])
+    assert went_down
+    assert model.down_count() == 1
+    assert model.data(model.index(0, 2)) == "down"
+    assert model.data(model.index(0, 4)) == "exited with 3"
+    model.apply([UpstreamDown(3.0, "a", "s2", None)])  # stopped on purpose: not a crash
+    model.apply([UpstreamUp(4.0, "a", "s1")])  # restarted
+    assert model.down_count() == 0
+    assert model.data(model.index(0, 2)) == "up (1 session)"
+    assert model.rowCount(model.index(0, 0)) == 0

@@ -1,0 +1,129 @@
+"""The tray icon on a real X server (Xvfb) with a real tray host (Debian's trayer).
+
+The app runs in a subprocess on that display (this test process is offscreen)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.desktop.conftest import BASE_POLICY
+from tests.proxy._live import servers_json
+
+PROBE = Path(__file__).with_name("_tray_probe.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    for tool in ("Xvfb", "trayer"):
+        assert shutil.which(tool), f"{tool} is missing: ./dev test installs it (apt)"
+    number = next(n for n in range(140, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    xvfb = subprocess.Popen(
+        ["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        assert time.monotonic() < deadline, "Xvfb did not start"
+        time.sleep(0.05)
+    try:
+        yield f":{number}"
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+
+
+def start_trayer(display: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["trayer", "--edge", "top", "--align", "right", "--width", "10", "--height", "28"],
+        env={**os.environ, "DISPLAY": display},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return proc
+
+
+def probe(display: str, tmp_path: Path) -> subprocess.Popen[str]:
+    config, data = tmp_path / "config", tmp_path / "data"
+    config.mkdir(exist_ok=True)
+    (config / "servers.json").write_text(json.dumps(servers_json(tmp_path / "tee.jsonl")))
+    (config / "policy.json").write_text(json.dumps(BASE_POLICY))
+    env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, str(PROBE), str(config), str(data)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    rest = proc.stdout.read()
+    proc.stdout.close()
+    assert proc.wait(30) == 0, rest
+
+
+def lines_until(proc: subprocess.Popen[str], last: str, timeout: float = 40) -> list[str]:
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line.strip())
+        if line.startswith(last):
+            break
+    return seen
+
+
+def test_with_a_tray_the_app_lives_there_and_shows_no_window(display, tmp_path):
+    trayer = start_trayer(display)
+    try:
+        app = probe(display, tmp_path)
+        out = lines_until(app, "tooltip")
+        finish(app)
+    finally:
+        trayer.terminate()
+        trayer.wait(10)
+    assert "tray available True" in out, out
+    assert "window visible False" in out, out
+    geometry = next(line for line in out if line.startswith("tray geometry")).split()[2:]
+    x, y, width, height = map(int, geometry)
+    assert width > 0
+    assert height > 0
+    assert x > 1000, geometry  # in trayer, top right
+    assert y < 40, geometry
+    assert next(line for line in out if line.startswith("tooltip")).startswith(
+        "tooltip Lockgate: watching tool calls"
+    )
+    running = next(line for line in out if line.startswith("running after"))
+    assert float(running.split()[2]) < 2.0, running  # start to serving (and tray) under 2 s
+
+
+def test_without_a_tray_the_window_opens_and_a_tray_that_appears_is_adopted(display, tmp_path):
+    app = probe(display, tmp_path)
+    out = lines_until(app, "window visible")
+    assert "tray available False" in out, out
+    assert "window visible True" in out, out
+    trayer = start_trayer(display)
+    try:
+        out += lines_until(app, "adopted")
+        finish(app)
+    finally:
+        trayer.terminate()
+        trayer.wait(10)
+    assert "adopted" in out, out
