@@ -261,7 +261,7 @@ class ApprovalPrompt(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(heading)
         layout.addWidget(self.panel)
-        self.resize(600, 430)
+        self.resize(600, 340)
         self._pending = pending
         self._dismissed: set[str] = set()
         pending.changed.connect(self._changed)

@@ -169,6 +169,8 @@ def main() -> int:
     wait_until(lambda: len(app.pending) == 1, 30, "the approval prompt")
     settle(1.5)
 
+    shoot(out / "approval-prompt.png")  # the prompt over whatever the person was doing
+    app.prompt.hide()
     app.window.show_tab("Live calls")
     rows = app.live.proxy.rowCount()
     for row in range(rows - 1, -1, -1):
