@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
     QSortFilterProxyModel,
@@ -25,6 +24,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QBrush, QColor
 
+from desktop._table import ListTableModel
 from proxy.audit import CallRecord
 from proxy.events import ApprovalAnswered, ApprovalPending, CallDecided, CallFinished, CallStarted
 
@@ -120,8 +120,10 @@ def _summary(arguments: Mapping[str, Any]) -> str:
     return text if len(text) <= _ARGUMENTS_SHOWN else text[: _ARGUMENTS_SHOWN - 1] + "…"
 
 
-class CallsModel(QAbstractTableModel):
+class CallsModel(ListTableModel[CallRow]):
     """The most recent ``capacity`` calls, oldest first."""
+
+    columns = COLUMNS
 
     def __init__(self, capacity: int = 5000, parent: Any = None) -> None:
         super().__init__(parent)
@@ -133,28 +135,17 @@ class CallsModel(QAbstractTableModel):
 
     # -- Qt model API -----------------------------------------------------------------
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        horizontal = orientation == Qt.Orientation.Horizontal
-        if horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
-        return None
+    def items(self) -> Sequence[CallRow]:
+        return self._rows
 
     def data(
         self,
         index: QModelIndex | QPersistentModelIndex,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        row = self.item_at(index)
+        if row is None:
             return None
-        row = self._rows[index.row()]
         column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(row, column)

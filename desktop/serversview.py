@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop._table import ListTableModel
 from proxy.events import UpstreamDown, UpstreamUp
 from proxy.servers import HttpServer, ServerSpec, StdioServer
 
@@ -55,7 +56,9 @@ def _target(spec: ServerSpec) -> str:
     return spec.url
 
 
-class ServersModel(QAbstractTableModel):
+class ServersModel(ListTableModel[ServerState]):
+    columns = COLUMNS
+
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.servers: list[ServerState] = []
@@ -120,28 +123,17 @@ class ServersModel(QAbstractTableModel):
         row = self.servers.index(state)
         self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.servers)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        horizontal = orientation == Qt.Orientation.Horizontal
-        if horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
-        return None
+    def items(self) -> Sequence[ServerState]:
+        return self.servers
 
     def data(
         self,
         index: QModelIndex | QPersistentModelIndex,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.servers):
+        state = self.item_at(index)
+        if state is None:
             return None
-        state = self.servers[index.row()]
         column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             if column == NAME:

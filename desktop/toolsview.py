@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QItemSelection,
     QModelIndex,
     QPersistentModelIndex,
@@ -31,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop._table import ListTableModel
 from desktop.liveview import rate_limit
 from proxy.catalog import ServerTools
 from proxy.policy import Action, Policy, Rule
@@ -81,8 +81,10 @@ def _origin(rule: Rule, server: str, tool: str) -> str:
     return f"pattern {text}"
 
 
-class ToolsModel(QAbstractTableModel):
+class ToolsModel(ListTableModel[ToolRow]):
     """Tools of every server (from ``tools/list``), with the rule in force for each."""
+
+    columns = COLUMNS
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -122,28 +124,17 @@ class ToolsModel(QAbstractTableModel):
     def tool_count(self, server: str) -> int:
         return sum(1 for r in self.rows if r.server == server)
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(
-        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
-    ) -> Any:
-        horizontal = orientation == Qt.Orientation.Horizontal
-        if horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
-        return None
+    def items(self) -> Sequence[ToolRow]:
+        return self.rows
 
     def data(
         self,
         index: QModelIndex | QPersistentModelIndex,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self.rows):
+        row = self.item_at(index)
+        if row is None:
             return None
-        row = self.rows[index.row()]
         column = index.column()
         if role == ToolRole:
             return row
