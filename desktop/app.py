@@ -170,6 +170,7 @@ class LockgateApp(QObject):
         self.state = AppState()
         self.policy: Policy | None = None
         self._stopped = False
+        self._shown: tuple[AppState, str | None] | None = None
         self.tray.open_window.connect(self.window.present)
         self.tray.open_approvals.connect(lambda: self.window.show_tab("Approvals"))
         self.tray.toggle_pause.connect(self.toggle_pause)
@@ -250,8 +251,12 @@ class LockgateApp(QObject):
 
     def _show(self, state: AppState) -> None:
         self.state = state
+        shown = (state, self.host.info.url if self.host.info else None)
+        if shown == self._shown:
+            return  # every batch ends here: restyling the banner each time is not free
+        self._shown = shown
         self.tray.update(state)
-        self.window.show_state(state, self.host.info.url if self.host.info else None)
+        self.window.show_state(*shown)
 
     def _ready(self) -> None:
         def servers(gateway: Any) -> dict[str, ServerSpec]:
