@@ -96,9 +96,11 @@ def rss_mb() -> float:
 
 
 def spin(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+    """Run the event loop for ``seconds``, idle as the real app's ``exec()`` is (a busy
+    ``processEvents`` loop would burn a core and take the GIL from the gateway)."""
+    loop = QEventLoop()
+    QTimer.singleShot(max(0, round(seconds * 1000)), loop.quit)
+    loop.exec()
 
 
 class Heartbeat:
