@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -220,27 +221,61 @@ class GatewayHost:
 
 
 class EventPump(QObject):
-    """Drains the host on the GUI thread every ``interval_ms`` and emits each batch once.
+    """Drains the host on the GUI thread every ``interval_ms`` and emits what it drained
+    in batches.
 
     Answers to the GUI's own requests are delivered to their callbacks here, in order with
     the events around them.
+
+    The GUI thread never spends much more than ``budget_ms`` at a time here: past it, the
+    rest waits for the next turn of the event loop, so painting, input and timers get
+    theirs. Under a flood (more than the GUI can show) the backlog is worked off that way,
+    in order, with the window staying responsive.
     """
 
     batch = Signal(object)  # list of events (proxy.events and the Host* records)
 
+    CHUNK = 300  # events between looks at the clock (about 100 calls)
+
     def __init__(
-        self, host: GatewayHost, interval_ms: int = 50, parent: QObject | None = None
+        self,
+        host: GatewayHost,
+        interval_ms: int = 50,
+        budget_ms: float = 12.0,
+        parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._host = host
+        self._budget = budget_ms / 1000
+        self._pending: deque[object] = deque()
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
-        self._timer.timeout.connect(self.pump)
+        self._timer.timeout.connect(self._tick)
         self._timer.start()
+        self._more = QTimer(self, singleShot=True, interval=0)  # the rest of a backlog
+        self._more.timeout.connect(self._work)
+
+    @property
+    def backlog(self) -> int:
+        """Items drained but not yet handed on."""
+        return len(self._pending)
 
     def pump(self) -> None:
+        """Hand on everything that has arrived, however long it takes."""
+        self._pending.extend(self._host.drain())
+        self._work(unlimited=True)
+
+    def _tick(self) -> None:
+        self._pending.extend(self._host.drain())
+        if not self._more.isActive():
+            self._work()
+
+    def _work(self, unlimited: bool = False) -> None:
+        deadline = None if unlimited else time.perf_counter() + self._budget
+        pending, popleft = self._pending, self._pending.popleft
         events: list[object] = []
-        for item in self._host.drain():
+        while pending:
+            item = popleft()
             if isinstance(item, _Answer):
                 if events:
                     self.batch.emit(events)
@@ -248,11 +283,20 @@ class EventPump(QObject):
                 item.callback(item.future)
             else:
                 events.append(item)
+                if len(events) < self.CHUNK:
+                    continue
+                self.batch.emit(events)
+                events = []
+            if deadline is not None and time.perf_counter() > deadline:
+                break
         if events:
             self.batch.emit(events)
+        if pending:
+            self._more.start()
 
     def stop(self) -> None:
         self._timer.stop()
+        self._more.stop()
 
 
 def _describe(exc: BaseException) -> str:
