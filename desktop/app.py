@@ -155,7 +155,7 @@ class LockgateApp(QObject):
         self.paths = paths
         self.host = GatewayHost(paths, port=port)
         self.pump = EventPump(self.host, parent=self)
-        self.calls = CallsModel(parent=self)
+        self.calls = CallsModel()
         self.tools = ToolsModel(parent=self)
         self.servers = ServersModel(parent=self)
         self.pending = PendingApprovals(self.tools.risk, parent=self)

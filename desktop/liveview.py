@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QItemSelection, QModelIndex, QPoint, Qt
+from PySide6.QtCore import QItemSelection, QModelIndex, QPoint, Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -37,7 +37,6 @@ from desktop.calls import (
     CallRow,
     CallsFilter,
     CallsModel,
-    RowRole,
     decision_label,
 )
 
@@ -70,17 +69,15 @@ class LiveView(QWidget):
         self.model = model
         self._on_rule = on_rule
         self.proxy = CallsFilter(self)
-        self.proxy.setSourceModel(model)
+        self.proxy.setSourceModel(model.qt)
 
         self.filter_box = QLineEdit(placeholderText="Filter by client, server, tool or arguments")
         self.filter_box.setClearButtonEnabled(True)
-        self.filter_box.textChanged.connect(self.proxy.set_text)
+        self.filter_box.textChanged.connect(self._filter_text)
         self.decision_filter = QComboBox()
         for label, decisions in _DECISION_FILTERS:
             self.decision_filter.addItem(label, decisions)
-        self.decision_filter.currentIndexChanged.connect(
-            lambda i: self.proxy.set_decisions(self.decision_filter.itemData(i))
-        )
+        self.decision_filter.currentIndexChanged.connect(self._filter_decisions)
         self.follow = QCheckBox("Follow")
         self.follow.setChecked(True)
         self.follow.setToolTip("Keep the newest call in view")
@@ -98,6 +95,7 @@ class LiveView(QWidget):
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
         self.table.setShowGrid(False)
@@ -134,6 +132,11 @@ class LiveView(QWidget):
         layout.addWidget(splitter, 1)
         layout.addWidget(self.count)
         self._selected_id: str | None = None
+        # The count changes with every batch, and a label whose text changes asks for a
+        # new layout, which repaints the whole window (measured: 20 full repaints a
+        # second under steady traffic). Once a second is enough to read it.
+        self._count_timer = QTimer(self, singleShot=True, interval=1000)
+        self._count_timer.timeout.connect(self._update_count)
         self._update_count()
 
     # -- follow mode ------------------------------------------------------------------
@@ -145,7 +148,7 @@ class LiveView(QWidget):
     def _rows_added(self, _parent: QModelIndex, _first: int, _last: int) -> None:
         if self.follow.isChecked():
             self.table.scrollToBottom()
-        self._update_count()
+        self._count_later()
 
     def _scrolled(self, value: int) -> None:
         bar = self.table.verticalScrollBar()
@@ -159,17 +162,31 @@ class LiveView(QWidget):
     def _update_count(self) -> None:
         shown, held = self.proxy.rowCount(), self.model.rowCount()
         note = f"{held} calls" if shown == held else f"{shown} of {held} calls shown"
-        self.count.setText(
-            f"{note} (the last {self.model.capacity} are kept here; all are in the audit log)"
-        )
+        text = f"{note} (the last {self.model.capacity} are kept here; all are in the audit log)"
+        if text != self.count.text():
+            self.count.setText(text)
+
+    def _filter_text(self, text: str) -> None:
+        self.proxy.set_text(text)
+        self._update_count()
+
+    def _filter_decisions(self, index: int) -> None:
+        self.proxy.set_decisions(self.decision_filter.itemData(index))
+        self._update_count()
+
+    def _count_later(self) -> None:
+        if not self._count_timer.isActive():
+            self._count_timer.start()
 
     def refresh(self) -> None:
         """After a batch: the details of the selected call may have changed."""
-        self._update_count()
+        self._count_later()
         if self._selected_id is not None:
             index = self.model.index_of(self._selected_id)
             if index is not None:
-                self.details.setPlainText(details_text(self.model.row(index)))
+                text = details_text(self.model.row(index))
+                if text != self.details.toPlainText():
+                    self.details.setPlainText(text)
 
     # -- details and menu -------------------------------------------------------------
 
@@ -177,8 +194,11 @@ class LiveView(QWidget):
         indexes = self.table.selectionModel().selectedRows()
         if not indexes:
             return None
-        row = indexes[0].data(RowRole)
-        return row if isinstance(row, CallRow) else None
+        return self._row_at(indexes[0])
+
+    def _row_at(self, index: QModelIndex) -> CallRow | None:
+        source = self.proxy.mapToSource(index)
+        return self.model.row(source.row()) if source.isValid() else None
 
     def _selected(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
         row = self.selected_row()
@@ -189,8 +209,8 @@ class LiveView(QWidget):
         index = self.table.indexAt(pos)
         if not index.isValid():
             return
-        row = index.data(RowRole)
-        if not isinstance(row, CallRow):
+        row = self._row_at(index)
+        if row is None:
             return
         menu = self.rule_menu(row)
         menu.popup(self.table.viewport().mapToGlobal(pos))

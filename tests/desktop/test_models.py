@@ -36,12 +36,12 @@ def call_events(n: int, start: int = 0, decision: str = "allowed") -> list[Any]:
     return events
 
 
-def test_calls_model_passes_qtmodeltester_while_fed_and_trimmed(qtmodeltester):
+def test_calls_model_passes_qtmodeltester_while_fed_and_trimmed(qapp, qtmodeltester):
     model = CallsModel(capacity=50)
-    qtmodeltester.check(model)
+    qtmodeltester.check(model.qt)
     model.apply(call_events(30))
     model.apply(call_events(40, start=30))  # 70 > 50: the oldest 20 go
-    qtmodeltester.check(model)
+    qtmodeltester.check(model.qt)
     assert model.rowCount() == 50
     assert model.row(0).call_id == "c20"
     assert model.index_of("c19") is None
@@ -53,49 +53,51 @@ def test_a_batch_is_one_insert_and_one_change_however_many_events(qtbot):
     model.apply([CallStarted(f"c{i}", 1.0, "a", "s", "t", {}) for i in range(100)])
     inserts: list[tuple[int, int]] = []
     changes: list[tuple[int, int]] = []
-    model.rowsInserted.connect(lambda _p, first, last: inserts.append((first, last)))
-    model.dataChanged.connect(lambda tl, br, _r=(): changes.append((tl.row(), br.row())))
+    model.qt.rowsInserted.connect(lambda _p, first, last: inserts.append((first, last)))
+    model.qt.dataChanged.connect(lambda tl, br, _r=(): changes.append((tl.row(), br.row())))
     batch: list[Any] = [
         CallDecided(f"c{i}", 2.0, "denied", "limit", "t", "r") for i in range(10, 60)
     ]
     batch += call_events(500, start=100)
     model.apply(batch)
     assert inserts == [(100, 599)]
-    assert changes == [(10, 59)]
-    assert model.data(model.index(10, DECISION)) == "✕ denied · rate limit"
+    assert changes == [(10, 599)]  # the decided rows and the new ones, in one
+    assert model.text(10, DECISION) == "✕ denied · rate limit"
 
 
-def test_a_call_waiting_for_approval_shows_so_until_decided():
+def test_a_call_waiting_for_approval_shows_so_until_decided(qapp):
     model = CallsModel()
     model.apply([CallStarted("c1", 1.0, "a", "s", "rm", {"path": "/"})])
     model.apply(
         [ApprovalPending("ap1", "c1", 1.0, 61.0, "a", "s", "rm", {"path": "/"}, "rm", "ask")]
     )
-    assert model.data(model.index(0, DECISION)) == "? waiting for you"
+    assert model.text(0, DECISION) == "? waiting for you"
     model.apply([CallDecided("c1", 2.0, "approved", "person", "rm", "ok")])
-    assert model.data(model.index(0, DECISION)) == "✓ approved"
-    assert model.data(model.index(0, RULE)) == "rm"
+    assert model.text(0, DECISION) == "✓ approved"
+    assert model.text(0, RULE) == "rm"
 
 
-def test_the_filter_box_and_decision_filter(qtmodeltester):
+def test_the_filter_box_and_decision_filter(qapp, qtmodeltester):
     model = CallsModel()
     model.apply(call_events(6))
     model.apply(call_events(3, start=6, decision="denied"))
     proxy = CallsFilter()
-    proxy.setSourceModel(model)
+    proxy.setSourceModel(model.qt)
     qtmodeltester.check(proxy)
     proxy.set_decisions(["denied", "refused"])
     assert proxy.rowCount() == 3
     proxy.set_text("TOOL1")
     assert [
-        proxy.index(r, 0).data(Qt.ItemDataRole.UserRole + 1).tool for r in range(proxy.rowCount())
+        model.row(proxy.mapToSource(proxy.index(r, 0)).row()).tool for r in range(proxy.rowCount())
     ] == ["tool1"]
+    proxy.set_text("denied")  # the decision is not part of the text the box searches
+    assert proxy.rowCount() == 0
     proxy.set_decisions([])
     proxy.set_text('"i": 4')
     assert proxy.rowCount() == 1
 
 
-def test_history_from_the_audit_log_goes_on_top_without_repeats(tmp_path):
+def test_history_from_the_audit_log_goes_on_top_without_repeats(qapp, tmp_path):
     from proxy.audit import AuditLog, CallDecision, CallRecord, Outcome
 
     with AuditLog(tmp_path / "audit.db") as audit:
@@ -176,3 +178,47 @@ def test_servers_model_tracks_up_down_and_crashes(qtmodeltester):
     assert model.down_count() == 0
     assert model.data(model.index(0, 2)) == "up (1 session)"
     assert model.rowCount(model.index(0, 0)) == 0
+
+
+def test_a_call_decided_after_older_rows_were_dropped_shows_its_decision(qapp, qtmodeltester):
+    model = CallsModel(capacity=50)
+    model.apply([CallStarted(f"c{i}", 1.0, "a", "s", "t", {}) for i in range(30)])
+    model.apply(call_events(40, start=30))  # the oldest 20 go; c20..c29 are still deciding
+    assert model.text(5, DECISION) == "… deciding"
+    model.apply(
+        [
+            CallDecided("c25", 2.0, "denied", "rule", "t", "no"),
+            CallFinished("c25", 2.0, "blocked", 0.2, None),
+        ]
+    )
+    assert model.index_of("c25") == 5
+    assert model.text(5, DECISION) == "✕ denied"
+    assert model.text(5, RULE) == "t"
+    assert model.qt.index(5, DECISION).data(Qt.ItemDataRole.ToolTipRole) == "no"
+    qtmodeltester.check(model.qt)
+    assert not model.qt.flags(model.qt.index(5, 0)) & Qt.ItemFlag.ItemIsEditable
+
+
+def test_a_backlog_longer_than_the_window_keeps_only_its_newest_calls(qapp):
+    model = CallsModel(capacity=50)
+    model.apply(call_events(10))
+    model.apply(call_events(120, start=10))
+    assert model.rowCount() == 50
+    assert [model.row(0).call_id, model.row(49).call_id] == ["c80", "c129"]
+    assert model.text(0, 3) == "tool2"  # c80's cells are c80's
+    model.apply([CallDecided("c20", 2.0, "denied", "rule", "t", "r")])  # no longer shown
+    assert model.index_of("c20") is None
+
+
+def test_a_decision_moves_a_call_into_the_decision_filter(qapp):
+    model = CallsModel()
+    model.apply(
+        [CallStarted("c1", 1.0, "a", "s", "t", {}), CallStarted("c2", 1.0, "a", "s", "t", {})]
+    )
+    proxy = CallsFilter()
+    proxy.setSourceModel(model.qt)
+    proxy.set_decisions(["denied"])
+    assert proxy.rowCount() == 0
+    model.apply([CallDecided("c2", 2.0, "denied", "rule", "t", "r")])
+    assert proxy.rowCount() == 1
+    assert model.row(proxy.mapToSource(proxy.index(0, 0)).row()).call_id == "c2"
