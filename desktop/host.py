@@ -4,9 +4,9 @@ crossing between that loop and the GUI.
 Everything the GUI hears comes through one deque: the gateway's events (appended by a bus
 subscriber on the loop thread), the answers to what the GUI asked of the gateway, and the
 host's own news (ready, failed, stopped). :class:`EventPump` drains it on the GUI thread
-every 50 ms and hands the whole batch on at once. Measured for issue 4: a deque drained
-by a ~50 ms timer absorbed 55,000 rows/s with the GUI heartbeat late by 34 ms at p99,
-where one queued signal per event froze the GUI for over a minute.
+every 50 ms (150 ms under heavy traffic) and hands it on in batches. Measured for
+issue 4: a deque drained by a ~50 ms timer absorbed 55,000 rows/s with the GUI heartbeat
+late by 34 ms at p99, where one queued signal per event froze the GUI for over a minute.
 
 The GUI asks the gateway for things with :meth:`GatewayHost.call` (a function run on the
 loop thread), :meth:`GatewayHost.run` (a coroutine on the loop) and
@@ -230,12 +230,14 @@ class EventPump(QObject):
     The GUI thread never spends much more than ``budget_ms`` at a time here: past it, the
     rest waits for the next turn of the event loop, so painting, input and timers get
     theirs. Under a flood (more than the GUI can show) the backlog is worked off that way,
-    in order, with the window staying responsive.
+    in order, with the window staying responsive. While more than ``HEAVY`` events arrive
+    per interval, it drains three times less often: every batch repaints the table.
     """
 
     batch = Signal(object)  # list of events (proxy.events and the Host* records)
 
     CHUNK = 300  # events between looks at the clock (about 100 calls)
+    HEAVY = 150  # events in one interval (about 1,000 calls/s at 50 ms) that slow the pump
 
     def __init__(
         self,
@@ -247,6 +249,7 @@ class EventPump(QObject):
         super().__init__(parent)
         self._host = host
         self._budget = budget_ms / 1000
+        self._interval = interval_ms
         self._pending: deque[object] = deque()
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
@@ -254,6 +257,11 @@ class EventPump(QObject):
         self._timer.start()
         self._more = QTimer(self, singleShot=True, interval=0)  # the rest of a backlog
         self._more.timeout.connect(self._work)
+
+    @property
+    def interval_ms(self) -> int:
+        """How often it drains now (longer while traffic is heavy)."""
+        return self._timer.interval()
 
     @property
     def backlog(self) -> int:
@@ -266,7 +274,12 @@ class EventPump(QObject):
         self._work(unlimited=True)
 
     def _tick(self) -> None:
-        self._pending.extend(self._host.drain())
+        drained = self._host.drain()
+        self._pending.extend(drained)
+        # Under heavy traffic, fewer and larger batches: each batch repaints the table,
+        # and at 20 a second that alone was a third of the GUI thread's time.
+        heavy = len(drained) > self.HEAVY
+        self._timer.setInterval(self._interval * 3 if heavy else self._interval)
         if not self._more.isActive():
             self._work()
 

@@ -67,3 +67,17 @@ def test_pump_hands_on_everything_at_once(qtbot, tmp_path):
     assert pump.backlog == 0
     pump.stop()
     host.stop()
+
+
+def test_heavy_traffic_slows_the_pump_and_light_traffic_speeds_it_up_again(qtbot, tmp_path):
+    host = host_for(tmp_path)
+    pump = EventPump(host, interval_ms=20)
+    seen: list[Any] = []
+    pump.batch.connect(seen.extend)
+    host._inbox.extend(started(EventPump.HEAVY + 1))
+    qtbot.waitUntil(lambda: pump.interval_ms == 60, timeout=2000)  # fewer repaints
+    host._inbox.extend(started(5, start=10_000))
+    qtbot.waitUntil(lambda: pump.interval_ms == 20, timeout=2000)
+    assert len(seen) == EventPump.HEAVY + 6
+    pump.stop()
+    host.stop()
