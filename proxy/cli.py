@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord
+from proxy.clients import find_clients
 from proxy.control import (
     ControlError,
     GatewayNotRunning,
@@ -133,6 +134,19 @@ def _parser() -> argparse.ArgumentParser:
     risk.add_argument("--json", action="store_true", help="print a JSON list")
 
     commands.add_parser("paths", parents=[common], help="print where Lockgate keeps its files")
+
+    clients = commands.add_parser(
+        "clients",
+        parents=[common],
+        help="the MCP clients on this machine, their servers, and which go through Lockgate",
+    )
+    clients.add_argument(
+        "--project",
+        metavar="DIR",
+        type=Path,
+        help="also read this project's files (.mcp.json, .cursor/mcp.json, .vscode/mcp.json)",
+    )
+    clients.add_argument("--json", action="store_true", help="print JSON")
 
     connect = commands.add_parser(
         "connect",
@@ -271,6 +285,8 @@ def main(
             return _token(args, paths, sys.stdout)
         if args.command == "secret":
             return _secret(args, sys.stdout)
+        if args.command == "clients":
+            return _clients(args.project, args.json, sys.stdout)
         if args.command == "paths":
             _print_paths(paths, sys.stdout)
             return 0
@@ -763,3 +779,42 @@ def _status(paths: Paths, out: TextIO) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _clients(project: Path | None, as_json: bool, out: TextIO) -> int:
+    found = find_clients(project=project.resolve() if project else None)
+    if as_json:
+        listing = [
+            {
+                "client": f.client.name,
+                "scope": f.scope,
+                "path": str(f.path),
+                "error": f.error,
+                "servers": [
+                    {
+                        "name": s.name,
+                        "transport": s.transport,
+                        "target": s.target(),
+                        "through_lockgate": s.through_lockgate,
+                    }
+                    for s in f.servers
+                ],
+            }
+            for f in found
+        ]
+        out.write(json.dumps(listing, indent=2) + "\n")
+        return 0
+    if not found:
+        out.write("No MCP client configuration found (Claude Desktop, Claude Code, Cursor, ")
+        out.write("VS Code, Windsurf).\n")
+        return 0
+    for f in found:
+        out.write(f"{f.client.label} ({f.scope}): {f.path}\n")
+        if f.error:
+            out.write(f"  ! {f.error}\n")
+        elif not f.servers:
+            out.write("  (no MCP servers)\n")
+        for s in f.servers:
+            via = "through Lockgate" if s.through_lockgate else "direct"
+            out.write(f"  {s.name:<24} {via:<17} {s.transport:<5} {s.target()}\n")
+    return 0
