@@ -72,8 +72,21 @@ async def list_tools(spec: ServerSpec, secrets: SecretStore, errlog: TextIO) -> 
                 await upstream.aclose()
         return found
     except (UpstreamUnavailable, MCPError, OSError) as exc:
-        message = exc.error.message if isinstance(exc, MCPError) else str(exc)
-        return ServerTools(spec.name, error=upstream.scrub(message))
+        return ServerTools(spec.name, error=upstream.scrub(_message(exc)))
+    except BaseExceptionGroup as group:  # the task group's: a server that could not start
+        faults, rest = group.split((UpstreamUnavailable, MCPError, OSError))
+        if rest is not None or faults is None:
+            raise
+        return ServerTools(spec.name, error=upstream.scrub(_message(_first(faults))))
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _message(exc: Exception) -> str:
+    return exc.error.message if isinstance(exc, MCPError) else str(exc)
 
 
 async def _ask(upstream: Upstream) -> ServerTools:
