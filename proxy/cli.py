@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -20,7 +21,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
+from proxy._atomic import write_atomic
 from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord
+from proxy.catalog import list_all_tools
 from proxy.clients import find_clients
 from proxy.control import (
     ControlError,
@@ -32,13 +35,14 @@ from proxy.control import (
     watch,
 )
 from proxy.decide import Decision, ToolCall, agent_message, decide
+from proxy.initpolicy import policy_text, starting_policy
 from proxy.paths import Paths, resolve_paths
 from proxy.policy import Policy, PolicyError, default_policy, load_policy, policy_schema
 from proxy.ratelimit import Counters
 from proxy.risk import classify_many, tools_from_json
 from proxy.runinfo import DEFAULT_PORT
 from proxy.secrets import SecretError, SecretStore
-from proxy.servers import ServersError
+from proxy.servers import ServersError, load_servers
 from proxy.tokens import TokenError, TokenStore, valid_client_name
 
 __all__ = ["main"]
@@ -134,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
     risk.add_argument("--json", action="store_true", help="print a JSON list")
 
     commands.add_parser("paths", parents=[common], help="print where Lockgate keeps its files")
+
+    init = commands.add_parser(
+        "init",
+        parents=[common],
+        help="a starting policy.json from your servers' tools (shown before it is written)",
+    )
+    init.add_argument("--yes", action="store_true", help="write it without asking")
 
     clients = commands.add_parser(
         "clients",
@@ -285,6 +296,8 @@ def main(
             return _token(args, paths, sys.stdout)
         if args.command == "secret":
             return _secret(args, sys.stdout)
+        if args.command == "init":
+            return _init(paths, args.yes, sys.stdin, sys.stdout)
         if args.command == "clients":
             return _clients(args.project, args.json, sys.stdout)
         if args.command == "paths":
@@ -817,4 +830,43 @@ def _clients(project: Path | None, as_json: bool, out: TextIO) -> int:
         for s in f.servers:
             via = "through Lockgate" if s.through_lockgate else "direct"
             out.write(f"  {s.name:<24} {via:<17} {s.transport:<5} {s.target()}\n")
+    return 0
+
+
+def _init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
+    if paths.policy_file.exists():
+        out.write(f"{paths.policy_file} already exists; nothing written.\n")
+        return 1
+    servers = load_servers(paths.servers_file) if paths.servers_file.exists() else {}
+    if not servers:
+        out.write(f"No servers in {paths.servers_file}: the built-in policy stays in force.\n")
+        return 1
+    out.write(f"Asking {len(servers)} server(s) for their tools...\n")
+    paths.log_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as logs:
+
+        def errlog(name: str) -> TextIO:
+            return logs.enter_context((paths.log_dir / f"{name}.stderr.log").open("a"))
+
+        listing = asyncio.run(list_all_tools(servers, SecretStore(), errlog))
+    document = starting_policy(listing)
+    text = policy_text(document)
+    for server, found in listing.items():
+        if found.error:
+            out.write(f"  {server}: could not list its tools ({found.error}); they will ask\n")
+    for pattern, rule in document["tools"].items():
+        out.write(f"  {rule['action']:<6} {pattern:<40} {rule['description']}\n")
+    out.write(f"  ask    everything else (the default)\n\n{text}\n")
+    if not yes:
+        if not stdin.isatty():
+            out.write("Not written: run `lockgate init --yes` to write it.\n")
+            return 0
+        out.write(f"Write this to {paths.policy_file}? [y/N] ")
+        out.flush()
+        if stdin.readline().strip().lower() not in ("y", "yes"):
+            out.write("Not written.\n")
+            return 0
+    paths.config_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.policy_file, text.encode())
+    out.write(f"Written to {paths.policy_file}.\n")
     return 0

@@ -1,0 +1,50 @@
+"""A starting policy for a first run, built from what each server's tools are.
+
+Every tool of every configured server (asked of the servers themselves) gets a rule from
+its risk: read-only tools are allowed, everything else (write, network, execute,
+destructive) asks the person. Tools that appear later, and the tools of a server that
+could not be asked, fall to the default, which asks too. Each rule says why in its
+``description``. Nothing is written here: the caller shows it first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.catalog import ServerTools
+from proxy.policy import parse_policy
+from proxy.risk import Category
+
+__all__ = ["policy_text", "starting_policy"]
+
+
+def starting_policy(listing: Mapping[str, ServerTools]) -> dict[str, Any]:
+    """The policy document for these servers' tools."""
+    rules: dict[str, Any] = {}
+    for server, found in sorted(listing.items()):
+        for tool, risk in zip(found.tools, found.risks, strict=True):
+            name = tool.get("name")
+            if not isinstance(name, str):
+                continue
+            action = "allow" if risk.category is Category.READ else "ask"
+            why = "; ".join(str(s) for s in risk.signals[:3]) or "no signal"
+            rules[f"{server}/{name}"] = {
+                "action": action,
+                "description": f"{risk.category.value}, {risk.level.value} risk ({why})",
+            }
+    return {
+        "version": "1",
+        "description": "Starting policy from `lockgate init`: read-only tools are allowed, "
+        "every other tool asks you first. Edit freely.",
+        "default": "ask",
+        "tools": rules,
+    }
+
+
+def policy_text(document: Mapping[str, Any]) -> str:
+    """As written to policy.json; checked by the real loader first."""
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    parse_policy(text, "the starting policy")  # raises PolicyError if it were wrong
+    return text
