@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import html
+import json
 import logging
 import os
 import sys
@@ -55,6 +57,7 @@ from proxy.events import (
     PolicyRejected,
     PolicyReloaded,
 )
+from proxy.initpolicy import policy_text, starting_policy
 from proxy.paths import Paths
 from proxy.policy import Policy
 from proxy.policyedit import PolicyEditError, edit_rule
@@ -163,7 +166,9 @@ class LockgateApp(QObject):
         self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
         self.tools_view = ToolsView(self.tools, self.set_rule, self.remove_rule, self.list_tools)
         self.servers_view = ServersView(self.servers, self.restart_server)
-        self.policy_view = PolicyView(paths.policy_file, self.create_policy)
+        self.policy_view = PolicyView(
+            paths.policy_file, self.create_policy, self.suggest_policy, self.write_policy
+        )
         self.tray = Tray(self, poll_ms=tray_poll_ms)
         self.window = MainWindow(self)
         self.prompt = ApprovalPrompt(self.pending, self.answer)
@@ -373,6 +378,37 @@ class LockgateApp(QObject):
                 write_atomic(path, text.replace(b'"$schema": "./policy.schema.json",\n  ', b""))
 
         self.host.blocking(create, lambda f: self._fetch_policy())
+
+    def suggest_policy(self) -> None:
+        """A starting policy from the servers' own tools, shown in the Policy view."""
+        self.policy_view.suggest_button.setEnabled(False)
+
+        def done(future: concurrent.futures.Future[dict[str, ServerTools]]) -> None:
+            self.policy_view.suggest_button.setEnabled(True)
+            if _ok(future):
+                self.policy_view.show_suggestion(policy_text(starting_policy(future.result())))
+
+        self.host.run(lambda gateway: gateway.list_tools(), done)
+
+    def write_policy(self, text: str) -> None:
+        """Write the suggestion as policy.json, unless one appeared meanwhile."""
+        path = self.paths.policy_file
+
+        def write() -> None:
+            policy_text(json.loads(text))  # still valid, or nothing is written
+            if path.exists():
+                raise FileExistsError(f"{path} exists now: nothing was written")
+            write_atomic(path, text.encode())
+
+        def done(future: concurrent.futures.Future[None]) -> None:
+            if _ok(future):
+                self.policy_view.show_suggestion(None)
+            elif not future.cancelled():
+                message = html.escape(str(future.exception()))
+                self.policy_view.suggestion_title.setText(f"<b>Not written:</b> {message}")
+            self._fetch_policy()
+
+        self.host.blocking(write, done)
 
     def list_tools(self) -> None:
         self.tools_view.refresh.setEnabled(False)

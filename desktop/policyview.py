@@ -24,6 +24,8 @@ class PolicyView(QWidget):
         self,
         path: Path,
         on_create: Callable[[], None],
+        on_suggest: Callable[[], None],
+        on_write_suggestion: Callable[[str], None],
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -53,6 +55,25 @@ class PolicyView(QWidget):
         )
         self.create_button = QPushButton("Create policy.json from the built-in policy")
         self.create_button.clicked.connect(on_create)
+        self.suggest_button = QPushButton("Suggest a policy from your servers' tools…")
+        self.suggest_button.setToolTip(
+            "Read-only tools allowed, every other tool asks you first; shown before it is written"
+        )
+        self.suggest_button.clicked.connect(on_suggest)
+        self.suggestion_title = QLabel(
+            "<b>Suggested policy</b> (read-only tools are allowed; write, network, execute "
+            "and destructive tools ask you first, and so do tools not listed):"
+        )
+        self.suggestion_title.setWordWrap(True)
+        self.suggestion = QPlainTextEdit(readOnly=True)
+        self.suggestion.setObjectName("suggestion")
+        self.suggestion.setFont(font)
+        self.write_suggestion = QPushButton("Write this policy")
+        self.write_suggestion.clicked.connect(
+            lambda: on_write_suggestion(self.suggestion.toPlainText())
+        )
+        self.discard_suggestion = QPushButton("Discard")
+        self.discard_suggestion.clicked.connect(lambda: self.show_suggestion(None))
         self.help = QLabel(
             "Edit policy.json by hand or with the rule controls in this app: a saved change "
             "is in force for the next call. `lockgate policy explain SERVER TOOL` says which "
@@ -64,16 +85,37 @@ class PolicyView(QWidget):
         buttons.addWidget(self.open)
         buttons.addWidget(self.folder)
         buttons.addWidget(self.create_button)
+        buttons.addWidget(self.suggest_button)
         buttons.addStretch(1)
+        suggestion_buttons = QHBoxLayout()
+        suggestion_buttons.addWidget(self.write_suggestion)
+        suggestion_buttons.addWidget(self.discard_suggestion)
+        suggestion_buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.where)
         layout.addWidget(self.in_force)
         layout.addLayout(buttons)
         layout.addWidget(self.error_title)
         layout.addWidget(self.error)
+        layout.addWidget(self.suggestion_title)
+        layout.addWidget(self.suggestion, 10)
+        layout.addLayout(suggestion_buttons)
         layout.addWidget(self.help)
         layout.addStretch(1)
+        self._suggestion_parts = (
+            self.suggestion_title,
+            self.suggestion,
+            self.write_suggestion,
+            self.discard_suggestion,
+        )
+        self.show_suggestion(None)
         self.show_state(None, None, exists=path.exists())
+
+    def show_suggestion(self, text: str | None) -> None:
+        """The starting policy, to read before writing it (None: hide it)."""
+        for part in self._suggestion_parts:
+            part.setVisible(text is not None)
+        self.suggestion.setPlainText(text or "")
 
     def show_state(self, in_force: str | None, error: str | None, *, exists: bool) -> None:
         self.where.setText(
@@ -87,6 +129,9 @@ class PolicyView(QWidget):
         self.error.setPlainText(error or "")
         self.open.setEnabled(exists)
         self.create_button.setVisible(not exists)
+        self.suggest_button.setVisible(not exists)
+        if exists:
+            self.show_suggestion(None)
 
     def _open(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path)))

@@ -36,8 +36,8 @@ def starting_policy(listing: Mapping[str, ServerTools]) -> dict[str, Any]:
             }
     return {
         "version": "1",
-        "description": "Starting policy from `lockgate init`: read-only tools are allowed, "
-        "every other tool asks you first. Edit freely.",
+        "description": "Starting policy suggested by Lockgate from your servers' tools: "
+        "read-only tools are allowed, every other tool asks you first. Edit freely.",
         "default": "ask",
         "tools": rules,
     }

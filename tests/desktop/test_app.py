@@ -13,9 +13,10 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from desktop.app import install_crash_handler
+from desktop.app import LockgateApp, install_crash_handler
 from desktop.calls import DECISION, CallRow
 from proxy.audit import AuditLog
+from proxy.policy import load_policy
 from tests.desktop.conftest import text_of, wait_result
 
 
@@ -270,3 +271,31 @@ def test_quit_answers_the_waiting_calls_and_completes_the_audit_log(qtbot, runni
         records = audit.query(limit=10)
     assert [r.tool for r in records][:4] == ["echo", "get-env", "get-env", "get-env"]
     assert records[0].decision.value == "refused"
+
+
+def test_first_run_suggests_a_policy_from_the_tools_and_writes_it_when_asked(qtbot, app_paths):
+    app_paths.policy_file.unlink()  # a first run: no policy.json yet
+    app = LockgateApp(app_paths, port=0)
+    app.start()
+    try:
+        qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
+        view = app.policy_view
+        app.window.tabs.setCurrentWidget(view)
+        assert view.suggest_button.isVisible()
+        assert not view.suggestion.isVisible()
+        qtbot.mouseClick(view.suggest_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(view.suggestion.isVisible, timeout=60_000)
+        shown = json.loads(view.suggestion.toPlainText())
+        assert shown["default"] == "ask"
+        assert shown["tools"]["time/get_current_time"]["action"] == "allow"
+        assert not app_paths.policy_file.exists()  # shown, not written
+        qtbot.mouseClick(view.write_suggestion, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not view.suggest_button.isVisible(), timeout=10_000)
+        assert json.loads(app_paths.policy_file.read_text()) == shown
+        assert load_policy(app_paths.policy_file).default.value == "ask"
+        qtbot.waitUntil(lambda: app.policy is not None and app.policy.default.value == "ask")
+    finally:
+        app.close()
+        app.prompt.close()
+        app.window.hide()
+        app.window.deleteLater()
