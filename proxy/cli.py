@@ -12,6 +12,7 @@ import contextlib
 import getpass
 import json
 import logging
+import shutil
 import socket
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any, TextIO
 
 from proxy._atomic import write_atomic
 from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord
+from proxy.autostart import autostart_enabled, autostart_path, set_autostart
 from proxy.catalog import list_all_tools
 from proxy.clients import find_clients
 from proxy.control import (
@@ -138,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
     risk.add_argument("--json", action="store_true", help="print a JSON list")
 
     commands.add_parser("paths", parents=[common], help="print where Lockgate keeps its files")
+
+    autostart = commands.add_parser(
+        "autostart", parents=[common], help="start the Lockgate app at login (on, off, or show)"
+    )
+    autostart.add_argument("state", nargs="?", choices=("on", "off"), help="omit to show it")
 
     init = commands.add_parser(
         "init",
@@ -296,6 +303,8 @@ def main(
             return _token(args, paths, sys.stdout)
         if args.command == "secret":
             return _secret(args, sys.stdout)
+        if args.command == "autostart":
+            return _autostart(args.state, sys.stdout)
         if args.command == "init":
             return _init(paths, args.yes, sys.stdin, sys.stdout)
         if args.command == "clients":
@@ -869,4 +878,14 @@ def _init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
     paths.config_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.policy_file, text.encode())
     out.write(f"Written to {paths.policy_file}.\n")
+    return 0
+
+
+def _autostart(state: str | None, out: TextIO) -> int:
+    if state is not None:
+        command = shutil.which("lockgate") or str(Path(sys.argv[0]).resolve())
+        set_autostart(state == "on", str(Path(command).resolve()))
+    where = autostart_path() or "the Run key of the registry"
+    on = autostart_enabled()
+    out.write(f"Start at login: {'on' if on else 'off'} ({where})\n")
     return 0
