@@ -44,7 +44,7 @@ from proxy.ratelimit import Counters
 from proxy.risk import classify_many, tools_from_json
 from proxy.runinfo import DEFAULT_PORT
 from proxy.secrets import SecretError, SecretStore
-from proxy.servers import ServersError, load_servers
+from proxy.servers import ServersError, load_servers, open_server_log
 from proxy.tokens import TokenError, TokenStore, valid_client_name
 
 __all__ = ["main"]
@@ -851,11 +851,10 @@ def _init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
         out.write(f"No servers in {paths.servers_file}: the built-in policy stays in force.\n")
         return 1
     out.write(f"Asking {len(servers)} server(s) for their tools...\n")
-    paths.log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as logs:
 
-        def errlog(name: str) -> TextIO:
-            return logs.enter_context((paths.log_dir / f"{name}.stderr.log").open("a"))
+        def errlog(name: str) -> TextIO:  # the same private files the gateway writes
+            return logs.enter_context(open_server_log(paths.log_dir, name))
 
         listing = asyncio.run(list_all_tools(servers, SecretStore(), errlog))
     document = starting_policy(listing)

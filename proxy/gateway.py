@@ -58,7 +58,13 @@ from proxy.events import (
 from proxy.policy import Action, Policy
 from proxy.policystore import PolicyStore, PolicyWatcher
 from proxy.secrets import SecretError, SecretStore
-from proxy.servers import HttpServer, ServerSpec, resolve_secrets, secret_values
+from proxy.servers import (
+    HttpServer,
+    ServerSpec,
+    open_server_log,
+    resolve_secrets,
+    secret_values,
+)
 from proxy.session import Session
 from proxy.toolcalls import INTERNAL_ERROR, INVALID_PARAMS, UPSTREAM_ERROR, ToolCalls
 from proxy.upstream import Backoff, Upstream, UpstreamUnavailable
@@ -429,11 +435,7 @@ class Gateway(ToolCalls):
         """Where a stdio server's stderr goes: a private log file per server."""
         errlog = self._errlogs.get(server)
         if errlog is None or errlog.closed:
-            self._log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path = self._log_dir / f"server-{server}.log"
-            errlog = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
-            path.chmod(0o600)
-            self._errlogs[server] = errlog
+            errlog = self._errlogs[server] = open_server_log(self._log_dir, server)
         return errlog
 
     # -- forwarding -------------------------------------------------------------------

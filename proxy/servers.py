@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from proxy._jsonloc import format_path, locate
 from proxy.secrets import SecretStore, secret_name
@@ -255,3 +255,13 @@ def secret_references(spec: ServerSpec) -> list[str]:
     else:
         values = list(spec.headers.values())
     return [n for v in values if (n := secret_name(v)) is not None]
+
+
+def open_server_log(log_dir: Path, server: str) -> TextIO:
+    """Where a stdio server's stderr goes: a private log file per server (the folder
+    0700, the file 0600: a server may print its secrets there)."""
+    log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = log_dir / f"server-{server}.log"
+    errlog = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+    path.chmod(0o600)
+    return errlog

@@ -66,6 +66,13 @@ def test_init_shows_the_policy_and_writes_it_only_when_told(tmp_path):
     assert {r["action"] for r in everything.values()} == {"allow", "ask"}
     assert not any(k.startswith("broken/") for k in rules)  # its tools fall to the default
     assert len(policy.rules) == len(rules)
+    logs = sorted((tmp_path / "data" / "logs").glob("server-*.log"))  # the servers' stderr
+    assert [p.name for p in logs] == [
+        "server-broken.log",
+        "server-everything.log",
+        "server-time.log",
+    ]
+    assert {p.stat().st_mode & 0o777 for p in logs} == {0o600}
 
 
 def test_init_never_overwrites_a_policy(tmp_path):
