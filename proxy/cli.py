@@ -26,7 +26,8 @@ from proxy._atomic import write_atomic
 from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord
 from proxy.autostart import autostart_enabled, autostart_path, set_autostart
 from proxy.catalog import list_all_tools
-from proxy.clients import find_clients
+from proxy.clients import CLIENTS, find_clients
+from proxy.clients.route import RouteError, route, unroute
 from proxy.control import (
     ControlError,
     GatewayNotRunning,
@@ -165,6 +166,36 @@ def _parser() -> argparse.ArgumentParser:
         help="also read this project's files (.mcp.json, .cursor/mcp.json, .vscode/mcp.json)",
     )
     clients.add_argument("--json", action="store_true", help="print JSON")
+    client_commands = clients.add_subparsers(dest="clients_command", metavar="ACTION")
+    route_cmd = client_commands.add_parser(
+        "route",
+        parents=[common],
+        help="make a client's servers go through Lockgate (imported into servers.json, "
+        "env and header values into the keyring; a record of each change is kept)",
+    )
+    unroute_cmd = client_commands.add_parser(
+        "unroute",
+        parents=[common],
+        help="put a client's servers back as they were before `route`",
+    )
+    for action in (route_cmd, unroute_cmd):
+        action.add_argument("client", choices=[c.name for c in CLIENTS], metavar="CLIENT")
+        action.add_argument(
+            "--project",
+            metavar="DIR",
+            type=Path,
+            help="also the client's file in this project",
+        )
+    route_cmd.add_argument(
+        "--via",
+        choices=("stdio", "http"),
+        default="stdio",
+        help="stdio: the client launches `lockgate connect NAME` (default; every client); "
+        "http: the gateway's URL with a token of the client's own (not Claude Desktop)",
+    )
+    route_cmd.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="with --via http: the gateway's port"
+    )
 
     connect = commands.add_parser(
         "connect",
@@ -308,6 +339,8 @@ def main(
         if args.command == "init":
             return _init(paths, args.yes, sys.stdin, sys.stdout)
         if args.command == "clients":
+            if args.clients_command in ("route", "unroute"):
+                return _route(args, paths, sys.stdout)
             return _clients(args.project, args.json, sys.stdout)
         if args.command == "paths":
             _print_paths(paths, sys.stdout)
@@ -840,6 +873,61 @@ def _clients(project: Path | None, as_json: bool, out: TextIO) -> int:
             via = "through Lockgate" if s.through_lockgate else "direct"
             out.write(f"  {s.name:<24} {via:<17} {s.transport:<5} {s.target()}\n")
     return 0
+
+
+def _route(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
+    project = args.project.resolve() if args.project else None
+    found = [f for f in find_clients(project=project) if f.client.name == args.client]
+    if not found:
+        print(f"lockgate clients: no configuration of {args.client} found", file=sys.stderr)
+        return 1
+    store, failed, changed = SecretStore(), False, False
+    for client_file in found:
+        try:
+            if args.clients_command == "route":
+                done = route(client_file, paths, store=store, via=args.via, port=args.port)
+                out.write(f"{client_file.client.label} ({client_file.scope}): {done.path}\n")
+                for entry, server in done.routed:
+                    out.write(f"  routed   {entry} -> Lockgate server {server!r}\n")
+                for entry, why in done.skipped:
+                    out.write(f"  left     {entry}: {why}\n")
+                if done.imported:
+                    out.write(f"  added to servers.json: {', '.join(done.imported)}\n")
+                if done.secrets:
+                    out.write(f"  moved into the keyring: {', '.join(done.secrets)}\n")
+                if done.record:
+                    out.write(f"  record of the change: {done.record}\n")
+                changed = changed or bool(done.imported)
+            else:
+                undone = unroute(client_file, paths, store=store)
+                out.write(f"{client_file.client.label} ({client_file.scope}): {undone.path}\n")
+                for entry in undone.restored:
+                    out.write(f"  restored {entry}\n")
+                for entry, why in undone.kept:
+                    out.write(f"  left     {entry}: {why}\n")
+                if undone.byte_exact:
+                    out.write("  the file is as it was before routing, byte for byte\n")
+                if undone.revoked_token:
+                    out.write(f"  revoked the token of {undone.revoked_token}\n")
+        except RouteError as exc:
+            print(f"lockgate clients: {exc}", file=sys.stderr)
+            failed = True
+    if changed:
+        _tell_gateway_servers_changed(paths)
+    return 1 if failed else 0
+
+
+def _tell_gateway_servers_changed(paths: Paths) -> None:
+    try:
+        control(paths, "reload-servers")
+    except GatewayNotRunning:
+        return
+    except ControlError as exc:
+        print(
+            f"lockgate clients: the running gateway did not take the new servers ({exc}); "
+            "restart Lockgate",
+            file=sys.stderr,
+        )
 
 
 def _init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:

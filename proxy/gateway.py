@@ -61,6 +61,7 @@ from proxy.secrets import SecretError, SecretStore
 from proxy.servers import (
     HttpServer,
     ServerSpec,
+    load_servers,
     open_server_log,
     resolve_secrets,
     secret_values,
@@ -94,10 +95,12 @@ class Gateway(ToolCalls):
         secrets: SecretStore,
         bus: EventBus,
         log_dir: Path,
+        servers_file: Path | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.servers = dict(servers)
+        self._servers_file = servers_file
         self.audit = audit
         self.secrets = secrets
         self.bus = bus
@@ -177,6 +180,19 @@ class Gateway(ToolCalls):
     async def list_tools(self) -> dict[str, ServerTools]:
         """Every server's tools, asked of each server on a connection of its own."""
         return await list_all_tools(self.servers, self.secrets, self._errlog)
+
+    def reload_servers(self) -> list[str]:
+        """Read servers.json again: new servers can be reached at once; a changed server's
+        open connections keep their old settings until they restart. Returns the names.
+
+        Raises:
+            ServersError: the file is not valid; the servers in force stay as they were.
+        """
+        if self._servers_file is None:
+            return sorted(self.servers)
+        self.servers = dict(load_servers(self._servers_file))
+        log.info("servers.json reloaded: %s", ", ".join(sorted(self.servers)) or "none")
+        return sorted(self.servers)
 
     async def restart_server(self, server: str) -> int:
         """Stop every connection to ``server``; each starts again on its session's next

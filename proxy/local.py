@@ -40,6 +40,7 @@ from proxy.events import ApprovalAnswered, ApprovalPending, Event
 from proxy.fastlane import FastLane
 from proxy.gateway import Gateway
 from proxy.runinfo import LINE_LIMIT
+from proxy.servers import ServersError
 from proxy.tokens import valid_client_name
 
 __all__ = ["LocalServer", "socket_path_for"]
@@ -403,6 +404,11 @@ class LocalServer:
         if op == "resume":
             gateway.resume()
             return {"ok": True, "paused": False}
+        if op == "reload-servers":
+            try:
+                return {"ok": True, "servers": gateway.reload_servers()}
+            except ServersError as exc:
+                return {"ok": False, "error": str(exc)}
         if op == "approvals":
             return {"ok": True, "pending": [_pending_json(p) for p in gateway.approvals.pending()]}
         if op == "answer":

@@ -72,6 +72,7 @@ async def serve(
         secrets=secrets or SecretStore(),
         bus=bus,
         log_dir=paths.log_dir,
+        servers_file=paths.servers_file,
     )
     try:
         await gateway.start()

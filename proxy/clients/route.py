@@ -1,0 +1,784 @@
+"""Routing a client's MCP servers through Lockgate, and putting them back exactly.
+
+``route`` imports each of a client file's server entries into ``servers.json`` and rewrites
+the entry to reach the server through Lockgate: ``lockgate connect NAME`` (every client can
+launch a command), or the gateway's HTTP endpoint with a token of the client's own.
+
+Every value in an entry's ``env`` and ``headers`` goes into the OS keyring and is written
+as a ``keyring:NAME`` reference: Lockgate cannot tell a token from a setting, so it treats
+them all as secrets.
+
+Files are changed by splicing: only the text of each routed entry's value is replaced, so
+comments, formatting and every other setting stay as they were, byte for byte. Before the
+client's file is written, a record of each replaced entry (its original text, with the
+secret values cut out and named by their keyring references) goes to Lockgate's data
+folder. ``unroute`` splices the originals back, but only into entries that still say what
+routing wrote (compared as JSON, so a reformatted file still counts): where nothing else
+changed, the file is the original byte for byte; where the person edited it since, their
+edits stay.
+
+Every write is all or nothing: a temporary file renamed over the old one, after checking
+that the file did not change meanwhile. A file that is missing, broken or read-only is
+reported and never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from proxy._atomic import write_atomic
+from proxy._jsonloc import JsonPath, locate, value_end
+from proxy.clients import ClientFile, ClientFormat, _jsonc, _servers
+from proxy.paths import Paths, resolve_paths
+from proxy.runinfo import DEFAULT_PORT
+from proxy.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
+from proxy.servers import ServersError, parse_servers, valid_server_name
+from proxy.tokens import TokenError, TokenStore
+
+__all__ = [
+    "HTTP_CLIENTS",
+    "RouteError",
+    "RouteResult",
+    "UnrouteResult",
+    "default_launcher",
+    "record_path",
+    "route",
+    "unroute",
+]
+
+Via = Literal["stdio", "http"]
+
+# The fields that say what an entry runs or reaches; routing replaces them. Any other
+# field (disabled, autoApprove, timeout...) belongs to the client and is kept.
+_UPSTREAM_FIELDS = frozenset(
+    {"command", "args", "env", "cwd", "url", "serverUrl", "headers", "type", "transport"}
+)
+# Clients whose files can point at a remote server with headers of our choosing.
+HTTP_CLIENTS = frozenset({"claude-code", "cursor", "vscode", "windsurf"})
+_VARIABLE = re.compile(r"\$\{[^}]*\}")
+RECORD_VERSION = 1
+
+
+class RouteError(Exception):
+    """Routing or unrouting cannot be done; nothing was written."""
+
+
+@dataclass
+class RouteResult:
+    path: Path
+    routed: list[tuple[str, str]] = field(default_factory=list)  # (entry, Lockgate server)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (entry, why)
+    imported: list[str] = field(default_factory=list)  # servers added to servers.json
+    secrets: list[str] = field(default_factory=list)  # keyring names stored
+    record: Path | None = None
+
+
+@dataclass
+class UnrouteResult:
+    path: Path
+    restored: list[str] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (entry, why it was left)
+    byte_exact: bool = False  # the file is now what it was before routing
+    revoked_token: str | None = None
+
+
+def record_path(paths: Paths, client_file: ClientFile) -> Path:
+    """Where the record of one client file's routing is kept."""
+    where = hashlib.sha256(str(client_file.path.absolute()).encode()).hexdigest()[:16]
+    name = f"{client_file.client.name}-{client_file.scope}-{where}.json"
+    return paths.data_dir / "routes" / name
+
+
+def default_launcher() -> list[str]:
+    """The command that starts this Lockgate, absolute: clients start servers with a
+    PATH of their own (Claude Desktop's is short), so a bare ``lockgate`` may not be found.
+
+    Raises:
+        RouteError: no lockgate command can be found.
+    """
+    if getattr(sys, "frozen", False):  # a bundle: the executable is lockgate itself
+        return [sys.executable]
+    argv0 = Path(sys.argv[0])
+    if argv0.name.lower().removesuffix(".exe") == "lockgate" and argv0.exists():
+        return [str(argv0.absolute())]
+    found = shutil.which("lockgate")
+    if found is None:
+        raise RouteError("the lockgate command is not on PATH; install Lockgate first")
+    return [str(Path(found).absolute())]
+
+
+# -- reading a client file --------------------------------------------------------------
+
+
+@dataclass
+class _Doc:
+    path: Path  # the real file (symlinks followed: a dotfile manager's link stays a link)
+    raw: bytes
+    text: str  # as in the file
+    parse_text: str  # the same offsets, comments blanked, for the JSON parser and locator
+    doc: dict[str, Any]
+    newline: str
+
+    def span(self, where: JsonPath) -> tuple[int, int] | None:
+        start = locate(self.parse_text).values.get(where)
+        if start is None:
+            return None
+        return start, value_end(self.parse_text, start)
+
+
+def _read(client: ClientFormat, path: Path) -> _Doc:
+    real = path.resolve()
+    try:
+        raw = real.read_bytes()
+    except FileNotFoundError:
+        raise RouteError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise RouteError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RouteError(f"{path}: not UTF-8 text ({exc}); not changed") from None
+    parse_text = " " + text[1:] if text.startswith("\ufeff") else text
+    if client.jsonc:
+        parse_text = _jsonc.strip(parse_text)
+    try:
+        doc = json.loads(parse_text)
+    except json.JSONDecodeError as exc:
+        raise RouteError(
+            f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); not changed"
+        ) from None
+    if not isinstance(doc, dict):
+        raise RouteError(f"{path}: not a JSON object; not changed")
+    return _Doc(real, raw, text, parse_text, doc, "\r\n" if "\r\n" in text else "\n")
+
+
+def _writable(doc: _Doc, shown: Path) -> None:
+    mode = doc.path.stat().st_mode
+    # By its mode bits, not os.access: root may write anything, but a file made
+    # read-only says its owner does not want it changed.
+    if not mode & 0o222 or not os.access(doc.path, os.W_OK):
+        raise RouteError(f"{shown}: the file is read-only; not changed")
+
+
+def _write(doc: _Doc, shown: Path, new_text: str) -> None:
+    """Write ``new_text`` over the file, all or nothing, if it still holds what was read."""
+    try:
+        if doc.path.read_bytes() != doc.raw:
+            raise RouteError(f"{shown}: changed while Lockgate was working on it; try again")
+        mode = stat.S_IMODE(doc.path.stat().st_mode)
+        write_atomic(doc.path, new_text.encode("utf-8"), mode=mode)
+    except OSError as exc:
+        raise RouteError(f"{shown}: cannot write it: {exc.strerror or exc}") from None
+
+
+def _tables(client: ClientFormat, scope: str, doc: dict[str, Any]) -> list[JsonPath]:
+    """The JSON paths of the objects that hold server entries."""
+    found: list[JsonPath] = []
+    if isinstance(doc.get(client.key), dict):
+        found.append((client.key,))
+    if client.name == "claude-code" and scope == "user":
+        for project, settings in (doc.get("projects") or {}).items():
+            if isinstance(settings, dict) and isinstance(settings.get(client.key), dict):
+                found.append(("projects", project, client.key))
+    return found
+
+
+def _at(doc: Any, where: JsonPath) -> Any:
+    for part in where:
+        doc = doc[part]
+    return doc
+
+
+# -- formatting spliced text ------------------------------------------------------------
+
+
+def _indent_unit(text: str) -> str:
+    match = re.search(r"\n([ \t]+)\S", text)
+    return match.group(1) if match else "  "
+
+
+def _line_indent(text: str, offset: int) -> str:
+    start = text.rfind("\n", 0, offset) + 1
+    return re.match(r"[ \t]*", text[start:]).group(0)  # type: ignore[union-attr]
+
+
+def _render(value: Any, text: str, offset: int, newline: str) -> str:
+    """``value`` as JSON text to put at ``offset`` of ``text``, in the file's style."""
+    if "\n" not in text:
+        return json.dumps(value, ensure_ascii=False)
+    unit = _indent_unit(text)
+    rendered = json.dumps(value, ensure_ascii=False, indent=len(unit) if " " in unit else "\t")
+    return rendered.replace("\n", newline + _line_indent(text, offset))
+
+
+def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+# -- secrets cut out of recorded text ---------------------------------------------------
+#
+# A record keeps an entry's original text with each secret literal removed; a hole is
+# (offset, keyring name, form), where form says how the literal was written, so that
+# filling the hole gives back the very same bytes.
+
+
+def _literal_form(literal: str, value: str) -> str | None:
+    if literal == json.dumps(value, ensure_ascii=False):
+        return "utf8"
+    if literal == json.dumps(value):
+        return "ascii"
+    return None  # unusual escapes: the literal itself is kept in the keyring
+
+
+def _cut_secrets(
+    text: str, cuts: list[tuple[int, int, str, str]]
+) -> tuple[str, list[list[Any]], dict[str, str]]:
+    """``text`` without the literals at ``cuts`` (start, end, keyring name, value).
+
+    Returns the holed text, its holes, and extra keyring entries (literals that can't be
+    rebuilt from their value)."""
+    holes: list[list[Any]] = []
+    extra: dict[str, str] = {}
+    out, last = [], 0
+    removed = 0
+    for start, end, name, value in sorted(cuts):
+        literal = text[start:end]
+        form = _literal_form(literal, value)
+        if form is None:
+            form = "literal"
+            extra[name + ".literal"] = literal
+        out.append(text[last:start])
+        holes.append([start - removed, name, form])
+        removed += end - start
+        last = end
+    out.append(text[last:])
+    return "".join(out), holes, extra
+
+
+def _fill_secrets(text: str, holes: list[list[Any]], store: SecretStore) -> str:
+    """The text :func:`_cut_secrets` was given.
+
+    Raises:
+        RouteError: a secret is no longer in the keyring, or the keyring cannot be used.
+    """
+    parts, last = [], 0
+    for offset, name, form in holes:
+        try:
+            if form == "literal":
+                literal = store.get(name + ".literal")
+            else:
+                literal = json.dumps(store.get(name), ensure_ascii=form == "ascii")
+        except SecretError as exc:
+            raise RouteError(f"cannot put the original back: {exc}") from None
+        parts += [text[last:offset], literal]
+        last = offset
+    parts.append(text[last:])
+    return "".join(parts)
+
+
+# -- routing ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    where: JsonPath
+    entry: str
+    server: str
+    spec: dict[str, Any]  # for servers.json (secrets as references)
+    secrets: dict[str, str]  # keyring name -> value
+    cuts: list[tuple[int, int, str, str]]  # secret literals in the file's text
+    new: bool  # a server to add to servers.json (False: an equal one is there)
+
+
+def _why_not(entry: dict[str, Any], client: ClientFormat) -> str | None:
+    """Why an entry cannot be routed, or None."""
+    if "envFile" in entry:
+        return "reads its environment from an envFile; add it to servers.json by hand"
+    strings: list[Any] = [
+        entry.get("command"),
+        entry.get("cwd"),
+        *(entry.get(f) for f in client.url_fields),
+    ]
+    for key in ("args",):
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return f'its "{key}" is not a list of strings'
+        strings += value
+    for key in ("env", "headers"):
+        value = entry.get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            return f'its "{key}" is not an object of strings'
+        strings += value.values()
+    for s in strings:
+        if isinstance(s, str) and _VARIABLE.search(s):
+            return (
+                f"uses {_VARIABLE.search(s).group(0)}, which {client.label} fills in when "  # type: ignore[union-attr]
+                "it starts the server; add it to servers.json by hand"
+            )
+    kind = entry.get("type")
+    if isinstance(entry.get("command"), str):
+        if kind not in (None, "stdio"):
+            return f"has a command and type {kind!r}"
+        return None
+    if any(isinstance(entry.get(f), str) for f in client.url_fields):
+        if kind not in (None, "http", "streamable-http", "streamableHttp", "sse"):
+            return f"has an unknown type {kind!r}"
+        return None
+    return "has no command and no url"
+
+
+def _server_name(entry: str, taken: Callable[[str], bool], client: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", entry).strip("-._")[:48] or "server"
+    if not valid_server_name(base):
+        base = "s-" + base
+    for candidate in (base, f"{base}-{client}", *(f"{base}-{client}-{i}" for i in range(2, 99))):
+        if not taken(candidate):
+            return candidate
+    raise RouteError(f"no free server name for {entry!r} in servers.json")
+
+
+def _same_server(existing: Any, spec: dict[str, Any], values: dict[str, str], store: Any) -> bool:
+    """Whether servers.json's ``existing`` entry is ``spec`` (secrets compared by value)."""
+    if not isinstance(existing, dict):
+        return False
+    plain = {k: v for k, v in existing.items() if k not in ("env", "headers")}
+    if plain != {k: v for k, v in spec.items() if k not in ("env", "headers")}:
+        return False
+    for key in ("env", "headers"):
+        mine, theirs = spec.get(key, {}), existing.get(key, {})
+        if not isinstance(theirs, dict) or set(mine) != set(theirs):
+            return False
+        for name, reference in mine.items():
+            want = values[secret_name(reference) or ""]
+            have = theirs[name]
+            if (ref := secret_name(have)) is not None:
+                try:
+                    have = store.get(ref)
+                except SecretError:
+                    return False
+            if have != want:
+                return False
+    return True
+
+
+def _connect_args(paths: Paths, server: str, client: str) -> list[str]:
+    args = ["connect", server, "--client", client]
+    defaults = resolve_paths(environ={})
+    # A client starts `lockgate connect` without Lockgate's environment variables.
+    if paths.config_dir.absolute() != defaults.config_dir.absolute():
+        args += ["--config-dir", str(paths.config_dir.absolute())]
+    if paths.data_dir.absolute() != defaults.data_dir.absolute():
+        args += ["--data-dir", str(paths.data_dir.absolute())]
+    return args
+
+
+def _routed_entry(
+    client: ClientFormat,
+    original: dict[str, Any],
+    server: str,
+    via: Via,
+    *,
+    launcher: Sequence[str],
+    paths: Paths,
+    url: str,
+    token: str | None,
+) -> dict[str, Any]:
+    kept = {k: v for k, v in original.items() if k not in _UPSTREAM_FIELDS}
+    typed = "type" in original or client.name in ("vscode", "claude-code")
+    if via == "stdio":
+        routed: dict[str, Any] = {"type": "stdio"} if typed else {}
+        routed["command"] = launcher[0]
+        routed["args"] = [*launcher[1:], *_connect_args(paths, server, client.name)]
+        return {**routed, **kept}
+    routed = {"type": "http"} if typed else {}
+    routed[client.url_fields[0]] = url + server
+    routed["headers"] = {"Authorization": f"Bearer {token}"}
+    return {**routed, **kept}
+
+
+def _token_in(entry: Any) -> str | None:
+    if isinstance(entry, dict) and isinstance(entry.get("headers"), dict):
+        value = entry["headers"].get("Authorization", "")
+        if isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ")
+    return None
+
+
+def route(
+    client_file: ClientFile,
+    paths: Paths,
+    *,
+    store: SecretStore,
+    via: Via = "stdio",
+    launcher: Sequence[str] | None = None,
+    port: int = DEFAULT_PORT,
+) -> RouteResult:
+    """Route every entry of ``client_file`` that does not go through Lockgate yet.
+
+    Raises:
+        RouteError: nothing was changed, and the message says why.
+    """
+    client, shown = client_file.client, client_file.path
+    if via == "http" and client.name not in HTTP_CLIENTS:
+        raise RouteError(f"{client.label} starts its servers as commands only: use stdio")
+    launcher = list(launcher) if launcher is not None else default_launcher()
+    doc = _read(client, shown)
+    result = RouteResult(shown)
+    servers_doc, servers_text = _read_servers(paths)
+    table_key = "mcpServers" if "mcpServers" in servers_doc else "servers"
+    existing: dict[str, Any] = servers_doc.setdefault(table_key, {})
+    if not isinstance(existing, dict):
+        raise RouteError(f"{paths.servers_file}: {table_key!r} is not an object; not changed")
+
+    # Plan every entry first; nothing is written until all of it is known to work.
+    plans: list[_Plan] = []
+    planned: set[str] = set()
+    for table in _tables(client, client_file.scope, doc.doc):
+        for entry_name, entry in _at(doc.doc, table).items():
+            where = (*table, entry_name)
+            label = entry_name if table == (client.key,) else f"{entry_name} ({table[1]})"
+            if not isinstance(entry, dict):
+                result.skipped.append((label, "not an object"))
+                continue
+            if _goes_through_lockgate(client, entry):
+                result.skipped.append((label, "already goes through Lockgate"))
+                continue
+            why = _why_not(entry, client)
+            if why is not None:
+                result.skipped.append((label, why))
+                continue
+            plans.append(
+                _plan(
+                    client,
+                    doc=doc,
+                    where=where,
+                    entry=entry,
+                    existing=existing,
+                    planned=planned,
+                    store=store,
+                )
+            )
+            planned.add(plans[-1].server)
+            result.routed.append((label, plans[-1].server))
+    if not plans:
+        return result
+    _writable(doc, shown)
+
+    token_client = f"{client.name}@{client_file.scope}"
+    tokens = TokenStore(paths.clients_file)
+    record_file = record_path(paths, client_file)
+    record = _load_record(record_file) or {
+        "version": RECORD_VERSION,
+        "client": client.name,
+        "scope": client_file.scope,
+        "path": str(shown.absolute()),
+        "entries": [],
+        "backups": [],
+    }
+    token: str | None = None
+    if via == "http":
+        token = _reuse_token(doc, record, tokens, token_client)
+    url = f"http://127.0.0.1:{port}/mcp/"
+
+    # 1. Secrets into the keyring, and the token (an error here leaves every file as it
+    # was).
+    cut_entries: list[tuple[_Plan, tuple[int, int], str, list[list[Any]]]] = []
+    extra_secrets: dict[str, str] = {}
+    for plan in plans:
+        span = doc.span(plan.where)
+        assert span is not None
+        cut = [(s - span[0], e - span[0], n, v) for s, e, n, v in plan.cuts]
+        holed, holes, extra = _cut_secrets(doc.text[span[0] : span[1]], cut)
+        extra_secrets.update(extra)
+        cut_entries.append((plan, span, holed, holes))
+    backup_text, backup_holes, _ = _cut_secrets(doc.text, [c for p in plans for c in p.cuts])
+    try:
+        for plan in plans:
+            for name, value in plan.secrets.items():
+                store.set(name, value)
+        for name, value in extra_secrets.items():
+            store.set(name, value)
+        if via == "http" and token is None:
+            token = tokens.create(token_client, replace=True)
+    except (SecretError, TokenError) as exc:
+        raise RouteError(f"nothing changed: {exc}") from None
+    if via == "http":
+        record["token_client"] = token_client
+    edits: list[tuple[int, int, str]] = []
+    entries: list[dict[str, Any]] = []
+    for plan, span, holed, holes in cut_entries:
+        new_entry = _routed_entry(
+            client,
+            _at(doc.doc, plan.where),
+            plan.server,
+            via,
+            launcher=launcher,
+            paths=paths,
+            url=url,
+            token=token,
+        )
+        routed_text = _render(new_entry, doc.text, span[0], doc.newline)
+        edits.append((span[0], span[1], routed_text))
+        entries.append(
+            {
+                "path": list(plan.where),
+                "server": plan.server,
+                "original": holed,
+                "holes": holes,
+                "routed": routed_text,
+            }
+        )
+    result.secrets = sorted({n for p in plans for n in p.secrets})
+
+    # 2. servers.json, checked by the same loader the gateway uses.
+    new_servers = {p.server: p.spec for p in plans if p.new}
+    if new_servers:
+        text = _servers_with(servers_text, table_key, new_servers)
+        try:
+            parse_servers(text, str(paths.servers_file))
+        except ServersError as exc:
+            raise RouteError(
+                f"nothing changed: the new servers.json would be invalid: {exc}"
+            ) from None
+        try:
+            write_atomic(paths.servers_file, text.encode("utf-8"))
+        except OSError as exc:
+            raise RouteError(f"{paths.servers_file}: cannot write it: {exc}") from None
+        result.imported = sorted(new_servers)
+
+    # 3. The record (the backup of everything about to change), then the client's file.
+    record["entries"] += entries
+    record["backups"].append(
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sha256": hashlib.sha256(doc.raw).hexdigest(),
+            "text": backup_text,
+            "holes": backup_holes,
+        }
+    )
+    previous = record_file.read_bytes() if record_file.exists() else None
+    _save_record(record_file, record)
+    try:
+        _write(doc, shown, _splice(doc.text, edits))
+    except RouteError:
+        if previous is None:
+            record_file.unlink()
+        else:
+            write_atomic(record_file, previous)
+        raise
+    result.record = record_file
+    return result
+
+
+def _goes_through_lockgate(client: ClientFormat, entry: dict[str, Any]) -> bool:
+    parsed = list(_servers(client, {"e": entry}))
+    return bool(parsed) and parsed[0].through_lockgate
+
+
+def _plan(
+    client: ClientFormat,
+    *,
+    doc: _Doc,
+    where: JsonPath,
+    entry: dict[str, Any],
+    existing: dict[str, Any],
+    planned: set[str],
+    store: SecretStore,
+) -> _Plan:
+    if isinstance(entry.get("command"), str):
+        spec: dict[str, Any] = {"command": entry["command"]}
+        if entry.get("args"):
+            spec["args"] = list(entry["args"])
+        if isinstance(entry.get("cwd"), str):
+            spec["cwd"] = entry["cwd"]
+        holder = "env"
+    else:
+        url = next(entry[f] for f in client.url_fields if isinstance(entry.get(f), str))
+        spec = {"url": url}
+        if entry.get("type") == "sse":
+            spec["type"] = "sse"
+        holder = "headers"
+
+    def draft(server: str) -> tuple[dict[str, Any], dict[str, str]]:
+        values: dict[str, str] = {}
+        refs: dict[str, str] = {}
+        for name, value in (entry.get(holder) or {}).items():
+            kind = "env" if holder == "env" else "header"
+            keyring_name = f"{server}.{kind}.{name}"
+            refs[name] = KEYRING_PREFIX + keyring_name
+            values[keyring_name] = value
+        return ({**spec, holder: refs} if refs else dict(spec)), values
+
+    def taken(name: str) -> bool:
+        if name in planned:
+            return True
+        if name not in existing:
+            return False
+        candidate, values = draft(name)
+        return not _same_server(existing[name], candidate, values, store)
+
+    server = _server_name(str(where[-1]), taken, client.name)
+    full, values = draft(server)
+    cuts = []
+    for keyring_name, reference in zip(values, full.get(holder, {}).items(), strict=True):
+        span = doc.span((*where, holder, reference[0]))
+        assert span is not None
+        cuts.append((span[0], span[1], keyring_name, values[keyring_name]))
+    return _Plan(where, str(where[-1]), server, full, values, cuts, server not in existing)
+
+
+def _reuse_token(
+    doc: _Doc, record: dict[str, Any], tokens: TokenStore, token_client: str
+) -> str | None:
+    """The token this file's entries already carry, if it is still the client's."""
+    for entry in record.get("entries", []):
+        current = _at_or_none(doc.doc, tuple(entry["path"]))
+        token = _token_in(current)
+        try:
+            if token is not None and tokens.verify(token) == token_client:
+                return token
+        except TokenError:
+            return None
+    return None
+
+
+def _at_or_none(doc: Any, where: JsonPath) -> Any:
+    try:
+        return _at(doc, where)
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+# -- servers.json -----------------------------------------------------------------------
+
+
+def _read_servers(paths: Paths) -> tuple[dict[str, Any], str | None]:
+    try:
+        text = paths.servers_file.read_text("utf-8")
+    except FileNotFoundError:
+        return {"mcpServers": {}}, None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RouteError(f"{paths.servers_file}: cannot read it: {exc}") from None
+    try:
+        parse_servers(text, str(paths.servers_file))
+        doc = json.loads(text)
+    except ServersError as exc:
+        raise RouteError(f"fix servers.json first; nothing changed:\n{exc}") from None
+    return doc, text
+
+
+def _servers_with(text: str | None, key: str, new: dict[str, dict[str, Any]]) -> str:
+    """servers.json's text with ``new`` servers added at the end of its table (the rest of
+    the file as it was)."""
+    if text is None:
+        return json.dumps({"mcpServers": new}, indent=2, ensure_ascii=False) + "\n"
+    start = locate(text).values[(key,)]
+    end = value_end(text, start) - 1  # the closing brace
+    newline = "\r\n" if "\r\n" in text else "\n"
+    inner = _line_indent(text, start) + _indent_unit(text)
+    members = [
+        json.dumps(name, ensure_ascii=False)
+        + ": "
+        + _render(spec, text, 0, newline).replace(newline, newline + inner)
+        for name, spec in new.items()
+    ]
+    last = len(text[:end].rstrip())
+    if text[last - 1] == "{":  # an empty table
+        body = newline + inner + ("," + newline + inner).join(members) + newline
+        return text[:last] + body + _line_indent(text, start) + text[end:]
+    body = "," + newline + inner + ("," + newline + inner).join(members)
+    return text[:last] + body + text[last:]
+
+
+# -- the record -------------------------------------------------------------------------
+
+
+def _load_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RouteError(f"{path}: the routing record cannot be read ({exc})") from None
+    if record.get("version") != RECORD_VERSION:
+        raise RouteError(f"{path}: a routing record of an unknown version")
+    return record
+
+
+def _save_record(path: Path, record: dict[str, Any]) -> None:
+    try:
+        write_atomic(path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
+    except OSError as exc:
+        raise RouteError(f"{path}: cannot write the routing record: {exc}") from None
+
+
+# -- unrouting --------------------------------------------------------------------------
+
+
+def _same_json(a: str, b: str) -> bool:
+    try:
+        return bool(_jsonc.loads(a) == _jsonc.loads(b))
+    except ValueError:
+        return False
+
+
+def unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> UnrouteResult:
+    """Put back every entry that routing changed and that still says what routing wrote.
+
+    Raises:
+        RouteError: nothing was changed, and the message says why.
+    """
+    client, shown = client_file.client, client_file.path
+    record_file = record_path(paths, client_file)
+    record = _load_record(record_file)
+    if record is None or not record["entries"]:
+        raise RouteError(f"{shown}: Lockgate has not routed this file; nothing to put back")
+    doc = _read(client, shown)
+    result = UnrouteResult(shown)
+    edits: list[tuple[int, int, str]] = []
+    for entry in record["entries"]:
+        where = tuple(entry["path"])
+        label = str(where[-1]) if len(where) == 2 else f"{where[-1]} ({where[1]})"
+        span = doc.span(where)
+        if span is None:
+            result.kept.append((label, "removed since it was routed"))
+            continue
+        current = doc.parse_text[span[0] : span[1]]
+        if not _same_json(current, entry["routed"]):
+            result.kept.append((label, "changed since it was routed; left as you edited it"))
+            continue
+        edits.append((span[0], span[1], _fill_secrets(entry["original"], entry["holes"], store)))
+        result.restored.append(label)
+    if edits:
+        _writable(doc, shown)
+        new_text = _splice(doc.text, edits)
+        _write(doc, shown, new_text)
+        first = record["backups"][0] if record["backups"] else None
+        result.byte_exact = first is not None and (
+            hashlib.sha256(new_text.encode("utf-8")).hexdigest() == first["sha256"]
+        )
+    token_client = record.get("token_client")
+    if token_client and not result.kept:  # a kept entry may still use the token
+        try:
+            TokenStore(paths.clients_file).revoke(token_client)
+            result.revoked_token = token_client
+        except TokenError:
+            pass  # revoked by hand already
+    try:
+        record_file.unlink()
+    except OSError as exc:
+        raise RouteError(f"{record_file}: cannot remove the routing record: {exc}") from None
+    return result
