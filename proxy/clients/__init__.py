@@ -17,9 +17,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxy._jsonloc import JsonPath
 from proxy.clients import _jsonc
 
-__all__ = ["CLIENTS", "ClientFile", "ClientFormat", "ServerEntry", "find_clients", "read_file"]
+__all__ = [
+    "CLIENTS",
+    "ClientFile",
+    "ClientFormat",
+    "ServerEntry",
+    "find_clients",
+    "read_file",
+    "server_tables",
+]
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ CLIENTS: tuple[ClientFormat, ...] = (
     ClientFormat("claude-desktop", "Claude Desktop", "mcpServers"),
     ClientFormat("claude-code", "Claude Code", "mcpServers"),
     ClientFormat("cursor", "Cursor", "mcpServers"),
-    ClientFormat("vscode", "VS Code", "servers", jsonc=True),
+    ClientFormat("vscode", "VS Code", "servers", jsonc=True),  # settings.json: mcp.servers
     ClientFormat("windsurf", "Windsurf", "mcpServers", url_fields=("serverUrl", "url")),
 )
 _BY_NAME = {c.name: c for c in CLIENTS}
@@ -93,13 +102,20 @@ def _locations(
     if system == "darwin":
         app_support = home / "Library" / "Application Support"
         yield "claude-desktop", "user", app_support / "Claude" / "claude_desktop_config.json"
-        yield "vscode", "user", app_support / "Code" / "User" / "mcp.json"
     elif system == "win32":
         yield "claude-desktop", "user", appdata / "Claude" / "claude_desktop_config.json"
-        yield "vscode", "user", appdata / "Code" / "User" / "mcp.json"
     else:  # Linux and other XDG systems (Claude Desktop has no official Linux build)
         yield "claude-desktop", "user", xdg / "Claude" / "claude_desktop_config.json"
-        yield "vscode", "user", xdg / "Code" / "User" / "mcp.json"
+    code_user = {
+        "darwin": home / "Library" / "Application Support" / "Code" / "User",
+        "win32": appdata / "Code" / "User",
+    }.get(system, xdg / "Code" / "User")
+    yield "vscode", "user", code_user / "mcp.json"
+    # Before mcp.json, VS Code kept servers under "mcp" in settings.json; each profile
+    # other than the default has a folder of its own.
+    yield "vscode", "settings", code_user / "settings.json"
+    for profile in sorted(code_user.glob("profiles/*/mcp.json")):
+        yield "vscode", f"profile {profile.parent.name}", profile
     yield "claude-code", "user", home / ".claude.json"
     yield "cursor", "user", home / ".cursor" / "mcp.json"
     yield "windsurf", "user", home / ".codeium" / "windsurf" / "mcp_config.json"
@@ -123,7 +139,9 @@ def find_clients(
     found = []
     for name, scope, path in _locations(home, system or sys.platform, env, project):
         if path.is_file():
-            found.append(read_file(_BY_NAME[name], scope, path))
+            entry = read_file(_BY_NAME[name], scope, path)
+            if scope != "settings" or entry.servers or entry.error:
+                found.append(entry)  # settings.json only when it has MCP servers
     return found
 
 
@@ -141,13 +159,31 @@ def read_file(client: ClientFormat, scope: str, path: Path) -> ClientFile:
     if not isinstance(doc, dict):
         entry.error = "not a JSON object"
         return entry
-    entry.servers = list(_servers(client, doc.get(client.key)))
+    for table in server_tables(client, scope, doc):
+        entry.servers += _servers(client, _at(doc, table))
+    return entry
+
+
+def server_tables(client: ClientFormat, scope: str, doc: dict[str, Any]) -> list[JsonPath]:
+    """The JSON paths of the objects in ``doc`` that map server names to entries."""
+    candidates: list[JsonPath] = [(client.key,)]
+    if scope == "settings":  # VS Code's settings.json
+        candidates = [("mcp", "servers")]
     if client.name == "claude-code" and scope == "user":
         # ~/.claude.json also keeps servers per project ("local" scope)
-        for _project, settings in sorted((doc.get("projects") or {}).items()):
-            if isinstance(settings, dict):
-                entry.servers += _servers(client, settings.get(client.key))
-    return entry
+        projects = doc.get("projects")
+        if isinstance(projects, dict):
+            candidates += [("projects", p, client.key) for p in projects]
+    return [t for t in candidates if isinstance(_at(doc, t), dict)]
+
+
+def _at(doc: Any, where: JsonPath) -> Any:
+    """The value at ``where``, or None."""
+    for part in where:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(part)
+    return doc
 
 
 def _servers(client: ClientFormat, table: Any) -> Iterator[ServerEntry]:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from proxy._atomic import write_atomic
 from proxy._jsonloc import JsonPath, locate, value_end
-from proxy.clients import ClientFile, ClientFormat, _jsonc, _servers
+from proxy.clients import ClientFile, ClientFormat, _jsonc, _servers, server_tables
 from proxy.paths import Paths, resolve_paths
 from proxy.runinfo import DEFAULT_PORT
 from proxy.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
@@ -54,6 +54,7 @@ __all__ = [
     "default_launcher",
     "record_path",
     "route",
+    "token_client",
     "unroute",
 ]
 
@@ -95,9 +96,25 @@ class UnrouteResult:
 
 def record_path(paths: Paths, client_file: ClientFile) -> Path:
     """Where the record of one client file's routing is kept."""
-    where = hashlib.sha256(str(client_file.path.absolute()).encode()).hexdigest()[:16]
-    name = f"{client_file.client.name}-{client_file.scope}-{where}.json"
+    name = f"{client_file.client.name}-{_slug(client_file.scope)}-{_file_id(client_file)}.json"
     return paths.data_dir / "routes" / name
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def _file_id(client_file: ClientFile) -> str:
+    return hashlib.sha256(str(client_file.path.absolute()).encode()).hexdigest()[:16]
+
+
+def token_client(client_file: ClientFile) -> str:
+    """The name the token of a routed file's HTTP entries is issued to (its grant in the
+    policy, and its name in the log): ``cursor@user``; a project's file adds its own id."""
+    name = f"{client_file.client.name}@{_slug(client_file.scope)}"
+    if client_file.scope == "project":
+        name += "-" + _file_id(client_file)[:6]
+    return name
 
 
 def default_launcher() -> list[str]:
@@ -180,18 +197,6 @@ def _write(doc: _Doc, shown: Path, new_text: str) -> None:
         write_atomic(doc.path, new_text.encode("utf-8"), mode=mode)
     except OSError as exc:
         raise RouteError(f"{shown}: cannot write it: {exc.strerror or exc}") from None
-
-
-def _tables(client: ClientFormat, scope: str, doc: dict[str, Any]) -> list[JsonPath]:
-    """The JSON paths of the objects that hold server entries."""
-    found: list[JsonPath] = []
-    if isinstance(doc.get(client.key), dict):
-        found.append((client.key,))
-    if client.name == "claude-code" and scope == "user":
-        for project, settings in (doc.get("projects") or {}).items():
-            if isinstance(settings, dict) and isinstance(settings.get(client.key), dict):
-                found.append(("projects", project, client.key))
-    return found
 
 
 def _at(doc: Any, where: JsonPath) -> Any:
@@ -446,10 +451,10 @@ def route(
     # Plan every entry first; nothing is written until all of it is known to work.
     plans: list[_Plan] = []
     planned: set[str] = set()
-    for table in _tables(client, client_file.scope, doc.doc):
+    for table in server_tables(client, client_file.scope, doc.doc):
         for entry_name, entry in _at(doc.doc, table).items():
             where = (*table, entry_name)
-            label = entry_name if table == (client.key,) else f"{entry_name} ({table[1]})"
+            label = f"{entry_name} ({table[1]})" if table[0] == "projects" else entry_name
             if not isinstance(entry, dict):
                 result.skipped.append((label, "not an object"))
                 continue
@@ -477,7 +482,7 @@ def route(
         return result
     _writable(doc, shown)
 
-    token_client = f"{client.name}@{client_file.scope}"
+    grant = token_client(client_file)
     tokens = TokenStore(paths.clients_file)
     record_file = record_path(paths, client_file)
     record = _load_record(record_file) or {
@@ -490,7 +495,7 @@ def route(
     }
     token: str | None = None
     if via == "http":
-        token = _reuse_token(doc, record, tokens, token_client)
+        token = _reuse_token(doc, record, tokens, grant)
     url = f"http://127.0.0.1:{port}/mcp/"
 
     # 1. Secrets into the keyring, and the token (an error here leaves every file as it
@@ -512,11 +517,11 @@ def route(
         for name, value in extra_secrets.items():
             store.set(name, value)
         if via == "http" and token is None:
-            token = tokens.create(token_client, replace=True)
+            token = tokens.create(grant, replace=True)
     except (SecretError, TokenError) as exc:
         raise RouteError(f"nothing changed: {exc}") from None
     if via == "http":
-        record["token_client"] = token_client
+        record["token_client"] = grant
     edits: list[tuple[int, int, str]] = []
     entries: list[dict[str, Any]] = []
     for plan, span, holed, holes in cut_entries:
@@ -641,14 +646,14 @@ def _plan(
 
 
 def _reuse_token(
-    doc: _Doc, record: dict[str, Any], tokens: TokenStore, token_client: str
+    doc: _Doc, record: dict[str, Any], tokens: TokenStore, grant: str
 ) -> str | None:
     """The token this file's entries already carry, if it is still the client's."""
     for entry in record.get("entries", []):
         current = _at_or_none(doc.doc, tuple(entry["path"]))
         token = _token_in(current)
         try:
-            if token is not None and tokens.verify(token) == token_client:
+            if token is not None and tokens.verify(token) == grant:
                 return token
         except TokenError:
             return None
@@ -751,7 +756,7 @@ def unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Unr
     edits: list[tuple[int, int, str]] = []
     for entry in record["entries"]:
         where = tuple(entry["path"])
-        label = str(where[-1]) if len(where) == 2 else f"{where[-1]} ({where[1]})"
+        label = f"{where[-1]} ({where[1]})" if where[0] == "projects" else str(where[-1])
         span = doc.span(where)
         if span is None:
             result.kept.append((label, "removed since it was routed"))
@@ -770,11 +775,11 @@ def unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Unr
         result.byte_exact = first is not None and (
             hashlib.sha256(new_text.encode("utf-8")).hexdigest() == first["sha256"]
         )
-    token_client = record.get("token_client")
-    if token_client and not result.kept:  # a kept entry may still use the token
+    grant = record.get("token_client")
+    if grant and not result.kept:  # a kept entry may still use the token
         try:
-            TokenStore(paths.clients_file).revoke(token_client)
-            result.revoked_token = token_client
+            TokenStore(paths.clients_file).revoke(grant)
+            result.revoked_token = grant
         except TokenError:
             pass  # revoked by hand already
     try:

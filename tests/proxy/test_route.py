@@ -400,3 +400,85 @@ async def test_route_over_http_with_a_token_of_the_clients_own(
         assert "cursor@user" not in gateway.lockgate("token", "list").stdout
     finally:
         gateway.stop()
+
+
+SETTINGS = """{
+    // the person's own settings, with comments
+    "editor.fontSize": 14,
+    "mcp": {
+        "servers": {
+            "time": {"type": "stdio", "command": "TIME"},
+        },
+    },
+    "workbench.colorTheme": "Default Dark Modern",
+}
+""".replace("TIME", TIME)
+
+
+def test_vscode_settings_json_and_profiles_are_found_and_routed(
+    tmp_path, lockgate_dirs, os_keyring
+):
+    home = tmp_path / "home"
+    user = home / ".config" / "Code" / "User"
+    (user / "profiles" / "6a2f1b").mkdir(parents=True)
+    (user / "settings.json").write_text(SETTINGS)
+    profile = user / "profiles" / "6a2f1b" / "mcp.json"
+    profile_text = json.dumps({"servers": {"clock": {"command": TIME}}}) + "\n"
+    profile.write_text(profile_text)
+    env = env_for(home, lockgate_dirs)
+    listing = {
+        (f["scope"], s["name"]): s["through_lockgate"]
+        for f in json.loads(lockgate(env, "clients", "--json").stdout)
+        for s in f["servers"]
+    }
+    assert listing == {("settings", "time"): False, ("profile 6a2f1b", "clock"): False}
+
+    done = lockgate(env, "clients", "route", "vscode")
+    assert done.returncode == 0, done.stderr
+    settings = (user / "settings.json").read_text()
+    assert settings.startswith(
+        '{\n    // the person\'s own settings, with comments\n    "editor.fontSize": 14,'
+    )
+    assert settings.endswith('"workbench.colorTheme": "Default Dark Modern",\n}\n')
+    routed = _jsonc.loads(settings)["mcp"]["servers"]["time"]
+    assert routed["args"][:2] == ["connect", "time"]
+    assert _jsonc.loads(profile.read_text())["servers"]["clock"]["args"][:2] == ["connect", "clock"]
+
+    assert lockgate(env, "clients", "unroute", "vscode").returncode == 0
+    assert (user / "settings.json").read_text() == SETTINGS
+    assert profile.read_text() == profile_text
+
+
+def test_settings_json_without_mcp_servers_is_not_a_client_file(tmp_path, lockgate_dirs):
+    home = tmp_path / "home"
+    (home / ".config" / "Code" / "User").mkdir(parents=True)
+    (home / ".config" / "Code" / "User" / "settings.json").write_text('{"editor.fontSize": 14}')
+    env = env_for(home, lockgate_dirs)
+    assert json.loads(lockgate(env, "clients", "--json").stdout) == []
+
+
+def test_the_running_gateway_reloads_servers_json_and_keeps_the_last_good_one(
+    lockgate_dirs, tmp_path
+):
+    from proxy.control import ControlError, control
+    from proxy.paths import Paths
+
+    config, data = lockgate_dirs
+    config.mkdir()
+    data.mkdir()
+    servers = config / "servers.json"
+    servers.write_text(json.dumps({"mcpServers": {"time": {"command": TIME}}}))
+    gateway = LiveGateway(config, data, tmp_path / "tee.jsonl")
+    gateway.start()
+    paths = Paths(config, data)
+    try:
+        servers.write_text(
+            json.dumps({"mcpServers": {"time": {"command": TIME}, "clock": {"command": TIME}}})
+        )
+        assert control(paths, "reload-servers")["servers"] == ["clock", "time"]
+        servers.write_text('{"mcpServers": {"bad name!": {}}}')
+        with pytest.raises(ControlError, match=r"servers\.json:1:30: .*a server name is"):
+            control(paths, "reload-servers")
+        assert control(paths, "status")["servers"] == ["clock", "time"]
+    finally:
+        gateway.stop()
