@@ -17,12 +17,12 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QCloseEvent, QIcon, QPixmap
@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 
 from desktop.approvals import Answer, ApprovalPrompt, ApprovalsPanel, PendingApprovals
 from desktop.calls import CallsModel
+from desktop.connectview import ConnectView
 from desktop.host import EventPump, GatewayHost, HostFailed, HostReady, HostStopped
 from desktop.liveview import LiveView
 from desktop.policyview import PolicyView
@@ -49,7 +50,10 @@ from desktop.tray import AppState, Tray, icon_for
 from proxy._atomic import write_atomic
 from proxy.approvals import Remember
 from proxy.audit import CallRecord
+from proxy.autostart import autostart_enabled, autostart_path, set_autostart
 from proxy.catalog import ServerTools
+from proxy.clients import ClientFile, find_clients
+from proxy.clients.route import RouteError, RouteResult, UnrouteResult, route, unroute
 from proxy.events import (
     ApprovalPending,
     CallDecided,
@@ -58,17 +62,19 @@ from proxy.events import (
     PolicyReloaded,
 )
 from proxy.initpolicy import policy_text, starting_policy
-from proxy.paths import Paths
+from proxy.paths import Paths, lockgate_command
 from proxy.policy import Policy
 from proxy.policyedit import PolicyEditError, edit_rule
 from proxy.runinfo import DEFAULT_PORT
+from proxy.secrets import SecretStore
 from proxy.servers import ServerSpec
 
 __all__ = ["LockgateApp", "MainWindow", "run_app"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-TABS = ("Live calls", "Approvals", "Tools & rules", "Servers", "Policy")
+TABS = ("Live calls", "Approvals", "Tools & rules", "Servers", "Policy", "Connect your agents")
 
 
 class MainWindow(QMainWindow):
@@ -97,6 +103,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(app.tools_view, TABS[2].replace("&", "&&"))
         self.tabs.addTab(app.servers_view, TABS[3])
         self.tabs.addTab(app.policy_view, TABS[4])
+        self.tabs.addTab(app.connect_view, TABS[5])
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addLayout(top)
@@ -153,10 +160,27 @@ class MainWindow(QMainWindow):
 class LockgateApp(QObject):
     """Everything the tray app is, wired together."""
 
-    def __init__(self, paths: Paths, *, port: int = DEFAULT_PORT, tray_poll_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        port: int = DEFAULT_PORT,
+        tray_poll_ms: int = 5000,
+        secrets: SecretStore | None = None,
+        home: Path | None = None,
+        launcher: Sequence[str] | None = None,
+    ) -> None:
+        """``home`` (with an empty environment) and ``launcher`` (the lockgate command)
+        are where the Connect view looks for clients and what it writes into them; tests
+        give a home of their own."""
         super().__init__()
         self.paths = paths
-        self.host = GatewayHost(paths, port=port)
+        self.secrets = secrets or SecretStore()
+        self._home = home
+        self._environ: dict[str, str] | None = None if home is None else {}
+        command = lockgate_command()
+        self._launcher = list(launcher) if launcher else [command] if command else None
+        self.host = GatewayHost(paths, port=port, secrets=self.secrets)
         self.pump = EventPump(self.host, parent=self)
         self.calls = CallsModel()
         self.tools = ToolsModel(parent=self)
@@ -168,6 +192,9 @@ class LockgateApp(QObject):
         self.servers_view = ServersView(self.servers, self.restart_server)
         self.policy_view = PolicyView(
             paths.policy_file, self.create_policy, self.suggest_policy, self.write_policy
+        )
+        self.connect_view = ConnectView(
+            self.scan_clients, self.route_client, self.unroute_client, self.set_autostart
         )
         self.tray = Tray(self, poll_ms=tray_poll_ms)
         self.window = MainWindow(self)
@@ -187,6 +214,8 @@ class LockgateApp(QObject):
 
     def start(self) -> None:
         self.host.start()
+        self.scan_clients()
+        self._show_autostart()
         if not self.tray.available:
             self.window.present()  # no tray to live in: the window is the app
 
@@ -438,6 +467,122 @@ class LockgateApp(QObject):
             self._show(_with(self.state, servers_down=self.servers.down_count()))
 
         self.host.run(lambda gateway: gateway.restart_server(server), done)
+
+    def scan_clients(self, project: Path | None = None) -> None:
+        """Look for the MCP clients' files (on a worker thread) and show them."""
+        self.connect_view.set_busy(True)
+        home, environ = self._home, self._environ
+
+        def done(future: concurrent.futures.Future[list[ClientFile]]) -> None:
+            self.connect_view.set_busy(False)
+            if _ok(future):
+                self.connect_view.show_files(future.result())
+
+        self.host.blocking(lambda: find_clients(home, environ=environ, project=project), done)
+
+    def route_client(self, found: ClientFile, via: str) -> None:
+        """Route one client file's servers through Lockgate (files and keyring on a
+        worker thread); the gateway then reads servers.json again."""
+        port = self.host.info.port if self.host.info else self.host.port
+        launcher = self._launcher
+        mode: Literal["stdio", "http"] = "http" if via == "http" else "stdio"
+
+        def work() -> RouteResult:
+            if launcher is None:
+                raise RouteError("the lockgate command is not installed; install Lockgate first")
+            return route(
+                found, self.paths, store=self.secrets, via=mode, launcher=launcher, port=port
+            )
+
+        def done(future: concurrent.futures.Future[RouteResult]) -> None:
+            result = self._route_done(future)
+            if result is None:
+                return
+            lines = [
+                f"{found.client.label}: {len(result.routed)} server(s) now go through "
+                "Lockgate. Restart it so it reads its file again."
+            ]
+            lines += [f"left {entry}: {why}" for entry, why in result.skipped]
+            if result.secrets:
+                lines.append(f"Moved into the keyring: {', '.join(result.secrets)}")
+            self.connect_view.show_result("\n".join(lines))
+            if result.imported:
+                self._reload_servers()
+
+        self.connect_view.set_busy(True)
+        self.host.blocking(work, done)
+
+    def unroute_client(self, found: ClientFile) -> None:
+        def done(future: concurrent.futures.Future[UnrouteResult]) -> None:
+            result = self._route_done(future)
+            if result is None:
+                return
+            lines = [
+                f"{found.client.label}: put back {len(result.restored)} server(s)"
+                + (", byte for byte as before." if result.byte_exact else ".")
+            ]
+            lines += [f"left {entry}: {why}" for entry, why in result.kept]
+            self.connect_view.show_result("\n".join(lines))
+
+        self.connect_view.set_busy(True)
+        self.host.blocking(lambda: unroute(found, self.paths, store=self.secrets), done)
+
+    def _route_done(self, future: concurrent.futures.Future[T]) -> T | None:
+        self.connect_view.set_busy(False)
+        if future.cancelled():
+            return None
+        error = future.exception()
+        self.scan_clients(self.connect_view.project)
+        if isinstance(error, RouteError):
+            self.connect_view.show_result(str(error), error=True)
+            return None
+        if error is not None:
+            raise error
+        return future.result()
+
+    def _reload_servers(self) -> None:
+        def reload(gateway: Any) -> dict[str, ServerSpec]:
+            gateway.reload_servers()
+            return dict(gateway.servers)
+
+        def done(future: concurrent.futures.Future[dict[str, ServerSpec]]) -> None:
+            if _ok(future):
+                self.servers.set_servers(future.result())
+                self.list_tools()
+
+        self.host.call(reload, done)
+
+    def set_autostart(self, on: bool) -> None:
+        launcher = self._launcher
+        home, environ = self._home, self._environ
+
+        def change() -> None:
+            if launcher is None:
+                raise RouteError("the lockgate command is not installed")
+            set_autostart(on, launcher[0], home=home, environ=environ)
+
+        def done(future: concurrent.futures.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                self.connect_view.show_result(
+                    f"Could not change start at login: {future.exception()}", error=True
+                )
+            self._show_autostart()
+
+        self.host.blocking(change, done)
+
+    def _show_autostart(self) -> None:
+        home, environ = self._home, self._environ
+
+        def read() -> tuple[bool, str]:
+            where = autostart_path(home=home, environ=environ)
+            on = autostart_enabled(home=home, environ=environ)
+            return on, str(where) if where else "the Run key of the registry"
+
+        def done(future: concurrent.futures.Future[tuple[bool, str]]) -> None:
+            if _ok(future):
+                self.connect_view.show_autostart(*future.result())
+
+        self.host.blocking(read, done)
 
     def load_older(self) -> None:
         oldest = self.calls.oldest_id()

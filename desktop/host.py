@@ -183,8 +183,14 @@ class GatewayHost:
         fn: Callable[[], T],
         on_done: Callable[[concurrent.futures.Future[T]], None] | None = None,
     ) -> concurrent.futures.Future[T]:
-        """Run ``fn()`` (file I/O) on a worker thread, never the GUI's."""
-        return self._answered(self._workers.submit(fn), on_done)
+        """Run ``fn()`` (file I/O) on a worker thread, never the GUI's. Once the host has
+        stopped, nothing runs: the future comes back cancelled."""
+        try:
+            future = self._workers.submit(fn)
+        except RuntimeError:  # shut down: an answer that arrived while quitting asked more
+            future = concurrent.futures.Future()
+            future.cancel()
+        return self._answered(future, on_done)
 
     def _on_loop(self, run: Callable[[], None], future: concurrent.futures.Future[Any]) -> None:
         loop = self._loop

@@ -129,6 +129,39 @@ async def traffic(
             print("the pending call ended:", exc)
 
 
+def clients(home: Path, servers: dict[str, dict[str, object]]) -> None:
+    """Client files as each client writes them: Claude Desktop already routed, Cursor with
+    two servers of its own, Claude Code with one, and a VS Code file with a typo."""
+    lockgate = str(BIN / "lockgate")
+    files = {
+        home / ".config/Claude/claude_desktop_config.json": {
+            "mcpServers": {
+                name: {"command": lockgate, "args": ["connect", name, "--client", "claude-desktop"]}
+                for name in ("everything", "time")
+            }
+        },
+        home / ".cursor/mcp.json": {
+            "mcpServers": {
+                "time": servers["time"],
+                "github": {
+                    "command": "npx",
+                    "args": ["-y", "@modelcontextprotocol/server-github"],
+                    "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "(a token)"},
+                },
+            }
+        },
+        home / ".claude.json": {
+            "mcpServers": {"sentry": {"type": "http", "url": "https://mcp.sentry.dev/mcp"}}
+        },
+    }
+    for path, doc in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2))
+    vscode = home / ".config/Code/User/mcp.json"
+    vscode.parent.mkdir(parents=True)
+    vscode.write_text('{\n  "servers": {\n    "fetch": {"command": "uvx" "args": []}\n  }\n}\n')
+
+
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else REPO / "docs").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -150,9 +183,12 @@ def main() -> int:
     env = {"LOCKGATE_CONFIG_DIR": str(paths.config_dir), "LOCKGATE_DATA_DIR": str(paths.data_dir)}
     os.environ.update(env)
 
+    home = root / "home"  # the MCP clients "installed" on this computer
+    clients(home, servers)
+
     qt = QApplication(sys.argv[:1])
     qt.setQuitOnLastWindowClosed(False)
-    app = LockgateApp(paths, port=0)
+    app = LockgateApp(paths, port=0, home=home, launcher=[str(BIN / "lockgate")])
     app.start()
     wait_until(lambda: app.state.running, 30, "the gateway")
     app.window.resize(1240, 730)
@@ -190,6 +226,11 @@ def main() -> int:
     shoot(out / "servers.png")
     app.window.show_tab("Policy")
     shoot(out / "policy.png")
+    app.window.show_tab("Connect your agents")
+    view = app.connect_view
+    wait_until(lambda: view.table.rowCount() == 4, 10, "the clients")
+    view.table.selectRow(next(r for r in range(4) if view.files[r].client.name == "cursor"))
+    shoot(out / "connect.png")
 
     # error path: a broken policy.json (the last good one stays in force)
     text = paths.policy_file.read_text()

@@ -12,7 +12,6 @@ import contextlib
 import getpass
 import json
 import logging
-import shutil
 import socket
 import sys
 import time
@@ -39,7 +38,7 @@ from proxy.control import (
 )
 from proxy.decide import Decision, ToolCall, agent_message, decide
 from proxy.initpolicy import policy_text, starting_policy
-from proxy.paths import Paths, resolve_paths
+from proxy.paths import Paths, lockgate_command, resolve_paths
 from proxy.policy import Policy, PolicyError, default_policy, load_policy, policy_schema
 from proxy.ratelimit import Counters
 from proxy.risk import classify_many, tools_from_json
@@ -970,8 +969,11 @@ def _init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
 
 def _autostart(state: str | None, out: TextIO) -> int:
     if state is not None:
-        command = shutil.which("lockgate") or str(Path(sys.argv[0]).resolve())
-        set_autostart(state == "on", str(Path(command).resolve()))
+        command = lockgate_command()
+        if command is None:
+            print("lockgate autostart: the lockgate command is not installed", file=sys.stderr)
+            return 1
+        set_autostart(state == "on", command)
     where = autostart_path() or "the Run key of the registry"
     on = autostart_enabled()
     out.write(f"Start at login: {'on' if on else 'off'} ({where})\n")

@@ -8,13 +8,15 @@ the platform folder. Nothing here creates a folder; writers create what they wri
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
-__all__ = ["APP_NAME", "Paths", "resolve_paths"]
+__all__ = ["APP_NAME", "Paths", "lockgate_command", "resolve_paths"]
 
 APP_NAME = "lockgate"
 
@@ -71,3 +73,17 @@ def resolve_paths(
         or platformdirs.user_data_dir(APP_NAME, appauthor=False)
     )
     return Paths(Path(config).expanduser(), Path(data).expanduser())
+
+
+def lockgate_command() -> str | None:
+    """The absolute path of the ``lockgate`` command running now (or else on PATH), for
+    what others start later: an MCP client (``lockgate connect``), the login session
+    (start at login). They start it with a PATH of their own, so a bare name may not be
+    found. None when there is no such command (a source tree never installed)."""
+    if getattr(sys, "frozen", False):  # a bundle: its executable is lockgate itself
+        return sys.executable
+    argv0 = Path(sys.argv[0])
+    if argv0.name.lower().removesuffix(".exe") == "lockgate" and argv0.is_file():
+        return str(argv0.absolute())
+    found = shutil.which("lockgate")
+    return str(Path(found).absolute()) if found else None

@@ -28,9 +28,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import stat
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +38,7 @@ from typing import Any, Literal
 from proxy._atomic import write_atomic
 from proxy._jsonloc import JsonPath, locate, value_end
 from proxy.clients import ClientFile, ClientFormat, _jsonc, _servers, server_tables
-from proxy.paths import Paths, resolve_paths
+from proxy.paths import Paths, lockgate_command, resolve_paths
 from proxy.runinfo import DEFAULT_PORT
 from proxy.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
 from proxy.servers import ServersError, parse_servers, valid_server_name
@@ -118,21 +116,15 @@ def token_client(client_file: ClientFile) -> str:
 
 
 def default_launcher() -> list[str]:
-    """The command that starts this Lockgate, absolute: clients start servers with a
-    PATH of their own (Claude Desktop's is short), so a bare ``lockgate`` may not be found.
+    """The command that starts this Lockgate, absolute (see :func:`lockgate_command`).
 
     Raises:
         RouteError: no lockgate command can be found.
     """
-    if getattr(sys, "frozen", False):  # a bundle: the executable is lockgate itself
-        return [sys.executable]
-    argv0 = Path(sys.argv[0])
-    if argv0.name.lower().removesuffix(".exe") == "lockgate" and argv0.exists():
-        return [str(argv0.absolute())]
-    found = shutil.which("lockgate")
-    if found is None:
-        raise RouteError("the lockgate command is not on PATH; install Lockgate first")
-    return [str(Path(found).absolute())]
+    command = lockgate_command()
+    if command is None:
+        raise RouteError("the lockgate command is not installed; install Lockgate first")
+    return [command]
 
 
 # -- reading a client file --------------------------------------------------------------
@@ -645,9 +637,7 @@ def _plan(
     return _Plan(where, str(where[-1]), server, full, values, cuts, server not in existing)
 
 
-def _reuse_token(
-    doc: _Doc, record: dict[str, Any], tokens: TokenStore, grant: str
-) -> str | None:
+def _reuse_token(doc: _Doc, record: dict[str, Any], tokens: TokenStore, grant: str) -> str | None:
     """The token this file's entries already carry, if it is still the client's."""
     for entry in record.get("entries", []):
         current = _at_or_none(doc.doc, tuple(entry["path"]))

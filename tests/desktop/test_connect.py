@@ -1,0 +1,145 @@
+"""The "Connect your agents" view, clicked as a person would: a fake home with real-format
+client files, the real keyring (GNOME Keyring on a private bus), the app's own gateway,
+and a routed entry launched exactly as the client would launch it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from PySide6.QtCore import Qt
+
+from desktop.app import TABS, LockgateApp
+from proxy.paths import Paths
+from proxy.secrets import SecretStore
+from tests.proxy._live import BIN, EVERYTHING_JS, lockgate_command
+
+SECRET = "sk-live-gui-5d1e"
+
+
+def cursor_file(home: Path) -> tuple[Path, str]:
+    path = home / ".cursor" / "mcp.json"
+    text = json.dumps(
+        {
+            "mcpServers": {
+                "time": {"command": str(BIN / "mcp-server-time")},
+                "everything": {
+                    "command": "node",
+                    "args": [str(EVERYTHING_JS), "stdio"],
+                    "env": {"EVERYTHING_API_KEY": SECRET},
+                },
+            }
+        },
+        indent=2,
+    )
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    return path, text
+
+
+@pytest.fixture
+def app(qtbot: Any, app_paths: Paths, os_keyring: Any, tmp_path: Path) -> Any:
+    home = tmp_path / "home"
+    (home / ".config" / "Claude").mkdir(parents=True)
+    (home / ".config" / "Claude" / "claude_desktop_config.json").write_text("{not json")
+    app = LockgateApp(
+        app_paths,
+        port=0,
+        secrets=SecretStore(os_keyring),
+        home=home,
+        launcher=[lockgate_command()],
+    )
+    app.home = home
+    app.start()
+    qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
+    try:
+        yield app
+    finally:
+        app.close()
+        app.prompt.close()
+        app.window.hide()
+        app.window.deleteLater()
+
+
+def test_route_and_put_back_from_the_window(qtbot, app, app_paths):
+    path, original = cursor_file(app.home)
+    view = app.connect_view
+    app.window.show_tab(TABS[5])
+    qtbot.mouseClick(view.rescan, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.table.rowCount() == 2, timeout=10_000)
+    rows = {view.table.item(r, 0).text(): r for r in range(2)}
+    # A broken file is shown as such, and cannot be routed.
+    view.table.selectRow(rows["Claude Desktop"])
+    assert view.table.item(rows["Claude Desktop"], 3).text() == "cannot read"
+    assert "not valid JSON" in view.details.text()
+    assert not view.route_button.isEnabled()
+    assert not view.via.model().item(1).isEnabled()  # Claude Desktop: commands only
+
+    view.table.selectRow(rows["Cursor"])
+    assert view.table.item(rows["Cursor"], 3).text() == "0 of 2"
+    assert view.route_button.isEnabled()
+    qtbot.mouseClick(view.route_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "now go through Lockgate" in view.result.text(), timeout=20_000)
+    assert "EVERYTHING_API_KEY" in view.result.text()
+    qtbot.waitUntil(lambda: view.table.item(rows["Cursor"], 3).text() == "all", timeout=10_000)
+    assert SECRET not in path.read_text()
+
+    # The gateway took the new server without a restart, and the Servers view shows it.
+    names = lambda: {s.spec.name for s in app.servers.servers}  # noqa: E731
+    qtbot.waitUntil(lambda: "everything-cursor" in names(), timeout=10_000)
+
+    # The entry works as Cursor would start it: through the app's gateway, the key
+    # coming from the keyring.
+    entry = json.loads(path.read_text())["mcpServers"]["everything"]
+    assert entry["args"][:2] == ["connect", "everything-cursor"]
+
+    async def call() -> str:
+        params = StdioServerParameters(command=entry["command"], args=entry["args"])
+        async with Client(params, mode="legacy") as client:
+            result = await client.call_tool("get-env", {})
+        return "".join(getattr(b, "text", "") for b in result.content)
+
+    assert SECRET in asyncio.run(call())
+    qtbot.waitUntil(
+        lambda: any(
+            app.calls.text(r, 2) == "everything-cursor" for r in range(app.calls.rowCount())
+        ),
+        timeout=10_000,
+    )
+
+    qtbot.mouseClick(view.unroute_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "put back 2 server(s)" in view.result.text(), timeout=20_000)
+    assert "byte for byte" in view.result.text()
+    assert path.read_text() == original
+
+
+def test_a_failure_is_shown_and_nothing_is_written(qtbot, app):
+    path, original = cursor_file(app.home)
+    path.chmod(0o444)
+    view = app.connect_view
+    app.scan_clients()
+    qtbot.waitUntil(lambda: view.table.rowCount() == 2, timeout=10_000)
+    row = next(r for r in range(2) if view.table.item(r, 0).text() == "Cursor")
+    view.table.selectRow(row)
+    qtbot.mouseClick(view.route_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "read-only" in view.result.text(), timeout=20_000)
+    assert "#c62828" in view.result.text()
+    assert path.read_text() == original
+
+
+def test_start_at_login_checkbox(qtbot, app):
+    view = app.connect_view
+    entry = app.home / ".config" / "autostart" / "lockgate.desktop"
+    qtbot.waitUntil(lambda: str(entry) in view.autostart_where.text(), timeout=10_000)
+    assert not view.autostart.isChecked()
+    view.autostart.click()
+    qtbot.waitUntil(entry.exists, timeout=10_000)
+    assert f"Exec={lockgate_command()}" in entry.read_text()
+    view.autostart.click()
+    qtbot.waitUntil(lambda: not entry.exists(), timeout=10_000)
+    assert not view.autostart.isChecked()
