@@ -60,6 +60,8 @@ from proxy.events import (
     PauseChanged,
     PolicyRejected,
     PolicyReloaded,
+    ServersRejected,
+    ServersReloaded,
 )
 from proxy.initpolicy import policy_text, starting_policy
 from proxy.paths import Paths, lockgate_command
@@ -144,6 +146,10 @@ class MainWindow(QMainWindow):
             )
         if state.servers_down:
             problems.append(f"{state.servers_down} server(s) down (see the Servers tab).")
+        if state.servers_error:
+            problems.append(
+                "servers.json has errors; the servers in force stay (see the Servers tab)."
+            )
         self.banner.setText("  ".join(problems))
         self.banner.setStyleSheet(f"QLabel#banner {{ {style} padding: 6px; border-radius: 4px; }}")
         self.banner.setVisible(bool(problems))
@@ -180,6 +186,7 @@ class LockgateApp(QObject):
         self._environ: dict[str, str] | None = None if home is None else {}
         command = lockgate_command()
         self._launcher = list(launcher) if launcher else [command] if command else None
+        self._login_command = launcher[0] if launcher else lockgate_command(gui=True)
         self.host = GatewayHost(paths, port=port, secrets=self.secrets)
         self.pump = EventPump(self.host, parent=self)
         self.calls = CallsModel()
@@ -262,6 +269,18 @@ class LockgateApp(QObject):
                 state = _with(state, policy_error=None)
                 if state.running:  # before that, HostReady fetches it
                     self._fetch_policy()
+            elif isinstance(event, ServersReloaded):
+                state = _with(state, servers_error=None)
+                self.servers_view.status.setText(
+                    "servers.json changed: " + (", ".join(event.servers) or "no servers")
+                )
+                self._fetch_servers()
+                self.list_tools()
+            elif isinstance(event, ServersRejected):
+                state = _with(state, servers_error=event.message)
+                self.servers_view.status.setText(
+                    "servers.json has errors; the servers in force stay:\n" + event.message
+                )
             elif isinstance(event, PolicyRejected):
                 state = _with(state, policy_error=event.message)
                 self.policy_view.show_state(None, event.message, exists=True)
@@ -293,21 +312,28 @@ class LockgateApp(QObject):
         self.window.show_state(*shown)
 
     def _ready(self) -> None:
-        def servers(gateway: Any) -> dict[str, ServerSpec]:
-            return dict(gateway.servers)
-
-        def got_servers(future: concurrent.futures.Future[dict[str, ServerSpec]]) -> None:
-            if _ok(future):
-                self.servers.set_servers(future.result())
-
         def got_paused(future: concurrent.futures.Future[bool]) -> None:
             if _ok(future):
                 self._show(_with(self.state, paused=future.result()))
 
-        self.host.call(servers, got_servers)
+        self._fetch_servers()
         self._fetch_policy()
         self.list_tools()
         self.host.call(lambda g: g.paused, got_paused)
+
+    def _fetch_servers(self) -> None:
+        def servers(gateway: Any) -> tuple[dict[str, ServerSpec], str | None]:
+            return dict(gateway.servers), gateway.servers_error
+
+        def got(
+            future: concurrent.futures.Future[tuple[dict[str, ServerSpec], str | None]],
+        ) -> None:
+            if _ok(future):
+                specs, error = future.result()
+                self.servers.set_servers(specs)
+                self._show(_with(self.state, servers_error=error))
+
+        self.host.call(servers, got)
 
     def _fetch_policy(self) -> None:
         def got(future: concurrent.futures.Future[tuple[Policy, str | None]]) -> None:
@@ -541,25 +567,22 @@ class LockgateApp(QObject):
         return future.result()
 
     def _reload_servers(self) -> None:
-        def reload(gateway: Any) -> dict[str, ServerSpec]:
-            gateway.reload_servers()
-            return dict(gateway.servers)
+        """Have the gateway read servers.json now (its watcher would, a moment later); the
+        ServersReloaded event then refreshes the views."""
 
-        def done(future: concurrent.futures.Future[dict[str, ServerSpec]]) -> None:
-            if _ok(future):
-                self.servers.set_servers(future.result())
-                self.list_tools()
+        def done(future: concurrent.futures.Future[list[str]]) -> None:
+            _ok(future)  # a broken file is shown by its ServersRejected event
 
-        self.host.call(reload, done)
+        self.host.call(lambda gateway: gateway.reload_servers(), done)
 
     def set_autostart(self, on: bool) -> None:
-        launcher = self._launcher
+        command = self._login_command
         home, environ = self._home, self._environ
 
         def change() -> None:
-            if launcher is None:
+            if command is None:
                 raise RouteError("the lockgate command is not installed")
-            set_autostart(on, launcher[0], home=home, environ=environ)
+            set_autostart(on, command, home=home, environ=environ)
 
         def done(future: concurrent.futures.Future[None]) -> None:
             if not future.cancelled() and future.exception() is not None:

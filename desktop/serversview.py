@@ -66,8 +66,14 @@ class ServersModel(ListTableModel[ServerState]):
         self._crashed: dict[str, set[str]] = {}
 
     def set_servers(self, specs: Mapping[str, ServerSpec]) -> None:
+        """The servers in force; a server that stays keeps its state (sessions, errors)."""
         self.beginResetModel()
-        self.servers = [ServerState(spec) for _name, spec in sorted(specs.items())]
+        kept = self._by_name
+        self.servers = []
+        for name, spec in sorted(specs.items()):
+            state = kept.get(name) or ServerState(spec)
+            state.spec = spec
+            self.servers.append(state)
         self._by_name = {s.spec.name: s for s in self.servers}
         self.endResetModel()
 

@@ -28,6 +28,7 @@ class AppState:
     pending: int = 0
     servers_down: int = 0
     policy_error: str | None = None
+    servers_error: str | None = None  # servers.json is broken; the servers in force stay
     failure: str | None = None  # the gateway itself is not running
 
     def summary(self) -> str:
@@ -42,11 +43,13 @@ class AppState:
             parts.append(f"{self.servers_down} server{'s' if self.servers_down > 1 else ''} down")
         if self.policy_error:
             parts.append("policy.json has errors (the last good policy is in force)")
+        if self.servers_error:
+            parts.append("servers.json has errors (the servers in force stay)")
         return "Lockgate: " + "; ".join(parts)
 
 
 def state_icon_name(state: AppState) -> str:
-    if state.failure or state.policy_error or state.servers_down:
+    if state.failure or state.policy_error or state.servers_error or state.servers_down:
         return "lockgate-error.svg"
     if state.pending:
         return "lockgate-attention.svg"

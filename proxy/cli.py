@@ -969,7 +969,7 @@ def _init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
 
 def _autostart(state: str | None, out: TextIO) -> int:
     if state is not None:
-        command = lockgate_command()
+        command = lockgate_command(gui=True)
         if command is None:
             print("lockgate autostart: the lockgate command is not installed", file=sys.stderr)
             return 1

@@ -24,6 +24,8 @@ __all__ = [
     "PauseChanged",
     "PolicyRejected",
     "PolicyReloaded",
+    "ServersRejected",
+    "ServersReloaded",
     "UpstreamDown",
     "UpstreamUp",
 ]
@@ -49,6 +51,23 @@ class PolicyRejected:
     source: str
     message: str  # every problem, one per line: file:line:col: path: message
     line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServersReloaded:
+    """servers.json changed and its servers are in force (new sessions use them)."""
+
+    time: float
+    servers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServersRejected:
+    """servers.json changed but cannot be used; the servers in force stay."""
+
+    time: float
+    source: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +147,8 @@ class PauseChanged:
 Event = (
     PolicyReloaded
     | PolicyRejected
+    | ServersReloaded
+    | ServersRejected
     | UpstreamUp
     | UpstreamDown
     | CallStarted

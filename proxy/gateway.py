@@ -52,17 +52,21 @@ from proxy.decide import Enforcer
 from proxy.events import (
     EventBus,
     PauseChanged,
+    ServersRejected,
+    ServersReloaded,
     UpstreamDown,
     UpstreamUp,
 )
 from proxy.policy import Action, Policy
-from proxy.policystore import PolicyStore, PolicyWatcher
+from proxy.policystore import FileWatcher, PolicyStore, PolicyWatcher
 from proxy.secrets import SecretError, SecretStore
 from proxy.servers import (
     HttpServer,
+    ServersError,
     ServerSpec,
-    load_servers,
+    ServersRead,
     open_server_log,
+    read_servers_file,
     resolve_secrets,
     secret_values,
 )
@@ -100,7 +104,13 @@ class Gateway(ToolCalls):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.servers = dict(servers)
-        self._servers_file = servers_file
+        self.servers_error: str | None = None  # while servers.json is broken
+        self._servers_digest: str | None = None
+        self._servers_watcher = (
+            FileWatcher(servers_file, read_servers_file, self._servers_read)
+            if servers_file is not None
+            else None
+        )
         self.audit = audit
         self.secrets = secrets
         self.bus = bus
@@ -123,13 +133,17 @@ class Gateway(ToolCalls):
     # -- life -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the policy and start watching it."""
+        """Load the policy and start watching it and servers.json."""
         await self.watcher.start()
+        if self._servers_watcher is not None:
+            await self._servers_watcher.start()
 
     async def stop(self) -> None:
         """Refuse pending approvals and stop watching; sessions end with their transports."""
         self.approvals.cancel_all("Lockgate is shutting down")
         await self.watcher.stop()
+        if self._servers_watcher is not None:
+            await self._servers_watcher.stop()
         for errlog in self._errlogs.values():
             errlog.close()
         self._errlogs.clear()
@@ -182,17 +196,35 @@ class Gateway(ToolCalls):
         return await list_all_tools(self.servers, self.secrets, self._errlog)
 
     def reload_servers(self) -> list[str]:
-        """Read servers.json again: new servers can be reached at once; a changed server's
-        open connections keep their old settings until they restart. Returns the names.
+        """Read servers.json now (it is also watched): new servers can be reached at
+        once; a changed server's open connections keep their old settings until they
+        restart. Returns the names in force.
 
         Raises:
             ServersError: the file is not valid; the servers in force stay as they were.
         """
-        if self._servers_file is None:
-            return sorted(self.servers)
-        self.servers = dict(load_servers(self._servers_file))
-        log.info("servers.json reloaded: %s", ", ".join(sorted(self.servers)) or "none")
+        if self._servers_watcher is not None:
+            result = read_servers_file(self._servers_watcher.path)
+            self._servers_read(result)
+            if result.error is not None:
+                raise ServersError(result.error)
         return sorted(self.servers)
+
+    def _servers_read(self, result: ServersRead) -> None:
+        if result.digest == self._servers_digest:
+            return
+        self._servers_digest = result.digest
+        if result.error is not None:
+            self.servers_error = result.error
+            log.warning("servers.json not applied, the servers in force stay:\n%s", result.error)
+            self.bus.emit(ServersRejected(self._clock(), result.source, result.error))
+            return
+        self.servers_error = None
+        if result.servers == self.servers:
+            return
+        self.servers = dict(result.servers)
+        log.info("servers in force: %s", ", ".join(sorted(self.servers)) or "none")
+        self.bus.emit(ServersReloaded(self._clock(), tuple(sorted(self.servers))))
 
     async def restart_server(self, server: str) -> int:
         """Stop every connection to ``server``; each starts again on its session's next

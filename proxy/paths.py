@@ -75,13 +75,17 @@ def resolve_paths(
     return Paths(Path(config).expanduser(), Path(data).expanduser())
 
 
-def lockgate_command() -> str | None:
+def lockgate_command(*, gui: bool = False) -> str | None:
     """The absolute path of the ``lockgate`` command running now (or else on PATH), for
     what others start later: an MCP client (``lockgate connect``), the login session
-    (start at login). They start it with a PATH of their own, so a bare name may not be
-    found. None when there is no such command (a source tree never installed)."""
+    (start at login, ``gui``). They start it with a PATH of their own, so a bare name may
+    not be found. None when there is no such command (a source tree never installed)."""
     if getattr(sys, "frozen", False):  # a bundle: its executable is lockgate itself
-        return sys.executable
+        exe = Path(sys.executable)
+        if sys.platform == "win32":  # the Windows bundle has a console and a windowed exe
+            sibling = exe.with_name("lockgatew.exe" if gui else "lockgate.exe")
+            return str(sibling if sibling.is_file() else exe)
+        return str(exe)
     argv0 = Path(sys.argv[0])
     if argv0.name.lower().removesuffix(".exe") == "lockgate" and argv0.is_file():
         return str(argv0.absolute())

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -37,9 +38,17 @@ from proxy.policy import (
     read_policy_bytes,
 )
 
-__all__ = ["DEBOUNCE_SECONDS", "PolicyStore", "PolicyWatcher", "ReadResult", "read_policy"]
+__all__ = [
+    "DEBOUNCE_SECONDS",
+    "FileWatcher",
+    "PolicyStore",
+    "PolicyWatcher",
+    "ReadResult",
+    "read_policy",
+]
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 DEBOUNCE_SECONDS = 0.2
 _MISSING = "missing"
@@ -148,11 +157,20 @@ class _Handler(FileSystemEventHandler):
             self._poke()
 
 
-class PolicyWatcher:
-    """Reloads a :class:`PolicyStore` when its file changes. Start and stop on the loop."""
+class FileWatcher(Generic[R]):
+    """Reads a file again when it changes, and applies what was read, on the loop: ``read``
+    runs on a worker thread, ``apply`` on the event loop. Start and stop on the loop."""
 
-    def __init__(self, store: PolicyStore, debounce: float = DEBOUNCE_SECONDS) -> None:
-        self._store = store
+    def __init__(
+        self,
+        path: Path,
+        read: Callable[[Path], R],
+        apply: Callable[[R], object],
+        debounce: float = DEBOUNCE_SECONDS,
+    ) -> None:
+        self._path = path
+        self._read = read
+        self._apply = apply
         self._debounce = debounce
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: BaseObserver | None = None
@@ -160,14 +178,20 @@ class PolicyWatcher:
         self._task: asyncio.Task[None] | None = None
         self._again = False
 
-    async def start(self) -> None:
-        """Load the policy once, then watch its folder (created if missing)."""
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def start(self, *, load: bool = True) -> None:
+        """Read the file once (unless not ``load``), then watch its folder (created if
+        missing)."""
         self._loop = asyncio.get_running_loop()
-        folder = self._store.path.parent
+        folder = self._path.parent
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._store.apply(await asyncio.to_thread(read_policy, self._store.path))
+        if load:
+            self._apply(await asyncio.to_thread(self._read, self._path))
         observer = Observer()
-        observer.schedule(_Handler(self._store.path.name, self._poke_threadsafe), str(folder))
+        observer.schedule(_Handler(self._path.name, self._poke_threadsafe), str(folder))
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -204,7 +228,14 @@ class PolicyWatcher:
     async def _reload(self) -> None:
         while True:
             self._again = False
-            result = await asyncio.to_thread(read_policy, self._store.path)
-            self._store.apply(result)
+            result = await asyncio.to_thread(self._read, self._path)
+            self._apply(result)
             if not self._again:
                 return
+
+
+class PolicyWatcher(FileWatcher[ReadResult]):
+    """Reloads a :class:`PolicyStore` when its file changes. Start and stop on the loop."""
+
+    def __init__(self, store: PolicyStore, debounce: float = DEBOUNCE_SECONDS) -> None:
+        super().__init__(store.path, read_policy, store.apply, debounce)

@@ -21,6 +21,7 @@ the resolved spec is never written anywhere or logged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -35,9 +36,11 @@ __all__ = [
     "HttpServer",
     "ServerSpec",
     "ServersError",
+    "ServersRead",
     "StdioServer",
     "load_servers",
     "parse_servers",
+    "read_servers_file",
     "resolve_secrets",
     "secret_references",
     "secret_values",
@@ -210,6 +213,37 @@ def _one_server(
 
 def _string_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ServersRead:
+    """What reading servers.json found: the servers, or the error; and the content's hash."""
+
+    digest: str
+    source: str
+    servers: Mapping[str, ServerSpec] = field(default_factory=dict)
+    error: str | None = None
+
+
+def read_servers_file(path: Path) -> ServersRead:
+    """Read and parse ``path`` (blocking: call it off the event loop); never raises."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return ServersRead("missing", str(path))
+    except OSError as exc:
+        return ServersRead(f"unreadable:{exc}", str(path), error=f"{path}: cannot read: {exc}")
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) > MAX_SERVERS_BYTES:
+        return ServersRead(
+            digest, str(path), error=f"{path}: larger than {MAX_SERVERS_BYTES} bytes"
+        )
+    try:
+        return ServersRead(digest, str(path), parse_servers(data.decode("utf-8-sig"), str(path)))
+    except UnicodeDecodeError as exc:
+        return ServersRead(digest, str(path), error=f"{path}: cannot read: {exc}")
+    except ServersError as exc:
+        return ServersRead(digest, str(path), error=str(exc))
 
 
 def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:

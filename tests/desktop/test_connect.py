@@ -143,3 +143,23 @@ def test_start_at_login_checkbox(qtbot, app):
     view.autostart.click()
     qtbot.waitUntil(lambda: not entry.exists(), timeout=10_000)
     assert not view.autostart.isChecked()
+
+
+def test_a_broken_servers_json_is_shown_and_the_servers_in_force_stay(qtbot, app, app_paths):
+    servers_file = app_paths.servers_file
+    text = servers_file.read_text()
+    qtbot.waitUntil(lambda: len(app.servers.servers) == 3, timeout=10_000)
+    servers_file.write_text(text.replace('"time"', '"bad name!"', 1))
+    qtbot.waitUntil(lambda: app.state.servers_error is not None, timeout=10_000)
+    assert "servers.json has errors; the servers in force stay" in app.window.banner.text()
+    assert "a server name is" in app.servers_view.status.text()
+    assert len(app.servers.servers) == 3
+    servers_file.write_text(text.replace('"time"', '"clock"', 1))
+    qtbot.waitUntil(lambda: app.state.servers_error is None, timeout=10_000)
+    qtbot.waitUntil(
+        lambda: (
+            {s.spec.name for s in app.servers.servers} == {"clock", "everything", "misbehaving"}
+        ),
+        timeout=10_000,
+    )
+    assert "servers.json" not in app.window.banner.text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from proxy.clients import _jsonc
-from tests.proxy._live import BIN, EVERYTHING_JS, LiveGateway, lockgate_command
+from tests.proxy._live import BIN, EVERYTHING_JS, LiveGateway, lockgate_command, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -257,6 +258,25 @@ def _audit(gateway: LiveGateway) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+@pytest.mark.parametrize(
+    "client", ["claude-desktop", "claude-code", "cursor", "vscode", "windsurf"]
+)
+def test_every_clients_unrelated_edit_survives_unrouting(home, lockgate_dirs, os_keyring, client):
+    home_dir, files = home
+    env = env_for(home_dir, lockgate_dirs)
+    path, original = files[client]
+    assert lockgate(env, "clients", "route", client).returncode == 0
+
+    def edit(text: str) -> str:  # a setting of the client's own, added at the top
+        return text.replace("{", '{"addedByHand": true, ', 1)
+
+    path.write_text(edit(path.read_text()))
+    undone = lockgate(env, "clients", "unroute", client)
+    assert undone.returncode == 0, undone.stderr
+    assert "restored" in undone.stdout
+    assert path.read_text() == edit(original)
+
+
 async def test_an_edit_made_after_routing_survives_unrouting(home, lockgate_dirs, os_keyring):
     home_dir, files = home
     env = env_for(home_dir, lockgate_dirs)
@@ -472,13 +492,18 @@ def test_the_running_gateway_reloads_servers_json_and_keeps_the_last_good_one(
     gateway.start()
     paths = Paths(config, data)
     try:
+        # A hand edit is picked up by the gateway's watcher, as policy.json is.
         servers.write_text(
             json.dumps({"mcpServers": {"time": {"command": TIME}, "clock": {"command": TIME}}})
         )
+        wait_for(lambda: control(paths, "status")["servers"] == ["clock", "time"], 10, "the reload")
         assert control(paths, "reload-servers")["servers"] == ["clock", "time"]
         servers.write_text('{"mcpServers": {"bad name!": {}}}')
         with pytest.raises(ControlError, match=r"servers\.json:1:30: .*a server name is"):
             control(paths, "reload-servers")
         assert control(paths, "status")["servers"] == ["clock", "time"]
+        time.sleep(1)  # the watcher has seen the broken file too, and kept the servers
+        assert control(paths, "status")["servers"] == ["clock", "time"]
+        assert "servers.json not applied, the servers in force stay" in gateway.serve_log()
     finally:
         gateway.stop()
