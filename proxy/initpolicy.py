@@ -2,14 +2,18 @@
 
 Every tool of every configured server (asked of the servers themselves) gets a rule from
 its risk: read-only tools are allowed, everything else (write, network, execute,
-destructive) asks the person. Tools that appear later, and the tools of a server that
-could not be asked, fall to the default, which asks too. Each rule says why in its
+destructive) asks the person. A read-only tool whose name says it reads secrets (the
+environment, credentials, tokens, passwords) asks too: reading is what leaks them. Tools
+that appear later, and the tools of a server that could not be asked, fall to the
+default, which asks too. Each rule says why in its
 ``description``. Nothing is written here: the caller shows it first.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,10 +34,11 @@ def starting_policy(listing: Mapping[str, ServerTools]) -> dict[str, Any]:
                 continue
             action = "allow" if risk.category is Category.READ else "ask"
             why = "; ".join(str(s) for s in risk.signals[:3]) or "no signal"
-            rules[f"{server}/{name}"] = {
-                "action": action,
-                "description": f"{risk.category.value}, {risk.level.value} risk ({why})",
-            }
+            description = f"{risk.category.value}, {risk.level.value} risk ({why})"
+            if action == "allow" and _reads_secrets(name):
+                action = "ask"
+                description += "; it may reveal secrets, so it asks"
+            rules[f"{server}/{name}"] = {"action": action, "description": description}
     return {
         "version": "1",
         "description": "Starting policy suggested by Lockgate from your servers' tools: "
@@ -41,6 +46,20 @@ def starting_policy(listing: Mapping[str, ServerTools]) -> dict[str, Any]:
         "default": "ask",
         "tools": rules,
     }
+
+
+_SECRET_WORDS = frozenset(
+    "env environ environment secret secrets credential credentials password passwords "
+    "passwd token tokens apikey apikeys keychain keyring cookie cookies".split()
+)
+
+
+def _reads_secrets(tool: str) -> bool:
+    """Whether a tool's name says it reads secrets: get-env, read_secret, listApiKeys..."""
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", tool)
+    lowered = [w.lower() for w in words]
+    joined = {a + b for a, b in itertools.pairwise(lowered)}  # api+key
+    return bool(_SECRET_WORDS & ({*lowered} | joined))
 
 
 def policy_text(document: Mapping[str, Any]) -> str:

@@ -62,7 +62,11 @@ def test_init_shows_the_policy_and_writes_it_only_when_told(tmp_path):
     assert len(everything) >= 5
     for rule in rules.values():  # read -> allow; write, network, execute, destructive -> ask
         category = rule["description"].split(",")[0]
-        assert rule["action"] == ("allow" if category == "read" else "ask"), rule
+        reveals = "may reveal secrets" in rule["description"]
+        assert rule["action"] == ("allow" if category == "read" and not reveals else "ask"), rule
+    # server-everything's get-env says it is read-only, and returns the environment
+    assert rules["everything/get-env"]["action"] == "ask"
+    assert "may reveal secrets" in rules["everything/get-env"]["description"]
     assert {r["action"] for r in everything.values()} == {"allow", "ask"}
     assert not any(k.startswith("broken/") for k in rules)  # its tools fall to the default
     assert len(policy.rules) == len(rules)
