@@ -60,6 +60,7 @@ class ConnectView(QWidget):
         super().__init__(parent)
         self.files: list[ClientFile] = []
         self.project: Path | None = None
+        self._busy = False
         self._on_scan = on_scan
         intro = QLabel(
             "<b>Connect your agents.</b> These are the MCP clients Lockgate found on this "
@@ -195,10 +196,11 @@ class ConnectView(QWidget):
         self.autostart_where.setText(where)
 
     def set_busy(self, busy: bool) -> None:
-        for button in (self.route_button, self.unroute_button, self.rescan, self.add_project):
+        """While the app reads or writes clients' files, nothing else can be started."""
+        self._busy = busy
+        for button in (self.rescan, self.add_project):
             button.setEnabled(not busy)
-        if not busy:
-            self._selected()
+        self._selected()
 
     # -- inside -----------------------------------------------------------------------
 
@@ -211,8 +213,8 @@ class ConnectView(QWidget):
         found = self.files[row] if row >= 0 else None
         usable = found is not None and found.error is None and bool(found.servers)
         direct = usable and found is not None and any(not s.through_lockgate for s in found.servers)
-        self.route_button.setEnabled(direct)
-        self.unroute_button.setEnabled(usable)
+        self.route_button.setEnabled(direct and not self._busy)
+        self.unroute_button.setEnabled(usable and not self._busy)
         http_ok = found is not None and found.client.name in HTTP_CLIENTS
         model = self.via.model()
         item = model.item(1) if hasattr(model, "item") else None

@@ -197,8 +197,8 @@ class Gateway(ToolCalls):
 
     def reload_servers(self) -> list[str]:
         """Read servers.json now (it is also watched): new servers can be reached at
-        once; a changed server's open connections keep their old settings until they
-        restart. Returns the names in force.
+        once; a changed server's open sessions use the new settings from their next
+        restart, and a removed server's are not restarted. Returns the names in force.
 
         Raises:
             ServersError: the file is not valid; the servers in force stay as they were.
@@ -380,6 +380,7 @@ class Gateway(ToolCalls):
             client=client,
             connection=connection,
             spec=spec,
+            configured=spec,
             init_params=ctx.params,
             task_group=ctx.lifespan_context["tg"],
         )
@@ -465,6 +466,14 @@ class Gateway(ToolCalls):
                 f"server {session.server!r} went down ({reason}); Lockgate restarts it in "
                 f"{math.ceil(wait)} s, on the next request after that"
             )
+        configured = self.servers.get(session.server)
+        if configured is None:
+            raise UpstreamUnavailable(
+                f"server {session.server!r} is no longer in servers.json; Lockgate does not "
+                "start it again"
+            )
+        if configured != session.configured:  # servers.json changed it meanwhile
+            session.spec = session.configured = configured
         log.info("restarting server %s for session %s", session.server, session.id)
         upstream = await self._start_upstream(session)
         # The new process has no session: replay the client's handshake.

@@ -25,7 +25,7 @@ class Session:
     server: str
     client: str
     connection: Connection
-    spec: ServerSpec
+    spec: ServerSpec  # what the session's upstream is started from (SSE remembered)
     init_params: Mapping[str, Any] | None = None
     upstream: Upstream | None = None
     backoff: Backoff = field(default_factory=Backoff)
@@ -37,3 +37,6 @@ class Session:
     # the client's notifications/initialized is on its way upstream: what the client sends
     # from now on may overtake nothing that a server needs first
     initialized: bool = False
+    # the servers.json entry the session began with: when servers.json changes it, the
+    # next restart of the upstream uses the new one
+    configured: ServerSpec | None = None

@@ -148,7 +148,7 @@ def find_clients(
 def read_file(client: ClientFormat, scope: str, path: Path) -> ClientFile:
     entry = ClientFile(client, scope, path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is allowed (Windows editors)
         doc = _jsonc.loads(text) if client.jsonc else json.loads(text)
     except OSError as exc:
         entry.error = f"cannot read it: {exc.strerror or exc}"

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,6 +68,12 @@ _UPSTREAM_FIELDS = frozenset(
 HTTP_CLIENTS = frozenset({"claude-code", "cursor", "vscode", "windsurf"})
 _VARIABLE = re.compile(r"\$\{[^}]*\}")
 RECORD_VERSION = 1
+
+
+# Routing reads and rewrites servers.json; two at once (the app's worker threads) would
+# each write their own version. One at a time in this process; across processes, a write
+# first checks that the file is still what was read.
+_LOCK = threading.Lock()
 
 
 class RouteError(Exception):
@@ -428,11 +435,30 @@ def route(
     Raises:
         RouteError: nothing was changed, and the message says why.
     """
+    with _LOCK:
+        return _route(client_file, paths, store=store, via=via, launcher=launcher, port=port)
+
+
+def _route(
+    client_file: ClientFile,
+    paths: Paths,
+    *,
+    store: SecretStore,
+    via: Via,
+    launcher: Sequence[str] | None,
+    port: int,
+) -> RouteResult:
     client, shown = client_file.client, client_file.path
+    if via == "http" and client_file.scope == "project":
+        raise RouteError(
+            f"{shown}: a project's file is often shared (committed with the project), and "
+            "a token must not be: use stdio for it"
+        )
     if via == "http" and client.name not in HTTP_CLIENTS:
         raise RouteError(f"{client.label} starts its servers as commands only: use stdio")
     launcher = list(launcher) if launcher is not None else default_launcher()
     doc = _read(client, shown)
+    _no_duplicate_keys(doc, client, client_file.scope, shown)
     result = RouteResult(shown)
     servers_doc, servers_text = _read_servers(paths)
     table_key = "mcpServers" if "mcpServers" in servers_doc else "servers"
@@ -483,11 +509,11 @@ def route(
         "scope": client_file.scope,
         "path": str(shown.absolute()),
         "entries": [],
-        "backups": [],
+        "before": hashlib.sha256(doc.raw).hexdigest(),  # the file before its first routing
     }
     token: str | None = None
     if via == "http":
-        token = _reuse_token(doc, record, tokens, grant)
+        token = _reuse_token(doc, client_file, tokens, grant)
     url = f"http://127.0.0.1:{port}/mcp/"
 
     # 1. Secrets into the keyring, and the token (an error here leaves every file as it
@@ -501,7 +527,6 @@ def route(
         holed, holes, extra = _cut_secrets(doc.text[span[0] : span[1]], cut)
         extra_secrets.update(extra)
         cut_entries.append((plan, span, holed, holes))
-    backup_text, backup_holes, _ = _cut_secrets(doc.text, [c for p in plans for c in p.cuts])
     try:
         for plan in plans:
             for name, value in plan.secrets.items():
@@ -550,22 +575,17 @@ def route(
             raise RouteError(
                 f"nothing changed: the new servers.json would be invalid: {exc}"
             ) from None
-        try:
-            write_atomic(paths.servers_file, text.encode("utf-8"))
-        except OSError as exc:
-            raise RouteError(f"{paths.servers_file}: cannot write it: {exc}") from None
+        _write_servers(paths, servers_text, text)
         result.imported = sorted(new_servers)
 
-    # 3. The record (the backup of everything about to change), then the client's file.
-    record["entries"] += entries
-    record["backups"].append(
-        {
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "sha256": hashlib.sha256(doc.raw).hexdigest(),
-            "text": backup_text,
-            "holes": backup_holes,
-        }
-    )
+    # 3. The record (the backup of every entry about to change), then the client's file.
+    # An entry routed before and put back by hand is routed anew: its new record replaces
+    # the old one.
+    routed_now = {tuple(e["path"]) for e in entries}
+    record["entries"] = [
+        e for e in record["entries"] if tuple(e["path"]) not in routed_now
+    ] + entries
+    record["routed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     previous = record_file.read_bytes() if record_file.exists() else None
     _save_record(record_file, record)
     try:
@@ -622,9 +642,11 @@ def _plan(
     def taken(name: str) -> bool:
         if name in planned:
             return True
-        if name not in existing:
-            return False
         candidate, values = draft(name)
+        if name not in existing:
+            # A secret of that name left by an earlier routing (its server since removed
+            # from servers.json by hand) may still be what a record puts back: keep it.
+            return any(_stored(store, n) not in (None, v) for n, v in values.items())
         return not _same_server(existing[name], candidate, values, store)
 
     server = _server_name(str(where[-1]), taken, client.name)
@@ -637,23 +659,37 @@ def _plan(
     return _Plan(where, str(where[-1]), server, full, values, cuts, server not in existing)
 
 
-def _reuse_token(doc: _Doc, record: dict[str, Any], tokens: TokenStore, grant: str) -> str | None:
-    """The token this file's entries already carry, if it is still the client's."""
-    for entry in record.get("entries", []):
-        current = _at_or_none(doc.doc, tuple(entry["path"]))
-        token = _token_in(current)
-        try:
-            if token is not None and tokens.verify(token) == grant:
-                return token
-        except TokenError:
-            return None
+def _reuse_token(doc: _Doc, client_file: ClientFile, tokens: TokenStore, grant: str) -> str | None:
+    """A token this file's entries already carry, if it is still the client's: making a
+    new one would lock out the entries that carry the old one."""
+    for table in server_tables(client_file.client, client_file.scope, doc.doc):
+        for entry in _at(doc.doc, table).values():
+            token = _token_in(entry)
+            try:
+                if token is not None and tokens.verify(token) == grant:
+                    return token
+            except TokenError:
+                return None
     return None
 
 
-def _at_or_none(doc: Any, where: JsonPath) -> Any:
+def _no_duplicate_keys(doc: _Doc, client: ClientFormat, scope: str, shown: Path) -> None:
+    """Refuse a file with a key twice in a server table or entry: the JSON parser (and the
+    client) keep the last, the text has both, and routing must not guess."""
+    tables = server_tables(client, scope, doc.doc)
+    for where, offset in locate(doc.parse_text).duplicates:
+        if any(where[: len(t)] == t for t in tables):
+            line, column = locate(doc.parse_text).offset_to_line_col(offset)
+            raise RouteError(
+                f"{shown}:{line}:{column}: {where[-1]!r} appears twice here; the client uses "
+                "the last one. Remove the other first; not changed"
+            )
+
+
+def _stored(store: SecretStore, name: str) -> str | None:
     try:
-        return _at(doc, where)
-    except (KeyError, IndexError, TypeError):
+        return store.get(name)
+    except SecretError:
         return None
 
 
@@ -662,7 +698,7 @@ def _at_or_none(doc: Any, where: JsonPath) -> Any:
 
 def _read_servers(paths: Paths) -> tuple[dict[str, Any], str | None]:
     try:
-        text = paths.servers_file.read_text("utf-8")
+        text = paths.servers_file.read_text("utf-8-sig")
     except FileNotFoundError:
         return {"mcpServers": {}}, None
     except (OSError, UnicodeDecodeError) as exc:
@@ -673,6 +709,21 @@ def _read_servers(paths: Paths) -> tuple[dict[str, Any], str | None]:
     except ServersError as exc:
         raise RouteError(f"fix servers.json first; nothing changed:\n{exc}") from None
     return doc, text
+
+
+def _write_servers(paths: Paths, was: str | None, text: str) -> None:
+    try:
+        now = paths.servers_file.read_text("utf-8-sig")
+    except FileNotFoundError:
+        now = None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RouteError(f"{paths.servers_file}: cannot read it: {exc}") from None
+    if now != was:
+        raise RouteError(f"{paths.servers_file}: changed meanwhile; nothing changed, try again")
+    try:
+        write_atomic(paths.servers_file, text.encode("utf-8"))
+    except OSError as exc:
+        raise RouteError(f"{paths.servers_file}: cannot write it: {exc}") from None
 
 
 def _servers_with(text: str | None, key: str, new: dict[str, dict[str, Any]]) -> str:
@@ -730,12 +781,23 @@ def _same_json(a: str, b: str) -> bool:
         return False
 
 
+def _upstream_part(entry: Any) -> dict[str, Any]:
+    return (
+        {k: v for k, v in entry.items() if k in _UPSTREAM_FIELDS} if isinstance(entry, dict) else {}
+    )
+
+
 def unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> UnrouteResult:
     """Put back every entry that routing changed and that still says what routing wrote.
 
     Raises:
         RouteError: nothing was changed, and the message says why.
     """
+    with _LOCK:
+        return _unroute(client_file, paths, store=store)
+
+
+def _unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> UnrouteResult:
     client, shown = client_file.client, client_file.path
     record_file = record_path(paths, client_file)
     record = _load_record(record_file)
@@ -744,36 +806,60 @@ def unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Unr
     doc = _read(client, shown)
     result = UnrouteResult(shown)
     edits: list[tuple[int, int, str]] = []
-    for entry in record["entries"]:
-        where = tuple(entry["path"])
+    left: list[dict[str, Any]] = []  # entries changed since routing: kept in the record
+    by_path = {tuple(e["path"]): e for e in record["entries"]}  # the newest for each
+    for where, entry in by_path.items():
         label = f"{where[-1]} ({where[1]})" if where[0] == "projects" else str(where[-1])
         span = doc.span(where)
         if span is None:
             result.kept.append((label, "removed since it was routed"))
             continue
-        current = doc.parse_text[span[0] : span[1]]
-        if not _same_json(current, entry["routed"]):
-            result.kept.append((label, "changed since it was routed; left as you edited it"))
+        current_text = doc.parse_text[span[0] : span[1]]
+        original = _fill_secrets(entry["original"], entry["holes"], store)
+        if _same_json(current_text, entry["routed"]):
+            edits.append((span[0], span[1], original))  # exactly as it was
+            result.restored.append(label)
             continue
-        edits.append((span[0], span[1], _fill_secrets(entry["original"], entry["holes"], store)))
-        result.restored.append(label)
+        current, routed = _jsonc.loads(current_text), _jsonc.loads(entry["routed"])
+        if _upstream_part(current) == _upstream_part(routed):
+            # Only the client's own settings changed (disabled, autoApprove...): the
+            # server comes back, and those changes stay.
+            before = _jsonc.loads(original)
+            merged = {
+                **_upstream_part(before),
+                **{k: v for k, v in current.items() if k not in _UPSTREAM_FIELDS},
+            }
+            edits.append((span[0], span[1], _render(merged, doc.text, span[0], doc.newline)))
+            result.restored.append(f"{label} (with your later changes to its settings)")
+            continue
+        result.kept.append((label, "changed since it was routed; left as you edited it"))
+        left.append(entry)
     if edits:
         _writable(doc, shown)
         new_text = _splice(doc.text, edits)
+        try:
+            (_jsonc.loads if client.jsonc else json.loads)(new_text.removeprefix("\ufeff"))
+        except ValueError as exc:  # never write what the client could not read
+            raise RouteError(f"{shown}: putting it back would break the file ({exc})") from None
         _write(doc, shown, new_text)
-        first = record["backups"][0] if record["backups"] else None
-        result.byte_exact = first is not None and (
-            hashlib.sha256(new_text.encode("utf-8")).hexdigest() == first["sha256"]
+        result.byte_exact = hashlib.sha256(new_text.encode("utf-8")).hexdigest() == record.get(
+            "before"
         )
     grant = record.get("token_client")
-    if grant and not result.kept:  # a kept entry may still use the token
+    if grant and not left:  # an entry left as edited may still use the token
         try:
             TokenStore(paths.clients_file).revoke(grant)
             result.revoked_token = grant
         except TokenError:
             pass  # revoked by hand already
     try:
-        record_file.unlink()
-    except OSError as exc:
-        raise RouteError(f"{record_file}: cannot remove the routing record: {exc}") from None
+        if left:
+            _save_record(record_file, {**record, "entries": left})
+        else:
+            record_file.unlink()
+    except (OSError, RouteError) as exc:
+        raise RouteError(
+            f"{shown}: the entries are back, but the record {record_file} could not be "
+            f"updated: {exc}"
+        ) from None
     return result

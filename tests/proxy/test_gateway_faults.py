@@ -874,3 +874,41 @@ async def test_a_tools_call_without_an_id_never_reaches_the_server(live_gateway,
 
     await barrier(live_gateway, http, url, session_id)
     assert calls_received(live_gateway, "get-tiny-image") == []
+
+
+async def test_a_restart_uses_servers_json_as_it_is_now(tmp_path):
+    """A changed entry takes effect at the session's next restart; a removed one is not
+    started again (the gateway watches servers.json)."""
+    from proxy.control import control
+    from proxy.paths import Paths
+    from tests.proxy._live import BIN
+
+    config, data = tmp_path / "c", tmp_path / "d"
+    config.mkdir()
+    data.mkdir()
+    gateway = LiveGateway(config, data, tmp_path / "tee.jsonl")
+    servers = config / "servers.json"
+    flaky = servers_json(gateway.tee_log)["mcpServers"]["misbehaving"]
+    servers.write_text(json.dumps({"mcpServers": {"flaky": flaky}}))
+    gateway.write_policy({"version": "1", "default": "allow"})
+    gateway.start()
+    paths = Paths(config, data)
+    try:
+        async with gateway.client("flaky", client="respec-test") as client:
+            assert text_of(await client.call_tool("echo", {})) == "echo done"
+            down = await crash_misbehaving(client)
+            assert "went down during the call" in down.message
+            servers.write_text(json.dumps({"mcpServers": {}}))
+            await eventually(lambda: control(paths, "status")["servers"] == [], 10, "reload")
+            await anyio.sleep(1.2)  # past the restart backoff
+            with pytest.raises(MCPError, match=r"has no server named 'flaky'"):
+                await client.call_tool("echo", {})
+
+            servers.write_text(
+                json.dumps({"mcpServers": {"flaky": {"command": str(BIN / "mcp-server-time")}}})
+            )
+            await eventually(lambda: control(paths, "status")["servers"] == ["flaky"], 10, "reload")
+            result = await client.call_tool("get_current_time", {"timezone": "UTC"})
+            assert '"timezone": "UTC"' in text_of(result)  # the new entry's server
+    finally:
+        gateway.stop()

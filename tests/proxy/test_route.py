@@ -507,3 +507,133 @@ def test_the_running_gateway_reloads_servers_json_and_keeps_the_last_good_one(
         assert "servers.json not applied, the servers in force stay" in gateway.serve_log()
     finally:
         gateway.stop()
+
+
+def test_an_entry_put_back_by_hand_and_routed_again_unroutes_to_the_original(
+    home, lockgate_dirs, os_keyring
+):
+    home_dir, files = home
+    env = env_for(home_dir, lockgate_dirs)
+    path, original = files["cursor"]
+    assert lockgate(env, "clients", "route", "cursor").returncode == 0
+    path.write_text(original)  # e.g. `git checkout` of a dotfile
+    assert lockgate(env, "clients", "route", "cursor").returncode == 0
+    undone = lockgate(env, "clients", "unroute", "cursor")
+    assert undone.returncode == 0, undone.stderr
+    assert path.read_text() == original
+
+
+def test_nothing_but_a_hash_of_the_file_is_kept_beyond_the_routed_entries(
+    tmp_path, lockgate_dirs, os_keyring
+):
+    home = tmp_path / "home"
+    path = home / ".cursor" / "mcp.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps(
+            {
+                "someOtherSetting": {"apiKey": "sk-OTHER-SETTING"},
+                "mcpServers": {
+                    "time": {"command": TIME},
+                    "project": {
+                        "command": "npx",
+                        "args": ["${workspaceFolder}"],
+                        "env": {"TOKEN": "sk-SKIPPED-ENTRY"},
+                    },
+                },
+            }
+        )
+    )
+    env = env_for(home, lockgate_dirs)
+    done = lockgate(env, "clients", "route", "cursor")
+    assert done.returncode == 0, done.stderr
+    assert "left     project: uses ${workspaceFolder}" in done.stdout
+    written = every_file_under(*lockgate_dirs)
+    assert b"sk-OTHER-SETTING" not in written
+    assert b"sk-SKIPPED-ENTRY" not in written
+
+
+def test_a_key_twice_in_a_server_table_is_refused(tmp_path, lockgate_dirs, os_keyring):
+    home = tmp_path / "home"
+    path = home / ".cursor" / "mcp.json"
+    path.parent.mkdir(parents=True)
+    text = (
+        '{"mcpServers": {"gh": {"command": "a", "env": {"TOKEN": "old"}},\n'
+        '                "gh": {"command": "b", "env": {"TOKEN": "new"}}}}\n'
+    )
+    path.write_text(text)
+    result = lockgate(env_for(home, lockgate_dirs), "clients", "route", "cursor")
+    assert result.returncode == 1
+    assert f"{path}:2:17: 'gh' appears twice here" in result.stderr
+    assert path.read_text() == text
+
+
+def test_routes_at_once_keep_every_server(tmp_path, lockgate_dirs, os_keyring):
+    # The app routes on two worker threads; servers.json must get both clients' servers.
+    import threading
+
+    from proxy.clients import CLIENTS, read_file
+    from proxy.clients.route import route
+    from proxy.paths import Paths
+    from proxy.secrets import SecretStore
+
+    config, data = lockgate_dirs
+    paths, store = Paths(config, data), SecretStore(os_keyring)
+    cursor = next(c for c in CLIENTS if c.name == "cursor")
+    found = []
+    for name in ("alpha", "beta", "gamma", "delta"):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"mcpServers": {name: {"command": TIME}}}))
+        found.append(read_file(cursor, "user", path))
+    threads = [
+        threading.Thread(
+            target=route, args=(f, paths), kwargs={"store": store, "launcher": ["/bin/lockgate"]}
+        )
+        for f in found
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    servers = json.loads(paths.servers_file.read_text())["mcpServers"]
+    assert sorted(servers) == ["alpha", "beta", "delta", "gamma"]
+
+
+async def test_http_edits_to_the_clients_own_settings_survive_and_the_token_stays(
+    home, lockgate_dirs, os_keyring
+):
+    home_dir, files = home
+    env = env_for(home_dir, lockgate_dirs)
+    path = files["cursor"][0]
+    assert lockgate(env, "clients", "route", "cursor", "--via", "http").returncode == 0
+    doc = json.loads(path.read_text())
+    token = doc["mcpServers"]["time"]["headers"]["Authorization"]
+    doc["mcpServers"]["time"]["disabled"] = True  # Cursor's own toggle
+    doc["mcpServers"]["everything"]["url"] += "-moved"  # the person changed where it goes
+    path.write_text(json.dumps(doc, indent=4))
+    undone = lockgate(env, "clients", "unroute", "cursor")
+    assert undone.returncode == 0, undone.stderr
+    assert "restored time (with your later changes to its settings)" in undone.stdout
+    assert "left     everything: changed since it was routed" in undone.stdout
+    assert "revoked" not in undone.stdout  # "everything" still uses the token
+    after = json.loads(path.read_text())["mcpServers"]
+    assert after["time"] == {"command": TIME, "disabled": True}
+    # Routed again: the token the kept entry carries stays valid.
+    assert lockgate(env, "clients", "route", "cursor", "--via", "http").returncode == 0
+    assert json.loads(path.read_text())["mcpServers"]["time"]["headers"]["Authorization"] == token
+    # The entry left as edited is still in the record, with its original, beside the one
+    # routed again.
+    record = json.loads(next((lockgate_dirs[1] / "routes").iterdir()).read_text())
+    assert sorted(e["path"][1] for e in record["entries"]) == ["everything", "time"]
+
+
+def test_a_projects_file_is_never_given_a_token(tmp_path, lockgate_dirs, os_keyring):
+    project = tmp_path / "shop"
+    (project / ".cursor").mkdir(parents=True)
+    (project / ".cursor" / "mcp.json").write_text(
+        json.dumps({"mcpServers": {"t": {"command": TIME}}})
+    )
+    env = env_for(tmp_path / "home", lockgate_dirs)
+    result = lockgate(env, "clients", "route", "cursor", "--project", str(project), "--via", "http")
+    assert result.returncode == 1
+    assert "a token must not be: use stdio" in result.stderr
