@@ -9,14 +9,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from proxy.cli import main as cli_main
+from proxy.connectcmd import command_of, fast_main
 from proxy.paths import Paths
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli_main(argv, app=_app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if command_of(args) == "connect":  # launched by MCP clients, many at once: kept light
+        return fast_main(args)
+    from proxy.cli import main as cli_main  # noqa: PLC0415 (the whole command line)
+
+    return cli_main(args, app=_app)
 
 
 def _app(paths: Paths, port: int) -> int:

@@ -12,7 +12,6 @@ import contextlib
 import getpass
 import json
 import logging
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
+from proxy import connectcmd
 from proxy._atomic import write_atomic
 from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord
 from proxy.autostart import autostart_enabled, autostart_path, set_autostart
@@ -30,10 +30,7 @@ from proxy.clients.route import RouteError, route, unroute
 from proxy.control import (
     ControlError,
     GatewayNotRunning,
-    bridge,
-    bridge_passing_pipes,
     control,
-    default_client_name,
     watch,
 )
 from proxy.decide import Decision, ToolCall, agent_message, decide
@@ -196,18 +193,8 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, default=DEFAULT_PORT, help="with --via http: the gateway's port"
     )
 
-    connect = commands.add_parser(
-        "connect",
-        parents=[common],
-        help="stdio bridge to a running gateway: what an MCP client launches for SERVER",
-    )
-    connect.add_argument("server", help="the server name, as in servers.json")
-    connect.add_argument(
-        "--client",
-        metavar="NAME",
-        help="the client's name in the log and for per-client limits "
-        "(default: the launching program's name)",
-    )
+    connect = commands.add_parser("connect", parents=[common], help=connectcmd.HELP)
+    connectcmd.add_arguments(connect)
     commands.add_parser("status", parents=[common], help="what the running gateway is doing")
     commands.add_parser(
         "pause", parents=[common], help="deny every tool call until `lockgate resume`"
@@ -545,19 +532,9 @@ def _risk(file: str, as_json: bool, out: TextIO) -> int:
 
 
 def _connect(args: argparse.Namespace, paths: Paths) -> int:
-    client = args.client or default_client_name()
-    if not valid_client_name(client):
-        raise UsageError(f"{client!r} is not a valid client name")
-    try:
-        if hasattr(socket, "send_fds"):
-            return bridge_passing_pipes(paths, args.server, client)
-        return asyncio.run(bridge(paths, args.server, client))
-    except (GatewayNotRunning, ControlError) as exc:
-        # The MCP client shows this (its server "failed to start") in its logs.
-        print(f"lockgate connect: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+    if args.client is not None and not valid_client_name(args.client):
+        raise UsageError(f"{args.client!r} is not a valid client name")
+    return connectcmd.run(paths, args.server, args.client)
 
 
 def _control(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:

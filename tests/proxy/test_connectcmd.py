@@ -1,0 +1,69 @@
+"""`lockgate connect` is launched by MCP clients for every server, at every client start:
+it runs on a light path of its own (proxy.connectcmd), and behaves as the full command
+line's `connect` does. The bridging itself is tested end to end in test_local.py and
+test_route.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from proxy.connectcmd import command_of
+
+HEAVY = ("mcp", "mcp_types", "uvicorn", "jsonschema", "PySide6", "proxy.cli", "proxy.gateway")
+
+
+def run_launcher(*argv: str) -> tuple[int, list[str], str]:
+    code = (
+        "import json, sys\n"
+        "from desktop import launcher\n"
+        f"rc = launcher.main({list(argv)!r})\n"
+        "print(json.dumps([rc, sorted(sys.modules)]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    rc, modules = json.loads(result.stdout.splitlines()[-1])
+    return rc, modules, result.stderr
+
+
+def test_connect_imports_none_of_the_heavy_parts(tmp_path):
+    rc, modules, err = run_launcher("--data-dir", str(tmp_path), "connect", "time")
+    assert rc == 1
+    assert "Lockgate is not running" in err
+    loaded = [m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY]
+    assert loaded == []
+    assert "proxy.connectcmd" in modules
+
+
+def test_the_full_command_line_still_knows_connect(tmp_path):
+    # The same options through the full parser (what `lockgate --help` documents).
+    from proxy.cli import main
+
+    assert main(["connect", "time", "--data-dir", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit) as bad:
+        main(["connect", "time", "--client", "bad name"])
+    assert bad.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["connect", "x"], "connect"),
+        (["--config-dir", "connect", "serve"], "serve"),
+        (["--data-dir", "/d", "connect", "x", "--client", "c"], "connect"),
+        (["--port", "1", "--version"], None),
+        ([], None),
+    ],
+)
+def test_the_command_word_is_found_after_global_options(argv, command):
+    assert command_of(argv) == command
+
+
+def test_a_bad_client_name_is_a_usage_error(tmp_path):
+    rc, _modules, err = run_launcher("connect", "x", "--client", "bad name")
+    assert rc == 2
+    assert "'bad name' is not a valid client name" in err
