@@ -18,10 +18,12 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -136,7 +138,11 @@ class ConnectView(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addWidget(self.table, 3)
-        layout.addWidget(self.details, 2)
+        details = QScrollArea()  # a file may hold dozens of servers
+        details.setWidget(self.details)
+        details.setWidgetResizable(True)
+        details.setFrameShape(QFrame.Shape.NoFrame)
+        layout.addWidget(details, 2)
         layout.addLayout(actions)
         layout.addWidget(self.result)
         layout.addLayout(login)

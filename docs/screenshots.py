@@ -24,14 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
+from keyring.backends import fail
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QPushButton
 
 from desktop.app import LockgateApp
 from proxy.paths import Paths
+from proxy.secrets import SecretStore
 from proxy.tokens import TokenStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,6 +131,11 @@ async def traffic(
             print("the pending call ended:", exc)
 
 
+def qtbot_click(button: QPushButton) -> None:
+    button.click()
+    settle(0.2)
+
+
 def clients(home: Path, servers: dict[str, dict[str, object]]) -> None:
     """Client files as each client writes them: Claude Desktop already routed, Cursor with
     two servers of its own, Claude Code with one, and a VS Code file with a typo."""
@@ -188,7 +195,15 @@ def main() -> int:
 
     qt = QApplication(sys.argv[:1])
     qt.setQuitOnLastWindowClosed(False)
-    app = LockgateApp(paths, port=0, home=home, launcher=[str(BIN / "lockgate")])
+    # No OS keyring in this scene (as on a desktop without a Secret Service): routing a
+    # client whose servers carry secrets is refused, and the picture shows how.
+    app = LockgateApp(
+        paths,
+        port=0,
+        home=home,
+        launcher=[str(BIN / "lockgate")],
+        secrets=SecretStore(fail.Keyring()),
+    )
     app.start()
     wait_until(lambda: app.state.running, 30, "the gateway")
     app.window.resize(1240, 730)
@@ -231,6 +246,14 @@ def main() -> int:
     wait_until(lambda: view.table.rowCount() == 4, 10, "the clients")
     view.table.selectRow(next(r for r in range(4) if view.files[r].client.name == "cursor"))
     shoot(out / "connect.png")
+    qtbot_click(view.route_button)
+    wait_until(lambda: "keyring" in view.result.text(), 20, "the keyring error")
+    shoot(out / "connect-no-keyring.png")
+    view.table.selectRow(next(r for r in range(4) if view.files[r].client.name == "claude-code"))
+    qtbot_click(view.route_button)
+    wait_until(lambda: "now go through Lockgate" in view.result.text(), 20, "the routing")
+    settle(1.0)
+    shoot(out / "connect-routed.png")
 
     # error path: a broken policy.json (the last good one stays in force)
     text = paths.policy_file.read_text()
