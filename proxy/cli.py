@@ -24,7 +24,6 @@ from proxy import connectcmd
 from proxy._atomic import write_atomic
 from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord
 from proxy.autostart import autostart_enabled, autostart_path, set_autostart
-from proxy.catalog import list_all_tools
 from proxy.clients import CLIENTS, find_clients
 from proxy.clients.route import RouteError, route, unroute
 from proxy.control import (
@@ -919,6 +918,8 @@ def _init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
 
         def errlog(name: str) -> TextIO:  # the same private files the gateway writes
             return logs.enter_context(open_server_log(paths.log_dir, name))
+
+        from proxy.catalog import list_all_tools  # noqa: PLC0415 (the MCP SDK: 0.6 s to import)
 
         listing = asyncio.run(list_all_tools(servers, SecretStore(), errlog))
     document = starting_policy(listing)

@@ -15,11 +15,13 @@ import itertools
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.catalog import ServerTools
 from proxy.policy import parse_policy
 from proxy.risk import Category
+
+if TYPE_CHECKING:  # the catalog imports the MCP SDK, which every command would pay for
+    from proxy.catalog import ServerTools
 
 __all__ = ["policy_text", "starting_policy"]
 

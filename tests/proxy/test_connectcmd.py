@@ -14,6 +14,7 @@ import pytest
 from proxy.connectcmd import command_of
 
 HEAVY = ("mcp", "mcp_types", "uvicorn", "jsonschema", "PySide6", "proxy.cli", "proxy.gateway")
+SDK = ("mcp", "mcp_types", "uvicorn", "PySide6", "httpx2", "anyio")
 
 
 def run_launcher(*argv: str) -> tuple[int, list[str], str]:
@@ -67,3 +68,17 @@ def test_a_bad_client_name_is_a_usage_error(tmp_path):
     rc, _modules, err = run_launcher("connect", "x", "--client", "bad name")
     assert rc == 2
     assert "'bad name' is not a valid client name" in err
+
+
+def test_the_command_line_loads_the_mcp_sdk_only_for_commands_that_need_it():
+    # `lockgate status`, `log`, `policy check`... start in a quarter of a second; the SDK
+    # (0.6 s to import) is loaded by `serve`, `init` and the app, when they run.
+    code = "import sys, proxy.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))"
+    result = subprocess.run(
+        [sys.executable, "-c", code % (SDK,)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
