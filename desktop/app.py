@@ -223,7 +223,11 @@ class LockgateApp(QObject):
         self.host.start()
         self.scan_clients()
         self._show_autostart()
-        if not self.tray.available:
+        if not self.paths.servers_file.exists():
+            # A first run: nothing goes through Lockgate yet, so it starts where that is
+            # done, instead of silently in the tray.
+            self.window.show_tab(TABS[5])
+        elif not self.tray.available:
             self.window.present()  # no tray to live in: the window is the app
 
     def close(self) -> None:

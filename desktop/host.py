@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from proxy.events import EventBus
@@ -84,6 +85,7 @@ class GatewayHost:
         self.info: RunInfo | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._scopes: set[anyio.CancelScope] = set()  # work from run(), on the loop
         self._thread = threading.Thread(target=self._main, name="lockgate-gateway", daemon=True)
         self._workers = concurrent.futures.ThreadPoolExecutor(2, "lockgate-io")
         self.ready = threading.Event()
@@ -122,15 +124,24 @@ class GatewayHost:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        await serve(
-            self.paths,
-            port=self.port,
-            bus=self.bus,
-            secrets=self._secrets,
-            on_ready=self._on_ready,
-            stop=self._stop,
-            handle_signals=False,
-        )
+        try:
+            await serve(
+                self.paths,
+                port=self.port,
+                bus=self.bus,
+                secrets=self._secrets,
+                on_ready=self._on_ready,
+                stop=self._stop,
+                handle_signals=False,
+            )
+        finally:
+            # Work asked of the gateway (tool listings) is still running: cancel it the
+            # anyio way and let it clean up, within reason.
+            for scope in list(self._scopes):
+                scope.cancel()
+            with anyio.move_on_after(10, shield=True):
+                while self._scopes:
+                    await anyio.sleep(0.01)
 
     def _on_ready(self, gateway: Gateway, info: RunInfo) -> None:
         self.gateway = gateway
@@ -175,8 +186,21 @@ class GatewayHost:
             failed: concurrent.futures.Future[T] = concurrent.futures.Future()
             failed.set_exception(RuntimeError("the gateway is not running"))
             return self._answered(failed, on_done)
-        future = asyncio.run_coroutine_threadsafe(make(gateway), loop)
+        future = asyncio.run_coroutine_threadsafe(self._stoppable(make(gateway)), loop)
         return self._answered(future, on_done)
+
+    async def _stoppable(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work`` in a cancel scope that stopping the host cancels, so that its cleanup
+        (stopping the server processes it started) runs to the end. Left to asyncio.run's
+        own end, it would be cancelled natively, which cuts through anyio's shields and
+        leaves those processes running."""
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                return await work
+            finally:
+                self._scopes.discard(scope)
+        raise asyncio.CancelledError  # the host stopped: the caller's future is cancelled
 
     def blocking(
         self,

@@ -38,17 +38,20 @@ async def stdio_pipes(
         OSError: the server cannot be started.
     """
     command = shutil.which(spec.command) or spec.command
-    proc = await asyncio.create_subprocess_exec(
-        command,
-        *spec.args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=errlog,
-        env={**get_default_environment(), **spec.env},
-        cwd=spec.cwd,
-        limit=LINE_LIMIT,
-        start_new_session=True,
-    )
+    # Shielded: cancelled between the spawn and the `try`, the process would be left
+    # running, never waited for.
+    with anyio.CancelScope(shield=True):
+        proc = await asyncio.create_subprocess_exec(
+            command,
+            *spec.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=errlog,
+            env={**get_default_environment(), **spec.env},
+            cwd=spec.cwd,
+            limit=LINE_LIMIT,
+            start_new_session=True,
+        )
     assert proc.stdin is not None
     assert proc.stdout is not None
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -299,3 +300,39 @@ def test_first_run_suggests_a_policy_from_the_tools_and_writes_it_when_asked(qtb
         app.prompt.close()
         app.window.hide()
         app.window.deleteLater()
+
+
+def _children() -> list[str]:
+    """The command lines of this test process's child processes (Linux /proc)."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            if parent == os.getpid():
+                with open(f"/proc/{pid}/cmdline") as cmdline:
+                    found.append(cmdline.read().replace("\0", " "))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_quitting_while_tools_are_listed_leaves_no_server_running(qtbot, app_paths):
+    # Listing starts every server; quitting in the middle must stop them all. They were
+    # left running when asyncio's own shutdown cancelled the listing: a server that does
+    # not exit when its stdin closes (this one sleeps) was never sent SIGTERM.
+    servers = json.loads(app_paths.servers_file.read_text())
+    sleepy = "import time; time.sleep(120)  # lockgate-test-sleepy"
+    servers["mcpServers"]["sleepy"] = {"command": sys.executable, "args": ["-c", sleepy]}
+    app_paths.servers_file.write_text(json.dumps(servers))
+    app = LockgateApp(app_paths, port=0)
+    app.start()
+    qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
+    qtbot.waitUntil(lambda: any("lockgate-test-sleepy" in c for c in _children()), timeout=10_000)
+    app.close()
+    app.prompt.close()
+    app.window.hide()
+    app.window.deleteLater()
+    assert [c for c in _children() if "lockgate-test-sleepy" in c] == []

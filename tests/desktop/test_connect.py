@@ -163,3 +163,18 @@ def test_a_broken_servers_json_is_shown_and_the_servers_in_force_stay(qtbot, app
         timeout=10_000,
     )
     assert "servers.json" not in app.window.banner.text()
+
+
+def test_a_first_run_opens_on_connect_your_agents(qtbot, app_paths, tmp_path):
+    app_paths.servers_file.unlink()  # nothing configured yet
+    app = LockgateApp(app_paths, port=0, home=tmp_path / "home", launcher=[lockgate_command()])
+    app.start()
+    try:
+        qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
+        assert app.window.isVisible()
+        assert app.window.tabs.currentWidget() is app.connect_view
+    finally:
+        app.close()
+        app.prompt.close()
+        app.window.hide()
+        app.window.deleteLater()
