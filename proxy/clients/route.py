@@ -24,6 +24,7 @@ reported and never touched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -512,6 +513,7 @@ def _route(
         "before": hashlib.sha256(doc.raw).hexdigest(),  # the file before its first routing
     }
     token: str | None = None
+    made_token = False
     if via == "http":
         token = _reuse_token(doc, client_file, tokens, grant)
     url = f"http://127.0.0.1:{port}/mcp/"
@@ -535,6 +537,7 @@ def _route(
             store.set(name, value)
         if via == "http" and token is None:
             token = tokens.create(grant, replace=True)
+            made_token = True
     except (SecretError, TokenError) as exc:
         raise RouteError(f"nothing changed: {exc}") from None
     if via == "http":
@@ -578,6 +581,19 @@ def _route(
         _write_servers(paths, servers_text, text)
         result.imported = sorted(new_servers)
 
+    def undo() -> None:
+        """The client's file could not be written: take back what was done for it."""
+        if new_servers:
+            with contextlib.suppress(RouteError, OSError):
+                if servers_text is None:
+                    if paths.servers_file.read_text("utf-8") == text:  # still ours
+                        paths.servers_file.unlink()
+                else:
+                    _write_servers(paths, text, servers_text)
+        if made_token:
+            with contextlib.suppress(TokenError):
+                tokens.revoke(grant)
+
     # 3. The record (the backup of every entry about to change), then the client's file.
     # An entry routed before and put back by hand is routed anew: its new record replaces
     # the old one.
@@ -587,10 +603,15 @@ def _route(
     ] + entries
     record["routed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     previous = record_file.read_bytes() if record_file.exists() else None
-    _save_record(record_file, record)
+    try:
+        _save_record(record_file, record)
+    except RouteError:
+        undo()
+        raise
     try:
         _write(doc, shown, _splice(doc.text, edits))
     except RouteError:
+        undo()
         if previous is None:
             record_file.unlink()
         else:

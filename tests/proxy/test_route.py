@@ -637,3 +637,41 @@ def test_a_projects_file_is_never_given_a_token(tmp_path, lockgate_dirs, os_keyr
     result = lockgate(env, "clients", "route", "cursor", "--project", str(project), "--via", "http")
     assert result.returncode == 1
     assert "a token must not be: use stdio" in result.stderr
+
+
+@pytest.mark.parametrize("servers_before", [None, {"mcpServers": {"mine": {"command": "x"}}}])
+def test_a_client_file_that_cannot_be_written_takes_everything_back(
+    tmp_path, lockgate_dirs, os_keyring, monkeypatch, servers_before
+):
+    # A double for the one thing that cannot be made to happen here on cue: the write of
+    # the client's file failing after servers.json was written (a full disk, say).
+    from proxy.clients import CLIENTS, read_file
+    from proxy.clients import route as routing
+    from proxy.paths import Paths
+    from proxy.secrets import SecretStore
+    from proxy.tokens import TokenStore
+
+    def disk_full(doc, shown, text):
+        raise routing.RouteError(f"{shown}: cannot write it: No space left on device")
+
+    monkeypatch.setattr(routing, "_write", disk_full)
+    config, data = lockgate_dirs
+    paths = Paths(config, data)
+    if servers_before is not None:
+        config.mkdir(parents=True)
+        paths.servers_file.write_text(json.dumps(servers_before))
+    path = tmp_path / "mcp.json"
+    original = json.dumps({"mcpServers": {"time": {"command": TIME}}})
+    path.write_text(original)
+    cursor = read_file(next(c for c in CLIENTS if c.name == "cursor"), "user", path)
+    with pytest.raises(routing.RouteError, match="No space left on device"):
+        routing.route(
+            cursor, paths, store=SecretStore(os_keyring), via="http", launcher=["/x/lockgate"]
+        )
+    assert path.read_text() == original
+    if servers_before is None:
+        assert not paths.servers_file.exists()
+    else:
+        assert json.loads(paths.servers_file.read_text()) == servers_before
+    assert TokenStore(paths.clients_file).clients() == []
+    assert not (data / "routes").exists() or not any((data / "routes").iterdir())
