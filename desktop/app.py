@@ -535,6 +535,7 @@ class LockgateApp(QObject):
             lines += [f"left {entry}: {why}" for entry, why in result.skipped]
             if result.secrets:
                 lines.append(f"Moved into the keyring: {', '.join(result.secrets)}")
+            lines += [f"Note: {note}" for note in result.notes]
             self.connect_view.show_result("\n".join(lines))
             if result.imported:
                 self._reload_servers()

@@ -872,6 +872,8 @@ def _route(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
                     out.write(f"  moved into the keyring: {', '.join(done.secrets)}\n")
                 if done.record:
                     out.write(f"  record of the change: {done.record}\n")
+                for note in done.notes:
+                    out.write(f"  note: {note}\n")
                 changed = changed or bool(done.imported)
             else:
                 undone = unroute(client_file, paths, store=store)

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import threading
 from collections.abc import Callable, Sequence
@@ -89,6 +90,7 @@ class RouteResult:
     imported: list[str] = field(default_factory=list)  # servers added to servers.json
     secrets: list[str] = field(default_factory=list)  # keyring names stored
     record: Path | None = None
+    notes: list[str] = field(default_factory=list)  # what the person should know
 
 
 @dataclass
@@ -458,9 +460,11 @@ def _route(
     if via == "http" and client.name not in HTTP_CLIENTS:
         raise RouteError(f"{client.label} starts its servers as commands only: use stdio")
     launcher = list(launcher) if launcher is not None else default_launcher()
+    result = RouteResult(shown)
+    if client_file.scope == "project":
+        launcher = _shareable(launcher, result)
     doc = _read(client, shown)
     _no_duplicate_keys(doc, client, client_file.scope, shown)
-    result = RouteResult(shown)
     servers_doc, servers_text = _read_servers(paths)
     table_key = "mcpServers" if "mcpServers" in servers_doc else "servers"
     existing: dict[str, Any] = servers_doc.setdefault(table_key, {})
@@ -619,6 +623,21 @@ def _route(
         raise
     result.record = record_file
     return result
+
+
+def _shareable(launcher: list[str], result: RouteResult) -> list[str]:
+    """A project's file is often committed and used by others: name the command as
+    ``lockgate``, found on their PATH, when that is the very command routing would write."""
+    found = shutil.which("lockgate")
+    if len(launcher) == 1 and found is not None:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(found, launcher[0]):
+                return ["lockgate"]
+    result.notes.append(
+        f"the entries name {launcher[0]}, a path on this computer; if this file is "
+        "shared (committed with the project), others need Lockgate there too"
+    )
+    return launcher
 
 
 def _goes_through_lockgate(client: ClientFormat, entry: dict[str, Any]) -> bool:

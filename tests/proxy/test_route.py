@@ -675,3 +675,46 @@ def test_a_client_file_that_cannot_be_written_takes_everything_back(
         assert json.loads(paths.servers_file.read_text()) == servers_before
     assert TokenStore(paths.clients_file).clients() == []
     assert not (data / "routes").exists() or not any((data / "routes").iterdir())
+
+
+async def test_a_projects_file_names_lockgate_as_others_would_find_it(
+    tmp_path, lockgate_dirs, os_keyring
+):
+    # A project's .mcp.json is often committed: it gets `lockgate`, found on PATH, when
+    # that is the command routing would write; otherwise the path, and a note that says so.
+    project = tmp_path / "shop"
+    project.mkdir()
+    mcp = project / ".mcp.json"
+    original = json.dumps({"mcpServers": {"clock": {"command": TIME}}}, indent=2)
+    mcp.write_text(original)
+    env = env_for(tmp_path / "home", lockgate_dirs)
+    bare_path = "/usr/local/bin:/usr/bin:/bin"
+
+    elsewhere = lockgate(
+        {**env, "PATH": bare_path}, "clients", "route", "claude-code", "--project", str(project)
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "note: the entries name /" in elsewhere.stdout
+    assert json.loads(mcp.read_text())["mcpServers"]["clock"]["command"] == lockgate_command()
+    assert (
+        lockgate(env, "clients", "unroute", "claude-code", "--project", str(project)).returncode
+        == 0
+    )
+    assert mcp.read_text() == original
+
+    on_path = {**env, "PATH": f"{BIN}:{bare_path}"}
+    done = lockgate(on_path, "clients", "route", "claude-code", "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    assert "note:" not in done.stdout
+    entry = json.loads(mcp.read_text())["mcpServers"]["clock"]
+    assert entry["command"] == "lockgate"
+    config, data = lockgate_dirs
+    gateway = LiveGateway(config, data, tmp_path / "tee.jsonl")
+    gateway.write_policy({"version": "1", "default": "allow"})
+    gateway.start()
+    try:  # launched as Claude Code would, with the person's PATH
+        entry["env"] = {"PATH": on_path["PATH"]}
+        text = await call_through(entry, "get_current_time", {"timezone": "UTC"})
+        assert '"timezone": "UTC"' in text
+    finally:
+        gateway.stop()
