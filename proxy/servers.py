@@ -99,15 +99,10 @@ def load_servers(path: Path) -> dict[str, ServerSpec]:
     Raises:
         ServersError: the file cannot be read or is not a valid servers.json.
     """
-    try:
-        if path.stat().st_size > MAX_SERVERS_BYTES:
-            raise ServersError(f"{path}: larger than {MAX_SERVERS_BYTES} bytes")
-        text = path.read_text("utf-8-sig")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ServersError(f"{path}: cannot read: {exc}") from None
-    return parse_servers(text, str(path))
+    result = read_servers_file(path)
+    if result.error is not None:
+        raise ServersError(result.error)
+    return dict(result.servers)
 
 
 def parse_servers(text: str, source: str = "servers.json") -> dict[str, ServerSpec]:
@@ -226,18 +221,22 @@ class ServersRead:
 
 
 def read_servers_file(path: Path) -> ServersRead:
-    """Read and parse ``path`` (blocking: call it off the event loop); never raises."""
+    """Read and parse ``path`` (blocking: call it off the event loop); never raises. A
+    missing file means no servers; one too large is refused before it is read."""
     try:
+        stat = path.stat()
+        if stat.st_size > MAX_SERVERS_BYTES:
+            return ServersRead(
+                f"large:{stat.st_size}:{stat.st_mtime_ns}",
+                str(path),
+                error=f"{path}: larger than {MAX_SERVERS_BYTES} bytes",
+            )
         data = path.read_bytes()
     except FileNotFoundError:
         return ServersRead("missing", str(path))
     except OSError as exc:
         return ServersRead(f"unreadable:{exc}", str(path), error=f"{path}: cannot read: {exc}")
     digest = hashlib.sha256(data).hexdigest()
-    if len(data) > MAX_SERVERS_BYTES:
-        return ServersRead(
-            digest, str(path), error=f"{path}: larger than {MAX_SERVERS_BYTES} bytes"
-        )
     try:
         return ServersRead(digest, str(path), parse_servers(data.decode("utf-8-sig"), str(path)))
     except UnicodeDecodeError as exc:
