@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from proxy._atomic import write_atomic
 from proxy._jsonloc import JsonPath, locate, value_end
-from proxy.clients import ClientFile, ClientFormat, _jsonc, _servers, server_tables
+from proxy.clients import ClientFile, ClientFormat, _at, _jsonc, _servers, server_tables
 from proxy.paths import Paths, lockgate_command, resolve_paths
 from proxy.runinfo import DEFAULT_PORT
 from proxy.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
@@ -201,12 +201,6 @@ def _write(doc: _Doc, shown: Path, new_text: str) -> None:
         raise RouteError(f"{shown}: cannot write it: {exc.strerror or exc}") from None
 
 
-def _at(doc: Any, where: JsonPath) -> Any:
-    for part in where:
-        doc = doc[part]
-    return doc
-
-
 # -- formatting spliced text ------------------------------------------------------------
 
 
@@ -319,21 +313,20 @@ def _why_not(entry: dict[str, Any], client: ClientFormat) -> str | None:
         entry.get("cwd"),
         *(entry.get(f) for f in client.url_fields),
     ]
-    for key in ("args",):
-        value = entry.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return f'its "{key}" is not a list of strings'
-        strings += value
+    args = entry.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        return 'its "args" is not a list of strings'
+    strings += args
     for key in ("env", "headers"):
         value = entry.get(key, {})
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             return f'its "{key}" is not an object of strings'
         strings += value.values()
     for s in strings:
-        if isinstance(s, str) and _VARIABLE.search(s):
+        if isinstance(s, str) and (variable := _VARIABLE.search(s)):
             return (
-                f"uses {_VARIABLE.search(s).group(0)}, which {client.label} fills in when "  # type: ignore[union-attr]
-                "it starts the server; add it to servers.json by hand"
+                f"uses {variable.group(0)}, which {client.label} fills in when it starts "
+                "the server; add it to servers.json by hand"
             )
     kind = entry.get("type")
     if isinstance(entry.get("command"), str):
@@ -357,7 +350,9 @@ def _server_name(entry: str, taken: Callable[[str], bool], client: str) -> str:
     raise RouteError(f"no free server name for {entry!r} in servers.json")
 
 
-def _same_server(existing: Any, spec: dict[str, Any], values: dict[str, str], store: Any) -> bool:
+def _same_server(
+    existing: Any, spec: dict[str, Any], values: dict[str, str], store: SecretStore
+) -> bool:
     """Whether servers.json's ``existing`` entry is ``spec`` (secrets compared by value)."""
     if not isinstance(existing, dict):
         return False
@@ -372,10 +367,7 @@ def _same_server(existing: Any, spec: dict[str, Any], values: dict[str, str], st
             want = values[secret_name(reference) or ""]
             have = theirs[name]
             if (ref := secret_name(have)) is not None:
-                try:
-                    have = store.get(ref)
-                except SecretError:
-                    return False
+                have = _stored(store, ref)  # None (not stored) is never equal
             if have != want:
                 return False
     return True
