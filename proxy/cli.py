@@ -807,10 +807,6 @@ def _status(paths: Paths, out: TextIO) -> int:
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _clients(project: Path | None, as_json: bool, out: TextIO) -> int:
     found = find_clients(project=project.resolve() if project else None)
     if as_json:
@@ -958,3 +954,7 @@ def _autostart(state: str | None, out: TextIO) -> int:
     on = autostart_enabled()
     out.write(f"Start at login: {'on' if on else 'off'} ({where})\n")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

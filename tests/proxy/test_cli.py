@@ -759,3 +759,48 @@ def test_console_script_reads_tools_from_stdin(lockgate_exe: str, config_dir: Pa
     assert risk_rows(proc.stdout) == {"delete_entities": ("destructive", "high")}
     paths = run_exe(lockgate_exe, "paths")
     assert paths_shown(paths.stdout)["config dir"] == str(config_dir)
+
+
+@pytest.mark.parametrize("command", [["clients", "--json"], ["autostart"], ["paths"]])
+def test_python_dash_m_runs_every_command(command: list[str], tmp_path: Path) -> None:
+    """`python -m proxy.cli` once stopped at a `__main__` block placed above the functions
+    it calls (NameError for clients, autostart, init, route)."""
+    env = {
+        **_env_without_session(),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "NameError" not in proc.stderr
+
+
+def _env_without_session() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+
+
+def test_main_blocks_come_last() -> None:
+    """A module's `if __name__ == "__main__":` block is its last statement, so everything
+    it calls is defined by the time it runs."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    for path in [*root.glob("proxy/**/*.py"), *root.glob("desktop/**/*.py")]:
+        body = ast.parse(path.read_text()).body
+        for index, node in enumerate(body):
+            if (
+                isinstance(node, ast.If)
+                and isinstance(node.test, ast.Compare)
+                and isinstance(node.test.left, ast.Name)
+                and node.test.left.id == "__name__"
+            ):
+                assert index == len(body) - 1, f"{path}: the __main__ block is not last"
