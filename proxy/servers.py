@@ -14,9 +14,12 @@ Code's ``servers`` key and its ``type`` field are accepted too, so a config can 
 in as it is). Fields Lockgate does not use (``disabled``, ``autoApprove``...) are kept and
 ignored, since they belong to the client the config came from.
 
-A value written ``"keyring:NAME"`` in ``env``, ``headers`` or ``args`` is a reference: it
-is looked up in the OS keyring only when the server starts (:func:`resolve_secrets`), and
-the resolved spec is never written anywhere or logged.
+A value written ``"keyring:NAME"`` in ``env`` or ``headers`` is a reference: it is looked
+up in the OS keyring only when the server starts (:func:`resolve_secrets`), and the
+resolved spec is never written anywhere or logged. ``args`` may not hold one: a process's
+command line is readable by every local user (``ps``, ``/proc/PID/cmdline``), so a secret
+there would leave the keyring for everyone to see. A server that wants a secret on its
+command line gets it through ``env`` instead (most accept an environment variable).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from proxy._jsonloc import format_path, locate
-from proxy.secrets import SecretStore, secret_name
+from proxy.secrets import SecretError, SecretStore, secret_name
 
 __all__ = [
     "HttpServer",
@@ -47,6 +50,11 @@ __all__ = [
     "valid_server_name",
 ]
 
+SECRET_IN_ARGS = (
+    "a keyring: secret cannot go in args: every local user can read a command line "
+    "(ps, /proc). Pass it in env instead, e.g. \"env\": {\"API_KEY\": \"keyring:NAME\"}, "
+    "if the server reads it from there"
+)
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_SERVERS_BYTES = 1024 * 1024
 
@@ -181,6 +189,11 @@ def _one_server(
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             problem((*here, "args"), "must be a list of strings")
             ok = False
+        else:
+            for index, arg in enumerate(args):
+                if secret_name(arg) is not None:
+                    problem((*here, "args", index), SECRET_IN_ARGS)
+                    ok = False
         if not _string_map(env):
             problem((*here, "env"), "must be an object of string values")
             ok = False
@@ -258,11 +271,9 @@ def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:
         return v if name is None else store.get(name)
 
     if isinstance(spec, StdioServer):
-        return replace(
-            spec,
-            args=tuple(value(a) for a in spec.args),
-            env={k: value(v) for k, v in spec.env.items()},
-        )
+        if any(secret_name(a) is not None for a in spec.args):  # parse_servers refuses it
+            raise SecretError(f"server {spec.name!r}: {SECRET_IN_ARGS}")
+        return replace(spec, env={k: value(v) for k, v in spec.env.items()})
     return replace(spec, headers={k: value(v) for k, v in spec.headers.items()})
 
 
@@ -270,10 +281,7 @@ def secret_values(spec: ServerSpec, resolved: ServerSpec) -> list[str]:
     """The values ``resolve_secrets`` put in place of ``keyring:`` references (to keep
     them out of error messages)."""
     if isinstance(spec, StdioServer) and isinstance(resolved, StdioServer):
-        pairs = [
-            *zip(spec.args, resolved.args, strict=True),
-            *((spec.env[k], resolved.env[k]) for k in spec.env),
-        ]
+        pairs = [(spec.env[k], resolved.env[k]) for k in spec.env]
     elif isinstance(spec, HttpServer) and isinstance(resolved, HttpServer):
         pairs = [(spec.headers[k], resolved.headers[k]) for k in spec.headers]
     else:
@@ -284,7 +292,7 @@ def secret_values(spec: ServerSpec, resolved: ServerSpec) -> list[str]:
 def secret_references(spec: ServerSpec) -> list[str]:
     """The names of the keyring secrets ``spec`` refers to (for display; never values)."""
     if isinstance(spec, StdioServer):
-        values = [*spec.args, *spec.env.values()]
+        values = list(spec.env.values())
     else:
         values = list(spec.headers.values())
     return [n for v in values if (n := secret_name(v)) is not None]

@@ -317,6 +317,11 @@ def _why_not(entry: dict[str, Any], client: ClientFormat) -> str | None:
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         return 'its "args" is not a list of strings'
     strings += args
+    if any(a.startswith(KEYRING_PREFIX) for a in args):
+        return (
+            'passes a "keyring:" value in "args", which Lockgate refuses: a command line is '
+            "readable by every local user; move the secret into env by hand"
+        )
     for key in ("env", "headers"):
         value = entry.get(key, {})
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):

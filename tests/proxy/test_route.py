@@ -568,6 +568,21 @@ def test_a_key_twice_in_a_server_table_is_refused(tmp_path, lockgate_dirs, os_ke
     assert path.read_text() == text
 
 
+def test_an_entry_with_a_keyring_value_in_args_is_left_alone(tmp_path, lockgate_dirs, os_keyring):
+    """servers.json refuses keyring: in args (a command line is public), so routing must
+    not copy such an entry there: it is left in the client's file, with the reason."""
+    home = tmp_path / "home"
+    path = home / ".cursor" / "mcp.json"
+    path.parent.mkdir(parents=True)
+    text = '{"mcpServers": {"gh": {"command": "a", "args": ["--key", "keyring:gh"]}}}\n'
+    path.write_text(text)
+    result = lockgate(env_for(home, lockgate_dirs), "clients", "route", "cursor")
+    assert 'gh: passes a "keyring:" value in "args"' in result.stdout + result.stderr
+    assert path.read_text() == text
+    servers = lockgate_dirs[0] / "servers.json"
+    assert not servers.exists() or "keyring:gh" not in servers.read_text()
+
+
 def test_routes_at_once_keep_every_server(tmp_path, lockgate_dirs, os_keyring):
     # The app routes on two worker threads; servers.json must get both clients' servers.
     import threading

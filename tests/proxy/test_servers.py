@@ -119,7 +119,7 @@ def test_keyring_references_resolve_only_in_memory(os_keyring, tmp_path):
                 "mcpServers": {
                     "gh": {
                         "command": "srv",
-                        "args": ["--token", f"keyring:{name}"],
+                        "args": ["--verbose"],
                         "env": {"TOKEN": f"keyring:{name}", "PLAIN": "x"},
                     },
                     "web": {
@@ -131,13 +131,35 @@ def test_keyring_references_resolve_only_in_memory(os_keyring, tmp_path):
         )
     )
     servers = load_servers(path)
-    assert secret_references(servers["gh"]) == [name, name]
+    assert secret_references(servers["gh"]) == [name]
     resolved = resolve_secrets(servers["gh"], store)
     assert resolved.env == {"TOKEN": "ghp_real_value", "PLAIN": "x"}
-    assert resolved.args == ("--token", "ghp_real_value")
+    assert resolved.args == ("--verbose",)
     assert resolve_secrets(servers["web"], store).headers == {"Authorization": "ghp_real_value"}
     assert "ghp_real_value" not in path.read_text()
     assert "ghp_real_value" not in repr(servers["gh"])
+
+
+def test_a_keyring_reference_in_args_is_refused_at_load(tmp_path):
+    """A command line is readable by every local user (ps, /proc/PID/cmdline): a secret
+    must never be put there, so servers.json may not ask for it."""
+    path = tmp_path / "servers.json"
+    path.write_text(
+        '{"mcpServers": {"gh": {"command": "srv",\n'
+        '  "args": ["--token", "keyring:gh"]}}}'
+    )
+    with pytest.raises(ServersError) as info:
+        load_servers(path)
+    message = str(info.value)
+    assert ':2:23: mcpServers.gh.args[1]: a keyring: secret cannot go in args' in message
+    assert "Pass it in env instead" in message
+
+
+def test_resolving_never_puts_a_secret_in_args(os_keyring):
+    """Even a spec built in code (not read from servers.json) is refused, not resolved."""
+    spec = StdioServer("x", "srv", args=("keyring:anything",))
+    with pytest.raises(SecretError, match="cannot go in args"):
+        resolve_secrets(spec, SecretStore(os_keyring))
 
 
 def test_a_missing_secret_names_the_command_that_stores_it(os_keyring):
