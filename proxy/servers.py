@@ -50,9 +50,9 @@ __all__ = [
     "valid_server_name",
 ]
 
-SECRET_IN_ARGS = (
+KEYRING_IN_ARGS_REFUSED = (
     "a keyring: secret cannot go in args: every local user can read a command line "
-    "(ps, /proc). Pass it in env instead, e.g. \"env\": {\"API_KEY\": \"keyring:NAME\"}, "
+    '(ps, /proc). Pass it in env instead, e.g. "env": {"API_KEY": "keyring:NAME"}, '
     "if the server reads it from there"
 )
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -192,7 +192,7 @@ def _one_server(
         else:
             for index, arg in enumerate(args):
                 if secret_name(arg) is not None:
-                    problem((*here, "args", index), SECRET_IN_ARGS)
+                    problem((*here, "args", index), KEYRING_IN_ARGS_REFUSED)
                     ok = False
         if not _string_map(env):
             problem((*here, "env"), "must be an object of string values")
@@ -272,7 +272,7 @@ def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:
 
     if isinstance(spec, StdioServer):
         if any(secret_name(a) is not None for a in spec.args):  # parse_servers refuses it
-            raise SecretError(f"server {spec.name!r}: {SECRET_IN_ARGS}")
+            raise SecretError(f"server {spec.name!r}: {KEYRING_IN_ARGS_REFUSED}")
         return replace(spec, env={k: value(v) for k, v in spec.env.items()})
     return replace(spec, headers={k: value(v) for k, v in spec.headers.items()})
 

@@ -145,13 +145,12 @@ def test_a_keyring_reference_in_args_is_refused_at_load(tmp_path):
     must never be put there, so servers.json may not ask for it."""
     path = tmp_path / "servers.json"
     path.write_text(
-        '{"mcpServers": {"gh": {"command": "srv",\n'
-        '  "args": ["--token", "keyring:gh"]}}}'
+        '{"mcpServers": {"gh": {"command": "srv",\n  "args": ["--token", "keyring:gh"]}}}'
     )
     with pytest.raises(ServersError) as info:
         load_servers(path)
     message = str(info.value)
-    assert ':2:23: mcpServers.gh.args[1]: a keyring: secret cannot go in args' in message
+    assert ":2:23: mcpServers.gh.args[1]: a keyring: secret cannot go in args" in message
     assert "Pass it in env instead" in message
 
 
