@@ -532,7 +532,12 @@ def test_resolve_cache_is_bounded():
         (
             {"properties": {"p": {"pattern": "(unclosed"}}},
             ("properties", "p", "pattern"),
-            "is not a 'regex'",
+            "not a valid regex (ECMA-262): ",
+        ),
+        (
+            {"patternProperties": {"(?i)^ls$": {}}},
+            ("patternProperties", "(?i)^ls$"),
+            "not a valid regex (ECMA-262): Invalid group modifier",
         ),
     ],
 )
