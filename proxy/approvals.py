@@ -9,7 +9,9 @@ was shown.
 
 Fail closed: with no approver attached, ``ask`` is refused at once (nobody could answer);
 an unanswered request is refused when its timeout runs out; a call whose client gave up
-(cancelled) leaves the queue.
+(cancelled) leaves the queue. When what the call was asked under changes (the policy, the
+servers, a pause), the gateway *withdraws* it: the prompt goes, with the reason, and the
+waiting call is decided again from the start.
 
 All methods run on the gateway's event loop.
 """
@@ -45,6 +47,7 @@ class Answer(StrEnum):
     NO_APPROVER = "no_approver"
     CANCELLED = "cancelled"
     BUSY = "busy"  # too many calls of the same session already waiting
+    WITHDRAWN = "withdrawn"  # what it was asked under changed: decide the call again
 
 
 class Remember(StrEnum):
@@ -219,6 +222,19 @@ class ApprovalBroker:
         """Refuse everything pending (the gateway is stopping)."""
         for approval_id in list(self._pending):
             self.answer(approval_id, False, reason=reason)
+
+    def withdraw(self, approval_id: str, reason: str) -> bool:
+        """Take a pending approval back: the prompt goes (approvers hear ``reason``) and
+        the waiting call is decided again. False if it is not pending."""
+        entry = self._pending.get(approval_id)
+        if entry is None:
+            return False
+        pending, future = entry
+        result = ApprovalResult(Answer.WITHDRAWN, reason)
+        self._finish(pending, result)
+        if not future.done():
+            future.set_result(result)
+        return True
 
     def _finish(self, pending: PendingApproval, result: ApprovalResult) -> None:
         if self._pending.pop(pending.id, None) is None:

@@ -1,11 +1,26 @@
-"""The audit log: every tool call the gateway answered, and its decision, in SQLite.
+"""The audit log: every tool call the gateway saw, and its decision, in SQLite.
 
-Nothing may be lost (ARCHITECTURE.md, rule 6). A record is acknowledged only after the
-transaction that holds it has committed, and the gateway awaits that acknowledgement before
-it answers the client, so every call a client was answered is in the log, also after the
-app is killed. One writer thread owns the write connection and commits everything queued
-since its last commit in one transaction (group commit): a commit costs about the same for
-one record as for a thousand, so thousands of calls a second cost a few commits.
+Nothing may be lost (ARCHITECTURE.md, rule 6), and the log is written *ahead*: a call that
+may go to a server is recorded (who, what, the decision, outcome ``pending``) and that
+record committed, together with the rate-limit charges it makes, before anything is sent
+upstream (:meth:`AuditLog.begin`); the outcome completes it afterwards
+(:meth:`AuditLog.finish`). A call whose record cannot be committed is never sent. A call
+that is blocked is recorded once, complete (:meth:`AuditLog.write`), before its answer
+leaves. A record is acknowledged only after the transaction that holds it has committed,
+so all of this holds after the app is killed. A ``pending`` record whose gateway stopped
+before the answer came is marked ``interrupted`` when the next one starts.
+
+One writer thread owns the write connection and commits everything queued since its last
+commit in one transaction (group commit): a commit costs about the same for one record as
+for a thousand, so thousands of calls a second cost a few commits.
+
+Rate-limit charges (table ``charges``: counter, client, time, the call that made it) live
+in the same database, so a charge is durable exactly when its call's record is, and the
+counters survive a restart, a crash and ``kill -9``. A call that never reached its server
+gives its charge back in the transaction that completes its record.
+
+Text that UTF-8 cannot hold (a lone surrogate from ``"\ud800"`` in JSON) is stored escaped
+(``\ud800``), in every column: nothing a client sends can make a record unwritable.
 
 The database is in WAL mode: readers (``lockgate log``, the GUI's history) read while the
 gateway writes, from this process or another, without blocking it or being blocked.
@@ -26,14 +41,22 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from proxy.redact import DEFAULT_MAX_ARGUMENT_BYTES, MIN_BYTES, REDACTED, dumps, redact, scrub_text
+from proxy.redact import (
+    DEFAULT_MAX_ARGUMENT_BYTES,
+    MIN_BYTES,
+    REDACTED,
+    dumps,
+    redact,
+    scrub_text,
+    storable,
+)
 
 __all__ = [
     "DEFAULT_MAX_ARGUMENT_BYTES",
@@ -43,11 +66,12 @@ __all__ = [
     "AuditLog",
     "CallDecision",
     "CallRecord",
+    "Charge",
     "Outcome",
     "redact",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
 _MAX_BATCH: Final = 4096  # records per transaction, to bound one commit's work
@@ -78,6 +102,8 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # the client cancelled it before the answer
     UPSTREAM_DOWN = "upstream_down"  # the server could not be reached or died
     BLOCKED = "blocked"  # never sent upstream: denied or refused
+    PENDING = "pending"  # recorded, then sent upstream; no answer (yet)
+    INTERRUPTED = "interrupted"  # sent upstream; Lockgate stopped before the answer came
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,15 +191,47 @@ _MIGRATIONS: Final = (
         "CREATE INDEX calls_decision ON calls (decision)",
         "CREATE INDEX calls_client ON calls (client)",
     ),
+    (
+        """CREATE TABLE charges (
+            call_id TEXT NOT NULL,  -- the call that made the charge (calls.id)
+            counter TEXT NOT NULL,
+            client TEXT,  -- NULL: a global counter
+            time REAL NOT NULL  -- the enforcer's clock (epoch seconds)
+        )""",
+        "CREATE INDEX charges_time ON charges (time)",
+        "CREATE INDEX charges_call ON charges (call_id)",
+        "CREATE INDEX calls_pending ON calls (outcome) WHERE outcome = 'pending'",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
+_COMPLETE: Final = (
+    "UPDATE calls SET outcome = ?, duration_ms = ?, result_size = ?, error = ? WHERE id = ?"
+)
+_CHARGE: Final = "INSERT INTO charges (call_id, counter, client, time) VALUES (?, ?, ?, ?)"
+_REFUND: Final = "DELETE FROM charges WHERE call_id = ?"
+
+# One statement and the parameter rows to run it with: a write is a few of these, run in
+# one transaction.
+_Step = tuple[str, list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One rate-limit charge: a call counted on ``counter`` (for ``client``, or globally
+    when None) at ``time``."""
+
+    counter: str
+    client: str | None
+    time: float
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A row waiting for the writer, and the future its writer waits on."""
+    """A write waiting for the writer, and the future its writer waits on."""
 
-    row: tuple[Any, ...]
+    steps: tuple[_Step, ...]
     done: asyncio.Future[None] | concurrent.futures.Future[None]
 
 
@@ -242,7 +300,8 @@ class AuditLog:
     # -- writing
 
     async def write(self, record: CallRecord, *, alone: bool = False) -> None:
-        """Record ``record``; returns once it is committed, so it survives a kill.
+        """Record ``record`` (a finished call); returns once it is committed, so it
+        survives a kill.
 
         Cancelling the awaiting task does not withdraw the record: it is written anyway.
         ``alone``: the caller knows no other write is under way (the gateway's only call in
@@ -255,20 +314,112 @@ class AuditLog:
                 the database is locked for longer than ``busy_timeout``, a record with the
                 same id is already in the log, ...).
         """
-        row = _row(record, self._max_argument_bytes)
-        if alone and self._commit_inline(row):
+        await self._write((_insert_step(record, self._max_argument_bytes),), alone)
+
+    async def begin(
+        self, record: CallRecord, charges: Iterable[Charge] = (), *, alone: bool = False
+    ) -> None:
+        """Record a call before it is sent upstream: ``record`` with outcome ``pending``,
+        and the rate-limit ``charges`` it makes, in one transaction. Returns once that is
+        committed; only then may the call be sent. :meth:`finish` completes the record.
+
+        Raises:
+            AuditError: nothing was committed (see :meth:`write`): the call must not be
+                sent.
+        """
+        pending = replace(record, outcome=Outcome.PENDING)
+        steps: list[_Step] = [_insert_step(pending, self._max_argument_bytes)]
+        rows = [(record.id, c.counter, c.client, float(c.time)) for c in charges]
+        if rows:
+            steps.append((_CHARGE, rows))
+        await self._write(tuple(steps), alone)
+
+    async def finish(
+        self,
+        call_id: str,
+        outcome: Outcome,
+        *,
+        duration_ms: float | None = None,
+        result_size: int | None = None,
+        error: str | None = None,
+        refund: bool = False,
+        alone: bool = False,
+    ) -> None:
+        """Complete the record :meth:`begin` wrote with the call's outcome; ``refund``
+        gives its charges back (the call never reached the server).
+
+        Raises:
+            AuditError: the outcome was not committed; the record stays ``pending``.
+        """
+        row = (
+            Outcome(outcome).value,
+            duration_ms,
+            result_size,
+            None if error is None else _clip(error),
+            call_id,
+        )
+        steps: list[_Step] = [(_COMPLETE, [row])]
+        if refund:
+            steps.append((_REFUND, [(call_id,)]))
+        await self._write(tuple(steps), alone)
+
+    def recover_interrupted(self) -> int:
+        """Mark the ``pending`` records of a gateway that stopped (crashed, was killed)
+        ``interrupted``; returns how many. Only a starting gateway calls this: a running
+        one's pending calls are in flight.
+
+        Raises:
+            AuditError: the database cannot be written.
+        """
+        error = "Lockgate stopped before the server answered"
+        sql = "UPDATE calls SET outcome = ?, error = COALESCE(error, ?) WHERE outcome = ?"
+        with self._write_lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                cursor = self._conn.execute(
+                    sql, (Outcome.INTERRUPTED.value, error, Outcome.PENDING.value)
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise _write_error(exc) from exc
+        return int(cursor.rowcount)
+
+    def charges_since(self, since: float) -> list[Charge]:
+        """The committed rate-limit charges at or after ``since``, oldest first.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        sql = "SELECT counter, client, time FROM charges WHERE time >= ? ORDER BY time"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (since,)).fetchall()
+        return [Charge(str(counter), client, float(t)) for counter, client, t in rows]
+
+    async def prune_charges(self, before: float) -> None:
+        """Forget the charges older than ``before``: no limit can count them any more.
+
+        Raises:
+            AuditError: as for :meth:`write`.
+        """
+        await self._write((("DELETE FROM charges WHERE time < ?", [(before,)]),), False)
+
+    async def _write(self, steps: tuple[_Step, ...], alone: bool) -> None:
+        if alone and self._commit_inline(steps):
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(row, done)
+        self._enqueue(steps, done)
         await done
 
-    def _commit_inline(self, row: tuple[Any, ...]) -> bool:
-        """Commit ``row`` right here when the writer is idle; False when it is busy.
+    def _commit_inline(self, steps: tuple[_Step, ...]) -> bool:
+        """Commit ``steps`` right here when the writer is idle; False when it is busy.
 
         A lone call's record then costs one SQLite commit (about 0.1 ms) instead of two
         thread hand-offs on top. Only a lone one (see :meth:`write`): writes that come
         together queue for the writer's group commit, which costs the event loop nothing
-        and commits many in one go.
+        and commits many in one go. It never waits for a lock on the caller's thread (the
+        event loop): while another connection holds the database, the write goes to the
+        writer thread, which waits up to ``busy_timeout`` without stalling anything.
 
         Raises:
             AuditError: the log is closed, or the record was not committed.
@@ -279,10 +430,17 @@ class AuditLog:
             with self._lock:
                 if self._closed:
                     raise AuditError(f"the audit log {self._path} is closed")
+            self._conn.execute("PRAGMA busy_timeout = 0")
             try:
-                self._insert([row])
+                self._run_steps([steps])
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    return False
+                raise _write_error(exc) from exc
             except Exception as exc:
                 raise _write_error(exc) from exc
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             self._commits += 1
             return True
         finally:
@@ -295,7 +453,7 @@ class AuditLog:
             AuditError: as for :meth:`write`.
         """
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._submit(record, done)
+        self._enqueue((_insert_step(record, self._max_argument_bytes),), done)
         done.result()
 
     def close(self) -> None:
@@ -330,18 +488,15 @@ class AuditLog:
         """:meth:`close` without blocking the event loop."""
         await asyncio.to_thread(self.close)
 
-    def _submit(
-        self, record: CallRecord, done: asyncio.Future[None] | concurrent.futures.Future[None]
-    ) -> None:
-        self._enqueue(_row(record, self._max_argument_bytes), done)
-
     def _enqueue(
-        self, row: tuple[Any, ...], done: asyncio.Future[None] | concurrent.futures.Future[None]
+        self,
+        steps: tuple[_Step, ...],
+        done: asyncio.Future[None] | concurrent.futures.Future[None],
     ) -> None:
         with self._lock:
             if self._closed:
                 raise AuditError(f"the audit log {self._path} is closed")
-            self._queue.put(_Pending(row, done))
+            self._queue.put(_Pending(steps, done))
 
     def _run(self) -> None:
         try:
@@ -381,7 +536,7 @@ class AuditLog:
         error: Exception | None = None
         try:
             with self._write_lock:
-                self._insert([pending.row for pending in batch])
+                self._run_steps([pending.steps for pending in batch])
         except sqlite3.IntegrityError as exc:
             if len(batch) > 1:  # one bad record (a repeated id) must not fail the others
                 for pending in batch:
@@ -394,17 +549,30 @@ class AuditLog:
             self._commits += 1
         _settle(batch, error)
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+    def _run_steps(self, writes: list[tuple[_Step, ...]]) -> None:
+        """Run every write's steps, in order, in one transaction. Consecutive steps with
+        the same statement (the common case: many inserts) run as one executemany."""
         conn = self._conn
+        merged: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for steps in writes:
+            for sql, rows in steps:
+                if merged and merged[-1][0] == sql:
+                    merged[-1][1].extend(rows)
+                else:
+                    merged.append((sql, list(rows)))
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_INSERT, rows)
+            for sql, rows in merged:
+                conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
 
     # -- reading
 
@@ -565,6 +733,12 @@ def _resolve(results: list[tuple[asyncio.Future[None], AuditError | None]]) -> N
             done.set_exception(error)
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (by another connection)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _write_error(cause: Exception) -> AuditError:
     error = AuditError(f"the call was not recorded in the audit log: {cause}")
     error.__cause__ = cause
@@ -576,8 +750,13 @@ def _clip(text: str) -> str:
     return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
 
 
+def _insert_step(record: CallRecord, max_argument_bytes: int) -> _Step:
+    return (_INSERT, [_row(record, max_argument_bytes)])
+
+
 def _row(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
     """The row to insert for ``record``, made in the caller's thread so bad data fails there.
+    Every text is made storable (lone surrogates escaped).
 
     Raises:
         AuditError: the record cannot be stored (an unknown decision, a time that is not a
@@ -587,15 +766,15 @@ def _row(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
         if not math.isfinite(record.time):
             raise ValueError(f"time must be a finite number, not {record.time!r}")
         return (
-            record.id,
+            storable(record.id),
             float(record.time),
-            record.client,
-            record.server,
-            record.tool,
+            storable(record.client),
+            storable(record.server),
+            storable(record.tool),
             dumps(redact(record.arguments, max_argument_bytes)),
             CallDecision(record.decision).value,
-            record.basis,
-            record.rule,
+            None if record.basis is None else storable(record.basis),
+            None if record.rule is None else storable(record.rule),
             _clip(record.reason),
             Outcome(record.outcome).value,
             record.duration_ms,

@@ -13,14 +13,18 @@ order of checks for the rule that applies:
 Arguments and limits come before asking, so a person is never asked about a call that
 would be blocked anyway. A call that is blocked uses up no budget: the decision lists the
 counters to charge, and :class:`Enforcer` charges them only when the call goes ahead.
+
+A person's approval is not a verdict of its own: a call released by one is decided again
+under the policy in force at that moment (:meth:`Enforcer.release`), so a rule changed to
+``deny`` while the call waited, or a limit used up meanwhile, still blocks it.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -37,7 +41,6 @@ __all__ = [
     "Verdict",
     "agent_message",
     "decide",
-    "recheck_approved",
 ]
 
 
@@ -68,6 +71,7 @@ class Basis(StrEnum):
     DEFAULT = "default"  # no rule matched: the policy's default
     ARGUMENTS = "arguments"  # the arguments failed the rule's schema
     LIMIT = "limit"  # a rate limit was exhausted
+    STATE = "state"  # Lockgate's own state, not the policy: paused, a server removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class Decision:
     hidden: bool = False  # the tool is hidden: answer as if it did not exist
     approval_timeout: float | None = None  # for ask: seconds a person has to answer
     argument_path: str | None = None  # for arguments: where in the arguments it failed
+    charged_at: float | None = None  # when the enforcer charged ``charges`` (None: not yet)
     source: Rule | None = field(default=None, repr=False, compare=False)  # the rule itself
 
     @property
@@ -149,32 +154,6 @@ def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> De
         rule.reason or f"{call.qualified} is allowed by the policy",
         rule.pattern.text,
         charges=charges,
-        source=rule,
-    )
-
-
-def recheck_approved(asked: Decision, call: ToolCall, counters: Counters, now: float) -> Decision:
-    """A person approved ``asked``: may the call go ahead now?
-
-    Only an ``ask`` can be approved; any other decision comes back unchanged, so a denial
-    can never be turned into an allow. The call keeps the rule it started under (the
-    decision carries it), and that rule's limits are checked again, since time has passed
-    and other calls may have used the budget. Returns ``allow`` with the charges to make,
-    or the limit's ``deny``.
-    """
-    if asked.verdict is not Verdict.ASK:
-        return asked
-    rule = asked.source
-    if rule is not None:
-        blocked = _blocking([counters.check(limit, call.client, now) for limit in rule.limits])
-        if blocked is not None:
-            return _over_limit(rule, blocked)
-    return Decision(
-        Verdict.ALLOW,
-        asked.basis,
-        "approved by a person",
-        asked.rule,
-        charges=asked.charges,
         source=rule,
     )
 
@@ -259,6 +238,8 @@ def _clip(text: str) -> str:
 
 def agent_message(call: ToolCall, decision: Decision, now: float) -> str:
     """The text a blocked call's agent reads, so the model can adapt rather than fail."""
+    if decision.basis is Basis.STATE:
+        return f"Lockgate blocked this call to {call.qualified}: {decision.reason}."
     rule = f'rule "{decision.rule}"' if decision.rule else "the policy's default"
     text = f"Lockgate's policy blocked this call to {call.qualified}: {decision.reason} [{rule}]."
     if decision.basis is Basis.LIMIT:
@@ -275,7 +256,8 @@ class Enforcer:
 
     One lock covers "check the counters" and "charge them", which is the whole of the
     race: never more than ``max`` calls get through in any window, whatever the number of
-    threads or tasks calling.
+    threads or tasks calling. ``clock`` is wall-clock seconds: charges outlive the process
+    (the audit log keeps them), so they are on a clock a restart does not reset.
     """
 
     def __init__(self, policy: Policy, clock: Callable[[], float]) -> None:
@@ -292,6 +274,10 @@ class Enforcer:
     def counters(self) -> Counters:
         return self._counters
 
+    def now(self) -> float:
+        """The enforcer's clock: what ``retry_at`` and charge times are measured on."""
+        return self._clock()
+
     def swap_policy(self, policy: Policy) -> None:
         """Put a new policy in force for calls decided from now on; counters carry over."""
         with self._lock:
@@ -301,22 +287,48 @@ class Enforcer:
         """Decide ``call``; an ``allow`` is charged before the lock is released."""
         with self._lock:
             now = self._clock()
-            decision = decide(self._policy, call, self._counters, now)
-            self._charge(decision, now)
-            return decision
+            return self._charge(decide(self._policy, call, self._counters, now), now)
 
-    def approve(self, call: ToolCall, asked: Decision) -> Decision:
-        """A person approved ``asked``: re-check its limits now and charge them if they pass.
+    def preview(self, call: ToolCall) -> Decision:
+        """What :meth:`decide` would say now, charging nothing."""
+        with self._lock:
+            return decide(self._policy, call, self._counters, self._clock())
 
-        Anything but an ``ask`` decision comes back unchanged (see :func:`recheck_approved`).
+    def release(self, call: ToolCall) -> Decision:
+        """A person approved ``call``: decide it again under the policy in force now.
+
+        A ``deny`` now (the rule was changed, the arguments no longer pass, a limit ran
+        out while the call waited) stands; an ``ask`` counts as approved; either that or
+        an ``allow`` is charged and comes back as ``allow``.
         """
         with self._lock:
             now = self._clock()
-            decision = recheck_approved(asked, call, self._counters, now)
-            self._charge(decision, now)
-            return decision
+            decision = decide(self._policy, call, self._counters, now)
+            if decision.verdict is Verdict.ASK:
+                decision = replace(decision, verdict=Verdict.ALLOW, reason="approved by a person")
+            return self._charge(decision, now)
 
-    def _charge(self, decision: Decision, now: float) -> None:
+    def refund(self, decision: Decision) -> None:
+        """Give back what :meth:`decide` or :meth:`release` charged for ``decision`` (the
+        call never reached its server, or its record could not be written)."""
+        if decision.charged_at is not None:
+            with self._lock:
+                self._counters.refund(decision.charges, decision.charged_at)
+
+    def restore(self, charges: Iterable[tuple[CounterKey, float]]) -> None:
+        """Charges made before this process started (read back from the audit log)."""
+        horizons: dict[str, float] = {}
+        for rule in self._policy.rules:
+            for limit in rule.limits:
+                horizons[limit.counter] = max(horizons.get(limit.counter, 0.0), limit.window)
+        with self._lock:
+            for key, at in sorted(charges, key=lambda charge: charge[1]):
+                window = horizons.get(key.counter)
+                self._counters.record((key,), at, {key.counter: window} if window else {})
+
+    def _charge(self, decision: Decision, now: float) -> Decision:
         if decision.verdict is Verdict.ALLOW and decision.charges and decision.source:
             horizons = {limit.counter: limit.window for limit in decision.source.limits}
             self._counters.record(decision.charges, now, horizons)
+            return replace(decision, charged_at=now)
+        return decision

@@ -25,12 +25,13 @@ a request for another server or from another client on the same session is refus
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,7 +49,7 @@ from proxy._sdk import connection_of, request_channel_of
 from proxy.approvals import ApprovalBroker
 from proxy.audit import AuditLog
 from proxy.catalog import ServerTools, list_all_tools
-from proxy.decide import Enforcer
+from proxy.decide import Enforcer, Verdict
 from proxy.events import (
     EventBus,
     PauseChanged,
@@ -59,6 +60,7 @@ from proxy.events import (
 )
 from proxy.policy import Action, Policy
 from proxy.policystore import FileWatcher, PolicyStore, PolicyWatcher
+from proxy.ratelimit import CounterKey
 from proxy.secrets import SecretError, SecretStore
 from proxy.servers import (
     HttpServer,
@@ -118,25 +120,41 @@ class Gateway(ToolCalls):
         self._clock = clock
         self._monotonic = monotonic
         self.policy_store = PolicyStore(policy_path, bus.emit, self._policy_swapped)
-        self.enforcer = Enforcer(self.policy_store.policy, monotonic)
+        self.enforcer = Enforcer(self.policy_store.policy, clock)
         self.approvals = ApprovalBroker(bus.emit, clock)
         self.watcher = PolicyWatcher(self.policy_store)
         self.paused = False
         self.sessions: dict[str, Session] = {}
         self._calls_in_flight = 0
-        # HTTP session id -> the client that opened it (the front door checks every
-        # request, DELETE included, against it)
-        self.transport_owners: dict[str, str] = {}
         self._errlogs: dict[str, TextIO] = {}
-        self._audit_failure: str | None = None
+        # why the audit log refused the last write (None: the last one worked); shown in
+        # the status, while each call that would go upstream is refused on its own
+        self.audit_failure: str | None = None
+        self._charges_pruned = -math.inf
+        # set by the HTTP front door: ends an HTTP session (id, client) as a DELETE would
+        self.close_http_session: Callable[[str, str], Coroutine[Any, Any, None]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- life -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the policy and start watching it and servers.json."""
+        """Load the policy and start watching it and servers.json; take over from the
+        last run: its unanswered calls are marked interrupted, and its rate-limit charges
+        count again.
+
+        Raises:
+            proxy.audit.AuditError: the audit log cannot be read or written.
+        """
         await self.watcher.start()
         if self._servers_watcher is not None:
             await self._servers_watcher.start()
+        interrupted = await asyncio.to_thread(self.audit.recover_interrupted)
+        if interrupted:
+            log.warning("%d calls of the last run were sent and never answered", interrupted)
+        since = self.enforcer.now() - self._charge_horizon()
+        charges = await asyncio.to_thread(self.audit.charges_since, since)
+        self.enforcer.restore((CounterKey(c.counter, c.client), c.time) for c in charges)
+        await self._prune_charges()
 
     async def stop(self) -> None:
         """Refuse pending approvals and stop watching; sessions end with their transports."""
@@ -180,10 +198,12 @@ class Gateway(ToolCalls):
         return sdk_server
 
     def pause(self) -> None:
-        """Deny every tool call, with a reason, until :meth:`resume`."""
+        """Deny every tool call, with a reason, until :meth:`resume`; calls waiting for a
+        person are refused too."""
         if not self.paused:
             self.paused = True
-            self.approvals.cancel_all("Lockgate was paused")
+            for pending in self.approvals.pending():
+                self.approvals.withdraw(pending.id, "Lockgate was paused")
             self.bus.emit(PauseChanged(self._clock(), True))
 
     def resume(self) -> None:
@@ -195,6 +215,15 @@ class Gateway(ToolCalls):
         """Every server's tools, asked of each server on a connection of its own."""
         return await list_all_tools(self.servers, self.secrets, self._errlog)
 
+    async def reload_policy(self) -> PolicyStore:
+        """Read policy.json now (it is also watched) and put it in force before returning:
+        the next call is decided by it. The watcher's own event for the same content
+        later changes nothing (the store compares hashes). Returns the store, whose
+        ``digest`` says which content is in force and ``error`` what is wrong with a
+        broken file (the last good policy then stays)."""
+        await self.watcher.reload_now()
+        return self.policy_store
+
     def reload_servers(self) -> list[str]:
         """Read servers.json now (it is also watched): new servers can be reached at
         once; a changed server's open sessions use the new settings from their next
@@ -204,8 +233,7 @@ class Gateway(ToolCalls):
             ServersError: the file is not valid; the servers in force stay as they were.
         """
         if self._servers_watcher is not None:
-            result = read_servers_file(self._servers_watcher.path)
-            self._servers_read(result)
+            result = self._servers_watcher.reload_now_blocking()
             if result.error is not None:
                 raise ServersError(result.error)
         return sorted(self.servers)
@@ -225,6 +253,11 @@ class Gateway(ToolCalls):
         self.servers = dict(result.servers)
         log.info("servers in force: %s", ", ".join(sorted(self.servers)) or "none")
         self.bus.emit(ServersReloaded(self._clock(), tuple(sorted(self.servers))))
+        for pending in self.approvals.pending():
+            if pending.call.server not in self.servers:
+                self.approvals.withdraw(
+                    pending.id, f"server {pending.call.server!r} was removed from servers.json"
+                )
 
     async def restart_server(self, server: str) -> int:
         """Stop every connection to ``server``; each starts again on its session's next
@@ -248,8 +281,21 @@ class Gateway(ToolCalls):
         fixed_server: str | None,
         fixed_client: str | None,
     ) -> Any:
-        with _as_protocol_errors(ctx.method):
-            return await self._route(ctx, call_next, fixed_server, fixed_client)
+        connection = connection_of(ctx)
+
+        def scrub(text: str) -> str:
+            session: Session | None = connection.state.get("lockgate")
+            return text if session is None else session.scrub(text)
+
+        session: Session | None = connection.state.get("lockgate")
+        if session is not None:
+            session.active += 1
+        try:
+            with _as_protocol_errors(ctx.method, scrub):
+                return await self._route(ctx, call_next, fixed_server, fixed_client)
+        finally:
+            if session is not None:
+                session.active -= 1
 
     async def call_tool(self, session: Session, params: Mapping[str, Any]) -> dict[str, Any]:
         """A ``tools/call`` of ``session`` that reached the gateway without the SDK's server
@@ -265,7 +311,8 @@ class Gateway(ToolCalls):
             upstream = await self._live_upstream(session)
             return await upstream.request("tools/call", forwarded)
 
-        with _as_protocol_errors("tools/call"):
+        session.last_active = self._monotonic()
+        with _as_protocol_errors("tools/call", session.scrub):
             return await self.decide_and_send(session, params, send)
 
     async def _route(
@@ -321,6 +368,7 @@ class Gateway(ToolCalls):
             raise MCPError(
                 code=INVALID_REQUEST, message="this session belongs to another server or client"
             )
+        session.last_active = self._monotonic()
         if method == "ping":
             return {}
         if method == "tools/call":  # decided first: a blocked call needs no server
@@ -360,13 +408,7 @@ class Gateway(ToolCalls):
     ) -> Any:
         if session is not None:
             raise MCPError(code=INVALID_REQUEST, message="the session is already initialized")
-        open_sessions = sum(1 for s in self.sessions.values() if s.client == client)
-        if open_sessions >= MAX_SESSIONS_PER_CLIENT:
-            raise MCPError(
-                code=INVALID_REQUEST,
-                message=f"client {client!r} has {open_sessions} sessions open; "
-                "Lockgate allows that many at most (close some)",
-            )
+        await self._make_room_for(client)
         spec = self.servers.get(server)
         if spec is None:
             known = ", ".join(sorted(self.servers)) or "none"
@@ -385,8 +427,13 @@ class Gateway(ToolCalls):
             task_group=ctx.lifespan_context["tg"],
         )
         connection.state["lockgate"] = session
-        if connection.session_id is not None:
-            self.transport_owners[connection.session_id] = client
+        if connection.session_id is not None and self.close_http_session is not None:
+            closer, session_id = self.close_http_session, connection.session_id
+
+            async def close() -> None:
+                await closer(session_id, client)
+
+            session.close = close
         connection.exit_stack.push_async_callback(self._end_session, session)
         self.sessions[session.id] = session
         upstream = await self._start_upstream(session)
@@ -404,6 +451,35 @@ class Gateway(ToolCalls):
         upstream = await self._start_upstream(session)
         return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
 
+    async def _make_room_for(self, client: str) -> None:
+        """Make room for one more session of ``client``: at the cap, its least recently
+        used idle session (no request in flight) that can be reopened (HTTP: the client
+        starts a new one when told its session is gone) is ended.
+
+        Raises:
+            MCPError: every one of its sessions is busy or cannot be reopened.
+        """
+        mine = [s for s in self.sessions.values() if s.client == client]
+        if len(mine) < MAX_SESSIONS_PER_CLIENT:
+            return
+        idle = [s for s in mine if s.close is not None and not s.inflight and not s.active]
+        if not idle:
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"client {client!r} has {len(mine)} sessions open, all in use; "
+                "Lockgate allows that many at most (close some)",
+            )
+        oldest = min(idle, key=lambda s: s.last_active)
+        log.info(
+            "client %s is at its %d sessions: ending its least recently used one, %s",
+            client,
+            MAX_SESSIONS_PER_CLIENT,
+            oldest.id,
+        )
+        self.sessions.pop(oldest.id, None)
+        assert oldest.close is not None
+        await oldest.close()
+
     async def _start_upstream(self, session: Session) -> Upstream:
         try:
             spec = resolve_secrets(session.spec, self.secrets)
@@ -416,12 +492,14 @@ class Gateway(ToolCalls):
         async def on_notify(method: str, params: Mapping[str, Any] | None) -> None:
             await session.connection.notify(method, params)
 
+        secrets = secret_values(session.spec, spec)
+        session.secrets.update(s for s in secrets if s)
         upstream = Upstream(
             spec,
             on_request=on_request,
             on_notify=on_notify,
             errlog=self._errlog(session.server),
-            secrets=tuple(secret_values(session.spec, spec)),
+            secrets=tuple(secrets),
         )
         tg = session.task_group
         assert tg is not None
@@ -483,8 +561,6 @@ class Gateway(ToolCalls):
 
     async def _end_session(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
-        if session.connection.session_id is not None:
-            self.transport_owners.pop(session.connection.session_id, None)
         if session.upstream is not None:
             await session.upstream.aclose()
 
@@ -551,6 +627,15 @@ class Gateway(ToolCalls):
     def _policy_swapped(self, policy: Policy) -> None:
         old = self.enforcer.policy
         self.enforcer.swap_policy(policy)
+        # A call waiting for a person was asked under the old policy: if the new one
+        # does not ask about it, its prompt goes and it is decided again under the new.
+        for pending in self.approvals.pending():
+            now = self.enforcer.preview(pending.call)
+            if now.verdict is Verdict.DENY:
+                self.approvals.withdraw(pending.id, f"the policy changed: {now.reason}")
+            elif now.verdict is Verdict.ALLOW:
+                self.approvals.withdraw(pending.id, "the policy changed: it allows this call now")
+        self._spawn(self._prune_charges())
         for session in list(self.sessions.values()):
             names = session.tool_names
             changed = _hidden(old, session.server, names) != _hidden(policy, session.server, names)
@@ -566,20 +651,39 @@ class Gateway(ToolCalls):
 
 
 @contextlib.contextmanager
-def _as_protocol_errors(method: str) -> Iterator[None]:
-    """Whatever goes wrong handling a request leaves as a JSON-RPC error (MCPError)."""
+def _as_protocol_errors(method: str, scrub: Callable[[str], str]) -> Iterator[None]:
+    """Whatever goes wrong handling a request leaves as a JSON-RPC error (MCPError), its
+    text (message and data) scrubbed of the session's secrets: an upstream's error may
+    quote a header or an environment variable."""
     try:
         yield
-    except MCPError:
-        raise
+    except MCPError as exc:
+        error = exc.error
+        message = scrub(error.message)
+        data = _scrub_data(error.data, scrub)
+        if message == error.message and data == error.data:
+            raise
+        raise MCPError(code=error.code, message=message, data=data) from None
     except UpstreamUnavailable as exc:
-        raise MCPError(code=UPSTREAM_ERROR, message=str(exc)) from None
+        raise MCPError(code=UPSTREAM_ERROR, message=scrub(str(exc))) from None
     except Exception:
         # Never leak a traceback's text to the client; the log has it.
         log.exception("error handling %s", method)
         raise MCPError(
             code=INTERNAL_ERROR, message="Lockgate failed to handle this request (see its log)"
         ) from None
+
+
+def _scrub_data(value: Any, scrub: Callable[[str], str], depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if depth > 32:
+        return None
+    if isinstance(value, Mapping):
+        return {scrub(str(k)): _scrub_data(v, scrub, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_data(v, scrub, depth + 1) for v in value]
+    return value
 
 
 def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:

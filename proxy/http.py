@@ -2,11 +2,20 @@
 
 In front of the SDK's streamable HTTP app sits one plain ASGI gate that, in order:
 
-1. refuses a ``Host`` or ``Origin`` that is not loopback: 403. A web page the person
+1. refuses a request that gives ``Authorization``, ``Host``, ``Origin``,
+   ``Mcp-Session-Id`` or ``MCP-Protocol-Version`` more than once: 400. Two readers of
+   one request must never see two different values (the gate once checked the last
+   session id while the SDK used the first);
+2. refuses a ``Host`` or ``Origin`` that is not loopback: 403. A web page the person
    visits must not reach the gateway through DNS rebinding, whatever name it resolves;
-2. answers 404 for anything but ``/mcp/<known server>``;
-3. requires the client's bearer token: 401 when it is missing or wrong, with a body that
+3. answers 404 for anything but ``/mcp/<known server>``;
+4. requires the client's bearer token: 401 when it is missing or wrong, with a body that
    says how to get one. The client's name becomes the session's identity (its grant).
+
+The client is then handed to the SDK as the request's authenticated user, and the SDK's
+session manager binds each session to the user that created it: every later request on
+it (requests, responses, notifications, the GET stream, DELETE) must come from the same
+client, or it is answered as an unknown session (404), so session ids cannot be probed.
 
 Every refusal is a JSON-RPC error object, so MCP clients show its message. The SDK's own
 DNS-rebinding checks stay on behind the gate.
@@ -19,6 +28,9 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 
 from proxy.gateway import Gateway
 from proxy.tokens import TokenError, TokenStore
@@ -35,6 +47,10 @@ MCP_PATH = "/mcp/{server}"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _PATH = re.compile(r"^/mcp/([^/]+)/?$")
 SESSION_IDLE_SECONDS = 900
+# headers whose every reader must see one value: given twice, the request is refused
+_SINGLE_HEADERS = frozenset(
+    {"authorization", "host", "origin", "mcp-session-id", "mcp-protocol-version"}
+)
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -63,7 +79,13 @@ class AccessGate:
         if scope["type"] != "http":
             await self._app(scope, receive, send)  # lifespan: the SDK's session manager
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            if name in headers and name in _SINGLE_HEADERS:
+                await _refuse(send, 400, f"the {name} header may be given only once")
+                return
+            headers[name] = raw_value.decode("latin-1")
         host = headers.get("host", "")
         if not _is_loopback_host(host):
             await _refuse(
@@ -99,15 +121,39 @@ class AccessGate:
                 [(b"www-authenticate", b'Bearer realm="lockgate"')],
             )
             return
-        session_id = headers.get("mcp-session-id")
-        owner = self._gateway.transport_owners.get(session_id) if session_id else None
-        if owner is not None and owner != client:
-            # Someone else's session: not even a DELETE. Answered as the SDK answers an
-            # unknown session, so session ids cannot be probed.
-            await _refuse(send, 404, "Session not found")
-            return
         scope.setdefault("state", {})["lockgate_client"] = client
+        scope["user"] = _user(client)  # the SDK binds sessions to it (see above)
         await self._app(scope, receive, send)
+
+    async def close_session(self, session_id: str, client: str) -> None:
+        """End the HTTP session ``session_id`` of ``client`` as its DELETE would: the SDK
+        forgets it, and the client's next request on it is told it is gone (404), upon
+        which MCP clients open a new one."""
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "DELETE",
+            "scheme": "http",
+            "path": "/mcp/session",
+            "raw_path": b"/mcp/session",
+            "query_string": b"",
+            "root_path": "",
+            # an in-process request: a loopback Host the SDK's own check accepts
+            "headers": [(b"host", b"127.0.0.1:0"), (b"mcp-session-id", session_id.encode())],
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 0),
+            "state": {"lockgate_client": client},
+            "user": _user(client),
+        }
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def discard(_message: Message) -> None:
+            return None
+
+        await self._app(scope, receive, discard)
 
     def _client(self, authorization: str) -> str | _Refusal:
         how = (
@@ -124,6 +170,11 @@ class AccessGate:
         if client is None:
             return _Refusal(401, f"this access token is not valid (revoked?): {how}")
         return client
+
+
+def _user(client: str) -> AuthenticatedUser:
+    """The SDK's authenticated user for ``client`` (a token's name, never its value)."""
+    return AuthenticatedUser(AccessToken(token=f"client:{client}", client_id=client, scopes=[]))
 
 
 class _Refusal:
@@ -168,4 +219,6 @@ def build_http_app(gateway: Gateway, tokens: TokenStore) -> ASGIApp:
         max_sessions=1000,
         host="127.0.0.1",
     )
-    return AccessGate(sdk_app, gateway, tokens)
+    gate = AccessGate(sdk_app, gateway, tokens)
+    gateway.close_http_session = gate.close_session
+    return gate

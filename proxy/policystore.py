@@ -107,6 +107,12 @@ class PolicyStore:
         return self._policy
 
     @property
+    def digest(self) -> str | None:
+        """The hash of the policy.json content last applied (the app compares it with
+        what it wrote to know its change is in force); None before the first load."""
+        return self._digest
+
+    @property
     def error(self) -> PolicyError | None:
         """The problem with policy.json while it is broken (the last good policy applies)."""
         return self._error
@@ -159,7 +165,12 @@ class _Handler(FileSystemEventHandler):
 
 class FileWatcher(Generic[R]):
     """Reads a file again when it changes, and applies what was read, on the loop: ``read``
-    runs on a worker thread, ``apply`` on the event loop. Start and stop on the loop."""
+    runs on a worker thread, ``apply`` on the event loop. Start and stop on the loop.
+
+    Reads are numbered when they start, and a read is applied only if no read that
+    started after it has been applied already: a slow read of the old content can never
+    undo a newer one (:meth:`reload_now` and the watcher's own reloads race otherwise).
+    """
 
     def __init__(
         self,
@@ -177,6 +188,8 @@ class FileWatcher(Generic[R]):
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._reads = 0  # reads started so far
+        self._applied = 0  # the number of the newest read applied
 
     @property
     def path(self) -> Path:
@@ -189,7 +202,7 @@ class FileWatcher(Generic[R]):
         folder = self._path.parent
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if load:
-            self._apply(await asyncio.to_thread(self._read, self._path))
+            await self.reload_now()
         observer = Observer()
         observer.schedule(_Handler(self._path.name, self._poke_threadsafe), str(folder))
         observer.daemon = True
@@ -225,11 +238,35 @@ class FileWatcher(Generic[R]):
         assert self._loop is not None
         self._task = self._loop.create_task(self._reload())
 
+    async def reload_now(self) -> R:
+        """Read the file now and apply it (unless a newer read was applied meanwhile);
+        returns what this read found."""
+        number = self._start_read()
+        result = await asyncio.to_thread(self._read, self._path)
+        self._finish_read(number, result)
+        return result
+
+    def reload_now_blocking(self) -> R:
+        """:meth:`reload_now`, reading on the calling thread (the event loop's): for a
+        small file, when the caller cannot await."""
+        number = self._start_read()
+        result = self._read(self._path)
+        self._finish_read(number, result)
+        return result
+
+    def _start_read(self) -> int:
+        self._reads += 1
+        return self._reads
+
+    def _finish_read(self, number: int, result: R) -> None:
+        if number > self._applied:
+            self._applied = number
+            self._apply(result)
+
     async def _reload(self) -> None:
         while True:
             self._again = False
-            result = await asyncio.to_thread(self._read, self._path)
-            self._apply(result)
+            await self.reload_now()
             if not self._again:
                 return
 

@@ -14,7 +14,7 @@ concurrency; :class:`proxy.decide.Enforcer` does.
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -87,6 +87,17 @@ class Counters:
             horizon = self._horizons.get(key.counter)
             if horizon is not None:
                 _drop_expired(times, now, horizon)
+
+    def refund(self, keys: Iterable[CounterKey], at: float) -> None:
+        """Give back the charge :meth:`record` made at ``at`` to each of ``keys`` (a call
+        that was charged and then never reached its server)."""
+        for key in set(keys):
+            times = self._times.get(key)
+            if not times:
+                continue
+            index = bisect_left(times, at)
+            if index < len(times) and times[index] == at:
+                del times[index]
 
     def check(self, limit: Limit, client: str, now: float) -> LimitCheck:
         """Whether one more call by ``client`` at ``now`` stays within ``limit``."""

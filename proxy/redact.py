@@ -15,7 +15,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["DEFAULT_MAX_ARGUMENT_BYTES", "MIN_BYTES", "REDACTED", "dumps", "redact", "scrub_text"]
+__all__ = [
+    "DEFAULT_MAX_ARGUMENT_BYTES",
+    "MIN_BYTES",
+    "REDACTED",
+    "dumps",
+    "redact",
+    "scrub_text",
+    "storable",
+]
 
 REDACTED: Final = "[redacted]"
 DEFAULT_MAX_ARGUMENT_BYTES: Final = 4096
@@ -148,19 +156,20 @@ def _secret_key(key: str) -> bool:
     )
 
 
-def _storable(text: str) -> str:
+def storable(text: str) -> str:
+    """``text`` as UTF-8 (and so SQLite and Qt) can hold it: a lone surrogate, which JSON
+    can carry as ``"\\ud800"``, becomes the six characters ``\\ud800``."""
     if not text.isascii():
         try:
             text.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates, from "\ud800" in JSON: not storable
-            return text.encode("utf-8", "replace").decode("utf-8")  # same length
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
 
 
 def _scrub_text(text: str) -> str:
-    text = _storable(text)
     search = None if len(text) < 8 else _secret_text(text)  # nothing shorter is a secret
-    return text if search is None else search.sub(_hide, text)
+    return storable(text if search is None else search.sub(_hide, text))
 
 
 def _hide(match: re.Match[str]) -> str:
@@ -180,7 +189,7 @@ def _scrub_string(text: str, longest: int) -> str:
     # _SCAN_MARGIN characters scanned may end in the front half of a credential cut in two,
     # so they are only scanned, never kept: what is kept ends before them, or after a
     # credential that begins before them.
-    head = _storable(text[:longest])
+    head = text[:longest]
     end = longest - _SCAN_MARGIN
     pieces: list[str] = []
     at = 0
@@ -191,7 +200,7 @@ def _scrub_string(text: str, longest: int) -> str:
         pieces += (head[at : match.start()], _hide(match))
         at = match.end()
     pieces.append(head[at:end])
-    cut = _Cut("".join(pieces))
+    cut = _Cut(storable("".join(pieces)))
     cut.dropped = len(text) - max(at, end)
     return cut
 

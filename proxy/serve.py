@@ -50,11 +50,14 @@ async def serve(
     on_ready: Callable[[Gateway, RunInfo], None] | None = None,
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM (or ``stop`` is set).
 
     ``handle_signals`` must be False off the main thread (the tray app runs the gateway on
-    a worker thread and stops it with ``stop``).
+    a worker thread and stops it with ``stop``). ``clock`` (wall seconds: the log's times,
+    rate limits) and ``monotonic`` (durations, restart backoff) are the gateway's clocks.
 
     Raises:
         proxy.servers.ServersError: servers.json is invalid.
@@ -73,6 +76,8 @@ async def serve(
         bus=bus,
         log_dir=paths.log_dir,
         servers_file=paths.servers_file,
+        clock=clock,
+        monotonic=monotonic,
     )
     try:
         await gateway.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,3 +40,18 @@ class Session:
     # the servers.json entry the session began with: when servers.json changes it, the
     # next restart of the upstream uses the new one
     configured: ServerSpec | None = None
+    # every secret value an upstream of this session was started with: no text that
+    # reaches the client or the log may hold one
+    secrets: set[str] = field(default_factory=set)
+    last_active: float = field(default_factory=time.monotonic)  # the last request's start
+    active: int = 0  # requests of the client being handled now
+    # ends the session from the gateway's side as its client would (HTTP: a DELETE), so
+    # the client is told it is gone; None: the front door cannot (a local connection)
+    close: Callable[[], Awaitable[None]] | None = None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value of this session's upstreams replaced."""
+        for secret in self.secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "[secret]")
+        return text

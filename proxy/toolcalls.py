@@ -1,5 +1,6 @@
 """tools/call: decided by the policy (and a person, where it asks) before anything goes
-upstream, and in the audit log before its answer leaves.
+upstream; in the audit log, committed, before it is sent (write-ahead), and complete before
+its answer leaves.
 
 A blocked call is answered here with a tool result marked ``isError`` that tells the
 agent why; a hidden tool is answered like an unknown tool (-32602). Arguments that are
@@ -9,11 +10,12 @@ The :class:`Gateway <proxy.gateway.Gateway>` mixes this in; it owns the state us
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,9 +24,11 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from proxy.approvals import Answer, ApprovalBroker, Remember
-from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord, Outcome, redact
+from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord, Charge, Outcome, redact
 from proxy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, agent_message
 from proxy.events import CallDecided, CallFinished, CallStarted, EventBus
+from proxy.redact import storable
+from proxy.servers import ServerSpec
 from proxy.session import Session
 from proxy.upstream import Upstream, UpstreamUnavailable
 
@@ -48,8 +52,11 @@ class ToolCalls:
     audit: AuditLog
     bus: EventBus
     paused: bool
-    _audit_failure: str | None
+    servers: dict[str, ServerSpec]
+    audit_failure: str | None
     _calls_in_flight: int
+    _charges_pruned: float
+    _background: set[asyncio.Task[None]]
     _clock: Callable[[], float]
     _monotonic: Callable[[], float]
 
@@ -81,15 +88,17 @@ class ToolCalls:
     async def decide_and_send(
         self, session: Session, params: Mapping[str, Any], send: Send
     ) -> dict[str, Any]:
-        """Decide the call ``params`` of ``session``; if it may go, ``send`` it upstream.
+        """Decide the call ``params`` of ``session``; if it may go, record it, then
+        ``send`` it upstream.
 
         Returns the result for the client (the server's, or a blocked call's ``isError``
-        result); the record is in the audit log by then.
+        result). A call that goes upstream is in the audit log, committed, before it is
+        sent; a blocked one is in it before its answer leaves.
 
         Raises:
             MCPError: the answer is a JSON-RPC error (malformed call, hidden tool, server
-                down, audit log failing).
-            UpstreamUnavailable: the server could not be started.
+                down or answering with an error, audit log failing); its text is scrubbed
+                of the session's secrets.
         """
         self._calls_in_flight += 1
         try:
@@ -101,21 +110,22 @@ class ToolCalls:
         self, session: Session, params: Mapping[str, Any], send: Send
     ) -> dict[str, Any]:
         name = params.get("name")
-        if not isinstance(name, str) or not name:
-            raise MCPError(code=INVALID_PARAMS, message="tools/call needs a tool name")
         arguments = params.get("arguments")
         arguments = {} if arguments is None else arguments
-        call = ToolCall(session.server, name, arguments, session.client)
+        tool = storable(name) if isinstance(name, str) else ""
+        call = ToolCall(session.server, tool, arguments, session.client)
         trace = _Trace(call, self._clock(), self._monotonic())
         shown = redact(arguments) if isinstance(arguments, Mapping) else {"_not_an_object": True}
-        self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, call.tool, shown))
+        self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, tool, shown))
 
-        problem = _malformed(arguments)
+        bad_name = _bad_name(name)
+        problem = bad_name or _malformed(arguments)
         if problem is not None:
             # Malformed whatever the policy says: refused, and logged as an attempt.
             bad = Decision(Verdict.DENY, Basis.ARGUMENTS, problem, None)
             await self._finish(
-                trace.decided("arguments"),
+                session,
+                trace.decided("name" if bad_name else "arguments"),
                 CallDecision.DENIED,
                 bad,
                 Outcome.PROTOCOL_ERROR,
@@ -127,6 +137,7 @@ class ToolCalls:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._finish(
+                    session,
                     trace.decided("cancelled"),
                     CallDecision.REFUSED,
                     _deny("the call was cancelled while waiting for approval"),
@@ -136,98 +147,206 @@ class ToolCalls:
         trace = trace.decided(basis)
         if decision.hidden:
             await self._finish(
-                trace, verdict, decision, Outcome.BLOCKED, error="hidden tool: answered as unknown"
+                session,
+                trace,
+                verdict,
+                decision,
+                Outcome.BLOCKED,
+                error="hidden tool: answered as unknown",
             )
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {name}")
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {tool}")
         if verdict in (CallDecision.DENIED, CallDecision.REFUSED):
-            text = agent_message(call, decision, self._monotonic())
+            text = agent_message(call, decision, self.enforcer.now())
             result = {"content": [{"type": "text", "text": text}], "isError": True}
-            await self._finish(trace, verdict, decision, Outcome.BLOCKED, size=_size(result))
+            await self._finish(
+                session, trace, verdict, decision, Outcome.BLOCKED, size=_size(result)
+            )
             return result
 
+        await self._begin(session, trace, verdict, decision)  # durable before it is sent
         try:
             result = await send(params)
         except MCPError as exc:
             down = exc.error.code == UPSTREAM_ERROR
-            message = (
+            message = session.scrub(
                 f"server {session.server!r} went down during the call: {exc.error.message}"
                 if down
                 else exc.error.message
             )
-            if session.upstream is not None:
-                message = session.upstream.scrub(message)
-            await self._finish(
+            # A server that answered with an error refused the request: it did not run,
+            # so the charge goes back. One that went down may have run it: it stays.
+            await self._complete(
+                session,
                 trace,
-                verdict,
                 decision,
                 Outcome.UPSTREAM_DOWN if down else Outcome.PROTOCOL_ERROR,
                 error=message[:500],
+                refund=not down,
             )
-            if down:
-                raise MCPError(code=UPSTREAM_ERROR, message=message) from None
-            raise
-        except UpstreamUnavailable as exc:
-            await self._finish(trace, verdict, decision, Outcome.UPSTREAM_DOWN, error=str(exc))
-            raise
+            raise MCPError(
+                code=exc.error.code, message=message, data=_scrubbed(exc.error.data, session)
+            ) from None
+        except UpstreamUnavailable as exc:  # never reached the server: the charge goes back
+            message = session.scrub(str(exc))
+            await self._complete(
+                session, trace, decision, Outcome.UPSTREAM_DOWN, error=message, refund=True
+            )
+            raise MCPError(code=UPSTREAM_ERROR, message=message) from None
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await self._finish(trace, verdict, decision, Outcome.CANCELLED)
+                await self._complete(session, trace, decision, Outcome.CANCELLED)
+            raise
+        except Exception:
+            log.exception("tools/call %s/%s failed", session.server, tool)
+            await self._complete(
+                session,
+                trace,
+                decision,
+                Outcome.PROTOCOL_ERROR,
+                error="Lockgate failed to handle the server's answer (see its log)",
+            )
             raise
         outcome = Outcome.TOOL_ERROR if result.get("isError") is True else Outcome.OK
-        await self._finish(trace, verdict, decision, outcome, size=_size(result))
+        await self._complete(session, trace, decision, outcome, size=_size(result))
         return result
+
+    def _refusal(self, session: Session) -> tuple[str, str] | None:
+        """Why Lockgate's own state refuses every call of ``session`` now (basis, reason)."""
+        if self.paused:
+            return "pause", (
+                "Lockgate is paused: every tool call is denied until a person resumes it"
+            )
+        if session.server not in self.servers:
+            return "server_removed", (
+                f"server {session.server!r} is no longer in servers.json; Lockgate sends it nothing"
+            )
+        return None
 
     async def _decide(
         self, call: ToolCall, trace: _Trace, session: Session
     ) -> tuple[CallDecision, Decision, str]:
         """The policy's decision, a person's answer where it asks for one, and what the
-        audit log names as the basis."""
-        if self._audit_failure is not None:
-            reason = (
-                f"Lockgate cannot write its audit log ({self._audit_failure}), so it "
-                "lets no call through"
+        audit log names as the basis.
+
+        A call that waited for a person is decided again when it is released, under the
+        policy and state in force then; one whose prompt was withdrawn (the policy or the
+        servers changed) is decided again from the start.
+        """
+        while True:
+            refusal = self._refusal(session)
+            if refusal is not None:
+                return CallDecision.DENIED, _deny(refusal[1]), refusal[0]
+            decision = self.enforcer.decide(call)
+            if decision.verdict is Verdict.ALLOW:
+                return CallDecision.ALLOWED, decision, decision.basis.value
+            if decision.verdict is Verdict.DENY:
+                return CallDecision.DENIED, decision, decision.basis.value
+            if call.tool in session.approved_tools:
+                released = self.enforcer.release(call)
+                if released.verdict is not Verdict.ALLOW:
+                    return CallDecision.DENIED, released, released.basis.value
+                return (
+                    CallDecision.APPROVED,
+                    _reworded(released, "approved by a person for this session"),
+                    "session",
+                )
+            result = await self.approvals.ask(call, trace.id, decision, group=session.id)
+            if result.answer is Answer.WITHDRAWN:
+                continue
+            if result.answer is Answer.APPROVED:
+                refusal = self._refusal(session)
+                if refusal is not None:
+                    return CallDecision.DENIED, _deny(refusal[1]), refusal[0]
+                released = self.enforcer.release(call)
+                if released.verdict is not Verdict.ALLOW:
+                    return CallDecision.DENIED, released, released.basis.value
+                if result.remember is Remember.SESSION:
+                    session.approved_tools.add(call.tool)
+                return CallDecision.APPROVED, released, "person"
+            why = {
+                Answer.REFUSED: "a person refused this call"
+                + (f": {result.reason}" if result.reason else ""),
+                Answer.TIMEOUT: f"nobody approved this call within {decision.approval_timeout:g} s",
+                Answer.NO_APPROVER: "this call needs a person's approval, and no one is there to "
+                "ask (Lockgate runs without the app or `lockgate approvals`)",
+                Answer.CANCELLED: "the call was cancelled while waiting for approval",
+                Answer.BUSY: "too many calls of this session are already waiting for a person; "
+                "try again once they are answered",
+            }[result.answer]
+            refused = Decision(
+                Verdict.DENY, decision.basis, why, decision.rule, source=decision.source
             )
-            return CallDecision.DENIED, _deny(reason), "audit_unavailable"
-        if self.paused:
-            reason = "Lockgate is paused: every tool call is denied until a person resumes it"
-            return CallDecision.DENIED, _deny(reason), "pause"
-        decision = self.enforcer.decide(call)
-        if decision.verdict is Verdict.ALLOW:
-            return CallDecision.ALLOWED, decision, decision.basis.value
-        if decision.verdict is Verdict.DENY:
-            return CallDecision.DENIED, decision, decision.basis.value
-        if call.tool in session.approved_tools:
-            approved = self.enforcer.approve(call, decision)
-            if approved.verdict is not Verdict.ALLOW:
-                return CallDecision.DENIED, approved, approved.basis.value
-            return (
-                CallDecision.APPROVED,
-                _reworded(approved, "approved by a person for this session"),
-                "session",
+            return CallDecision.REFUSED, refused, result.answer.value
+
+    async def _begin(
+        self, session: Session, trace: _Trace, verdict: CallDecision, decision: Decision
+    ) -> None:
+        """Write the call's record, and the charges it makes, ahead of sending it.
+
+        Raises:
+            MCPError: the record could not be committed; the charges are given back and
+                the call must not be sent.
+        """
+        charges = [
+            Charge(key.counter, key.client, decision.charged_at)
+            for key in decision.charges
+            if decision.charged_at is not None
+        ]
+        record = self._record(session, trace, verdict, decision, Outcome.PENDING)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.audit.begin(record, charges, alone=self._calls_in_flight == 1)
+        except AuditError as exc:
+            self.enforcer.refund(decision)
+            self._audit_failed(exc)
+            raise MCPError(
+                code=INTERNAL_ERROR,
+                message="Lockgate could not record this call in its audit log, so it did not "
+                f"send it: {exc}",
+            ) from None
+        self.audit_failure = None
+        self.prune_charges_now_and_then()
+        self.bus.emit(
+            CallDecided(
+                trace.id, self._clock(), verdict.value, trace.basis, decision.rule, decision.reason
             )
-        result = await self.approvals.ask(call, trace.id, decision, group=session.id)
-        if result.answer is Answer.APPROVED:
-            approved = self.enforcer.approve(call, decision)
-            if approved.verdict is not Verdict.ALLOW:
-                return CallDecision.DENIED, approved, approved.basis.value
-            if result.remember is Remember.SESSION:
-                session.approved_tools.add(call.tool)
-            return CallDecision.APPROVED, approved, "person"
-        why = {
-            Answer.REFUSED: "a person refused this call"
-            + (f": {result.reason}" if result.reason else ""),
-            Answer.TIMEOUT: f"nobody approved this call within {decision.approval_timeout:g} s",
-            Answer.NO_APPROVER: "this call needs a person's approval, and no one is there to "
-            "ask (Lockgate runs without the app or `lockgate approvals`)",
-            Answer.CANCELLED: "the call was cancelled while waiting for approval",
-            Answer.BUSY: "too many calls of this session are already waiting for a person; "
-            "try again once they are answered",
-        }[result.answer]
-        refused = Decision(Verdict.DENY, decision.basis, why, decision.rule, source=decision.source)
-        return CallDecision.REFUSED, refused, result.answer.value
+        )
+
+    async def _complete(
+        self,
+        session: Session,
+        trace: _Trace,
+        decision: Decision,
+        outcome: Outcome,
+        *,
+        size: int | None = None,
+        error: str | None = None,
+        refund: bool = False,
+    ) -> None:
+        """Complete the record :meth:`_begin` wrote. The call has run (or failed) by now,
+        so a failure here is logged, not raised: the record stays ``pending``."""
+        duration = round((self._monotonic() - trace.started) * 1000, 3)
+        error = None if error is None else session.scrub(error)
+        if refund:
+            self.enforcer.refund(decision)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.audit.finish(
+                    trace.id,
+                    outcome,
+                    duration_ms=duration,
+                    result_size=size,
+                    error=error,
+                    refund=refund,
+                    alone=self._calls_in_flight == 1,
+                )
+        except AuditError as exc:
+            self._audit_failed(exc)
+        self.bus.emit(CallFinished(trace.id, self._clock(), outcome.value, duration, size, error))
 
     async def _finish(
         self,
+        session: Session,
         trace: _Trace,
         verdict: CallDecision,
         decision: Decision,
@@ -236,44 +355,87 @@ class ToolCalls:
         size: int | None = None,
         error: str | None = None,
     ) -> None:
-        """Audit the call (before its answer leaves) and tell the listeners."""
-        now = self._monotonic()
-        duration = (now - trace.started) * 1000
-        basis = trace.basis
-        record = CallRecord(
-            id=trace.id,
-            time=trace.time,
-            client=trace.call.client,
-            server=trace.call.server,
-            tool=trace.call.tool,
-            arguments=trace.call.arguments if isinstance(trace.call.arguments, Mapping) else {},
-            decision=verdict,
-            basis=basis,
-            rule=decision.rule,
-            reason=decision.reason,
-            outcome=outcome,
-            duration_ms=round(duration, 3),
-            result_size=size,
-            error=error,
-        )
+        """Audit a call that was not sent (before its answer leaves) and tell the listeners.
+
+        Raises:
+            MCPError: the record could not be committed.
+        """
+        error = None if error is None else session.scrub(error)
+        record = self._record(session, trace, verdict, decision, outcome, size=size, error=error)
         self.bus.emit(
             CallDecided(
-                trace.id, self._clock(), verdict.value, basis, decision.rule, decision.reason
+                trace.id, self._clock(), verdict.value, trace.basis, decision.rule, decision.reason
             )
         )
         try:
             with anyio.CancelScope(shield=True):
                 await self.audit.write(record, alone=self._calls_in_flight == 1)
         except AuditError as exc:
-            self._audit_failure = str(exc)
-            log.error("audit log write failed; new calls are denied until it works: %s", exc)
+            self._audit_failed(exc)
             raise MCPError(
                 code=INTERNAL_ERROR, message="Lockgate could not record this call in its audit log"
             ) from None
-        self._audit_failure = None
+        self.audit_failure = None
         self.bus.emit(
-            CallFinished(trace.id, self._clock(), outcome.value, round(duration, 3), size, error)
+            CallFinished(trace.id, self._clock(), outcome.value, record.duration_ms, size, error)
         )
+
+    def _record(
+        self,
+        session: Session,
+        trace: _Trace,
+        verdict: CallDecision,
+        decision: Decision,
+        outcome: Outcome,
+        *,
+        size: int | None = None,
+        error: str | None = None,
+    ) -> CallRecord:
+        call = trace.call
+        return CallRecord(
+            id=trace.id,
+            time=trace.time,
+            client=call.client,
+            server=call.server,
+            tool=call.tool,
+            arguments=call.arguments if isinstance(call.arguments, Mapping) else {},
+            decision=verdict,
+            basis=trace.basis,
+            rule=decision.rule,
+            reason=session.scrub(decision.reason),
+            outcome=outcome,
+            duration_ms=round((self._monotonic() - trace.started) * 1000, 3),
+            result_size=size,
+            error=error,
+        )
+
+    def _charge_horizon(self) -> float:
+        """How far back rate-limit charges are kept: the longest window of the policy in
+        force, and at least a day (a broken policy.json at start must not forget them)."""
+        windows = [limit.window for rule in self.enforcer.policy.rules for limit in rule.limits]
+        return max([KEEP_CHARGES, *windows])
+
+    async def _prune_charges(self) -> None:
+        self._charges_pruned = self._monotonic()
+        try:
+            await self.audit.prune_charges(self.enforcer.now() - self._charge_horizon())
+        except AuditError as exc:
+            log.warning("could not prune old rate-limit charges: %s", exc)
+
+    def prune_charges_now_and_then(self) -> None:
+        """Forget charges no limit can count any more, at most once an hour."""
+        if self._monotonic() - self._charges_pruned >= 3600:
+            self._charges_pruned = self._monotonic()
+            self._spawn(self._prune_charges())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _audit_failed(self, exc: AuditError) -> None:
+        self.audit_failure = str(exc)
+        log.error("audit log write failed; calls are refused until it works: %s", exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,12 +453,47 @@ class _Trace:
 
 
 def _deny(reason: str) -> Decision:
-    """A denial that comes from Lockgate's state (paused, audit down), not from a rule."""
-    return Decision(Verdict.DENY, Basis.RULE, reason, None)
+    """A denial that comes from Lockgate's state (paused, a server removed), not a rule."""
+    return Decision(Verdict.DENY, Basis.STATE, reason, None)
 
 
 def _reworded(decision: Decision, reason: str) -> Decision:
     return replace(decision, reason=reason)
+
+
+KEEP_CHARGES = 86400.0  # rate-limit charges are kept at least this long (seconds)
+MAX_TOOL_NAME = 1024  # far past any real tool's name (the spec suggests 128 at most)
+
+
+def _bad_name(name: Any) -> str | None:
+    """What is wrong with a call's tool name whatever the policy says, or None.
+
+    A name is what the policy matches and the log and the person see: text a log cannot
+    store (a lone surrogate) or a screen cannot show plainly (control characters) is
+    refused before anything else happens, identically on every front door.
+    """
+    if not isinstance(name, str) or not name:
+        return "needs a tool name"
+    if storable(name) != name:
+        return "tool name holds a lone surrogate, which is not text (UTF-8 cannot carry it)"
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in name):
+        return "tool name holds control characters"
+    if len(name) > MAX_TOOL_NAME:
+        return f"tool name is longer than {MAX_TOOL_NAME} characters"
+    return None
+
+
+def _scrubbed(value: Any, session: Session, depth: int = 0) -> Any:
+    """An error's ``data`` with every string scrubbed of the session's secrets."""
+    if isinstance(value, str):
+        return session.scrub(value)
+    if depth > 32:
+        return None
+    if isinstance(value, Mapping):
+        return {session.scrub(str(k)): _scrubbed(v, session, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, session, depth + 1) for v in value]
+    return value
 
 
 def _malformed(arguments: Any) -> str | None:

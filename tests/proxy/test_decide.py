@@ -9,7 +9,7 @@ import pytest
 
 from proxy.decide import Basis, Enforcer, ToolCall, Verdict, agent_message, decide
 from proxy.policy import parse_policy
-from proxy.ratelimit import Counters
+from proxy.ratelimit import CounterKey, Counters
 from tests.proxy.test_policy import POLICY_MD_EXAMPLE
 
 EXAMPLE = parse_policy(POLICY_MD_EXAMPLE)
@@ -297,7 +297,7 @@ def test_agent_message_for_a_limit_of_zero():
 # -- approval -----------------------------------------------------------------------------
 
 
-def test_approval_charges_and_rechecks_limits():
+def test_release_charges_and_rechecks_limits():
     clock = [0.0]
     p = policy({"t": {"action": "ask", "rate_limit": {"max": 1, "window": 60}}})
     enforcer = Enforcer(p, lambda: clock[0])
@@ -305,20 +305,24 @@ def test_approval_charges_and_rechecks_limits():
     first = enforcer.decide(call)
     second = enforcer.decide(call)
     assert first.verdict is second.verdict is Verdict.ASK  # nothing charged while asking
-    assert enforcer.approve(call, first).verdict is Verdict.ALLOW
-    late = enforcer.approve(call, second)  # the budget went to the first
+    released = enforcer.release(call)
+    assert released.verdict is Verdict.ALLOW
+    assert released.charged_at == 0.0
+    late = enforcer.release(call)  # the budget went to the first
     assert late.verdict is Verdict.DENY
     assert late.basis is Basis.LIMIT
 
 
-def test_approved_call_keeps_the_rule_it_started_under():
-    p = policy({"t": {"action": "ask", "rate_limit": {"max": 1, "window": 60}}})
+def test_a_released_call_is_decided_by_the_policy_in_force_then():
+    """Issue 11, defect 1: a call approved after its tool was blocked must stay blocked."""
+    p = policy({"t": {"action": "ask"}})
     enforcer = Enforcer(p, lambda: 0.0)
     call = ToolCall("s", "t")
-    asked = enforcer.decide(call)
-    enforcer.swap_policy(policy({"t": {"action": "deny"}}))
-    assert enforcer.approve(call, asked).verdict is Verdict.ALLOW
-    assert enforcer.decide(call).verdict is Verdict.DENY  # new calls: the new policy
+    assert enforcer.decide(call).verdict is Verdict.ASK
+    enforcer.swap_policy(policy({"t": {"action": "deny", "reason": "blocked by a click"}}))
+    released = enforcer.release(call)
+    assert released.verdict is Verdict.DENY
+    assert released.reason == "blocked by a click"
 
 
 def test_decision_as_dict_is_json_ready():
@@ -332,32 +336,52 @@ def test_decision_as_dict_is_json_ready():
 # -- fail closed --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("asked_tool", ["denied", "bad_args", "limited", "allowed"])
-def test_approving_anything_but_an_ask_changes_nothing(asked_tool):
+@pytest.mark.parametrize("asked_tool", ["denied", "bad_args", "limited"])
+def test_a_person_cannot_release_what_the_policy_denies(asked_tool):
     p = policy(
         {
             "denied": {"action": "deny"},
             "bad_args": {"action": "ask", "arguments": {"required": ["x"]}},
             "limited": {"action": "ask", "rate_limit": {"max": 0, "window": 60}},
-            "allowed": {},
         }
     )
     enforcer = Enforcer(p, lambda: 0.0)
     call = ToolCall("s", asked_tool)
     decision = enforcer.decide(call)
-    assert decision.verdict is not Verdict.ASK
-    assert enforcer.approve(call, decision) is decision
+    assert decision.verdict is Verdict.DENY
+    assert enforcer.release(call) == decision
 
 
-def test_approval_rechecks_the_rule_it_started_under_even_after_a_swap():
+def test_release_under_a_new_policy_without_the_rule_follows_its_default():
     clock = [0.0]
     p = policy({"t": {"action": "ask", "rate_limit": {"max": 1, "window": 60}}})
     enforcer = Enforcer(p, lambda: clock[0])
     call = ToolCall("s", "t")
-    first, second = enforcer.decide(call), enforcer.decide(call)
-    enforcer.swap_policy(policy({"other": {}}))  # the rule is gone from the new policy
-    assert enforcer.approve(call, first).verdict is Verdict.ALLOW
-    assert enforcer.approve(call, second).verdict is Verdict.DENY  # its limit still holds
+    enforcer.decide(call)
+    enforcer.swap_policy(policy({"other": {}}, default="deny"))  # the rule is gone
+    assert enforcer.release(call).verdict is Verdict.DENY
+    enforcer.swap_policy(policy({"other": {}}, default="ask"))
+    assert enforcer.release(call).verdict is Verdict.ALLOW  # asked, and a person approved
+
+
+def test_a_refund_gives_the_budget_back():
+    clock = [10.0]
+    p = policy({"t": {"rate_limit": {"max": 1, "window": 60}}})
+    enforcer = Enforcer(p, lambda: clock[0])
+    call = ToolCall("s", "t")
+    first = enforcer.decide(call)
+    assert first.verdict is Verdict.ALLOW
+    assert enforcer.decide(call).verdict is Verdict.DENY
+    enforcer.refund(first)
+    assert enforcer.decide(call).verdict is Verdict.ALLOW
+
+
+def test_restored_charges_count():
+    p = policy({"t": {"limits": [{"counter": "c", "max": 2, "window": 60}]}})
+    enforcer = Enforcer(p, lambda: 100.0)
+    enforcer.restore([(CounterKey("c", "local"), 60.0), (CounterKey("c", "local"), 50.0)])
+    assert enforcer.decide(ToolCall("s", "t")).verdict is Verdict.DENY
+    assert enforcer.decide(ToolCall("s", "t", client="other")).verdict is Verdict.ALLOW
 
 
 @pytest.mark.parametrize("arguments", [None, [], "x", 5])

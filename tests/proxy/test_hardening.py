@@ -124,7 +124,7 @@ async def test_pausing_refuses_the_calls_waiting_for_a_person(live_gateway):
             client, "get-sum", {"a": 1, "b": 2}, approver, lambda _: control(paths, "pause")
         )
     assert result.is_error
-    assert "Lockgate was paused" in result.content[0].text
+    assert "Lockgate is paused" in result.content[0].text
     control(paths, "resume")
     assert calls_received(live_gateway, "get-sum") == []
 
@@ -137,9 +137,9 @@ async def test_secret_values_are_scrubbed_from_error_text():
         "r", spec.url, {"Authorization": "sk-live-SUPERSECRET ", "X-Plain": "visible"}
     )
     assert secret_values(spec, resolved) == ["sk-live-SUPERSECRET "]
-    stdio = StdioServer("s", "srv", ("--token", "keyring:t"), {"K": "keyring:t", "P": "p"})
-    stdio_resolved = StdioServer("s", "srv", ("--token", "tok"), {"K": "tok", "P": "p"})
-    assert secret_values(stdio, stdio_resolved) == ["tok", "tok"]
+    stdio = StdioServer("s", "srv", ("--verbose",), {"K": "keyring:t", "P": "p"})
+    stdio_resolved = StdioServer("s", "srv", ("--verbose",), {"K": "tok", "P": "p"})
+    assert secret_values(stdio, stdio_resolved) == ["tok"]
 
     async def unused(*_args):
         raise AssertionError

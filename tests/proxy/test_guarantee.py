@@ -1,0 +1,397 @@
+"""Lockgate's promise, defect by defect (issue 11): a call the policy blocks never reaches
+the server; every call that reaches a server is in the audit log first; no secret leaves
+the keyring.
+
+Each test here failed on the code before its fix. The gateway is real and runs in the
+test's loop (tests/proxy/_harness.py); the upstream is tests/servers/recorder.py, which
+writes down every tools/call it receives, so "never reached the server" is read from what
+the server itself recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import httpx2
+import pytest
+
+from proxy.approvals import Remember
+from proxy.events import ApprovalAnswered, CallStarted
+from proxy.gateway import Gateway
+from proxy.secrets import SecretStore
+from tests.proxy._harness import (
+    Harness,
+    HttpSession,
+    LocalClient,
+    recorder_servers,
+    running,
+    text_of,
+    write_json,
+)
+
+ASK_ALL = {"default": "ask", "tools": {"echo": {}}}
+
+
+async def pending_for(gateway: Gateway, tool: str) -> Any:
+    async with asyncio.timeout(20):
+        while True:
+            for pending in gateway.approvals.pending():
+                if pending.call.tool == tool:
+                    return pending
+            await asyncio.sleep(0.005)
+
+
+def audit_rows(gateway: Gateway, tool: str) -> list[Any]:
+    return gateway.audit.query(limit=100, tool=tool)
+
+
+# -- 1. a pending approval does not survive a block --------------------------------------
+
+
+@pytest.mark.parametrize("how", ["click", "hand edit"])
+async def test_a_call_waiting_for_a_person_is_refused_when_its_tool_is_blocked(tmp_path, how):
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ALL)
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        gateway.approvals.attach()
+        await client.handshake(gateway)
+        call = client.start_call("write_file", {"path": "/etc/passwd"})
+        pending = await pending_for(gateway, "write_file")
+        policy = {"default": "ask", "tools": {"write_file": {"action": "deny", "reason": "no"}}}
+        harness.write_policy(policy)
+        if how == "click":
+            await gateway.reload_policy()  # what the app does after it writes a rule
+        async with asyncio.timeout(20):  # a hand edit: the watcher's reload withdraws it
+            while gateway.approvals.pending():
+                await asyncio.sleep(0.005)
+        # The person answers "allow" a moment too late: nothing is pending any more.
+        assert not gateway.approvals.answer(pending.id, True, digest=pending.digest)
+        answer = await client.answer(call)
+    assert answer["result"]["isError"] is True
+    assert 'rec/write_file: no [rule "write_file"]' in text_of(answer)
+    assert harness.recorded_names() == []
+    withdrawn = [e for e in harness.events if isinstance(e, ApprovalAnswered)]
+    assert [(e.answer, e.reason) for e in withdrawn] == [("withdrawn", "the policy changed: no")]
+
+
+async def test_an_approval_given_as_the_policy_changes_is_decided_under_the_new_one(tmp_path):
+    """The person's "allow" lands first; the rule changes before the waiting call resumes.
+    The call is decided again when it is released: the new rule's deny stands."""
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ALL)
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        gateway.approvals.attach()
+        await client.handshake(gateway)
+        call = client.start_call("write_file", {"path": "x"})
+        pending = await pending_for(gateway, "write_file")
+        harness.write_policy({"default": "ask", "tools": {"write_file": {"action": "deny"}}})
+        from proxy.policystore import read_policy
+
+        result = read_policy(harness.paths.policy_file)
+        # Both in one turn of the loop: answered, then swapped, before the call resumes.
+        assert gateway.approvals.answer(pending.id, True, digest=pending.digest)
+        gateway.policy_store.apply(result)
+        answer = await client.answer(call)
+    assert answer["result"]["isError"] is True
+    assert "write_file is denied by the policy" in text_of(answer)
+    assert harness.recorded_names() == []
+    (row,) = audit_rows(gateway, "write_file")
+    assert (row.decision.value, row.outcome.value) == ("denied", "blocked")
+
+
+async def test_an_approval_for_the_session_does_not_outlast_a_block(tmp_path):
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ALL)
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        gateway.approvals.attach()
+        await client.handshake(gateway)
+        first = client.start_call("write_file", {"n": 1})
+        pending = await pending_for(gateway, "write_file")
+        gateway.approvals.answer(pending.id, True, digest=pending.digest, remember=Remember.SESSION)
+        assert "ran write_file" in text_of(await client.answer(first))
+        harness.write_policy({"default": "ask", "tools": {"write_file": {"action": "deny"}}})
+        await gateway.reload_policy()
+        blocked = await client.call("write_file", {"n": 2})
+    assert blocked["result"]["isError"] is True
+    assert [e["arguments"] for e in harness.recorded()] == [{"n": 1}]
+
+
+async def test_a_call_waiting_for_a_person_is_refused_when_its_server_is_removed(tmp_path):
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ALL)
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        gateway.approvals.attach()
+        await client.handshake(gateway)
+        call = client.start_call("write_file", {})
+        pending = await pending_for(gateway, "write_file")
+        write_json(harness.paths.servers_file, {"mcpServers": {}})
+        gateway.reload_servers()
+        assert not gateway.approvals.answer(pending.id, True, digest=pending.digest)
+        answer = await client.answer(call)
+        later = await client.call("echo")  # the session's server is gone: nothing goes
+    for blocked in (answer, later):
+        assert "is no longer in servers.json" in text_of(blocked)
+    assert harness.recorded_names() == []
+    withdrawn = [e.reason for e in harness.events if isinstance(e, ApprovalAnswered)]
+    assert withdrawn == ["server 'rec' was removed from servers.json"]
+
+
+async def test_a_policy_that_now_allows_a_waiting_call_releases_it(tmp_path):
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ALL)
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        gateway.approvals.attach()
+        await client.handshake(gateway)
+        call = client.start_call("fetch", {"url": "x"})
+        await pending_for(gateway, "fetch")
+        harness.write_policy({"default": "ask", "tools": {"fetch": {}}})
+        await gateway.reload_policy()
+        answer = await client.answer(call)
+    assert text_of(answer) == "ran fetch"
+    (row,) = audit_rows(gateway, "fetch")
+    assert (row.decision.value, row.outcome.value) == ("allowed", "ok")
+
+
+# -- 2. "in force" means in force ----------------------------------------------------------
+
+
+async def test_reload_policy_puts_a_written_policy_in_force_for_the_very_next_call(tmp_path):
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        assert text_of(await client.call("delete_file")) == "ran delete_file"
+        harness.write_policy({"default": "allow", "tools": {"delete_file": {"action": "deny"}}})
+        store = await gateway.reload_policy()
+        assert store.error is None
+        blocked = await client.call("delete_file")  # no wait: the next call
+    assert blocked["result"]["isError"] is True
+    assert harness.recorded_names() == ["delete_file"]
+
+
+async def test_a_slow_read_of_the_old_file_never_undoes_a_newer_one(tmp_path):
+    """The watcher's read of the old content, started before the app's reload, finishes
+    after it: the newer content stays in force."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway:
+        watcher = gateway.watcher
+        stale = watcher._start_read()  # a read of the old file begins...
+        from proxy.policystore import read_policy
+
+        old = read_policy(harness.paths.policy_file)
+        harness.write_policy({"default": "deny"})
+        await gateway.reload_policy()  # ...the app's reload of the new one is applied...
+        watcher._finish_read(stale, old)  # ...then the old read finishes
+        assert gateway.policy_store.policy.default.value == "deny"
+
+
+# -- 4. no call runs without its audit record ---------------------------------------------
+
+
+async def test_a_tool_name_that_is_not_text_is_refused_at_the_door_and_logged(tmp_path):
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        client.send_line(
+            b'{"jsonrpc":"2.0","id":"s","method":"tools/call",'
+            b'"params":{"name":"echo\\ud800","arguments":{"k":"v\\udfff"}}}'
+        )
+        refused = await client.answer("s")
+        control = await client.request("tools/call", {"name": "echo\u0007"})
+        after = await client.call("echo", {"note": "a lone \udc00 in an argument"})
+    assert refused["error"]["code"] == -32602
+    assert "lone surrogate" in refused["error"]["message"]
+    assert control["error"]["code"] == -32602
+    assert text_of(after) == "ran echo"  # the next call is not denied for a broken log
+    assert harness.recorded_names() == ["echo"]
+    rows = gateway.audit.query(limit=10)
+    assert [(r.tool, r.outcome.value) for r in rows] == [
+        ("echo", "ok"),
+        ("echo\x07", "protocol_error"),
+        ("echo\\ud800", "protocol_error"),  # stored escaped
+    ]
+    assert rows[0].arguments == {"note": "a lone \\udc00 in an argument"}
+
+
+async def test_a_call_whose_record_cannot_be_written_is_never_sent(tmp_path):
+    """audit.db locked by another process: the allowed call is refused before it is sent,
+    and the gateway's loop stays responsive while it waits for the lock."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        assert text_of(await client.call("echo", {"n": 1})) == "ran echo"
+        locker = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+                "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()",
+                str(harness.paths.audit_db),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert locker.stdout is not None
+            assert locker.stdout.readline().strip() == "locked"
+            call = client.start_call("write_file", {"n": 2})
+            # While the call waits for the lock, the loop still answers: a ping on
+            # another session is answered at once (the lock wait is off the loop).
+            async with asyncio.timeout(2.5):  # the lock is waited for up to 5 s
+                while not any(
+                    isinstance(e, CallStarted) and e.tool == "write_file" for e in harness.events
+                ):
+                    await asyncio.sleep(0.005)
+                async with LocalClient.open(harness) as other:
+                    assert "result" in await other.request("ping")
+            answer = await client.answer(call, timeout=30)
+        finally:
+            assert locker.stdin is not None
+            locker.stdin.close()
+            locker.wait(timeout=10)
+            assert locker.stdout is not None
+            locker.stdout.close()
+        again = await client.call("echo", {"n": 3})
+    assert answer["error"]["code"] == -32603
+    assert "did not send it" in answer["error"]["message"]
+    assert [e["arguments"] for e in harness.recorded()] == [{"n": 1}, {"n": 3}]
+    assert text_of(again) == "ran echo"
+
+
+async def test_every_call_that_ran_was_recorded_before_it_was_sent(tmp_path):
+    """Write-ahead: while the server runs a call (here: it never answers, it exits), the
+    call is in the log as pending; a restart marks it interrupted."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        answer = await client.call("exit")
+        assert answer["error"]["code"] == -32000
+        (row,) = audit_rows(gateway, "exit")
+        assert row.outcome.value == "upstream_down"
+    # A gateway killed with a call in flight leaves it pending; the next one says so.
+    conn = sqlite3.connect(harness.paths.audit_db)
+    with conn:
+        conn.execute("UPDATE calls SET outcome = 'pending' WHERE tool = 'exit'")
+    conn.close()
+    async with running(harness) as gateway:
+        (row,) = audit_rows(gateway, "exit")
+        assert row.outcome.value == "interrupted"
+        assert row.error  # what the first run recorded stays
+
+
+# -- 5. no secret leaves the keyring ------------------------------------------------------
+
+
+async def test_an_upstream_error_of_any_code_is_scrubbed_of_secrets(tmp_path, os_keyring):
+    name = f"leak-{uuid.uuid4().hex}"
+    secret = f"sk-{uuid.uuid4().hex}"
+    store = SecretStore(os_keyring)
+    store.set(name, secret)
+    harness = Harness(tmp_path, secrets=store)
+    record = harness.record
+    servers = recorder_servers(record)
+    servers["mcpServers"]["rec"]["env"] = {"SECRET": f"keyring:{name}"}
+    write_json(harness.paths.servers_file, servers)
+    harness.write_policy({"default": "allow"})
+    try:
+        async with running(harness) as gateway:
+            async with LocalClient.open(harness) as client:
+                await client.handshake(gateway)
+                local = await client.call("leak")
+            async with httpx2.AsyncClient(timeout=30) as http:
+                session = HttpSession(http, harness.http_url + "rec", harness.token("web"))
+                await session.open()
+                remote = await session.call("leak")
+                await session.close()
+            logged = [r.error for r in audit_rows(gateway, "leak")]
+    finally:
+        store.delete(name)
+    for answer in (local, remote):
+        assert answer["error"]["code"] == -32603
+        assert secret not in json.dumps(answer)
+        assert "[secret]" in answer["error"]["message"]
+        assert answer["error"]["data"] == {"token": "[secret]", "hint": ["Bearer [secret]"]}
+    assert logged
+    assert all(error is not None and secret not in error for error in logged)
+    assert secret.encode() not in harness.paths.audit_db.read_bytes()
+
+
+# -- 6. rate limits survive a restart -----------------------------------------------------
+
+LIMITED = {
+    "default": "allow",
+    "tools": {"fetch": {"limits": [{"counter": "fetch", "window": "hour", "max": 2}]}},
+}
+
+
+async def test_rate_limits_survive_a_restart(tmp_path):
+    harness = Harness(tmp_path)
+    harness.write_policy(LIMITED)
+    for _ in range(2):
+        async with running(harness) as gateway, LocalClient.open(harness) as client:
+            await client.handshake(gateway)
+            await client.call("fetch")
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        third = await client.call("fetch")
+    assert third["result"]["isError"] is True
+    assert "rate limit reached: at most 2 calls per hour" in text_of(third)
+    assert harness.recorded_names() == ["fetch", "fetch"]
+
+
+async def test_a_call_the_server_refuses_gives_its_charge_back(tmp_path):
+    harness = Harness(tmp_path)
+    harness.write_policy(
+        {
+            "default": "allow",
+            "tools": {"refuse": {"limits": [{"counter": "r", "window": "hour", "max": 1}]}},
+        }
+    )
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        for _ in range(3):  # each is refused by the server: none uses the budget
+            assert (await client.call("refuse"))["error"]["code"] == -32602
+        charges = gateway.audit.charges_since(0)
+    assert harness.recorded_names() == ["refuse"] * 3
+    assert charges == []
+
+
+def test_rate_limits_survive_kill_9(live_gateway) -> None:
+    """The charge is in the same transaction as the call's record: a kill -9 right after
+    the calls loses neither."""
+    import signal as signals
+
+    live_gateway.write_policy(
+        {
+            "version": "1",
+            "default": "allow",
+            "tools": {"get-sum": {"limits": [{"counter": "sum", "window": "hour", "max": 2}]}},
+        }
+    )
+
+    async def calls(n: int) -> list[bool]:
+        async with live_gateway.client() as client:
+            results = [await client.call_tool("get-sum", {"a": 1, "b": 2}) for _ in range(n)]
+        return [r.is_error for r in results]
+
+    assert asyncio.run(calls(2)) == [False, False]
+    live_gateway.stop(signals.SIGKILL)
+    live_gateway.start()
+    assert asyncio.run(calls(1)) == [True]
+    sums = [
+        m
+        for m in live_gateway.upstream_saw()
+        if m.get("method") == "tools/call" and m["params"]["name"] == "get-sum"
+    ]
+    assert len(sums) == 2
