@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import html
 import json
 import logging
@@ -63,6 +64,7 @@ from proxy.events import (
     ServersRejected,
     ServersReloaded,
 )
+from proxy.gateway import Gateway
 from proxy.initpolicy import policy_text, starting_policy
 from proxy.paths import Paths, lockgate_command
 from proxy.policy import Policy
@@ -193,6 +195,7 @@ class LockgateApp(QObject):
         self.tools = ToolsModel(parent=self)
         self.servers = ServersModel(parent=self)
         self.pending = PendingApprovals(self.tools.risk, parent=self)
+        self.pending.withdrawn.connect(self._say)
         self.live = LiveView(self.calls, self.set_rule, self.load_older)
         self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
         self.tools_view = ToolsView(self.tools, self.set_rule, self.remove_rule, self.list_tools)
@@ -306,6 +309,9 @@ class LockgateApp(QObject):
         if self.tray.available and not self._tray_was_available:
             self._tray_was_available = True  # a tray appeared: the app can live there
 
+    def _say(self, message: str) -> None:
+        self.window.statusBar().showMessage(message, 15000)
+
     def _show(self, state: AppState) -> None:
         self.state = state
         shown = (state, self.host.info.url if self.host.info else None)
@@ -397,18 +403,20 @@ class LockgateApp(QObject):
         pattern = f"{server}/{tool}"
         path = self.paths.policy_file
 
+        def say(message: str) -> None:
+            self.window.statusBar().showMessage(message.splitlines()[0], 10000)
+            self.tools_view.editor.status.setText(message)
+
         def done(future: concurrent.futures.Future[bytes]) -> None:
             if future.cancelled():
                 return
             error = future.exception()
             if error is None:
-                message = f"Saved the rule for {pattern}; it is in force for the next call."
+                self._put_in_force(future.result(), f"Saved the rule for {pattern}", say)
             elif isinstance(error, PolicyEditError):
-                message = f"Could not change the rule for {pattern}: {error}"
+                say(f"Could not change the rule for {pattern}: {error}")
             else:
                 raise error
-            self.window.statusBar().showMessage(message.splitlines()[0], 10000)
-            self.tools_view.editor.status.setText(message)
 
         self.host.blocking(lambda: edit_rule(path, pattern, changes), done)
 
@@ -419,10 +427,42 @@ class LockgateApp(QObject):
             if future.cancelled():
                 return
             error = future.exception()
-            message = f"Removed the rule for {pattern}." if error is None else str(error)
-            self.tools_view.editor.status.setText(message)
+            if error is None:
+                saved = f"Removed the rule for {pattern}"
+                self._put_in_force(future.result(), saved, self.tools_view.editor.status.setText)
+            else:
+                self.tools_view.editor.status.setText(str(error))
 
         self.host.blocking(lambda: edit_rule(path, pattern, None), done)
+
+    def _put_in_force(self, written: bytes, saved: str, say: Callable[[str], None]) -> None:
+        """Have the gateway load policy.json now, and say "in force" only once it is: the
+        file watcher would load it too, but a moment later, and a call in that moment
+        would meet the old rule."""
+        digest = hashlib.sha256(written).hexdigest()
+
+        async def reload(gateway: Gateway) -> tuple[str | None, str | None]:
+            store = await gateway.reload_policy()
+            return store.digest, None if store.error is None else str(store.error)
+
+        def done(future: concurrent.futures.Future[tuple[str | None, str | None]]) -> None:
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                say(f"{saved}; the gateway is not running, so it applies once it starts.")
+                return
+            in_force, error = future.result()
+            if in_force == digest:
+                say(f"{saved}; it is in force for the next call.")
+            elif error is not None:
+                say(
+                    f"{saved}, but policy.json was changed again and has errors now; the last "
+                    "good policy stays in force (see the Policy tab)."
+                )
+            else:
+                say(f"{saved}; policy.json was changed again since, and that is in force.")
+
+        self.host.run(reload, done)
 
     def create_policy(self) -> None:
         path = self.paths.policy_file
@@ -436,7 +476,11 @@ class LockgateApp(QObject):
                 )
                 write_atomic(path, text.replace(b'"$schema": "./policy.schema.json",\n  ', b""))
 
-        self.host.blocking(create, lambda f: self._fetch_policy())
+        self.host.blocking(create, lambda _f: self._reload_policy())
+
+    def _reload_policy(self) -> None:
+        """Have the gateway load policy.json now (after the app wrote it), then show it."""
+        self.host.run(lambda gateway: gateway.reload_policy(), lambda _f: self._fetch_policy())
 
     def suggest_policy(self) -> None:
         """A starting policy from the servers' own tools, shown in the Policy view."""
@@ -465,7 +509,7 @@ class LockgateApp(QObject):
             elif not future.cancelled():
                 message = html.escape(str(future.exception()))
                 self.policy_view.suggestion_title.setText(f"<b>Not written:</b> {message}")
-            self._fetch_policy()
+            self._reload_policy()
 
         self.host.blocking(write, done)
 

@@ -51,6 +51,9 @@ class PendingApprovals(QObject):
     """The calls waiting for a person now, oldest first."""
 
     changed = Signal()
+    # a call stopped waiting because what it was asked under changed (the policy, the
+    # servers, a pause): what to tell the person, in a sentence
+    withdrawn = Signal(str)
 
     def __init__(
         self, risk_of: Callable[[str, str], Risk | None], parent: QObject | None = None
@@ -66,7 +69,13 @@ class PendingApprovals(QObject):
                 self.items[event.approval_id] = event
                 changed = True
             elif isinstance(event, ApprovalAnswered):
-                changed |= self.items.pop(event.approval_id, None) is not None
+                gone = self.items.pop(event.approval_id, None)
+                changed |= gone is not None
+                if gone is not None and event.answer == "withdrawn":
+                    self.withdrawn.emit(
+                        f"{gone.server}/{gone.tool} no longer waits for you: "
+                        f"{event.reason or 'it was withdrawn'}"
+                    )
         if changed:
             self.changed.emit()
 
@@ -202,6 +211,11 @@ class ApprovalsPanel(QWidget):
         self._empty = QLabel("No calls are waiting for you.")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._empty.setStyleSheet("color: #777; padding: 24px;")
+        self.notice = QLabel()  # the last call that stopped waiting on its own, and why
+        self.notice.setObjectName("withdrawnNotice")
+        self.notice.setWordWrap(True)
+        self.notice.setStyleSheet("color: #5d4037; padding: 4px 8px;")
+        self.notice.hide()
         inner = QWidget()
         self._list = QVBoxLayout(inner)
         self._list.addWidget(self._empty)
@@ -212,12 +226,18 @@ class ApprovalsPanel(QWidget):
         scroll.setWidget(inner)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.notice)
         layout.addWidget(scroll)
         self._timer = QTimer(self)
         self._timer.setInterval(1000)
         self._timer.timeout.connect(self._tick)
         pending.changed.connect(self.sync)
+        pending.withdrawn.connect(self._withdrawn)
         self.sync()
+
+    def _withdrawn(self, message: str) -> None:
+        self.notice.setText(message)
+        self.notice.show()
 
     def sync(self) -> None:
         items = self._pending.items

@@ -8,9 +8,11 @@ rules the app knows nothing about. Fields of the old rule that the change does n
 mention are kept (a reason or an approval timeout survives a switch from ask to deny).
 
 The result is checked by the same loader the gateway uses before it is written, and it is
-written atomically; the gateway's watcher then picks it up like any hand edit (its hash
-check means the app's own write is loaded once). A file that does not parse now is never
-edited: the person is in the middle of changing it.
+written atomically. The app then has the gateway load it at once
+(:meth:`Gateway.reload_policy <proxy.gateway.Gateway.reload_policy>`) and says the rule is
+in force only after that; the watcher's own event for the same content changes nothing
+(its hash check). A file that does not parse now is never edited: the person is in the
+middle of changing it.
 """
 
 from __future__ import annotations

@@ -72,6 +72,39 @@ def test_a_rule_control_writes_policy_json_and_the_next_call_is_blocked(qtbot, r
     assert "not now" in text_of(blocked)
 
 
+def test_a_rule_is_in_force_when_the_app_says_so(qtbot, running_app, agent):
+    """The app says "in force" only once the gateway has the new policy, and then the very
+    next call meets it, however late the file watcher would have noticed (here: never)."""
+    running_app.host.call(lambda gateway: setattr(gateway.watcher, "_debounce", 3600)).result(5)
+    assert not wait_result(qtbot, agent.call("echo", {"message": "before"})).is_error
+    running_app.set_rule("everything", "echo", {"action": "deny", "reason": "clicked"})
+    status = running_app.tools_view.editor.status
+    qtbot.waitUntil(lambda: "in force" in status.text(), timeout=10_000)
+    assert status.text() == "Saved the rule for everything/echo; it is in force for the next call."
+    blocked = wait_result(qtbot, agent.call("echo", {"message": "after"}))
+    assert blocked.is_error
+    assert "clicked" in text_of(blocked)
+
+
+def test_blocking_a_tool_withdraws_its_waiting_call_with_the_reason(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "may I?"})
+    qtbot.waitUntil(lambda: len(running_app.prompt.panel.cards) == 1, timeout=10_000)
+    card = next(iter(running_app.prompt.panel.cards.values()))
+    assert card.allow_once.isEnabled()
+    running_app.set_rule("everything", "echo", {"action": "deny", "reason": "not today"})
+    result = wait_result(qtbot, waiting)
+    assert result.is_error
+    assert "not today" in text_of(result)
+    qtbot.waitUntil(lambda: not running_app.prompt.panel.cards)
+    notice = running_app.approvals_tab.notice
+    assert notice.isVisibleTo(running_app.approvals_tab)
+    assert notice.text() == (
+        "everything/echo no longer waits for you: the policy changed: not today"
+    )
+    del card  # deleted with the prompt: nothing is left to click "Allow" on
+
+
 def _rule_text(app: Any, tool: str) -> str:
     model = app.tools
     for row in range(model.rowCount()):

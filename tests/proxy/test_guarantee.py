@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from urllib.parse import urlsplit
 from typing import Any
 
 import httpx2
@@ -395,3 +396,113 @@ def test_rate_limits_survive_kill_9(live_gateway) -> None:
         if m.get("method") == "tools/call" and m["params"]["name"] == "get-sum"
     ]
     assert len(sums) == 2
+
+
+# -- 3. an HTTP session is its client's alone ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header", ["mcp-session-id", "authorization", "host", "origin", "mcp-protocol-version"]
+)
+async def test_a_security_header_given_twice_is_refused(tmp_path, header):
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness), httpx2.AsyncClient(timeout=30) as http:
+        url = harness.http_url + "rec"
+        victim = HttpSession(http, url, harness.token("victim"))
+        attacker = HttpSession(http, url, harness.token("attacker"))
+        await victim.open()
+        await attacker.open()
+        own = dict(attacker.headers())
+        own.setdefault("origin", "http://127.0.0.1")
+        host = urlsplit(url).netloc
+        twice = {
+            "mcp-session-id": [victim.session_id, attacker.session_id],
+            "authorization": [own["Authorization"], victim.headers()["Authorization"]],
+            "host": [host, host],
+            "origin": ["http://127.0.0.1", "http://127.0.0.1"],
+            "mcp-protocol-version": ["2025-06-18", "2025-06-18"],
+        }[header]
+        headers = [(k, v) for k, v in own.items() if k.lower() != header]
+        headers += [(header, value) for value in twice]
+        if header == "host":  # httpx will not send it: raw HTTP, as an attacker would
+            status = await raw_status(url, headers, b'{"jsonrpc":"2.0","id":9,"method":"ping"}')
+            assert status == 400
+        else:
+            response = await attacker.post({"id": 9, "method": "tools/list"}, headers=headers)
+            assert response.status_code == 400, response.text
+            message = response.json()["error"]["message"]
+            assert message == f"the {header} header may be given only once"
+        assert "result" in await victim.request("tools/list")  # the victim's session is whole
+        await victim.close()
+        await attacker.close()
+
+
+async def raw_status(url: str, headers: list[tuple[str, str]], body: bytes) -> int:
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    head = [f"POST {parts.path} HTTP/1.1", f"Content-Length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in headers]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+async def test_nothing_of_another_clients_session_can_be_used(tmp_path):
+    """Requests, responses (the answers to its server's requests), notifications, its event
+    stream and its DELETE: each is answered as an unknown session."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness), httpx2.AsyncClient(timeout=30) as http:
+        url = harness.http_url + "rec"
+        victim = HttpSession(http, url, harness.token("victim"))
+        attacker = HttpSession(http, url, harness.token("attacker"))
+        sid = await victim.open()
+        forged = attacker.headers(sid)
+        attempts = {
+            "request": await attacker.post({"id": 1, "method": "tools/list"}, headers=forged),
+            "response": await attacker.post({"id": 0, "result": {}}, headers=forged),
+            "error response": await attacker.post(
+                {"id": 0, "error": {"code": -1, "message": "x"}}, headers=forged
+            ),
+            "notification": await attacker.post(
+                {"method": "notifications/roots/list_changed"}, headers=forged
+            ),
+            "event stream": await http.get(url, headers=forged),
+            "delete": await http.delete(url, headers=forged),
+        }
+        assert {what: r.status_code for what, r in attempts.items()} == dict.fromkeys(
+            attempts, 404
+        )
+        assert "result" in await victim.request("tools/list")
+        await victim.close()
+
+
+async def test_a_client_that_never_closes_its_sessions_is_not_locked_out(tmp_path):
+    """The MCP conformance suite opens ~31 sessions a run and closes none: at its cap a
+    client's least recently used idle session is ended, not the new one refused."""
+    from proxy.gateway import MAX_SESSIONS_PER_CLIENT
+
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway, httpx2.AsyncClient(timeout=60) as http:
+        url = harness.http_url + "rec"
+        token = harness.token("conformance")
+        sessions = [HttpSession(http, url, token) for _ in range(MAX_SESSIONS_PER_CLIENT + 2)]
+        for session in sessions:
+            await session.open()
+            assert "result" in await session.request("ping")
+        assert len([s for s in gateway.sessions.values() if s.client == "conformance"]) == (
+            MAX_SESSIONS_PER_CLIENT
+        )
+        # The two least recently used are gone (told as an unknown session, so a client
+        # opens a new one); every other one works.
+        for gone in sessions[:2]:
+            response = await gone.post({"id": 99, "method": "tools/list"})
+            assert response.status_code == 404
+        for kept in sessions[2:]:
+            assert "result" in await kept.request("tools/list")
+        for session in sessions[2:]:
+            await session.close()
