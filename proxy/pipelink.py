@@ -19,10 +19,25 @@ the gateway uses them:
   tasks of their own, its ``notifications/cancelled`` cancels them, and its other
   notifications go to ``on_notify`` in order.
 
-Lines that are not JSON-RPC are skipped, as the SDK skips them; an answer whose result is
-not an object fails its call instead of leaving it waiting forever. Messages that are
-ready together leave in one write: a pipe write that wakes the server costs far more than
-its bytes.
+Lines that are not JSON-RPC are skipped, as the SDK skips them, but no call is left
+waiting forever for an answer that came and could not be used:
+
+- an answer whose result is not an object fails its call (-32603);
+- a line that cannot be parsed (not valid JSON, or nested deeper than the parser's
+  recursion limit) is scanned for its top-level ``id``, tracking only the nesting depth
+  (no recursion; on a worker thread when the line is long). If the id names a call in
+  flight and the line has no top-level ``method`` (it is an answer, not the server's own
+  request), that call fails with -32603 saying the server's answer could not be read. A
+  line that names no call is skipped and logged; so is an unreadable request or
+  notification from the server (nothing can be answered);
+- a message that parses but nests deeper than :data:`MAX_NESTING` levels is not passed
+  on: the gateway writes every answer out again (the SDK's models refuse to serialise
+  about 255 levels, ``json.dumps`` runs into the recursion limit), so such an answer fails
+  its call with -32603, such a request from the server is answered with an error, and
+  such a notification is dropped.
+
+Messages that are ready together leave in one write: a pipe write that wakes the server
+costs far more than its bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -38,18 +54,30 @@ import anyio.abc
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 
-__all__ = ["PipeLink"]
+__all__ = ["MAX_NESTING", "PipeLink"]
 
 log = logging.getLogger(__name__)
 
 CONNECTION_CLOSED = -32000
 REQUEST_TIMEOUT = -32001
+INVALID_REQUEST = -32600
 INTERNAL_ERROR = -32603
+
+# How deep a message from the server may nest (the message itself is level 1). Every
+# answer is written out again to the client, and what cannot be written must not get
+# through: the SDK's models stop at about 255 levels and ``json.dumps`` at the recursion
+# limit (1000, less the stack in use). 128 is also serde_json's default limit, so clients
+# built on it could read no deeper; real MCP messages nest a few levels (tool schemas
+# perhaps 20).
+MAX_NESTING = 128
 
 OnRequest = Callable[[object, str, Mapping[str, Any] | None], Awaitable[dict[str, Any]]]
 OnNotify = Callable[[object, str, Mapping[str, Any] | None], Awaitable[None]]
 
 _HIGH_WATER = 1 << 20  # bytes queued for the server before senders wait for it to read
+# An unreadable line longer than this is scanned for its id on a worker thread: the scan
+# costs about a microsecond per string or bracket run, seconds for a hostile 32 MiB line.
+_SCAN_ON_LOOP = 1 << 20
 
 
 class PipeLink:
@@ -182,14 +210,20 @@ class PipeLink:
     async def _receive(self, line: bytes, on_request: OnRequest, on_notify: OnNotify) -> None:
         try:
             message = json.loads(line)
-        except (ValueError, RecursionError):
-            if line.strip():
-                log.debug("skipped a line from the server that is not JSON")
+        except RecursionError:
+            await self._unreadable(line, "it is nested too deeply")
+            return
+        except ValueError:
+            await self._unreadable(line, "it is not valid JSON")
             return
         if not isinstance(message, dict):
             return
+        too_deep = _nests_deeper(line, message, MAX_NESTING)
         method = message.get("method")
         if isinstance(method, str):
+            if too_deep:
+                self._refuse_deep(message, method)
+                return
             params = message.get("params")
             if params is not None and not isinstance(params, dict):
                 return
@@ -198,15 +232,100 @@ class PipeLink:
             else:
                 await self._notification(method, params, on_notify)
             return
-        if "id" in message:
+        if "id" not in message:
+            return
+        if too_deep:
+            log.warning(
+                "the server's answer to request %r nests more than %d levels deep; not passed on",
+                message["id"],
+                MAX_NESTING,
+            )
+            self._fail(
+                message["id"],
+                f"the server's answer nests more than {MAX_NESTING} levels deep; "
+                "Lockgate does not pass it on",
+            )
+        else:
             self._answer(message)
 
-    def _answer(self, message: dict[str, Any]) -> None:
-        request_id = message["id"]
+    async def _unreadable(self, line: bytes, why: str) -> None:
+        """A line that does not parse: fail the call it answers, if it says which."""
+        if not line.strip():
+            return
+        try:
+            if len(line) > _SCAN_ON_LOOP:  # seconds, perhaps: not on the loop everyone uses
+                peeked = await asyncio.to_thread(_peek_top_level, line)
+            else:
+                peeked = _peek_top_level(line)
+        except Exception:  # a line that reads oddly must never end the link
+            log.exception("could not scan a line from the server that is not JSON")
+            return
+        if peeked is None:
+            log.debug("skipped a line from the server that is not JSON")
+            return
+        has_method, request_id = peeked
+        if has_method:
+            log.warning(
+                "skipped a request or notification from the server that cannot be read "
+                "(%s; %d bytes)",
+                why,
+                len(line),
+            )
+        elif request_id is _NO_ID or not self._fail(
+            request_id, f"the server's answer could not be read: {why}"
+        ):
+            log.warning(
+                "skipped a line from the server that cannot be read and answers no call "
+                "in flight (%s; %d bytes)",
+                why,
+                len(line),
+            )
+        else:
+            log.warning("the server's answer to request %r cannot be read (%s)", request_id, why)
+
+    def _refuse_deep(self, message: dict[str, Any], method: str) -> None:
+        """A request or notification from the server that nests too deeply to pass on."""
+        log.warning(
+            "the server's %s nests more than %d levels deep; not passed on", method, MAX_NESTING
+        )
+        request_id = message.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+            return  # a notification (or no usable id): nothing to answer
+        if not self._closed:
+            self._send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": request_id,
+                    "error": {
+                        "code": INVALID_REQUEST,
+                        "message": f"Lockgate does not pass on messages that nest more than "
+                        f"{MAX_NESTING} levels deep",
+                    },
+                }
+            )
+
+    def _waiting(self, request_id: Any) -> asyncio.Future[dict[str, Any]] | None:
+        """The caller still waiting for the answer with ``request_id``, if any."""
         if isinstance(request_id, str) and request_id.isdigit():
             request_id = int(request_id)  # a server that echoes 7 as "7"
-        answer = self._pending.get(request_id) if isinstance(request_id, int) else None
+        if isinstance(request_id, bool) or not isinstance(request_id, int):
+            return None
+        answer = self._pending.get(request_id)
         if answer is None or answer.done():
+            return None  # late (cancelled, timed out) or never asked
+        return answer
+
+    def _fail(self, request_id: Any, why: str) -> bool:
+        """Fail the call in flight with ``request_id`` (-32603); False if there is none."""
+        answer = self._waiting(request_id)
+        if answer is None:
+            return False
+        answer.set_exception(MCPError(code=INTERNAL_ERROR, message=why))
+        return True
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        answer = self._waiting(message["id"])
+        if answer is None:
             return  # late (cancelled, timed out) or never asked: dropped
         error = message.get("error")
         result = message.get("result")
@@ -293,3 +412,111 @@ def _answered(answer: asyncio.Future[dict[str, Any]]) -> bool:
 
 def _key(request_id: Any) -> tuple[type, Any]:
     return (type(request_id), request_id)
+
+
+def _nests_deeper(line: bytes, message: dict[str, Any], limit: int) -> bool:
+    """Whether ``message`` (parsed from ``line``) nests more than ``limit`` levels.
+
+    Every level needs an opening bracket in the line, so a line with at most ``limit`` of
+    them (the common case, counted at C speed) needs no walk.
+    """
+    if line.count(b"{") + line.count(b"[") <= limit:
+        return False
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(message, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+# -- reading the top level of a line that does not parse --------------------------------
+
+_NO_ID: Any = object()  # the line has no top-level id that could name a request
+_WHITESPACE = b" \t\r\n"
+# One pass of the regex engine over the line, yielding what the depth depends on: a
+# whole string (with the colon after it, when it is a key), or a run of opening or of
+# closing brackets (a nesting bomb is a handful of runs). Possessive, so a string that
+# never ends costs one scan, not one per quote.
+_TOKEN = re.compile(rb'("(?:[^"\\]++|\\.)*+(?:"|\Z))(?:[ \t\r\n]*+(:))?|[{\[]++|[}\]]++', re.DOTALL)
+# an integer of at most 19 digits (int() refuses thousands), or a string
+_ID_VALUE = re.compile(
+    rb'[ \t\r\n]*+(?:(-?(?:0|[1-9][0-9]{0,18}+))(?![0-9.eE])|("(?:[^"\\]++|\\.)*+"))',
+    re.DOTALL,
+)
+_LONGEST_KEY = 24  # the keys that matter, even written with \u escapes, are shorter
+_KEYS = {b'"id"': "id", b'"method"': "method", b'"result"': "result", b'"error"': "error"}
+
+
+def _peek_top_level(data: bytes) -> tuple[bool, Any] | None:
+    """Whether the JSON object on ``data`` has a top-level ``method``, and its top-level
+    ``id`` (an integer or a string; else ``_NO_ID``), read without parsing what lies
+    deeper, so without recursion: only the nesting depth is tracked. None if the line is
+    not an object at all.
+
+    It stops as soon as the answer is known: at a ``method`` (a request), or once it has
+    an ``id`` and a ``result`` or ``error`` key (an answer; writers put the id first, so
+    the usual unreadable answer costs a few tokens). Else it reads the whole line, about a
+    microsecond per string or bracket run.
+    """
+    start = 0
+    while start < len(data) and data[start] in _WHITESPACE:
+        start += 1
+    if start >= len(data) or data[start] != 0x7B:  # {
+        return None
+    depth = 0
+    answer, request_id = False, _NO_ID
+    for token in _TOKEN.finditer(data, start):
+        first = data[token.start()]
+        if first == 0x22:  # a string: a top-level key, perhaps
+            if depth != 1 or token.start(2) < 0:
+                continue
+            key = _top_key(token.group(1))
+            if key == "method":
+                return True, request_id
+            if key == "id":
+                request_id = _id_at(data, token.end())
+            elif key in ("result", "error"):
+                answer = True
+            if answer and request_id is not _NO_ID:
+                break
+            continue
+        run = token.end() - token.start()
+        if first in b"{[":
+            depth += run
+        elif run >= depth:
+            break  # the top-level object ends here; what follows is not its
+        else:
+            depth -= run
+    return False, request_id
+
+
+def _top_key(raw: bytes) -> str | None:
+    """A top-level key that matters (``id``, ``method``, ``result``, ``error``), from its
+    string token; None for any other."""
+    known = _KEYS.get(raw)
+    if known is not None or b"\\" not in raw or len(raw) > _LONGEST_KEY:
+        return known
+    try:
+        text = json.loads(raw)  # one flat string: "\u0069d" is "id"
+    except ValueError:
+        return None
+    return text if isinstance(text, str) and text in _KEYS.values() else None
+
+
+def _id_at(data: bytes, i: int) -> Any:
+    """The request id whose value starts at ``i``: an integer or a string, else
+    ``_NO_ID`` (null, a fraction, an object...)."""
+    value = _ID_VALUE.match(data, i)
+    if value is None:
+        return _NO_ID
+    if value.group(1) is not None:
+        return int(value.group(1))
+    try:
+        text = json.loads(value.group(2))
+    except ValueError:
+        return _NO_ID
+    return text if isinstance(text, str) else _NO_ID
