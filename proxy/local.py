@@ -15,18 +15,38 @@ A connection starts with one JSON line saying what it is for:
   the connection an approver until it closes and streams pending approvals to it.
 
 The gateway answers the first line with ``{"ok": true}`` or ``{"ok": false, "error": ...}``.
+
+No pile of idle connections can lock anyone out. Connections still saying hello, connect
+sessions and control connections each have a budget of their own:
+
+- a peer has :data:`HELLO_SECONDS` to send its hello; when :data:`MAX_HELLOS` are still
+  saying hello, the oldest of them is dropped to make room for a new connection;
+- a connect session has :data:`INIT_SECONDS` to complete ``initialize`` (an
+  ``initialize`` still in flight then gets :data:`INIT_GRACE_SECONDS` more: a server may
+  take a while to start), or it is closed; when :data:`MAX_SESSIONS` are open, the oldest
+  one that has not initialised is closed to make room, and if every one has, the new one
+  is refused with an error line;
+- when :data:`MAX_CONTROLS` control connections are open, the oldest one that is not
+  watching approvals (else the oldest watcher) is closed to make room, so ``lockgate
+  pause`` and the approvals always get through.
+
+A message for the client that cannot be written as JSON (nested too deeply for the SDK's
+models) is answered with an error for its request instead, and the session goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import socket
 import struct
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +61,7 @@ from proxy.fastlane import FastLane
 from proxy.gateway import Gateway
 from proxy.runinfo import LINE_LIMIT
 from proxy.servers import ServersError
+from proxy.session import Session
 from proxy.tokens import valid_client_name
 
 __all__ = ["LocalServer", "socket_path_for"]
@@ -48,8 +69,22 @@ __all__ = ["LocalServer", "socket_path_for"]
 log = logging.getLogger(__name__)
 
 _SUN_PATH_MAX = 100
-MAX_CONNECTIONS = 256  # local bridges and control connections at once
 HELLO_SECONDS = 5.0  # a peer has this long to say what it wants
+# A connect session has this long to complete initialize: a real client sends it the
+# moment it starts; one that never does only holds a place.
+INIT_SECONDS = 30.0
+# ...and an initialize still in flight at that point this much longer: more than the
+# gateway gives a server to answer it (60 s, twice when it falls back to SSE), so a
+# server slow to start (npx fetching a package) is not cut off.
+INIT_GRACE_SECONDS = 150.0
+# Connections still saying hello. A real peer's hello is in the socket the moment it
+# connects and is read within a few turns of the loop, so only a flood of silent
+# connections fills this; it is larger than the listen backlog (64), so a burst of
+# connections accepted together cannot push out one whose hello is there.
+MAX_HELLOS = 128
+MAX_SESSIONS = 256  # connect sessions (each one a server process once initialised)
+MAX_CONTROLS = 64  # control connections: CLI commands (one each) and approval watchers
+_EVICTION_LOG_SECONDS = 10.0
 
 
 def socket_path_for(run_dir: Path) -> Path:
@@ -125,15 +160,105 @@ def _peer_uid(sock: socket.socket) -> int | None:
     return int(uid)
 
 
-class LocalServer:
-    """The Unix socket server. Start and stop it on the gateway's loop."""
+_HELLO, _CONNECT, _CONTROL = "hello", "connect", "control"
 
-    def __init__(self, gateway: Gateway, path: Path) -> None:
+
+@dataclass(eq=False)
+class _Conn:
+    """One local connection, as far as its budget cares."""
+
+    task: asyncio.Task[None] | None = None
+    phase: str = _HELLO
+    initialized: bool = False  # connect: its initialize succeeded
+    watching: bool = False  # control: it is an approver
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class LocalServer:
+    """The Unix socket server. Start and stop it on the gateway's loop.
+
+    The deadlines and budgets default to the module's constants; tests pass small ones.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        path: Path,
+        *,
+        hello_seconds: float = HELLO_SECONDS,
+        init_seconds: float = INIT_SECONDS,
+        init_grace_seconds: float = INIT_GRACE_SECONDS,
+        max_hellos: int = MAX_HELLOS,
+        max_sessions: int = MAX_SESSIONS,
+        max_controls: int = MAX_CONTROLS,
+    ) -> None:
         self._gateway = gateway
         self.path = path
+        self._hello_seconds = hello_seconds
+        self._init_seconds = init_seconds
+        self._init_grace_seconds = init_grace_seconds
+        self._budgets = {_HELLO: max_hellos, _CONNECT: max_sessions, _CONTROL: max_controls}
         self._listener: socket.socket | None = None
         self._acceptor: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        # per phase, oldest first (dicts keep insertion order; entering a phase appends)
+        self._phases: dict[str, dict[_Conn, None]] = {phase: {} for phase in self._budgets}
+        self._evicted = dict.fromkeys(self._budgets, 0)
+        self._eviction_logged: dict[str, float] = {}
+
+    def counts(self) -> dict[str, int]:
+        """How many connections are in each phase: ``hello``, ``connect``, ``control``."""
+        return {phase: len(members) for phase, members in self._phases.items()}
+
+    def _enter(self, conn: _Conn, phase: str) -> bool:
+        """Move ``conn`` into ``phase``, closing the oldest evictable member if the phase
+        is full; False (and ``conn`` stays where it was) if nothing can make room."""
+        members = self._phases[phase]
+        if len(members) >= self._budgets[phase]:
+            victim = self._victim(phase)
+            if victim is None:
+                return False
+            self._report_eviction(phase)
+            self._leave(victim)
+            victim.close()
+        self._leave(conn)
+        conn.phase = phase
+        members[conn] = None
+        return True
+
+    def _report_eviction(self, phase: str) -> None:
+        """Log evictions, at most once every :data:`_EVICTION_LOG_SECONDS` per phase (a
+        flood would otherwise write a line per connection)."""
+        self._evicted[phase] += 1
+        now = time.monotonic()
+        if now - self._eviction_logged.get(phase, -_EVICTION_LOG_SECONDS) < _EVICTION_LOG_SECONDS:
+            return
+        log.warning(
+            "local socket: %d %s connections open, the most allowed; closed the oldest "
+            "one%s to make room (%d so far)",
+            self._budgets[phase],
+            phase,
+            " that had not initialised" if phase == _CONNECT else "",
+            self._evicted[phase],
+        )
+        self._eviction_logged[phase] = now
+
+    def _victim(self, phase: str) -> _Conn | None:
+        members = self._phases[phase]
+        if phase == _CONNECT:
+            return next((c for c in members if not c.initialized), None)
+        if phase == _CONTROL:
+            return next((c for c in members if not c.watching), next(iter(members), None))
+        return next(iter(members), None)
+
+    def _leave(self, conn: _Conn) -> None:
+        self._phases[conn.phase].pop(conn, None)
+
+    def _ended(self, conn: _Conn, _task: asyncio.Task[None]) -> None:
+        self._leave(conn)
 
     async def start(self) -> None:
         """Listen. A stale socket from a crashed run is replaced.
@@ -176,15 +301,18 @@ class LocalServer:
                 log.warning("local socket: cannot accept a connection now: %s", exc)
                 await asyncio.sleep(0.2)
                 continue
-            if len(self._connections) >= MAX_CONNECTIONS:
-                log.warning("local socket: %d connections already; refusing one", MAX_CONNECTIONS)
-                conn.close()
-                continue
-            task = asyncio.create_task(self._accept(conn))
+            record = _Conn()
+            self._enter(record, _HELLO)  # always room: the oldest silent one goes
+            task = asyncio.create_task(self._accept(conn, record))
+            record.task = task
             self._connections.add(task)
             task.add_done_callback(self._connections.discard)
+            task.add_done_callback(functools.partial(self._ended, record))
+            # Let the connections already here read their hellos before the next accept:
+            # a burst of connections waiting in the backlog is otherwise accepted in one go.
+            await asyncio.sleep(0)
 
-    async def _accept(self, conn: socket.socket) -> None:
+    async def _accept(self, conn: socket.socket, record: _Conn) -> None:
         fds: list[int] = []
         writer: asyncio.StreamWriter | None = None
         try:
@@ -196,7 +324,7 @@ class LocalServer:
                 return
             # The hello line is read by hand: file descriptors ride along with its bytes,
             # and asyncio's transport would read the bytes and drop the descriptors.
-            hello_bytes, rest, fds = await asyncio.wait_for(_read_hello(conn), HELLO_SECONDS)
+            hello_bytes, rest, fds = await asyncio.wait_for(_read_hello(conn), self._hello_seconds)
             reader = asyncio.StreamReader(limit=LINE_LIMIT)
             reader.feed_data(rest)
             loop = asyncio.get_running_loop()
@@ -212,10 +340,27 @@ class LocalServer:
                 return
             if mode == "connect":
                 passed, fds = fds, []  # _connect owns them now, and closes them
-                await self._connect(hello, reader, writer, passed)
+                if not self._enter(record, _CONNECT):
+                    for fd in passed:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+                    log.warning(
+                        "local socket: %d sessions open; refusing one", self._budgets[_CONNECT]
+                    )
+                    await _send(
+                        writer,
+                        {
+                            "ok": False,
+                            "error": f"Lockgate has {self._budgets[_CONNECT]} local sessions "
+                            "open, the most it allows; close some",
+                        },
+                    )
+                    return
+                await self._connect(hello, reader, writer, passed, record)
             elif mode == "control":
+                self._enter(record, _CONTROL)  # always room: the oldest idle one goes
                 await _send(writer, {"ok": True})
-                await self._control(reader, writer)
+                await self._control(reader, writer, record)
             else:
                 await _send(writer, {"ok": False, "error": f"unknown mode {mode!r}"})
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
@@ -241,6 +386,7 @@ class LocalServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         fds: list[int],
+        record: _Conn,
     ) -> None:
         """One MCP session, on the client's own pipes when the bridge passed them (no
         extra hop: the bridge then only waits), else line by line over this socket.
@@ -249,7 +395,7 @@ class LocalServer:
         or finished client sees its pipes close.
         """
         try:
-            await self._connect_owning(hello, reader, writer, fds)
+            await self._connect_owning(hello, reader, writer, fds, record)
         finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
@@ -261,6 +407,7 @@ class LocalServer:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         fds: list[int],
+        record: _Conn,
     ) -> None:
         server, client = hello.get("server"), hello.get("client")
         if not isinstance(server, str) or server not in self._gateway.servers:
@@ -293,7 +440,12 @@ class LocalServer:
         await _send(writer, {"ok": True})
         try:
             await self._mcp_session(
-                server, client, session_in, session_out, bridge=reader if fds else None
+                server,
+                client,
+                session_in,
+                session_out,
+                record=record,
+                bridge=reader if fds else None,
             )
         finally:
             if fds:
@@ -305,25 +457,38 @@ class LocalServer:
         client: str,
         incoming: asyncio.StreamReader,
         outgoing: asyncio.StreamWriter,
+        *,
+        record: _Conn,
         bridge: asyncio.StreamReader | None,
     ) -> None:
         lane = FastLane(self._gateway, outgoing)
-        sdk_server = self._gateway.build_server(
-            server=server, client=client, on_session=lane.attach
-        )
+        initialized = anyio.Event()
+        handshake = _Handshake()
+
+        def on_session(session: Session) -> None:  # the session's initialize succeeded
+            lane.attach(session)
+            record.initialized = True
+            initialized.set()
+
+        sdk_server = self._gateway.build_server(server=server, client=client, on_session=on_session)
         to_session, from_client = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         to_client, from_session = anyio.create_memory_object_stream[SessionMessage](64)
 
         async def client_to_session() -> None:
             async with to_session:
                 while line := await incoming.readline():
-                    if not line.strip() or lane.take(line):
+                    if not line.strip() or _taken_by(lane, line):
                         continue
                     try:
                         message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-                    except Exception as exc:  # the session answers it with a parse error
-                        await to_session.send(exc)
+                    except Exception as exc:
+                        # The SDK's loop drops what it cannot read, unanswered: the client
+                        # would wait for its answer forever. It is answered here.
+                        outgoing.write(_unreadable(line, exc))
+                        await outgoing.drain()
                         continue
+                    if isinstance(message, types.JSONRPCRequest) and message.method == "initialize":
+                        handshake.asked(message.id)
                     await to_session.send(SessionMessage(message))
             lane.cancel_all()  # the client has gone: nobody waits for these answers
 
@@ -336,12 +501,32 @@ class LocalServer:
                             batch.append(from_session.receive_nowait())
                         except anyio.WouldBlock:
                             break
-                    outgoing.write(b"".join(_line(m) for m in batch))
+                    for m in batch:
+                        handshake.answered(m.message)
+                    outgoing.write(b"".join(_line_or_error(m) for m in batch))
                     await outgoing.drain()
+
+        async def initialize_in_time() -> None:
+            """Close the session if its initialize has not succeeded in time."""
+            with anyio.move_on_after(self._init_seconds):
+                await initialized.wait()
+                return
+            if handshake.in_flight():
+                with anyio.move_on_after(self._init_grace_seconds):
+                    await handshake.settled()  # on_session ran before a success left
+            if not initialized.is_set():
+                log.warning(
+                    "local socket: a %s session of %s did not initialise within %g s; closed",
+                    server,
+                    client,
+                    self._init_seconds,
+                )
+                tg.cancel_scope.cancel()
 
         async with sdk_server.lifespan(sdk_server) as state, anyio.create_task_group() as tg:
             tg.start_soon(client_to_session)
             tg.start_soon(session_to_client)
+            tg.start_soon(initialize_in_time)
             if bridge is not None:
                 # The bridge only waits; if it dies, the session it stood for ends too.
                 async def bridge_gone() -> None:
@@ -358,7 +543,9 @@ class LocalServer:
 
     # -- control -----------------------------------------------------------------------
 
-    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _control(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: _Conn
+    ) -> None:
         while line := await reader.readline():
             try:
                 request = json.loads(line)
@@ -367,6 +554,7 @@ class LocalServer:
                 await _send(writer, {"ok": False, "error": 'expected {"op": ...}'})
                 continue
             if op == "watch":
+                record.watching = True
                 await self._watch(reader, writer)
                 return
             await _send(writer, self._control_op(op, request))
@@ -500,6 +688,88 @@ class LocalServer:
 
 def _line(message: SessionMessage) -> bytes:
     return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+
+
+def _unreadable(line: bytes, exc: Exception) -> bytes:
+    """The JSON-RPC error answering a line that is not a JSON-RPC message: a parse error
+    (-32700) when it is not JSON text (lone surrogates included, as the HTTP door says
+    too), an invalid request (-32600) otherwise; with the line's id when one can be read,
+    so the client can match it."""
+    code, message = -32600, "Invalid request: not a JSON-RPC 2.0 message"
+    try:
+        document = json.loads(line)
+    except (ValueError, RecursionError):
+        document = None
+        code, message = -32700, f"Parse error: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+    else:
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            code, message = -32700, "Parse error: a lone surrogate escape is not text"
+    request_id = document.get("id") if isinstance(document, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        request_id = None
+    error = {"code": code, "message": message}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode() + b"\n"
+
+
+def _taken_by(lane: FastLane, line: bytes) -> bool:
+    """Whether the fast lane serves ``line``; if it fails on it, the SDK gets the line
+    (and answers it), rather than the failure ending the session."""
+    try:
+        return lane.take(line)
+    except Exception:
+        log.exception("local socket: the fast lane failed on a line; the SDK handles it")
+        return False
+
+
+def _line_or_error(message: SessionMessage) -> bytes:
+    """``message`` as a line; if it cannot be written as JSON (the SDK's models refuse
+    about 255 levels of nesting), an error answer to its request instead, or nothing
+    (and a log line) if it answers no request. Never raises: one bad message must not
+    end the session."""
+    try:
+        return _line(message)
+    except (ValueError, RecursionError):  # PydanticSerializationError is a ValueError
+        inner = message.message
+        if isinstance(inner, types.JSONRPCResponse | types.JSONRPCError) and inner.id is not None:
+            log.warning("local socket: the answer to %r cannot be written as JSON", inner.id)
+            error = {
+                "code": types.INTERNAL_ERROR,
+                "message": "Lockgate could not pass on the answer: it cannot be written as "
+                "JSON (nested too deeply?)",
+            }
+            answer = {"jsonrpc": "2.0", "id": inner.id, "error": error}
+            return json.dumps(answer, separators=(",", ":")).encode() + b"\n"
+        log.warning("local socket: dropped a message that cannot be written as JSON")
+        return b""
+
+
+class _Handshake:
+    """The client's initialize requests still waiting for their answers."""
+
+    def __init__(self) -> None:
+        self._waiting: set[tuple[type, int | str]] = set()
+        self._changed = anyio.Event()
+
+    def asked(self, request_id: int | str) -> None:
+        self._waiting.add((type(request_id), request_id))
+
+    def answered(self, message: types.JSONRPCMessage) -> None:
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            key = (type(message.id), message.id)
+            if key in self._waiting:
+                self._waiting.discard(key)
+                self._changed.set()
+                self._changed = anyio.Event()
+
+    def in_flight(self) -> bool:
+        return bool(self._waiting)
+
+    async def settled(self) -> None:
+        """Return once no initialize is waiting for its answer."""
+        while self._waiting:
+            await self._changed.wait()
 
 
 def _digest_of(gateway: Gateway, approval_id: str) -> str | None:

@@ -282,3 +282,29 @@ def test_nothing_is_left_running_after_stop(live_gateway):
     assert not Path(info["socket"]).exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_an_answer_the_sdk_cannot_write_becomes_an_error_for_its_request():
+    # The SDK's models stop writing at about 255 levels; such a message must not end the
+    # session (it used to raise out of the session's writer task).
+    from mcp.shared.message import SessionMessage
+
+    from proxy.local import _line_or_error
+
+    deep = json.loads("[" * 300 + "]" * 300)
+    answer = SessionMessage(types.JSONRPCResponse(jsonrpc="2.0", id=3, result={"x": deep}))
+    assert json.loads(_line_or_error(answer)) == {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "error": {
+            "code": -32603,
+            "message": "Lockgate could not pass on the answer: it cannot be written as JSON "
+            "(nested too deeply?)",
+        },
+    }
+    note = SessionMessage(
+        types.JSONRPCNotification(jsonrpc="2.0", method="notifications/message", params={"x": deep})
+    )
+    assert _line_or_error(note) == b""
+    fine = SessionMessage(types.JSONRPCResponse(jsonrpc="2.0", id="a", result={}))
+    assert _line_or_error(fine) == b'{"jsonrpc":"2.0","id":"a","result":{}}\n'
