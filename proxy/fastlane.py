@@ -10,12 +10,14 @@ forward path as the SDK route (:meth:`Gateway.call_tool <proxy.gateway.Gateway.c
 and writes the answer line itself.
 
 It takes only what it serves exactly as the SDK route would: a well-formed ``tools/call``
-request, without a progress token (progress needs the SDK's token remapping), of a session
-whose ``notifications/initialized`` is already on its way upstream (so nothing overtakes
-it). Everything else goes to the SDK unchanged: the handshake, other methods,
-notifications, malformed lines, calls with progress. A client's
-``notifications/cancelled`` for a fast-lane call cancels it here (the upstream dispatcher
-then cancels it upstream), and, as the spec says, a cancelled request gets no answer.
+request whose strings are all text (a lone surrogate escape such as ``"\\ud800"``, which
+the SDK's parser refuses, goes to the SDK for the same parse error), without a progress
+token (progress needs the SDK's token remapping), of a session whose
+``notifications/initialized`` is already on its way upstream (so nothing overtakes it).
+Everything else goes to the SDK unchanged: the handshake, other methods, notifications,
+malformed lines, calls with progress. A client's ``notifications/cancelled`` for a
+fast-lane call cancels it here (the upstream dispatcher then cancels it upstream), and,
+as the spec says, a cancelled request gets no answer.
 """
 
 from __future__ import annotations
@@ -37,6 +39,19 @@ __all__ = ["FastLane"]
 log = logging.getLogger(__name__)
 
 _Key = tuple[type, int | str]  # JSON-RPC ids 1 and "1" are different requests
+
+
+def _lone_surrogate(line: bytes, message: Any) -> bool:
+    """Whether the JSON ``line`` (parsed: ``message``) holds a lone UTF-16 surrogate
+    (``"\\ud800"``), which is not text. Python's parser accepts it; the SDK's refuses the
+    message, so the fast lane leaves it to the SDK rather than answer otherwise."""
+    if b"\\u" not in line or b"\\ud" not in line.lower():  # the common case: no escape
+        return False
+    try:
+        json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class FastLane:
@@ -63,6 +78,8 @@ class FastLane:
             message = json.loads(line)
         except (ValueError, RecursionError):
             return False  # the SDK answers it with a parse error
+        if _lone_surrogate(line, message):
+            return False  # the SDK's parser refuses these: the same answer on every door
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return False
         method = message.get("method")
@@ -112,7 +129,13 @@ class FastLane:
         except Exception:  # call_tool turns failures into MCPError; this is a last guard
             log.exception("fast lane: tools/call %r failed", request_id)
             answer["error"] = {"code": -32603, "message": "Lockgate failed to handle this call"}
-        self._send(json.dumps(answer, separators=(",", ":")).encode())
+        try:
+            line = json.dumps(answer, separators=(",", ":")).encode()
+        except (TypeError, ValueError, RecursionError):  # an answer JSON cannot carry
+            log.exception("fast lane: the answer to tools/call %r cannot be sent", request_id)
+            error = {"code": -32603, "message": "the server's answer could not be passed on"}
+            line = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+        self._send(line)
         with contextlib.suppress(ConnectionError):
             await self._out.drain()
 

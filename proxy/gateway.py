@@ -102,6 +102,7 @@ class Gateway(ToolCalls):
         bus: EventBus,
         log_dir: Path,
         servers_file: Path | None = None,
+        last_good_policy: Path | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -119,7 +120,9 @@ class Gateway(ToolCalls):
         self._log_dir = log_dir
         self._clock = clock
         self._monotonic = monotonic
-        self.policy_store = PolicyStore(policy_path, bus.emit, self._policy_swapped)
+        self.policy_store = PolicyStore(
+            policy_path, bus.emit, self._policy_swapped, last_good=last_good_policy
+        )
         self.enforcer = Enforcer(self.policy_store.policy, clock)
         self.approvals = ApprovalBroker(bus.emit, clock)
         self.watcher = PolicyWatcher(self.policy_store)

@@ -54,6 +54,12 @@ class Paths:
     def audit_db(self) -> Path:
         return self.data_dir / "audit.db"
 
+    @property
+    def last_good_policy(self) -> Path:
+        """A copy of the last policy.json the gateway put in force: a gateway that starts
+        while policy.json is broken uses it, rather than forget the person's rules."""
+        return self.data_dir / "policy.last-good.json"
+
 
 def resolve_paths(
     config_dir: str | os.PathLike[str] | None = None,

@@ -29,6 +29,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from proxy._atomic import write_atomic
 from proxy.events import Event, PolicyRejected, PolicyReloaded
 from proxy.policy import (
     Policy,
@@ -61,6 +62,7 @@ class ReadResult:
     digest: str
     policy: Policy | None = None
     error: PolicyError | None = None
+    data: bytes | None = None  # the bytes parsed, for a valid file
 
 
 def read_policy(path: Path) -> ReadResult:
@@ -77,23 +79,31 @@ def read_policy(path: Path) -> ReadResult:
         return ReadResult(f"unreadable:{exc}", error=exc)
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return ReadResult(digest, policy=parse_policy_bytes(data, str(path)))
+        return ReadResult(digest, policy=parse_policy_bytes(data, str(path)), data=data)
     except PolicyError as exc:
         return ReadResult(digest, error=exc)
 
 
 class PolicyStore:
-    """Holds the policy in force and the current error; swaps on valid changes only."""
+    """Holds the policy in force and the current error; swaps on valid changes only.
+
+    With ``last_good``, every policy.json put in force is also copied there; a store whose
+    first read finds policy.json broken (the gateway starts after a bad edit) puts that
+    copy in force instead of the built-in default, so a restart never loosens the rules
+    the person had. The error is reported all the same.
+    """
 
     def __init__(
         self,
         path: Path,
         emit: Callable[[Event], None],
         on_swap: Callable[[Policy], None] | None = None,
+        last_good: Path | None = None,
     ) -> None:
         self._path = path
         self._emit = emit
         self._on_swap = on_swap
+        self._last_good = last_good
         self._policy = default_policy()
         self._digest: str | None = None
         self._error: PolicyError | None = None
@@ -125,6 +135,7 @@ class PolicyStore:
         """Apply a read result: swap on a new valid policy, keep the old one on an error."""
         if result.digest == self._digest:
             return False
+        first_read = self._digest is None
         self._digest = result.digest
         now = time.time()
         if result.error is not None:
@@ -136,20 +147,42 @@ class PolicyStore:
                     now, str(self._path), str(result.error), first.line if first else None
                 )
             )
+            if first_read:
+                self._put_in_force_last_good()
             return False
         assert result.policy is not None
         self._error = None
-        self._policy = result.policy
-        if self._on_swap is not None:
-            self._on_swap(result.policy)
-        source = None if result.digest == _MISSING else str(self._path)
-        log.info(
-            "policy in force: %s (%d rules)", source or "built-in default", len(result.policy.rules)
-        )
-        self._emit(
-            PolicyReloaded(now, source, len(result.policy.rules), result.policy.default.value)
-        )
+        if result.data is not None:
+            self._keep_as_last_good(result.data)
+        self._swap(result.policy, result.digest, now)
         return True
+
+    def _keep_as_last_good(self, data: bytes) -> None:
+        if self._last_good is None:
+            return
+        try:
+            if not self._last_good.exists() or self._last_good.read_bytes() != data:
+                write_atomic(self._last_good, data)
+        except OSError as exc:
+            log.warning("could not keep a copy of the policy in force: %s", exc)
+
+    def _put_in_force_last_good(self) -> None:
+        if self._last_good is None or not self._last_good.exists():
+            return
+        kept = read_policy(self._last_good)
+        if kept.policy is None:
+            log.warning("the last good copy of policy.json cannot be used: %s", kept.error)
+            return
+        log.warning("policy.json is broken: the last good copy of it is in force")
+        self._swap(kept.policy, kept.digest, time.time())
+
+    def _swap(self, policy: Policy, digest: str, now: float) -> None:
+        self._policy = policy
+        if self._on_swap is not None:
+            self._on_swap(policy)
+        source = None if digest == _MISSING else policy.source
+        log.info("policy in force: %s (%d rules)", source or "built-in default", len(policy.rules))
+        self._emit(PolicyReloaded(now, source, len(policy.rules), policy.default.value))
 
 
 class _Handler(FileSystemEventHandler):

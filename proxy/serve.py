@@ -76,6 +76,7 @@ async def serve(
         bus=bus,
         log_dir=paths.log_dir,
         servers_file=paths.servers_file,
+        last_good_policy=paths.last_good_policy,
         clock=clock,
         monotonic=monotonic,
     )

@@ -16,8 +16,8 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -30,6 +30,7 @@ from tests.proxy._harness import (
     Harness,
     HttpSession,
     LocalClient,
+    answer_of,
     recorder_servers,
     running,
     text_of,
@@ -196,30 +197,92 @@ async def test_a_slow_read_of_the_old_file_never_undoes_a_newer_one(tmp_path):
 # -- 4. no call runs without its audit record ---------------------------------------------
 
 
-async def test_a_tool_name_that_is_not_text_is_refused_at_the_door_and_logged(tmp_path):
+NOT_TEXT = [  # a lone surrogate is not text: UTF-8, SQLite and Qt cannot hold it
+    b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo\\ud800"}}',
+    b'{"jsonrpc":"2.0","id":7,"method":"tools/call",'
+    b'"params":{"name":"echo","arguments":{"k":"v\\uDFFF"}}}',
+]
+
+
+@pytest.mark.parametrize("line", NOT_TEXT, ids=["in the name", "in an argument"])
+async def test_a_call_that_is_not_text_is_refused_alike_at_both_doors(tmp_path, line):
+    """Before: the fast lane forwarded it, then failed to record it, and denied the next
+    call. Now both doors refuse it before anything (the SDK's parser on HTTP; the fast
+    lane leaves it to the same parser), and the next call is served."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway:
+        async with LocalClient.open(harness) as client:
+            await client.handshake(gateway)
+            client.send_line(line)
+            async with asyncio.timeout(20):
+                while not client.answers:
+                    await client._arrived.wait()
+                    client._arrived.clear()
+            (local,) = client.answers.values()
+            client.answers.clear()
+            after_local = await client.call("echo", {"n": 1})
+        async with httpx2.AsyncClient(timeout=30) as http:
+            session = HttpSession(http, harness.http_url + "rec", harness.token("web"))
+            await session.open()
+            remote = answer_of(
+                await http.post(session.url, content=line, headers=session.headers())
+            )
+            after_remote = await session.call("echo", {"n": 2})
+            await session.close()
+    assert local["error"]["code"] == remote["error"]["code"] == -32700
+    assert text_of(after_local) == text_of(after_remote) == "ran echo"
+    assert [e["arguments"] for e in harness.recorded()] == [{"n": 1}, {"n": 2}]
+
+
+async def test_a_tool_name_with_control_characters_is_refused_and_logged(tmp_path):
     harness = Harness(tmp_path)
     harness.write_policy({"default": "allow"})
     async with running(harness) as gateway, LocalClient.open(harness) as client:
         await client.handshake(gateway)
-        client.send_line(
-            b'{"jsonrpc":"2.0","id":"s","method":"tools/call",'
-            b'"params":{"name":"echo\\ud800","arguments":{"k":"v\\udfff"}}}'
-        )
-        refused = await client.answer("s")
-        control = await client.request("tools/call", {"name": "echo\u0007"})
-        after = await client.call("echo", {"note": "a lone \udc00 in an argument"})
-    assert refused["error"]["code"] == -32602
-    assert "lone surrogate" in refused["error"]["message"]
-    assert control["error"]["code"] == -32602
-    assert text_of(after) == "ran echo"  # the next call is not denied for a broken log
+        refused = await client.request("tools/call", {"name": "echo\u0007\u202e"})
+        after = await client.call("echo")
+    assert refused["error"] == {
+        "code": -32602,
+        "message": "tools/call tool name holds control characters",
+    }
+    assert text_of(after) == "ran echo"
     assert harness.recorded_names() == ["echo"]
     rows = gateway.audit.query(limit=10)
-    assert [(r.tool, r.outcome.value) for r in rows] == [
-        ("echo", "ok"),
-        ("echo\x07", "protocol_error"),
-        ("echo\\ud800", "protocol_error"),  # stored escaped
+    assert [(r.tool, r.basis, r.outcome.value) for r in rows] == [
+        ("echo", "default", "ok"),
+        ("echo\u0007\u202e", "name", "protocol_error"),
     ]
-    assert rows[0].arguments == {"note": "a lone \\udc00 in an argument"}
+
+
+def test_text_a_log_cannot_hold_is_stored_escaped(tmp_path):
+    """Whatever a record holds (a reason quoting arguments, an error text, a name that came
+    another way), it is written: lone surrogates are stored escaped."""
+    from proxy.audit import AuditLog, CallDecision, CallRecord, Outcome
+
+    with AuditLog(tmp_path / "audit.db") as log:
+        record = CallRecord(
+            time=1.0,
+            client="c\ud800",
+            server="s",
+            tool="t\udfff",
+            arguments={"k\ud801": "v\udc00"},
+            decision=CallDecision.DENIED,
+            rule="r\ud802",
+            reason="why \ud803",
+            outcome=Outcome.BLOCKED,
+            error="err \ud804",
+        )
+        log.write_sync(record)
+        (back,) = log.query()
+    assert (back.client, back.tool, back.rule, back.reason, back.error) == (
+        "c\\ud800",
+        "t\\udfff",
+        "r\\ud802",
+        "why \\ud803",
+        "err \\ud804",
+    )
+    assert back.arguments == {"k\\ud801": "v\\udc00"}
 
 
 async def test_a_call_whose_record_cannot_be_written_is_never_sent(tmp_path):
@@ -473,9 +536,7 @@ async def test_nothing_of_another_clients_session_can_be_used(tmp_path):
             "event stream": await http.get(url, headers=forged),
             "delete": await http.delete(url, headers=forged),
         }
-        assert {what: r.status_code for what, r in attempts.items()} == dict.fromkeys(
-            attempts, 404
-        )
+        assert {what: r.status_code for what, r in attempts.items()} == dict.fromkeys(attempts, 404)
         assert "result" in await victim.request("tools/list")
         await victim.close()
 
@@ -506,3 +567,47 @@ async def test_a_client_that_never_closes_its_sessions_is_not_locked_out(tmp_pat
             assert "result" in await kept.request("tools/list")
         for session in sessions[2:]:
             await session.close()
+
+
+# -- found on the way: a restart never loosens the rules ----------------------------------
+
+
+async def test_a_gateway_started_with_a_broken_policy_keeps_the_last_good_one(tmp_path):
+    """Before, a gateway that started while policy.json was broken fell back to the
+    built-in policy, which asks about everything: a tool the person had denied could be
+    approved by a click again. Now the last policy in force is kept, across restarts."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow", "tools": {"delete_file": {"action": "deny"}}})
+    async with running(harness):
+        pass
+    harness.paths.policy_file.write_text('{"version": "1", "default": "allow", "tools": {')
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        assert gateway.policy_store.error is not None  # reported all the same
+        blocked = await client.call("delete_file")
+        allowed = await client.call("echo")
+    assert blocked["result"]["isError"] is True
+    assert text_of(allowed) == "ran echo"
+    assert harness.recorded_names() == ["echo"]
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "answer_id"),
+    [
+        (b"{not json", -32700, None),
+        (b'{"jsonrpc":"2.0","id":3}', -32600, 3),
+        (b'{"jsonrpc":"1.0","id":"x","method":"ping"}', -32600, "x"),
+        (b'{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"a":"\\udc00"}}', -32700, 4),
+    ],
+)
+async def test_a_malformed_message_on_the_local_door_is_answered(tmp_path, line, code, answer_id):
+    """Before, the SDK's loop dropped what it could not read, and the client waited for
+    ever; a malformed message is answered with a protocol error, and the session goes on."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        client.send_line(line)
+        answer = await client.answer(answer_id)
+        assert answer["error"]["code"] == code
+        assert text_of(await client.call("echo")) == "ran echo"
