@@ -124,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     policy_commands.add_parser(
         "schema", parents=[common], help="print the JSON Schema of policy.json"
     )
+    policy_commands.add_parser(
+        "reload",
+        parents=[common],
+        help="have the running gateway load policy.json now (exit 0 once it is in force)",
+    )
 
     risk = commands.add_parser(
         "risk", parents=[common], help="assess the risk of tools from a tools/list result"
@@ -302,6 +307,8 @@ def main(
                 return _policy_check(args.file, paths, args.json, sys.stdout)
             if args.policy_command == "explain":
                 return _policy_explain(args, paths, sys.stdout)
+            if args.policy_command == "reload":
+                return _policy_reload(paths, sys.stdout)
             json.dump(policy_schema(), sys.stdout, indent=2)
             sys.stdout.write("\n")
             return 0
@@ -410,6 +417,22 @@ def _policy_check(file: Path | None, paths: Paths, as_json: bool, out: TextIO) -
             f"default {policy.default.value})",
             file=out,
         )
+    return 0
+
+
+def _policy_reload(paths: Paths, out: TextIO) -> int:
+    """Put policy.json in force in the running gateway now (it also does so by itself a
+    moment after the file changes)."""
+    try:
+        answer = control(paths, "reload-policy")
+    except GatewayNotRunning as exc:
+        print(f"lockgate: {exc}", file=sys.stderr)
+        return 1
+    except ControlError as exc:
+        print(f"policy.json not applied, the last good policy stays in force:\n{exc}", file=out)
+        return 1
+    where = answer["source"] or "the built-in default policy"
+    print(f"in force: {where} ({answer['rules']} rules, default {answer['default']})", file=out)
     return 0
 
 
@@ -940,6 +963,9 @@ def _init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
     paths.config_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.policy_file, text.encode())
     out.write(f"Written to {paths.policy_file}.\n")
+    with contextlib.suppress(GatewayNotRunning, ControlError):
+        control(paths, "reload-policy")
+        out.write("It is in force in the running gateway.\n")
     return 0
 
 

@@ -123,9 +123,16 @@ def control(paths: Paths, op: str, **fields: Any) -> dict[str, Any]:
         ControlError: the gateway refused the request.
     """
     with _connected(paths, {"lockgate": 1, "mode": "control"}) as (_sock, stream):
-        stream.write(json.dumps({"op": op, **fields}).encode() + b"\n")
-        stream.flush()
-        answer: dict[str, Any] = json.loads(stream.readline() or b"{}")
+        try:
+            stream.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+            stream.flush()
+            answer: dict[str, Any] = json.loads(stream.readline() or b"{}")
+        except (OSError, ValueError) as exc:
+            raise ControlError(
+                f"the gateway closed the connection before it answered ({exc}); try again"
+            ) from None
+    if not isinstance(answer, dict):
+        raise ControlError("the gateway's answer made no sense")
     if not answer.get("ok"):
         raise ControlError(answer.get("error", "no answer"))
     return answer

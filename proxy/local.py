@@ -11,8 +11,10 @@ A connection starts with one JSON line saying what it is for:
   connection carries one MCP session exactly as stdio does (one JSON-RPC message per
   line), served by the same gateway and policy as HTTP sessions.
 - ``{"lockgate": 1, "mode": "control"}``: then JSON requests and answers, one per line:
-  ``status``, ``pause``, ``resume``, ``approvals``, ``answer``; and ``watch``, which makes
-  the connection an approver until it closes and streams pending approvals to it.
+  ``status``, ``pause``, ``resume``, ``approvals``, ``answer``, ``reload-servers``,
+  ``reload-policy`` (read policy.json now; answered once it is in force, or with its
+  error); and ``watch``, which makes the connection an approver until it closes and
+  streams pending approvals to it.
 
 The gateway answers the first line with ``{"ok": true}`` or ``{"ok": false, "error": ...}``.
 
@@ -59,6 +61,7 @@ from proxy.approvals import PendingApproval, Remember
 from proxy.events import ApprovalAnswered, ApprovalPending, Event
 from proxy.fastlane import FastLane
 from proxy.gateway import Gateway
+from proxy.policystore import PolicyStore
 from proxy.runinfo import LINE_LIMIT
 from proxy.servers import ServersError
 from proxy.session import Session
@@ -557,6 +560,11 @@ class LocalServer:
                 record.watching = True
                 await self._watch(reader, writer)
                 return
+            if op == "reload-policy":
+                store = await self._gateway.reload_policy()
+                error = None if store.error is None else str(store.error)
+                await _send(writer, {"ok": error is None, "error": error, **_policy_json(store)})
+                continue
             await _send(writer, self._control_op(op, request))
 
     def _control_op(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -578,9 +586,7 @@ class LocalServer:
                     for s in gateway.sessions.values()
                 ],
                 "policy": {
-                    "source": store.policy.source,
-                    "rules": len(store.policy.rules),
-                    "default": store.policy.default.value,
+                    **_policy_json(store),
                     "error": str(store.error) if store.error else None,
                 },
                 "approvers": gateway.approvals.approvers,
@@ -684,6 +690,12 @@ class LocalServer:
         finally:
             detach()
             unsubscribe()
+
+
+def _policy_json(store: PolicyStore) -> dict[str, Any]:
+    """The policy in force, as ``status`` and ``reload-policy`` report it."""
+    policy = store.policy
+    return {"source": policy.source, "rules": len(policy.rules), "default": policy.default.value}
 
 
 def _line(message: SessionMessage) -> bytes:

@@ -611,3 +611,37 @@ async def test_a_malformed_message_on_the_local_door_is_answered(tmp_path, line,
         answer = await client.answer(answer_id)
         assert answer["error"]["code"] == code
         assert text_of(await client.call("echo")) == "ran echo"
+
+
+async def test_lockgate_policy_reload_says_when_a_policy_is_in_force(tmp_path):
+    from tests.proxy._live import lockgate_command
+
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LOCKGATE_CONFIG_DIR": str(harness.paths.config_dir),
+        "LOCKGATE_DATA_DIR": str(harness.paths.data_dir),
+    }
+
+    async def reload() -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            lockgate_command(), "policy", "reload", env=env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        return proc.returncode or 0, out.decode()
+
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        harness.write_policy({"default": "allow", "tools": {"echo": {"action": "deny"}}})
+        code, out = await reload()
+        assert (code, out) == (
+            0,
+            f"in force: {harness.paths.policy_file} (1 rules, default allow)\n",
+        )
+        assert (await client.call("echo"))["result"]["isError"] is True  # the next call
+        harness.paths.policy_file.write_text("{")
+        code, out = await reload()
+        assert code == 1
+        assert out.startswith("policy.json not applied, the last good policy stays in force:")
+        assert (await client.call("echo"))["result"]["isError"] is True
