@@ -64,13 +64,16 @@ _BASIS_NOTES = {  # why a call was blocked, when not simply by its rule's action
     "pause": "paused",
     "timeout": "no answer",
     "no_approver": "nobody to ask",
-    "audit_unavailable": "audit log down",
+    "server_removed": "server removed",
+    "name": "bad tool name",
 }
 _OUTCOME_NOTES = {
     "tool_error": "tool error",
     "protocol_error": "protocol error",
     "cancelled": "cancelled",
     "upstream_down": "server down",
+    "pending": "sent, no answer yet",
+    "interrupted": "Lockgate stopped before the answer",
 }
 
 

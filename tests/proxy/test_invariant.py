@@ -277,13 +277,13 @@ class GatewayMachine(RuleBasedStateMachine):
         assert self.policy is not None
         return self.policy.actions["limited"] in ("allow", "ask")
 
-    def _release(self, call: Call) -> bool:
-        """A person approved ``call``: decided again now. True if it runs."""
+    def _release(self, call: Call) -> str:
+        """A person approved ``call``: decided again now (run, deny or hidden)."""
         verdict = self._verdict(call.tool, call.arguments)
         if verdict in ("run", "ask"):
             self._runs(call)
-            return True
-        return False
+            return "run"
+        return verdict
 
     # -- calls -----------------------------------------------------------------------
 
@@ -366,10 +366,11 @@ class GatewayMachine(RuleBasedStateMachine):
         self.loop.run(go())
 
     def _settle(
-        self, calls: list[Call], expected: dict[int, bool], *, closing: bool = False
+        self, calls: list[Call], expected: dict[int, str], *, closing: bool = False
     ) -> None:
-        """Wait for the answers of ``calls``; ``expected[marker]``: whether it ran.
-        ``closing``: the gateway stopped, and a connection may close before an answer."""
+        """Wait for the answers of ``calls``; ``expected[marker]``: how it was decided
+        (run, deny, hidden). ``closing``: the gateway stopped, and a connection may close
+        before an answer."""
         for call in calls:
             assert call.answer is not None
             try:
@@ -378,8 +379,10 @@ class GatewayMachine(RuleBasedStateMachine):
                 if closing:
                     continue
                 raise
-            if expected[call.marker]:
+            if expected[call.marker] == "run":
                 assert _text(answer) == f"ran {call.tool}", answer
+            elif expected[call.marker] == "hidden":
+                assert answer["error"]["code"] == -32602, answer
             else:
                 assert _refused(answer), answer
 
@@ -401,10 +404,10 @@ class GatewayMachine(RuleBasedStateMachine):
             return False
 
         assert self.loop.run(_on_loop(send))
-        runs = approve and self._release(call)
-        if runs and for_session:
+        verdict = self._release(call) if approve else "deny"
+        if verdict == "run" and for_session:
             self.doors[call.door].approved.add(call.tool)
-        self._settle([call], {call.marker: runs})
+        self._settle([call], {call.marker: verdict})
 
     @precondition(lambda self: any(c.door != "http" for c in self.pending))
     @rule(data=st.data())
@@ -439,7 +442,7 @@ class GatewayMachine(RuleBasedStateMachine):
             store = self.loop.run(gateway.reload_policy())
             assert store.error is not None
             return
-        previews = {c.marker: None for c in self.pending}
+        previews: dict[int, str | None] = {c.marker: None for c in self.pending}
         self.policy = policy
         write_json(self.harness.paths.policy_file, policy.document())
         # Which waiting calls leave: those the new policy would not ask about now.
@@ -450,11 +453,11 @@ class GatewayMachine(RuleBasedStateMachine):
 
     def _withdraw(self, calls: list[Call]) -> None:
         """These waiting calls were withdrawn: each is decided again, oldest first."""
-        expected: dict[int, bool] = {}
+        expected: dict[int, str] = {}
         for call in calls:
             self.pending.remove(call)
             verdict = self._verdict(call.tool, call.arguments)
-            expected[call.marker] = verdict == "run"
+            expected[call.marker] = verdict
             if verdict == "run":
                 self._runs(call)
         self._settle(calls, expected)
@@ -505,7 +508,7 @@ class GatewayMachine(RuleBasedStateMachine):
         self.pending.clear()
         self._stop_gateway()
         self.paused = False  # a pause lasts while the gateway runs
-        self._settle(waiting, dict.fromkeys((c.marker for c in waiting), False), closing=True)
+        self._settle(waiting, dict.fromkeys((c.marker for c in waiting), "deny"), closing=True)
         self._start_gateway()
 
     # -- the invariant ---------------------------------------------------------------
