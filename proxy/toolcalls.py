@@ -183,9 +183,8 @@ class ToolCalls:
                 error=message[:500],
                 refund=not down,
             )
-            raise MCPError(
-                code=exc.error.code, message=message, data=_scrubbed(exc.error.data, session)
-            ) from None
+            # (the front door's boundary scrubs what leaves, data included)
+            raise MCPError(code=exc.error.code, message=message, data=exc.error.data) from None
         except UpstreamUnavailable as exc:  # never reached the server: the charge goes back
             message = session.scrub(str(exc))
             await self._complete(
@@ -481,19 +480,6 @@ def _bad_name(name: Any) -> str | None:
     if len(name) > MAX_TOOL_NAME:
         return f"tool name is longer than {MAX_TOOL_NAME} characters"
     return None
-
-
-def _scrubbed(value: Any, session: Session, depth: int = 0) -> Any:
-    """An error's ``data`` with every string scrubbed of the session's secrets."""
-    if isinstance(value, str):
-        return session.scrub(value)
-    if depth > 32:
-        return None
-    if isinstance(value, Mapping):
-        return {session.scrub(str(k)): _scrubbed(v, session, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrubbed(v, session, depth + 1) for v in value]
-    return value
 
 
 def _malformed(arguments: Any) -> str | None:
