@@ -379,12 +379,13 @@ class GatewayMachine(RuleBasedStateMachine):
                 if closing:
                     continue
                 raise
+            why = (call, expected[call.marker], answer, self.policy, self.paused)
             if expected[call.marker] == "run":
-                assert _text(answer) == f"ran {call.tool}", answer
+                assert _text(answer) == f"ran {call.tool}", why
             elif expected[call.marker] == "hidden":
-                assert answer["error"]["code"] == -32602, answer
+                assert answer["error"]["code"] == -32602, why
             else:
-                assert _refused(answer), answer
+                assert _refused(answer), why
 
     @precondition(lambda self: self.pending)
     @rule(data=st.data(), approve=st.booleans(), for_session=st.booleans())
