@@ -167,7 +167,7 @@ class ToolCalls:
         try:
             result = await send(params)
         except MCPError as exc:
-            down = exc.error.code == UPSTREAM_ERROR
+            down = _connection_closed(exc)
             message = session.scrub(
                 f"server {session.server!r} went down during the call: {exc.error.message}"
                 if down
@@ -482,6 +482,13 @@ def _bad_name(name: Any) -> str | None:
     return None
 
 
+def _connection_closed(exc: MCPError) -> bool:
+    """Whether the server went away mid-call (the JSON-RPC engines' own -32000 "Connection
+    closed"), rather than answering with an error: -32000 is also the first code servers
+    use for errors of their own ("file not found"), and those calls did not run."""
+    return exc.error.code == UPSTREAM_ERROR and exc.error.message == "Connection closed"
+
+
 def _malformed(arguments: Any) -> str | None:
     """What is wrong with a call's arguments whatever the policy says, or None."""
     if not isinstance(arguments, Mapping):
@@ -507,4 +514,8 @@ def _all_finite(value: Any, depth: int = 0) -> bool:
 
 
 def _size(result: Mapping[str, Any]) -> int:
-    return len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    """Bytes of the answer as JSON text (never raises: a result is what a server sent)."""
+    try:
+        return len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode())
+    except (TypeError, ValueError, RecursionError):  # not text (a lone surrogate), ...
+        return len(json.dumps(result, separators=(",", ":"), default=str))
