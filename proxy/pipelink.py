@@ -219,6 +219,8 @@ class PipeLink:
         if not isinstance(message, dict):
             return
         too_deep = _nests_deeper(line, message, MAX_NESTING)
+        if not too_deep and _SURROGATE_ESCAPE.search(line):
+            message = _text_only(message)
         method = message.get("method")
         if isinstance(method, str):
             if too_deep:
@@ -403,6 +405,25 @@ class PipeLink:
             answer["error"] = {"code": INTERNAL_ERROR, "message": "Lockgate failed to handle it"}
         if not self._closed:
             self._send(answer)
+
+
+# a JSON escape of a UTF-16 surrogate (\\ud800-\\udfff): the one way a line can carry
+# something that is not text
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text_only(value: Any) -> Any:
+    """``value`` with every lone surrogate (JSON carries ``"\\ud800"``, but it is not text:
+    UTF-8, the SDK's writers and the client's parser refuse it) replaced by U+FFFD, in
+    keys and strings alike. Pairs that make a real character were joined by the parser."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_text_only(k): _text_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text_only(v) for v in value]
+    return value
 
 
 def _answered(answer: asyncio.Future[dict[str, Any]]) -> bool:
