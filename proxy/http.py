@@ -48,6 +48,7 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _PATH = re.compile(r"^/mcp/([^/]+)/?$")
 SESSION_IDLE_SECONDS = 900
 # headers whose every reader must see one value: given twice, the request is refused
+_MAX_BODY = 4 * 1024 * 1024  # the SDK's own limit: a larger body is refused by it
 _SINGLE_HEADERS = frozenset(
     {"authorization", "host", "origin", "mcp-session-id", "mcp-protocol-version"}
 )
@@ -74,6 +75,7 @@ class AccessGate:
         self._app = app
         self._gateway = gateway
         self._tokens = tokens
+        self._in_flight: dict[str, set[str]] = {}  # session id -> request ids (as text)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,7 +125,31 @@ class AccessGate:
             return
         scope.setdefault("state", {})["lockgate_client"] = client
         scope["user"] = _user(client)  # the SDK binds sessions to it (see above)
-        await self._app(scope, receive, send)
+        send = _json_refusals(send)
+        session_id = headers.get("mcp-session-id")
+        if scope.get("method") != "POST" or session_id is None:
+            await self._app(scope, receive, send)
+            return
+        body, receive = await _read_body(receive, _MAX_BODY)
+        key = _request_key(body)
+        in_flight = self._in_flight.setdefault(session_id, set())
+        if key is not None and key[1] in in_flight:
+            # The SDK's transport keys a request's answer stream by the id's text: a second
+            # request with an id equal as text (1 and "1", or 1 again) would take the
+            # first one's answer. MCP forbids reusing an id in a session; refused.
+            await _refuse(
+                send, 409, "a request with this id is already in flight", request_id=key[0]
+            )
+            return
+        if key is not None:
+            in_flight.add(key[1])
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            if key is not None:
+                in_flight.discard(key[1])
+                if not in_flight:
+                    self._in_flight.pop(session_id, None)
 
     async def close_session(self, session_id: str, client: str) -> None:
         """End the HTTP session ``session_id`` of ``client`` as its DELETE would: the SDK
@@ -183,13 +209,82 @@ class _Refusal:
         self.message = message
 
 
+def _json_refusals(send: Send) -> Send:
+    """``send`` that turns a refusal the SDK writes as plain text (its transport checks:
+    "Invalid Content-Type header") into a JSON-RPC error, as every refusal here is."""
+    held: Message | None = None
+    text: list[bytes] = []
+
+    async def sending(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers", []))
+            kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if message["status"] >= 400 and kind not in (b"application/json", b"text/event-stream"):
+                held = message  # its body is text: sent once whole, as JSON
+                return
+        elif message["type"] == "http.response.body" and held is not None:
+            text.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            reason = b"".join(text).decode("utf-8", "replace").strip() or "refused"
+            await _refuse(send, int(held["status"]), reason)
+            return
+        await send(message)
+
+    return sending
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, Receive]:
+    """The request's body (up to about ``limit`` bytes), and a ``receive`` that hands it to
+    the app again, then goes on with the real one (the rest of a longer body, or the
+    client's disconnect)."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    after: list[Message] = []
+    while more and size <= limit:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            after, more = [message], False
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = bool(message.get("more_body"))
+    body = b"".join(chunks)
+    replay: list[Message] = [{"type": "http.request", "body": body, "more_body": more}, *after]
+
+    async def again() -> Message:
+        return replay.pop(0) if replay else await receive()
+
+    return body, again
+
+
+def _request_key(body: bytes) -> tuple[int | str, str] | None:
+    """A request's id and its text, if ``body`` is one request (what the SDK keys by)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or "method" not in message:
+        return None
+    request_id = message.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        return None
+    return request_id, str(request_id)
+
+
 async def _refuse(
-    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    message: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    *,
+    request_id: int | str | None = None,
 ) -> None:
     body = json.dumps(
         {
             "jsonrpc": "2.0",
-            "id": None,
+            "id": request_id,
             "error": {"code": -32600 if status != 503 else -32603, "message": message},
         }
     ).encode("utf-8")
