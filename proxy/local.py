@@ -477,6 +477,10 @@ class LocalServer:
         to_session, from_client = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         to_client, from_session = anyio.create_memory_object_stream[SessionMessage](64)
 
+        # the client's requests the SDK route is serving, by type and value: its
+        # dispatcher reads a cancellation's id with int(), so "7" would cancel call 7
+        sdk_calls: set[tuple[type, object]] = set()
+
         async def client_to_session() -> None:
             async with to_session:
                 while line := await incoming.readline():
@@ -490,8 +494,12 @@ class LocalServer:
                         outgoing.write(_unreadable(line, exc))
                         await outgoing.drain()
                         continue
-                    if isinstance(message, types.JSONRPCRequest) and message.method == "initialize":
-                        handshake.asked(message.id)
+                    if isinstance(message, types.JSONRPCRequest):
+                        sdk_calls.add(_id_key(message.id))
+                        if message.method == "initialize":
+                            handshake.asked(message.id)
+                    elif _cancels_another(message, sdk_calls):
+                        continue
                     await to_session.send(SessionMessage(message))
             lane.cancel_all()  # the client has gone: nobody waits for these answers
 
@@ -506,6 +514,8 @@ class LocalServer:
                             break
                     for m in batch:
                         handshake.answered(m.message)
+                        if isinstance(m.message, types.JSONRPCResponse | types.JSONRPCError):
+                            sdk_calls.discard(_id_key(m.message.id))
                     outgoing.write(b"".join(_line_or_error(m) for m in batch))
                     await outgoing.drain()
 
@@ -723,6 +733,21 @@ def _unreadable(line: bytes, exc: Exception) -> bytes:
         request_id = None
     error = {"code": code, "message": message}
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode() + b"\n"
+
+
+def _id_key(request_id: object) -> tuple[type, object]:
+    return (type(request_id), request_id)
+
+
+def _cancels_another(message: object, sdk_calls: set[tuple[type, object]]) -> bool:
+    """Whether ``message`` is a cancellation that names no request the SDK route serves
+    (JSON-RPC ids keep their type: "7" is not 7); it is then dropped, as the fast lane
+    drops one that names none of its calls."""
+    if not isinstance(message, types.JSONRPCNotification):
+        return False
+    if message.method != "notifications/cancelled" or not isinstance(message.params, dict):
+        return False
+    return _id_key(message.params.get("requestId")) not in sdk_calls
 
 
 def _taken_by(lane: FastLane, line: bytes) -> bool:
