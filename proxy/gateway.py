@@ -165,6 +165,8 @@ class Gateway(ToolCalls):
         await self.watcher.stop()
         if self._servers_watcher is not None:
             await self._servers_watcher.stop()
+        if self._background:  # pruning old charges: done before the audit log closes
+            await asyncio.gather(*self._background, return_exceptions=True)
         for errlog in self._errlogs.values():
             errlog.close()
         self._errlogs.clear()

@@ -39,6 +39,7 @@ __all__ = ["DEFAULT_PORT", "serve"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 3  # seconds
+KEEP_ALIVE_SECONDS = 65
 
 
 async def serve(
@@ -94,6 +95,10 @@ async def serve(
             # Calls in flight get this long to finish; then they are cancelled (and logged
             # so). Without it, an agent's open event stream would hold the exit forever.
             timeout_graceful_shutdown=SHUTDOWN_GRACE,
+            # Idle keep-alive connections are closed by the client first (httpx and
+            # Node drop theirs after 4-5 s): a server that closed at 5 s too raced the
+            # client's next request on it, which then failed with a reset.
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         server = _Server(config, gateway)
         if handle_signals:
