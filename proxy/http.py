@@ -132,6 +132,10 @@ class AccessGate:
             return
         body, receive = await _read_body(receive, _MAX_BODY)
         key = _request_key(body)
+        if isinstance(key, _BadId):
+            # The SDK would take it for a notification and answer 202: nothing would come.
+            await _refuse(send, 400, "Invalid request: an id must be a string or an integer")
+            return
         in_flight = self._in_flight.setdefault(session_id, set())
         if key is not None and key[1] in in_flight:
             # The SDK's transport keys a request's answer stream by the id's text: a second
@@ -259,17 +263,25 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes, Receive]:
     return body, again
 
 
-def _request_key(body: bytes) -> tuple[int | str, str] | None:
-    """A request's id and its text, if ``body`` is one request (what the SDK keys by)."""
+class _BadId:
+    """A request whose id is not a string or an integer."""
+
+
+_BAD_ID = _BadId()
+
+
+def _request_key(body: bytes) -> tuple[int | str, str] | _BadId | None:
+    """A request's id and its text, if ``body`` is one request (what the SDK keys by);
+    :data:`_BAD_ID` if its id is of no type an id may have; None for anything else."""
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(message, dict) or "method" not in message:
+    if not isinstance(message, dict) or "method" not in message or "id" not in message:
         return None
-    request_id = message.get("id")
+    request_id = message["id"]
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
-        return None
+        return _BAD_ID
     return request_id, str(request_id)
 
 

@@ -483,7 +483,7 @@ class LocalServer:
 
         async def client_to_session() -> None:
             async with to_session:
-                while line := await incoming.readline():
+                while line := await _read_line(incoming, client):
                     if not line.strip() or _taken_by(lane, line):
                         continue
                     try:
@@ -492,6 +492,12 @@ class LocalServer:
                         # The SDK's loop drops what it cannot read, unanswered: the client
                         # would wait for its answer forever. It is answered here.
                         outgoing.write(_unreadable(line, exc))
+                        await outgoing.drain()
+                        continue
+                    if isinstance(message, types.JSONRPCNotification) and _has_bad_id(line):
+                        # read as a notification, it would go unanswered: a request whose
+                        # id is not a string or an integer is refused instead
+                        outgoing.write(_bad_id_answer())
                         await outgoing.drain()
                         continue
                     if isinstance(message, types.JSONRPCRequest):
@@ -733,6 +739,40 @@ def _unreadable(line: bytes, exc: Exception) -> bytes:
         request_id = None
     error = {"code": code, "message": message}
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode() + b"\n"
+
+
+async def _read_line(incoming: asyncio.StreamReader, client: str) -> bytes:
+    """The client's next line; b"" at its end, and for a line longer than
+    :data:`~proxy.runinfo.LINE_LIMIT` (no message is that long: the session ends)."""
+    try:
+        return await incoming.readline()
+    except ValueError:
+        log.warning(
+            "local socket: %s sent a line longer than %d bytes; its session ends",
+            client,
+            LINE_LIMIT,
+        )
+        return b""
+
+
+def _has_bad_id(line: bytes) -> bool:
+    """Whether the JSON ``line`` has a top-level ``id`` that is not a string or an integer
+    (1.5, true, null, a list): JSON-RPC's "Invalid Request"."""
+    if b'"id"' not in line:
+        return False
+    try:
+        document = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(document, dict) or "id" not in document:
+        return False
+    request_id = document["id"]
+    return isinstance(request_id, bool) or not isinstance(request_id, int | str)
+
+
+def _bad_id_answer() -> bytes:
+    error = {"code": -32600, "message": "Invalid request: an id must be a string or an integer"}
+    return json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode() + b"\n"
 
 
 def _id_key(request_id: object) -> tuple[type, object]:

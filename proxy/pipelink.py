@@ -208,6 +208,8 @@ class PipeLink:
                 handler.cancel()
 
     async def _receive(self, line: bytes, on_request: OnRequest, on_notify: OnNotify) -> None:
+        if line.startswith(_BOM):  # some servers' first line (Windows tools write one)
+            line = line[len(_BOM) :]
         try:
             message = json.loads(line)
         except RecursionError:
@@ -411,6 +413,7 @@ class PipeLink:
 # something that is not text
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark: not part of the JSON text
 
 
 def _text_only(value: Any) -> Any:

@@ -598,6 +598,12 @@ async def test_a_gateway_started_with_a_broken_policy_keeps_the_last_good_one(tm
         (b'{"jsonrpc":"2.0","id":3}', -32600, 3),
         (b'{"jsonrpc":"1.0","id":"x","method":"ping"}', -32600, "x"),
         (b'{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"a":"\\udc00"}}', -32700, 4),
+        (
+            b'{"jsonrpc":"2.0","id":1.5,"method":"tools/call","params":{"name":"echo"}}',
+            -32600,
+            None,
+        ),
+        (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', -32600, None),
     ],
 )
 async def test_a_malformed_message_on_the_local_door_is_answered(tmp_path, line, code, answer_id):
@@ -645,3 +651,19 @@ async def test_lockgate_policy_reload_says_when_a_policy_is_in_force(tmp_path):
         assert code == 1
         assert out.startswith("policy.json not applied, the last good policy stays in force:")
         assert (await client.call("echo"))["result"]["isError"] is True
+
+
+@pytest.mark.parametrize("request_id", [1.5, True, None, [1]])
+async def test_a_request_whose_id_is_no_id_is_refused_over_http(tmp_path, request_id):
+    """The SDK takes it for a notification (202, and nothing ever comes): refused."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness), httpx2.AsyncClient(timeout=30) as http:
+        session = HttpSession(http, harness.http_url + "rec", harness.token("web"))
+        await session.open()
+        message = {"id": request_id, "method": "tools/call", "params": {"name": "echo"}}
+        response = await session.post(message)
+        await session.close()
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32600
+    assert harness.recorded_names() == []

@@ -81,6 +81,17 @@ async def test_answers_reach_their_callers_even_with_string_ids_and_garbage_line
     }
 
 
+async def test_a_line_with_a_byte_order_mark_is_read_and_a_lone_surrogate_made_text():
+    """A BOM before the JSON (some tools write one) used to make the answer unreadable and
+    the call wait for ever; a lone surrogate (valid JSON, not text) used to reach the
+    SDK's writers, which could not send it. Both answers arrive, as text."""
+    async with misbehaving() as link:
+        bom = await link.send_raw_request("tools/call", {"name": "bom"})
+        surrogate = await link.send_raw_request("tools/call", {"name": "surrogate"})
+    assert bom["content"][0]["text"] == "bom done"
+    assert surrogate["content"][0]["text"] == "a \ufffd b"
+
+
 async def test_a_result_that_is_not_an_object_fails_the_call_and_nothing_else():
     async with misbehaving() as link:
         with pytest.raises(MCPError) as caught:

@@ -6,6 +6,8 @@ It answers the handshake and lists three tools; then:
 - ``not-an-object``: answers with a result that is a list, not an object;
 - ``string-id``: answers with its request id as a string ("7" for 7);
 - ``silent``: never answers;
+- ``bom``: answers on a line that starts with a UTF-8 byte order mark;
+- ``surrogate``: answers with a text holding a lone surrogate (``"\\ud800"``);
 - ``echo``: answers normally.
 """
 
@@ -20,7 +22,16 @@ TOOLS = [
         "description": f"{name} on purpose",
         "inputSchema": {"type": "object", "properties": {}},
     }
-    for name in ("garbage", "exit", "not-an-object", "string-id", "silent", "echo")
+    for name in (
+        "garbage",
+        "exit",
+        "not-an-object",
+        "string-id",
+        "silent",
+        "bom",
+        "surrogate",
+        "echo",
+    )
 ]
 
 
@@ -63,6 +74,14 @@ def main() -> None:
             if name == "garbage":
                 sys.stdout.write("this is not JSON {{{\n")
                 sys.stdout.flush()
+            if name in ("bom", "surrogate"):
+                text = "bom done" if name == "bom" else "a \\ud800 b"  # JSON text, escaped
+                result = '{"content":[{"type":"text","text":"' + text + '"}]}'
+                answer = f'{{"jsonrpc":"2.0","id":{json.dumps(ident)},"result":{result}}}\n'
+                bom = b"\xef\xbb\xbf" if name == "bom" else b""
+                sys.stdout.buffer.write(bom + answer.encode())
+                sys.stdout.flush()
+                continue
             send(
                 {
                     "jsonrpc": "2.0",
