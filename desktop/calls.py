@@ -65,6 +65,7 @@ _BASIS_NOTES = {  # why a call was blocked, when not simply by its rule's action
     "timeout": "no answer",
     "no_approver": "nobody to ask",
     "server_removed": "server removed",
+    "audit_unavailable": "audit log down",
     "name": "bad tool name",
 }
 _OUTCOME_NOTES = {

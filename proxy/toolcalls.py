@@ -298,11 +298,14 @@ class ToolCalls:
         except AuditError as exc:
             self.enforcer.refund(decision)
             self._audit_failed(exc)
-            raise MCPError(
-                code=INTERNAL_ERROR,
-                message="Lockgate could not record this call in its audit log, so it did not "
-                f"send it: {exc}",
-            ) from None
+            reason = (
+                "Lockgate could not record this call in its audit log, so it did not send "
+                f"it: {exc}"
+            )
+            now = self._clock()
+            self.bus.emit(CallDecided(trace.id, now, "denied", "audit_unavailable", None, reason))
+            self.bus.emit(CallFinished(trace.id, now, Outcome.BLOCKED.value, None, None, reason))
+            raise MCPError(code=INTERNAL_ERROR, message=reason) from None
         self.audit_failure = None
         self.prune_charges_now_and_then()
         self.bus.emit(
@@ -371,9 +374,9 @@ class ToolCalls:
                 await self.audit.write(record, alone=self._calls_in_flight == 1)
         except AuditError as exc:
             self._audit_failed(exc)
-            raise MCPError(
-                code=INTERNAL_ERROR, message="Lockgate could not record this call in its audit log"
-            ) from None
+            reason = f"Lockgate could not record this call in its audit log: {exc}"
+            self.bus.emit(CallFinished(trace.id, self._clock(), outcome.value, None, size, reason))
+            raise MCPError(code=INTERNAL_ERROR, message=reason) from None
         self.audit_failure = None
         self.bus.emit(
             CallFinished(trace.id, self._clock(), outcome.value, record.duration_ms, size, error)

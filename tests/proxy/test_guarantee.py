@@ -23,7 +23,7 @@ import httpx2
 import pytest
 
 from proxy.approvals import Remember
-from proxy.events import ApprovalAnswered, CallStarted
+from proxy.events import ApprovalAnswered, CallFinished, CallStarted
 from proxy.gateway import Gateway
 from proxy.secrets import SecretStore
 from tests.proxy._harness import (
@@ -328,6 +328,14 @@ async def test_a_call_whose_record_cannot_be_written_is_never_sent(tmp_path):
         again = await client.call("echo", {"n": 3})
     assert answer["error"]["code"] == -32603
     assert "did not send it" in answer["error"]["message"]
+    # the app hears how it ended, so its row does not wait for ever
+    started = next(
+        e for e in harness.events if isinstance(e, CallStarted) and e.tool == "write_file"
+    )
+    (finished,) = [
+        e for e in harness.events if isinstance(e, CallFinished) and e.call_id == started.call_id
+    ]
+    assert finished.outcome == "blocked"
     assert [e["arguments"] for e in harness.recorded()] == [{"n": 1}, {"n": 3}]
     assert text_of(again) == "ran echo"
 
