@@ -616,6 +616,11 @@ def _print_status(status: dict[str, Any], out: TextIO) -> None:
     ]
     if policy["error"]:
         lines.append(f"policy error (the last good policy stays in force):\n{policy['error']}")
+    if status.get("audit_error"):
+        lines.append(
+            "audit log: cannot be written, so no call is sent to a server until it can:\n"
+            f"  {status['audit_error']}"
+        )
     for session in status["sessions"]:
         state = "up" if session["up"] else "down"
         lines.append(f"session:   {session['client']} -> {session['server']} ({state})")

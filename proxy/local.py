@@ -606,6 +606,7 @@ class LocalServer:
                     "error": str(store.error) if store.error else None,
                 },
                 "approvers": gateway.approvals.approvers,
+                "audit_error": gateway.audit_failure,
                 "pending": len(gateway.approvals.pending()),
             }
         if op == "pause":

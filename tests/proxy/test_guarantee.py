@@ -319,6 +319,7 @@ async def test_a_call_whose_record_cannot_be_written_is_never_sent(tmp_path):
                 async with LocalClient.open(harness) as other:
                     assert "result" in await other.request("ping")
             answer = await client.answer(call, timeout=30)
+            assert "database is locked" in (gateway.audit_failure or "")  # `lockgate status`
         finally:
             assert locker.stdin is not None
             locker.stdin.close()
@@ -326,6 +327,7 @@ async def test_a_call_whose_record_cannot_be_written_is_never_sent(tmp_path):
             assert locker.stdout is not None
             locker.stdout.close()
         again = await client.call("echo", {"n": 3})
+        assert gateway.audit_failure is None
     assert answer["error"]["code"] == -32603
     assert "did not send it" in answer["error"]["message"]
     # the app hears how it ended, so its row does not wait for ever
