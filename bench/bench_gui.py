@@ -41,9 +41,9 @@ from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
-from proxy.audit import AuditLog, CallDecision, CallRecord, Outcome
-from proxy.events import CallDecided, CallFinished, CallStarted
-from proxy.paths import Paths
+from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome
+from proxy.config.paths import Paths
+from proxy.gateway.events import CallDecided, CallFinished, CallStarted
 
 REPO = Path(__file__).resolve().parent.parent
 EVERYTHING = (

@@ -22,9 +22,9 @@ import statistics
 import sys
 import time
 
-from proxy.decide import Enforcer, ToolCall, decide
-from proxy.policy import Policy, parse_policy
-from proxy.ratelimit import Counters
+from proxy.policy.decide import Enforcer, ToolCall, decide
+from proxy.policy.limits import Counters
+from proxy.policy.model import Policy, parse_policy
 
 SERVERS = ["devtools", "filesystem", "github", "git", "fetch", "memory", "slack", "time"]
 

@@ -20,9 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy.events import EventBus, PolicyReloaded
-from proxy.policy import load_policy
-from proxy.policystore import DEBOUNCE_SECONDS, PolicyStore, PolicyWatcher
+from proxy.config.watch import DEBOUNCE_SECONDS
+from proxy.gateway.events import EventBus, PolicyReloaded
+from proxy.policy.model import load_policy
+from proxy.policy.store import PolicyStore, PolicyWatcher
 
 
 def policy(i: int, rules: int) -> dict:

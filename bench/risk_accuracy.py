@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from proxy.risk import Category, classify
+from proxy.policy.risk import Category, classify
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "risk_labelled_tools.json"
 

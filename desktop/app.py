@@ -48,14 +48,18 @@ from desktop.policyview import PolicyView
 from desktop.serversview import ServersModel, ServersView
 from desktop.toolsview import ToolsModel, ToolsView
 from desktop.tray import AppState, Tray, icon_for
-from proxy._atomic import write_atomic
-from proxy.approvals import Remember
-from proxy.audit import CallRecord
-from proxy.autostart import autostart_enabled, autostart_path, set_autostart
-from proxy.catalog import ServerTools
+from proxy.audit.log import CallRecord
 from proxy.clients import ClientFile, find_clients
 from proxy.clients.route import RouteError, RouteResult, UnrouteResult, route, unroute
-from proxy.events import (
+from proxy.config.atomic import write_atomic
+from proxy.config.autostart import autostart_enabled, autostart_path, set_autostart
+from proxy.config.paths import Paths, lockgate_command
+from proxy.config.runinfo import DEFAULT_PORT
+from proxy.config.secrets import SecretStore
+from proxy.config.servers import ServerSpec
+from proxy.gateway.approvals import Remember
+from proxy.gateway.core import Gateway
+from proxy.gateway.events import (
     ApprovalPending,
     CallDecided,
     PauseChanged,
@@ -64,14 +68,10 @@ from proxy.events import (
     ServersRejected,
     ServersReloaded,
 )
-from proxy.gateway import Gateway
-from proxy.initpolicy import policy_text, starting_policy
-from proxy.paths import Paths, lockgate_command
-from proxy.policy import Policy
-from proxy.policyedit import PolicyEditError, edit_rule
-from proxy.runinfo import DEFAULT_PORT
-from proxy.secrets import SecretStore
-from proxy.servers import ServerSpec
+from proxy.policy.edit import PolicyEditError, edit_rule
+from proxy.policy.model import Policy
+from proxy.policy.starter import policy_text, starting_policy
+from proxy.upstream.catalog import ServerTools
 
 __all__ = ["LockgateApp", "MainWindow", "run_app"]
 

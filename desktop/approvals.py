@@ -28,10 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from proxy.approvals import Remember, call_digest
-from proxy.decide import ToolCall
-from proxy.events import ApprovalAnswered, ApprovalPending
-from proxy.risk import Risk
+from proxy.gateway.approvals import Remember, call_digest
+from proxy.gateway.events import ApprovalAnswered, ApprovalPending
+from proxy.policy.decide import ToolCall
+from proxy.policy.risk import Risk
 
 __all__ = ["Answer", "ApprovalPrompt", "ApprovalsPanel", "PendingApprovals"]
 

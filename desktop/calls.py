@@ -21,8 +21,14 @@ from PySide6.QtCore import QAbstractItemModel, QRegularExpression, QSortFilterPr
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QTableWidget, QTableWidgetItem
 
-from proxy.audit import CallRecord
-from proxy.events import ApprovalAnswered, ApprovalPending, CallDecided, CallFinished, CallStarted
+from proxy.audit.log import CallRecord
+from proxy.gateway.events import (
+    ApprovalAnswered,
+    ApprovalPending,
+    CallDecided,
+    CallFinished,
+    CallStarted,
+)
 
 __all__ = [
     "COLUMNS",

@@ -30,12 +30,12 @@ from typing import Any, TypeVar
 import anyio
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from proxy.events import EventBus
-from proxy.gateway import Gateway
-from proxy.paths import Paths
-from proxy.runinfo import DEFAULT_PORT, RunInfo
-from proxy.secrets import SecretStore
-from proxy.serve import serve
+from proxy.config.paths import Paths
+from proxy.config.runinfo import DEFAULT_PORT, RunInfo
+from proxy.config.secrets import SecretStore
+from proxy.doors.serve import serve
+from proxy.gateway.core import Gateway
+from proxy.gateway.events import EventBus
 
 __all__ = ["EventPump", "GatewayHost", "HostFailed", "HostReady", "HostStopped"]
 
@@ -264,7 +264,7 @@ class EventPump(QObject):
     per interval, it drains three times less often: every batch repaints the table.
     """
 
-    batch = Signal(object)  # list of events (proxy.events and the Host* records)
+    batch = Signal(object)  # list of events (proxy.gateway.events and the Host* records)
 
     CHUNK = 300  # events between looks at the clock (about 100 calls)
     HEAVY = 150  # events in one interval (about 1,000 calls/s at 50 ms) that slow the pump

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from proxy.connectcmd import command_of, fast_main
-from proxy.paths import Paths
+from proxy.bridge.connect import command_of, fast_main
+from proxy.config.paths import Paths
 
 __all__ = ["main"]
 
@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if command_of(args) == "connect":  # launched by MCP clients, many at once: kept light
         return fast_main(args)
-    from proxy.cli import main as cli_main  # noqa: PLC0415 (the whole command line)
+    from proxy.cli.main import main as cli_main  # noqa: PLC0415 (the whole command line)
 
     return cli_main(args, app=_app)
 

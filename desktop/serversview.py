@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
 )
 
 from desktop._table import ListTableModel
-from proxy.events import UpstreamDown, UpstreamUp
-from proxy.servers import HttpServer, ServerSpec, StdioServer
+from proxy.config.servers import HttpServer, ServerSpec, StdioServer
+from proxy.gateway.events import UpstreamDown, UpstreamUp
 
 __all__ = ["ServersModel", "ServersView"]
 

@@ -32,9 +32,9 @@ from PySide6.QtWidgets import (
 
 from desktop._table import ListTableModel
 from desktop.liveview import rate_limit
-from proxy.catalog import ServerTools
-from proxy.policy import Action, Policy, Rule
-from proxy.risk import Risk
+from proxy.policy.model import Action, Policy, Rule
+from proxy.policy.risk import Risk
+from proxy.upstream.catalog import ServerTools
 
 __all__ = ["ToolsModel", "ToolsView", "effective_rule_text"]
 

@@ -32,9 +32,9 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QPushButton
 
 from desktop.app import LockgateApp
-from proxy.paths import Paths
-from proxy.secrets import SecretStore
-from proxy.tokens import TokenStore
+from proxy.config.paths import Paths
+from proxy.config.secrets import SecretStore
+from proxy.config.tokens import TokenStore
 
 REPO = Path(__file__).resolve().parent.parent
 EVERYTHING = (

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy._jsonloc import JsonPath
 from proxy.clients import _jsonc
+from proxy.config.jsontext import JsonPath
 
 __all__ = [
     "CLIENTS",

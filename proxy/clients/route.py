@@ -38,14 +38,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from proxy._atomic import write_atomic
-from proxy._jsonloc import JsonPath, locate, value_end
 from proxy.clients import ClientFile, ClientFormat, _at, _jsonc, _servers, server_tables
-from proxy.paths import Paths, lockgate_command, resolve_paths
-from proxy.runinfo import DEFAULT_PORT
-from proxy.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
-from proxy.servers import ServersError, parse_servers, valid_server_name
-from proxy.tokens import TokenError, TokenStore
+from proxy.config.atomic import write_atomic
+from proxy.config.jsontext import JsonPath, locate, value_end
+from proxy.config.paths import Paths, lockgate_command, resolve_paths
+from proxy.config.runinfo import DEFAULT_PORT
+from proxy.config.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
+from proxy.config.servers import ServersError, parse_servers, valid_server_name
+from proxy.config.tokens import TokenError, TokenStore
 
 __all__ = [
     "HTTP_CLIENTS",

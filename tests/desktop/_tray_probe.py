@@ -17,7 +17,7 @@ from PySide6.QtCore import QCoreApplication, QEventLoop
 from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
-from proxy.paths import Paths
+from proxy.config.paths import Paths
 
 
 def spin(seconds: float) -> None:

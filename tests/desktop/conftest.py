@@ -20,8 +20,8 @@ from mcp.client.streamable_http import streamable_http_client
 from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
-from proxy.paths import Paths
-from proxy.tokens import TokenStore
+from proxy.config.paths import Paths
+from proxy.config.tokens import TokenStore
 from tests.proxy._live import servers_json
 
 BASE_POLICY: dict[str, Any] = {

@@ -16,8 +16,8 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop.app import LockgateApp, install_crash_handler
 from desktop.calls import DECISION, CallRow
-from proxy.audit import AuditLog
-from proxy.policy import load_policy
+from proxy.audit.log import AuditLog
+from proxy.policy.model import load_policy
 from tests.desktop.conftest import text_of, wait_result
 
 

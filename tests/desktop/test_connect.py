@@ -15,8 +15,8 @@ from mcp.client.stdio import StdioServerParameters
 from PySide6.QtCore import Qt
 
 from desktop.app import TABS, LockgateApp
-from proxy.paths import Paths
-from proxy.secrets import SecretStore
+from proxy.config.paths import Paths
+from proxy.config.secrets import SecretStore
 from tests.proxy._live import BIN, EVERYTHING_JS, lockgate_command
 
 SECRET = "sk-live-gui-5d1e"

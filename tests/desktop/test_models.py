@@ -12,8 +12,8 @@ from PySide6.QtCore import Qt
 from desktop.calls import DECISION, RULE, CallsFilter, CallsModel
 from desktop.serversview import ServersModel
 from desktop.toolsview import ToolsModel
-from proxy.catalog import ServerTools
-from proxy.events import (
+from proxy.config.servers import StdioServer
+from proxy.gateway.events import (
     ApprovalPending,
     CallDecided,
     CallFinished,
@@ -21,9 +21,9 @@ from proxy.events import (
     UpstreamDown,
     UpstreamUp,
 )
-from proxy.policy import parse_policy
-from proxy.risk import classify
-from proxy.servers import StdioServer
+from proxy.policy.model import parse_policy
+from proxy.policy.risk import classify
+from proxy.upstream.catalog import ServerTools
 
 
 def call_events(n: int, start: int = 0, decision: str = "allowed") -> list[Any]:
@@ -98,7 +98,7 @@ def test_the_filter_box_and_decision_filter(qapp, qtmodeltester):
 
 
 def test_history_from_the_audit_log_goes_on_top_without_repeats(qapp, tmp_path):
-    from proxy.audit import AuditLog, CallDecision, CallRecord, Outcome
+    from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome
 
     with AuditLog(tmp_path / "audit.db") as audit:
         for i in range(5):

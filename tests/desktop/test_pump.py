@@ -11,8 +11,8 @@ from typing import Any
 from PySide6.QtCore import QTimer
 
 from desktop.host import EventPump, GatewayHost
-from proxy.events import CallStarted
-from proxy.paths import Paths
+from proxy.config.paths import Paths
+from proxy.gateway.events import CallStarted
 
 
 def started(n: int, start: int = 0) -> list[CallStarted]:

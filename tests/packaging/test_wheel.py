@@ -21,7 +21,7 @@ def test_the_wheel_holds_every_module_and_resource(tmp_path):
     # an earlier build that this pyproject.toml would leave out.
     source = tmp_path / "source"
     source.mkdir()
-    for part in ("pyproject.toml", "README.md", "proxy", "desktop", "resources"):
+    for part in ("pyproject.toml", "setup.py", "README.md", "proxy", "desktop", "resources"):
         if (REPO / part).is_dir():
             shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__py*"))
         else:

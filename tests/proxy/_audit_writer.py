@@ -12,7 +12,7 @@ import asyncio
 import sys
 import time
 
-from proxy.audit import AuditLog, CallDecision, CallRecord, Outcome
+from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome
 
 
 async def write_forever(log: AuditLog, task: int) -> None:

@@ -1,7 +1,7 @@
 """A real gateway in the test's own event loop, with the recording upstream, and clients
 for both front doors: the tests of Lockgate's guarantee use it.
 
-Nothing here is a double. The gateway is ``proxy.serve.serve`` (HTTP on a free loopback
+Nothing here is a double. The gateway is ``proxy.doors.serve.serve`` (HTTP on a free loopback
 port, the local socket, the audit log in SQLite, policy.json and servers.json watched);
 the upstream is tests/servers/recorder.py, a real stdio MCP server that writes down every
 ``tools/call`` it receives; the clients speak the wire protocols themselves: newline
@@ -24,13 +24,13 @@ from typing import Any
 
 import httpx2
 
-from proxy.events import Event, EventBus
-from proxy.gateway import Gateway
-from proxy.paths import Paths
-from proxy.runinfo import RunInfo
-from proxy.secrets import SecretStore
-from proxy.serve import serve
-from proxy.tokens import TokenStore
+from proxy.config.paths import Paths
+from proxy.config.runinfo import RunInfo
+from proxy.config.secrets import SecretStore
+from proxy.config.tokens import TokenStore
+from proxy.doors.serve import serve
+from proxy.gateway.core import Gateway
+from proxy.gateway.events import Event, EventBus
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDER = REPO / "tests" / "servers" / "recorder.py"

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from proxy.approvals import Answer, ApprovalBroker, Remember, call_digest
-from proxy.decide import Basis, Decision, ToolCall, Verdict
-from proxy.events import ApprovalAnswered, ApprovalPending
+from proxy.gateway.approvals import Answer, ApprovalBroker, Remember, call_digest
+from proxy.gateway.events import ApprovalAnswered, ApprovalPending
+from proxy.policy.decide import Basis, Decision, ToolCall, Verdict
 
 
 def asked(timeout: float = 5.0) -> Decision:

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.audit import (
+from proxy.audit.log import (
     REDACTED,
     SCHEMA_VERSION,
     AuditError,
@@ -586,7 +586,7 @@ async def test_a_record_that_cannot_be_stored_fails_alone_in_its_batch(log, db):
 def test_the_disk_filling_up_surfaces_as_audit_error(db):
     script = """
 import asyncio, resource, signal, sys, time
-from proxy.audit import AuditError, AuditLog, CallDecision, CallRecord, Outcome
+from proxy.audit.log import AuditError, AuditLog, CallDecision, CallRecord, Outcome
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 log = AuditLog(sys.argv[1])
@@ -796,7 +796,7 @@ def test_since_follows_new_records_in_commit_order(log):
 
 READ_IDS = """
 import sys
-from proxy.audit import AuditLog
+from proxy.audit.log import AuditLog
 with AuditLog(sys.argv[1]) as log:
     print("\\n".join(record.id for record in log.query(limit=1000)))
 """

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.autostart import LABEL, autostart_enabled, autostart_path, set_autostart
+from proxy.config.autostart import LABEL, autostart_enabled, autostart_path, set_autostart
 
 
 def test_xdg_autostart_entry(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from proxy.catalog import list_all_tools
-from proxy.secrets import SecretStore
-from proxy.servers import StdioServer
+from proxy.config.secrets import SecretStore
+from proxy.config.servers import StdioServer
+from proxy.upstream.catalog import list_all_tools
 from tests.proxy._live import BIN
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from proxy.cli import main
+from proxy.cli.main import main
 from tests.proxy.test_policy import POLICY_MD_EXAMPLE
 
 # The example policy of POLICY.md: six rules, one of each kind.

@@ -16,7 +16,7 @@ from pathlib import Path
 import keyring
 import pytest
 
-from proxy.tokens import TokenStore
+from proxy.config.tokens import TokenStore
 from tests.proxy.test_cli import cli  # noqa: F401 - the fixture
 
 

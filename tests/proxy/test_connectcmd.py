@@ -1,5 +1,5 @@
 """`lockgate connect` is launched by MCP clients for every server, at every client start:
-it runs on a light path of its own (proxy.connectcmd), and behaves as the full command
+it runs on a light path of its own (proxy.bridge.connect), and behaves as the full command
 line's `connect` does. The bridging itself is tested end to end in test_local.py and
 test_route.py."""
 
@@ -11,9 +11,17 @@ import sys
 
 import pytest
 
-from proxy.connectcmd import command_of
+from proxy.bridge.connect import command_of
 
-HEAVY = ("mcp", "mcp_types", "uvicorn", "jsonschema", "PySide6", "proxy.cli", "proxy.gateway")
+HEAVY = (
+    "mcp",
+    "mcp_types",
+    "uvicorn",
+    "jsonschema",
+    "PySide6",
+    "proxy.cli.main",
+    "proxy.gateway.core",
+)
 SDK = ("mcp", "mcp_types", "uvicorn", "PySide6", "httpx2", "anyio")
 
 
@@ -37,12 +45,12 @@ def test_connect_imports_none_of_the_heavy_parts(tmp_path):
     assert "Lockgate is not running" in err
     loaded = [m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY]
     assert loaded == []
-    assert "proxy.connectcmd" in modules
+    assert "proxy.bridge.connect" in modules
 
 
 def test_the_full_command_line_still_knows_connect(tmp_path):
     # The same options through the full parser (what `lockgate --help` documents).
-    from proxy.cli import main
+    from proxy.cli.main import main
 
     assert main(["connect", "time", "--data-dir", str(tmp_path)]) == 1
     with pytest.raises(SystemExit) as bad:
@@ -73,7 +81,9 @@ def test_a_bad_client_name_is_a_usage_error(tmp_path):
 def test_the_command_line_loads_the_mcp_sdk_only_for_commands_that_need_it():
     # `lockgate status`, `log`, `policy check`... start in a quarter of a second; the SDK
     # (0.6 s to import) is loaded by `serve`, `init` and the app, when they run.
-    code = "import sys, proxy.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))"
+    code = (
+        "import sys, proxy.cli.main; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code % (SDK,)],
         capture_output=True,

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from proxy.decide import Basis, Enforcer, ToolCall, Verdict, agent_message, decide
-from proxy.policy import parse_policy
-from proxy.ratelimit import CounterKey, Counters
+from proxy.policy.decide import Basis, Enforcer, ToolCall, Verdict, agent_message, decide
+from proxy.policy.limits import CounterKey, Counters
+from proxy.policy.model import parse_policy
 from tests.proxy.test_policy import POLICY_MD_EXAMPLE
 
 EXAMPLE = parse_policy(POLICY_MD_EXAMPLE)

@@ -2,7 +2,7 @@
 
 JSON Schema says ``pattern``, ``patternProperties`` and ``format: "regex"`` are ECMA-262
 regexes, and recommends Unicode-aware ones; Lockgate compiles them all as
-``new RegExp(pattern, "u")`` would (see :mod:`proxy.argschema`). Every expectation here
+``new RegExp(pattern, "u")`` would (see :mod:`proxy.policy.argschema`). Every expectation here
 is computed by running Node on the same cases in the test itself, so the tables hold
 only inputs: what a policy rule decides must be what JavaScript says. Node is required
 (``./dev test`` installs it); without it these tests fail, they do not skip.
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from proxy.decide import Basis, ToolCall, Verdict, decide
-from proxy.policy import PolicyError, Rule, parse_policy
-from proxy.ratelimit import Counters
+from proxy.policy.decide import Basis, ToolCall, Verdict, decide
+from proxy.policy.limits import Counters
+from proxy.policy.model import PolicyError, Rule, parse_policy
 
 # Reads [[pattern, text-or-null], ...] on stdin; writes, for each, whether the pattern
 # compiles with the u flag (and the error) and, when a text was given, whether it matches.

@@ -1,6 +1,6 @@
-"""The local front door's fast lane for tools/call (proxy/fastlane.py).
+"""The local front door's fast lane for tools/call (proxy/doors/fastlane.py).
 
-Everything is real: the gateway is ``proxy.serve.serve`` running in this test's event loop
+Everything is real: the gateway is ``proxy.doors.serve.serve`` running in this test's event loop
 (so the test can see which route a call took), the client is ``lockgate connect`` in a
 subprocess spoken to in raw JSON-RPC lines, and the upstream is server-everything behind
 tests/servers/tee.py, which records what the server received. The one addition is a spy
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from proxy.gateway import Gateway
-from proxy.paths import Paths
-from proxy.serve import serve
+from proxy.config.paths import Paths
+from proxy.doors.serve import serve
+from proxy.gateway.core import Gateway
 from tests.proxy._live import lockgate_command, servers_json
 
 POLICY = {

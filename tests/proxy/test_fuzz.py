@@ -14,7 +14,7 @@ methods and random ones, ids of every JSON type (huge integers, floats, booleans
 nested), params nesting a few hundred levels, huge strings, lone surrogate escapes written
 as raw JSON text, ``NaN``/``Infinity`` tokens and duplicate keys; byte-level mutations of
 such lines (truncated, bytes flipped, garbage inserted, invalid UTF-8); batches; and on the
-local door lines up to :data:`proxy.runinfo.LINE_LIMIT` and just beyond it.
+local door lines up to :data:`proxy.config.runinfo.LINE_LIMIT` and just beyond it.
 
 **Server side.** tests/servers/fuzzserver.py answers each ``tools/call`` with a script
 Hypothesis wrote: wrong ids, duplicate answers, results that are not objects, malformed
@@ -79,10 +79,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
-from proxy.events import UpstreamDown
-from proxy.fastlane import FastLane
-from proxy.gateway import Gateway
-from proxy.runinfo import LINE_LIMIT
+from proxy.config.runinfo import LINE_LIMIT
+from proxy.doors.fastlane import FastLane
+from proxy.gateway.core import Gateway
+from proxy.gateway.events import UpstreamDown
 from tests.proxy._harness import (
     PROTOCOL,
     Harness,
@@ -1957,7 +1957,7 @@ async def test_http_requests_with_ids_equal_as_text_are_each_answered(tmp_path: 
 
 
 async def test_http_refuses_a_wrong_content_type_with_a_json_rpc_error(tmp_path: Path) -> None:
-    """proxy/http.py: "Every refusal is a JSON-RPC error object, so MCP clients show its
+    """proxy/doors/http.py: "Every refusal is a JSON-RPC error object, so MCP clients show its
     message". A POST whose Content-Type is not application/json gets a 400 whose body is
     the plain text ``Invalid Content-Type header`` (the SDK's transport security check,
     behind Lockgate's gate), which no MCP client can show."""
@@ -1987,7 +1987,7 @@ async def test_a_result_holding_a_lone_surrogate_still_completes_its_audit_recor
 ) -> None:
     """A server's result with a lone surrogate escape (``"\\ud800"``: valid JSON, not
     text) ran on the server, so its record must be completed before the answer leaves
-    (toolcalls.py: "complete before its answer leaves"). ``_size(result)`` encodes the
+    (pipeline.py: "complete before its answer leaves"). ``_size(result)`` encodes the
     result as UTF-8 before ``_complete`` is called, raises UnicodeEncodeError, and the
     client is told "Lockgate failed to handle this request" while the record stays
     ``pending`` for good (until the next start marks it interrupted)."""
@@ -2026,7 +2026,7 @@ async def test_a_server_error_with_code_32000_is_not_reported_as_the_server_goin
 ) -> None:
     """-32000 is the first of JSON-RPC's server-error codes, the one servers use for a
     generic failure. Lockgate takes every -32000 for the SDK's "Connection closed"
-    (toolcalls.py: ``down = exc.error.code == UPSTREAM_ERROR``): a server that answers
+    (pipeline.py: ``_connection_closed``): a server that answers
     "file not found" with -32000 is reported to the agent as "server 'fuzz' went down
     during the call: file not found", audited as ``upstream_down``, and its rate-limit
     charge is kept as if the call may have run. The server is up and answered."""

@@ -879,8 +879,8 @@ async def test_a_tools_call_without_an_id_never_reaches_the_server(live_gateway,
 async def test_a_restart_uses_servers_json_as_it_is_now(tmp_path):
     """A changed entry takes effect at the session's next restart; a removed one is not
     started again (the gateway watches servers.json)."""
-    from proxy.control import control
-    from proxy.paths import Paths
+    from proxy.bridge.control import control
+    from proxy.config.paths import Paths
     from tests.proxy._live import BIN
 
     config, data = tmp_path / "c", tmp_path / "d"

@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 import httpx2
 import pytest
 
-from proxy.approvals import Remember
-from proxy.events import ApprovalAnswered, CallFinished, CallStarted
-from proxy.gateway import Gateway
-from proxy.secrets import SecretStore
+from proxy.config.secrets import SecretStore
+from proxy.gateway.approvals import Remember
+from proxy.gateway.core import Gateway
+from proxy.gateway.events import ApprovalAnswered, CallFinished, CallStarted
 from tests.proxy._harness import (
     Harness,
     HttpSession,
@@ -93,7 +93,7 @@ async def test_an_approval_given_as_the_policy_changes_is_decided_under_the_new_
         call = client.start_call("write_file", {"path": "x"})
         pending = await pending_for(gateway, "write_file")
         harness.write_policy({"default": "ask", "tools": {"write_file": {"action": "deny"}}})
-        from proxy.policystore import read_policy
+        from proxy.policy.store import read_policy
 
         result = read_policy(harness.paths.policy_file)
         # Both in one turn of the loop: answered, then swapped, before the call resumes.
@@ -185,7 +185,7 @@ async def test_a_slow_read_of_the_old_file_never_undoes_a_newer_one(tmp_path):
     async with running(harness) as gateway:
         watcher = gateway.watcher
         stale = watcher._start_read()  # a read of the old file begins...
-        from proxy.policystore import read_policy
+        from proxy.policy.store import read_policy
 
         old = read_policy(harness.paths.policy_file)
         harness.write_policy({"default": "deny"})
@@ -258,7 +258,7 @@ async def test_a_tool_name_with_control_characters_is_refused_and_logged(tmp_pat
 def test_text_a_log_cannot_hold_is_stored_escaped(tmp_path):
     """Whatever a record holds (a reason quoting arguments, an error text, a name that came
     another way), it is written: lone surrogates are stored escaped."""
-    from proxy.audit import AuditLog, CallDecision, CallRecord, Outcome
+    from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome
 
     with AuditLog(tmp_path / "audit.db") as log:
         record = CallRecord(
@@ -319,7 +319,9 @@ async def test_a_call_whose_record_cannot_be_written_is_never_sent(tmp_path):
                 async with LocalClient.open(harness) as other:
                     assert "result" in await other.request("ping")
             answer = await client.answer(call, timeout=30)
-            assert "database is locked" in (gateway.audit_failure or "")  # `lockgate status`
+            assert "database is locked" in (
+                gateway.tool_calls.audit_failure or ""
+            )  # `lockgate status`
         finally:
             assert locker.stdin is not None
             locker.stdin.close()
@@ -327,7 +329,7 @@ async def test_a_call_whose_record_cannot_be_written_is_never_sent(tmp_path):
             assert locker.stdout is not None
             locker.stdout.close()
         again = await client.call("echo", {"n": 3})
-        assert gateway.audit_failure is None
+        assert gateway.tool_calls.audit_failure is None
     assert answer["error"]["code"] == -32603
     assert "did not send it" in answer["error"]["message"]
     # the app hears how it ended, so its row does not wait for ever
@@ -554,7 +556,7 @@ async def test_nothing_of_another_clients_session_can_be_used(tmp_path):
 async def test_a_client_that_never_closes_its_sessions_is_not_locked_out(tmp_path):
     """The MCP conformance suite opens ~31 sessions a run and closes none: at its cap a
     client's least recently used idle session is ended, not the new one refused."""
-    from proxy.gateway import MAX_SESSIONS_PER_CLIENT
+    from proxy.gateway.core import MAX_SESSIONS_PER_CLIENT
 
     harness = Harness(tmp_path)
     harness.write_policy({"default": "allow"})

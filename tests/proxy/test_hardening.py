@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from proxy.approvals import Answer, ApprovalBroker
-from proxy.control import ControlError, control
-from proxy.decide import Basis, Decision, ToolCall, Verdict
-from proxy.paths import Paths
-from proxy.servers import HttpServer, StdioServer, secret_values
-from proxy.upstream import Upstream
+from proxy.bridge.control import ControlError, control
+from proxy.config.paths import Paths
+from proxy.config.servers import HttpServer, StdioServer, secret_values
+from proxy.gateway.approvals import Answer, ApprovalBroker
+from proxy.policy.decide import Basis, Decision, ToolCall, Verdict
+from proxy.upstream.connection import Upstream
 from tests.proxy._live import wait_for
 from tests.proxy.test_gateway_faults import (  # noqa: F401 - http is a fixture
     answer_of,

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from proxy.policy import load_policy
+from proxy.policy.model import load_policy
 from tests.proxy._live import BIN, EVERYTHING_JS, lockgate_command
 
 

@@ -45,7 +45,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from proxy.approvals import Remember
+from proxy.gateway.approvals import Remember
 from tests.proxy._harness import (
     Harness,
     HttpSession,

@@ -15,8 +15,8 @@ import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
 
-from proxy.control import control, watch
-from proxy.paths import Paths
+from proxy.bridge.control import control, watch
+from proxy.config.paths import Paths
 from tests.proxy._live import lockgate_command, wait_for
 
 pytestmark = pytest.mark.slow
@@ -289,7 +289,7 @@ def test_an_answer_the_sdk_cannot_write_becomes_an_error_for_its_request():
     # session (it used to raise out of the session's writer task).
     from mcp.shared.message import SessionMessage
 
-    from proxy.local import _line_or_error
+    from proxy.doors.local import _line_or_error
 
     deep = json.loads("[" * 300 + "]" * 300)
     answer = SessionMessage(types.JSONRPCResponse(jsonrpc="2.0", id=3, result={"x": deep}))

@@ -1,6 +1,6 @@
-"""Idle local connections cannot lock anyone out (proxy/local.py's budgets and deadlines).
+"""Idle local connections cannot lock anyone out (proxy/doors/local.py's budgets and deadlines).
 
-Everything is real: the gateway is ``proxy.serve.serve`` in this test's loop, with its
+Everything is real: the gateway is ``proxy.doors.serve.serve`` in this test's loop, with its
 ``LocalServer`` made with short deadlines (the one thing changed, through the
 constructor's arguments); the flood is hundreds of real Unix-socket connections held
 by a thread of this process; ``lockgate pause`` and ``lockgate connect`` are the real
@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 
-import proxy.serve
-from proxy.control import control
-from proxy.gateway import Gateway
-from proxy.local import MAX_CONTROLS, MAX_HELLOS, MAX_SESSIONS, LocalServer
-from proxy.paths import Paths
-from proxy.serve import serve
+import proxy.doors.serve
+from proxy.bridge.control import control
+from proxy.config.paths import Paths
+from proxy.doors.local import MAX_CONTROLS, MAX_HELLOS, MAX_SESSIONS, LocalServer
+from proxy.doors.serve import serve
+from proxy.gateway.core import Gateway
 from tests.proxy._live import SERVERS, lockgate_command
 
 FLOOD = 300  # more than any one budget
@@ -164,7 +164,7 @@ async def running_gateway(
         made.append(local)
         return local
 
-    monkeypatch.setattr(proxy.serve, "LocalServer", local_server)
+    monkeypatch.setattr(proxy.doors.serve, "LocalServer", local_server)
     ready: asyncio.Future[tuple[Gateway, Any]] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     task = asyncio.create_task(

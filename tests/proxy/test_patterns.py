@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.patterns import PatternError, Specificity, ToolPattern
+from proxy.policy.patterns import PatternError, Specificity, ToolPattern
 
 
 @pytest.mark.parametrize(

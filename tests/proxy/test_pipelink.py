@@ -1,7 +1,7 @@
 """PipeLink, the gateway's JSON-RPC engine for stdio servers, against real processes:
 tests/servers/misbehaving.py (answers badly on purpose), tests/servers/deep.py (nests
 deeper than parsers like, or writes lines that cannot be read) and server-everything
-(npm); and, end to end, deep.py's answers through a real gateway (``proxy.serve.serve``
+(npm); and, end to end, deep.py's answers through a real gateway (``proxy.doors.serve.serve``
 in the test's loop) on both front doors: ``lockgate connect`` and HTTP."""
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from proxy._pipes import stdio_pipes
-from proxy.paths import Paths
-from proxy.pipelink import MAX_NESTING, PipeLink
-from proxy.serve import serve
-from proxy.servers import StdioServer
-from proxy.tokens import TokenStore
+from proxy.config.paths import Paths
+from proxy.config.servers import StdioServer
+from proxy.config.tokens import TokenStore
+from proxy.doors.serve import serve
+from proxy.upstream.pipelink import MAX_NESTING, PipeLink
+from proxy.upstream.process import stdio_pipes
 from tests.proxy._live import EVERYTHING_JS, SERVERS, lockgate_command
 
 INIT = {
@@ -240,7 +240,7 @@ async def test_unreadable_lines_that_answer_no_call_are_skipped_and_logged(caplo
     async def on_notify(_ctx: object, method: str, _params: Any) -> None:
         told.append(method)
 
-    caplog.set_level("WARNING", logger="proxy.pipelink")
+    caplog.set_level("WARNING", logger="proxy.upstream.pipelink")
     async with deep(on_request, on_notify) as link:
         with anyio.fail_after(20):
             anonymous = await link.send_raw_request("tools/call", {"name": "anonymous"})
@@ -295,7 +295,7 @@ async def test_a_server_request_nesting_too_deeply_is_answered_with_an_error_not
     ],
 )
 def test_the_top_level_of_an_unparsable_line_is_read_without_recursion(line, expected):
-    from proxy.pipelink import _NO_ID, _peek_top_level
+    from proxy.upstream.pipelink import _NO_ID, _peek_top_level
 
     peeked = _peek_top_level(line)
     if peeked is not None:
@@ -308,7 +308,7 @@ def test_the_top_level_of_an_unparsable_line_is_read_without_recursion(line, exp
 
 @contextlib.asynccontextmanager
 async def gateway_with_deep(tmp_path: Path) -> AsyncIterator[tuple[Paths, Any]]:
-    """``proxy.serve.serve`` in this loop, with deep.py as its server ``deep``."""
+    """``proxy.doors.serve.serve`` in this loop, with deep.py as its server ``deep``."""
     paths = Paths(config_dir=tmp_path / "config", data_dir=tmp_path / "data")
     paths.config_dir.mkdir()
     servers = {"deep": {"command": sys.executable, "args": [str(SERVERS / "deep.py")]}}

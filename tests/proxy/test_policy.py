@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from proxy.policy import (
+from proxy.policy.model import (
     DEFAULT_APPROVAL_TIMEOUT,
     MAX_POLICY_BYTES,
     Action,

@@ -1,4 +1,4 @@
-"""Editing one rule of policy.json: only that rule's text changes (proxy/policyedit.py)."""
+"""Editing one rule of policy.json: only that rule's text changes (proxy/policy/edit.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from proxy.policy import load_policy
-from proxy.policyedit import PolicyEditError, edit_rule
+from proxy.policy.edit import PolicyEditError, edit_rule
+from proxy.policy.model import load_policy
 
 HAND_WRITTEN = """{
   "version": "1",

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from proxy.events import EventBus, PolicyRejected, PolicyReloaded
-from proxy.policystore import PolicyStore, PolicyWatcher
+from proxy.gateway.events import EventBus, PolicyRejected, PolicyReloaded
+from proxy.policy.store import PolicyStore, PolicyWatcher
 
 GOOD = {"version": "1", "default": "deny", "tools": {"x": {"action": "allow"}}}
 OTHER = {"version": "1", "default": "allow"}

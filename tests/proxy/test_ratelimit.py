@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.decide import Enforcer, ToolCall, Verdict
-from proxy.policy import Limit, Scope, parse_policy
-from proxy.ratelimit import CounterKey, Counters
+from proxy.policy.decide import Enforcer, ToolCall, Verdict
+from proxy.policy.limits import CounterKey, Counters
+from proxy.policy.model import Limit, Scope, parse_policy
 
 
 class Clock:

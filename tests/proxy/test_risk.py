@@ -13,7 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.risk import Category, Level, Risk, Signal, classify, classify_many, tools_from_json
+from proxy.policy.risk import (
+    Category,
+    Level,
+    Risk,
+    Signal,
+    classify,
+    classify_many,
+    tools_from_json,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "risk_labelled_tools.json"
 

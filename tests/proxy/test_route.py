@@ -480,8 +480,8 @@ def test_settings_json_without_mcp_servers_is_not_a_client_file(tmp_path, lockga
 def test_the_running_gateway_reloads_servers_json_and_keeps_the_last_good_one(
     lockgate_dirs, tmp_path
 ):
-    from proxy.control import ControlError, control
-    from proxy.paths import Paths
+    from proxy.bridge.control import ControlError, control
+    from proxy.config.paths import Paths
 
     config, data = lockgate_dirs
     config.mkdir()
@@ -589,8 +589,8 @@ def test_routes_at_once_keep_every_server(tmp_path, lockgate_dirs, os_keyring):
 
     from proxy.clients import CLIENTS, read_file
     from proxy.clients.route import route
-    from proxy.paths import Paths
-    from proxy.secrets import SecretStore
+    from proxy.config.paths import Paths
+    from proxy.config.secrets import SecretStore
 
     config, data = lockgate_dirs
     paths, store = Paths(config, data), SecretStore(os_keyring)
@@ -662,9 +662,9 @@ def test_a_client_file_that_cannot_be_written_takes_everything_back(
     # the client's file failing after servers.json was written (a full disk, say).
     from proxy.clients import CLIENTS, read_file
     from proxy.clients import route as routing
-    from proxy.paths import Paths
-    from proxy.secrets import SecretStore
-    from proxy.tokens import TokenStore
+    from proxy.config.paths import Paths
+    from proxy.config.secrets import SecretStore
+    from proxy.config.tokens import TokenStore
 
     def disk_full(doc, shown, text):
         raise routing.RouteError(f"{shown}: cannot write it: No space left on device")

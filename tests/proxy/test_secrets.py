@@ -7,7 +7,7 @@ import uuid
 import pytest
 from keyring.backends import fail
 
-from proxy.secrets import SecretError, SecretStore, secret_name
+from proxy.config.secrets import SecretError, SecretStore, secret_name
 
 
 def test_set_get_replace_delete_in_the_os_keyring(os_keyring):

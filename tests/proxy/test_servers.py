@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from proxy.secrets import SecretError, SecretStore
-from proxy.servers import (
+from proxy.config.secrets import SecretError, SecretStore
+from proxy.config.servers import (
     HttpServer,
     ServersError,
     StdioServer,

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from proxy.tokens import TokenError, TokenStore
+from proxy.config.tokens import TokenError, TokenStore
 
 
 @pytest.fixture

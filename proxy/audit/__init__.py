@@ -1,0 +1,5 @@
+"""The audit log: every call, written before it is sent and completed after.
+
+``log`` is the SQLite log (write-ahead rows, rate-limit charges, queries, pruning);
+``redact`` decides what of a call may be stored or shown, and scrubs secrets from text.
+"""

@@ -1,0 +1,901 @@
+"""The audit log: every tool call the gateway saw, and its decision, in SQLite.
+
+Nothing may be lost (ARCHITECTURE.md, rule 6), and the log is written *ahead*: a call that
+may go to a server is recorded (who, what, the decision, outcome ``pending``) and that
+record committed, together with the rate-limit charges it makes, before anything is sent
+upstream (:meth:`AuditLog.begin`); the outcome completes it afterwards
+(:meth:`AuditLog.finish`). A call whose record cannot be committed is never sent. A call
+that is blocked is recorded once, complete (:meth:`AuditLog.write`), before its answer
+leaves. A record is acknowledged only after the transaction that holds it has committed,
+so all of this holds after the app is killed. A ``pending`` record whose gateway stopped
+before the answer came is marked ``interrupted`` when the next one starts.
+
+One writer thread owns the write connection and commits everything queued since its last
+commit in one transaction (group commit): a commit costs about the same for one record as
+for a thousand, so thousands of calls a second cost a few commits.
+
+Rate-limit charges (table ``charges``: counter, client, time, the call that made it) live
+in the same database, so a charge is durable exactly when its call's record is, and the
+counters survive a restart, a crash and ``kill -9``. A call that never reached its server
+gives its charge back in the transaction that completes its record.
+
+Text that UTF-8 cannot hold (a lone surrogate from ``"\ud800"`` in JSON) is stored escaped
+(``\ud800``), in every column: nothing a client sends can make a record unwritable.
+
+The database is in WAL mode: readers (``lockgate log``, the GUI's history) read while the
+gateway writes, from this process or another, without blocking it or being blocked.
+
+Arguments are stored after :func:`redact`: values under secret-looking keys and strings
+that look like credentials are replaced, and the JSON is capped in size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import math
+import os
+import queue
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from proxy.audit.redact import (
+    DEFAULT_MAX_ARGUMENT_BYTES,
+    MIN_BYTES,
+    REDACTED,
+    dumps,
+    redact,
+    scrub_text,
+    storable,
+)
+
+__all__ = [
+    "DEFAULT_MAX_ARGUMENT_BYTES",
+    "REDACTED",
+    "SCHEMA_VERSION",
+    "AuditError",
+    "AuditLog",
+    "CallDecision",
+    "CallRecord",
+    "Charge",
+    "Outcome",
+    "redact",
+]
+
+SCHEMA_VERSION: Final = 2
+
+_MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
+_MAX_BATCH: Final = 4096  # records per transaction, to bound one commit's work
+
+
+class AuditError(Exception):
+    """The audit log could not be opened, written or read.
+
+    From a write, it means the record was not committed: the call is not in the log.
+    """
+
+
+class CallDecision(StrEnum):
+    """What was decided about a call: the policy's verdict, or a person's answer."""
+
+    ALLOWED = "allowed"  # the policy allowed it (a rule or the default)
+    DENIED = "denied"  # the policy denied it (a rule, the default, arguments, a limit)
+    APPROVED = "approved"  # the policy asked, and a person approved it
+    REFUSED = "refused"  # the policy asked, and a person refused or nobody answered in time
+
+
+class Outcome(StrEnum):
+    """How a call ended."""
+
+    OK = "ok"  # the upstream answered with a result
+    TOOL_ERROR = "tool_error"  # the upstream answered with a result marked isError
+    PROTOCOL_ERROR = "protocol_error"  # a JSON-RPC error or an answer that made no sense
+    CANCELLED = "cancelled"  # the client cancelled it before the answer
+    UPSTREAM_DOWN = "upstream_down"  # the server could not be reached or died
+    BLOCKED = "blocked"  # never sent upstream: denied or refused
+    PENDING = "pending"  # recorded, then sent upstream; no answer (yet)
+    INTERRUPTED = "interrupted"  # sent upstream; Lockgate stopped before the answer came
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """One answered tool call and its decision, as the audit log keeps it.
+
+    ``arguments`` are stored redacted (see :func:`redact`), so a record read back from the
+    log holds the redacted arguments, not the ones written.
+    """
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    time: float  # when the call arrived, epoch seconds
+    client: str
+    server: str
+    tool: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    decision: CallDecision
+    basis: str | None = None  # rule, default, arguments, limit, pause, timeout, ...
+    rule: str | None = None  # the deciding rule's pattern; None when no rule decided
+    reason: str
+    outcome: Outcome
+    duration_ms: float | None = None
+    result_size: int | None = None  # bytes of the answer sent to the client
+    error: str | None = None  # short text, for the outcomes that are errors
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (``lockgate log --json``): ``time`` as ISO-8601 UTC text,
+        ``ts`` as epoch seconds. The arguments are copied as they are; a record read from the
+        log holds them redacted already."""
+        return {
+            "id": self.id,
+            "time": datetime.fromtimestamp(self.time, tz=UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "ts": self.time,
+            "client": self.client,
+            "server": self.server,
+            "tool": self.tool,
+            "arguments": dict(self.arguments),
+            "decision": CallDecision(self.decision).value,
+            "basis": self.basis,
+            "rule": self.rule,
+            "reason": self.reason,
+            "outcome": Outcome(self.outcome).value,
+            "duration_ms": self.duration_ms,
+            "result_size": self.result_size,
+            "error": self.error,
+        }
+
+
+# ---------------------------------------------------------------------------- the database
+
+_COLUMNS: Final = (
+    "id time client server tool arguments decision basis rule reason outcome duration_ms "
+    "result_size error"
+).split()
+_INSERT: Final = (  # built from the constant column names only, as is every query here
+    f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
+)
+_SELECT: Final = f"SELECT seq, {', '.join(_COLUMNS)} FROM calls"  # noqa: S608
+
+# _MIGRATIONS[n] takes a database from user_version n to n + 1.
+_MIGRATIONS: Final = (
+    (
+        """CREATE TABLE calls (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- commit order; never reused
+            id TEXT NOT NULL UNIQUE,
+            time REAL NOT NULL,
+            client TEXT NOT NULL,
+            server TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments TEXT NOT NULL,  -- JSON, redacted
+            decision TEXT NOT NULL,
+            basis TEXT,
+            rule TEXT,
+            reason TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            duration_ms REAL,
+            result_size INTEGER,
+            error TEXT
+        )""",
+        "CREATE INDEX calls_time ON calls (time)",
+        "CREATE INDEX calls_server ON calls (server)",
+        "CREATE INDEX calls_tool ON calls (tool)",
+        "CREATE INDEX calls_decision ON calls (decision)",
+        "CREATE INDEX calls_client ON calls (client)",
+    ),
+    (
+        """CREATE TABLE charges (
+            call_id TEXT NOT NULL,  -- the call that made the charge (calls.id)
+            counter TEXT NOT NULL,
+            client TEXT,  -- NULL: a global counter
+            time REAL NOT NULL  -- the enforcer's clock (epoch seconds)
+        )""",
+        "CREATE INDEX charges_time ON charges (time)",
+        "CREATE INDEX charges_call ON charges (call_id)",
+        "CREATE INDEX calls_pending ON calls (outcome) WHERE outcome = 'pending'",
+    ),
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+_COMPLETE: Final = (
+    "UPDATE calls SET outcome = ?, duration_ms = ?, result_size = ?, error = ? WHERE id = ?"
+)
+_CHARGE: Final = "INSERT INTO charges (call_id, counter, client, time) VALUES (?, ?, ?, ?)"
+_REFUND: Final = "DELETE FROM charges WHERE call_id = ?"
+
+# One statement and the parameter rows to run it with: a write is a few of these, run in
+# one transaction.
+_Step = tuple[str, list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One rate-limit charge: a call counted on ``counter`` (for ``client``, or globally
+    when None) at ``time``."""
+
+    counter: str
+    client: str | None
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A write waiting for the writer, and the future its writer waits on."""
+
+    steps: tuple[_Step, ...]
+    done: asyncio.Future[None] | concurrent.futures.Future[None]
+
+
+class AuditLog:
+    """The audit database at ``path``: one writer thread, readers on their own connections.
+
+    Opening creates what is missing: folders with mode 0700, the file with mode 0600 (an
+    existing file keeps its mode), the schema. The database runs in WAL mode with
+    ``synchronous=NORMAL``: a committed record survives the process being killed (kill -9,
+    a crash), since the commit has reached the operating system; it is not fsync'd on every
+    commit, so a power cut or an OS crash may lose the last moments. Several processes may
+    open the same log; ``busy_timeout`` is how long one waits for another's lock.
+
+    Raises:
+        AuditError: the database cannot be created or opened, is not a Lockgate audit log,
+            or was made by a newer version.
+        ValueError: ``max_argument_bytes`` is too small (see :func:`redact`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+    ) -> None:
+        if max_argument_bytes < MIN_BYTES:
+            raise ValueError(f"max_argument_bytes must be at least {MIN_BYTES}")
+        self._path = Path(path).absolute()
+        self._busy_timeout = busy_timeout
+        self._max_argument_bytes = max_argument_bytes
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "closed?" against "enqueue" and "close"
+        self._closed = False
+        self._commits = 0
+        try:
+            _create_private(self._path)
+            self._conn = _open_writer(self._path, busy_timeout)
+        except (OSError, sqlite3.Error) as exc:
+            raise AuditError(f"cannot open the audit log {self._path}: {exc}") from exc
+        self._write_lock = threading.Lock()  # the write connection, one user at a time
+        self._thread = threading.Thread(target=self._run, name="lockgate-audit", daemon=True)
+        self._thread.start()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_now_and_then, name="lockgate-audit-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by this log's writer so far (records per commit shows
+        group commit at work)."""
+        return self._commits
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing
+
+    async def write(self, record: CallRecord, *, alone: bool = False) -> None:
+        """Record ``record`` (a finished call); returns once it is committed, so it
+        survives a kill.
+
+        Cancelling the awaiting task does not withdraw the record: it is written anyway.
+        ``alone``: the caller knows no other write is under way (the gateway's only call in
+        flight); the record is then committed on the calling thread when the writer is
+        idle, which halves its latency. Leave it False when writes may come together:
+        they then share the writer's group commits.
+
+        Raises:
+            AuditError: the record was not committed (the log is closed, the disk is full,
+                the database is locked for longer than ``busy_timeout``, a record with the
+                same id is already in the log, ...).
+        """
+        await self._write((_insert_step(record, self._max_argument_bytes),), alone)
+
+    async def begin(
+        self, record: CallRecord, charges: Iterable[Charge] = (), *, alone: bool = False
+    ) -> None:
+        """Record a call before it is sent upstream: ``record`` with outcome ``pending``,
+        and the rate-limit ``charges`` it makes, in one transaction. Returns once that is
+        committed; only then may the call be sent. :meth:`finish` completes the record.
+
+        Raises:
+            AuditError: nothing was committed (see :meth:`write`): the call must not be
+                sent.
+        """
+        pending = replace(record, outcome=Outcome.PENDING)
+        steps: list[_Step] = [_insert_step(pending, self._max_argument_bytes)]
+        rows = [(record.id, c.counter, c.client, float(c.time)) for c in charges]
+        if rows:
+            steps.append((_CHARGE, rows))
+        await self._write(tuple(steps), alone)
+
+    async def finish(
+        self,
+        call_id: str,
+        outcome: Outcome,
+        *,
+        duration_ms: float | None = None,
+        result_size: int | None = None,
+        error: str | None = None,
+        refund: bool = False,
+        alone: bool = False,
+    ) -> None:
+        """Complete the record :meth:`begin` wrote with the call's outcome; ``refund``
+        gives its charges back (the call never reached the server).
+
+        Raises:
+            AuditError: the outcome was not committed; the record stays ``pending``.
+        """
+        row = (
+            Outcome(outcome).value,
+            duration_ms,
+            result_size,
+            None if error is None else _clip(error),
+            call_id,
+        )
+        steps: list[_Step] = [(_COMPLETE, [row])]
+        if refund:
+            steps.append((_REFUND, [(call_id,)]))
+        await self._write(tuple(steps), alone)
+
+    def recover_interrupted(self) -> int:
+        """Mark the ``pending`` records of a gateway that stopped (crashed, was killed)
+        ``interrupted``; returns how many. Only a starting gateway calls this: a running
+        one's pending calls are in flight.
+
+        Raises:
+            AuditError: the database cannot be written.
+        """
+        error = "Lockgate stopped before the server answered"
+        sql = "UPDATE calls SET outcome = ?, error = COALESCE(error, ?) WHERE outcome = ?"
+        with self._write_lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                cursor = self._conn.execute(
+                    sql, (Outcome.INTERRUPTED.value, error, Outcome.PENDING.value)
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise _write_error(exc) from exc
+        return int(cursor.rowcount)
+
+    def charges_since(self, since: float) -> list[Charge]:
+        """The committed rate-limit charges at or after ``since``, oldest first.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        sql = "SELECT counter, client, time FROM charges WHERE time >= ? ORDER BY time"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (since,)).fetchall()
+        return [Charge(str(counter), client, float(t)) for counter, client, t in rows]
+
+    async def prune_charges(self, before: float) -> None:
+        """Forget the charges older than ``before``: no limit can count them any more.
+
+        Raises:
+            AuditError: as for :meth:`write`.
+        """
+        await self._write((("DELETE FROM charges WHERE time < ?", [(before,)]),), False)
+
+    async def _write(self, steps: tuple[_Step, ...], alone: bool) -> None:
+        if alone and self._commit_inline(steps):
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(steps, done)
+        await done
+
+    def _commit_inline(self, steps: tuple[_Step, ...]) -> bool:
+        """Commit ``steps`` right here when the writer is idle; False when it is busy.
+
+        A lone call's record then costs one SQLite commit (about 0.1 ms) instead of two
+        thread hand-offs on top. Only a lone one (see :meth:`write`): writes that come
+        together queue for the writer's group commit, which costs the event loop nothing
+        and commits many in one go. It never waits for a lock on the caller's thread (the
+        event loop): while another connection holds the database, the write goes to the
+        writer thread, which waits up to ``busy_timeout`` without stalling anything.
+
+        Raises:
+            AuditError: the log is closed, or the record was not committed.
+        """
+        if not self._queue.empty() or not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            with self._lock:
+                if self._closed:
+                    raise AuditError(f"the audit log {self._path} is closed")
+            self._conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._run_steps([steps])
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    return False
+                raise _write_error(exc) from exc
+            except Exception as exc:
+                raise _write_error(exc) from exc
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            self._commits += 1
+            return True
+        finally:
+            self._write_lock.release()
+
+    def write_sync(self, record: CallRecord) -> None:
+        """:meth:`write` for code without an event loop; blocks until committed.
+
+        Raises:
+            AuditError: as for :meth:`write`.
+        """
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._enqueue((_insert_step(record, self._max_argument_bytes),), done)
+        done.result()
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the writer. Idempotent; reading still works."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+        self._stop_checkpoints.set()
+        self._checkpointer.join()
+        self._thread.join()
+
+    def _checkpoint_now_and_then(self) -> None:
+        """Fold the WAL into the database once a second, on a connection of its own.
+
+        The writer does not checkpoint (``wal_autocheckpoint = 0``): a checkpoint on the
+        commit path made one write in a hundred wait milliseconds. A passive checkpoint
+        here runs beside the writer's commits without blocking them.
+        """
+        try:
+            conn = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop_checkpoints.wait(1.0):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def _enqueue(
+        self,
+        steps: tuple[_Step, ...],
+        done: asyncio.Future[None] | concurrent.futures.Future[None],
+    ) -> None:
+        with self._lock:
+            if self._closed:
+                raise AuditError(f"the audit log {self._path} is closed")
+            self._queue.put(_Pending(steps, done))
+
+    def _run(self) -> None:
+        try:
+            while self._commit_next_batch():
+                pass
+        finally:
+            with self._lock:
+                self._closed = True
+            left: list[_Pending] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending = self._queue.get_nowait()
+                    if pending is not None:
+                        left.append(pending)
+            _settle(left, RuntimeError("the audit log's writer has stopped"))
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+
+    def _commit_next_batch(self) -> bool:
+        """Commit what is queued (waiting for at least one); False once told to stop."""
+        batch: list[_Pending] = []
+        pending = self._queue.get()
+        while pending is not None:
+            batch.append(pending)
+            if len(batch) >= _MAX_BATCH:
+                break
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if batch:
+            self._commit(batch)
+        return pending is not None
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        error: Exception | None = None
+        try:
+            with self._write_lock:
+                self._run_steps([pending.steps for pending in batch])
+        except sqlite3.IntegrityError as exc:
+            if len(batch) > 1:  # one bad record (a repeated id) must not fail the others
+                for pending in batch:
+                    self._commit([pending])
+                return
+            error = exc
+        except Exception as exc:  # whatever it is, the writers waiting must hear of it
+            error = exc
+        else:
+            self._commits += 1
+        _settle(batch, error)
+
+    def _run_steps(self, writes: list[tuple[_Step, ...]]) -> None:
+        """Run every write's steps, in order, in one transaction. Consecutive steps with
+        the same statement (the common case: many inserts) run as one executemany."""
+        conn = self._conn
+        merged: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for steps in writes:
+            for sql, rows in steps:
+                if merged and merged[-1][0] == sql:
+                    merged[-1][1].extend(rows)
+                else:
+                    merged.append((sql, list(rows)))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, rows in merged:
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    # -- reading
+
+    def query(
+        self,
+        *,
+        limit: int = 100,
+        server: str | None = None,
+        tool: str | None = None,
+        decision: CallDecision | str | None = None,
+        client: str | None = None,
+        outcome: Outcome | str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        before_id: str | None = None,
+    ) -> list[CallRecord]:
+        """Committed records, newest first, that match every filter given.
+
+        ``start`` and ``end`` bound the arrival time (``start <= time < end``). To page back,
+        pass the last record's id as ``before_id``: the page holds the records written
+        before it (none if no record has that id).
+
+        Raises:
+            AuditError: the database cannot be read.
+            ValueError: ``limit`` is negative.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        where, params = _filters(
+            server=server,
+            tool=tool,
+            decision=decision,
+            client=client,
+            outcome=outcome,
+            start=start,
+            end=end,
+        )
+        if before_id is not None:
+            where.append("seq < (SELECT seq FROM calls WHERE id = ?)")
+            params.append(before_id)
+        sql = f"{_SELECT}{_where(where)} ORDER BY seq DESC LIMIT ?"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        return [_record(row[1:]) for row in rows]
+
+    def count(
+        self,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        decision: CallDecision | str | None = None,
+        client: str | None = None,
+        outcome: Outcome | str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> int:
+        """How many committed records match every filter given (as for :meth:`query`).
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        where, params = _filters(
+            server=server,
+            tool=tool,
+            decision=decision,
+            client=client,
+            outcome=outcome,
+            start=start,
+            end=end,
+        )
+        with self._reading() as conn:
+            row = conn.execute(f"SELECT COUNT(*) FROM calls{_where(where)}", params).fetchone()  # noqa: S608
+        return int(row[0])
+
+    def get(self, record_id: str) -> CallRecord | None:
+        """The record with id ``record_id``, if it is committed.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._reading() as conn:
+            row = conn.execute(f"{_SELECT} WHERE id = ?", (record_id,)).fetchone()
+        return None if row is None else _record(row[1:])
+
+    def since(self, rowid: int, *, limit: int = 1000) -> list[tuple[int, CallRecord]]:
+        """Records committed after row ``rowid``, oldest first, with their rowids.
+
+        ``lockgate log --follow`` polls this with the last rowid it has seen (start from
+        :meth:`latest_rowid`, or 0 for everything). Rowids grow in commit order and are
+        never reused.
+
+        Raises:
+            AuditError: the database cannot be read.
+            ValueError: ``limit`` is negative.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        sql = f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (rowid, limit)).fetchall()
+        return [(int(row[0]), _record(row[1:])) for row in rows]
+
+    def latest_rowid(self) -> int:
+        """The rowid of the newest committed record; 0 when there is none.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._reading() as conn:
+            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()
+        return int(row[0])
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A fresh read-only connection, so any thread can read while the writer writes."""
+        uri = f"{self._path.as_uri()}?mode=rw"  # never create a database that vanished
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read the audit log {self._path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            yield conn
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read the audit log {self._path}: {exc}") from exc
+        finally:
+            conn.close()
+
+
+def _settle(batch: list[_Pending], failure: Exception | None) -> None:
+    """Tell each writer in ``batch`` how its write went, from the writer thread.
+
+    Async writers hear it on their own loop, one hand-off per loop for the whole batch.
+    """
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], AuditError | None]]
+    ] = {}
+    for pending in batch:
+        error = None if failure is None else _write_error(failure)
+        if isinstance(pending.done, asyncio.Future):
+            by_loop.setdefault(pending.done.get_loop(), []).append((pending.done, error))
+        elif error is None:
+            pending.done.set_result(None)
+        else:
+            pending.done.set_exception(error)
+    for loop, results in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, results)
+
+
+def _resolve(results: list[tuple[asyncio.Future[None], AuditError | None]]) -> None:
+    for done, error in results:
+        if done.done():  # its task was cancelled; the record was written all the same
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (by another connection)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _write_error(cause: Exception) -> AuditError:
+    error = AuditError(f"the call was not recorded in the audit log: {cause}")
+    error.__cause__ = cause
+    return error
+
+
+def _clip(text: str) -> str:
+    text = scrub_text(text)
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _insert_step(record: CallRecord, max_argument_bytes: int) -> _Step:
+    return (_INSERT, [_row(record, max_argument_bytes)])
+
+
+def _row(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
+    """The row to insert for ``record``, made in the caller's thread so bad data fails there.
+    Every text is made storable (lone surrogates escaped).
+
+    Raises:
+        AuditError: the record cannot be stored (an unknown decision, a time that is not a
+            number).
+    """
+    try:
+        if not math.isfinite(record.time):
+            raise ValueError(f"time must be a finite number, not {record.time!r}")
+        return (
+            storable(record.id),
+            float(record.time),
+            storable(record.client),
+            storable(record.server),
+            storable(record.tool),
+            dumps(redact(record.arguments, max_argument_bytes)),
+            CallDecision(record.decision).value,
+            None if record.basis is None else storable(record.basis),
+            None if record.rule is None else storable(record.rule),
+            _clip(record.reason),
+            Outcome(record.outcome).value,
+            record.duration_ms,
+            record.result_size,
+            None if record.error is None else _clip(record.error),
+        )
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"cannot record call {record.id}: {exc}") from exc
+
+
+def _record(row: tuple[Any, ...]) -> CallRecord:
+    values: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
+    values["arguments"] = json.loads(values["arguments"])
+    values["decision"] = CallDecision(values["decision"])
+    values["outcome"] = Outcome(values["outcome"])
+    return CallRecord(**values)
+
+
+def _filters(
+    *,
+    server: str | None,
+    tool: str | None,
+    decision: str | None,
+    client: str | None,
+    outcome: str | None,
+    start: float | None,
+    end: float | None,
+) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    equal = {
+        "server": server,
+        "tool": tool,
+        "decision": decision,
+        "client": client,
+        "outcome": outcome,
+    }
+    for column, value in equal.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(str(value))
+    if start is not None:
+        where.append("time >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("time < ?")
+        params.append(end)
+    return where, params
+
+
+def _where(clauses: list[str]) -> str:
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def _create_private(path: Path) -> None:
+    """Create the missing folders (0700) and the database file (0600), whatever the umask.
+
+    Raises:
+        OSError: they cannot be created.
+    """
+    missing: list[Path] = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)  # mkdir's mode is cut by the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+    path.chmod(0o600)
+
+
+def _open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """The write connection: WAL, synchronous=NORMAL, the schema up to date.
+
+    Raises:
+        sqlite3.Error: the database cannot be opened or set up.
+        AuditError: WAL cannot be used, or the schema is newer than this code.
+    """
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise AuditError(f"the audit log {path} cannot use WAL (journal mode {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint_now_and_then
+        if _user_version(conn) != SCHEMA_VERSION:
+            _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # two processes opening a new log: one creates it
+    try:
+        version = _user_version(conn)
+        if version > SCHEMA_VERSION:
+            raise AuditError(
+                f"the audit log {path} has schema version {version}, made by a newer "
+                f"Lockgate; this one knows up to {SCHEMA_VERSION}"
+            )
+        for statements in _MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,6 @@
+"""The client side of the local socket, kept light: a client launches it per server.
+
+``connect`` is ``lockgate connect SERVER`` (hands the client's pipes to the gateway);
+``control`` is the request/answer client every command and the app's CLI use. Nothing here
+imports the MCP SDK, the policy engine or Qt (tests/proxy/test_connectcmd.py keeps it so).
+"""

@@ -1,0 +1,48 @@
+"""Where a running gateway listens: ``run/gateway.json`` in the data folder.
+
+Kept free of heavy imports: ``lockgate connect`` reads it on every client launch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.config.paths import Paths
+
+__all__ = ["DEFAULT_PORT", "LINE_LIMIT", "RunInfo", "read_run_info", "run_file"]
+
+DEFAULT_PORT = 5625  # L-O-C-K on a phone keypad
+LINE_LIMIT = 32 * 1024 * 1024  # one MCP message per line on the local socket
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """Where a running gateway listens."""
+
+    pid: int
+    port: int
+    url: str
+    started: float
+    socket: str | None = None
+
+
+def run_file(paths: Paths) -> Path:
+    return paths.run_dir / "gateway.json"
+
+
+def read_run_info(paths: Paths) -> RunInfo | None:
+    """The running gateway's address, or None if none is running (stale files ignored)."""
+    try:
+        data: dict[str, Any] = json.loads(run_file(paths).read_text("utf-8"))
+        info = RunInfo(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    try:
+        os.kill(info.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None  # gone, or someone else's process: not our gateway
+    return info

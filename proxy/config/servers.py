@@ -1,0 +1,308 @@
+"""servers.json: the upstream MCP servers, in the ``mcpServers`` shape clients already use.
+
+.. code-block:: json
+
+    {"mcpServers": {
+        "git": {"command": "uvx", "args": ["mcp-server-git"], "env": {"TOKEN": "keyring:git"}},
+        "docs": {"url": "https://example.test/mcp", "headers": {"Authorization": "keyring:docs"}}
+    }}
+
+A server with ``command`` is started as a child process and spoken to over stdio; one with
+``url`` is reached over streamable HTTP, or over SSE when ``"type": "sse"`` says so or,
+with no ``type``, when the server refuses streamable HTTP (the spec's fallback) (VS
+Code's ``servers`` key and its ``type`` field are accepted too, so a config can be pasted
+in as it is). Fields Lockgate does not use (``disabled``, ``autoApprove``...) are kept and
+ignored, since they belong to the client the config came from.
+
+A value written ``"keyring:NAME"`` in ``env`` or ``headers`` is a reference: it is looked
+up in the OS keyring only when the server starts (:func:`resolve_secrets`), and the
+resolved spec is never written anywhere or logged. ``args`` may not hold one: a process's
+command line is readable by every local user (``ps``, ``/proc/PID/cmdline``), so a secret
+there would leave the keyring for everyone to see. A server that wants a secret on its
+command line gets it through ``env`` instead (most accept an environment variable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from proxy.config.jsontext import format_path, locate
+from proxy.config.secrets import SecretError, SecretStore, secret_name
+
+__all__ = [
+    "HttpServer",
+    "ServerSpec",
+    "ServersError",
+    "ServersRead",
+    "StdioServer",
+    "load_servers",
+    "parse_servers",
+    "read_servers_file",
+    "resolve_secrets",
+    "secret_references",
+    "secret_values",
+    "valid_server_name",
+]
+
+KEYRING_IN_ARGS_REFUSED = (
+    "a keyring: secret cannot go in args: every local user can read a command line "
+    '(ps, /proc). Pass it in env instead, e.g. "env": {"API_KEY": "keyring:NAME"}, '
+    "if the server reads it from there"
+)
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_SERVERS_BYTES = 1024 * 1024
+
+
+def valid_server_name(name: str) -> bool:
+    """Server names appear in URLs (``/mcp/NAME``) and tool patterns (``NAME/tool``)."""
+    return _SERVER_NAME.fullmatch(name) is not None
+
+
+class ServersError(Exception):
+    """servers.json cannot be used; the message names the file, line and JSON path."""
+
+
+@dataclass(frozen=True, slots=True)
+class StdioServer:
+    """A server Lockgate starts as a child process and speaks to over stdio."""
+
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+    @property
+    def transport(self) -> Literal["stdio"]:
+        return "stdio"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServer:
+    """A remote server reached over streamable HTTP (or SSE)."""
+
+    name: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    sse: bool | None = None  # None: streamable HTTP first, SSE if the server refuses it
+
+    @property
+    def transport(self) -> Literal["http", "sse"]:
+        return "sse" if self.sse else "http"
+
+
+ServerSpec = StdioServer | HttpServer
+_Report = Callable[[tuple[str | int, ...], str], None]
+
+
+def load_servers(path: Path) -> dict[str, ServerSpec]:
+    """The servers in ``path``; a missing file means no servers.
+
+    Raises:
+        ServersError: the file cannot be read or is not a valid servers.json.
+    """
+    result = read_servers_file(path)
+    if result.error is not None:
+        raise ServersError(result.error)
+    return dict(result.servers)
+
+
+def parse_servers(text: str, source: str = "servers.json") -> dict[str, ServerSpec]:
+    """Parse the text of a servers.json.
+
+    Raises:
+        ServersError: every problem, one per line, with line numbers and JSON paths.
+    """
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ServersError(
+            f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise ServersError(f"{source}: not valid JSON: {exc}") from None
+    locs = locate(text)
+    problems: list[str] = []
+
+    def problem(path: tuple[str | int, ...], message: str) -> None:
+        where = locs.line_col(path)
+        prefix = f"{source}:{where[0]}:{where[1]}" if where else source
+        problems.append(f"{prefix}: {format_path(path)}: {message}")
+
+    if not isinstance(document, dict):
+        raise ServersError(f'{source}: expected an object like {{"mcpServers": {{...}}}}')
+    key = "mcpServers" if "mcpServers" in document else "servers" if "servers" in document else None
+    if key is None:
+        raise ServersError(f'{source}: no "mcpServers" object (the shape MCP clients use)')
+    entries = document[key]
+    if not isinstance(entries, dict):
+        problem((key,), "must be an object mapping server names to their settings")
+        raise ServersError("\n".join(problems))
+    servers: dict[str, ServerSpec] = {}
+    for name, spec in entries.items():
+        here: tuple[str | int, ...] = (key, name)
+        if not valid_server_name(name):
+            problem(
+                here,
+                "a server name is 1-64 letters, digits, '.', '_' or '-', starting "
+                "with a letter or digit (it appears in URLs and tool patterns)",
+            )
+            continue
+        if not isinstance(spec, dict):
+            problem(here, 'must be an object with "command" or "url"')
+            continue
+        parsed = _one_server(name, spec, here, problem)
+        if parsed is not None:
+            servers[name] = parsed
+    if problems:
+        raise ServersError("\n".join(problems))
+    return servers
+
+
+def _one_server(
+    name: str, spec: dict[str, Any], here: tuple[str | int, ...], problem: Any
+) -> ServerSpec | None:
+    kind = spec.get("type", spec.get("transport"))
+    if "command" in spec and "url" in spec:
+        problem(here, 'has both "command" and "url"; a server is one or the other')
+        return None
+    if "command" in spec:
+        if kind not in (None, "stdio"):
+            problem((*here, "type"), f'{kind!r} does not go with "command" (use "stdio")')
+            return None
+        command, args, env, cwd = (
+            spec["command"],
+            spec.get("args", []),
+            spec.get("env", {}),
+            spec.get("cwd"),
+        )
+        ok = True
+        if not isinstance(command, str) or not command:
+            problem((*here, "command"), "must be a non-empty string")
+            ok = False
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            problem((*here, "args"), "must be a list of strings")
+            ok = False
+        else:
+            for index, arg in enumerate(args):
+                if secret_name(arg) is not None:
+                    problem((*here, "args", index), KEYRING_IN_ARGS_REFUSED)
+                    ok = False
+        if not _string_map(env):
+            problem((*here, "env"), "must be an object of string values")
+            ok = False
+        if cwd is not None and not isinstance(cwd, str):
+            problem((*here, "cwd"), "must be a string")
+            ok = False
+        return StdioServer(name, command, tuple(args), dict(env), cwd) if ok else None
+    if "url" in spec:
+        url, headers = spec["url"], spec.get("headers", {})
+        ok = True
+        if not isinstance(url, str) or not re.match(r"https?://", url):
+            problem((*here, "url"), "must be an http:// or https:// URL")
+            ok = False
+        if not _string_map(headers):
+            problem((*here, "headers"), "must be an object of string values")
+            ok = False
+        if kind not in (None, "http", "streamable-http", "streamableHttp", "sse"):
+            problem((*here, "type"), f'{kind!r} is not "http" or "sse"')
+            ok = False
+        sse = None if kind is None else kind == "sse"
+        return HttpServer(name, url, dict(headers), sse=sse) if ok else None
+    problem(here, 'needs "command" (a program to start) or "url" (a remote server)')
+    return None
+
+
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ServersRead:
+    """What reading servers.json found: the servers, or the error; and the content's hash."""
+
+    digest: str
+    source: str
+    servers: Mapping[str, ServerSpec] = field(default_factory=dict)
+    error: str | None = None
+
+
+def read_servers_file(path: Path) -> ServersRead:
+    """Read and parse ``path`` (blocking: call it off the event loop); never raises. A
+    missing file means no servers; one too large is refused before it is read."""
+    try:
+        stat = path.stat()
+        if stat.st_size > MAX_SERVERS_BYTES:
+            return ServersRead(
+                f"large:{stat.st_size}:{stat.st_mtime_ns}",
+                str(path),
+                error=f"{path}: larger than {MAX_SERVERS_BYTES} bytes",
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return ServersRead("missing", str(path))
+    except OSError as exc:
+        return ServersRead(f"unreadable:{exc}", str(path), error=f"{path}: cannot read: {exc}")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return ServersRead(digest, str(path), parse_servers(data.decode("utf-8-sig"), str(path)))
+    except UnicodeDecodeError as exc:
+        return ServersRead(digest, str(path), error=f"{path}: cannot read: {exc}")
+    except ServersError as exc:
+        return ServersRead(digest, str(path), error=str(exc))
+
+
+def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:
+    """``spec`` with every ``keyring:NAME`` value replaced by the secret. Keep the result
+    in memory only.
+
+    Raises:
+        proxy.config.secrets.SecretError: a referenced secret is missing or the keyring is unusable.
+    """
+
+    def value(v: str) -> str:
+        name = secret_name(v)
+        return v if name is None else store.get(name)
+
+    if isinstance(spec, StdioServer):
+        if any(secret_name(a) is not None for a in spec.args):  # parse_servers refuses it
+            raise SecretError(f"server {spec.name!r}: {KEYRING_IN_ARGS_REFUSED}")
+        return replace(spec, env={k: value(v) for k, v in spec.env.items()})
+    return replace(spec, headers={k: value(v) for k, v in spec.headers.items()})
+
+
+def secret_values(spec: ServerSpec, resolved: ServerSpec) -> list[str]:
+    """The values ``resolve_secrets`` put in place of ``keyring:`` references (to keep
+    them out of error messages)."""
+    if isinstance(spec, StdioServer) and isinstance(resolved, StdioServer):
+        pairs = [(spec.env[k], resolved.env[k]) for k in spec.env]
+    elif isinstance(spec, HttpServer) and isinstance(resolved, HttpServer):
+        pairs = [(spec.headers[k], resolved.headers[k]) for k in spec.headers]
+    else:
+        return []
+    return [new for old, new in pairs if secret_name(old) is not None]
+
+
+def secret_references(spec: ServerSpec) -> list[str]:
+    """The names of the keyring secrets ``spec`` refers to (for display; never values)."""
+    if isinstance(spec, StdioServer):
+        values = list(spec.env.values())
+    else:
+        values = list(spec.headers.values())
+    return [n for v in values if (n := secret_name(v)) is not None]
+
+
+def open_server_log(log_dir: Path, server: str) -> TextIO:
+    """Where a stdio server's stderr goes: a private log file per server (the folder
+    0700, the file 0600: a server may print its secrets there)."""
+    log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = log_dir / f"server-{server}.log"
+    errlog = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+    path.chmod(0o600)
+    return errlog

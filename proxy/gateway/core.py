@@ -1,0 +1,761 @@
+"""The gateway: client sessions in, real MCP servers out, the policy in between.
+
+One low-level SDK ``Server`` hosts every client session, used only as a transport host:
+a single middleware sees each message raw and pumps it, as JSON objects, to the session's
+own upstream connection (see :mod:`proxy.upstream.connection`). Everything passes through unchanged
+except:
+
+- ``tools/call``: decided by the policy before anything goes upstream. A blocked call is
+  answered here with a tool result marked ``isError`` that tells the agent why; a hidden
+  tool is answered like an unknown tool (-32602). Every call, allowed or not, is in the
+  audit log before its answer leaves.
+- ``tools/list``: hidden tools are left out.
+- progress and cancellation: the SDK's dispatchers remap ids on both sides; the client's
+  progress token is replaced by the upstream call's own, and progress is re-emitted to
+  the client with the client's token.
+- server-to-client requests (sampling, elicitation, roots): sent to the client on the
+  channel of a call in flight that can carry requests, else on the session's standalone
+  channel.
+
+Sessions speak the handshake era of MCP (``initialize`` first). ``server/discover`` (the
+2026-07-28 era's probe) is answered "method not found", so clients that probe fall back to
+the handshake. A session is bound to the server it opened and the client that opened it;
+a request for another server or from another client on the same session is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import anyio.abc
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from proxy.audit.log import AuditLog
+from proxy.config.secrets import SecretError, SecretStore
+from proxy.config.servers import (
+    HttpServer,
+    ServersError,
+    ServerSpec,
+    ServersRead,
+    open_server_log,
+    read_servers_file,
+    resolve_secrets,
+    secret_values,
+)
+from proxy.config.watch import FileWatcher
+from proxy.gateway._sdk import connection_of, request_channel_of
+from proxy.gateway.approvals import ApprovalBroker
+from proxy.gateway.events import (
+    EventBus,
+    PauseChanged,
+    ServersRejected,
+    ServersReloaded,
+    UpstreamDown,
+    UpstreamUp,
+)
+from proxy.gateway.pipeline import ToolCallPipeline
+from proxy.gateway.session import Session
+from proxy.policy.decide import Enforcer, Verdict
+from proxy.policy.model import Action, Policy
+from proxy.policy.store import PolicyStore, PolicyWatcher
+from proxy.upstream.catalog import ServerTools, list_all_tools
+from proxy.upstream.connection import Backoff, Upstream, UpstreamUnavailable
+
+__all__ = ["Gateway", "Session"]  # Session is re-exported from proxy.gateway.session
+
+log = logging.getLogger(__name__)
+
+MAX_SESSIONS_PER_CLIENT = 32  # each one is a server process
+
+_INIT_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
+
+
+class Gateway:
+    """The policy-enforcing proxy core, with no transport of its own (see proxy.doors.http and
+    proxy.doors.local for the front doors). Lives on one event loop."""
+
+    def __init__(
+        self,
+        *,
+        servers: Mapping[str, ServerSpec],
+        policy_path: Path,
+        audit: AuditLog,
+        secrets: SecretStore,
+        bus: EventBus,
+        log_dir: Path,
+        servers_file: Path | None = None,
+        last_good_policy: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.servers = dict(servers)
+        self.servers_error: str | None = None  # while servers.json is broken
+        self._servers_digest: str | None = None
+        self._servers_watcher = (
+            FileWatcher(servers_file, read_servers_file, self._servers_read)
+            if servers_file is not None
+            else None
+        )
+        self.audit = audit
+        self.secrets = secrets
+        self.bus = bus
+        self._log_dir = log_dir
+        self._clock = clock
+        self._monotonic = monotonic
+        self.policy_store = PolicyStore(
+            policy_path, bus.emit, self._policy_swapped, last_good=last_good_policy
+        )
+        self.enforcer = Enforcer(self.policy_store.policy, clock)
+        self.approvals = ApprovalBroker(bus.emit, clock)
+        self.watcher = PolicyWatcher(self.policy_store)
+        self.tool_calls = ToolCallPipeline(
+            enforcer=self.enforcer,
+            approvals=self.approvals,
+            audit=audit,
+            bus=bus,
+            refusal=self._refusal,
+            clock=clock,
+            monotonic=monotonic,
+        )
+        self.paused = False
+        self.sessions: dict[str, Session] = {}
+        self._errlogs: dict[str, TextIO] = {}
+        # set by the HTTP front door: ends an HTTP session (id, client) as a DELETE would
+        self.close_http_session: Callable[[str, str], Coroutine[Any, Any, None]] | None = None
+
+    # -- life -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the policy and start watching it and servers.json; take over from the
+        last run: its unanswered calls are marked interrupted, and its rate-limit charges
+        count again.
+
+        Raises:
+            proxy.audit.log.AuditError: the audit log cannot be read or written.
+        """
+        await self.watcher.start()
+        if self._servers_watcher is not None:
+            await self._servers_watcher.start()
+        await self.tool_calls.take_over()
+
+    async def stop(self) -> None:
+        """Refuse pending approvals and stop watching; sessions end with their transports."""
+        self.approvals.cancel_all("Lockgate is shutting down")
+        await self.watcher.stop()
+        if self._servers_watcher is not None:
+            await self._servers_watcher.stop()
+        await self.tool_calls.aclose()  # its background work ends before the log closes
+        for errlog in self._errlogs.values():
+            errlog.close()
+        self._errlogs.clear()
+
+    def build_server(
+        self,
+        *,
+        server: str | None = None,
+        client: str | None = None,
+        on_session: Callable[[Session], None] | None = None,
+    ) -> Server[Any]:
+        """An SDK ``Server`` whose sessions this gateway serves.
+
+        ``server``/``client`` fix the session's server and client (the local socket front
+        door knows both up front); on HTTP they come from the path and the token.
+        ``on_session`` hears of each session once its ``initialize`` has succeeded.
+        """
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_server: Server[Any]) -> Any:
+            async with anyio.create_task_group() as tg:
+                yield {"tg": tg}
+                tg.cancel_scope.cancel()
+
+        sdk_server: Server[Any] = Server("lockgate", lifespan=lifespan)
+
+        async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
+            result = await self._handle(ctx, call_next, server, client)
+            if on_session is not None and ctx.method == "initialize":
+                on_session(connection_of(ctx).state["lockgate"])
+            return result
+
+        sdk_server.middleware = [middleware]  # replaces the SDK's default (OpenTelemetry)
+        return sdk_server
+
+    def pause(self) -> None:
+        """Deny every tool call, with a reason, until :meth:`resume`; calls waiting for a
+        person are refused too."""
+        if not self.paused:
+            self.paused = True
+            for pending in self.approvals.pending():
+                self.approvals.withdraw(pending.id, "Lockgate was paused")
+            self.bus.emit(PauseChanged(self._clock(), True))
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.bus.emit(PauseChanged(self._clock(), False))
+
+    async def list_tools(self) -> dict[str, ServerTools]:
+        """Every server's tools, asked of each server on a connection of its own."""
+        return await list_all_tools(self.servers, self.secrets, self._errlog)
+
+    async def reload_policy(self) -> PolicyStore:
+        """Read policy.json now (it is also watched) and put it in force before returning:
+        the next call is decided by it. The watcher's own event for the same content
+        later changes nothing (the store compares hashes). Returns the store, whose
+        ``digest`` says which content is in force and ``error`` what is wrong with a
+        broken file (the last good policy then stays)."""
+        await self.watcher.reload_now()
+        return self.policy_store
+
+    def reload_servers(self) -> list[str]:
+        """Read servers.json now (it is also watched): new servers can be reached at
+        once; a changed server's open sessions use the new settings from their next
+        restart, and a removed server's are not restarted. Returns the names in force.
+
+        Raises:
+            ServersError: the file is not valid; the servers in force stay as they were.
+        """
+        if self._servers_watcher is not None:
+            result = self._servers_watcher.reload_now_blocking()
+            if result.error is not None:
+                raise ServersError(result.error)
+        return sorted(self.servers)
+
+    def _servers_read(self, result: ServersRead) -> None:
+        if result.digest == self._servers_digest:
+            return
+        self._servers_digest = result.digest
+        if result.error is not None:
+            self.servers_error = result.error
+            log.warning("servers.json not applied, the servers in force stay:\n%s", result.error)
+            self.bus.emit(ServersRejected(self._clock(), result.source, result.error))
+            return
+        self.servers_error = None
+        if result.servers == self.servers:
+            return
+        self.servers = dict(result.servers)
+        log.info("servers in force: %s", ", ".join(sorted(self.servers)) or "none")
+        self.bus.emit(ServersReloaded(self._clock(), tuple(sorted(self.servers))))
+        for pending in self.approvals.pending():
+            if pending.call.server not in self.servers:
+                self.approvals.withdraw(
+                    pending.id, f"server {pending.call.server!r} was removed from servers.json"
+                )
+
+    async def restart_server(self, server: str) -> int:
+        """Stop every connection to ``server``; each starts again on its session's next
+        request, at once (the backoff is forgotten). Returns how many were stopped."""
+        stopped = 0
+        for session in list(self.sessions.values()):
+            if session.server == server and session.upstream is not None:
+                upstream = session.upstream
+                session.backoff = Backoff()
+                if not upstream.dead.is_set():
+                    await upstream.aclose()
+                    stopped += 1
+        return stopped
+
+    # -- every message ----------------------------------------------------------------
+
+    async def _handle(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+        fixed_server: str | None,
+        fixed_client: str | None,
+    ) -> Any:
+        connection = connection_of(ctx)
+
+        def scrub(text: str) -> str:
+            session: Session | None = connection.state.get("lockgate")
+            return text if session is None else session.scrub(text)
+
+        session: Session | None = connection.state.get("lockgate")
+        if session is not None:
+            session.active += 1
+        try:
+            with _as_protocol_errors(ctx.method, scrub):
+                return await self._route(ctx, call_next, fixed_server, fixed_client)
+        finally:
+            if session is not None:
+                session.active -= 1
+
+    async def call_tool(self, session: Session, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``tools/call`` of ``session`` that reached the gateway without the SDK's server
+        (the local front door's fast lane, :mod:`proxy.doors.fastlane`): decided, sent on the
+        session's upstream (restarted if it went down), audited. The call carries no
+        progress token.
+
+        Raises:
+            MCPError: the JSON-RPC error the client gets, whatever went wrong.
+        """
+
+        async def send(forwarded: Mapping[str, Any]) -> dict[str, Any]:
+            upstream = await self._live_upstream(session)
+            return await upstream.request("tools/call", forwarded)
+
+        session.last_active = self._monotonic()
+        with _as_protocol_errors("tools/call", session.scrub):
+            return await self.tool_calls.run(session, params, send)
+
+    async def _route(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+        fixed_server: str | None,
+        fixed_client: str | None,
+    ) -> Any:
+        method, params = ctx.method, ctx.params
+        connection = connection_of(ctx)
+        session: Session | None = connection.state.get("lockgate")
+        if ctx.request_id is None:  # a notification (or a request without a usable id)
+            if method == "notifications/initialized":
+                await call_next(ctx)
+            if not method.startswith("notifications/"):
+                # A "tools/call" without an id would reach the server undecided and
+                # unlogged: only real notifications travel, and nothing else without an id.
+                log.warning("dropped a %s without a request id", method)
+                return None
+            if method in ("notifications/cancelled", "notifications/progress"):
+                return None  # the SDK's dispatchers handle these on both sides
+            if session is None or session.upstream is None:
+                return None
+            if (fixed_server, fixed_client) == (None, None) and self._identity(
+                ctx, fixed_server, fixed_client
+            ) != (session.server, session.client):
+                return None  # not this session's client: nothing of theirs goes upstream
+            await session.upstream.notify(method, params)
+            if method == "notifications/initialized":
+                session.initialized = True
+            return None
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            # The SDK serves the 2026-07-28 era sessionless, one request at a time: no
+            # session to bind a client, server and upstream to. Refused, so clients fall
+            # back to the handshake; none of it reaches a server.
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message="Lockgate speaks the initialize handshake (MCP up to 2025-11-25); use it",
+            )
+        if method == "server/discover":
+            raise MCPError(
+                code=METHOD_NOT_FOUND, message="Lockgate speaks the initialize handshake; use it"
+            )
+        server, client = self._identity(ctx, fixed_server, fixed_client)
+        if method == "initialize":
+            return await self._initialize(ctx, connection, session, server, client)
+        if session is None:
+            if method == "ping":
+                return {}
+            raise MCPError(code=INVALID_REQUEST, message="the session is not initialized")
+        if server != session.server or client != session.client:
+            raise MCPError(
+                code=INVALID_REQUEST, message="this session belongs to another server or client"
+            )
+        session.last_active = self._monotonic()
+        if method == "ping":
+            return {}
+        if method == "tools/call":  # decided first: a blocked call needs no server
+            return await self._tool_call(ctx, session, params or {})
+        upstream = await self._live_upstream(session)
+        result = await self._forward(ctx, session, upstream, method, params)
+        if method == "tools/list":
+            result = self._hide_tools(session, result)
+        return result
+
+    async def _tool_call(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        session: Session,
+        params: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """A ``tools/call`` on the SDK's route: the pipeline, sending with the request's
+        own back-channel (progress, server-to-client requests)."""
+
+        async def send(forwarded: Mapping[str, Any]) -> dict[str, Any]:
+            upstream = await self._live_upstream(session)
+            return await self._forward(ctx, session, upstream, "tools/call", forwarded)
+
+        return await self.tool_calls.run(session, params, send)
+
+    def _refusal(self, server: str) -> tuple[str, str] | None:
+        """Why Lockgate's own state refuses every call to ``server`` now (basis, reason)."""
+        if self.paused:
+            return "pause", (
+                "Lockgate is paused: every tool call is denied until a person resumes it"
+            )
+        if server not in self.servers:
+            return "server_removed", (
+                f"server {server!r} is no longer in servers.json; Lockgate sends it nothing"
+            )
+        return None
+
+    def _identity(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        fixed_server: str | None,
+        fixed_client: str | None,
+    ) -> tuple[str, str]:
+        request = ctx.request
+        server = fixed_server
+        client = fixed_client
+        if request is not None:
+            server = server or request.path_params.get("server")
+            client = client or request.scope.get("state", {}).get("lockgate_client")
+        if not server or not client:
+            # The front doors always set both; reaching here is a wiring fault.
+            raise MCPError(code=INVALID_REQUEST, message="unknown server or client")
+        return server, client
+
+    # -- sessions and upstreams -------------------------------------------------------
+
+    async def _initialize(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        connection: Connection,
+        session: Session | None,
+        server: str,
+        client: str,
+    ) -> Any:
+        if session is not None:
+            raise MCPError(code=INVALID_REQUEST, message="the session is already initialized")
+        await self._make_room_for(client)
+        spec = self.servers.get(server)
+        if spec is None:
+            known = ", ".join(sorted(self.servers)) or "none"
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"Lockgate has no server named {server!r} (known: {known})",
+            )
+        session = Session(
+            id=uuid.uuid4().hex,
+            server=server,
+            client=client,
+            connection=connection,
+            spec=spec,
+            configured=spec,
+            init_params=ctx.params,
+            task_group=ctx.lifespan_context["tg"],
+        )
+        connection.state["lockgate"] = session
+        if connection.session_id is not None and self.close_http_session is not None:
+            closer, session_id = self.close_http_session, connection.session_id
+
+            async def close() -> None:
+                await closer(session_id, client)
+
+            session.close = close
+        connection.exit_stack.push_async_callback(self._end_session, session)
+        self.sessions[session.id] = session
+        upstream = await self._start_upstream(session)
+        try:
+            return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+        except MCPError as exc:
+            if not _refused_streamable_http(session.spec, exc):
+                raise
+        # The spec's backward compatibility: a server that refuses streamable HTTP may be
+        # an older one that speaks SSE. Remember it, for restarts too.
+        log.info("server %s refused streamable HTTP; trying SSE", session.server)
+        await upstream.aclose()
+        assert isinstance(session.spec, HttpServer)
+        session.spec = replace(session.spec, sse=True)
+        upstream = await self._start_upstream(session)
+        return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+
+    async def _make_room_for(self, client: str) -> None:
+        """Make room for one more session of ``client``: at the cap, its least recently
+        used idle session (no request in flight) that can be reopened (HTTP: the client
+        starts a new one when told its session is gone) is ended.
+
+        Raises:
+            MCPError: every one of its sessions is busy or cannot be reopened.
+        """
+        mine = [s for s in self.sessions.values() if s.client == client]
+        if len(mine) < MAX_SESSIONS_PER_CLIENT:
+            return
+        idle = [s for s in mine if s.close is not None and not s.inflight and not s.active]
+        if not idle:
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"client {client!r} has {len(mine)} sessions open, all in use; "
+                "Lockgate allows that many at most (close some)",
+            )
+        oldest = min(idle, key=lambda s: s.last_active)
+        log.info(
+            "client %s is at its %d sessions: ending its least recently used one, %s",
+            client,
+            MAX_SESSIONS_PER_CLIENT,
+            oldest.id,
+        )
+        self.sessions.pop(oldest.id, None)
+        assert oldest.close is not None
+        await oldest.close()
+
+    async def _start_upstream(self, session: Session) -> Upstream:
+        try:
+            spec = resolve_secrets(session.spec, self.secrets)
+        except SecretError as exc:
+            raise UpstreamUnavailable(f"cannot start server {session.server!r}: {exc}") from None
+
+        async def on_request(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+            return await self._to_client_request(session, method, params)
+
+        async def on_notify(method: str, params: Mapping[str, Any] | None) -> None:
+            await session.connection.notify(method, params)
+
+        secrets = secret_values(session.spec, spec)
+        session.secrets.update(s for s in secrets if s)
+        upstream = Upstream(
+            spec,
+            on_request=on_request,
+            on_notify=on_notify,
+            errlog=self._errlog(session.server),
+            secrets=tuple(secrets),
+        )
+        tg = session.task_group
+        assert tg is not None
+        session.backoff.started()
+        try:
+            await tg.start(upstream.supervise)
+        except UpstreamUnavailable as exc:
+            session.backoff.crashed()
+            self.bus.emit(UpstreamDown(self._clock(), session.server, session.id, str(exc)))
+            raise
+        session.upstream = upstream
+        self.bus.emit(UpstreamUp(self._clock(), session.server, session.id))
+        tg.start_soon(self._watch_upstream, session, upstream)
+        return upstream
+
+    async def _watch_upstream(self, session: Session, upstream: Upstream) -> None:
+        await upstream.dead.wait()
+        stopped = upstream.exit_reason == "stopped by Lockgate"
+        if not stopped:
+            session.backoff.crashed()
+            log.warning(
+                "server %s (session %s) went down: %s",
+                session.server,
+                session.id,
+                upstream.exit_reason,
+            )
+        self.bus.emit(
+            UpstreamDown(
+                self._clock(), session.server, session.id, None if stopped else upstream.exit_reason
+            )
+        )
+
+    async def _live_upstream(self, session: Session) -> Upstream:
+        """The session's upstream, restarted (with backoff) if it went down."""
+        upstream = session.upstream
+        if upstream is not None and not upstream.dead.is_set():
+            return upstream
+        wait = session.backoff.wait()
+        reason = upstream.exit_reason if upstream is not None else "not started"
+        if wait > 0:
+            raise UpstreamUnavailable(
+                f"server {session.server!r} went down ({reason}); Lockgate restarts it in "
+                f"{math.ceil(wait)} s, on the next request after that"
+            )
+        configured = self.servers.get(session.server)
+        if configured is None:
+            raise UpstreamUnavailable(
+                f"server {session.server!r} is no longer in servers.json; Lockgate does not "
+                "start it again"
+            )
+        if configured != session.configured:  # servers.json changed it meanwhile
+            session.spec = session.configured = configured
+        log.info("restarting server %s for session %s", session.server, session.id)
+        upstream = await self._start_upstream(session)
+        # The new process has no session: replay the client's handshake.
+        await upstream.request("initialize", session.init_params, _INIT_OPTIONS)
+        await upstream.notify("notifications/initialized", None)
+        return upstream
+
+    async def _end_session(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        if session.upstream is not None:
+            await session.upstream.aclose()
+
+    def _errlog(self, server: str) -> TextIO:
+        """Where a stdio server's stderr goes: a private log file per server."""
+        errlog = self._errlogs.get(server)
+        if errlog is None or errlog.closed:
+            errlog = self._errlogs[server] = open_server_log(self._log_dir, server)
+        return errlog
+
+    # -- forwarding -------------------------------------------------------------------
+
+    async def _forward(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        session: Session,
+        upstream: Upstream,
+        method: str,
+        params: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        forwarded, token = _without_progress_token(params)
+        options: CallOptions = {}
+        if token is not None:
+            client_session = ctx.session
+
+            async def on_progress(
+                progress: float, total: float | None, message: str | None
+            ) -> None:
+                await client_session.report_progress(progress, total, message)
+
+            options["on_progress"] = on_progress
+        session.inflight[ctx.request_id] = request_channel_of(ctx)
+        try:
+            return await upstream.request(method, forwarded, options)
+        finally:
+            session.inflight.pop(ctx.request_id, None)
+
+    async def _to_client_request(
+        self, session: Session, method: str, params: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """A server-to-client request (sampling, elicitation, roots) from the upstream.
+
+        Nothing on the wire says which call it belongs to, so it goes on the newest
+        in-flight call's channel that can carry requests, else the standalone channel;
+        either way it reaches the right client session.
+        """
+        for channel in reversed(list(session.inflight.values())):
+            if channel.can_send_request:
+                return dict(await channel.send_raw_request(method, params))
+        return dict(await session.connection.send_raw_request(method, params))
+
+    def _hide_tools(self, session: Session, result: dict[str, Any]) -> dict[str, Any]:
+        tools = result.get("tools")
+        if not isinstance(tools, list):
+            return result
+        names = tuple(t.get("name") for t in tools if isinstance(t, dict))
+        session.tool_names = tuple(n for n in names if isinstance(n, str))
+        hidden = _hidden(self.policy_store.policy, session.server, session.tool_names)
+        if not hidden:
+            return result
+        kept = [t for t in tools if not (isinstance(t, dict) and t.get("name") in hidden)]
+        return {**result, "tools": kept}
+
+    def _policy_swapped(self, policy: Policy) -> None:
+        old = self.enforcer.policy
+        self.enforcer.swap_policy(policy)
+        # A call waiting for a person was asked under the old policy: if the new one
+        # does not ask about it, its prompt goes and it is decided again under the new.
+        for pending in self.approvals.pending():
+            now = self.enforcer.preview(pending.call)
+            if now.verdict is Verdict.DENY:
+                self.approvals.withdraw(pending.id, f"the policy changed: {now.reason}")
+            elif now.verdict is Verdict.ALLOW:
+                self.approvals.withdraw(pending.id, "the policy changed: it allows this call now")
+        self.tool_calls.prune_soon()
+        for session in list(self.sessions.values()):
+            names = session.tool_names
+            changed = _hidden(old, session.server, names) != _hidden(policy, session.server, names)
+            if names and changed and session.task_group is not None:
+                session.task_group.start_soon(self._notify_tools_changed, session)
+
+    async def _notify_tools_changed(self, session: Session) -> None:
+        log.debug("telling session %s its tool list changed", session.id)
+        try:
+            await session.connection.notify("notifications/tools/list_changed", None)
+        except Exception:  # the client may be gone; its session ends on its own
+            log.warning("could not tell session %s its tools changed", session.id, exc_info=True)
+
+
+@contextlib.contextmanager
+def _as_protocol_errors(method: str, scrub: Callable[[str], str]) -> Iterator[None]:
+    """Whatever goes wrong handling a request leaves as a JSON-RPC error (MCPError), its
+    text (message and data) scrubbed of the session's secrets: an upstream's error may
+    quote a header or an environment variable."""
+    try:
+        yield
+    except MCPError as exc:
+        error = exc.error
+        message = scrub(error.message)
+        data = _scrub_data(error.data, scrub)
+        if message == error.message and data == error.data:
+            raise
+        raise MCPError(code=error.code, message=message, data=data) from None
+    except UpstreamUnavailable as exc:
+        raise MCPError(code=CONNECTION_CLOSED, message=scrub(str(exc))) from None
+    except Exception:
+        # Never leak a traceback's text to the client; the log has it.
+        log.exception("error handling %s", method)
+        raise MCPError(
+            code=INTERNAL_ERROR, message="Lockgate failed to handle this request (see its log)"
+        ) from None
+
+
+def _scrub_data(value: Any, scrub: Callable[[str], str], depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if depth > 32:
+        return None
+    if isinstance(value, Mapping):
+        return {scrub(str(k)): _scrub_data(v, scrub, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_data(v, scrub, depth + 1) for v in value]
+    return value
+
+
+def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:
+    """Whether ``initialize`` failed the way a server without streamable HTTP fails it
+    (HTTP 404, or another 4xx without a JSON-RPC body), on a server whose transport
+    servers.json leaves open."""
+    if not isinstance(spec, HttpServer) or spec.sse is not None:
+        return False
+    error = exc.error
+    return error.code == METHOD_NOT_FOUND or (
+        error.code == INTERNAL_ERROR and error.message == "Server returned an error response"
+    )
+
+
+def _hidden(policy: Policy, server: str, names: tuple[str, ...]) -> frozenset[str]:
+    hidden = set()
+    for name in names:
+        rule = policy.rule_for(server, name)
+        if rule is not None and rule.hide and rule.action is Action.DENY:
+            hidden.add(name)
+    return frozenset(hidden)
+
+
+def _without_progress_token(
+    params: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any] | None, Any]:
+    """``params`` without the client's progress token, and the token (None if absent).
+
+    The upstream dispatcher puts its own token in (its request id) when progress is
+    wanted; the client's token must not travel upstream.
+    """
+    if params is None:
+        return None, None
+    out = dict(params)
+    meta = out.get("_meta")
+    if not isinstance(meta, Mapping) or "progressToken" not in meta:
+        return out, None
+    meta = dict(meta)
+    token = meta.pop("progressToken")
+    if meta:
+        out["_meta"] = meta
+    else:
+        del out["_meta"]
+    return out, token

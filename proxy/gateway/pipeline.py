@@ -1,0 +1,522 @@
+"""The tools/call pipeline: decided by the policy (and a person, where it asks) before
+anything goes upstream; in the audit log, committed, before it is sent (write-ahead), and
+complete before its answer leaves.
+
+A blocked call is answered here with a tool result marked ``isError`` that tells the
+agent why; a hidden tool is answered like an unknown tool (-32602). Arguments that are
+malformed whatever the policy says (not an object, numbers JSON cannot carry) are refused.
+
+:class:`ToolCallPipeline` is given everything it uses (the enforcer, the approvals, the
+audit log, the event bus, the clocks, and what refuses every call now); each front door's
+route reaches it through :meth:`ToolCallPipeline.run`, with a ``send`` of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_PARAMS
+
+from proxy.audit.log import AuditError, AuditLog, CallDecision, CallRecord, Charge, Outcome, redact
+from proxy.audit.redact import storable
+from proxy.gateway.approvals import Answer, ApprovalBroker, Remember
+from proxy.gateway.events import CallDecided, CallFinished, CallStarted, EventBus
+from proxy.gateway.session import Session
+from proxy.policy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, agent_message
+from proxy.policy.limits import CounterKey
+from proxy.upstream.connection import UpstreamUnavailable
+
+__all__ = ["Refusal", "Send", "ToolCallPipeline"]
+
+log = logging.getLogger(__name__)
+
+# Sends an allowed call's params upstream and returns the server's result.
+Send = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+# Why Lockgate's own state refuses every call to a server now, as (basis, reason), or None.
+Refusal = Callable[[str], "tuple[str, str] | None"]
+
+
+class ToolCallPipeline:
+    """Every tools/call, from whichever door: decide, ask, record, send, record again."""
+
+    def __init__(
+        self,
+        *,
+        enforcer: Enforcer,
+        approvals: ApprovalBroker,
+        audit: AuditLog,
+        bus: EventBus,
+        refusal: Refusal,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.enforcer = enforcer
+        self.approvals = approvals
+        self.audit = audit
+        self.bus = bus
+        self._refusal_of = refusal
+        self._clock = clock
+        self._monotonic = monotonic
+        # why the audit log refused the last write (None: the last one worked); shown in
+        # the status, while each call that would go upstream is refused on its own
+        self.audit_failure: str | None = None
+        self._calls_in_flight = 0
+        self._charges_pruned = -math.inf
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def take_over(self) -> None:
+        """Take over from the last run: its unanswered calls are marked interrupted, and
+        its rate-limit charges count again.
+
+        Raises:
+            proxy.audit.log.AuditError: the audit log cannot be read or written.
+        """
+        interrupted = await asyncio.to_thread(self.audit.recover_interrupted)
+        if interrupted:
+            log.warning("%d calls of the last run were sent and never answered", interrupted)
+        since = self.enforcer.now() - self._charge_horizon()
+        charges = await asyncio.to_thread(self.audit.charges_since, since)
+        self.enforcer.restore((CounterKey(c.counter, c.client), c.time) for c in charges)
+        await self._prune_charges()
+
+    async def aclose(self) -> None:
+        """Wait for background work (pruning old charges) before the audit log closes."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def prune_soon(self) -> None:
+        """Forget charges no limit of the (new) policy can count, in the background."""
+        self._spawn(self._prune_charges())
+
+    async def run(self, session: Session, params: Mapping[str, Any], send: Send) -> dict[str, Any]:
+        """Decide the call ``params`` of ``session``; if it may go, record it, then
+        ``send`` it upstream.
+
+        Returns the result for the client (the server's, or a blocked call's ``isError``
+        result). A call that goes upstream is in the audit log, committed, before it is
+        sent; a blocked one is in it before its answer leaves.
+
+        Raises:
+            MCPError: the answer is a JSON-RPC error (malformed call, hidden tool, server
+                down or answering with an error, audit log failing); its text is scrubbed
+                of the session's secrets.
+        """
+        self._calls_in_flight += 1
+        try:
+            return await self._decide_and_forward(session, params, send)
+        finally:
+            self._calls_in_flight -= 1
+
+    async def _decide_and_forward(
+        self, session: Session, params: Mapping[str, Any], send: Send
+    ) -> dict[str, Any]:
+        name = params.get("name")
+        arguments = params.get("arguments")
+        arguments = {} if arguments is None else arguments
+        tool = storable(name) if isinstance(name, str) else ""
+        call = ToolCall(session.server, tool, arguments, session.client)
+        trace = _Trace(call, self._clock(), self._monotonic())
+        shown = redact(arguments) if isinstance(arguments, Mapping) else {"_not_an_object": True}
+        self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, tool, shown))
+
+        bad_name = _bad_name(name)
+        problem = bad_name or _malformed(arguments)
+        if problem is not None:
+            # Malformed whatever the policy says: refused, and logged as an attempt.
+            bad = Decision(Verdict.DENY, Basis.ARGUMENTS, problem, None)
+            await self._finish(
+                session,
+                trace.decided("name" if bad_name else "arguments"),
+                CallDecision.DENIED,
+                bad,
+                Outcome.PROTOCOL_ERROR,
+                error=bad.reason,
+            )
+            raise MCPError(code=INVALID_PARAMS, message=f"tools/call {problem}")
+        try:
+            verdict, decision, basis = await self._decide(call, trace, session)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._finish(
+                    session,
+                    trace.decided("cancelled"),
+                    CallDecision.REFUSED,
+                    _deny("the call was cancelled while waiting for approval"),
+                    Outcome.CANCELLED,
+                )
+            raise
+        trace = trace.decided(basis)
+        if decision.hidden:
+            await self._finish(
+                session,
+                trace,
+                verdict,
+                decision,
+                Outcome.BLOCKED,
+                error="hidden tool: answered as unknown",
+            )
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {tool}")
+        if verdict in (CallDecision.DENIED, CallDecision.REFUSED):
+            text = agent_message(call, decision, self.enforcer.now())
+            result = {"content": [{"type": "text", "text": text}], "isError": True}
+            await self._finish(
+                session, trace, verdict, decision, Outcome.BLOCKED, size=_size(result)
+            )
+            return result
+
+        await self._begin(session, trace, verdict, decision)  # durable before it is sent
+        try:
+            result = await send(params)
+        except MCPError as exc:
+            down = _connection_closed(exc)
+            message = session.scrub(
+                f"server {session.server!r} went down during the call: {exc.error.message}"
+                if down
+                else exc.error.message
+            )
+            # A server that answered with an error refused the request: it did not run,
+            # so the charge goes back. One that went down may have run it: it stays.
+            await self._complete(
+                session,
+                trace,
+                decision,
+                Outcome.UPSTREAM_DOWN if down else Outcome.PROTOCOL_ERROR,
+                error=message[:500],
+                refund=not down,
+            )
+            # (the front door's boundary scrubs what leaves, data included)
+            raise MCPError(code=exc.error.code, message=message, data=exc.error.data) from None
+        except UpstreamUnavailable as exc:  # never reached the server: the charge goes back
+            message = session.scrub(str(exc))
+            await self._complete(
+                session, trace, decision, Outcome.UPSTREAM_DOWN, error=message, refund=True
+            )
+            raise MCPError(code=CONNECTION_CLOSED, message=message) from None
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._complete(session, trace, decision, Outcome.CANCELLED)
+            raise
+        except Exception:
+            log.exception("tools/call %s/%s failed", session.server, tool)
+            await self._complete(
+                session,
+                trace,
+                decision,
+                Outcome.PROTOCOL_ERROR,
+                error="Lockgate failed to handle the server's answer (see its log)",
+            )
+            raise
+        outcome = Outcome.TOOL_ERROR if result.get("isError") is True else Outcome.OK
+        await self._complete(session, trace, decision, outcome, size=_size(result))
+        return result
+
+    async def _decide(
+        self, call: ToolCall, trace: _Trace, session: Session
+    ) -> tuple[CallDecision, Decision, str]:
+        """The policy's decision, a person's answer where it asks for one, and what the
+        audit log names as the basis.
+
+        A call that waited for a person is decided again when it is released, under the
+        policy and state in force then; one whose prompt was withdrawn (the policy or the
+        servers changed) is decided again from the start.
+        """
+        while True:
+            refusal = self._refusal_of(session.server)
+            if refusal is not None:
+                return CallDecision.DENIED, _deny(refusal[1]), refusal[0]
+            decision = self.enforcer.decide(call)
+            if decision.verdict is Verdict.ALLOW:
+                return CallDecision.ALLOWED, decision, decision.basis.value
+            if decision.verdict is Verdict.DENY:
+                return CallDecision.DENIED, decision, decision.basis.value
+            if call.tool in session.approved_tools:
+                released = self.enforcer.release(call)
+                if released.verdict is not Verdict.ALLOW:
+                    return CallDecision.DENIED, released, released.basis.value
+                return (
+                    CallDecision.APPROVED,
+                    _reworded(released, "approved by a person for this session"),
+                    "session",
+                )
+            result = await self.approvals.ask(call, trace.id, decision, group=session.id)
+            if result.answer is Answer.WITHDRAWN:
+                continue
+            if result.answer is Answer.APPROVED:
+                refusal = self._refusal_of(session.server)
+                if refusal is not None:
+                    return CallDecision.DENIED, _deny(refusal[1]), refusal[0]
+                released = self.enforcer.release(call)
+                if released.verdict is not Verdict.ALLOW:
+                    return CallDecision.DENIED, released, released.basis.value
+                if result.remember is Remember.SESSION:
+                    session.approved_tools.add(call.tool)
+                return CallDecision.APPROVED, released, "person"
+            why = {
+                Answer.REFUSED: "a person refused this call"
+                + (f": {result.reason}" if result.reason else ""),
+                Answer.TIMEOUT: f"nobody approved this call within {decision.approval_timeout:g} s",
+                Answer.NO_APPROVER: "this call needs a person's approval, and no one is there to "
+                "ask (Lockgate runs without the app or `lockgate approvals`)",
+                Answer.CANCELLED: "the call was cancelled while waiting for approval",
+                Answer.BUSY: "too many calls of this session are already waiting for a person; "
+                "try again once they are answered",
+            }[result.answer]
+            refused = Decision(
+                Verdict.DENY, decision.basis, why, decision.rule, source=decision.source
+            )
+            return CallDecision.REFUSED, refused, result.answer.value
+
+    async def _begin(
+        self, session: Session, trace: _Trace, verdict: CallDecision, decision: Decision
+    ) -> None:
+        """Write the call's record, and the charges it makes, ahead of sending it.
+
+        Raises:
+            MCPError: the record could not be committed; the charges are given back and
+                the call must not be sent.
+        """
+        charges = [
+            Charge(key.counter, key.client, decision.charged_at)
+            for key in decision.charges
+            if decision.charged_at is not None
+        ]
+        record = self._record(session, trace, verdict, decision, Outcome.PENDING)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.audit.begin(record, charges, alone=self._calls_in_flight == 1)
+        except AuditError as exc:
+            self.enforcer.refund(decision)
+            self._audit_failed(exc)
+            reason = (
+                "Lockgate could not record this call in its audit log, so it did not send "
+                f"it: {exc}"
+            )
+            now = self._clock()
+            self.bus.emit(CallDecided(trace.id, now, "denied", "audit_unavailable", None, reason))
+            self.bus.emit(CallFinished(trace.id, now, Outcome.BLOCKED.value, None, None, reason))
+            raise MCPError(code=INTERNAL_ERROR, message=reason) from None
+        self.audit_failure = None
+        self.prune_charges_now_and_then()
+        self.bus.emit(
+            CallDecided(
+                trace.id, self._clock(), verdict.value, trace.basis, decision.rule, decision.reason
+            )
+        )
+
+    async def _complete(
+        self,
+        session: Session,
+        trace: _Trace,
+        decision: Decision,
+        outcome: Outcome,
+        *,
+        size: int | None = None,
+        error: str | None = None,
+        refund: bool = False,
+    ) -> None:
+        """Complete the record :meth:`_begin` wrote. The call has run (or failed) by now,
+        so a failure here is logged, not raised: the record stays ``pending``."""
+        duration = round((self._monotonic() - trace.started) * 1000, 3)
+        error = None if error is None else session.scrub(error)
+        if refund:
+            self.enforcer.refund(decision)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.audit.finish(
+                    trace.id,
+                    outcome,
+                    duration_ms=duration,
+                    result_size=size,
+                    error=error,
+                    refund=refund,
+                    alone=self._calls_in_flight == 1,
+                )
+        except AuditError as exc:
+            self._audit_failed(exc)
+        self.bus.emit(CallFinished(trace.id, self._clock(), outcome.value, duration, size, error))
+
+    async def _finish(
+        self,
+        session: Session,
+        trace: _Trace,
+        verdict: CallDecision,
+        decision: Decision,
+        outcome: Outcome,
+        *,
+        size: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Audit a call that was not sent (before its answer leaves) and tell the listeners.
+
+        Raises:
+            MCPError: the record could not be committed.
+        """
+        error = None if error is None else session.scrub(error)
+        record = self._record(session, trace, verdict, decision, outcome, size=size, error=error)
+        self.bus.emit(
+            CallDecided(
+                trace.id, self._clock(), verdict.value, trace.basis, decision.rule, decision.reason
+            )
+        )
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.audit.write(record, alone=self._calls_in_flight == 1)
+        except AuditError as exc:
+            self._audit_failed(exc)
+            reason = f"Lockgate could not record this call in its audit log: {exc}"
+            self.bus.emit(CallFinished(trace.id, self._clock(), outcome.value, None, size, reason))
+            raise MCPError(code=INTERNAL_ERROR, message=reason) from None
+        self.audit_failure = None
+        self.bus.emit(
+            CallFinished(trace.id, self._clock(), outcome.value, record.duration_ms, size, error)
+        )
+
+    def _record(
+        self,
+        session: Session,
+        trace: _Trace,
+        verdict: CallDecision,
+        decision: Decision,
+        outcome: Outcome,
+        *,
+        size: int | None = None,
+        error: str | None = None,
+    ) -> CallRecord:
+        call = trace.call
+        return CallRecord(
+            id=trace.id,
+            time=trace.time,
+            client=call.client,
+            server=call.server,
+            tool=call.tool,
+            arguments=call.arguments if isinstance(call.arguments, Mapping) else {},
+            decision=verdict,
+            basis=trace.basis,
+            rule=decision.rule,
+            reason=session.scrub(decision.reason),
+            outcome=outcome,
+            duration_ms=round((self._monotonic() - trace.started) * 1000, 3),
+            result_size=size,
+            error=error,
+        )
+
+    def _charge_horizon(self) -> float:
+        """How far back rate-limit charges are kept: the longest window of the policy in
+        force, and at least a day (a broken policy.json at start must not forget them)."""
+        windows = [limit.window for rule in self.enforcer.policy.rules for limit in rule.limits]
+        return max([KEEP_CHARGES, *windows])
+
+    async def _prune_charges(self) -> None:
+        self._charges_pruned = self._monotonic()
+        try:
+            await self.audit.prune_charges(self.enforcer.now() - self._charge_horizon())
+        except AuditError as exc:
+            log.warning("could not prune old rate-limit charges: %s", exc)
+
+    def prune_charges_now_and_then(self) -> None:
+        """Forget charges no limit can count any more, at most once an hour."""
+        if self._monotonic() - self._charges_pruned >= 3600:
+            self._charges_pruned = self._monotonic()
+            self._spawn(self._prune_charges())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _audit_failed(self, exc: AuditError) -> None:
+        self.audit_failure = str(exc)
+        log.error("audit log write failed; calls are refused until it works: %s", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Trace:
+    """One tool call on its way through: when it came, and what decided it."""
+
+    call: ToolCall
+    time: float  # wall clock, for the log
+    started: float  # monotonic, for the duration
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    basis: str | None = None
+
+    def decided(self, basis: str) -> _Trace:
+        return replace(self, basis=basis)
+
+
+def _deny(reason: str) -> Decision:
+    """A denial that comes from Lockgate's state (paused, a server removed), not a rule."""
+    return Decision(Verdict.DENY, Basis.STATE, reason, None)
+
+
+def _reworded(decision: Decision, reason: str) -> Decision:
+    return replace(decision, reason=reason)
+
+
+KEEP_CHARGES = 86400.0  # rate-limit charges are kept at least this long (seconds)
+MAX_TOOL_NAME = 1024  # far past any real tool's name (the spec suggests 128 at most)
+
+
+def _bad_name(name: Any) -> str | None:
+    """What is wrong with a call's tool name whatever the policy says, or None.
+
+    A name is what the policy matches and the log and the person see: text a log cannot
+    store (a lone surrogate) or a screen cannot show plainly (control characters) is
+    refused before anything else happens, identically on every front door.
+    """
+    if not isinstance(name, str) or not name:
+        return "needs a tool name"
+    if storable(name) != name:
+        return "tool name holds a lone surrogate, which is not text (UTF-8 cannot carry it)"
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in name):
+        return "tool name holds control characters"
+    if len(name) > MAX_TOOL_NAME:
+        return f"tool name is longer than {MAX_TOOL_NAME} characters"
+    return None
+
+
+def _connection_closed(exc: MCPError) -> bool:
+    """Whether the server went away mid-call (the JSON-RPC engines' own -32000 "Connection
+    closed"), rather than answering with an error: -32000 is also the first code servers
+    use for errors of their own ("file not found"), and those calls did not run."""
+    return exc.error.code == CONNECTION_CLOSED and exc.error.message == "Connection closed"
+
+
+def _malformed(arguments: Any) -> str | None:
+    """What is wrong with a call's arguments whatever the policy says, or None."""
+    if not isinstance(arguments, Mapping):
+        return "arguments must be an object"
+    if not _all_finite(arguments):
+        # 1e400 reads as infinity but would be sent on as null: the policy would decide
+        # about other arguments than the server gets.
+        return "arguments hold a number JSON cannot carry (infinity or NaN)"
+    return None
+
+
+def _all_finite(value: Any, depth: int = 0) -> bool:
+    """No float in ``value`` is infinite or NaN (deep structures count as not finite)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth > 64:
+        return False
+    if isinstance(value, Mapping):
+        return all(_all_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v, depth + 1) for v in value)
+    return True
+
+
+def _size(result: Mapping[str, Any]) -> int:
+    """Bytes of the answer as JSON text (never raises: a result is what a server sent)."""
+    try:
+        return len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode())
+    except (TypeError, ValueError, RecursionError):  # not text (a lone surrogate), ...
+        return len(json.dumps(result, separators=(",", ":"), default=str))

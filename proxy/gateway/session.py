@@ -1,0 +1,57 @@
+"""One client session on one server: what the gateway keeps about it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.abc
+from mcp.server.connection import Connection
+from mcp.shared.dispatcher import DispatchContext
+
+from proxy.config.servers import ServerSpec
+from proxy.upstream.connection import Backoff, Upstream
+
+__all__ = ["Session"]
+
+
+@dataclass(eq=False)
+class Session:
+    """One client session on one server."""
+
+    id: str
+    server: str
+    client: str
+    connection: Connection
+    spec: ServerSpec  # what the session's upstream is started from (SSE remembered)
+    init_params: Mapping[str, Any] | None = None
+    upstream: Upstream | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    inflight: dict[Any, DispatchContext[Any]] = field(default_factory=dict)
+    approved_tools: set[str] = field(default_factory=set)  # "allow for this session"
+    tool_names: tuple[str, ...] = ()  # every tool the upstream listed, hidden or not
+    started: float = field(default_factory=time.time)
+    task_group: anyio.abc.TaskGroup | None = None  # where the session's background work runs
+    # the client's notifications/initialized is on its way upstream: what the client sends
+    # from now on may overtake nothing that a server needs first
+    initialized: bool = False
+    # the servers.json entry the session began with: when servers.json changes it, the
+    # next restart of the upstream uses the new one
+    configured: ServerSpec | None = None
+    # every secret value an upstream of this session was started with: no text that
+    # reaches the client or the log may hold one
+    secrets: set[str] = field(default_factory=set)
+    last_active: float = field(default_factory=time.monotonic)  # the last request's start
+    active: int = 0  # requests of the client being handled now
+    # ends the session from the gateway's side as its client would (HTTP: a DELETE), so
+    # the client is told it is gone; None: the front door cannot (a local connection)
+    close: Callable[[], Awaitable[None]] | None = None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value of this session's upstreams replaced."""
+        for secret in self.secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "[secret]")
+        return text

@@ -1,0 +1,334 @@
+"""The decision engine: policy + call + counters + clock -> one decision.
+
+:func:`decide` is pure: it reads the counters and never changes them, takes the time as an
+argument and does no I/O, so every decision can be replayed and tested as a table. The
+order of checks for the rule that applies:
+
+1. ``deny`` (and ``hide``): denied, nothing else is looked at.
+2. ``arguments``: arguments that are not a JSON object, that fail the rule's schema, or
+   that the schema cannot be checked against are denied, naming the failed constraint.
+3. limits: all must pass; a call over any limit is denied, with when it may retry.
+4. ``ask``: a person must approve; ``allow``: allowed.
+
+Arguments and limits come before asking, so a person is never asked about a call that
+would be blocked anyway. A call that is blocked uses up no budget: the decision lists the
+counters to charge, and :class:`Enforcer` charges them only when the call goes ahead.
+
+A person's approval is not a verdict of its own: a call released by one is decided again
+under the policy in force at that moment (:meth:`Enforcer.release`), so a rule changed to
+``deny`` while the call waited, or a limit used up meanwhile, still blocks it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from proxy.policy.limits import CounterKey, Counters, LimitCheck
+from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, NAMED_WINDOWS, Action, Policy, Rule
+
+_MAX_REASON = 400  # a reason quotes argument values; keep what the agent and log see short
+
+__all__ = [
+    "Basis",
+    "Decision",
+    "Enforcer",
+    "ToolCall",
+    "Verdict",
+    "agent_message",
+    "decide",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A ``tools/call`` as the policy sees it."""
+
+    server: str
+    tool: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    client: str = "local"
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.server}/{self.tool}"
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    ASK = "ask"
+
+
+class Basis(StrEnum):
+    """What in the policy produced the verdict."""
+
+    RULE = "rule"  # the rule's action (allow, deny, ask)
+    DEFAULT = "default"  # no rule matched: the policy's default
+    ARGUMENTS = "arguments"  # the arguments failed the rule's schema
+    LIMIT = "limit"  # a rate limit was exhausted
+    STATE = "state"  # Lockgate's own state, not the policy: paused, a server removed
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One call's decision, with everything needed to explain and enforce it."""
+
+    verdict: Verdict
+    basis: Basis
+    reason: str
+    rule: str | None  # the deciding rule's pattern; None when the default decided
+    counter: str | None = None  # for a limit: the counter that ran out
+    retry_at: float | None = None  # for a limit: when a call would pass again
+    charges: tuple[CounterKey, ...] = ()  # counters to charge if the call goes ahead
+    hidden: bool = False  # the tool is hidden: answer as if it did not exist
+    approval_timeout: float | None = None  # for ask: seconds a person has to answer
+    argument_path: str | None = None  # for arguments: where in the arguments it failed
+    charged_at: float | None = None  # when the enforcer charged ``charges`` (None: not yet)
+    source: Rule | None = field(default=None, repr=False, compare=False)  # the rule itself
+
+    @property
+    def blocked(self) -> bool:
+        return self.verdict is Verdict.DENY
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (the CLI's ``--json``, the audit log)."""
+        return {
+            "decision": self.verdict.value,
+            "basis": self.basis.value,
+            "rule": self.rule,
+            "reason": self.reason,
+            "counter": self.counter,
+            "retry_at": self.retry_at,
+            "hidden": self.hidden,
+            "approval_timeout": self.approval_timeout,
+            "argument_path": self.argument_path,
+        }
+
+
+def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> Decision:
+    """Decide ``call`` under ``policy`` at time ``now`` (seconds, any monotonic origin)."""
+    rule = policy.rule_for(call.server, call.tool)
+    if rule is None:
+        return _by_default(policy, call)
+    if rule.action is Action.DENY:
+        return Decision(
+            Verdict.DENY,
+            Basis.RULE,
+            rule.reason or f"{call.qualified} is denied by the policy",
+            rule.pattern.text,
+            hidden=rule.hide,
+            source=rule,
+        )
+    arguments: object = call.arguments  # typed Mapping, but it comes off the wire
+    if not isinstance(arguments, Mapping):
+        return _argument_denial(rule, "$", "arguments must be a JSON object")
+    try:
+        errors = rule.argument_errors(arguments)
+    except Exception as exc:  # any failure to check is a denial: fail closed
+        return _argument_denial(rule, "$", _clip(f"arguments could not be checked ({exc!r})"))
+    if errors:
+        return _bad_arguments(rule, errors)
+    checks = [counters.check(limit, call.client, now) for limit in rule.limits]
+    blocked = _blocking(checks)
+    if blocked is not None:
+        return _over_limit(rule, blocked)
+    charges = tuple(dict.fromkeys(check.key for check in checks))
+    if rule.action is Action.ASK:
+        return Decision(
+            Verdict.ASK,
+            Basis.RULE,
+            rule.reason or f"{call.qualified} needs a person's approval",
+            rule.pattern.text,
+            charges=charges,
+            approval_timeout=rule.approval_timeout,
+            source=rule,
+        )
+    return Decision(
+        Verdict.ALLOW,
+        Basis.RULE,
+        rule.reason or f"{call.qualified} is allowed by the policy",
+        rule.pattern.text,
+        charges=charges,
+        source=rule,
+    )
+
+
+def _by_default(policy: Policy, call: ToolCall) -> Decision:
+    verdict = _VERDICT_OF[policy.default]
+    reason = f"no rule matches {call.server}/{call.tool}; {_DEFAULT_SAYS[verdict]}"
+    timeout = DEFAULT_APPROVAL_TIMEOUT if verdict is Verdict.ASK else None
+    return Decision(verdict, Basis.DEFAULT, reason, None, approval_timeout=timeout)
+
+
+_VERDICT_OF = {Action.ALLOW: Verdict.ALLOW, Action.DENY: Verdict.DENY, Action.ASK: Verdict.ASK}
+_DEFAULT_SAYS = {
+    Verdict.ALLOW: "the policy's default is allow",
+    Verdict.DENY: "the policy's default is deny",
+    Verdict.ASK: "the policy's default is to ask a person",
+}
+
+
+def _blocking(checks: list[LimitCheck]) -> LimitCheck | None:
+    """The failed limit that frees up last (``None``: all passed); never-freeing first."""
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return None
+    return max(failed, key=lambda c: math.inf if c.retry_at is None else c.retry_at)
+
+
+def _over_limit(rule: Rule, check: LimitCheck) -> Decision:
+    limit = check.limit
+    scope = "for this client" if check.key.client is not None else "across all clients"
+    reason = (
+        f"rate limit reached: at most {limit.max} call{'s' if limit.max != 1 else ''} "
+        f"per {_span(limit.window)} {scope} (counter {limit.counter!r})"
+    )
+    if rule.reason:
+        reason = f"{rule.reason} ({reason})"
+    return Decision(
+        Verdict.DENY,
+        Basis.LIMIT,
+        reason,
+        rule.pattern.text,
+        counter=limit.counter,
+        retry_at=check.retry_at,
+        source=rule,
+    )
+
+
+def _bad_arguments(rule: Rule, errors: list[Any]) -> Decision:
+    first = errors[0]
+    constraint = "/".join(str(p) for p in first.schema_path)
+    message = f"{_clip(first.message)} (constraint: {constraint})"
+    if len(errors) > 1:
+        message += f"; {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}"
+    return _argument_denial(rule, first.json_path, message)
+
+
+def _argument_denial(rule: Rule, where: str, message: str) -> Decision:
+    """Deny for the arguments; ``where`` is a "$.path" into them."""
+    reason = f"arguments rejected at {where}: {message}"
+    if rule.reason:
+        reason = f"{rule.reason} ({reason})"
+    return Decision(
+        Verdict.DENY,
+        Basis.ARGUMENTS,
+        reason,
+        rule.pattern.text,
+        argument_path=where,
+        source=rule,
+    )
+
+
+_WINDOW_NAMES = {seconds: name for name, seconds in NAMED_WINDOWS.items()}
+
+
+def _span(seconds: float) -> str:
+    return _WINDOW_NAMES.get(seconds) or f"{seconds:g} seconds"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+
+
+def agent_message(call: ToolCall, decision: Decision, now: float) -> str:
+    """The text a blocked call's agent reads, so the model can adapt rather than fail."""
+    if decision.basis is Basis.STATE:
+        return f"Lockgate blocked this call to {call.qualified}: {decision.reason}."
+    rule = f'rule "{decision.rule}"' if decision.rule else "the policy's default"
+    text = f"Lockgate's policy blocked this call to {call.qualified}: {decision.reason} [{rule}]."
+    if decision.basis is Basis.LIMIT:
+        if decision.retry_at is None:
+            text += " This limit allows no calls; do not retry."
+        else:
+            wait = max(0.0, decision.retry_at - now)
+            text += f" Retry in {math.ceil(wait)} s or later."
+    return text
+
+
+class Enforcer:
+    """Decides and charges atomically, so limits are exact under concurrent calls.
+
+    One lock covers "check the counters" and "charge them", which is the whole of the
+    race: never more than ``max`` calls get through in any window, whatever the number of
+    threads or tasks calling. ``clock`` is wall-clock seconds: charges outlive the process
+    (the audit log keeps them), so they are on a clock a restart does not reset.
+    """
+
+    def __init__(self, policy: Policy, clock: Callable[[], float]) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._counters = Counters()
+        self._lock = threading.Lock()
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def counters(self) -> Counters:
+        return self._counters
+
+    def now(self) -> float:
+        """The enforcer's clock: what ``retry_at`` and charge times are measured on."""
+        return self._clock()
+
+    def swap_policy(self, policy: Policy) -> None:
+        """Put a new policy in force for calls decided from now on; counters carry over."""
+        with self._lock:
+            self._policy = policy
+
+    def decide(self, call: ToolCall) -> Decision:
+        """Decide ``call``; an ``allow`` is charged before the lock is released."""
+        with self._lock:
+            now = self._clock()
+            return self._charge(decide(self._policy, call, self._counters, now), now)
+
+    def preview(self, call: ToolCall) -> Decision:
+        """What :meth:`decide` would say now, charging nothing."""
+        with self._lock:
+            return decide(self._policy, call, self._counters, self._clock())
+
+    def release(self, call: ToolCall) -> Decision:
+        """A person approved ``call``: decide it again under the policy in force now.
+
+        A ``deny`` now (the rule was changed, the arguments no longer pass, a limit ran
+        out while the call waited) stands; an ``ask`` counts as approved; either that or
+        an ``allow`` is charged and comes back as ``allow``.
+        """
+        with self._lock:
+            now = self._clock()
+            decision = decide(self._policy, call, self._counters, now)
+            if decision.verdict is Verdict.ASK:
+                decision = replace(decision, verdict=Verdict.ALLOW, reason="approved by a person")
+            return self._charge(decision, now)
+
+    def refund(self, decision: Decision) -> None:
+        """Give back what :meth:`decide` or :meth:`release` charged for ``decision`` (the
+        call never reached its server, or its record could not be written)."""
+        if decision.charged_at is not None:
+            with self._lock:
+                self._counters.refund(decision.charges, decision.charged_at)
+
+    def restore(self, charges: Iterable[tuple[CounterKey, float]]) -> None:
+        """Charges made before this process started (read back from the audit log)."""
+        horizons: dict[str, float] = {}
+        for rule in self._policy.rules:
+            for limit in rule.limits:
+                horizons[limit.counter] = max(horizons.get(limit.counter, 0.0), limit.window)
+        with self._lock:
+            for key, at in sorted(charges, key=lambda charge: charge[1]):
+                window = horizons.get(key.counter)
+                self._counters.record((key,), at, {key.counter: window} if window else {})
+
+    def _charge(self, decision: Decision, now: float) -> Decision:
+        if decision.verdict is Verdict.ALLOW and decision.charges and decision.source:
+            horizons = {limit.counter: limit.window for limit in decision.source.limits}
+            self._counters.record(decision.charges, now, horizons)
+            return replace(decision, charged_at=now)
+        return decision

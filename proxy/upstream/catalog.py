@@ -1,0 +1,139 @@
+"""What tools each server offers, asked of the server itself.
+
+The gateway sees a server's tools only when a client lists them through it; the app's
+"Tools & rules" view needs every tool of every server, before any agent has called. So
+Lockgate asks each server on its own: a connection of its own (the same code as a client
+session's upstream, secrets resolved the same way), the handshake, every page of
+``tools/list``, then the server is stopped again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import anyio
+from mcp.shared.exceptions import MCPError
+from mcp_types import METHOD_NOT_FOUND
+
+from proxy.config.secrets import SecretError, SecretStore
+from proxy.config.servers import ServerSpec, resolve_secrets, secret_values
+from proxy.policy.risk import Risk, classify
+from proxy.upstream.connection import Upstream, UpstreamUnavailable
+
+__all__ = ["ServerTools", "list_all_tools", "list_tools"]
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT = 30.0  # seconds for the handshake and each page
+_MAX_PAGES = 100
+HANDSHAKE_VERSION = "2025-11-25"  # the newest version of the initialize era
+
+
+@dataclass(frozen=True)
+class ServerTools:
+    """One server's tools (each as the server described it, with its risk), or why not."""
+
+    server: str
+    tools: tuple[Mapping[str, Any], ...] = ()
+    risks: tuple[Risk, ...] = ()
+    error: str | None = None
+    instructions: str | None = field(default=None, compare=False)
+
+
+async def list_tools(spec: ServerSpec, secrets: SecretStore, errlog: TextIO) -> ServerTools:
+    """Start ``spec``, list its tools, stop it. Never raises for the server's faults:
+    what went wrong is in ``error``."""
+    try:
+        resolved = resolve_secrets(spec, secrets)
+    except SecretError as exc:
+        return ServerTools(spec.name, error=str(exc))
+
+    async def no_requests(method: str, _params: Mapping[str, Any] | None) -> dict[str, Any]:
+        raise MCPError(code=METHOD_NOT_FOUND, message=f"Lockgate is only listing tools ({method})")
+
+    async def ignore(_method: str, _params: Mapping[str, Any] | None) -> None:
+        return None
+
+    upstream = Upstream(
+        resolved,
+        on_request=no_requests,
+        on_notify=ignore,
+        errlog=errlog,
+        secrets=tuple(secret_values(spec, resolved)),
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(upstream.supervise)
+            try:
+                found = await _ask(upstream)
+            finally:
+                await upstream.aclose()
+        return found
+    except (UpstreamUnavailable, MCPError, OSError) as exc:
+        return ServerTools(spec.name, error=upstream.scrub(_message(exc)))
+    except BaseExceptionGroup as group:  # the task group's: a server that could not start
+        faults, rest = group.split((UpstreamUnavailable, MCPError, OSError))
+        if rest is not None or faults is None:
+            raise
+        return ServerTools(spec.name, error=upstream.scrub(_message(_first(faults))))
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _message(exc: Exception) -> str:
+    return exc.error.message if isinstance(exc, MCPError) else str(exc)
+
+
+async def _ask(upstream: Upstream) -> ServerTools:
+    init = await upstream.request(
+        "initialize",
+        {
+            "protocolVersion": HANDSHAKE_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "lockgate-catalog", "version": "1"},
+        },
+        {"timeout": _TIMEOUT},
+    )
+    await upstream.notify("notifications/initialized", None)
+    tools: list[Mapping[str, Any]] = []
+    if isinstance(init.get("capabilities"), dict) and "tools" in init["capabilities"]:
+        cursor: Any = None
+        for _ in range(_MAX_PAGES):
+            page = await upstream.request(
+                "tools/list", {"cursor": cursor} if cursor else None, {"timeout": _TIMEOUT}
+            )
+            listed = page.get("tools")
+            if isinstance(listed, list):
+                tools.extend(t for t in listed if isinstance(t, dict) and "name" in t)
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+    instructions = init.get("instructions")
+    return ServerTools(
+        upstream.name,
+        tuple(tools),
+        tuple(classify(t) for t in tools),
+        instructions=instructions if isinstance(instructions, str) else None,
+    )
+
+
+async def list_all_tools(
+    servers: Mapping[str, ServerSpec], secrets: SecretStore, errlog: Any
+) -> dict[str, ServerTools]:
+    """:func:`list_tools` for every server at once; ``errlog(name)`` gives each server's
+    stderr file."""
+    found: dict[str, ServerTools] = {}
+
+    async def one(spec: ServerSpec) -> None:
+        found[spec.name] = await list_tools(spec, secrets, errlog(spec.name))
+
+    async with anyio.create_task_group() as tg:
+        for spec in servers.values():
+            tg.start_soon(one, spec)
+    return {name: found[name] for name in sorted(found)}
