@@ -56,9 +56,8 @@ from proxy.config.autostart import autostart_enabled, autostart_path, set_autost
 from proxy.config.paths import Paths, lockgate_command
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import SecretStore
-from proxy.config.servers import ServerSpec
 from proxy.gateway.approvals import Remember
-from proxy.gateway.core import Gateway
+from proxy.gateway.control import GatewayControl, PolicyInForce, ServersInForce
 from proxy.gateway.events import (
     ApprovalPending,
     CallDecided,
@@ -329,27 +328,22 @@ class LockgateApp(QObject):
         self._fetch_servers()
         self._fetch_policy()
         self.list_tools()
-        self.host.call(lambda g: g.paused, got_paused)
+        self.host.call(lambda control: control.paused, got_paused)
 
     def _fetch_servers(self) -> None:
-        def servers(gateway: Any) -> tuple[dict[str, ServerSpec], str | None]:
-            return dict(gateway.servers), gateway.servers_error
-
-        def got(
-            future: concurrent.futures.Future[tuple[dict[str, ServerSpec], str | None]],
-        ) -> None:
+        def got(future: concurrent.futures.Future[ServersInForce]) -> None:
             if _ok(future):
-                specs, error = future.result()
-                self.servers.set_servers(specs)
-                self._show(_with(self.state, servers_error=error))
+                in_force = future.result()
+                self.servers.set_servers(in_force.servers)
+                self._show(_with(self.state, servers_error=in_force.error))
 
-        self.host.call(servers, got)
+        self.host.call(lambda control: control.servers(), got)
 
     def _fetch_policy(self) -> None:
-        def got(future: concurrent.futures.Future[tuple[Policy, str | None]]) -> None:
+        def got(future: concurrent.futures.Future[PolicyInForce]) -> None:
             if not _ok(future):
                 return
-            policy, error = future.result()
+            policy, error = future.result().policy, future.result().error
             self.policy = policy
             self.tools.set_policy(policy)
             where = policy.source or "the built-in policy"
@@ -357,39 +351,36 @@ class LockgateApp(QObject):
             self.policy_view.show_state(summary, error, exists=self.paths.policy_file.exists())
             self._show(_with(self.state, policy_error=error))
 
-        def read(gateway: Any) -> tuple[Policy, str | None]:
-            store = gateway.policy_store
-            return store.policy, (str(store.error) if store.error else None)
-
-        self.host.call(read, got)
+        self.host.call(lambda control: control.policy(), got)
 
     # -- what the person does ---------------------------------------------------------
 
     def toggle_pause(self) -> None:
-        def flip(gateway: Any) -> None:
-            if gateway.paused:
-                gateway.resume()
+        def flip(control: GatewayControl) -> None:
+            if control.paused:
+                control.resume()
             else:
-                gateway.pause()
+                control.pause()
 
         self.host.call(flip)
 
     def answer(self, answer: Answer) -> None:
         pending = self.pending.items.get(answer.approval_id)
 
-        def send(gateway: Any) -> bool:
-            return bool(
-                gateway.approvals.answer(
-                    answer.approval_id,
-                    answer.approve,
-                    reason=answer.reason,
-                    remember=answer.remember,
-                    digest=answer.digest,
-                )
+        # "always" is a rule, written below; the call itself is answered once
+        remember = Remember.ONCE if answer.remember is Remember.ALWAYS else answer.remember
+
+        def send(control: GatewayControl) -> None:
+            control.answer(
+                answer.approval_id,
+                answer.approve,
+                reason=answer.reason,
+                remember=remember,
+                digest=answer.digest,
             )
 
-        def done(future: concurrent.futures.Future[bool]) -> None:
-            if not (_ok(future) and future.result()):
+        def done(future: concurrent.futures.Future[None]) -> None:
+            if not _ok(future):
                 self.window.statusBar().showMessage(
                     "That call was no longer waiting (answered, timed out or cancelled).", 8000
                 )
@@ -441,9 +432,9 @@ class LockgateApp(QObject):
         would meet the old rule."""
         digest = hashlib.sha256(written).hexdigest()
 
-        async def reload(gateway: Gateway) -> tuple[str | None, str | None]:
-            store = await gateway.reload_policy()
-            return store.digest, None if store.error is None else str(store.error)
+        async def reload(control: GatewayControl) -> tuple[str | None, str | None]:
+            in_force = await control.reload_policy()
+            return in_force.digest, in_force.error
 
         def done(future: concurrent.futures.Future[tuple[str | None, str | None]]) -> None:
             if future.cancelled():
@@ -480,7 +471,7 @@ class LockgateApp(QObject):
 
     def _reload_policy(self) -> None:
         """Have the gateway load policy.json now (after the app wrote it), then show it."""
-        self.host.run(lambda gateway: gateway.reload_policy(), lambda _f: self._fetch_policy())
+        self.host.run(lambda control: control.reload_policy(), lambda _f: self._fetch_policy())
 
     def suggest_policy(self) -> None:
         """A starting policy from the servers' own tools, shown in the Policy view."""
@@ -491,7 +482,7 @@ class LockgateApp(QObject):
             if _ok(future):
                 self.policy_view.show_suggestion(policy_text(starting_policy(future.result())))
 
-        self.host.run(lambda gateway: gateway.list_tools(), done)
+        self.host.run(lambda control: control.list_tools(), done)
 
     def write_policy(self, text: str) -> None:
         """Write the suggestion as policy.json, unless one appeared meanwhile."""
@@ -528,7 +519,7 @@ class LockgateApp(QObject):
                 count = None if listing.error else len(listing.tools)
                 self.servers.set_tools(name, count, listing.error)
 
-        self.host.run(lambda gateway: gateway.list_tools(), done)
+        self.host.run(lambda control: control.list_tools(), done)
 
     def restart_server(self, server: str) -> None:
         def done(future: concurrent.futures.Future[int]) -> None:
@@ -540,7 +531,7 @@ class LockgateApp(QObject):
             )
             self._show(_with(self.state, servers_down=self.servers.down_count()))
 
-        self.host.run(lambda gateway: gateway.restart_server(server), done)
+        self.host.run(lambda control: control.restart_server(server), done)
 
     def scan_clients(self, project: Path | None = None) -> None:
         """Look for the MCP clients' files (on a worker thread) and show them."""
@@ -622,7 +613,7 @@ class LockgateApp(QObject):
         def done(future: concurrent.futures.Future[list[str]]) -> None:
             _ok(future)  # a broken file is shown by its ServersRejected event
 
-        self.host.call(lambda gateway: gateway.reload_servers(), done)
+        self.host.call(lambda control: control.reload_servers(), done)
 
     def set_autostart(self, on: bool) -> None:
         command = self._login_command
@@ -660,11 +651,8 @@ class LockgateApp(QObject):
         oldest = self.calls.oldest_id()
 
         def read() -> list[CallRecord]:
-            gateway = self.host.gateway
-            if gateway is None:
-                return []
-            records: list[CallRecord] = gateway.audit.query(limit=500, before_id=oldest)
-            return records
+            control = self.host.control
+            return [] if control is None else control.history(limit=500, before_id=oldest)
 
         def done(future: concurrent.futures.Future[list[CallRecord]]) -> None:
             if _ok(future):

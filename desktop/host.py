@@ -34,6 +34,7 @@ from proxy.config.paths import Paths
 from proxy.config.runinfo import DEFAULT_PORT, RunInfo
 from proxy.config.secrets import SecretStore
 from proxy.doors.serve import serve
+from proxy.gateway.control import GatewayControl
 from proxy.gateway.core import Gateway
 from proxy.gateway.events import EventBus
 
@@ -81,7 +82,8 @@ class GatewayHost:
         self._inbox: deque[object] = deque()
         self.bus = EventBus()
         self.bus.subscribe(self._inbox.append)
-        self.gateway: Gateway | None = None
+        self._gateway: Gateway | None = None  # for tests that reach past the façade
+        self.control: GatewayControl | None = None
         self.info: RunInfo | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -109,7 +111,7 @@ class GatewayHost:
 
     @property
     def running(self) -> bool:
-        return self.gateway is not None and self._thread.is_alive()
+        return self.control is not None and self._thread.is_alive()
 
     def _main(self) -> None:
         try:
@@ -118,7 +120,7 @@ class GatewayHost:
             log.exception("the gateway failed")
             self._inbox.append(HostFailed(_describe(exc)))
         finally:
-            self.gateway = None
+            self.control = self._gateway = None
             self._inbox.append(HostStopped())
 
     async def _serve(self) -> None:
@@ -144,9 +146,10 @@ class GatewayHost:
                     await anyio.sleep(0.01)
 
     def _on_ready(self, gateway: Gateway, info: RunInfo) -> None:
-        self.gateway = gateway
+        self._gateway = gateway
+        self.control = GatewayControl(gateway)
         self.info = info
-        gateway.approvals.attach()  # the app answers approvals for as long as it runs
+        self.control.attach_approver()  # the app answers approvals for as long as it runs
         self._inbox.append(HostReady(info))
         self.ready.set()
 
@@ -154,10 +157,10 @@ class GatewayHost:
 
     def call(
         self,
-        fn: Callable[[Gateway], T],
+        fn: Callable[[GatewayControl], T],
         on_done: Callable[[concurrent.futures.Future[T]], None] | None = None,
     ) -> concurrent.futures.Future[T]:
-        """Run ``fn(gateway)`` on the gateway's loop; ``on_done`` gets the future on the
+        """Run ``fn(control)`` on the gateway's loop; ``on_done`` gets the future on the
         GUI thread."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
@@ -165,10 +168,10 @@ class GatewayHost:
             if not future.set_running_or_notify_cancel():
                 return
             try:
-                gateway = self.gateway
-                if gateway is None:
+                control = self.control
+                if control is None:
                     raise RuntimeError("the gateway is not running")
-                future.set_result(fn(gateway))
+                future.set_result(fn(control))
             except BaseException as exc:
                 future.set_exception(exc)
 
@@ -177,16 +180,16 @@ class GatewayHost:
 
     def run(
         self,
-        make: Callable[[Gateway], Coroutine[Any, Any, T]],
+        make: Callable[[GatewayControl], Coroutine[Any, Any, T]],
         on_done: Callable[[concurrent.futures.Future[T]], None] | None = None,
     ) -> concurrent.futures.Future[T]:
-        """Run the coroutine ``make(gateway)`` on the gateway's loop."""
-        loop, gateway = self._loop, self.gateway
-        if loop is None or gateway is None or loop.is_closed():
+        """Run the coroutine ``make(control)`` on the gateway's loop."""
+        loop, control = self._loop, self.control
+        if loop is None or control is None or loop.is_closed():
             failed: concurrent.futures.Future[T] = concurrent.futures.Future()
             failed.set_exception(RuntimeError("the gateway is not running"))
             return self._answered(failed, on_done)
-        future = asyncio.run_coroutine_threadsafe(self._stoppable(make(gateway)), loop)
+        future = asyncio.run_coroutine_threadsafe(self._stoppable(make(control)), loop)
         return self._answered(future, on_done)
 
     async def _stoppable(self, work: Coroutine[Any, Any, T]) -> T:

@@ -264,7 +264,7 @@ def main() -> int:
     wait_until(lambda: app.state.policy_error is None, 10, "the policy fixed")
 
     for pending in list(app.pending.items.values()):
-        app.host.call(lambda g, p=pending: g.approvals.answer(p.approval_id, False))
+        app.host.call(lambda c, p=pending: c.answer(p.approval_id, False, digest=p.digest))
     QTimer.singleShot(0, app.quit)
     settle(1.0)
     app.quit()

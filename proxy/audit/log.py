@@ -57,6 +57,7 @@ from proxy.audit.redact import (
     scrub_text,
     storable,
 )
+from proxy.errors import LockgateError
 
 __all__ = [
     "DEFAULT_MAX_ARGUMENT_BYTES",
@@ -77,11 +78,13 @@ _MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is cli
 _MAX_BATCH: Final = 4096  # records per transaction, to bound one commit's work
 
 
-class AuditError(Exception):
+class AuditError(LockgateError):
     """The audit log could not be opened, written or read.
 
     From a write, it means the record was not committed: the call is not in the log.
     """
+
+    title = "The audit log cannot be used"
 
 
 class CallDecision(StrEnum):

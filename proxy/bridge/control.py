@@ -22,6 +22,7 @@ from typing import Any
 from proxy.config.paths import Paths
 from proxy.config.runinfo import LINE_LIMIT, read_run_info
 from proxy.config.tokens import valid_client_name
+from proxy.errors import LockgateError
 
 __all__ = [
     "ControlError",
@@ -34,8 +35,10 @@ __all__ = [
 ]
 
 
-class GatewayNotRunning(Exception):
+class GatewayNotRunning(LockgateError):
     """No gateway is running for these folders."""
+
+    title = "Lockgate is not running"
 
     def __init__(self, paths: Paths) -> None:
         super().__init__(
@@ -44,8 +47,10 @@ class GatewayNotRunning(Exception):
         )
 
 
-class ControlError(Exception):
+class ControlError(LockgateError):
     """The gateway refused a request; the message is its answer."""
+
+    title = "The gateway refused"
 
 
 def _socket_path(paths: Paths) -> Path:

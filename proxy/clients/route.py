@@ -46,6 +46,7 @@ from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
 from proxy.config.servers import ServersError, parse_servers, valid_server_name
 from proxy.config.tokens import TokenError, TokenStore
+from proxy.errors import LockgateError
 
 __all__ = [
     "HTTP_CLIENTS",
@@ -78,8 +79,10 @@ RECORD_VERSION = 1
 _LOCK = threading.Lock()
 
 
-class RouteError(Exception):
+class RouteError(LockgateError):
     """Routing or unrouting cannot be done; nothing was written."""
+
+    title = "Nothing was routed"
 
 
 @dataclass

@@ -15,14 +15,18 @@ import keyring
 import keyring.errors
 from keyring.backend import KeyringBackend
 
+from proxy.errors import LockgateError
+
 __all__ = ["KEYRING_PREFIX", "SERVICE", "SecretError", "SecretStore", "secret_name"]
 
 SERVICE = "lockgate"
 KEYRING_PREFIX = "keyring:"
 
 
-class SecretError(Exception):
+class SecretError(LockgateError):
     """A secret that cannot be read or stored, with what to do about it."""
+
+    title = "The OS keyring cannot be used"
 
 
 def secret_name(value: Any) -> str | None:

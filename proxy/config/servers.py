@@ -34,6 +34,7 @@ from typing import Any, Literal, TextIO
 
 from proxy.config.jsontext import format_path, locate
 from proxy.config.secrets import SecretError, SecretStore, secret_name
+from proxy.errors import LockgateError
 
 __all__ = [
     "HttpServer",
@@ -64,8 +65,10 @@ def valid_server_name(name: str) -> bool:
     return _SERVER_NAME.fullmatch(name) is not None
 
 
-class ServersError(Exception):
+class ServersError(LockgateError):
     """servers.json cannot be used; the message names the file, line and JSON path."""
+
+    title = "servers.json cannot be used"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config.atomic import write_atomic
+from proxy.errors import LockgateError
 
 __all__ = ["ClientInfo", "TokenError", "TokenStore", "valid_client_name"]
 
@@ -32,8 +33,10 @@ TOKEN_PREFIX = "lgt_"  # noqa: S105 - a prefix that marks Lockgate tokens, not a
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
-class TokenError(Exception):
+class TokenError(LockgateError):
     """A token operation that cannot be done, with a message for a person."""
+
+    title = "The token was not changed"
 
 
 def valid_client_name(name: str) -> bool:

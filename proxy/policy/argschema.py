@@ -62,6 +62,7 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from proxy.config.jsontext import JsonPath
+from proxy.errors import LockgateError
 
 __all__ = [
     "ArgumentSchemaError",
@@ -103,16 +104,20 @@ _SCHEMA_MAPS: Final = frozenset("properties patternProperties $defs dependentSch
 _SCHEMA_LISTS: Final = frozenset("prefixItems allOf anyOf oneOf".split())
 
 
-class ArgumentSchemaError(ValueError):
+class ArgumentSchemaError(LockgateError, ValueError):
     """Problems with one rule's ``arguments`` schema: (path inside it, message) pairs."""
+
+    title = "An argument schema cannot be used"
 
     def __init__(self, problems: list[tuple[JsonPath, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(message for _, message in problems))
 
 
-class UnmatchableStringError(ValueError):
+class UnmatchableStringError(LockgateError, ValueError):
     """A string the regex engine cannot read: it holds a lone UTF-16 surrogate."""
+
+    title = "Text the pattern engine cannot read"
 
 
 @lru_cache(maxsize=1024)

@@ -25,13 +25,16 @@ from typing import Any
 
 from proxy.config.atomic import write_atomic
 from proxy.config.jsontext import Locations, locate, value_end
+from proxy.errors import LockgateError
 from proxy.policy.model import PolicyError, parse_policy_bytes, read_policy_bytes
 
 __all__ = ["PolicyEditError", "edit_rule", "rule_text"]
 
 
-class PolicyEditError(Exception):
+class PolicyEditError(LockgateError):
     """The rule could not be changed; the message says why, for a person."""
+
+    title = "The rule was not changed"
 
 
 def edit_rule(path: Path, pattern: str, changes: Mapping[str, Any] | None) -> bytes:

@@ -25,6 +25,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, relevance
 
 from proxy.config.jsontext import JsonPath, Locations, format_path, locate, nesting_beyond
+from proxy.errors import LockgateError
 from proxy.policy.argschema import ArgumentSchemaError, compile_arguments_schema
 from proxy.policy.patterns import PatternError, Specificity, ToolPattern
 
@@ -202,8 +203,10 @@ class PolicyIssue:
         return f"{where}: {format_path(self.path)}: {self.message}"
 
 
-class PolicyError(Exception):
+class PolicyError(LockgateError):
     """A policy file that cannot be used; ``issues`` lists every problem found."""
+
+    title = "policy.json cannot be used"
 
     def __init__(self, source: str, issues: Iterable[PolicyIssue]) -> None:
         self.source = source

@@ -19,13 +19,17 @@ import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from proxy.errors import LockgateError
+
 __all__ = ["PatternError", "Specificity", "ToolPattern"]
 
 _WILDCARDS = frozenset("*?")
 
 
-class PatternError(ValueError):
+class PatternError(LockgateError, ValueError):
     """A tool pattern that cannot be used, with a message a person can act on."""
+
+    title = "A tool pattern cannot be used"
 
 
 class Specificity(IntEnum):

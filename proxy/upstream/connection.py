@@ -30,6 +30,7 @@ from mcp.shared.dispatcher import CallOptions
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
 from proxy.config.servers import HttpServer, ServerSpec, StdioServer
+from proxy.errors import LockgateError
 from proxy.upstream.pipelink import PipeLink
 from proxy.upstream.process import stdio_pipes
 
@@ -46,8 +47,10 @@ OnNotify = Callable[[str, Mapping[str, Any] | None], Awaitable[None]]
 _HANDLED_BY_DISPATCHER = frozenset({"notifications/progress", "notifications/cancelled"})
 
 
-class UpstreamUnavailable(Exception):
+class UpstreamUnavailable(LockgateError):
     """The server cannot be reached now; the message says why, for the client and log."""
+
+    title = "A server cannot be reached"
 
 
 class Backoff:

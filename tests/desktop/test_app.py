@@ -75,7 +75,8 @@ def test_a_rule_control_writes_policy_json_and_the_next_call_is_blocked(qtbot, r
 def test_a_rule_is_in_force_when_the_app_says_so(qtbot, running_app, agent):
     """The app says "in force" only once the gateway has the new policy, and then the very
     next call meets it, however late the file watcher would have noticed (here: never)."""
-    running_app.host.call(lambda gateway: setattr(gateway.watcher, "_debounce", 3600)).result(5)
+    gateway = running_app.host._gateway  # past the façade: the watcher made silent
+    running_app.host.call(lambda _: setattr(gateway.watcher, "_debounce", 3600)).result(5)
     assert not wait_result(qtbot, agent.call("echo", {"message": "before"})).is_error
     running_app.set_rule("everything", "echo", {"action": "deny", "reason": "clicked"})
     status = running_app.tools_view.editor.status

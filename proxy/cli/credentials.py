@@ -1,0 +1,56 @@
+"""``lockgate token`` and ``lockgate secret``: the HTTP door's client tokens, the keyring's
+secrets."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from typing import TextIO
+
+from proxy.config.paths import Paths
+from proxy.config.secrets import SecretStore
+from proxy.config.tokens import TokenStore
+
+
+def token(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
+    store = TokenStore(paths.clients_file)
+    if args.token_command == "create":
+        token = store.create(args.client, replace=args.replace)
+        print(token, file=out)  # alone on stdout, so it can be piped into a client config
+        print(f"token for {args.client!r} created; it is shown only this once", file=sys.stderr)
+    elif args.token_command == "revoke":
+        store.revoke(args.client)
+        print(f"token of {args.client!r} revoked", file=sys.stderr)
+    else:
+        clients = store.clients()
+        for client in clients:
+            print(f"{client.name}\tcreated {client.created}", file=out)
+        if not clients:
+            print(
+                "no client has a token; create one with: lockgate token create NAME",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def secret(args: argparse.Namespace, out: TextIO) -> int:
+    store = SecretStore()
+    if args.secret_command == "set":
+        if args.stdin:
+            value = sys.stdin.read().rstrip("\r\n")
+        else:
+            value = getpass.getpass(f"value for secret {args.name!r} (not shown): ")
+        if not value:
+            print("lockgate: an empty secret was not stored", file=sys.stderr)
+            return 1
+        store.set(args.name, value)
+        print(
+            f"secret {args.name!r} stored in the keyring; refer to it as "
+            f'"keyring:{args.name}" in servers.json',
+            file=sys.stderr,
+        )
+    else:
+        store.delete(args.name)
+        print(f"secret {args.name!r} removed", file=sys.stderr)
+    return 0

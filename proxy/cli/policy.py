@@ -1,0 +1,278 @@
+"""``lockgate policy check|explain|reload|schema``, ``lockgate risk`` and ``lockgate init``:
+the policy, from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from proxy.bridge.control import (
+    ControlError,
+    GatewayNotRunning,
+    control,
+)
+from proxy.cli.common import UsageError
+from proxy.config.atomic import write_atomic
+from proxy.config.paths import Paths
+from proxy.config.secrets import SecretStore
+from proxy.config.servers import load_servers, open_server_log
+from proxy.policy.decide import Decision, ToolCall, agent_message, decide
+from proxy.policy.limits import Counters
+from proxy.policy.model import Policy, PolicyError, default_policy, load_policy
+from proxy.policy.risk import classify_many, tools_from_json
+from proxy.policy.starter import policy_text, starting_policy
+
+
+def policy_in_force(explicit: Path | None, paths: Paths) -> tuple[Policy, str]:
+    """The policy a command should use, and a note on where it came from.
+
+    Raises:
+        PolicyError: the file exists (or was named) and is not a valid policy.
+    """
+    if explicit is not None:
+        return load_policy(explicit), str(explicit)
+    if paths.policy_file.exists():
+        return load_policy(paths.policy_file), str(paths.policy_file)
+    return default_policy(), f"built-in default (no file at {paths.policy_file})"
+
+
+def check(file: Path | None, paths: Paths, as_json: bool, out: TextIO) -> int:
+    target = file or paths.policy_file
+    if file is None and not target.exists():
+        message = f"no policy file at {target}: the built-in default policy applies"
+        if as_json:
+            json.dump(
+                {"valid": True, "file": str(target), "exists": False, "message": message}, out
+            )
+            out.write("\n")
+        else:
+            print(message, file=sys.stderr)
+        return 0
+    try:
+        policy = load_policy(target)
+    except PolicyError as exc:
+        if as_json:
+            json.dump(
+                {
+                    "valid": False,
+                    "file": str(target),
+                    "errors": [
+                        {
+                            "line": i.line,
+                            "column": i.column,
+                            "path": list(i.path),
+                            "message": i.message,
+                            "text": i.render(exc.source),
+                        }
+                        for i in exc.issues
+                    ],
+                },
+                out,
+            )
+            out.write("\n")
+        else:
+            print(exc, file=sys.stderr)
+            count = len(exc.issues)
+            print(
+                f"{target}: invalid ({count} problem{'s' if count != 1 else ''})", file=sys.stderr
+            )
+        return 1
+    rules = len(policy.rules)
+    if as_json:
+        json.dump(
+            {
+                "valid": True,
+                "file": str(target),
+                "exists": True,
+                "rules": rules,
+                "default": policy.default.value,
+            },
+            out,
+        )
+        out.write("\n")
+    else:
+        print(
+            f"{target}: valid ({rules} rule{'s' if rules != 1 else ''}, "
+            f"default {policy.default.value})",
+            file=out,
+        )
+    return 0
+
+
+def reload(paths: Paths, out: TextIO) -> int:
+    """Put policy.json in force in the running gateway now (it also does so by itself a
+    moment after the file changes)."""
+    try:
+        answer = control(paths, "reload-policy")
+    except ControlError as exc:
+        print(f"policy.json not applied, the last good policy stays in force:\n{exc}", file=out)
+        return 1
+    where = answer["source"] or "the built-in default policy"
+    print(f"in force: {where} ({answer['rules']} rules, default {answer['default']})", file=out)
+    return 0
+
+
+def _parse_arguments(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--args is not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise UsageError('--args must be a JSON object, like \'{"path": "/tmp/x"}\'')
+    return value
+
+
+def explain(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
+    call = ToolCall(args.server, args.tool, _parse_arguments(args.args), args.client)
+    try:
+        policy, origin = policy_in_force(args.policy, paths)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        print(
+            "the policy is invalid; a running Lockgate keeps its last good policy", file=sys.stderr
+        )
+        return 1
+    now = time.monotonic()
+    decision = decide(policy, call, Counters(), now)
+    others = [
+        r.pattern.text
+        for r in policy.candidates(call.server, call.tool)
+        if r.pattern.text != decision.rule
+    ]
+    if args.json:
+        data = decision.as_dict()
+        data.pop("retry_at")  # relative to this process's clock; meaningless outside it
+        data.update(
+            policy=origin,
+            call={
+                "server": call.server,
+                "tool": call.tool,
+                "arguments": call.arguments,
+                "client": call.client,
+            },
+            also_matching=others,
+            agent_message=agent_message(call, decision, now) if decision.blocked else None,
+        )
+        json.dump(data, out, indent=2)
+        out.write("\n")
+        return 0
+    _print_explanation(call, decision, policy, origin=origin, others=others, now=now, out=out)
+    return 0
+
+
+def _print_explanation(
+    call: ToolCall,
+    decision: Decision,
+    policy: Policy,
+    *,
+    origin: str,
+    others: list[str],
+    now: float,
+    out: TextIO,
+) -> None:
+    rule_text = f'"{decision.rule}"' if decision.rule else f"(none: default {policy.default})"
+    if decision.rule:
+        rule = policy.rule_for(call.server, call.tool)
+        if rule is not None:
+            rule_text += f"  ({rule.pattern.specificity.name.lower().replace('_', ' ')})"
+    lines = [
+        f"decision: {decision.verdict}",
+        f"rule:     {rule_text}",
+        f"reason:   {decision.reason}",
+        f"policy:   {origin}",
+    ]
+    if decision.hidden:
+        lines.append("hidden:   yes: the tool is left out of tools/list")
+    if decision.approval_timeout is not None:
+        lines.append(f"approval: denied if nobody answers within {decision.approval_timeout:g} s")
+    if decision.charges:
+        lines.append(
+            "limits:   counted against empty counters here; a running gateway may "
+            "have used some budget already"
+        )
+    if others:
+        lines.append("also matching, less specific: " + ", ".join(f'"{o}"' for o in others))
+    if decision.blocked:
+        lines.append(f"the agent is told: {agent_message(call, decision, now)}")
+    print("\n".join(lines), file=out)
+
+
+def risk(file: str, as_json: bool, out: TextIO) -> int:
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        print(f"{file}: not UTF-8 text (byte {exc.start} cannot be decoded)", file=sys.stderr)
+        return 1
+    try:
+        # A byte-order mark, as some Windows editors write, is not part of the JSON.
+        tools = tools_from_json(json.loads(text.removeprefix("\ufeff")))
+    except json.JSONDecodeError as exc:
+        print(f"{file}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"{file}: {exc}", file=sys.stderr)
+        return 1
+    risks = classify_many(tools)
+    if as_json:
+        json.dump([r.as_dict() for r in risks], out, indent=2)
+        out.write("\n")
+        return 0
+    width = max(len(r.name) for r in risks)
+    for r in risks:
+        print(
+            f"{r.name:<{width}}  {r.category.value:<11}  {r.level.value:<6}  "
+            + "; ".join(str(s) for s in r.signals),
+            file=out,
+        )
+    return 0
+
+
+def init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
+    if paths.policy_file.exists():
+        out.write(f"{paths.policy_file} already exists; nothing written.\n")
+        return 1
+    servers = load_servers(paths.servers_file) if paths.servers_file.exists() else {}
+    if not servers:
+        out.write(f"No servers in {paths.servers_file}: the built-in policy stays in force.\n")
+        return 1
+    out.write(f"Asking {len(servers)} server(s) for their tools...\n")
+    with contextlib.ExitStack() as logs:
+
+        def errlog(name: str) -> TextIO:  # the same private files the gateway writes
+            return logs.enter_context(open_server_log(paths.log_dir, name))
+
+        from proxy.upstream.catalog import list_all_tools  # noqa: PLC0415 (the MCP SDK: 0.6 s to import)
+
+        listing = asyncio.run(list_all_tools(servers, SecretStore(), errlog))
+    document = starting_policy(listing)
+    text = policy_text(document)
+    for server, found in listing.items():
+        if found.error:
+            out.write(f"  {server}: could not list its tools ({found.error}); they will ask\n")
+    for pattern, rule in document["tools"].items():
+        out.write(f"  {rule['action']:<6} {pattern:<40} {rule['description']}\n")
+    out.write(f"  ask    everything else (the default)\n\n{text}\n")
+    if not yes:
+        if not stdin.isatty():
+            out.write("Not written: run `lockgate init --yes` to write it.\n")
+            return 0
+        out.write(f"Write this to {paths.policy_file}? [y/N] ")
+        out.flush()
+        if stdin.readline().strip().lower() not in ("y", "yes"):
+            out.write("Not written.\n")
+            return 0
+    paths.config_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.policy_file, text.encode())
+    out.write(f"Written to {paths.policy_file}.\n")
+    with contextlib.suppress(GatewayNotRunning, ControlError):
+        control(paths, "reload-policy")
+        out.write("It is in force in the running gateway.\n")
+    return 0

@@ -1,0 +1,200 @@
+"""The local socket's control door: the wire form of :class:`~proxy.gateway.control.GatewayControl`.
+
+After the hello ``{"lockgate": 1, "mode": "control"}``, JSON requests and answers, one a
+line: ``status``, ``pause``, ``resume``, ``approvals``, ``answer``, ``reload-servers``,
+``reload-policy`` (read policy.json now; answered once it is in force, or with its
+error); and ``watch``, which makes the connection an approver until it closes and streams
+pending approvals to it. Every answer has ``ok``; a refusal has ``error``, the text of
+the :class:`~proxy.errors.LockgateError` behind it. :mod:`proxy.bridge.control` is the
+client side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from proxy.doors.jsonlines import send_json
+from proxy.errors import LockgateError
+from proxy.gateway.approvals import PendingApproval, Remember
+from proxy.gateway.control import GatewayControl, PolicyInForce
+from proxy.gateway.events import ApprovalAnswered, ApprovalPending, Event
+
+__all__ = ["ControlDoor"]
+
+
+class ControlDoor:
+    """Serves control connections on the gateway's loop."""
+
+    def __init__(self, control: GatewayControl) -> None:
+        self._control = control
+
+    async def serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_watching: Callable[[], None],
+    ) -> None:
+        """Answer requests until the peer closes; ``on_watching`` is called when the
+        connection becomes an approver (which then is all it does)."""
+        while line := await reader.readline():
+            try:
+                request = json.loads(line)
+                op = request["op"]
+            except (ValueError, KeyError, TypeError):
+                await send_json(writer, {"ok": False, "error": 'expected {"op": ...}'})
+                continue
+            if op == "watch":
+                on_watching()
+                await self._watch(reader, writer)
+                return
+            if op == "reload-policy":
+                policy = await self._control.reload_policy()
+                answer = {"ok": policy.error is None, "error": policy.error, **_policy_json(policy)}
+                await send_json(writer, answer)
+                continue
+            try:
+                await send_json(writer, self._op(op, request))
+            except LockgateError as exc:
+                await send_json(writer, {"ok": False, "error": exc.message})
+
+    def _op(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        """The answer to one request.
+
+        Raises:
+            LockgateError: the request was refused; its message is the answer's error.
+        """
+        control = self._control
+        if op == "status":
+            status = control.status()
+            return {
+                "ok": True,
+                "paused": status.paused,
+                "servers": list(status.servers),
+                "sessions": [
+                    {
+                        "id": s.id,
+                        "server": s.server,
+                        "client": s.client,
+                        "started": s.started,
+                        "up": s.up,
+                    }
+                    for s in status.sessions
+                ],
+                "policy": {**_policy_json(status.policy), "error": status.policy.error},
+                "approvers": status.approvers,
+                "audit_error": status.audit_error,
+                "pending": status.pending,
+            }
+        if op == "pause":
+            control.pause()
+            return {"ok": True, "paused": True}
+        if op == "resume":
+            control.resume()
+            return {"ok": True, "paused": False}
+        if op == "reload-servers":
+            return {"ok": True, "servers": control.reload_servers()}
+        if op == "approvals":
+            return {"ok": True, "pending": [_pending_json(p) for p in control.pending_approvals()]}
+        if op == "answer":
+            return self._answer(request)
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            remember = Remember(request.get("remember", "once"))
+        except ValueError:
+            return {"ok": False, "error": "remember must be once or session"}
+        approve, digest = request.get("approve"), request.get("digest")
+        reason = request.get("reason")
+        # Only JSON true approves ("false" is a true value in Python), and only with the
+        # digest of the call the approver was shown.
+        if not isinstance(approve, bool):
+            return {"ok": False, "error": "approve must be true or false"}
+        if not isinstance(digest, str):
+            return {"ok": False, "error": "an answer must name the call's digest"}
+        if reason is not None and not isinstance(reason, str):
+            return {"ok": False, "error": "reason must be text"}
+        self._control.answer(
+            str(request.get("id")), approve, digest=digest, reason=reason, remember=remember
+        )
+        return {"ok": True}
+
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Be an approver while the connection lasts; stream approval events to it."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        control = self._control
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, ApprovalPending):
+                queue.put_nowait(
+                    {
+                        "event": "pending",
+                        "approval": {
+                            "id": event.approval_id,
+                            "call_id": event.call_id,
+                            "client": event.client,
+                            "server": event.server,
+                            "tool": event.tool,
+                            "arguments": event.arguments,
+                            "rule": event.rule,
+                            "reason": event.reason,
+                            "deadline": event.deadline,
+                            "digest": _digest_of(control, event.approval_id),
+                        },
+                    }
+                )
+            elif isinstance(event, ApprovalAnswered):
+                queue.put_nowait(
+                    {"event": "answered", "id": event.approval_id, "answer": event.answer}
+                )
+
+        unsubscribe = control.subscribe(on_event)
+        detach = control.attach_approver()
+        try:
+            pending = [_pending_json(p) for p in control.pending_approvals()]
+            await send_json(writer, {"ok": True, "pending": pending})
+            closed = asyncio.ensure_future(reader.read())  # EOF: the approver went away
+            while not closed.done():
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    await send_json(writer, getter.result())
+                else:
+                    getter.cancel()
+        finally:
+            detach()
+            unsubscribe()
+
+
+def _policy_json(policy: PolicyInForce) -> dict[str, Any]:
+    """The policy in force, as ``status`` and ``reload-policy`` report it."""
+    return {
+        "source": policy.policy.source,
+        "rules": policy.rules,
+        "default": policy.policy.default.value,
+    }
+
+
+def _digest_of(control: GatewayControl, approval_id: str) -> str | None:
+    for pending in control.pending_approvals():
+        if pending.id == approval_id:
+            return pending.digest
+    return None
+
+
+def _pending_json(p: PendingApproval) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "call_id": p.call_id,
+        "client": p.call.client,
+        "server": p.call.server,
+        "tool": p.call.tool,
+        "arguments": p.call.arguments,
+        "rule": p.decision.rule,
+        "reason": p.decision.reason,
+        "deadline": p.deadline,
+        "digest": p.digest,
+    }

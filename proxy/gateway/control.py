@@ -1,0 +1,200 @@
+"""What a person can ask of a running gateway, in one typed place.
+
+The app's window, the local control socket (and so every ``lockgate`` command that talks
+to a running gateway) and tests all go through :class:`GatewayControl`; none of them
+reaches into the gateway's attributes. Every method runs on the gateway's event loop
+thread, except :meth:`GatewayControl.history`, which reads SQLite and belongs on a worker
+thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.audit.log import CallRecord
+from proxy.config.servers import ServerSpec
+from proxy.errors import LockgateError
+from proxy.gateway.approvals import PendingApproval, Remember
+from proxy.gateway.core import Gateway
+from proxy.gateway.events import Event
+from proxy.policy.model import Policy
+from proxy.upstream.catalog import ServerTools
+
+__all__ = [
+    "AnswerRefused",
+    "GatewayControl",
+    "PolicyInForce",
+    "ServersInForce",
+    "SessionStatus",
+    "Status",
+]
+
+
+class AnswerRefused(LockgateError):
+    """An answer to an approval that cannot be taken as given."""
+
+    title = "The answer was not taken"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStatus:
+    """One client session on one server."""
+
+    id: str
+    server: str
+    client: str
+    started: float
+    up: bool  # its server is running
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInForce:
+    """The policy the next call meets, and why policy.json is not it (if it is not)."""
+
+    policy: Policy
+    error: str | None  # policy.json is broken: the last good policy stays in force
+    digest: str | None  # of the file's bytes in force (None: the built-in policy)
+
+    @property
+    def rules(self) -> int:
+        return len(self.policy.rules)
+
+
+@dataclass(frozen=True, slots=True)
+class ServersInForce:
+    """The servers the gateway serves, and why servers.json is not them (if it is not)."""
+
+    servers: dict[str, ServerSpec]
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Everything ``lockgate status`` and the window's header say."""
+
+    paused: bool
+    servers: tuple[str, ...]
+    sessions: tuple[SessionStatus, ...]
+    policy: PolicyInForce
+    servers_error: str | None
+    approvers: int
+    pending: int
+    audit_error: str | None  # why the last audit write failed (calls are refused meanwhile)
+
+
+class GatewayControl:
+    """The one façade over a :class:`~proxy.gateway.core.Gateway` for its front ends."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    # -- reading -----------------------------------------------------------------------
+
+    def status(self) -> Status:
+        gateway = self._gateway
+        return Status(
+            paused=gateway.paused,
+            servers=tuple(sorted(gateway.servers)),
+            sessions=tuple(
+                SessionStatus(
+                    id=s.id,
+                    server=s.server,
+                    client=s.client,
+                    started=s.started,
+                    up=s.upstream is not None and not s.upstream.dead.is_set(),
+                )
+                for s in gateway.sessions.values()
+            ),
+            policy=self.policy(),
+            servers_error=gateway.servers_error,
+            approvers=gateway.approvals.approvers,
+            pending=len(gateway.approvals.pending()),
+            audit_error=gateway.tool_calls.audit_failure,
+        )
+
+    @property
+    def paused(self) -> bool:
+        return self._gateway.paused
+
+    def policy(self) -> PolicyInForce:
+        store = self._gateway.policy_store
+        error = None if store.error is None else str(store.error)
+        return PolicyInForce(store.policy, error, store.digest)
+
+    def servers(self) -> ServersInForce:
+        return ServersInForce(dict(self._gateway.servers), self._gateway.servers_error)
+
+    async def list_tools(self) -> dict[str, ServerTools]:
+        """Every tool of every server, asked of each server on a connection of its own."""
+        return await self._gateway.list_tools()
+
+    def pending_approvals(self) -> list[PendingApproval]:
+        return self._gateway.approvals.pending()
+
+    def history(self, *, limit: int, before_id: str | None = None) -> list[CallRecord]:
+        """The newest ``limit`` calls of the audit log (older than ``before_id``), newest
+        first. Blocking: call it from a worker thread, never the loop or the GUI."""
+        return self._gateway.audit.query(limit=limit, before_id=before_id)
+
+    # -- changing ----------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Deny every call until :meth:`resume` (waiting approvals are withdrawn)."""
+        self._gateway.pause()
+
+    def resume(self) -> None:
+        self._gateway.resume()
+
+    def answer(
+        self,
+        approval_id: str,
+        approve: bool,
+        *,
+        digest: str,
+        reason: str | None = None,
+        remember: Remember = Remember.ONCE,
+    ) -> None:
+        """Answer the call waiting for a person, bound to the ``digest`` the person was
+        shown (a call with other arguments under the same id is not approved).
+
+        Raises:
+            AnswerRefused: no such call is waiting (answered, timed out, or not the call
+                that was shown), or ``remember`` asks for what only a rule can do.
+        """
+        if remember is Remember.ALWAYS:
+            raise AnswerRefused("always-allow is done by writing a rule")
+        done = self._gateway.approvals.answer(
+            approval_id, approve, reason=reason, remember=remember, digest=digest
+        )
+        if not done:
+            raise AnswerRefused(
+                "no such pending approval (answered, timed out, or not the call you were shown)"
+            )
+
+    async def reload_policy(self) -> PolicyInForce:
+        """Read policy.json now; returns once what it says is in force (or its error)."""
+        await self._gateway.reload_policy()
+        return self.policy()
+
+    def reload_servers(self) -> list[str]:
+        """Read servers.json now; returns the server names in force.
+
+        Raises:
+            proxy.config.servers.ServersError: the file is broken; the servers in force stay.
+        """
+        return self._gateway.reload_servers()
+
+    async def restart_server(self, server: str) -> int:
+        """Restart ``server`` in every session that uses it; returns how many."""
+        return await self._gateway.restart_server(server)
+
+    # -- listening ---------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Hear every event of the gateway (on its loop thread); returns the unsubscribe."""
+        return self._gateway.bus.subscribe(listener)
+
+    def attach_approver(self) -> Callable[[], None]:
+        """Count one more person who can answer approvals; returns the detach."""
+        return self._gateway.approvals.attach()
