@@ -3,7 +3,7 @@ ran on each door and side.
 
     .venv/bin/python bench/fuzz.py [--examples N] [--random] [--seed S] [-k EXPR]
 
-Runs tests/proxy/test_fuzz.py (the three fuzz tests: the client side on the local door
+Runs tests/system/test_fuzz.py (the three fuzz tests: the client side on the local door
 and on HTTP, the server side) in a pytest subprocess with ``LOCKGATE_FUZZ_EXAMPLES=N``
 (default 1000 per test), then prints the counts the tests report (their ``FUZZ-COUNT``
 lines), the time each took, and any violation they found. ``--random`` runs a new random
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = "tests/proxy/test_fuzz.py"
+TESTS = "tests/system/test_fuzz.py"
 FUZZ_TESTS = "test_fuzz_"  # the fuzz tests; the others there are single findings
 
 

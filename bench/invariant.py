@@ -1,4 +1,4 @@
-"""The promise's invariant at length: a longer profile of tests/proxy/test_invariant.py
+"""The promise's invariant at length: a longer profile of tests/system/test_invariant.py
 than ./dev test runs (bench/fuzz.py does the same for the fuzzing of both doors).
 
     ./dev bench    (or: .venv/bin/python bench/invariant.py [--runs N] [--seed-random])
@@ -42,7 +42,7 @@ def main() -> int:
     env = {"LOCKGATE_INVARIANT_EXAMPLES": str(args.runs)}
     if args.seed_random:
         env["LOCKGATE_INVARIANT_RANDOM"] = "1"
-    test = "tests/proxy/test_invariant.py"
+    test = "tests/system/test_invariant.py"
     code, output, seconds = run(test, env)
     print(f"{test}: {'ok' if code == 0 else 'FAILED'} in {seconds:.0f} s")
     for line in re.findall(r"^invariant: .*$", output, re.MULTILINE):

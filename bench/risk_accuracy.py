@@ -4,7 +4,7 @@
 
 Prints category and level accuracy, the confusion matrix of categories, and the time to
 classify one tool against a baseline measured in the same run (json.dumps of the same
-tool: the cost of merely looking at it). tests/proxy/test_risk.py holds the floor.
+tool: the cost of merely looking at it). tests/proxy/policy/test_risk.py holds the floor.
 """
 
 from __future__ import annotations

@@ -2,5 +2,5 @@
 
 ``connect`` is ``lockgate connect SERVER`` (hands the client's pipes to the gateway);
 ``control`` is the request/answer client every command and the app's CLI use. Nothing here
-imports the MCP SDK, the policy engine or Qt (tests/proxy/test_connectcmd.py keeps it so).
+imports the MCP SDK, the policy engine or Qt (tests/proxy/bridge/test_connect.py keeps it so).
 """

@@ -270,7 +270,7 @@ class Gateway:
         for session in list(self.sessions.values()):
             if session.server == server and session.upstream is not None:
                 upstream = session.upstream
-                session.backoff = Backoff()
+                session.backoff = Backoff(clock=self._monotonic)
                 if not upstream.dead.is_set():
                     await upstream.aclose()
                     stopped += 1
@@ -456,6 +456,7 @@ class Gateway:
             configured=spec,
             init_params=ctx.params,
             task_group=ctx.lifespan_context["tg"],
+            backoff=Backoff(clock=self._monotonic),
         )
         connection.state["lockgate"] = session
         if connection.session_id is not None and self.close_http_session is not None:

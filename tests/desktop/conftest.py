@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QApplication
 from desktop.app import LockgateApp
 from proxy.config.paths import Paths
 from proxy.config.tokens import TokenStore
-from tests.proxy._live import servers_json
+from tests.support.live import servers_json
 
 BASE_POLICY: dict[str, Any] = {
     "version": "1",

@@ -17,7 +17,7 @@ from PySide6.QtCore import Qt
 from desktop.app import TABS, LockgateApp
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
-from tests.proxy._live import BIN, EVERYTHING_JS, lockgate_command
+from tests.support.live import BIN, EVERYTHING_JS, lockgate_command
 
 SECRET = "sk-live-gui-5d1e"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.desktop.conftest import BASE_POLICY
-from tests.proxy._live import servers_json
+from tests.support.live import servers_json
 
 PROBE = Path(__file__).with_name("_tray_probe.py")
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+
+from tests.support.waiting import eventually_sync
 
 pytestmark = [
     pytest.mark.slow,
@@ -112,15 +114,6 @@ def run(bundle: Path, world: dict[str, Path], *args: str) -> subprocess.Complete
     )
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
 def children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -176,7 +169,7 @@ def gateway_of(proc: subprocess.Popen[bytes], world: dict[str, Path], log: Path)
                 return info
         return None
 
-    return wait_for(ready, 60, "the bundled gateway to serve")
+    return eventually_sync(ready, "the bundled gateway to serve", timeout=60)
 
 
 @pytest.fixture
@@ -190,7 +183,7 @@ def display() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: Path(f"/tmp/.X11-unix/X{number}").exists(), 10, "Xvfb")
+        eventually_sync(lambda: Path(f"/tmp/.X11-unix/X{number}").exists(), "Xvfb", timeout=10)
         yield f":{number}"
     finally:
         xvfb.terminate()
@@ -262,7 +255,9 @@ async def test_the_bundled_app_starts_under_xvfb_and_serves_tool_calls(
         ]
         assert app.poll() is None, log.read_text(errors="replace")
     for pid in upstreams:  # the stdio session ended, and its server with it
-        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10, "the upstream to end")
+        eventually_sync(
+            lambda pid=pid: not Path(f"/proc/{pid}").exists(), "the upstream to end", timeout=10
+        )
 
 
 async def test_the_bundled_gateway_serves_headless_and_stops_cleanly(bundle, world, tmp_path):

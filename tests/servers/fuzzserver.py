@@ -1,5 +1,5 @@
 """A real MCP stdio server that answers ``tools/call`` with whatever a script says, for
-Lockgate's fuzz tests (tests/proxy/test_fuzz.py): the server side of the gateway is fed
+Lockgate's fuzz tests (tests/system/test_fuzz.py): the server side of the gateway is fed
 wrong ids, duplicate answers, malformed results and errors, deep nesting, huge lines,
 invalid JSON, its own requests and notifications, garbage, and exits mid-call.
 

@@ -1,0 +1,918 @@
+"""The audit log: every answered call is in it, secrets are not, and nothing is lost.
+
+Real SQLite in tmp_path throughout; the crash test kills a real writer process with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import json
+import math
+import os
+import queue
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.audit.log import (
+    REDACTED,
+    SCHEMA_VERSION,
+    AuditError,
+    AuditLog,
+    CallDecision,
+    CallRecord,
+    Outcome,
+    redact,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+WRITER = REPO / "tests" / "support" / "audit_writer.py"
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+TIMEOUT = 60.0  # generous: only ever reached when something is broken
+
+
+def make(**changes: Any) -> CallRecord:
+    fields: dict[str, Any] = {
+        "time": 1_700_000_000.25,
+        "client": "claude-desktop",
+        "server": "files",
+        "tool": "read_file",
+        "arguments": {"path": "/home/me/notes.txt"},
+        "decision": CallDecision.ALLOWED,
+        "basis": "rule",
+        "rule": "files/read_*",
+        "reason": "files/read_file is allowed by the policy",
+        "outcome": Outcome.OK,
+        "duration_ms": 12.5,
+        "result_size": 321,
+    }
+    fields.update(changes)
+    return CallRecord(**fields)
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "logs" / "audit.db"
+
+
+@pytest.fixture
+def log(db: Path) -> Iterator[AuditLog]:
+    audit = AuditLog(db)
+    yield audit
+    audit.close()
+
+
+# ---------------------------------------------------------------------------- the record
+
+
+def test_as_dict_is_plain_json_with_the_time_in_utc():
+    record = make(time=1.5, error="boom", decision=CallDecision.REFUSED, outcome=Outcome.BLOCKED)
+    data = json.loads(json.dumps(record.as_dict()))
+    assert data["time"] == "1970-01-01T00:00:01.500Z"
+    assert data["ts"] == 1.5
+    assert data["decision"] == "refused"
+    assert data["outcome"] == "blocked"
+    assert data["arguments"] == {"path": "/home/me/notes.txt"}
+    assert set(data) == {f.name for f in dataclasses.fields(CallRecord)} | {"ts"}
+
+
+def test_each_record_gets_its_own_id():
+    first, second = make(), make()
+    assert first.id != second.id
+    assert len(first.id) == 32
+    int(first.id, 16)
+
+
+# ---------------------------------------------------------------------------- redaction
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "Password",
+        "db_password",
+        "passwd",
+        "passphrase",
+        "client_secret",
+        "secretKey",
+        "AWS_SECRET_ACCESS_KEY",
+        "token",
+        "access_token",
+        "accessToken",
+        "refresh-token",
+        "OAuthToken",
+        "api_key",
+        "apiKey",
+        "API-KEY",
+        "x-api-key",
+        "Authorization",
+        "auth",
+        "auth_header",
+        "Cookie",
+        "set-cookie",
+        "credentials",
+        "private_key",
+        "privateKey",
+        "session",
+        "sessionId",
+        "session_token",
+        "csrf",
+    ],
+)
+def test_values_under_secret_keys_are_redacted(key):
+    assert redact({key: "hunter2", "path": "/tmp/a"}) == {key: REDACTED, "path": "/tmp/a"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "author",
+        "authors",
+        "authority",
+        "tokens_used",
+        "max_tokens",
+        "token_count",
+        "tokenizer",
+        "session_count",
+        "key",
+        "public_key",
+        "path",
+        "monkey",
+        "passage",
+        "compass",
+    ],
+)
+def test_keys_that_only_resemble_secrets_are_kept(key):
+    assert redact({key: "Ada Lovelace"}) == {key: "Ada Lovelace"}
+
+
+def test_redaction_reaches_into_nested_objects_and_lists():
+    arguments = {
+        "request": {
+            "headers": [{"name": "x"}, {"Authorization": "Basic dXNlcjpwYXNz"}],
+            "db": {"user": "me", "password": {"value": "hunter2"}},
+        },
+        "session": {"user": "me", "id": 7},
+    }
+    assert redact(arguments) == {
+        "request": {
+            "headers": [{"name": "x"}, {"Authorization": REDACTED}],
+            "db": {"user": "me", "password": REDACTED},
+        },
+        "session": REDACTED,
+    }
+
+
+GHP = "ghp_" + "A1b2C3d4E5" * 4
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nabc==\n-----END RSA PRIVATE KEY-----"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Authorization: Bearer abcdefghij0123456789", f"Authorization: {REDACTED}"),
+        ("curl -H 'Authorization: Basic dXNlcjpwYXNz' x", f"curl -H 'Authorization: {REDACTED}' x"),
+        ("use bearer eyJhbGciOiJIUzI1NiJ9abcdef now", f"use bearer {REDACTED} now"),
+        ("key sk-ant-api03-abcdefghijklmnopqrstuvwx.", f"key {REDACTED}."),
+        ("sk-proj-0123456789abcdefghij", REDACTED),
+        ("stripe sk_live_0123456789abcdefABCD", f"stripe {REDACTED}"),
+        (
+            f"git push https://x:{GHP}@github.com/a/b",
+            f"git push https://x:{REDACTED}@github.com/a/b",
+        ),
+        (f"token {GHP} end", f"token {REDACTED} end"),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", REDACTED),
+        ("slack xoxb-123456789012-abcdefghij", f"slack {REDACTED}"),
+        ("AKIAIOSFODNN7EXAMPLE", REDACTED),
+        ("maps AIzaSyA1234567890abcdefghijklmnopqrstuv", f"maps {REDACTED}"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig_nature", REDACTED),
+        (f"{PEM}\nafter", f"{REDACTED}\nafter"),
+        ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC", REDACTED),
+        ("postgres://app:hunter2@db:5432/prod", f"postgres://app:{REDACTED}@db:5432/prod"),
+        (
+            "https://x.io/cb?code=1&access_token=abc.def&y=2",
+            f"https://x.io/cb?code=1&access_token={REDACTED}&y=2",
+        ),
+        ("Cookie: sid=abc; theme=dark", f"Cookie: {REDACTED}"),
+    ],
+)
+def test_strings_that_look_like_credentials_are_redacted_anywhere(text, expected):
+    assert redact({"note": text, "list": [text]}) == {"note": expected, "list": [expected]}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Bearer of bad news",
+        "sketch-notes-for-the-meeting",
+        "task-0123456789abcdefghij",
+        "AKIA1234",
+        "https://example.com:8080/path@v2",
+        "git@github.com:org/repo.git",
+        "the authorization failed",
+        "ghp_short",
+        "",
+    ],
+)
+def test_ordinary_strings_are_kept(text):
+    assert redact({"note": text}) == {"note": text}
+
+
+def test_long_strings_are_cut_with_a_marker_to_fit():
+    out = redact({"content": "x" * 10_000, "path": "/a"}, max_bytes=500)
+    assert len(compact(out).encode()) <= 500
+    assert out["path"] == "/a"
+    kept, marker = out["content"].split("…")
+    assert set(kept) == {"x"}
+    assert marker == f"[+{10_000 - len(kept)} chars]"
+
+
+def test_the_longest_strings_are_cut_first():
+    out = redact({"short": "s" * 50, "long": "l" * 2000}, max_bytes=400)
+    assert out["short"] == "s" * 50
+    assert out["long"].startswith("l" * 100)
+    assert out["long"].endswith("chars]")
+
+
+def test_too_much_to_cut_becomes_a_preview():
+    arguments = {f"key{n}": n for n in range(1000)}
+    out = redact(arguments, max_bytes=300)
+    assert out["_truncated"] is True
+    assert out["_preview"].startswith('{"key0":0,"key1":1,')
+    assert len(compact(out).encode()) <= 300
+
+
+def test_a_preview_shows_no_secrets():
+    arguments = {"password": "hunter2", **{f"key{n}": GHP for n in range(200)}}
+    out = redact(arguments, max_bytes=300)
+    assert out["_truncated"] is True
+    assert "hunter2" not in out["_preview"]
+    assert "ghp_" not in out["_preview"]
+
+
+def test_secrets_deep_in_a_very_long_string_are_still_redacted():
+    text = "a" * 3000 + f" Authorization: Bearer {'z' * 40} " + "b" * 50_000
+    out = redact({"log": text}, max_bytes=4096)
+    assert "zzzz" not in compact(out)
+
+
+def test_a_credential_straddling_the_scanned_part_of_a_long_string_is_not_shown():
+    for offset in range(4096 + 1024 - 40, 4096 + 1024 + 1):
+        text = "a" * offset + GHP + "b" * 10_000
+        assert "ghp_" not in compact(redact({"log": text}))
+
+
+def test_a_huge_private_key_never_shows_even_when_the_rest_fits():
+    text = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "Q" * 20_000
+    out = redact({"key_file": "id_ed25519", "content": text})
+    assert "QQQQ" not in compact(out)
+    assert out["content"].startswith(REDACTED)
+
+
+def test_unusual_values_become_plain_json():
+    out = redact(
+        {
+            "nan": math.nan,
+            "inf": -math.inf,
+            "bytes": b"\x00\x01",
+            "tuple": (1, 2),
+            "big": 1 << 20_000,
+            "surrogate": "a\ud800b",
+            1: "int key",
+        }
+    )
+    assert out == {
+        "nan": "nan",
+        "inf": "-inf",
+        "bytes": "b'\\x00\\x01'",
+        "tuple": [1, 2],
+        "big": "[integer of 20001 bits]",
+        "surrogate": "a\\ud800b",  # escaped: UTF-8 cannot hold a lone surrogate
+        "1": "int key",
+    }
+    compact(out)
+
+
+def test_arguments_that_are_not_an_object_are_kept_under_value():
+    assert redact(["a", "Bearer abcdefghijklmnop0123"]) == {"_value": ["a", f"Bearer {REDACTED}"]}
+
+
+def test_nesting_is_cut_past_32_levels():
+    deep: Any = "bottom"
+    for _ in range(200):
+        deep = {"d": deep}
+    text = compact(redact(deep, max_bytes=100_000))
+    assert "[nested too deep]" in text
+    assert "bottom" not in text
+
+
+def test_a_cap_too_small_to_say_anything_is_refused():
+    with pytest.raises(ValueError, match="128"):
+        redact({}, max_bytes=100)
+
+
+SECRET_KEYS = ["password", "db_password", "API-Key", "clientSecret", "access_token", "Cookie"]
+SENTINEL = "correct-horse-battery-staple"
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.builds(lambda part, times: part * times, st.text(max_size=20), st.integers(1, 400))
+)
+json_keys = st.text(max_size=12) | st.sampled_from(["author", "tokens_used", "note", "path"])
+
+
+def json_values(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaves,
+        lambda children: (
+            st.lists(children, max_size=6) | st.dictionaries(json_keys, children, max_size=6)
+        ),
+        max_leaves=20,
+    )
+
+
+secret_objects = st.builds(lambda key: {key: SENTINEL}, st.sampled_from(SECRET_KEYS))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(json_keys, json_values(json_scalars | st.floats()), max_size=8),
+    st.integers(min_value=128, max_value=2048),
+)
+def test_redacted_arguments_are_plain_json_within_the_cap(arguments, max_bytes):
+    out = redact(arguments, max_bytes)
+    assert len(compact(out).encode("utf-8")) <= max_bytes
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(json_keys, json_values(json_scalars | secret_objects), max_size=8),
+    st.sampled_from(SECRET_KEYS),
+    st.integers(min_value=128, max_value=8192),
+)
+def test_a_value_under_a_secret_key_never_reaches_the_log(arguments, key, max_bytes):
+    out = redact({**arguments, key: SENTINEL}, max_bytes)
+    assert SENTINEL not in compact(out)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(json_keys, json_values(json_scalars), max_size=8))
+def test_redact_leaves_its_input_alone(arguments):
+    before = copy.deepcopy(arguments)
+    redact(arguments, 256)
+    assert arguments == before
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+@pytest.mark.asyncio
+async def test_every_field_round_trips(log):
+    record = make(
+        basis="timeout",
+        rule=None,
+        decision=CallDecision.REFUSED,
+        outcome=Outcome.UPSTREAM_DOWN,
+        arguments={"n": 1, "f": 0.1, "nested": {"list": [True, None, "ü"]}},
+        duration_ms=None,
+        result_size=None,
+        error="connection reset",
+    )
+    await log.write(record)
+    assert log.get(record.id) == record
+    assert log.query() == [record]
+    assert [r for _, r in log.since(0)] == [record]
+
+
+def test_write_sync_round_trips_from_many_threads(log):
+    written: list[CallRecord] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        for i in range(100):
+            record = make(tool=f"tool_{n}", result_size=i)
+            log.write_sync(record)
+            with lock:
+                written.append(record)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert log.count() == 800
+    stored = {record.id: record for _, record in log.since(0, limit=10_000)}
+    assert stored == {record.id: record for record in written}
+
+
+@pytest.mark.asyncio
+async def test_arguments_reason_and_error_are_stored_redacted(log, db):
+    record = make(
+        arguments={"url": "https://x.io", "api_key": "hunter2", "cmd": f"push {GHP}"},
+        reason=f"arguments rejected at $.cmd: 'push {GHP}' is not allowed",
+        error=f"upstream said: bad credentials {GHP}",
+    )
+    await log.write(record)
+    with sqlite3.connect(db) as raw:
+        row = raw.execute("SELECT arguments, reason, error FROM calls").fetchone()
+    raw.close()
+    assert not any("hunter2" in column or "ghp_" in column for column in row)
+    stored = log.get(record.id)
+    assert stored is not None
+    assert stored.arguments == {
+        "url": "https://x.io",
+        "api_key": REDACTED,
+        "cmd": f"push {REDACTED}",
+    }
+    assert stored.error == f"upstream said: bad credentials {REDACTED}"
+
+
+@pytest.mark.asyncio
+async def test_stored_arguments_keep_to_the_cap(tmp_path):
+    with AuditLog(tmp_path / "audit.db", max_argument_bytes=256) as audit:
+        record = make(arguments={"content": "x" * 100_000})
+        await audit.write(record)
+        stored = audit.get(record.id)
+    assert stored is not None
+    assert len(compact(stored.arguments).encode()) <= 256
+    assert stored.arguments["content"].endswith("chars]")
+
+
+@pytest.mark.asyncio
+async def test_2000_writes_from_50_tasks_all_land_in_few_commits(log):
+    async def writer(task: int) -> list[str]:
+        ids = []
+        for n in range(40):
+            record = make(tool=f"tool_{task}", result_size=n)
+            await log.write(record)
+            ids.append(record.id)
+        return ids
+
+    started = time.perf_counter()
+    written = await asyncio.gather(*(writer(task) for task in range(50)))
+    elapsed = time.perf_counter() - started
+    assert log.count() == 2000
+    assert {record.id for _, record in log.since(0, limit=5000)} == {
+        record_id for ids in written for record_id in ids
+    }
+    assert log.commits <= 2000 // 4, "group commit should put many records in one commit"
+    assert elapsed < 20
+
+
+@pytest.mark.asyncio
+async def test_close_commits_everything_queued_first(db):
+    audit = AuditLog(db)
+    tasks = [asyncio.create_task(audit.write(make(result_size=n))) for n in range(300)]
+    await asyncio.sleep(0)  # one turn of the loop: every task has queued its record
+    audit.close()
+    await asyncio.gather(*tasks)
+    assert audit.count() == 300
+
+
+@pytest.mark.asyncio
+async def test_writing_after_close_raises_and_close_is_idempotent(log):
+    await log.write(make())
+    log.close()
+    log.close()
+    await log.aclose()
+    with pytest.raises(AuditError, match="closed"):
+        await log.write(make())
+    with pytest.raises(AuditError, match="closed"):
+        log.write_sync(make())
+    assert log.count() == 1  # reading still works
+
+
+@pytest.mark.asyncio
+async def test_cancelling_the_waiting_task_does_not_withdraw_the_record(log):
+    record = make()
+    task = asyncio.create_task(log.write(record))
+    await asyncio.sleep(0)  # the task has queued the record and waits for the commit
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    log.close()
+    assert log.get(record.id) == record
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"decision": "maybe"}, {"outcome": "fine"}, {"time": math.nan}],
+)
+def test_a_record_that_makes_no_sense_is_refused_before_queueing(log, bad):
+    with pytest.raises(AuditError, match="cannot record call"):
+        log.write_sync(make(**bad))
+    assert log.count() == 0
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@pytest.mark.asyncio
+async def test_a_failing_database_surfaces_to_the_waiting_writer(log, db):
+    await log.write(make())
+    with sqlite3.connect(db) as saboteur:
+        saboteur.execute("DROP TABLE calls")
+    saboteur.close()
+    with pytest.raises(AuditError, match="no such table") as caught:
+        await log.write(make())
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+    with pytest.raises(AuditError, match="no such table"):
+        log.write_sync(make())
+    with pytest.raises(AuditError, match="no such table"):
+        log.query()
+
+
+@pytest.mark.asyncio
+async def test_a_locked_database_fails_the_write_and_the_log_recovers(db):
+    with AuditLog(db, busy_timeout=0.05) as audit:
+        blocker = sqlite3.connect(db, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            lost = make()
+            with pytest.raises(AuditError, match="locked"):
+                await audit.write(lost)
+        finally:
+            blocker.close()
+        kept = make()
+        await audit.write(kept)
+        assert audit.get(lost.id) is None
+        assert audit.get(kept.id) == kept
+
+
+@pytest.mark.asyncio
+async def test_a_record_that_cannot_be_stored_fails_alone_in_its_batch(log, db):
+    first = make(tool="first")
+    await log.write(first)
+    records = [make(result_size=n) for n in range(30)]
+    records[15] = dataclasses.replace(records[15], id=first.id)
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # holds the writer up while all 30 queue
+        tasks = [asyncio.create_task(log.write(record)) for record in records]
+        await asyncio.sleep(0)  # every task has queued its record
+    finally:
+        blocker.close()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failed = [n for n, result in enumerate(results) if result is not None]
+    assert failed == [15]
+    assert isinstance(results[15], AuditError)
+    assert "UNIQUE" in str(results[15])
+    assert log.count() == 30
+    assert log.get(first.id) == first
+
+
+def test_the_disk_filling_up_surfaces_as_audit_error(db):
+    script = """
+import asyncio, resource, signal, sys, time
+from proxy.audit.log import AuditError, AuditLog, CallDecision, CallRecord, Outcome
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+log = AuditLog(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+async def main():
+    for n in range(10_000):
+        record = CallRecord(time=time.time(), client="c", server="s", tool="t",
+            arguments={"blob": "x" * 3000}, decision=CallDecision.ALLOWED, reason="r",
+            outcome=Outcome.OK)
+        try:
+            await log.write(record)
+        except AuditError as exc:
+            print("refused", record.id, exc, flush=True)
+            return
+        print("ok", record.id, flush=True)
+
+asyncio.run(main())
+log.close()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=SUBPROCESS_ENV,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(" ", 2) for line in done.stdout.splitlines()]
+    assert lines[-1][0] == "refused", done.stdout[-500:]
+    assert "disk" in lines[-1][2]
+    acknowledged = [record_id for word, record_id, *_ in lines if word == "ok"]
+    assert len(acknowledged) > 10
+    with AuditLog(db) as audit:
+        assert audit.get(lines[-1][1]) is None
+        assert [audit.get(record_id) is not None for record_id in acknowledged] == [True] * len(
+            acknowledged
+        )
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "audit.db"
+    path.write_bytes(b"this is not a database " * 100)
+    with pytest.raises(AuditError, match="not a database"):
+        AuditLog(path)
+
+
+def test_a_folder_that_cannot_be_made_is_an_audit_error(tmp_path):
+    (tmp_path / "plain-file").write_text("in the way")
+    with pytest.raises(AuditError, match="cannot open"):
+        AuditLog(tmp_path / "plain-file" / "audit.db")
+
+
+def test_a_log_from_a_newer_version_is_refused(db):
+    AuditLog(db).close()
+    with sqlite3.connect(db) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(AuditError, match="newer"):
+        AuditLog(db)
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+def test_the_database_is_in_wal_mode_with_its_schema_version(log, db):
+    log.write_sync(make())
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        raw.close()
+    assert db.with_name("audit.db-wal").exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        ("time >= 5 AND time < 10", "calls_time"),
+        ("server = 'files'", "calls_server"),
+        ("tool = 'read_file'", "calls_tool"),
+        ("decision = 'denied'", "calls_decision"),
+        ("client = 'cursor'", "calls_client"),
+    ],
+)
+def test_filters_are_served_by_an_index(log, db, where, index):
+    raw = sqlite3.connect(db)
+    try:
+        plan = raw.execute(
+            f"EXPLAIN QUERY PLAN SELECT * FROM calls WHERE {where} ORDER BY seq DESC LIMIT 100"
+        ).fetchall()
+    finally:
+        raw.close()
+    assert any(f"USING INDEX {index}" in row[-1] for row in plan), plan
+
+
+def test_folders_and_files_are_private_whatever_the_umask(tmp_path):
+    path = tmp_path / "new" / "deeper" / "audit.db"
+    tmp_mode = stat.S_IMODE(tmp_path.stat().st_mode)
+    old = os.umask(0)
+    try:
+        audit = AuditLog(path)
+        audit.write_sync(make())
+    finally:
+        os.umask(old)
+    try:
+
+        def mode(p: Path) -> int:
+            return stat.S_IMODE(p.stat().st_mode)
+
+        assert mode(path) == 0o600
+        assert mode(path.with_name("audit.db-wal")) == 0o600
+        assert mode(tmp_path / "new") == 0o700
+        assert mode(tmp_path / "new" / "deeper") == 0o700
+        assert mode(tmp_path) == tmp_mode  # a folder that was there is left alone
+    finally:
+        audit.close()
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@pytest.fixture
+def five(log: AuditLog) -> dict[str, CallRecord]:
+    records = {
+        "a": make(server="files", tool="read", client="claude", time=100.0),
+        "b": make(
+            server="files",
+            tool="write",
+            client="cursor",
+            time=200.0,
+            decision=CallDecision.DENIED,
+            outcome=Outcome.BLOCKED,
+        ),
+        "c": make(
+            server="git",
+            tool="push",
+            client="claude",
+            time=300.0,
+            decision=CallDecision.REFUSED,
+            outcome=Outcome.BLOCKED,
+        ),
+        "d": make(
+            server="git",
+            tool="status",
+            client="claude",
+            time=400.0,
+            decision=CallDecision.APPROVED,
+            outcome=Outcome.TOOL_ERROR,
+        ),
+        "e": make(server="files", tool="read", client="cursor", time=500.0),
+    }
+    for record in records.values():
+        log.write_sync(record)
+    return records
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, "edcba"),
+        ({"server": "files"}, "eba"),
+        ({"tool": "read"}, "ea"),
+        ({"decision": "denied"}, "b"),
+        ({"decision": CallDecision.ALLOWED}, "ea"),
+        ({"client": "claude"}, "dca"),
+        ({"outcome": Outcome.BLOCKED}, "cb"),
+        ({"start": 200.0, "end": 400.0}, "cb"),
+        ({"server": "files", "client": "cursor"}, "eb"),
+        ({"server": "nowhere"}, ""),
+    ],
+)
+def test_query_filters_newest_first(log, five, filters, expected):
+    assert log.query(**filters) == [five[name] for name in expected]
+    assert log.count(**filters) == len(expected)
+
+
+def test_query_pages_back_by_id(log, five):
+    assert log.query(limit=2) == [five["e"], five["d"]]
+    assert log.query(limit=2, before_id=five["d"].id) == [five["c"], five["b"]]
+    assert log.query(limit=2, before_id=five["b"].id) == [five["a"]]
+    assert log.query(limit=2, before_id=five["a"].id) == []
+    assert log.query(before_id="no-such-id") == []
+    assert log.query(limit=0) == []
+    with pytest.raises(ValueError, match="negative"):
+        log.query(limit=-1)
+
+
+def test_since_follows_new_records_in_commit_order(log):
+    assert log.latest_rowid() == 0
+    first = [make(result_size=n) for n in range(3)]
+    for record in first:
+        log.write_sync(record)
+    seen = log.since(0)
+    assert [record for _, record in seen] == first
+    rowids = [rowid for rowid, _ in seen]
+    assert rowids == sorted(rowids)
+    assert log.latest_rowid() == rowids[-1]
+    assert log.since(rowids[-1]) == []
+    later = make(tool="later")
+    log.write_sync(later)
+    assert [record for _, record in log.since(rowids[-1])] == [later]
+    assert log.since(0, limit=2) == seen[:2]
+
+
+READ_IDS = """
+import sys
+from proxy.audit.log import AuditLog
+with AuditLog(sys.argv[1]) as log:
+    print("\\n".join(record.id for record in log.query(limit=1000)))
+"""
+
+
+def read_ids_in_another_process(db: Path) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", READ_IDS, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=SUBPROCESS_ENV,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_another_process_reads_committed_rows_while_the_writer_is_open(log, db):
+    records = [make(result_size=n) for n in range(20)]
+    for record in records:
+        log.write_sync(record)
+    assert read_ids_in_another_process(db) == [record.id for record in reversed(records)]
+    later = make(tool="later")
+    log.write_sync(later)
+    assert read_ids_in_another_process(db)[0] == later.id
+
+
+# ---------------------------------------------------------------------------- kill -9
+
+
+class Lines:
+    """A process's output lines as they come, read by a thread so waits can time out."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next(self, timeout: float) -> str:
+        line = self._lines.get(timeout=timeout)
+        if line is None:
+            raise EOFError("the writer stopped")
+        return line
+
+    def rest(self, timeout: float) -> list[str]:
+        """Every line left, once the stream has ended."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive()
+        lines = []
+        while (line := self._lines.get_nowait()) is not None:
+            lines.append(line)
+        return lines
+
+
+def complete_ids(lines: list[str]) -> list[str]:
+    """The ids printed in full; a line cut short by the kill proves nothing."""
+    return [line.strip() for line in lines if line.endswith("\n") and len(line.strip()) == 32]
+
+
+def test_every_acknowledged_write_survives_kill_9(db):
+    with subprocess.Popen(
+        [sys.executable, str(WRITER), str(db), "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=SUBPROCESS_ENV,
+    ) as writer:
+        assert writer.stdout is not None
+        assert writer.stderr is not None
+        lines = Lines(writer.stdout)
+        try:
+            printed = [lines.next(TIMEOUT) for _ in range(500)]
+            # Meanwhile, another process's writes are readable here as they commit.
+            with AuditLog(db) as reader:
+                early = complete_ids(printed[:100])
+                assert [reader.get(record_id) is not None for record_id in early] == [True] * 100
+        except (EOFError, queue.Empty):
+            writer.kill()
+            writer.wait(TIMEOUT)
+            pytest.fail(f"the writer did not write: {writer.stderr.read()}")
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(TIMEOUT)
+        printed += lines.rest(TIMEOUT)
+    assert writer.returncode == -signal.SIGKILL
+    acknowledged = complete_ids(printed)
+    assert len(acknowledged) >= 500
+    with AuditLog(db) as audit:
+        stored = {record.id for _, record in audit.since(0, limit=10_000_000)}
+    missing = [record_id for record_id in acknowledged if record_id not in stored]
+    assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged writes lost"
+
+
+async def test_a_lone_write_commits_on_the_spot(log: AuditLog) -> None:
+    record = make()
+    await log.write(record, alone=True)
+    assert log.get(record.id) is not None
+    assert log.commits == 1
+    duplicate = make(id=record.id)
+    with pytest.raises(AuditError, match="not recorded"):
+        await log.write(duplicate, alone=True)
+    log.close()
+    with pytest.raises(AuditError, match="closed"):
+        await log.write(make(), alone=True)
+
+
+async def test_a_lone_write_while_others_queue_joins_their_group_commit(log: AuditLog) -> None:
+    import asyncio
+
+    records = [make() for _ in range(200)]
+    await asyncio.gather(*(log.write(r) for r in records[:-1]), log.write(records[-1], alone=True))
+    assert all(log.get(r.id) is not None for r in records)
+    assert log.commits < 100

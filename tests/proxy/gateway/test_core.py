@@ -1,0 +1,274 @@
+"""End to end: the SDK's Client -> `lockgate serve` (HTTP) -> real MCP servers.
+
+Transparency is checked against a direct connection to the same server; enforcement is
+checked on the client's side (what the agent sees) and on the upstream's side (what the
+server received, recorded by tests/servers/tee.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+
+from tests.support.live import EVERYTHING_JS
+
+pytestmark = pytest.mark.slow
+
+
+def tool_calls_received(gateway, tool: str) -> list[dict]:
+    return [
+        m
+        for m in gateway.upstream_saw()
+        if m.get("method") == "tools/call" and m["params"]["name"] == tool
+    ]
+
+
+def text_of(result) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+async def test_tools_resources_prompts_pass_through_unchanged(live_gateway):
+    direct = StdioServerParameters(command="node", args=[str(EVERYTHING_JS), "stdio"])
+    async with Client(direct, mode="legacy") as plain, live_gateway.client() as proxied:
+        direct_tools = (await plain.list_tools()).tools
+        proxied_tools = (await proxied.list_tools()).tools
+        assert [t.model_dump() for t in proxied_tools] == [t.model_dump() for t in direct_tools]
+        assert proxied.server_info.name == plain.server_info.name
+
+        echo = await proxied.call_tool("echo", {"message": "hi"})
+        assert (text_of(echo), echo.is_error) == ("Echo: hi", False)
+
+        resources = (await proxied.list_resources()).resources
+        assert [r.uri for r in resources] == [
+            r.uri for r in (await plain.list_resources()).resources
+        ]
+        read = await proxied.read_resource(resources[0].uri)
+        assert read.contents
+        templates = await proxied.list_resource_templates()
+        assert templates.resource_templates
+
+        prompts = [p.name for p in (await proxied.list_prompts()).prompts]
+        assert prompts == [p.name for p in (await plain.list_prompts()).prompts]
+        got = await proxied.get_prompt("simple-prompt")
+        assert got.messages
+
+        completion = await proxied.complete(
+            types.PromptReference(type="ref/prompt", name="completable-prompt"),
+            {"name": "department", "value": "E"},
+        )
+        assert completion.completion.values
+        with pytest.warns(MCPDeprecationWarning):  # deprecated in 2026-07-28, still forwarded
+            await proxied.set_logging_level("debug")
+        with pytest.warns(MCPDeprecationWarning):
+            await proxied.send_ping()
+
+
+async def test_progress_reaches_the_client_with_its_own_token(live_gateway):
+    seen = []
+
+    async def on_progress(progress, total, message):
+        seen.append((progress, total))
+
+    async with live_gateway.client() as client:
+        result = await client.call_tool(
+            "trigger-long-running-operation",
+            {"duration": 0.4, "steps": 4},
+            progress_callback=on_progress,
+        )
+    assert not result.is_error
+    assert seen == [(1.0, 4.0), (2.0, 4.0), (3.0, 4.0), (4.0, 4.0)]
+    call = tool_calls_received(live_gateway, "trigger-long-running-operation")[-1]
+    upstream_token = call["params"]["_meta"]["progressToken"]
+    assert upstream_token == call["id"]  # the upstream dispatcher's own token, not the client's
+
+
+async def test_server_to_client_requests_are_routed_back(live_gateway):
+    asked = []
+
+    async def sampling(ctx, params):
+        asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="sampled by client"),
+            model="test-model",
+        )
+
+    async def elicitation(ctx, params):
+        asked.append("elicitation")
+        return types.ElicitResult(action="decline")
+
+    async def roots(ctx):
+        asked.append("roots")
+        return types.ListRootsResult(roots=[types.Root(uri="file:///tmp/work", name="work")])
+
+    async with live_gateway.client(
+        sampling_callback=sampling, elicitation_callback=elicitation, list_roots_callback=roots
+    ) as client:
+        sampled = await client.call_tool(
+            "trigger-sampling-request", {"prompt": "hello", "maxTokens": 10}
+        )
+        assert "sampled by client" in text_of(sampled)
+        await client.call_tool("trigger-elicitation-request", {})
+        listed = await client.call_tool("get-roots-list", {})
+        assert "file:///tmp/work" in text_of(listed)
+    assert {"sampling", "elicitation", "roots"} <= set(asked)
+
+
+async def test_a_cancelled_call_is_cancelled_upstream_with_the_upstreams_id(live_gateway):
+    async with live_gateway.client() as client:
+        with anyio.move_on_after(0.5):
+            await client.call_tool("trigger-long-running-operation", {"duration": 5, "steps": 5})
+        # the session goes on working
+        assert text_of(await client.call_tool("echo", {"message": "after"})) == "Echo: after"
+    call = tool_calls_received(live_gateway, "trigger-long-running-operation")[-1]
+    cancels = [
+        m for m in live_gateway.upstream_saw() if m.get("method") == "notifications/cancelled"
+    ]
+    assert any(c["params"]["requestId"] == call["id"] for c in cancels)
+
+
+async def test_other_servers_and_a_remote_http_upstream(live_gateway):
+    async with live_gateway.client("time") as client:
+        tools = [t.name for t in (await client.list_tools()).tools]
+        assert "get_current_time" in tools
+        result = await client.call_tool("get_current_time", {"timezone": "UTC"})
+        assert json.loads(text_of(result))["timezone"] == "UTC"
+    async with live_gateway.client("remote") as client:
+        assert text_of(await client.call_tool("echo", {"message": "far"})) == "Echo: far"
+
+
+POLICY = {
+    "version": "1",
+    "default": "allow",
+    "tools": {
+        "everything/get-env": {"action": "deny", "hide": True},
+        "get-tiny-image": {"action": "deny", "reason": "No images today."},
+        "echo": {"arguments": {"properties": {"message": {"maxLength": 10}}}},
+        "get-sum": {"rate_limit": {"max": 2, "window": 3600}},
+        "get-structured-content": {"action": "ask", "approval": {"timeout": 30}},
+    },
+}
+
+
+async def test_blocked_calls_are_answered_by_lockgate_and_never_reach_the_server(live_gateway):
+    live_gateway.write_policy(POLICY)
+    async with live_gateway.client() as client:
+        await wait_until_blocked(client, "get-tiny-image", {})
+
+        denied = await client.call_tool("get-tiny-image", {})
+        assert denied.is_error
+        assert text_of(denied) == (
+            "Lockgate's policy blocked this call to everything/get-tiny-image: No images today. "
+            '[rule "get-tiny-image"].'
+        )
+
+        too_long = await client.call_tool("echo", {"message": "x" * 11})
+        assert too_long.is_error
+        assert "arguments rejected at $.message" in text_of(too_long)
+        assert text_of(await client.call_tool("echo", {"message": "short"})) == "Echo: short"
+
+        sums = [await client.call_tool("get-sum", {"a": 1, "b": 2}) for _ in range(3)]
+        assert [s.is_error for s in sums] == [False, False, True]
+        assert "at most 2 calls per hour for this client" in text_of(sums[2])
+        assert "Retry in" in text_of(sums[2])
+
+        asked = await client.call_tool("get-structured-content", {"location": "New York"})
+        assert asked.is_error  # `lockgate serve` alone has nobody to ask
+        assert "no one is there to ask" in text_of(asked)
+
+        listed = [t.name for t in (await client.list_tools()).tools]
+        assert "get-env" not in listed
+        with pytest.raises(MCPError) as info:
+            await client.call_tool("get-env", {})
+        assert info.value.code == -32602
+        assert info.value.message == "Unknown tool: get-env"
+
+    assert tool_calls_received(live_gateway, "get-tiny-image") == []
+    assert tool_calls_received(live_gateway, "get-env") == []
+    assert tool_calls_received(live_gateway, "get-structured-content") == []
+    assert [
+        c["params"]["arguments"]["message"] for c in tool_calls_received(live_gateway, "echo")
+    ] == ["short"]
+    assert len(tool_calls_received(live_gateway, "get-sum")) == 2
+
+
+async def wait_until_blocked(client, tool, arguments, timeout=5.0):
+    """The policy was just written: wait (on the real reload) until it is in force."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await client.call_tool(tool, arguments)
+        if result.is_error and "Lockgate's policy blocked" in text_of(result):
+            return result
+        assert time.monotonic() < deadline, "the new policy did not come into force"
+        await anyio.sleep(0.05)
+
+
+async def test_hiding_a_tool_tells_connected_clients_the_list_changed(live_gateway):
+    changed = anyio.Event()
+
+    async def on_message(message):
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    # mcp-server-time never sends list_changed itself: the notification can only be Lockgate's.
+    async with live_gateway.client("time", message_handler=on_message) as client:
+        assert "convert_time" in [t.name for t in (await client.list_tools()).tools]
+        live_gateway.write_policy(
+            {
+                "version": "1",
+                "default": "allow",
+                "tools": {"time/convert_time": {"action": "deny", "hide": True}},
+            }
+        )
+        with anyio.fail_after(5):
+            await changed.wait()
+        assert [t.name for t in (await client.list_tools()).tools] == ["get_current_time"]
+
+
+async def test_every_call_is_in_the_audit_log_with_its_client(live_gateway):
+    live_gateway.write_policy(POLICY)
+    async with live_gateway.client(client="cursor") as client:
+        await wait_until_blocked(client, "get-tiny-image", {})
+        await client.call_tool("echo", {"message": "logged"})
+    result = live_gateway.lockgate("log", "--json", "--client", "cursor")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    echo = [r for r in records if r["tool"] == "echo"]
+    assert echo[-1]["decision"] == "allowed"
+    assert echo[-1]["outcome"] == "ok"
+    assert echo[-1]["arguments"] == {"message": "logged"}
+    assert echo[-1]["server"] == "everything"
+    images = [r for r in records if r["tool"] == "get-tiny-image"]
+    assert images[-1]["decision"] == "denied"
+    assert images[-1]["outcome"] == "blocked"
+    assert images[-1]["rule"] == "get-tiny-image"
+    assert {"time", "client", "server", "tool", "decision", "outcome"} <= set(images[-1])
+
+
+async def test_a_server_that_only_speaks_sse_is_reached_by_the_fallback(tmp_path):
+    # servers.json gives only the URL, as a client config would: Lockgate tries
+    # streamable HTTP, the old server refuses it, and Lockgate falls back to SSE.
+    from tests.support.live import LiveGateway, everything_over_http
+
+    with everything_over_http("sse") as sse_url:
+        gateway = LiveGateway(tmp_path / "config", tmp_path / "data", tmp_path / "tee.jsonl")
+        gateway.config_dir.mkdir()
+        gateway.data_dir.mkdir()
+        (gateway.config_dir / "servers.json").write_text(
+            json.dumps({"mcpServers": {"legacy": {"url": sse_url}}})
+        )
+        gateway.write_policy({"version": "1", "default": "allow"})
+        gateway.start()
+        try:
+            async with gateway.client("legacy") as client:
+                assert "echo" in [t.name for t in (await client.list_tools()).tools]
+                result = await client.call_tool("echo", {"message": "over sse"})
+                assert text_of(result) == "Echo: over sse"
+        finally:
+            gateway.stop()
