@@ -41,7 +41,7 @@ from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
-from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome
+from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome, _insert_step
 from proxy.config.paths import Paths
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted
 
@@ -208,7 +208,7 @@ def fill_audit(path: Path, rows: int) -> float:
                 result_size=40,
             )
             last = concurrent.futures.Future()
-            audit._submit(record, last)  # queued: the writer commits them in large groups
+            audit._enqueue((_insert_step(record, 1 << 16),), last)  # the writer groups them
             if i % 20000 == 0:
                 last.result()
         if last is not None:

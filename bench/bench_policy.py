@@ -21,6 +21,7 @@ import random
 import statistics
 import sys
 import time
+from typing import Any
 
 from proxy.policy.decide import Enforcer, ToolCall, decide
 from proxy.policy.limits import Counters
@@ -31,7 +32,7 @@ SERVERS = ["devtools", "filesystem", "github", "git", "fetch", "memory", "slack"
 
 def build_policy(n_rules: int, rng: random.Random) -> tuple[Policy, list[ToolCall]]:
     """A realistic mix: mostly exact rules, some globs, some limits and argument schemas."""
-    tools: dict[str, dict] = {}
+    tools: dict[str, dict[str, Any]] = {}
     calls: list[ToolCall] = []
     for i in range(n_rules):
         server = SERVERS[i % len(SERVERS)]
@@ -44,7 +45,7 @@ def build_policy(n_rules: int, rng: random.Random) -> tuple[Policy, list[ToolCal
             pattern, tool = f"{server}/grp{i}_*", f"grp{i}_x"
         else:
             pattern, tool = f"*thing{i}*", f"a_thing{i}_b"
-        rule: dict = rng.choice(
+        rule: dict[str, Any] = rng.choice(
             [
                 {"action": "allow"},
                 {"action": "deny", "reason": "no"},

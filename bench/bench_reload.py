@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from proxy.config.watch import DEBOUNCE_SECONDS
 from proxy.gateway.events import EventBus, PolicyReloaded
@@ -26,7 +27,7 @@ from proxy.policy.model import load_policy
 from proxy.policy.store import PolicyStore, PolicyWatcher
 
 
-def policy(i: int, rules: int) -> dict:
+def policy(i: int, rules: int) -> dict[str, Any]:
     tools = {
         f"srv/tool_{j}": {"action": "deny" if j % 3 else "allow", "reason": f"rule {j}"}
         for j in range(rules)
@@ -34,7 +35,7 @@ def policy(i: int, rules: int) -> dict:
     return {"version": "1", "default": "ask", "description": f"version {i}", "tools": tools}
 
 
-def save(path: Path, document: dict) -> None:
+def save(path: Path, document: dict[str, Any]) -> None:
     tmp = path.with_name(".policy.json.tmp")
     tmp.write_text(json.dumps(document))
     os.replace(tmp, path)

@@ -14,7 +14,9 @@ import json
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from proxy.policy.risk import Category, classify
 
@@ -57,7 +59,7 @@ def main() -> None:
 
     tools = [item["tool"] for item in items]
 
-    def per_tool(fn) -> float:
+    def per_tool(fn: Callable[[dict[str, Any]], object]) -> float:
         runs = []
         for _ in range(20):
             start = time.perf_counter()

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx2
@@ -32,9 +33,12 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication, QPushButton
 
 from desktop.app import LockgateApp
+from desktop.approvals import digest_of
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
 from proxy.config.tokens import TokenStore
+from proxy.gateway.control import GatewayControl
+from proxy.gateway.events import ApprovalPending
 
 REPO = Path(__file__).resolve().parent.parent
 EVERYTHING = (
@@ -175,7 +179,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="lockgate-shots-"))
     paths = Paths(config_dir=root / "config", data_dir=root / "data")
     paths.config_dir.mkdir()
-    servers = {
+    servers: dict[str, dict[str, object]] = {
         "everything": {"command": "node", "args": [str(EVERYTHING), "stdio"]},
         "time": {"command": str(BIN / "mcp-server-time")},
         "misbehaving": {
@@ -202,7 +206,7 @@ def main() -> int:
         port=0,
         home=home,
         launcher=[str(BIN / "lockgate")],
-        secrets=SecretStore(fail.Keyring()),
+        secrets=SecretStore(fail.Keyring()),  # type: ignore[no-untyped-call]
     )
     app.start()
     wait_until(lambda: app.state.running, 30, "the gateway")
@@ -212,8 +216,10 @@ def main() -> int:
     wait_until(lambda: app.tools.rowCount() > 0, 60, "the tools list")
     assert app.host.info is not None
     ready = threading.Event()
+    assert app.host.info is not None
+    port = app.host.info.port
     driver = threading.Thread(
-        target=lambda: asyncio.run(traffic(app.host.info.port, tokens, env, ready)), daemon=True
+        target=lambda: asyncio.run(traffic(port, tokens, env, ready)), daemon=True
     )
     driver.start()
     wait_until(ready.is_set, 180, "the traffic")
@@ -264,13 +270,18 @@ def main() -> int:
     wait_until(lambda: app.state.policy_error is None, 10, "the policy fixed")
 
     for pending in list(app.pending.items.values()):
-        app.host.call(lambda c, p=pending: c.answer(p.approval_id, False, digest=p.digest))
+        app.host.call(partial(_refuse, pending))
     QTimer.singleShot(0, app.quit)
     settle(1.0)
     app.quit()
     driver.join(15)
     shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def _refuse(pending: ApprovalPending, control: GatewayControl) -> None:
+    """Refuse a call still waiting once the photographs are taken (the run ends)."""
+    control.answer(pending.approval_id, False, digest=digest_of(pending))
 
 
 if __name__ == "__main__":

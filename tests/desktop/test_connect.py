@@ -54,7 +54,6 @@ def app(qtbot: Any, app_paths: Paths, os_keyring: Any, tmp_path: Path) -> Any:
         home=home,
         launcher=[lockgate_command()],
     )
-    app.home = home
     app.start()
     qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
     try:

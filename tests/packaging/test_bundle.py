@@ -256,7 +256,9 @@ async def test_the_bundled_app_starts_under_xvfb_and_serves_tool_calls(
         assert app.poll() is None, log.read_text(errors="replace")
     for pid in upstreams:  # the stdio session ended, and its server with it
         eventually_sync(
-            lambda pid=pid: not Path(f"/proc/{pid}").exists(), "the upstream to end", timeout=10
+            lambda pid=pid: not Path(f"/proc/{pid}").exists(),  # type: ignore[misc]
+            "the upstream to end",
+            timeout=10,
         )
 
 

@@ -20,18 +20,19 @@ def main() -> int:
         command, stdin=subprocess.PIPE, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer
     )
     assert child.stdin is not None
+    to_child = child.stdin
 
     def pump() -> None:
         with open(log_path, "ab", buffering=0) as log:
             for line in sys.stdin.buffer:
                 log.write(line)
                 try:
-                    child.stdin.write(line)
-                    child.stdin.flush()
+                    to_child.write(line)
+                    to_child.flush()
                 except BrokenPipeError:
                     break
         with contextlib.suppress(BrokenPipeError):
-            child.stdin.close()
+            to_child.close()
 
     threading.Thread(target=pump, daemon=True).start()
     return child.wait()

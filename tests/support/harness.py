@@ -17,7 +17,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,8 @@ class Harness:
                 **options,
             )
         )
-        done, _ = await asyncio.wait({ready, self._task}, timeout=30, return_when="FIRST_COMPLETED")
+        waiting: set[asyncio.Future[Any]] = {ready, self._task}
+        done, _ = await asyncio.wait(waiting, timeout=30, return_when="FIRST_COMPLETED")
         if self._task in done:
             await self._task  # raises what went wrong
         self.gateway, self.info = ready.result()
@@ -252,7 +253,9 @@ class HttpSession:
         return self.session_id
 
     async def post(
-        self, message: dict[str, Any], headers: list[tuple[str, str]] | None = None
+        self,
+        message: dict[str, Any],
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
     ) -> httpx2.Response:
         body = json.dumps({"jsonrpc": "2.0", **message})
         return await self.http.post(

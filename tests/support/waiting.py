@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, overload
 
 __all__ = ["eventually", "eventually_sync"]
 
@@ -21,13 +21,33 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 20.0
 
 
+@overload
 async def eventually(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
+    what: str = ...,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    condition: Callable[[], T | None],
+    what: str = ...,
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+) -> T: ...
+
+
+async def eventually(
+    condition: Callable[[], Any],
     what: str = "the condition",
     *,
     timeout: float = DEFAULT_TIMEOUT,
     interval: float = 0.005,
-) -> T:
+) -> Any:
     """``condition()``'s first true value, polled on this loop every ``interval`` s; a
     condition may be a coroutine function (one that asks the gateway, say).
 
@@ -40,14 +60,14 @@ async def eventually(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return cast(T, value)
+            return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
 def eventually_sync(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     what: str = "the condition",
     *,
     timeout: float = DEFAULT_TIMEOUT,

@@ -492,13 +492,14 @@ async def test_a_security_header_given_twice_is_refused(tmp_path, header):
         own = dict(attacker.headers())
         own.setdefault("origin", "http://127.0.0.1")
         host = urlsplit(url).netloc
-        twice = {
+        choices: dict[str, list[Any]] = {
             "mcp-session-id": [victim.session_id, attacker.session_id],
             "authorization": [own["Authorization"], victim.headers()["Authorization"]],
             "host": [host, host],
             "origin": ["http://127.0.0.1", "http://127.0.0.1"],
             "mcp-protocol-version": ["2025-06-18", "2025-06-18"],
-        }[header]
+        }
+        twice = choices[header]
         headers = [(k, v) for k, v in own.items() if k.lower() != header]
         headers += [(header, value) for value in twice]
         if header == "host":  # httpx will not send it: raw HTTP, as an attacker would

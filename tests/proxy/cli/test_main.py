@@ -646,7 +646,8 @@ def test_risk_unreadable_file_is_a_usage_error(cli: Cli, tmp_path: Path, kind: s
 
 
 def paths_shown(out: str) -> dict[str, str]:
-    return dict(tuple(part.strip() for part in line.split(":", 1)) for line in out.splitlines())
+    pairs = (line.split(":", 1) for line in out.splitlines())
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def test_paths_follow_the_environment(cli: Cli, lockgate_dirs: tuple[Path, Path]) -> None:

@@ -47,13 +47,17 @@ def test_client_config_shapes_load_as_they_are():
     assert servers["filesystem"] == StdioServer(
         "filesystem", "npx", ("-y", "@modelcontextprotocol/server-filesystem", "/home/ann/projects")
     )
-    assert servers["github"].env == {"GITHUB_PERSONAL_ACCESS_TOKEN": "keyring:github"}
+    github = servers["github"]
+    assert isinstance(github, StdioServer)
+    assert github.env == {"GITHUB_PERSONAL_ACCESS_TOKEN": "keyring:github"}
     assert servers["docs"] == HttpServer(
         "docs", "https://docs.example.test/mcp", {"Authorization": "keyring:docs"}
     )
     assert servers["legacy"].transport == "sse"
     assert servers["docs"].transport == "http"
-    assert servers["local"].cwd == "/srv/mcp"
+    local = servers["local"]
+    assert isinstance(local, StdioServer)
+    assert local.cwd == "/srv/mcp"
 
 
 def test_vs_code_servers_key_and_type_field():
@@ -133,9 +137,12 @@ def test_keyring_references_resolve_only_in_memory(os_keyring, tmp_path):
     servers = load_servers(path)
     assert secret_references(servers["gh"]) == [name]
     resolved = resolve_secrets(servers["gh"], store)
+    assert isinstance(resolved, StdioServer)
     assert resolved.env == {"TOKEN": "ghp_real_value", "PLAIN": "x"}
     assert resolved.args == ("--verbose",)
-    assert resolve_secrets(servers["web"], store).headers == {"Authorization": "ghp_real_value"}
+    web = resolve_secrets(servers["web"], store)
+    assert isinstance(web, HttpServer)
+    assert web.headers == {"Authorization": "ghp_real_value"}
     assert "ghp_real_value" not in path.read_text()
     assert "ghp_real_value" not in repr(servers["gh"])
 

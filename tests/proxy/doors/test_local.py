@@ -298,7 +298,7 @@ def test_an_answer_the_sdk_cannot_write_becomes_an_error_for_its_request():
     # session (it used to raise out of the session's writer task).
     from mcp.shared.message import SessionMessage
 
-    from proxy.doors.local import _line_or_error
+    from proxy.doors.connect import _line_or_error
 
     deep = json.loads("[" * 300 + "]" * 300)
     answer = SessionMessage(types.JSONRPCResponse(jsonrpc="2.0", id=3, result={"x": deep}))

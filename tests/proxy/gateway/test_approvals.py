@@ -20,7 +20,7 @@ def asked(timeout: float = 5.0) -> Decision:
 def broker():
     events: list = []
     b = ApprovalBroker(events.append)
-    b.events = events
+    b.events = events  # type: ignore[attr-defined]  # what the broker emitted, for the tests
     return b
 
 

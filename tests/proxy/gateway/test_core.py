@@ -39,6 +39,8 @@ async def test_tools_resources_prompts_pass_through_unchanged(live_gateway):
         direct_tools = (await plain.list_tools()).tools
         proxied_tools = (await proxied.list_tools()).tools
         assert [t.model_dump() for t in proxied_tools] == [t.model_dump() for t in direct_tools]
+        assert proxied.server_info is not None
+        assert plain.server_info is not None
         assert proxied.server_info.name == plain.server_info.name
 
         echo = await proxied.call_tool("echo", {"message": "hi"})
@@ -105,7 +107,9 @@ async def test_server_to_client_requests_are_routed_back(live_gateway):
 
     async def roots(ctx):
         asked.append("roots")
-        return types.ListRootsResult(roots=[types.Root(uri="file:///tmp/work", name="work")])
+        return types.ListRootsResult(
+            roots=[types.Root.model_validate({"uri": "file:///tmp/work", "name": "work"})]
+        )
 
     async with live_gateway.client(
         sampling_callback=sampling, elicitation_callback=elicitation, list_roots_callback=roots

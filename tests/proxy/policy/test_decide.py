@@ -4,6 +4,7 @@ is told."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -143,7 +144,8 @@ def test_specificity_order(server, tool, winner):
 
 
 def test_tie_goes_to_the_rule_written_first_whichever_it_is():
-    reordered = dict(reversed(list({"*delete*": {}, "delete*": {}}.items())))
+    rules: dict[str, dict[str, Any]] = {"*delete*": {}, "delete*": {}}
+    reordered = dict(reversed(list(rules.items())))
     decision = decide(policy(reordered), ToolCall("s", "delete_x"), Counters(), 0.0)
     assert decision.rule == "delete*"
 

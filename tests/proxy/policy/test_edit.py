@@ -45,7 +45,9 @@ def test_changing_a_rule_replaces_only_its_text_and_keeps_its_other_fields(polic
     }""",
         '{"action": "deny", "reason": "deleting is final", "approval": {"timeout": 30}}',
     )
-    assert load_policy(policy).rule_for("fs", "delete_file").action.value == "deny"
+    rule = load_policy(policy).rule_for("fs", "delete_file")
+    assert rule is not None
+    assert rule.action.value == "deny"
 
 
 def test_a_new_rule_is_added_last_with_the_files_indentation(policy):
@@ -95,7 +97,9 @@ def test_a_missing_file_starts_from_the_shipped_default(tmp_path):
     path = tmp_path / "policy.json"
     edit_rule(path, "echo", {"action": "deny"})
     policy = load_policy(path)
-    assert policy.rule_for("everything", "echo").action.value == "deny"
+    rule = policy.rule_for("everything", "echo")
+    assert rule is not None
+    assert rule.action.value == "deny"
     assert policy.default.value == "ask"
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
 

@@ -128,7 +128,8 @@ def test_default(top, default):
 
 
 def test_schema_and_description_fields_are_allowed():
-    policy = parse_policy(policy_text(**{"$schema": "./policy.schema.json", "description": "mine"}))
+    top = {"$schema": "./policy.schema.json", "description": "mine"}
+    policy = parse_policy(policy_text(None, **top))
     assert policy.description == "mine"
 
 
@@ -463,12 +464,16 @@ def test_policy_md_example_passes_the_shipped_schema():
 
 def test_rule_for_uses_the_specificity_order_and_candidates_lists_all():
     policy = parse_policy(POLICY_MD_EXAMPLE)
-    assert policy.rule_for("devtools", "git_delete").pattern.text == "devtools/git_*"
+    scoped = policy.rule_for("devtools", "git_delete")
+    assert scoped is not None
+    assert scoped.pattern.text == "devtools/git_*"
     assert [r.pattern.text for r in policy.candidates("devtools", "git_delete")] == [
         "devtools/git_*",
         "*delete*",
     ]
-    assert policy.rule_for("other", "git_delete").pattern.text == "*delete*"
+    glob = policy.rule_for("other", "git_delete")
+    assert glob is not None
+    assert glob.pattern.text == "*delete*"
     assert policy.rule_for("other", "nothing") is None
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ class Watched:
         self.bus = EventBus()
         self.events: asyncio.Queue = asyncio.Queue()
         self.bus.subscribe(self.events.put_nowait)
-        self.swapped = []
+        self.swapped: list[Any] = []
         self.store = PolicyStore(path, self.bus.emit, self.swapped.append)
         self.watcher = PolicyWatcher(self.store)
 
@@ -146,7 +147,7 @@ def test_load_without_a_loop(tmp_path):
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(GOOD))
     bus = EventBus()
-    seen = []
+    seen: list[Any] = []
     bus.subscribe(seen.append)
     store = PolicyStore(path, bus.emit)
     assert store.load() is True
@@ -156,7 +157,7 @@ def test_load_without_a_loop(tmp_path):
 
 def test_a_failing_subscriber_does_not_stop_the_others():
     bus = EventBus()
-    seen = []
+    seen: list[Any] = []
 
     def broken(event):
         raise RuntimeError("boom")

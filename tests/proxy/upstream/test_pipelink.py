@@ -21,6 +21,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 
 from proxy.config.paths import Paths
@@ -134,11 +135,11 @@ async def test_a_server_that_exits_mid_call_fails_every_call_in_flight():
 
 
 async def test_progress_comes_to_the_caller_and_server_requests_to_the_handler():
-    progress: list[tuple[float, float | None]] = []
+    seen: list[tuple[float, float | None]] = []
     asked: list[str] = []
 
-    async def on_progress(value: float, total: float | None, _message: str | None) -> None:
-        progress.append((value, total))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total))
 
     async def on_request(_ctx: object, method: str, _params: Mapping[str, Any] | None) -> dict:
         asked.append(method)
@@ -148,14 +149,14 @@ async def test_progress_comes_to_the_caller_and_server_requests_to_the_handler()
         long = await link.send_raw_request(
             "tools/call",
             {"name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 2}},
-            {"on_progress": on_progress},
+            CallOptions(on_progress=on_progress),
         )
         sampled = await link.send_raw_request(
             "tools/call",
             {"name": "trigger-sampling-request", "arguments": {"prompt": "p", "maxTokens": 5}},
         )
     assert "content" in long
-    assert progress == [(1, 2), (2, 2)]
+    assert seen == [(1, 2), (2, 2)]
     assert asked == ["sampling/createMessage"]
     assert "hi" in str(sampled)
 
