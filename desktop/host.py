@@ -4,9 +4,10 @@ crossing between that loop and the GUI.
 Everything the GUI hears comes through one deque: the gateway's events (appended by a bus
 subscriber on the loop thread), the answers to what the GUI asked of the gateway, and the
 host's own news (ready, failed, stopped). :class:`EventPump` drains it on the GUI thread
-every 50 ms (150 ms under heavy traffic) and hands it on in batches. Measured for
-issue 4: a deque drained by a ~50 ms timer absorbed 55,000 rows/s with the GUI heartbeat
-late by 34 ms at p99, where one queued signal per event froze the GUI for over a minute.
+every 50 ms (150 ms under heavy traffic) and hands it on in batches. Measured with
+bench/bench_gui.py: a deque drained by a ~50 ms timer absorbed 55,000 rows/s with the GUI
+heartbeat late by 34 ms at p99, where one queued signal per event froze the GUI for over
+a minute.
 
 The GUI asks the gateway for things with :meth:`GatewayHost.call` (a function run on the
 loop thread), :meth:`GatewayHost.run` (a coroutine on the loop) and

@@ -1,1 +1,22 @@
-"""Lockgate's proxy core: policy, decisions, risk, gateway. Runs headless; never imports Qt."""
+"""Lockgate's proxy: the gateway between MCP clients and their servers, with no Qt.
+
+The map (docs/architecture.md has the picture and the path of one call):
+
+- :mod:`proxy.doors`: where clients come in: streamable HTTP (``http``), the Unix
+  socket (``local``, with its ``connect`` and ``control`` doors and the ``fastlane``),
+  and ``serve``, which assembles a gateway with its doors.
+- :mod:`proxy.gateway`: the core (``core``), the tools/call ``pipeline``, sessions,
+  ``approvals``, ``events``, and ``control``, the one façade for front ends.
+- :mod:`proxy.policy`: the policy engine: policy.json, patterns, argument schemas,
+  decisions, rate limits, the policy in force, edits, the starter policy, risk.
+- :mod:`proxy.upstream`: connections to the real servers (PipeLink on stdio, the SDK's
+  dispatcher on HTTP), their processes, and the tool catalog.
+- :mod:`proxy.audit`: the write-ahead audit log and redaction.
+- :mod:`proxy.config`: paths, servers.json, secrets, tokens, run info, file watching,
+  autostart, atomic writes, JSON text positions.
+- :mod:`proxy.bridge`: the light client side of the socket (``lockgate connect``, the
+  control client).
+- :mod:`proxy.clients`: the MCP clients installed here, routed and put back.
+- :mod:`proxy.cli`: the ``lockgate`` command line.
+- :mod:`proxy.errors`: ``LockgateError``, the base of every error a person sees.
+"""

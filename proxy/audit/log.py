@@ -1,6 +1,6 @@
 """The audit log: every tool call the gateway saw, and its decision, in SQLite.
 
-Nothing may be lost (ARCHITECTURE.md, rule 6), and the log is written *ahead*: a call that
+Nothing may be lost (docs/architecture.md, rule 6), and the log is written *ahead*: a call that
 may go to a server is recorded (who, what, the decision, outcome ``pending``) and that
 record committed, together with the rate-limit charges it makes, before anything is sent
 upstream (:meth:`AuditLog.begin`); the outcome completes it afterwards

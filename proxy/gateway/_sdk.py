@@ -3,7 +3,7 @@
 mcp 2.3 gives middleware no public way to reach the per-connection state and the
 request-scoped back-channel a proxy needs. Both live on private attributes of
 ``ServerSession``. Keeping the access here means an SDK upgrade that moves them breaks
-one module, and ``tests/proxy/test_sdk_adapter.py`` says so loudly.
+one module, and ``tests/proxy/gateway/test_sdk.py`` says so loudly.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Tool patterns: ``tool`` or ``server/tool``, with ``*`` and ``?`` globs.
 
-Which pattern is more specific (POLICY.md): exact ``server/tool``, then exact ``tool``, then
-a glob scoped to one named server (``devtools/git_*``), then any other glob (``*delete*``,
-``*/write_file``); among globs more literal characters win; a tie goes to the one written
-first. A glob in the server part (``*/write_file``) names no server, so it ranks with the
+Which pattern is more specific (the README's policy.json section): exact ``server/tool``,
+then exact ``tool``, then a glob scoped to one named server (``devtools/git_*``), then any
+other glob (``*delete*``, ``*/write_file``); among globs more literal characters win; a tie
+goes to the one written first. A glob in the server part (``*/write_file``) names no server, so it ranks with the
 unscoped globs rather than above them: otherwise ``*/*`` would outrank every ``tool`` glob.
 
 Matching is case-sensitive, as MCP tool names are. ``*`` matches any run of characters
@@ -47,7 +47,7 @@ def _glob_regex(glob: str) -> re.Pattern[str]:
     Tool names come from the agent's side, so matching must stay fast on hostile input: a
     naive ``.*a.*a.*b`` takes seconds on a few hundred characters. ``fnmatch.translate``
     (Python 3.11+) emits atomic groups that match each run between stars once. ``[`` is
-    escaped first so it stays a literal character, as POLICY.md's globs have no classes.
+    escaped first so it stays a literal character, as policy globs have no classes.
     """
     return re.compile(fnmatch.translate(glob.replace("[", "[[]")))
 
