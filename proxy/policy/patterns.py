@@ -1,10 +1,11 @@
 """Tool patterns: ``tool`` or ``server/tool``, with ``*`` and ``?`` globs.
 
 Which pattern is more specific (the README's policy.json section): exact ``server/tool``,
-then exact ``tool``, then a glob scoped to one named server (``devtools/git_*``), then any
-other glob (``*delete*``, ``*/write_file``); among globs more literal characters win; a tie
-goes to the one written first. A glob in the server part (``*/write_file``) names no server, so it ranks with the
-unscoped globs rather than above them: otherwise ``*/*`` would outrank every ``tool`` glob.
+then exact ``tool``, then a glob scoped to one named server (``devtools/git_*``), then
+any other glob (``*delete*``, ``*/write_file``); among globs more literal characters win;
+a tie goes to the one written first. A glob in the server part (``*/write_file``) names
+no server, so it ranks with the unscoped globs rather than above them: otherwise ``*/*``
+would outrank every ``tool`` glob.
 
 Matching is case-sensitive, as MCP tool names are. ``*`` matches any run of characters
 (also none, also ``/``), ``?`` exactly one; every other character, ``[`` included, is
