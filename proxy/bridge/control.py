@@ -13,14 +13,13 @@ import json
 import os
 import re
 import socket
-import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from proxy.config.paths import Paths
-from proxy.config.runinfo import LINE_LIMIT, read_run_info
+from proxy.config.runinfo import LINE_LIMIT, peer_uid, read_run_info
 from proxy.config.tokens import valid_client_name
 from proxy.errors import LockgateError
 
@@ -78,13 +77,8 @@ def _check_peer(sock: socket.socket) -> None:
     Raises:
         ControlError: it does not.
     """
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return
-    _pid, uid, _gid = struct.unpack(
-        "3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
-    )
-    if uid != os.getuid():
+    uid = peer_uid(sock)
+    if uid is not None and uid != os.getuid():
         raise ControlError("the socket is served by another user; not connecting")
 
 

@@ -40,7 +40,16 @@ from typing import Any, Literal
 
 from proxy.clients import ClientFile, ClientFormat, _at, _jsonc, _servers, server_tables
 from proxy.config.atomic import write_atomic
-from proxy.config.jsontext import JsonPath, locate, value_end
+from proxy.config.jsontext import (
+    JsonPath,
+    indent_unit,
+    line_indent,
+    locate,
+    render_at,
+    span,
+    splice,
+    value_end,
+)
 from proxy.config.paths import Paths, lockgate_command, resolve_paths
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
@@ -153,10 +162,7 @@ class _Doc:
     newline: str
 
     def span(self, where: JsonPath) -> tuple[int, int] | None:
-        start = locate(self.parse_text).values.get(where)
-        if start is None:
-            return None
-        return start, value_end(self.parse_text, start)
+        return span(self.parse_text, where)
 
 
 def _read(client: ClientFormat, path: Path) -> _Doc:
@@ -202,34 +208,6 @@ def _write(doc: _Doc, shown: Path, new_text: str) -> None:
         write_atomic(doc.path, new_text.encode("utf-8"), mode=mode)
     except OSError as exc:
         raise RouteError(f"{shown}: cannot write it: {exc.strerror or exc}") from None
-
-
-# -- formatting spliced text ------------------------------------------------------------
-
-
-def _indent_unit(text: str) -> str:
-    match = re.search(r"\n([ \t]+)\S", text)
-    return match.group(1) if match else "  "
-
-
-def _line_indent(text: str, offset: int) -> str:
-    start = text.rfind("\n", 0, offset) + 1
-    return re.match(r"[ \t]*", text[start:]).group(0)  # type: ignore[union-attr]
-
-
-def _render(value: Any, text: str, offset: int, newline: str) -> str:
-    """``value`` as JSON text to put at ``offset`` of ``text``, in the file's style."""
-    if "\n" not in text:
-        return json.dumps(value, ensure_ascii=False)
-    unit = _indent_unit(text)
-    rendered = json.dumps(value, ensure_ascii=False, indent=len(unit) if " " in unit else "\t")
-    return rendered.replace("\n", newline + _line_indent(text, offset))
-
-
-def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
-    for start, end, new in sorted(edits, reverse=True):
-        text = text[:start] + new + text[end:]
-    return text
 
 
 # -- secrets cut out of recorded text ---------------------------------------------------
@@ -559,7 +537,7 @@ def _route(
             url=url,
             token=token,
         )
-        routed_text = _render(new_entry, doc.text, span[0], doc.newline)
+        routed_text = render_at(new_entry, doc.text, span[0], doc.newline)
         edits.append((span[0], span[1], routed_text))
         entries.append(
             {
@@ -613,7 +591,7 @@ def _route(
         undo()
         raise
     try:
-        _write(doc, shown, _splice(doc.text, edits))
+        _write(doc, shown, splice(doc.text, edits))
     except RouteError:
         undo()
         if previous is None:
@@ -774,17 +752,17 @@ def _servers_with(text: str | None, key: str, new: dict[str, dict[str, Any]]) ->
     start = locate(text).values[(key,)]
     end = value_end(text, start) - 1  # the closing brace
     newline = "\r\n" if "\r\n" in text else "\n"
-    inner = _line_indent(text, start) + _indent_unit(text)
+    inner = line_indent(text, start) + indent_unit(text)
     members = [
         json.dumps(name, ensure_ascii=False)
         + ": "
-        + _render(spec, text, 0, newline).replace(newline, newline + inner)
+        + render_at(spec, text, 0, newline).replace(newline, newline + inner)
         for name, spec in new.items()
     ]
     last = len(text[:end].rstrip())
     if text[last - 1] == "{":  # an empty table
         body = newline + inner + ("," + newline + inner).join(members) + newline
-        return text[:last] + body + _line_indent(text, start) + text[end:]
+        return text[:last] + body + line_indent(text, start) + text[end:]
     body = "," + newline + inner + ("," + newline + inner).join(members)
     return text[:last] + body + text[last:]
 
@@ -869,14 +847,14 @@ def _unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Un
                 **_upstream_part(before),
                 **{k: v for k, v in current.items() if k not in _UPSTREAM_FIELDS},
             }
-            edits.append((span[0], span[1], _render(merged, doc.text, span[0], doc.newline)))
+            edits.append((span[0], span[1], render_at(merged, doc.text, span[0], doc.newline)))
             result.restored.append(f"{label} (with your later changes to its settings)")
             continue
         result.kept.append((label, "changed since it was routed; left as you edited it"))
         left.append(entry)
     if edits:
         _writable(doc, shown)
-        new_text = _splice(doc.text, edits)
+        new_text = splice(doc.text, edits)
         try:
             (_jsonc.loads if client.jsonc else json.loads)(new_text.removeprefix("\ufeff"))
         except ValueError as exc:  # never write what the client could not read

@@ -1,8 +1,11 @@
-"""Where each value of a JSON text stands, so errors can name a line and a JSON path.
+"""Where each value of a JSON text stands, and changing one value without touching the rest.
 
 The standard ``json`` module parses but forgets positions, and silently keeps the last of
 two equal keys. This module walks the text once more (after ``json`` has accepted it) and
-records the position of every value by its path, and every duplicated key.
+records the position of every value by its path, and every duplicated key. The same
+positions let a click's rule (:mod:`proxy.policy.edit`) and a routed client entry
+(:mod:`proxy.clients.route`) be spliced into a file in its own style, every other byte
+left as it was.
 """
 
 from __future__ import annotations
@@ -12,7 +15,19 @@ import json
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["JsonPath", "Locations", "format_path", "locate", "nesting_beyond", "value_end"]
+__all__ = [
+    "JsonPath",
+    "Locations",
+    "format_path",
+    "indent_unit",
+    "line_indent",
+    "locate",
+    "nesting_beyond",
+    "render_at",
+    "span",
+    "splice",
+    "value_end",
+]
 
 JsonPath = tuple[str | int, ...]
 
@@ -187,3 +202,46 @@ def format_path(path: JsonPath) -> str:
         text = '"' + part.replace("\\", "\\\\").replace('"', '\\"') + '"' if quoted else part
         out.append(text if not out else "." + text)
     return "".join(out) or "(the whole file)"
+
+
+# -- changing a text in place -----------------------------------------------------------
+
+
+def span(text: str, where: JsonPath) -> tuple[int, int] | None:
+    """Where the value at ``where`` starts and ends in ``text`` (None: there is none)."""
+    start = locate(text).values.get(where)
+    if start is None:
+        return None
+    return start, value_end(text, start)
+
+
+def splice(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """``text`` with each ``(start, end, new)`` replaced (spans from the original text)."""
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+def line_indent(text: str, offset: int) -> str:
+    """The blanks that start the line holding ``offset``."""
+    start = text.rfind("\n", 0, offset) + 1
+    end = start
+    while end < len(text) and text[end] in " \t":
+        end += 1
+    return text[start:end]
+
+
+def indent_unit(text: str) -> str:
+    """One level of the file's indentation (its first indented line's), else two spaces."""
+    match = re.search(r"\n([ \t]+)\S", text)
+    return match.group(1) if match else "  "
+
+
+def render_at(value: object, text: str, offset: int, newline: str) -> str:
+    """``value`` as JSON text to put at ``offset`` of ``text``, in the file's style: its
+    indentation unit, its line endings, on one line if the file is one line."""
+    if "\n" not in text:
+        return json.dumps(value, ensure_ascii=False)
+    unit = indent_unit(text)
+    rendered = json.dumps(value, ensure_ascii=False, indent=len(unit) if " " in unit else "\t")
+    return rendered.replace("\n", newline + line_indent(text, offset))

@@ -40,13 +40,12 @@ import json
 import logging
 import os
 import socket
-import struct
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.config.runinfo import LINE_LIMIT
+from proxy.config.runinfo import LINE_LIMIT, peer_uid
 from proxy.doors.connect import ConnectDoor
 from proxy.doors.control import ControlDoor
 from proxy.doors.jsonlines import send_json
@@ -138,15 +137,6 @@ async def _read_hello(conn: socket.socket) -> tuple[bytes, bytes, list[int]]:
         raise
     line, _, rest = data.partition(b"\n")
     return line, rest, fds
-
-
-def _peer_uid(sock: socket.socket) -> int | None:
-    option = getattr(socket, "SO_PEERCRED", None)  # Linux
-    if option is None:
-        return None  # elsewhere the private folder is the check
-    creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
 
 
 _HELLO, _CONNECT, _CONTROL = "hello", "connect", "control"
@@ -307,7 +297,7 @@ class LocalServer:
         fds: list[int] = []
         writer: asyncio.StreamWriter | None = None
         try:
-            uid = _peer_uid(conn)
+            uid = peer_uid(conn)
             if uid is not None and uid != os.getuid():
                 conn.sendall(
                     b'{"ok": false, "error": "only the user running Lockgate may connect"}\n'

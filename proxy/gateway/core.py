@@ -76,8 +76,8 @@ from proxy.gateway.events import (
 )
 from proxy.gateway.pipeline import ToolCallPipeline
 from proxy.gateway.session import Session
-from proxy.policy.decide import Enforcer, Verdict
-from proxy.policy.model import Action, Policy
+from proxy.policy.decide import Enforcer, Verdict, hidden_tools
+from proxy.policy.model import Policy
 from proxy.policy.store import PolicyStore, PolicyWatcher
 from proxy.upstream.catalog import ServerTools, list_all_tools
 from proxy.upstream.connection import Backoff, Upstream, UpstreamUnavailable
@@ -650,7 +650,7 @@ class Gateway:
             return result
         names = tuple(t.get("name") for t in tools if isinstance(t, dict))
         session.tool_names = tuple(n for n in names if isinstance(n, str))
-        hidden = _hidden(self.policy_store.policy, session.server, session.tool_names)
+        hidden = hidden_tools(self.policy_store.policy, session.server, session.tool_names)
         if not hidden:
             return result
         kept = [t for t in tools if not (isinstance(t, dict) and t.get("name") in hidden)]
@@ -670,7 +670,9 @@ class Gateway:
         self.tool_calls.prune_soon()
         for session in list(self.sessions.values()):
             names = session.tool_names
-            changed = _hidden(old, session.server, names) != _hidden(policy, session.server, names)
+            changed = hidden_tools(old, session.server, names) != hidden_tools(
+                policy, session.server, names
+            )
             if names and changed and session.task_group is not None:
                 session.task_group.start_soon(self._notify_tools_changed, session)
 
@@ -728,15 +730,6 @@ def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:
     return error.code == METHOD_NOT_FOUND or (
         error.code == INTERNAL_ERROR and error.message == "Server returned an error response"
     )
-
-
-def _hidden(policy: Policy, server: str, names: tuple[str, ...]) -> frozenset[str]:
-    hidden = set()
-    for name in names:
-        rule = policy.rule_for(server, name)
-        if rule is not None and rule.hide and rule.action is Action.DENY:
-            hidden.add(name)
-    return frozenset(hidden)
 
 
 def _without_progress_token(

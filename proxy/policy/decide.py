@@ -110,6 +110,17 @@ class Decision:
         }
 
 
+def hidden_tools(policy: Policy, server: str, names: Iterable[str]) -> frozenset[str]:
+    """Which of ``server``'s tools ``names`` the policy hides (the same rule :func:`decide`
+    answers as unknown)."""
+    hidden = set()
+    for name in names:
+        rule = policy.rule_for(server, name)
+        if rule is not None and rule.hides:
+            hidden.add(name)
+    return frozenset(hidden)
+
+
 def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> Decision:
     """Decide ``call`` under ``policy`` at time ``now`` (seconds, any monotonic origin)."""
     rule = policy.rule_for(call.server, call.tool)
@@ -121,7 +132,7 @@ def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> De
             Basis.RULE,
             rule.reason or f"{call.qualified} is denied by the policy",
             rule.pattern.text,
-            hidden=rule.hide,
+            hidden=rule.hides,
             source=rule,
         )
     arguments: object = call.arguments  # typed Mapping, but it comes off the wire

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config.atomic import write_atomic
-from proxy.config.jsontext import Locations, locate, value_end
+from proxy.config.jsontext import Locations, line_indent, locate, splice, value_end
 from proxy.errors import LockgateError
 from proxy.policy.model import PolicyError, parse_policy_bytes, read_policy_bytes
 
@@ -100,8 +100,7 @@ def _edited(text: str, pattern: str, changes: Mapping[str, Any] | None) -> str:
     new_rule = rule_text(rule)
     if old is not None:
         start = locations.values[("tools", pattern)]
-        end = value_end(text, start)
-        return text[:start] + new_rule + text[end:]
+        return splice(text, [(start, value_end(text, start), new_rule)])
     if isinstance(tools, dict):
         return _add_member(text, locations, pattern, new_rule)
     # no "tools" object at all: add one as the document's last member
@@ -117,7 +116,7 @@ def _add_member(text: str, locations: Locations, pattern: str, rule: str) -> str
     indent = _member_indent(text, start)
     member = f"{json.dumps(pattern, ensure_ascii=False)}: {rule}"
     if not body.strip():
-        outer = _line_indent(text, start)
+        outer = line_indent(text, start)
         return f"{text[: start + 1]}\n{indent}{member}\n{outer}{text[close:]}"
     last = len(text[:close].rstrip())  # just past the last member's value
     return f"{text[:last]},\n{indent}{member}{text[last:]}"
@@ -141,12 +140,6 @@ def _remove_member(text: str, locations: Locations, pattern: str) -> str:
     return before + text[end:]  # the only member
 
 
-def _line_indent(text: str, pos: int) -> str:
-    line_start = text.rfind("\n", 0, pos) + 1
-    line = text[line_start:pos]
-    return line[: len(line) - len(line.lstrip())]
-
-
 def _member_indent(text: str, tools_start: int) -> str:
     """The indentation of the tools object's members (its first member's), else the
     object's own plus two spaces."""
@@ -157,7 +150,7 @@ def _member_indent(text: str, tools_start: int) -> str:
         indent = line[: len(line) - len(line.lstrip(" \t"))]
         if line.lstrip(" \t")[:1] not in ("}", ""):
             return indent
-    return _line_indent(text, tools_start) + "  "
+    return line_indent(text, tools_start) + "  "
 
 
 def _default_text() -> str:

@@ -100,6 +100,12 @@ class Rule:
     hide: bool = False
     _validator: Any = field(default=None, repr=False)
 
+    @property
+    def hides(self) -> bool:
+        """Whether the tools it matches are hidden: left out of ``tools/list`` and refused
+        as unknown (only a deny rule hides)."""
+        return self.hide and self.action is Action.DENY
+
     def argument_errors(self, arguments: Any) -> list[ValidationError]:
         """Every way ``arguments`` fails this rule's ``arguments`` schema, the most relevant
         first (none: it passes).
