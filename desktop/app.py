@@ -56,6 +56,7 @@ from proxy.config.autostart import autostart_enabled, autostart_path, set_autost
 from proxy.config.paths import Paths, lockgate_command
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import SecretStore
+from proxy.errors import LockgateError
 from proxy.gateway.approvals import Remember
 from proxy.gateway.control import GatewayControl, PolicyInForce, ServersInForce
 from proxy.gateway.events import (
@@ -67,7 +68,7 @@ from proxy.gateway.events import (
     ServersRejected,
     ServersReloaded,
 )
-from proxy.policy.edit import PolicyEditError, edit_rule
+from proxy.policy.edit import edit_rule
 from proxy.policy.model import Policy
 from proxy.policy.starter import policy_text, starting_policy
 from proxy.upstream.catalog import ServerTools
@@ -404,8 +405,8 @@ class LockgateApp(QObject):
             error = future.exception()
             if error is None:
                 self._put_in_force(future.result(), f"Saved the rule for {pattern}", say)
-            elif isinstance(error, PolicyEditError):
-                say(f"Could not change the rule for {pattern}: {error}")
+            elif isinstance(error, LockgateError):
+                say(told(error, f"the rule for {pattern}"))
             else:
                 raise error
 
@@ -421,8 +422,10 @@ class LockgateApp(QObject):
             if error is None:
                 saved = f"Removed the rule for {pattern}"
                 self._put_in_force(future.result(), saved, self.tools_view.editor.status.setText)
+            elif isinstance(error, LockgateError):
+                self.tools_view.editor.status.setText(told(error, f"the rule for {pattern}"))
             else:
-                self.tools_view.editor.status.setText(str(error))
+                raise error
 
         self.host.blocking(lambda: edit_rule(path, pattern, None), done)
 
@@ -599,8 +602,8 @@ class LockgateApp(QObject):
             return None
         error = future.exception()
         self.scan_clients(self.connect_view.project)
-        if isinstance(error, RouteError):
-            self.connect_view.show_result(str(error), error=True)
+        if isinstance(error, LockgateError):
+            self.connect_view.show_result(told(error), error=True)
             return None
         if error is not None:
             raise error
@@ -669,6 +672,13 @@ class LockgateApp(QObject):
     def _show_blocked(self, entry: str) -> None:
         self.window.show_tab("Live calls")
         self.live.decision_filter.setCurrentIndex(1)
+
+
+def told(error: LockgateError, about: str | None = None) -> str:
+    """What the window says of ``error``: its title (what went wrong, with what it was
+    about), then its message (the whole story and what to do)."""
+    title = error.title if about is None else f"{error.title} ({about})"
+    return f"{title}: {error.message}"
 
 
 def _with(state: AppState, **changes: Any) -> AppState:
