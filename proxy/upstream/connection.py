@@ -31,13 +31,14 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 
 from proxy.config.servers import HttpServer, ServerSpec, StdioServer
 from proxy.errors import LockgateError
-from proxy.upstream.pipelink import PipeLink
+from proxy.upstream.pipelink import EngineNotifyHandler, EngineRequestHandler, PipeLink
 from proxy.upstream.process import stdio_pipes
 
 __all__ = ["Backoff", "OnNotify", "OnRequest", "Upstream", "UpstreamUnavailable"]
 
 log = logging.getLogger(__name__)
 
+# What the gateway gives a connection for the server's requests and notifications.
 OnRequest = Callable[[str, Mapping[str, Any] | None], Awaitable[dict[str, Any]]]
 OnNotify = Callable[[str, Mapping[str, Any] | None], Awaitable[None]]
 
@@ -208,8 +209,8 @@ class _Peer(Protocol):
 
     async def run(
         self,
-        on_request: Any,
-        on_notify: Any,
+        on_request: EngineRequestHandler,
+        on_notify: EngineNotifyHandler,
         *,
         task_status: anyio.abc.TaskStatus[None] = ...,
     ) -> None: ...

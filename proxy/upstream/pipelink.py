@@ -55,7 +55,7 @@ from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, REQUEST_TIMEOUT
 
-__all__ = ["MAX_NESTING", "PipeLink"]
+__all__ = ["MAX_NESTING", "EngineNotifyHandler", "EngineRequestHandler", "PipeLink"]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ log = logging.getLogger(__name__)
 # perhaps 20).
 MAX_NESTING = 128
 
-OnRequest = Callable[[object, str, Mapping[str, Any] | None], Awaitable[dict[str, Any]]]
-OnNotify = Callable[[object, str, Mapping[str, Any] | None], Awaitable[None]]
+# What an engine calls for the server's requests and notifications: (context, method,
+# params), as the SDK's dispatcher calls its handlers, so either engine serves an Upstream.
+EngineRequestHandler = Callable[[object, str, Mapping[str, Any] | None], Awaitable[dict[str, Any]]]
+EngineNotifyHandler = Callable[[object, str, Mapping[str, Any] | None], Awaitable[None]]
 
 _HIGH_WATER = 1 << 20  # bytes queued for the server before senders wait for it to read
 # An unreadable line longer than this is scanned for its id on a worker thread: the scan
@@ -181,8 +183,8 @@ class PipeLink:
 
     async def run(
         self,
-        on_request: OnRequest,
-        on_notify: OnNotify,
+        on_request: EngineRequestHandler,
+        on_notify: EngineNotifyHandler,
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -203,7 +205,9 @@ class PipeLink:
             for handler in self._handlers.values():
                 handler.cancel()
 
-    async def _receive(self, line: bytes, on_request: OnRequest, on_notify: OnNotify) -> None:
+    async def _receive(
+        self, line: bytes, on_request: EngineRequestHandler, on_notify: EngineNotifyHandler
+    ) -> None:
         if line.startswith(_BOM):  # some servers' first line (Windows tools write one)
             line = line[len(_BOM) :]
         try:
@@ -348,7 +352,7 @@ class PipeLink:
             )
 
     async def _notification(
-        self, method: str, params: dict[str, Any] | None, on_notify: OnNotify
+        self, method: str, params: dict[str, Any] | None, on_notify: EngineNotifyHandler
     ) -> None:
         if method == "notifications/progress":
             token = (params or {}).get("progressToken")
@@ -373,7 +377,11 @@ class PipeLink:
             log.exception("handling the server's %s failed", method)
 
     def _start_handler(
-        self, request_id: Any, method: str, params: dict[str, Any] | None, on_request: OnRequest
+        self,
+        request_id: Any,
+        method: str,
+        params: dict[str, Any] | None,
+        on_request: EngineRequestHandler,
     ) -> None:
         if isinstance(request_id, bool) or not isinstance(request_id, int | str):
             return
@@ -389,7 +397,7 @@ class PipeLink:
         request_id: int | str,
         method: str,
         params: dict[str, Any] | None,
-        on_request: OnRequest,
+        on_request: EngineRequestHandler,
     ) -> None:
         answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
         try:

@@ -22,12 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def package_of(path: str) -> str:
-    """``proxy/policy/decide.py`` → ``proxy.policy``; a module of its own names itself."""
-    relative = (REPO / path).resolve().relative_to(REPO).with_suffix("")
-    parts = relative.parts
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts[:2]) if len(parts) > 1 else parts[0]
+    """The package a file belongs to: ``proxy/policy/decide.py`` → ``proxy.policy``,
+    ``proxy/errors.py`` → ``proxy``, ``desktop/app.py`` → ``desktop``."""
+    relative = (REPO / path).resolve().relative_to(REPO)
+    return ".".join(relative.parent.parts)
 
 
 def measure(data_file: str) -> dict[str, tuple[int, int]]:
