@@ -20,7 +20,7 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from mcp.shared.exceptions import MCPError
@@ -30,12 +30,11 @@ from proxy.audit.log import AuditError, AuditLog, CallDecision, CallRecord, Char
 from proxy.audit.redact import storable
 from proxy.gateway.approvals import Answer, ApprovalBroker, Remember
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted, EventBus
-from proxy.gateway.session import Session
 from proxy.policy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, agent_message
 from proxy.policy.limits import CounterKey
 from proxy.upstream.connection import UpstreamUnavailable
 
-__all__ = ["Refusal", "Send", "ToolCallPipeline"]
+__all__ = ["Caller", "Refusal", "Send", "ToolCallPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,25 @@ log = logging.getLogger(__name__)
 Send = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 # Why Lockgate's own state refuses every call to a server now, as (basis, reason), or None.
 Refusal = Callable[[str], "tuple[str, str] | None"]
+
+
+class Caller(Protocol):
+    """What the pipeline needs of the session a call comes from (a
+    :class:`~proxy.gateway.session.Session` is one)."""
+
+    @property
+    def id(self) -> str: ...  # its approvals are grouped by it
+
+    @property
+    def server(self) -> str: ...
+
+    @property
+    def client(self) -> str: ...
+
+    @property
+    def approved_tools(self) -> set[str]: ...  # "allow for this session"
+
+    def scrub(self, text: str) -> str: ...  # without the secrets its upstreams know
 
 
 class ToolCallPipeline:
@@ -97,7 +115,7 @@ class ToolCallPipeline:
         """Forget charges no limit of the (new) policy can count, in the background."""
         self._spawn(self._prune_charges())
 
-    async def run(self, session: Session, params: Mapping[str, Any], send: Send) -> dict[str, Any]:
+    async def run(self, session: Caller, params: Mapping[str, Any], send: Send) -> dict[str, Any]:
         """Decide the call ``params`` of ``session``; if it may go, record it, then
         ``send`` it upstream.
 
@@ -117,7 +135,7 @@ class ToolCallPipeline:
             self._calls_in_flight -= 1
 
     async def _decide_and_forward(
-        self, session: Session, params: Mapping[str, Any], send: Send
+        self, session: Caller, params: Mapping[str, Any], send: Send
     ) -> dict[str, Any]:
         name = params.get("name")
         arguments = params.get("arguments")
@@ -220,7 +238,7 @@ class ToolCallPipeline:
         return result
 
     async def _decide(
-        self, call: ToolCall, trace: _Trace, session: Session
+        self, call: ToolCall, trace: _Trace, session: Caller
     ) -> tuple[CallDecision, Decision, str]:
         """The policy's decision, a person's answer where it asks for one, and what the
         audit log names as the basis.
@@ -276,7 +294,7 @@ class ToolCallPipeline:
             return CallDecision.REFUSED, refused, result.answer.value
 
     async def _begin(
-        self, session: Session, trace: _Trace, verdict: CallDecision, decision: Decision
+        self, session: Caller, trace: _Trace, verdict: CallDecision, decision: Decision
     ) -> None:
         """Write the call's record, and the charges it makes, ahead of sending it.
 
@@ -314,7 +332,7 @@ class ToolCallPipeline:
 
     async def _complete(
         self,
-        session: Session,
+        session: Caller,
         trace: _Trace,
         decision: Decision,
         outcome: Outcome,
@@ -346,7 +364,7 @@ class ToolCallPipeline:
 
     async def _finish(
         self,
-        session: Session,
+        session: Caller,
         trace: _Trace,
         verdict: CallDecision,
         decision: Decision,
@@ -382,7 +400,7 @@ class ToolCallPipeline:
 
     def _record(
         self,
-        session: Session,
+        session: Caller,
         trace: _Trace,
         verdict: CallDecision,
         decision: Decision,

@@ -1,0 +1,231 @@
+"""The tools/call pipeline on its own: a real enforcer, approvals broker, event bus and
+SQLite audit log, clocks injected, and a ``send`` of the test's own.
+
+``send`` is where the pipeline ends and a front door's upstream begins: here it is a
+function that records what it was given and answers as a server would (or fails as one
+does). That is the pipeline's real boundary, not a stand-in for part of it; the same calls
+against real servers, through both doors, are in tests/system and tests/contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_PARAMS
+
+from proxy.audit.log import AuditLog, Outcome
+from proxy.gateway.approvals import ApprovalBroker
+from proxy.gateway.events import CallDecided, CallFinished, CallStarted, Event, EventBus
+from proxy.gateway.pipeline import ToolCallPipeline
+from proxy.policy.decide import Enforcer
+from proxy.policy.model import parse_policy
+from proxy.upstream.connection import UpstreamUnavailable
+from tests.support.waiting import eventually
+
+POLICY = """{"version": "1", "default": "allow", "tools": {
+  "delete_file": {"action": "deny", "reason": "not on this laptop"},
+  "limited": {"action": "allow",
+              "limits": [{"counter": "l", "window": 3600, "max": 1, "scope": "global"}]},
+  "ask_me": {"action": "ask", "approval": {"timeout": 30}}
+}}"""
+
+
+@dataclass
+class Caller:
+    """The session a call comes from: who, to which server, with which secrets."""
+
+    server: str = "fs"
+    client: str = "agent"
+    id: str = "session-1"
+    approved_tools: set[str] = field(default_factory=set)
+    secret: str = "s3cr3t"
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.secret, "[secret]")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Pipe:
+    pipeline: ToolCallPipeline
+    audit: AuditLog
+    events: list[Event]
+    refusals: dict[str, tuple[str, str]]
+    approvals: ApprovalBroker
+
+
+@pytest.fixture
+def pipe(tmp_path: Path) -> Any:
+    clock = Clock()
+    bus = EventBus()
+    events: list[Event] = []
+    bus.subscribe(events.append)
+    audit = AuditLog(tmp_path / "audit.db")
+    refusals: dict[str, tuple[str, str]] = {}
+    approvals = ApprovalBroker(bus.emit, clock)
+    pipeline = ToolCallPipeline(
+        enforcer=Enforcer(parse_policy(POLICY), clock),
+        approvals=approvals,
+        audit=audit,
+        bus=bus,
+        refusal=refusals.get,
+        clock=clock,
+        monotonic=clock,
+    )
+    yield Pipe(pipeline, audit, events, refusals, approvals)
+    audit.close()
+
+
+def call(name: str, **arguments: Any) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+async def test_a_call_is_recorded_and_committed_before_it_is_sent(pipe: Pipe) -> None:
+    seen_in_log: list[str] = []
+
+    async def send(params: Mapping[str, Any]) -> dict[str, Any]:
+        (row,) = pipe.audit.query(limit=5)  # another reader sees it: it is committed
+        seen_in_log.append(row.outcome.value)
+        return {"content": [{"type": "text", "text": f"read {params['arguments']['path']}"}]}
+
+    result = await pipe.pipeline.run(Caller(), call("read_file", path="/tmp/a"), send)
+    assert result["content"][0]["text"] == "read /tmp/a"
+    assert seen_in_log == ["pending"]
+    (row,) = pipe.audit.query(limit=5)
+    assert (row.tool, row.decision.value, row.outcome) == ("read_file", "allowed", Outcome.OK)
+    kinds = [type(e) for e in pipe.events]
+    assert kinds == [CallStarted, CallDecided, CallFinished]
+
+
+async def test_a_denied_call_is_never_sent_and_tells_the_agent_why(pipe: Pipe) -> None:
+    sent: list[Mapping[str, Any]] = []
+
+    async def send(params: Mapping[str, Any]) -> dict[str, Any]:
+        sent.append(params)
+        return {}
+
+    result = await pipe.pipeline.run(Caller(), call("delete_file", path="/"), send)
+    assert result["isError"] is True
+    assert "not on this laptop" in result["content"][0]["text"]
+    assert sent == []
+    (row,) = pipe.audit.query(limit=5)
+    assert (row.decision.value, row.outcome) == ("denied", Outcome.BLOCKED)
+
+
+async def test_a_standing_refusal_denies_before_the_policy_is_asked(pipe: Pipe) -> None:
+    pipe.refusals["fs"] = ("pause", "Lockgate is paused")
+
+    async def send(params: Mapping[str, Any]) -> dict[str, Any]:
+        raise AssertionError("a paused call was sent")
+
+    result = await pipe.pipeline.run(Caller(), call("read_file"), send)
+    assert "Lockgate is paused" in result["content"][0]["text"]
+    (row,) = pipe.audit.query(limit=5)
+    assert row.basis == "pause"
+
+
+async def test_a_call_whose_record_cannot_be_written_is_not_sent(pipe: Pipe) -> None:
+    pipe.audit.close()
+
+    async def send(params: Mapping[str, Any]) -> dict[str, Any]:
+        raise AssertionError("sent with no record")
+
+    with pytest.raises(MCPError) as caught:
+        await pipe.pipeline.run(Caller(), call("read_file"), send)
+    assert caught.value.error.code == INTERNAL_ERROR
+    assert "did not send it" in caught.value.error.message
+    assert pipe.pipeline.audit_failure is not None
+    finished = [e for e in pipe.events if isinstance(e, CallFinished)]
+    assert [e.outcome for e in finished] == ["blocked"]  # the app's row ends too
+
+
+async def test_a_malformed_call_is_refused_whatever_the_policy(pipe: Pipe) -> None:
+    async def send(params: Mapping[str, Any]) -> dict[str, Any]:
+        raise AssertionError("a malformed call was sent")
+
+    malformed: list[dict[str, Any]] = [{"name": "read_file", "arguments": [1]}, {"arguments": {}}]
+    for params in malformed:
+        with pytest.raises(MCPError) as caught:
+            await pipe.pipeline.run(Caller(), params, send)
+        assert caught.value.error.code == INVALID_PARAMS
+    assert [r.outcome for r in pipe.audit.query(limit=5)] == [Outcome.PROTOCOL_ERROR] * 2
+
+
+async def test_a_server_error_gives_the_charge_back_a_drop_mid_call_does_not(pipe: Pipe) -> None:
+    async def refuses(params: Mapping[str, Any]) -> dict[str, Any]:
+        raise MCPError(code=INVALID_PARAMS, message="no such file")
+
+    async def drops(params: Mapping[str, Any]) -> dict[str, Any]:
+        raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+
+    async def answers(params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"content": []}
+
+    with pytest.raises(MCPError, match="no such file"):
+        await pipe.pipeline.run(Caller(), call("limited"), refuses)
+    with pytest.raises(MCPError, match="went down during the call"):
+        await pipe.pipeline.run(Caller(), call("limited"), drops)  # the one allowed: kept
+    over = await pipe.pipeline.run(Caller(), call("limited"), answers)
+    assert over["isError"] is True
+    outcomes = [r.outcome for r in reversed(pipe.audit.query(limit=5))]
+    assert outcomes == [Outcome.PROTOCOL_ERROR, Outcome.UPSTREAM_DOWN, Outcome.BLOCKED]
+
+
+async def test_an_unreachable_server_gives_the_charge_back(pipe: Pipe) -> None:
+    async def unreachable(params: Mapping[str, Any]) -> dict[str, Any]:
+        raise UpstreamUnavailable("server 'fs' is down: s3cr3t in its error")
+
+    async def answers(params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"content": []}
+
+    with pytest.raises(MCPError) as caught:
+        await pipe.pipeline.run(Caller(), call("limited"), unreachable)
+    assert caught.value.error.code == CONNECTION_CLOSED
+    assert "s3cr3t" not in caught.value.error.message  # scrubbed
+    assert "isError" not in await pipe.pipeline.run(Caller(), call("limited"), answers)
+
+
+async def test_a_call_that_asks_waits_for_a_person_and_goes_once_approved(pipe: Pipe) -> None:
+    sent: list[str] = []
+
+    async def send(params: Mapping[str, Any]) -> dict[str, Any]:
+        sent.append(params["name"])
+        return {"content": []}
+
+    pipe.approvals.attach()
+    task = asyncio.create_task(pipe.pipeline.run(Caller(), call("ask_me"), send))
+    (pending,) = await eventually(pipe.approvals.pending, "the call to wait")
+    assert sent == []
+    assert pipe.approvals.answer(pending.id, True, digest=pending.digest)
+    assert "isError" not in await task
+    assert sent == ["ask_me"]
+    (row,) = pipe.audit.query(limit=5)
+    assert (row.decision.value, row.basis) == ("approved", "person")
+
+
+async def test_a_call_cancelled_while_it_waits_is_recorded_as_cancelled(pipe: Pipe) -> None:
+    async def send(params: Mapping[str, Any]) -> dict[str, Any]:
+        raise AssertionError("a cancelled call was sent")
+
+    pipe.approvals.attach()
+    task = asyncio.create_task(pipe.pipeline.run(Caller(), call("ask_me"), send))
+    await eventually(pipe.approvals.pending, "the call to wait")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (row,) = pipe.audit.query(limit=5)
+    assert row.outcome is Outcome.CANCELLED
+    assert not pipe.approvals.pending()
