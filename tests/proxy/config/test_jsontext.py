@@ -1,0 +1,43 @@
+"""Positions of values in a JSON text, and changing one value in place: what the policy
+editor (a click's rule) and client routing (a client's entry) share."""
+
+from __future__ import annotations
+
+import json
+
+from proxy.config.jsontext import indent_unit, line_indent, locate, render_at, span, splice
+
+TEXT = '{\n    "tools": {\n        "echo": {"action": "allow"},\n        "x": 1\n    }\n}\n'
+
+
+def test_span_is_where_a_value_starts_and_ends():
+    where = span(TEXT, ("tools", "echo"))
+    assert where is not None
+    assert TEXT[where[0] : where[1]] == '{"action": "allow"}'
+    assert span(TEXT, ("tools", "nothing")) is None
+
+
+def test_splice_replaces_spans_of_the_original_text_whatever_their_order():
+    echo, x = span(TEXT, ("tools", "echo")), span(TEXT, ("tools", "x"))
+    assert echo is not None
+    assert x is not None
+    out = splice(TEXT, [(*echo, '"deny"'), (*x, "2")])
+    assert json.loads(out) == {"tools": {"echo": "deny", "x": 2}}
+    assert out.replace('"deny"', '{"action": "allow"}').replace(": 2", ": 1") == TEXT
+
+
+def test_a_value_is_rendered_in_the_files_own_style():
+    offset = locate(TEXT).values[("tools", "echo")]
+    assert indent_unit(TEXT) == "    "
+    assert line_indent(TEXT, offset) == "        "
+    rendered = render_at({"a": [1]}, TEXT, offset, "\n")
+    assert rendered == '{\n            "a": [\n                1\n            ]\n        }'
+    crlf = TEXT.replace("\n", "\r\n")
+    assert "\r\n" in render_at({"a": 1}, crlf, offset, "\r\n")
+    assert render_at({"a": 1}, '{"x": 1}', 6, "\n") == '{"a": 1}'  # a one-line file
+
+
+def test_tabs_stay_tabs():
+    text = '{\n\t"a": 1\n}'
+    assert indent_unit(text) == "\t"
+    assert render_at({"b": 2}, text, locate(text).values[("a",)], "\n") == '{\n\t\t"b": 2\n\t}'
