@@ -538,16 +538,17 @@ async def crash_misbehaving(client) -> MCPError:
 async def retry_until_served(client, timeout: float = 10) -> list[str]:
     """Call echo until it succeeds; returns the refusals seen on the way."""
     refusals: list[str] = []
-    with anyio.fail_after(timeout):
-        while True:
-            try:
-                result = await client.call_tool("echo", {})
-            except MCPError as exc:
-                refusals.append(exc.message)
-                await anyio.sleep(0.02)
-                continue
-            assert text_of(result) == "echo done"
-            return refusals
+
+    async def served() -> Any:
+        try:
+            return await client.call_tool("echo", {})
+        except MCPError as exc:
+            refusals.append(exc.message)
+            return None
+
+    result = await eventually(served, "echo to be served again", timeout=timeout, interval=0.02)
+    assert text_of(result) == "echo done"
+    return refusals
 
 
 async def test_an_upstream_that_exits_mid_call_fails_the_call_and_restarts(shared_gateway):
@@ -734,12 +735,13 @@ async def blocking_session(gateway: LiveGateway, http: httpx2.AsyncClient) -> tu
     gateway.write_policy(BLOCKING_POLICY)
     url, token = gateway.base_url + "everything", gateway.token()
     session_id = await open_session(http, url, token)
-    with anyio.fail_after(10):  # wait for the real reload, probing with a harmless name
-        while True:
-            probe = await rpc(http, url, token, session_id, "tools/call", {"name": "policy-probe"})
-            if probe.get("result", {}).get("isError") and "Probe." in result_text(probe):
-                return url, session_id
-            await anyio.sleep(0.05)
+
+    async def reloaded() -> bool:  # the real reload, probed with a harmless name
+        probe = await rpc(http, url, token, session_id, "tools/call", {"name": "policy-probe"})
+        return bool(probe.get("result", {}).get("isError")) and "Probe." in result_text(probe)
+
+    await eventually(reloaded, "the policy reload", timeout=10, interval=0.05)
+    return url, session_id
 
 
 def calls_received(gateway: LiveGateway, *tools: str) -> list[dict[str, Any]]:

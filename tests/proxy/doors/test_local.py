@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import anyio
@@ -18,7 +17,7 @@ from mcp import Client, StdioServerParameters
 from proxy.bridge.control import control, watch
 from proxy.config.paths import Paths
 from tests.support.live import lockgate_command
-from tests.support.waiting import eventually_sync
+from tests.support.waiting import eventually, eventually_sync
 
 pytestmark = pytest.mark.slow
 
@@ -50,10 +49,11 @@ async def test_a_stdio_client_reaches_its_server_through_the_bridge(live_gateway
     async with Client(bridge(live_gateway), mode="auto") as client:
         assert "echo" in [t.name for t in (await client.list_tools()).tools]
         assert text_of(await client.call_tool("echo", {"message": "bridged"})) == "Echo: bridged"
-        deadline = time.monotonic() + 5
-        while not (await client.call_tool("get-tiny-image", {})).is_error:
-            assert time.monotonic() < deadline
-            await anyio.sleep(0.05)
+
+        async def denied() -> bool:
+            return (await client.call_tool("get-tiny-image", {})).is_error
+
+        await eventually(denied, "the deny rule to be in force", timeout=5, interval=0.05)
     logged = [
         json.loads(line)
         for line in live_gateway.lockgate(
