@@ -17,6 +17,7 @@ middle of changing it.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Mapping
 from importlib import resources
@@ -49,7 +50,9 @@ def edit_rule(path: Path, pattern: str, changes: Mapping[str, Any] | None) -> by
             (the file is left as it was), or it cannot be written.
     """
     try:
-        text = read_policy_bytes(path).decode("utf-8") if path.exists() else _default_text()
+        raw = read_policy_bytes(path) if path.exists() else _default_text().encode("utf-8")
+        bom = raw.startswith(codecs.BOM_UTF8)  # as some editors save it; it stays
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PolicyEditError(f"{path} is not UTF-8 text: {exc}") from None
     except PolicyError as exc:
@@ -66,7 +69,7 @@ def edit_rule(path: Path, pattern: str, changes: Mapping[str, Any] | None) -> by
         parse_policy_bytes(new_text.encode("utf-8"), str(path))
     except PolicyError as exc:
         raise PolicyEditError(f"that rule would not be valid:\n{exc}") from None
-    data = new_text.encode("utf-8")
+    data = (codecs.BOM_UTF8 if bom else b"") + new_text.encode("utf-8")
     try:
         write_atomic(path, data, mode=0o600)
     except OSError as exc:

@@ -258,12 +258,20 @@ def read_policy_bytes(path: Path | str) -> bytes:
     path = Path(path)
     source = str(path)
     try:
-        if path.exists() and not path.is_dir() and not path.is_file():
-            # a FIFO would block open(); a device would never end
-            raise PolicyError(source, [PolicyIssue((), "is not a regular file")])
-        with path.open("rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        # Not blocking: a FIFO would block a plain open(). What was opened is then looked
+        # at, not the path again: nothing can swap the file in between.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(source)
+            if not stat.S_ISREG(mode):  # a FIFO, a device (which would never end)
                 raise PolicyError(source, [PolicyIssue((), "is not a regular file")])
+            handle = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with handle:
             data = handle.read(MAX_POLICY_BYTES + 1)
         if len(data) > MAX_POLICY_BYTES:
             raise PolicyError(
@@ -394,8 +402,9 @@ def _translate(error: ValidationError, locs: Locations) -> list[PolicyIssue]:
                 continue
             hint = difflib.get_close_matches(key, known, n=1)
             message = "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-            if known:
-                message += "; fields here: " + ", ".join(known)
+            # every closed object of the schema names its fields (tests/proxy/policy/
+            # test_model.py keeps it so)
+            message += "; fields here: " + ", ".join(known)
             out.append(_issue((*path, key), message, locs, key=True))
         return out
     if error.validator == "required":
@@ -414,11 +423,10 @@ def _translate(error: ValidationError, locs: Locations) -> list[PolicyIssue]:
 
 
 def _custom_message(error: ValidationError) -> str | None:
-    """The ``errorMessage`` of the nearest schema on the error's way, if any."""
+    """The ``errorMessage`` of the schema that failed, if it has one (errors come from
+    ``iter_errors`` at the top level: there is no parent to look in)."""
     schema = error.schema if isinstance(error.schema, dict) else {}
     message = schema.get("errorMessage")
-    if message is None and isinstance(error.parent, ValidationError):
-        return _custom_message(error.parent)
     return message if isinstance(message, str) else None
 
 

@@ -288,9 +288,8 @@ def classify(tool: Mapping[str, Any]) -> Risk:
 
 def _winner(signals: Iterable[Signal]) -> Category:
     scores: dict[Category, float] = {}
-    for signal in signals:
-        if signal.category is not None:
-            scores[signal.category] = scores.get(signal.category, 0.0) + signal.weight
+    for category, weight in [(s.category, s.weight) for s in signals if s.category is not None]:
+        scores[category] = scores.get(category, 0.0) + weight
     if not scores:
         return Category.READ
     return max(scores, key=lambda c: (round(scores[c], 6), _SEVERITY[c]))

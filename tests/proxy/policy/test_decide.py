@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from proxy.policy.decide import Basis, Enforcer, ToolCall, Verdict, agent_message, decide
+from proxy.policy.decide import (
+    Basis,
+    Decision,
+    Enforcer,
+    ToolCall,
+    Verdict,
+    agent_message,
+    decide,
+    hidden_tools,
+)
 from proxy.policy.limits import CounterKey, Counters
 from proxy.policy.model import parse_policy
 from tests.proxy.policy.test_model import POLICY_MD_EXAMPLE
@@ -441,3 +450,71 @@ def test_patterns_have_json_schema_meaning(pattern, value, allowed):
     p = policy({"t": {"arguments": {"properties": {"v": {"type": "string", "pattern": pattern}}}}})
     decision = decide(p, ToolCall("s", "t", {"v": value}), Counters(), 0.0)
     assert (decision.verdict is Verdict.ALLOW) is allowed
+
+
+# -- what the gateway asks of the engine ----------------------------------------------------
+
+
+def test_hidden_tools_are_exactly_those_a_hiding_deny_rule_matches():
+    p = policy(
+        {
+            "fs/secret_*": {"action": "deny", "hide": True},
+            "fs/secret_ok": {"action": "allow"},  # more specific: not hidden
+            "delete_file": {"action": "deny"},  # denied but listed
+        },
+        default="allow",
+    )
+    names = ["secret_keys", "secret_ok", "delete_file", "read_file"]
+    assert hidden_tools(p, "fs", names) == {"secret_keys"}
+    assert hidden_tools(p, "web", names) == frozenset()  # the rule is scoped to fs
+    decision = decide(p, ToolCall("fs", "secret_keys"), Counters(), 0.0)
+    assert decision.hidden  # decide answers the same tools as unknown
+    assert decision.blocked
+
+
+def test_blocked_is_true_for_a_denial_only():
+    p = policy({"a": {"action": "allow"}, "q": {"action": "ask"}, "d": {"action": "deny"}})
+    blocked = {t: decide(p, ToolCall("s", t), Counters(), 0.0).blocked for t in "aqd"}
+    assert blocked == {"a": False, "q": False, "d": True}
+
+
+def test_agent_message_for_a_denial_by_lockgates_state():
+    call = ToolCall("fs", "write_file")
+    paused = Decision(Verdict.DENY, Basis.STATE, "Lockgate is paused", None)
+    assert agent_message(call, paused, 0.0) == (
+        "Lockgate blocked this call to fs/write_file: Lockgate is paused."
+    )
+
+
+def test_preview_says_what_decide_would_and_charges_nothing():
+    clock = [50.0]
+    p = policy({"t": {"rate_limit": {"max": 1, "window": 60}}})
+    enforcer = Enforcer(p, lambda: clock[0])
+    call = ToolCall("s", "t")
+    assert enforcer.now() == 50.0
+    assert enforcer.policy is p
+    for _ in range(3):
+        preview = enforcer.preview(call)
+        assert preview.verdict is Verdict.ALLOW
+        assert preview.charged_at is None
+    assert len(enforcer.counters) == 0
+    assert enforcer.decide(call).charged_at == 50.0
+    assert enforcer.preview(call).verdict is Verdict.DENY  # now the budget is used
+    clock[0] = 110.0
+    assert enforcer.now() == 110.0
+    assert enforcer.preview(call).verdict is Verdict.ALLOW
+
+
+def test_refunding_a_decision_that_charged_nothing_gives_nothing_back():
+    p = policy({"t": {"rate_limit": {"max": 1, "window": 60}}})
+    enforcer = Enforcer(p, lambda: 0.0)
+    call = ToolCall("s", "t")
+    charged = enforcer.decide(call)
+    refused = enforcer.decide(call)
+    assert refused.verdict is Verdict.DENY
+    assert refused.charged_at is None
+    enforcer.refund(refused)  # e.g. the gateway refunds every call it did not send
+    assert len(enforcer.counters) == 1  # the first call's charge still stands
+    assert enforcer.decide(call).verdict is Verdict.DENY
+    enforcer.refund(charged)
+    assert enforcer.decide(call).verdict is Verdict.ALLOW

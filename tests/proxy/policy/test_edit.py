@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 
@@ -127,3 +128,83 @@ def test_no_tools_object_gets_one(tmp_path):
         "default": "deny",
         "tools": {"echo": {"action": "allow"}},
     }
+
+
+def test_a_file_that_is_not_utf8_is_refused_and_left_as_it_was(policy):
+    broken = HAND_WRITTEN.encode().replace(b"keep this comment", b"keep this \xff comment")
+    policy.write_bytes(broken)
+    with pytest.raises(PolicyEditError, match=f"{policy} is not UTF-8 text") as info:
+        edit_rule(policy, "echo", {"action": "deny"})
+    assert info.value.title == "The rule was not changed"
+    assert policy.read_bytes() == broken
+
+
+def test_a_policy_path_that_cannot_be_read_is_refused_with_why(tmp_path):
+    # a FIFO where policy.json should be: reading it would block, so it is not read at all
+    path = tmp_path / "policy.json"
+    os.mkfifo(path)
+    with pytest.raises(PolicyEditError, match="is not a regular file"):
+        edit_rule(path, "echo", {"action": "deny"})
+    assert path.is_fifo()  # not replaced by a written file
+
+
+def test_a_policy_that_cannot_be_written_says_so_and_writes_nothing(tmp_path):
+    # the config folder is a file by mistake: the edit is valid, the write fails
+    config = tmp_path / "config"
+    config.write_text("not a folder")
+    path = config / "policy.json"
+    with pytest.raises(PolicyEditError, match=f"cannot write {path}: "):
+        edit_rule(path, "echo", {"action": "deny"})
+    assert config.read_text() == "not a folder"
+    assert list(tmp_path.iterdir()) == [config]  # no temporary file left behind
+
+
+def test_removing_a_rule_that_does_not_exist_changes_nothing(policy):
+    assert edit_rule(policy, "no_such_rule", None) == HAND_WRITTEN.encode()
+    assert policy.read_text() == HAND_WRITTEN
+    assert [r.pattern.text for r in load_policy(policy).rules] == ["read_*", "delete_file", "git/*"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("a", '{"version": "1", "tools": {"b": {"action": "deny"}, "c": {}}}\n'),
+        ("b", '{"version": "1", "tools": {"a": {"action": "allow"}, "c": {}}}\n'),
+        ("c", '{"version": "1", "tools": {"a": {"action": "allow"}, "b": {"action": "deny"}}}\n'),
+    ],
+)
+def test_removing_a_rule_from_a_one_line_tools_object_keeps_it_on_one_line(
+    tmp_path, pattern, expected
+):
+    path = tmp_path / "policy.json"
+    path.write_text(
+        '{"version": "1", "tools": {"a": {"action": "allow"}, "b": {"action": "deny"}, "c": {}}}\n'
+    )
+    edit_rule(path, pattern, None)
+    assert path.read_text() == expected
+    load_policy(path)
+
+
+def test_a_rule_added_to_a_one_line_tools_object_is_indented_past_the_object(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text('{\n  "version": "1",\n  "tools": {"a": {"action": "allow"}}\n}\n')
+    edit_rule(path, "b", {"action": "deny"})
+    assert path.read_text() == (
+        '{\n  "version": "1",\n  "tools": {"a": {"action": "allow"},\n'
+        '    "b": {"action": "deny"}}\n}\n'
+    )
+    assert [r.pattern.text for r in load_policy(path).rules] == ["a", "b"]
+
+
+def test_a_policy_saved_with_a_byte_order_mark_is_edited_and_keeps_it(tmp_path):
+    """Some editors save UTF-8 with a BOM; the loader accepts it, so the rule controls
+    must too (they raised a raw JSONDecodeError on such a file)."""
+    path = tmp_path / "policy.json"
+    text = '{"version": "1", "default": "allow", "tools": {"echo": {"action": "allow"}}}\n'
+    path.write_bytes(codecs.BOM_UTF8 + text.encode())
+    written = edit_rule(path, "echo", {"action": "deny"})
+    assert written == path.read_bytes()
+    assert written.startswith(codecs.BOM_UTF8)
+    rule = load_policy(path).rule_for("s", "echo")
+    assert rule is not None
+    assert rule.action.value == "deny"

@@ -235,3 +235,53 @@ def test_shortening_a_window_and_back_forgets_no_calls():
     enforcer.swap_policy(limited_policy(2, 3600))
     clock.now = 30.0
     assert enforcer.decide(call).verdict is Verdict.DENY  # 3 calls in the hour already
+
+
+# -- refunds and charges without a known window ---------------------------------------------
+
+
+def test_a_refund_gives_back_only_the_charge_made_at_that_moment():
+    counters = Counters()
+    limit = Limit("c", 60.0, 2, Scope.GLOBAL)
+    key = CounterKey("c", None)
+    counters.record([key], 10.0, {"c": 60.0})
+    counters.record([key], 20.0, {"c": 60.0})
+    assert not counters.check(limit, "any", 30.0).passed
+    counters.refund([key], 15.0)  # no charge was made at 15: nothing is given back
+    assert len(counters) == 2
+    assert not counters.check(limit, "any", 30.0).passed
+    counters.refund([key], 20.0)
+    assert len(counters) == 1
+    assert counters.check(limit, "any", 30.0).passed
+
+
+def test_refunding_a_counter_never_charged_changes_nothing():
+    counters = Counters()
+    counters.record([CounterKey("c", "ann")], 10.0, {"c": 60.0})
+    counters.refund([CounterKey("c", "bob"), CounterKey("other", None)], 10.0)
+    assert len(counters) == 1
+    assert not counters.check(Limit("c", 60.0, 1), "ann", 11.0).passed
+
+
+def test_restored_charges_for_a_counter_no_rule_names_are_kept_for_when_it_returns():
+    # charges read back from the audit log for a counter the policy in force no longer
+    # names: with no window known nothing is dropped, so the rule coming back sees them
+    clock = Clock(1000.0)
+    no_limits = parse_policy(json.dumps({"version": "1", "tools": {"t": {}}}))
+    enforcer = Enforcer(no_limits, clock)
+    enforcer.restore([(CounterKey("c", "local"), 0.0), (CounterKey("c", "local"), 900.0)])
+    assert len(enforcer.counters) == 2
+    enforcer.swap_policy(limited_policy(2, 3600))
+    blocked = enforcer.decide(ToolCall("s", "t"))
+    assert blocked.verdict is Verdict.DENY
+    assert blocked.retry_at == 3600.0  # when the call at 0 stops counting
+
+
+def test_clearing_the_counters_gives_every_budget_back():
+    clock = Clock(0.0)
+    enforcer = Enforcer(limited_policy(1, 3600), clock)
+    assert enforcer.decide(ToolCall("s", "t")).verdict is Verdict.ALLOW
+    assert enforcer.decide(ToolCall("s", "t")).verdict is Verdict.DENY
+    enforcer.counters.clear()
+    assert len(enforcer.counters) == 0
+    assert enforcer.decide(ToolCall("s", "t")).verdict is Verdict.ALLOW

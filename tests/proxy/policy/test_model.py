@@ -20,9 +20,10 @@ from proxy.policy.model import (
     load_policy,
     parse_policy,
     policy_schema,
+    read_policy_bytes,
 )
 
-# The example of POLICY.md, verbatim.
+# The example of the policy design (POLICY.md), verbatim.
 POLICY_MD_EXAMPLE = (
     Path(__file__).resolve().parents[2] / "data" / "policy-md-example.json"
 ).read_text()
@@ -634,3 +635,48 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 def test_a_device_is_refused():
     with pytest.raises(PolicyError, match="is not a regular file"):
         load_policy("/dev/zero")
+
+
+def test_the_first_problem_is_the_first_in_the_file():
+    text = policy_text({"b": {"action": "allow", "hide": True}, "a/": {}})
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.json")
+    first = info.value.first
+    assert first is info.value.issues[0]
+    assert first.path == ("tools", "b", "hide")
+    assert first.render("policy.json") == str(info.value).splitlines()[0]
+    assert (first.line, first.message) == (6, 'hides the tool, so it needs action "deny"')
+
+
+def test_every_closed_object_of_the_schema_names_its_fields():
+    """An unknown field is answered with the fields that are allowed there, so every
+    object of policy.schema.json that admits no others must name some."""
+    closed = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if node.get("additionalProperties") is False:
+                closed.append((where, sorted(node.get("properties", {}))))
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}/{i}")
+
+    walk(policy_schema(), "#")
+    assert closed
+    assert [where for where, fields in closed if not fields] == []
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_policy_path_that_is_no_file_is_refused_without_leaking_a_descriptor(tmp_path, kind):
+    path = tmp_path / "policy.json"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        with pytest.raises(PolicyError):
+            read_policy_bytes(path)
+    assert len(os.listdir("/proc/self/fd")) == before

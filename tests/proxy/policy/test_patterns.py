@@ -81,6 +81,22 @@ def test_matches(pattern, server, tool, expected):
     assert ToolPattern.parse(pattern).matches(server, tool) is expected
 
 
+@pytest.mark.parametrize(
+    ("text", "is_glob"),
+    [
+        ("python_test", False),
+        ("filesystem/write_file", False),
+        ("[ab]", False),  # brackets are literal: no glob
+        ("devtools/git_*", True),
+        ("*delete*", True),
+        ("git_?", True),
+        ("*/write_file", True),
+    ],
+)
+def test_a_pattern_is_a_glob_when_it_has_a_wildcard(text, is_glob):
+    assert ToolPattern.parse(text).is_glob is is_glob
+
+
 def test_rank_orders_classes_then_literals_then_position():
     texts = [
         "*",

@@ -6,8 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from proxy.policy.model import load_policy
+import pytest
+
+from proxy.policy.model import PolicyError, load_policy, parse_policy
+from proxy.policy.risk import classify
+from proxy.policy.starter import policy_text, starting_policy
+from proxy.upstream.catalog import ServerTools
 from tests.support.live import BIN, EVERYTHING_JS, lockgate_command
 
 
@@ -87,3 +93,75 @@ def test_init_never_overwrites_a_policy(tmp_path):
     assert again.returncode == 1
     assert "already exists; nothing written" in again.stdout
     assert policy_file.read_text() == '{"version": "1", "default": "deny"}\n'
+
+
+# -- the policy itself, from tool listings (in process) ------------------------------------
+
+
+def listed(server: str, *tools: dict[str, Any]) -> ServerTools:
+    """A server's tools as the catalog gives them: each with its real classification."""
+    return ServerTools(server, tools=tools, risks=tuple(classify(t) for t in tools))
+
+
+def test_read_only_tools_are_allowed_and_every_other_tool_asks():
+    document = starting_policy(
+        {
+            "fs": listed(
+                "fs",
+                {"name": "read_file", "description": "Reads a file."},
+                {"name": "write_file", "inputSchema": {"properties": {"content": {}}}},
+                {"name": "delete_file", "description": "Deletes a file permanently."},
+            ),
+            "clock": listed("clock", {"name": "get_current_time"}),
+        }
+    )
+    rules = document["tools"]
+    assert list(rules) == [
+        "clock/get_current_time",
+        "fs/read_file",
+        "fs/write_file",
+        "fs/delete_file",
+    ]
+    assert {k: r["action"] for k, r in rules.items()} == {
+        "clock/get_current_time": "allow",
+        "fs/read_file": "allow",
+        "fs/write_file": "ask",
+        "fs/delete_file": "ask",
+    }
+    assert rules["fs/write_file"]["description"].startswith("write, medium risk (name: word")
+    assert rules["fs/delete_file"]["description"].startswith("destructive, high risk (")
+    assert document["default"] == "ask"  # tools that appear later ask too
+    policy = parse_policy(policy_text(document), "policy.json")  # the real loader accepts it
+    assert [rule.pattern.text for rule in policy.rules] == list(rules)
+
+
+@pytest.mark.parametrize("name", ["get-env", "read_secret", "listApiKeys", "get_tokens"])
+def test_a_read_only_tool_that_reads_secrets_asks(name):
+    rule = starting_policy({"s": listed("s", {"name": name})})["tools"][f"s/{name}"]
+    assert rule["action"] == "ask"
+    assert rule["description"].endswith("; it may reveal secrets, so it asks")
+
+
+@pytest.mark.parametrize("tool", [{"name": 5}, {"name": None}, {"description": "no name"}])
+def test_a_tool_without_a_string_name_gets_no_rule(tool):
+    document = starting_policy({"odd": listed("odd", tool, {"name": "list_items"})})
+    assert list(document["tools"]) == ["odd/list_items"]  # it falls to the default: ask
+    parse_policy(policy_text(document))
+
+
+def test_a_server_that_could_not_be_asked_gets_no_rules():
+    document = starting_policy({"broken": ServerTools("broken", error="could not start")})
+    assert document["tools"] == {}
+    assert parse_policy(policy_text(document)).default.value == "ask"
+
+
+def test_policy_text_is_what_is_written_and_never_an_invalid_policy():
+    document = starting_policy({"s": listed("s", {"name": "caf\u00e9_list"})})
+    text = policy_text(document)
+    assert text.endswith("}\n")
+    assert "caf\u00e9_list" in text  # written as UTF-8, not escaped
+    assert json.loads(text) == document
+    with pytest.raises(
+        PolicyError, match=r"^the starting policy:2:14: version: unsupported version"
+    ):
+        policy_text({**document, "version": "2"})

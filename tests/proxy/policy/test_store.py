@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -170,3 +172,117 @@ def test_a_failing_subscriber_does_not_stop_the_others():
     stop()
     bus.emit(event)
     assert seen == [event]
+
+
+# -- files that cannot be read, and the last good copy -------------------------------------
+
+
+def test_a_policy_path_that_cannot_be_read_is_reported_and_the_default_stays(tmp_path):
+    path = tmp_path / "policy.json"
+    path.mkdir()  # a folder where the file should be
+    seen: list[Any] = []
+    store = PolicyStore(path, seen.append)
+    assert store.load() is False
+    assert [type(e) for e in seen] == [PolicyRejected]
+    assert seen[0].message == f"{path}: (the whole file): is a directory, not a file"
+    assert seen[0].line is None
+    error = store.error
+    assert error is not None
+    assert error.issues[0].message == "is a directory, not a file"
+    assert store.policy.default.value == "ask"  # the built-in default, which asks
+    path.rmdir()
+    path.write_text(json.dumps(GOOD))  # fixed: in force at once
+    assert store.load() is True
+    assert store.error is None
+    assert store.policy.default.value == "deny"
+
+
+def test_the_digest_is_of_the_bytes_in_force(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(GOOD))
+    store = PolicyStore(path, lambda event: None)
+    assert store.digest is None  # nothing applied yet
+    store.load()
+    assert store.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def last_good_store(tmp_path, seen: list[Any]) -> PolicyStore:
+    return PolicyStore(
+        tmp_path / "config" / "policy.json",
+        seen.append,
+        last_good=tmp_path / "data" / "policy.last-good.json",
+    )
+
+
+def test_a_restart_with_a_broken_policy_puts_the_last_good_one_in_force(tmp_path):
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "policy.json").write_text(json.dumps(GOOD))
+    first_run = last_good_store(tmp_path, [])
+    assert first_run.load() is True
+    copy = tmp_path / "data" / "policy.last-good.json"
+    assert copy.read_bytes() == (config / "policy.json").read_bytes()
+
+    (config / "policy.json").write_text('{"version": "1",\n "default": "maybe"}')  # a bad edit
+    seen: list[Any] = []
+    restarted = last_good_store(tmp_path, seen)  # the gateway starts again
+    assert restarted.load() is False
+    assert [type(e) for e in seen] == [PolicyRejected, PolicyReloaded]
+    assert seen[0].line == 2  # the error is reported all the same
+    assert seen[1].source == str(copy)
+    assert seen[1].rules == 1
+    assert restarted.policy.default.value == "deny"  # the person's rules, not the default
+    assert restarted.policy.rule_for("s", "x") is not None
+    assert restarted.error is not None
+    assert copy.read_bytes() == json.dumps(GOOD).encode()  # the broken file is not copied
+
+
+@pytest.mark.parametrize(
+    ("copy_text", "logged"),
+    [
+        (None, None),  # no copy yet: the first start was already broken
+        ("{", "the last good copy of policy.json cannot be used"),
+    ],
+)
+def test_without_a_usable_last_good_copy_the_default_is_in_force(
+    tmp_path, caplog, copy_text, logged
+):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "policy.json").write_text("{")
+    if copy_text is not None:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "policy.last-good.json").write_text(copy_text)
+    seen: list[Any] = []
+    store = last_good_store(tmp_path, seen)
+    with caplog.at_level(logging.WARNING, logger="proxy.policy.store"):
+        assert store.load() is False
+    assert [type(e) for e in seen] == [PolicyRejected]  # no swap: nothing else happened
+    assert store.policy.default.value == "ask"  # the built-in default, which asks
+    if logged is not None:
+        assert logged in caplog.text
+    else:
+        assert "last good copy" not in caplog.text
+
+
+def test_failing_to_keep_the_last_good_copy_does_not_stop_the_policy(tmp_path, caplog):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "policy.json").write_text(json.dumps(GOOD))
+    (tmp_path / "data" / "policy.last-good.json").mkdir(parents=True)  # cannot be a file
+    seen: list[Any] = []
+    store = last_good_store(tmp_path, seen)
+    with caplog.at_level(logging.WARNING, logger="proxy.policy.store"):
+        assert store.load() is True
+    assert "could not keep a copy of the policy in force" in caplog.text
+    assert [type(e) for e in seen] == [PolicyReloaded]
+    assert store.policy.default.value == "deny"
+    assert store.error is None
+
+
+def test_an_unchanged_policy_is_not_copied_again(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "policy.json").write_text(json.dumps(GOOD))
+    last_good_store(tmp_path, []).load()
+    copy = tmp_path / "data" / "policy.last-good.json"
+    before = copy.stat().st_ino
+    assert last_good_store(tmp_path, []).load() is True  # a restart, same policy.json
+    assert copy.stat().st_ino == before  # the same file: not rewritten
