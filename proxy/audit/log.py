@@ -548,6 +548,9 @@ class AuditLog:
             error = exc
         except Exception as exc:  # whatever it is, the writers waiting must hear of it
             error = exc
+        except BaseException:  # the writer thread ends: its writers must not wait for ever
+            _settle(batch, RuntimeError("the audit log's writer has stopped"))
+            raise
         else:
             self._commits += 1
         _settle(batch, error)
@@ -867,7 +870,11 @@ def _open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
     )
     try:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
+        if str(mode).lower() != "wal":  # pragma: no cover (see below)
+            # SQLite keeps another mode without an error only for in-memory and temporary
+            # databases and for storage without shared memory; a file on this machine's
+            # own file system never gets here, but one on such storage must not be
+            # written without WAL's crash safety.
             raise AuditError(f"the audit log {path} cannot use WAL (journal mode {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint_now_and_then

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import signal
 import sqlite3
 import stat
@@ -28,15 +29,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.audit.log import (
+    _MIGRATIONS,
     REDACTED,
     SCHEMA_VERSION,
     AuditError,
     AuditLog,
     CallDecision,
     CallRecord,
+    Charge,
     Outcome,
     redact,
 )
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[3]
 WRITER = REPO / "tests" / "support" / "audit_writer.py"
@@ -276,7 +280,7 @@ def test_secrets_deep_in_a_very_long_string_are_still_redacted():
 
 def test_a_credential_straddling_the_scanned_part_of_a_long_string_is_not_shown():
     for offset in range(4096 + 1024 - 40, 4096 + 1024 + 1):
-        text = "a" * offset + GHP + "b" * 10_000
+        text = "a" * offset + " " + GHP + " " + "b" * 10_000  # spaces: \b before ghp_
         assert "ghp_" not in compact(redact({"log": text}))
 
 
@@ -792,6 +796,8 @@ def test_since_follows_new_records_in_commit_order(log):
     log.write_sync(later)
     assert [record for _, record in log.since(rowids[-1])] == [later]
     assert log.since(0, limit=2) == seen[:2]
+    with pytest.raises(ValueError, match="negative"):
+        log.since(0, limit=-1)
 
 
 READ_IDS = """
@@ -916,3 +922,434 @@ async def test_a_lone_write_while_others_queue_joins_their_group_commit(log: Aud
     await asyncio.gather(*(log.write(r) for r in records[:-1]), log.write(records[-1], alone=True))
     assert all(log.get(r.id) is not None for r in records)
     assert log.commits < 100
+
+
+# ---------------------------------------------------------------------------- opening
+
+
+def test_a_cap_too_small_for_any_arguments_is_refused_before_anything_is_made(db):
+    with pytest.raises(ValueError, match="at least 128"):
+        AuditLog(db, max_argument_bytes=127)
+    assert not db.parent.exists()
+
+
+def test_a_relative_path_is_fixed_when_the_log_opens(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path)
+    with AuditLog("audit.db") as audit:
+        assert audit.path.is_absolute()
+        assert audit.path == tmp_path.resolve() / "audit.db"
+        monkeypatch.chdir(elsewhere)  # the app changes its folder: the log stays where it was
+        record = make()
+        audit.write_sync(record)
+        assert audit.get(record.id) == record
+    assert not (elsewhere / "audit.db").exists()
+
+
+def test_a_log_of_the_first_version_is_upgraded_and_keeps_its_records(db):
+    db.parent.mkdir()
+    old = make(tool="from_version_1", error="an old error")
+    raw = sqlite3.connect(db, isolation_level=None)
+    try:
+        for statement in _MIGRATIONS[0]:  # version 1 is what the first migration makes
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 1")
+        row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
+        del row["ts"]
+        columns = ", ".join(row)
+        raw.execute(
+            f"INSERT INTO calls ({columns}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+    finally:
+        raw.close()
+    with AuditLog(db) as audit:
+        assert audit.get(old.id) == old
+        charge = Charge("files/*", "claude-desktop", 1_700_000_000.5)
+        new = make(tool="after_the_upgrade")
+        asyncio.run(audit.begin(new, [charge]))  # the table of charges came with version 2
+        assert audit.charges_since(0) == [charge]
+        assert audit.count() == 2
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        indexes = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
+    finally:
+        raw.close()
+    assert {"charges", "charges_time", "charges_call", "calls_pending"} <= indexes
+
+
+MIGRATE_ON_A_FULL_DISK = """
+import resource, signal, sys
+from proxy.audit.log import AuditError, AuditLog
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+# Room for the WAL's shared-memory index (32 KiB) and two pages, not for the whole schema.
+resource.setrlimit(resource.RLIMIT_FSIZE, (32768 + 8192, hard))
+try:
+    AuditLog(sys.argv[1])
+except AuditError as exc:
+    print("refused:", exc)
+else:
+    print("opened")
+finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+"""
+
+
+def test_a_disk_that_fills_up_while_the_schema_is_made_leaves_nothing_half_made(db):
+    done = subprocess.run(
+        [sys.executable, "-c", MIGRATE_ON_A_FULL_DISK, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=SUBPROCESS_ENV,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: cannot open the audit log"), done.stdout
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (0,)
+        assert raw.execute("SELECT name FROM sqlite_master").fetchall() == []
+    finally:
+        raw.close()
+    with AuditLog(db) as audit:  # with room again, the schema is made whole
+        record = make()
+        audit.write_sync(record)
+        assert audit.get(record.id) == record
+
+
+OUT_OF_FILES = """
+import os, resource, sys
+from proxy.audit.log import AuditError, AuditLog, CallDecision, CallRecord, Outcome
+
+path = sys.argv[1]
+AuditLog(path).close()  # the log exists: opening it again takes three files (db, -wal, -shm)
+free = [os.open(os.devnull, os.O_RDONLY) for _ in range(3)]
+for fd in free:
+    os.close(fd)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(free) + 1, hard))
+log = AuditLog(path)  # the writer takes the last three files; its checkpointer finds none
+record = CallRecord(time=1.0, client="c", server="s", tool="t", decision=CallDecision.ALLOWED,
+    reason="r", outcome=Outcome.OK)
+log.write_sync(record)
+print("written")
+try:
+    log.get(record.id)
+except AuditError as exc:
+    print("read refused:", exc)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print("read back:", log.get(record.id) == record)
+log.close()
+print("wal left after close:", os.path.exists(path + "-wal"))
+"""
+
+
+def test_a_process_out_of_files_still_records_and_says_why_it_cannot_read(db):
+    done = subprocess.run(
+        [sys.executable, "-c", OUT_OF_FILES, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=SUBPROCESS_ENV,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "written"
+    assert lines[1].startswith("read refused: cannot read the audit log"), lines
+    assert "unable to open database file" in lines[1]
+    assert lines[2:] == ["read back: True", "wal left after close: False"]
+    with AuditLog(db) as audit:
+        assert audit.count() == 1
+
+
+# ---------------------------------------------------------------------------- write ahead
+
+
+async def test_a_begun_call_is_pending_with_its_charges_until_it_is_finished(db):
+    record = make(duration_ms=None, result_size=None)
+    charges = [Charge("files/*", "claude-desktop", 100.0), Charge("everything", None, 100.5)]
+    with AuditLog(db) as audit:
+        await audit.begin(record, charges)
+        assert audit.get(record.id) == dataclasses.replace(record, outcome=Outcome.PENDING)
+        assert audit.count(outcome=Outcome.PENDING) == 1
+        assert audit.charges_since(0) == charges
+        await audit.finish(record.id, Outcome.OK, duration_ms=7.5, result_size=99)
+    with AuditLog(db) as reopened:  # both survive a restart: the counters count them still
+        assert reopened.get(record.id) == dataclasses.replace(
+            record, duration_ms=7.5, result_size=99
+        )
+        assert reopened.charges_since(0) == charges
+        assert reopened.charges_since(100.25) == charges[1:]
+
+
+async def test_a_call_that_never_reached_its_server_gives_its_charges_back(log):
+    reached, failed = make(tool="reached"), make(tool="failed")
+    await log.begin(reached, [Charge("files/*", "claude-desktop", 10.0)])
+    await log.begin(failed, [Charge("files/*", "claude-desktop", 11.0)])
+    await log.finish(
+        failed.id, Outcome.UPSTREAM_DOWN, error="connection refused", refund=True, alone=True
+    )
+    await log.finish(reached.id, Outcome.OK, duration_ms=1.0, result_size=2)
+    assert log.charges_since(0) == [Charge("files/*", "claude-desktop", 10.0)]
+    stored = log.get(failed.id)
+    assert stored is not None
+    assert stored.outcome is Outcome.UPSTREAM_DOWN
+    assert stored.error == "connection refused"
+
+
+async def test_a_finished_calls_error_is_stored_scrubbed_and_clipped(log):
+    record = make()
+    await log.begin(record)
+    await log.finish(record.id, Outcome.PROTOCOL_ERROR, error=f"bad key {GHP} " + "x" * 5000)
+    stored = log.get(record.id)
+    assert stored is not None
+    assert stored.error is not None
+    assert stored.error.startswith(f"bad key {REDACTED} xxx")
+    assert len(stored.error) == 2000
+    assert stored.error.endswith("x…")
+
+
+async def test_a_call_whose_record_is_not_committed_makes_no_charge(db):
+    with AuditLog(db, busy_timeout=0.05) as audit:
+        first = make()
+        await audit.begin(first, [Charge("files/*", "claude-desktop", 1.0)])
+        duplicate = make(id=first.id)
+        with pytest.raises(AuditError, match="UNIQUE"):
+            await audit.begin(duplicate, [Charge("files/*", "claude-desktop", 2.0)])
+        blocker = sqlite3.connect(db, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            locked_out = make()
+            with pytest.raises(AuditError, match="locked"):
+                await audit.begin(locked_out, [Charge("files/*", "claude-desktop", 3.0)])
+        finally:
+            blocker.close()
+        assert audit.get(locked_out.id) is None
+        assert audit.charges_since(0) == [Charge("files/*", "claude-desktop", 1.0)]
+
+
+async def test_pruning_forgets_only_the_charges_before_the_cut(log):
+    calls = [make(time=float(t)) for t in (10, 20, 30)]
+    for call in calls:
+        await log.begin(call, [Charge("files/*", None, call.time)])
+    await log.prune_charges(20.0)
+    assert log.charges_since(0) == [Charge("files/*", None, 20.0), Charge("files/*", None, 30.0)]
+    assert log.count() == 3  # the calls themselves are all still in the log
+
+
+async def test_calls_left_pending_by_a_stopped_gateway_are_marked_interrupted(db):
+    answered, unanswered = make(tool="answered"), make(tool="unanswered")
+    with AuditLog(db) as before:
+        await before.begin(answered)
+        await before.begin(unanswered)
+        await before.finish(answered.id, Outcome.OK, duration_ms=3.0, result_size=10)
+    with AuditLog(db) as after:
+        assert after.recover_interrupted() == 1
+        stored = after.get(unanswered.id)
+        assert stored is not None
+        assert stored.outcome is Outcome.INTERRUPTED
+        assert stored.error == "Lockgate stopped before the server answered"
+        assert after.get(answered.id) == dataclasses.replace(
+            answered, duration_ms=3.0, result_size=10
+        )
+        assert after.recover_interrupted() == 0
+
+
+async def test_recovery_while_another_process_holds_the_log_fails_and_changes_nothing(db):
+    unanswered = make()
+    with AuditLog(db, busy_timeout=0.05) as audit:
+        await audit.begin(unanswered)
+        blocker = sqlite3.connect(db, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            with pytest.raises(AuditError, match=r"not recorded.*locked"):
+                audit.recover_interrupted()
+        finally:
+            blocker.close()
+        assert audit.count(outcome=Outcome.PENDING) == 1
+        assert audit.recover_interrupted() == 1  # once the lock is gone, it goes through
+
+
+# ---------------------------------------------------------------------------- the writer
+
+
+async def test_a_lone_write_waits_for_another_process_lock_off_the_event_loop(db):
+    with AuditLog(db, busy_timeout=TIMEOUT) as audit:
+        record = make()
+        blocker = sqlite3.connect(db, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            task = asyncio.create_task(audit.write(record, alone=True))
+            await asyncio.sleep(0)  # one turn: the write found the lock taken and queued
+            assert not task.done()  # not refused: the writer thread waits for the lock
+        finally:
+            blocker.close()
+        await task
+        assert audit.get(record.id) == record
+
+
+async def test_a_lone_write_into_a_broken_database_is_refused(log, db):
+    await log.write(make(), alone=True)
+    with sqlite3.connect(db) as saboteur:
+        saboteur.execute("DROP TABLE calls")
+    saboteur.close()
+    with pytest.raises(AuditError, match=r"not recorded.*no such table") as caught:
+        await log.write(make(), alone=True)
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+
+
+async def test_a_burst_too_big_for_one_transaction_is_committed_whole_in_several(db):
+    records = [make(result_size=n) for n in range(2 * 4096 + 1)]
+    with AuditLog(db, busy_timeout=TIMEOUT) as audit:
+        blocker = sqlite3.connect(db, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # holds the writer up while the burst queues
+            tasks = [asyncio.create_task(audit.write(record)) for record in records]
+            await asyncio.sleep(0)  # every task has queued its record
+        finally:
+            blocker.close()
+        await asyncio.gather(*tasks)
+        # The writer took what came first (1 to 4096 records), then the rest: at most 4096
+        # records a transaction makes two more.
+        assert audit.commits == 3
+        assert audit.count() == len(records)
+        assert {record.id for _, record in audit.since(0, limit=10_000)} == {
+            record.id for record in records
+        }
+
+
+async def test_records_reach_the_database_file_itself_while_the_log_is_open(log, db, tmp_path):
+    for n in range(50):
+        await log.write(make(result_size=n))
+    copy = tmp_path / "copy.db"
+
+    def records_in_the_database_file() -> int:
+        for leftover in (copy, copy.with_name("copy.db-wal"), copy.with_name("copy.db-shm")):
+            leftover.unlink(missing_ok=True)
+        shutil.copyfile(db, copy)  # the database file alone, without its WAL
+        raw = sqlite3.connect(copy)
+        try:
+            return int(raw.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+        except sqlite3.DatabaseError:  # no table yet, or a copy taken mid-checkpoint
+            return 0
+        finally:
+            raw.close()
+
+    await eventually(
+        lambda: records_in_the_database_file() == 50, "a checkpoint into the database file"
+    )
+
+
+def test_reading_a_log_whose_file_was_deleted_fails_without_making_a_new_one(log, db):
+    log.write_sync(make())
+    for name in (db.name, f"{db.name}-wal", f"{db.name}-shm"):
+        db.with_name(name).unlink()
+    reads = [
+        log.query,
+        log.count,
+        log.latest_rowid,
+        lambda: log.get("some-id"),
+        lambda: log.since(0),
+        lambda: log.charges_since(0),
+    ]
+    for read in reads:
+        with pytest.raises(AuditError, match=r"cannot read the audit log .*unable to open"):
+            read()
+    log.close()
+    assert not db.exists()
+
+
+class WriterKilled(BaseException):
+    """What no SQLite failure raises (they are all Exceptions): gets past every handler."""
+
+
+class KillsTheWriter:
+    """A test double, since nothing real stops the writer thread: a value SQLite asks to
+    adapt itself (``__conform__``) while the writer binds it, which waits until the test
+    has queued more records behind it, then raises :class:`WriterKilled`."""
+
+    def __init__(self) -> None:
+        self.binding = threading.Event()
+        self.go = threading.Event()
+
+    def __conform__(self, protocol: object) -> object:
+        self.binding.set()
+        self.go.wait(TIMEOUT)
+        raise WriterKilled
+
+
+async def test_writes_queued_behind_a_writer_that_died_are_refused_and_none_is_lost(db):
+    stopped: list[threading.ExceptHookArgs] = []
+    previous_hook = threading.excepthook
+    threading.excepthook = stopped.append
+    try:
+        audit = AuditLog(db)
+        kept = make()
+        await audit.write(kept)
+        killer = KillsTheWriter()
+        dying = asyncio.create_task(audit.write(make(duration_ms=killer)))
+        await eventually(killer.binding.is_set, "the writer to bind the poisoned record")
+        behind = [asyncio.create_task(audit.write(make(result_size=n))) for n in range(3)]
+        await asyncio.sleep(0)  # they have queued behind the record being written
+        killer.go.set()
+        results = await asyncio.gather(*behind, return_exceptions=True)
+        assert [str(result) for result in results] == [
+            "the call was not recorded in the audit log: the audit log's writer has stopped"
+        ] * 3
+        assert all(isinstance(result, AuditError) for result in results)
+        with pytest.raises(AuditError, match="closed"):
+            await audit.write(make())
+        with pytest.raises(AuditError, match="closed"):
+            await audit.write(make(), alone=True)
+        audit.close()  # returns once the writer thread is gone
+        # the record in flight when the writer died is refused too (it waited for ever)
+        with pytest.raises(AuditError, match="writer has stopped"):
+            await asyncio.wait_for(dying, TIMEOUT)
+    finally:
+        threading.excepthook = previous_hook
+    assert [args.exc_type for args in stopped] == [WriterKilled]
+    with AuditLog(db) as reopened:
+        assert reopened.get(kept.id) == kept
+        assert reopened.count() == 1
+
+
+async def test_closing_while_the_writer_dies_returns_and_refuses_what_was_queued(db):
+    stopped: list[threading.ExceptHookArgs] = []
+    previous_hook = threading.excepthook
+    threading.excepthook = stopped.append
+    try:
+        before = set(threading.enumerate())
+        audit = AuditLog(db)
+        (checkpointer,) = [
+            thread
+            for thread in set(threading.enumerate()) - before
+            if thread.name == "lockgate-audit-checkpoint"
+        ]
+        killer = KillsTheWriter()
+        dying = asyncio.create_task(audit.write(make(duration_ms=killer)))
+        await eventually(killer.binding.is_set, "the writer to bind the poisoned record")
+        behind = [asyncio.create_task(audit.write(make(result_size=n))) for n in range(3)]
+        await asyncio.sleep(0)  # they have queued behind the record being written
+        closing = asyncio.create_task(audit.aclose())
+        # close() seals the queue, then stops the checkpointer, then waits for the writer.
+        await eventually(lambda: not checkpointer.is_alive(), "close() to seal the queue")
+        killer.go.set()
+        await closing  # close() returns although the writer never drained the queue
+        results = await asyncio.gather(*behind, return_exceptions=True)
+        assert [str(result) for result in results] == [
+            "the call was not recorded in the audit log: the audit log's writer has stopped"
+        ] * 3
+        with pytest.raises(AuditError, match="writer has stopped"):
+            await asyncio.wait_for(dying, TIMEOUT)  # the one in flight is told too
+    finally:
+        threading.excepthook = previous_hook
+    assert [args.exc_type for args in stopped] == [WriterKilled]
+    with AuditLog(db) as reopened:
+        assert reopened.count() == 0
