@@ -184,7 +184,7 @@ class LockgateApp(QObject):
         super().__init__()
         self.paths = paths
         self.secrets = secrets or SecretStore()
-        self._home = home
+        self.home = home  # where the Connect view looks for clients (None: the user's)
         self._environ: dict[str, str] | None = None if home is None else {}
         command = lockgate_command()
         self._launcher = list(launcher) if launcher else [command] if command else None
@@ -539,7 +539,7 @@ class LockgateApp(QObject):
     def scan_clients(self, project: Path | None = None) -> None:
         """Look for the MCP clients' files (on a worker thread) and show them."""
         self.connect_view.set_busy(True)
-        home, environ = self._home, self._environ
+        home, environ = self.home, self._environ
 
         def done(future: concurrent.futures.Future[list[ClientFile]]) -> None:
             self.connect_view.set_busy(False)
@@ -620,7 +620,7 @@ class LockgateApp(QObject):
 
     def set_autostart(self, on: bool) -> None:
         command = self._login_command
-        home, environ = self._home, self._environ
+        home, environ = self.home, self._environ
 
         def change() -> None:
             if command is None:
@@ -637,7 +637,7 @@ class LockgateApp(QObject):
         self.host.blocking(change, done)
 
     def _show_autostart(self) -> None:
-        home, environ = self._home, self._environ
+        home, environ = self.home, self._environ
 
         def read() -> tuple[bool, str]:
             where = autostart_path(home=home, environ=environ)
