@@ -26,7 +26,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path: P
     path = tmp_path / "policy.json"
     path.write_bytes(b"old")
     (tmp_path / "policy.json.d").mkdir()
-    with pytest.raises(OSError):
+    with pytest.raises(IsADirectoryError):
         write_atomic(tmp_path / "policy.json.d", b"new")  # a folder cannot be replaced
     assert path.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["policy.json", "policy.json.d"]
