@@ -465,6 +465,7 @@ async def test_stored_arguments_keep_to_the_cap(tmp_path):
 
 
 @pytest.mark.asyncio
+@pytest.mark.no_cover  # a tracer slows the event loop, not SQLite: the batches it measures
 async def test_2000_writes_from_50_tasks_all_land_in_few_commits(log):
     async def writer(task: int) -> list[str]:
         ids = []
