@@ -1,4 +1,4 @@
-"""The table models on their own: qtmodeltester, batching, the bounded window, filters.
+"""The live calls model on its own: qtmodeltester, batching, the bounded window, filters.
 
 Their input is the proxy's own event records (plain frozen dataclasses), built here as the
 gateway builds them; the end-to-end tests feed them from a real gateway."""
@@ -10,20 +10,12 @@ from typing import Any
 from PySide6.QtCore import Qt
 
 from desktop.calls import DECISION, RULE, CallsFilter, CallsModel
-from desktop.serversview import ServersModel
-from desktop.toolsview import ToolsModel
-from proxy.config.servers import StdioServer
 from proxy.gateway.events import (
     ApprovalPending,
     CallDecided,
     CallFinished,
     CallStarted,
-    UpstreamDown,
-    UpstreamUp,
 )
-from proxy.policy.model import parse_policy
-from proxy.policy.risk import classify
-from proxy.upstream.catalog import ServerTools
 
 
 def call_events(n: int, start: int = 0, decision: str = "allowed") -> list[Any]:
@@ -133,51 +125,6 @@ def test_history_from_the_audit_log_goes_on_top_without_repeats(qapp, tmp_path):
         "c3",
     ]
     assert model.prepend_history(records) == 0
-
-
-def test_tools_model_shows_the_rule_in_force_and_where_it_comes_from(qtmodeltester):
-    tools = [
-        {"name": "read_file", "description": "Read a file", "inputSchema": {}},
-        {"name": "delete_file", "description": "Delete a file", "inputSchema": {}},
-        {"name": "search", "description": "Search", "inputSchema": {}},
-    ]
-    model = ToolsModel()
-    model.set_catalog(
-        {
-            "fs": ServerTools("fs", tuple(tools), tuple(classify(t) for t in tools)),
-            "down": ServerTools("down", error="cannot start server 'down'"),
-        }
-    )
-    qtmodeltester.check(model)
-    policy = parse_policy(
-        '{"version": "1", "default": "ask", "tools": {"*delete*": {"action": "deny"},'
-        ' "fs/read_file": {"action": "allow"}, "search": {"action": "deny", "hide": true}}}'
-    )
-    model.set_policy(policy)
-    rules = [model.index(r, 3).data() for r in range(3)]
-    assert rules == ["allow · rule fs/read_file", "deny · pattern *delete*", "hide · rule search"]
-    assert model.errors == {"down": "cannot start server 'down'"}
-    assert model.data(model.index(1, 2)).startswith("high")
-
-
-def test_servers_model_tracks_up_down_and_crashes(qtmodeltester):
-    model = ServersModel()
-    model.set_servers(
-        {"a": StdioServer(name="a", command="x"), "b": StdioServer(name="b", command="y")}
-    )
-    qtmodeltester.check(model)
-    model.apply([UpstreamUp(1.0, "a", "s1"), UpstreamUp(1.0, "a", "s2")])
-    assert model.data(model.index(0, 2)) == "up (2 sessions)"
-    went_down = model.apply([UpstreamDown(2.0, "a", "s1", "exited with 3")])
-    assert went_down
-    assert model.down_count() == 1
-    assert model.data(model.index(0, 2)) == "down"
-    assert model.data(model.index(0, 4)) == "exited with 3"
-    model.apply([UpstreamDown(3.0, "a", "s2", None)])  # stopped on purpose: not a crash
-    model.apply([UpstreamUp(4.0, "a", "s1")])  # restarted
-    assert model.down_count() == 0
-    assert model.data(model.index(0, 2)) == "up (1 session)"
-    assert model.rowCount(model.index(0, 0)) == 0
 
 
 def test_a_call_decided_after_older_rows_were_dropped_shows_its_decision(qapp, qtmodeltester):
