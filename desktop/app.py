@@ -406,7 +406,7 @@ class LockgateApp(QObject):
             if error is None:
                 self._put_in_force(future.result(), f"Saved the rule for {pattern}", say)
             elif isinstance(error, LockgateError):
-                say(told(error, f"the rule for {pattern}"))
+                say(error.told(f"the rule for {pattern}"))
             else:
                 raise error
 
@@ -423,7 +423,7 @@ class LockgateApp(QObject):
                 saved = f"Removed the rule for {pattern}"
                 self._put_in_force(future.result(), saved, self.tools_view.editor.status.setText)
             elif isinstance(error, LockgateError):
-                self.tools_view.editor.status.setText(told(error, f"the rule for {pattern}"))
+                self.tools_view.editor.status.setText(error.told(f"the rule for {pattern}"))
             else:
                 raise error
 
@@ -603,7 +603,7 @@ class LockgateApp(QObject):
         error = future.exception()
         self.scan_clients(self.connect_view.project)
         if isinstance(error, LockgateError):
-            self.connect_view.show_result(told(error), error=True)
+            self.connect_view.show_result(error.told(), error=True)
             return None
         if error is not None:
             raise error
@@ -672,13 +672,6 @@ class LockgateApp(QObject):
     def _show_blocked(self, entry: str) -> None:
         self.window.show_tab("Live calls")
         self.live.decision_filter.setCurrentIndex(1)
-
-
-def told(error: LockgateError, about: str | None = None) -> str:
-    """What the window says of ``error``: its title (what went wrong, with what it was
-    about), then its message (the whole story and what to do)."""
-    title = error.title if about is None else f"{error.title} ({about})"
-    return f"{title}: {error.message}"
 
 
 def _with(state: AppState, **changes: Any) -> AppState:

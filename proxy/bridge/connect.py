@@ -72,7 +72,7 @@ def run(paths: Paths, server: str, client: str | None) -> int:
         return asyncio.run(bridge(paths, server, client))
     except (GatewayNotRunning, ControlError) as exc:
         # The MCP client shows this (its server "failed to start") in its logs.
-        print(f"lockgate connect: {exc}", file=sys.stderr)
+        print(f"lockgate connect: {exc.told()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -41,8 +41,7 @@ class GatewayNotRunning(LockgateError):
 
     def __init__(self, paths: Paths) -> None:
         super().__init__(
-            f"Lockgate is not running (no gateway for {paths.data_dir}); start the app or "
-            "`lockgate serve`"
+            f"no gateway for {paths.data_dir}; start the app or `lockgate serve`"
         )
 
 

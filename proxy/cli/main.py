@@ -308,8 +308,8 @@ def main(
         return gateway.status(paths, sys.stdout)
     except UsageError as exc:
         parser.exit(2, f"lockgate: error: {exc}\n")
-    except LockgateError as exc:  # every error a person is told of; its text says it all
-        print(f"lockgate: {exc.message}", file=sys.stderr)
+    except LockgateError as exc:  # every error a person is told of: its title and message
+        print(f"lockgate: {exc.told()}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. piped into head
         return 0

@@ -51,12 +51,21 @@ def _all_subclasses(cls: type[BaseException]) -> list[type[BaseException]]:
     return out
 
 
-def test_the_command_line_prints_any_lockgate_error_as_its_message(capsys, monkeypatch):
+def test_the_command_line_prints_any_lockgate_error_by_its_title_and_message(capsys):
     code = main(["token", "revoke", "nobody-has-this-name"])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("lockgate: ")
+    assert err.startswith("lockgate: The token was not changed: ")  # the title, then why
+    assert "nobody-has-this-name" in err
     assert "Traceback" not in err
+
+
+def test_told_puts_the_title_first_and_what_it_was_about():
+    from proxy.policy.edit import PolicyEditError
+
+    error = PolicyEditError("policy.json has errors; fix them first")
+    assert error.told() == "The rule was not changed: policy.json has errors; fix them first"
+    assert error.told("echo").startswith("The rule was not changed (echo): ")
 
 
 @pytest.mark.parametrize("message", ["the policy is broken", "Lockgate is not running"])
