@@ -40,9 +40,7 @@ class GatewayNotRunning(LockgateError):
     title = "Lockgate is not running"
 
     def __init__(self, paths: Paths) -> None:
-        super().__init__(
-            f"no gateway for {paths.data_dir}; start the app or `lockgate serve`"
-        )
+        super().__init__(f"no gateway for {paths.data_dir}; start the app or `lockgate serve`")
 
 
 class ControlError(LockgateError):
