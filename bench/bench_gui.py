@@ -41,7 +41,8 @@ from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
-from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome, _insert_step
+from proxy.audit.log import AuditLog, _insert_step
+from proxy.audit.records import CallDecision, CallRecord, Outcome
 from proxy.config.paths import Paths
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted
 

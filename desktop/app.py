@@ -48,7 +48,7 @@ from desktop.policyview import PolicyView
 from desktop.serversview import ServersModel, ServersView
 from desktop.toolsview import ToolsModel, ToolsView
 from desktop.tray import AppState, Tray, icon_for
-from proxy.audit.log import CallRecord
+from proxy.audit.records import CallRecord
 from proxy.clients import ClientFile, find_clients
 from proxy.clients.route import RouteError, RouteResult, UnrouteResult, route, unroute
 from proxy.config.atomic import write_atomic

@@ -21,7 +21,7 @@ from PySide6.QtCore import QAbstractItemModel, QRegularExpression, QSortFilterPr
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QTableWidget, QTableWidgetItem
 
-from proxy.audit.log import CallRecord
+from proxy.audit.records import CallRecord
 from proxy.gateway.events import (
     ApprovalAnswered,
     ApprovalPending,

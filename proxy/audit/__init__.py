@@ -1,5 +1,6 @@
 """The audit log: every call, written before it is sent and completed after.
 
-``log`` is the SQLite log (write-ahead rows, rate-limit charges, queries, pruning);
+``records`` is what it keeps (a call's record, a rate-limit charge); ``log`` is the SQLite
+log (write-ahead rows, rate-limit charges, queries, pruning);
 ``redact`` decides what of a call may be stored or shown, and scrubs secrets from text.
 """

@@ -9,7 +9,8 @@ import time
 from datetime import datetime
 from typing import TextIO
 
-from proxy.audit.log import AuditLog, CallRecord
+from proxy.audit.log import AuditLog
+from proxy.audit.records import CallRecord
 from proxy.cli.common import UsageError
 from proxy.config.paths import Paths
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy.audit.log import CallDecision
+from proxy.audit.records import CallDecision
 from proxy.bridge import connect as connectcmd
 from proxy.cli import clients, credentials, gateway, log, policy
 from proxy.cli.common import UsageError, version

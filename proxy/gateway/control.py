@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.audit.log import CallRecord
+from proxy.audit.records import CallRecord
 from proxy.config.servers import ServerSpec
 from proxy.errors import LockgateError
 from proxy.gateway.approvals import PendingApproval, Remember

@@ -26,8 +26,9 @@ import anyio
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_PARAMS
 
-from proxy.audit.log import AuditError, AuditLog, CallDecision, CallRecord, Charge, Outcome, redact
-from proxy.audit.redact import storable
+from proxy.audit.log import AuditError, AuditLog
+from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
+from proxy.audit.redact import redact, storable
 from proxy.gateway.approvals import Answer, ApprovalBroker, Remember
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted, EventBus
 from proxy.policy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, agent_message

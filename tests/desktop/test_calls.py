@@ -90,7 +90,8 @@ def test_the_filter_box_and_decision_filter(qapp, qtmodeltester):
 
 
 def test_history_from_the_audit_log_goes_on_top_without_repeats(qapp, tmp_path):
-    from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome
+    from proxy.audit.log import AuditLog
+    from proxy.audit.records import CallDecision, CallRecord, Outcome
 
     with AuditLog(tmp_path / "audit.db") as audit:
         for i in range(5):

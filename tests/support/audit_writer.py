@@ -12,7 +12,8 @@ import asyncio
 import sys
 import time
 
-from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome
+from proxy.audit.log import AuditLog
+from proxy.audit.records import CallDecision, CallRecord, Outcome
 
 
 async def write_forever(log: AuditLog, task: int) -> None:

@@ -256,7 +256,8 @@ async def test_a_tool_name_with_control_characters_is_refused_and_logged(tmp_pat
 def test_text_a_log_cannot_hold_is_stored_escaped(tmp_path):
     """Whatever a record holds (a reason quoting arguments, an error text, a name that came
     another way), it is written: lone surrogates are stored escaped."""
-    from proxy.audit.log import AuditLog, CallDecision, CallRecord, Outcome
+    from proxy.audit.log import AuditLog
+    from proxy.audit.records import CallDecision, CallRecord, Outcome
 
     with AuditLog(tmp_path / "audit.db") as log:
         record = CallRecord(

@@ -28,18 +28,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.audit.log import (
-    _MIGRATIONS,
-    REDACTED,
-    SCHEMA_VERSION,
-    AuditError,
-    AuditLog,
-    CallDecision,
-    CallRecord,
-    Charge,
-    Outcome,
-    redact,
-)
+from proxy.audit.log import _MIGRATIONS, SCHEMA_VERSION, AuditError, AuditLog
+from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
+from proxy.audit.redact import REDACTED, redact
 from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[3]
@@ -591,7 +582,8 @@ async def test_a_record_that_cannot_be_stored_fails_alone_in_its_batch(log, db):
 def test_the_disk_filling_up_surfaces_as_audit_error(db):
     script = """
 import asyncio, resource, signal, sys, time
-from proxy.audit.log import AuditError, AuditLog, CallDecision, CallRecord, Outcome
+from proxy.audit.log import AuditError, AuditLog
+from proxy.audit.records import CallDecision, CallRecord, Outcome
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 log = AuditLog(sys.argv[1])
@@ -1026,7 +1018,8 @@ def test_a_disk_that_fills_up_while_the_schema_is_made_leaves_nothing_half_made(
 
 OUT_OF_FILES = """
 import os, resource, sys
-from proxy.audit.log import AuditError, AuditLog, CallDecision, CallRecord, Outcome
+from proxy.audit.log import AuditError, AuditLog
+from proxy.audit.records import CallDecision, CallRecord, Outcome
 
 path = sys.argv[1]
 AuditLog(path).close()  # the log exists: opening it again takes three files (db, -wal, -shm)

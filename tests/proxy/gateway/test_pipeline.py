@@ -19,7 +19,8 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_PARAMS
 
-from proxy.audit.log import AuditLog, Outcome
+from proxy.audit.log import AuditLog
+from proxy.audit.records import Outcome
 from proxy.gateway.approvals import ApprovalBroker
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted, Event, EventBus
 from proxy.gateway.pipeline import ToolCallPipeline
