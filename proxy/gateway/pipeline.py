@@ -325,11 +325,7 @@ class ToolCallPipeline:
             raise MCPError(code=INTERNAL_ERROR, message=reason) from None
         self.audit_failure = None
         self.prune_charges_now_and_then()
-        self.bus.emit(
-            CallDecided(
-                trace.id, self._clock(), verdict.value, trace.basis, decision.rule, decision.reason
-            )
-        )
+        self._decided(trace, verdict, decision)
 
     async def _complete(
         self,
@@ -381,11 +377,7 @@ class ToolCallPipeline:
         """
         error = None if error is None else session.scrub(error)
         record = self._record(session, trace, verdict, decision, outcome, size=size, error=error)
-        self.bus.emit(
-            CallDecided(
-                trace.id, self._clock(), verdict.value, trace.basis, decision.rule, decision.reason
-            )
-        )
+        self._decided(trace, verdict, decision)
         try:
             with anyio.CancelScope(shield=True):
                 await self.audit.write(record, alone=self._calls_in_flight == 1)
@@ -397,6 +389,14 @@ class ToolCallPipeline:
         self.audit_failure = None
         self.bus.emit(
             CallFinished(trace.id, self._clock(), outcome.value, record.duration_ms, size, error)
+        )
+
+    def _decided(self, trace: _Trace, verdict: CallDecision, decision: Decision) -> None:
+        """Tell the listeners how the call was decided (the app's row shows it)."""
+        self.bus.emit(
+            CallDecided(
+                trace.id, self._clock(), verdict.value, trace.basis, decision.rule, decision.reason
+            )
         )
 
     def _record(

@@ -276,7 +276,7 @@ def classify(tool: Mapping[str, Any]) -> Risk:
     if annotations.get("openWorldHint") is True:
         signals.append(Signal("annotation", "openWorldHint: true", Category.NETWORK, 1.0))
 
-    category = _winner(signals)
+    category = _winner((s.category, s.weight) for s in signals if s.category is not None)
     level, level_signals = _level(
         category, description=description, words=words, inputs=inputs, annotations=annotations
     )
@@ -286,9 +286,10 @@ def classify(tool: Mapping[str, Any]) -> Risk:
     return Risk(name, category, level, tuple(signals))
 
 
-def _winner(signals: Iterable[Signal]) -> Category:
+def _winner(evidence: Iterable[tuple[Category, float]]) -> Category:
+    """The category the weighted evidence points to most (the graver one on a tie)."""
     scores: dict[Category, float] = {}
-    for category, weight in [(s.category, s.weight) for s in signals if s.category is not None]:
+    for category, weight in evidence:
         scores[category] = scores.get(category, 0.0) + weight
     if not scores:
         return Category.READ

@@ -11,6 +11,7 @@ proves each call went the way it was meant to.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,6 @@ class Routes:
 @pytest.fixture
 async def routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Yields an async context manager, entered by the test's own task."""
-    import contextlib
-
     original = Gateway._tool_call
 
     @contextlib.asynccontextmanager
