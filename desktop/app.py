@@ -344,7 +344,8 @@ class LockgateApp(QObject):
         def got(future: concurrent.futures.Future[PolicyInForce]) -> None:
             if not _ok(future):
                 return
-            policy, error = future.result().policy, future.result().error
+            in_force = future.result()
+            policy, error = in_force.policy, in_force.error
             self.policy = policy
             self.tools.set_policy(policy)
             where = policy.source or "the built-in policy"
