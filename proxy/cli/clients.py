@@ -96,7 +96,7 @@ def route_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
                 if undone.revoked_token:
                     out.write(f"  revoked the token of {undone.revoked_token}\n")
         except RouteError as exc:
-            print(f"lockgate clients: {exc}", file=sys.stderr)
+            print(f"lockgate: {exc.told()}", file=sys.stderr)
             failed = True
     if changed:
         _tell_gateway_servers_changed(paths)

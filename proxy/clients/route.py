@@ -19,7 +19,8 @@ edits stay.
 
 Every write is all or nothing: a temporary file renamed over the old one, after checking
 that the file did not change meanwhile. A file that is missing, broken or read-only is
-reported and never touched.
+reported and never touched. Those files are read and written by :mod:`.files`; the record
+is :mod:`.record`; this module decides what changes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,23 +39,35 @@ from pathlib import Path
 from typing import Any, Literal
 
 from proxy.clients import ClientFile, ClientFormat, _at, _jsonc, _servers, server_tables
-from proxy.config.atomic import write_atomic
-from proxy.config.jsontext import (
-    JsonPath,
-    indent_unit,
-    line_indent,
-    locate,
-    render_at,
-    span,
-    splice,
-    value_end,
+from proxy.clients.files import (
+    ClientDocument,
+    RecordNotUpdated,
+    RouteError,
+    check_writable,
+    no_duplicate_keys,
+    read_client_file,
+    read_servers,
+    servers_with,
+    write_client_file,
+    write_servers,
 )
+from proxy.clients.record import (
+    RECORD_VERSION,
+    cut_secrets,
+    file_id,
+    fill_secrets,
+    load_record,
+    record_path,
+    save_record,
+    slug,
+)
+from proxy.config.atomic import write_atomic
+from proxy.config.jsontext import JsonPath, render_at, splice
 from proxy.config.paths import Paths, lockgate_command, resolve_paths
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
 from proxy.config.servers import ServersError, parse_servers, valid_server_name
 from proxy.config.tokens import TokenError, TokenStore
-from proxy.errors import LockgateError
 
 __all__ = [
     "HTTP_CLIENTS",
@@ -79,19 +91,12 @@ _UPSTREAM_FIELDS = frozenset(
 # Clients whose files can point at a remote server with headers of our choosing.
 HTTP_CLIENTS = frozenset({"claude-code", "cursor", "vscode", "windsurf"})
 _VARIABLE = re.compile(r"\$\{[^}]*\}")
-RECORD_VERSION = 1
 
 
 # Routing reads and rewrites servers.json; two at once (the app's worker threads) would
 # each write their own version. One at a time in this process; across processes, a write
 # first checks that the file is still what was read.
 _LOCK = threading.Lock()
-
-
-class RouteError(LockgateError):
-    """Routing or unrouting cannot be done; nothing was written."""
-
-    title = "Nothing was routed"
 
 
 @dataclass
@@ -114,26 +119,12 @@ class UnrouteResult:
     revoked_token: str | None = None
 
 
-def record_path(paths: Paths, client_file: ClientFile) -> Path:
-    """Where the record of one client file's routing is kept."""
-    name = f"{client_file.client.name}-{_slug(client_file.scope)}-{_file_id(client_file)}.json"
-    return paths.data_dir / "routes" / name
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
-
-
-def _file_id(client_file: ClientFile) -> str:
-    return hashlib.sha256(str(client_file.path.absolute()).encode()).hexdigest()[:16]
-
-
 def token_client(client_file: ClientFile) -> str:
     """The name the token of a routed file's HTTP entries is issued to (its grant in the
     policy, and its name in the log): ``cursor@user``; a project's file adds its own id."""
-    name = f"{client_file.client.name}@{_slug(client_file.scope)}"
+    name = f"{client_file.client.name}@{slug(client_file.scope)}"
     if client_file.scope == "project":
-        name += "-" + _file_id(client_file)[:6]
+        name += "-" + file_id(client_file)[:6]
     return name
 
 
@@ -147,128 +138,6 @@ def default_launcher() -> list[str]:
     if command is None:
         raise RouteError("the lockgate command is not installed; install Lockgate first")
     return [command]
-
-
-# -- reading a client file --------------------------------------------------------------
-
-
-@dataclass
-class _Doc:
-    path: Path  # the real file (symlinks followed: a dotfile manager's link stays a link)
-    raw: bytes
-    text: str  # as in the file
-    parse_text: str  # the same offsets, comments blanked, for the JSON parser and locator
-    doc: dict[str, Any]
-    newline: str
-
-    def span(self, where: JsonPath) -> tuple[int, int] | None:
-        return span(self.parse_text, where)
-
-
-def _read(client: ClientFormat, path: Path) -> _Doc:
-    real = path.resolve()
-    try:
-        raw = real.read_bytes()
-    except FileNotFoundError:
-        raise RouteError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise RouteError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RouteError(f"{path}: not UTF-8 text ({exc}); not changed") from None
-    parse_text = " " + text[1:] if text.startswith("\ufeff") else text
-    if client.jsonc:
-        parse_text = _jsonc.strip(parse_text)
-    try:
-        doc = json.loads(parse_text)
-    except json.JSONDecodeError as exc:
-        raise RouteError(
-            f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); not changed"
-        ) from None
-    if not isinstance(doc, dict):
-        raise RouteError(f"{path}: not a JSON object; not changed")
-    return _Doc(real, raw, text, parse_text, doc, "\r\n" if "\r\n" in text else "\n")
-
-
-def _writable(doc: _Doc, shown: Path) -> None:
-    mode = doc.path.stat().st_mode
-    # By its mode bits, not os.access: root may write anything, but a file made
-    # read-only says its owner does not want it changed.
-    if not mode & 0o222 or not os.access(doc.path, os.W_OK):
-        raise RouteError(f"{shown}: the file is read-only; not changed")
-
-
-def _write(doc: _Doc, shown: Path, new_text: str) -> None:
-    """Write ``new_text`` over the file, all or nothing, if it still holds what was read."""
-    try:
-        if doc.path.read_bytes() != doc.raw:
-            raise RouteError(f"{shown}: changed while Lockgate was working on it; try again")
-        mode = stat.S_IMODE(doc.path.stat().st_mode)
-        write_atomic(doc.path, new_text.encode("utf-8"), mode=mode)
-    except OSError as exc:
-        raise RouteError(f"{shown}: cannot write it: {exc.strerror or exc}") from None
-
-
-# -- secrets cut out of recorded text ---------------------------------------------------
-#
-# A record keeps an entry's original text with each secret literal removed; a hole is
-# (offset, keyring name, form), where form says how the literal was written, so that
-# filling the hole gives back the very same bytes.
-
-
-def _literal_form(literal: str, value: str) -> str | None:
-    if literal == json.dumps(value, ensure_ascii=False):
-        return "utf8"
-    if literal == json.dumps(value):
-        return "ascii"
-    return None  # unusual escapes: the literal itself is kept in the keyring
-
-
-def _cut_secrets(
-    text: str, cuts: list[tuple[int, int, str, str]]
-) -> tuple[str, list[list[Any]], dict[str, str]]:
-    """``text`` without the literals at ``cuts`` (start, end, keyring name, value).
-
-    Returns the holed text, its holes, and extra keyring entries (literals that can't be
-    rebuilt from their value)."""
-    holes: list[list[Any]] = []
-    extra: dict[str, str] = {}
-    out, last = [], 0
-    removed = 0
-    for start, end, name, value in sorted(cuts):
-        literal = text[start:end]
-        form = _literal_form(literal, value)
-        if form is None:
-            form = "literal"
-            extra[name + ".literal"] = literal
-        out.append(text[last:start])
-        holes.append([start - removed, name, form])
-        removed += end - start
-        last = end
-    out.append(text[last:])
-    return "".join(out), holes, extra
-
-
-def _fill_secrets(text: str, holes: list[list[Any]], store: SecretStore) -> str:
-    """The text :func:`_cut_secrets` was given.
-
-    Raises:
-        RouteError: a secret is no longer in the keyring, or the keyring cannot be used.
-    """
-    parts, last = [], 0
-    for offset, name, form in holes:
-        try:
-            if form == "literal":
-                literal = store.get(name + ".literal")
-            else:
-                literal = json.dumps(store.get(name), ensure_ascii=form == "ascii")
-        except SecretError as exc:
-            raise RouteError(f"cannot put the original back: {exc}") from None
-        parts += [text[last:offset], literal]
-        last = offset
-    parts.append(text[last:])
-    return "".join(parts)
 
 
 # -- routing ----------------------------------------------------------------------------
@@ -441,13 +310,13 @@ def _route(
     result = RouteResult(shown)
     if client_file.scope == "project":
         launcher = _shareable(launcher, result)
-    doc = _read(client, shown)
-    _no_duplicate_keys(doc, client, client_file.scope, shown)
-    servers_doc, servers_text = _read_servers(paths)
+    doc = read_client_file(client, shown)
+    no_duplicate_keys(doc, client, client_file.scope, shown)
+    servers_doc, servers_text = read_servers(paths)
     table_key = "mcpServers" if "mcpServers" in servers_doc else "servers"
     existing: dict[str, Any] = servers_doc.setdefault(table_key, {})
     if not isinstance(existing, dict):
-        raise RouteError(f"{paths.servers_file}: {table_key!r} is not an object; not changed")
+        raise RouteError(f"{paths.servers_file}: {table_key!r} is not an object")
 
     # Plan every entry first; nothing is written until all of it is known to work.
     plans: list[_Plan] = []
@@ -481,12 +350,12 @@ def _route(
             result.routed.append((label, plans[-1].server))
     if not plans:
         return result
-    _writable(doc, shown)
+    check_writable(doc, shown)
 
     grant = token_client(client_file)
     tokens = TokenStore(paths.clients_file)
     record_file = record_path(paths, client_file)
-    record = _load_record(record_file) or {
+    record = load_record(record_file) or {
         "version": RECORD_VERSION,
         "client": client.name,
         "scope": client_file.scope,
@@ -508,7 +377,7 @@ def _route(
         span = doc.span(plan.where)
         assert span is not None
         cut = [(s - span[0], e - span[0], n, v) for s, e, n, v in plan.cuts]
-        holed, holes, extra = _cut_secrets(doc.text[span[0] : span[1]], cut)
+        holed, holes, extra = cut_secrets(doc.text[span[0] : span[1]], cut)
         extra_secrets.update(extra)
         cut_entries.append((plan, span, holed, holes))
     try:
@@ -521,7 +390,7 @@ def _route(
             token = tokens.create(grant, replace=True)
             made_token = True
     except (SecretError, TokenError) as exc:
-        raise RouteError(f"nothing changed: {exc}") from None
+        raise RouteError(str(exc)) from None
     if via == "http":
         record["token_client"] = grant
     edits: list[tuple[int, int, str]] = []
@@ -553,14 +422,12 @@ def _route(
     # 2. servers.json, checked by the same loader the gateway uses.
     new_servers = {p.server: p.spec for p in plans if p.new}
     if new_servers:
-        text = _servers_with(servers_text, table_key, new_servers)
+        text = servers_with(servers_text, table_key, new_servers)
         try:
             parse_servers(text, str(paths.servers_file))
         except ServersError as exc:
-            raise RouteError(
-                f"nothing changed: the new servers.json would be invalid: {exc}"
-            ) from None
-        _write_servers(paths, servers_text, text)
+            raise RouteError(f"the new servers.json would be invalid: {exc}") from None
+        write_servers(paths, servers_text, text)
         result.imported = sorted(new_servers)
 
     def undo() -> None:
@@ -571,7 +438,7 @@ def _route(
                     if paths.servers_file.read_text("utf-8") == text:  # still ours
                         paths.servers_file.unlink()
                 else:
-                    _write_servers(paths, text, servers_text)
+                    write_servers(paths, text, servers_text)
         if made_token:
             with contextlib.suppress(TokenError):
                 tokens.revoke(grant)
@@ -586,12 +453,12 @@ def _route(
     record["routed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     previous = record_file.read_bytes() if record_file.exists() else None
     try:
-        _save_record(record_file, record)
+        save_record(record_file, record)
     except RouteError:
         undo()
         raise
     try:
-        _write(doc, shown, splice(doc.text, edits))
+        write_client_file(doc, shown, splice(doc.text, edits))
     except RouteError:
         undo()
         if previous is None:
@@ -626,7 +493,7 @@ def _goes_through_lockgate(client: ClientFormat, entry: dict[str, Any]) -> bool:
 def _plan(
     client: ClientFormat,
     *,
-    doc: _Doc,
+    doc: ClientDocument,
     where: JsonPath,
     entry: dict[str, Any],
     existing: dict[str, Any],
@@ -677,7 +544,9 @@ def _plan(
     return _Plan(where, str(where[-1]), server, full, values, cuts, server not in existing)
 
 
-def _reuse_token(doc: _Doc, client_file: ClientFile, tokens: TokenStore, grant: str) -> str | None:
+def _reuse_token(
+    doc: ClientDocument, client_file: ClientFile, tokens: TokenStore, grant: str
+) -> str | None:
     """A token this file's entries already carry, if it is still the client's: making a
     new one would lock out the entries that carry the old one."""
     for table in server_tables(client_file.client, client_file.scope, doc.doc):
@@ -691,102 +560,11 @@ def _reuse_token(doc: _Doc, client_file: ClientFile, tokens: TokenStore, grant: 
     return None
 
 
-def _no_duplicate_keys(doc: _Doc, client: ClientFormat, scope: str, shown: Path) -> None:
-    """Refuse a file with a key twice in a server table or entry: the JSON parser (and the
-    client) keep the last, the text has both, and routing must not guess."""
-    tables = server_tables(client, scope, doc.doc)
-    for where, offset in locate(doc.parse_text).duplicates:
-        if any(where[: len(t)] == t for t in tables):
-            line, column = locate(doc.parse_text).offset_to_line_col(offset)
-            raise RouteError(
-                f"{shown}:{line}:{column}: {where[-1]!r} appears twice here; the client uses "
-                "the last one. Remove the other first; not changed"
-            )
-
-
 def _stored(store: SecretStore, name: str) -> str | None:
     try:
         return store.get(name)
     except SecretError:
         return None
-
-
-# -- servers.json -----------------------------------------------------------------------
-
-
-def _read_servers(paths: Paths) -> tuple[dict[str, Any], str | None]:
-    try:
-        text = paths.servers_file.read_text("utf-8-sig")
-    except FileNotFoundError:
-        return {"mcpServers": {}}, None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RouteError(f"{paths.servers_file}: cannot read it: {exc}") from None
-    try:
-        parse_servers(text, str(paths.servers_file))
-        doc = json.loads(text)
-    except ServersError as exc:
-        raise RouteError(f"fix servers.json first; nothing changed:\n{exc}") from None
-    return doc, text
-
-
-def _write_servers(paths: Paths, was: str | None, text: str) -> None:
-    try:
-        now = paths.servers_file.read_text("utf-8-sig")
-    except FileNotFoundError:
-        now = None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RouteError(f"{paths.servers_file}: cannot read it: {exc}") from None
-    if now != was:
-        raise RouteError(f"{paths.servers_file}: changed meanwhile; nothing changed, try again")
-    try:
-        write_atomic(paths.servers_file, text.encode("utf-8"))
-    except OSError as exc:
-        raise RouteError(f"{paths.servers_file}: cannot write it: {exc}") from None
-
-
-def _servers_with(text: str | None, key: str, new: dict[str, dict[str, Any]]) -> str:
-    """servers.json's text with ``new`` servers added at the end of its table (the rest of
-    the file as it was)."""
-    if text is None:
-        return json.dumps({"mcpServers": new}, indent=2, ensure_ascii=False) + "\n"
-    start = locate(text).values[(key,)]
-    end = value_end(text, start) - 1  # the closing brace
-    newline = "\r\n" if "\r\n" in text else "\n"
-    inner = line_indent(text, start) + indent_unit(text)
-    members = [
-        json.dumps(name, ensure_ascii=False)
-        + ": "
-        + render_at(spec, text, 0, newline).replace(newline, newline + inner)
-        for name, spec in new.items()
-    ]
-    last = len(text[:end].rstrip())
-    if text[last - 1] == "{":  # an empty table
-        body = newline + inner + ("," + newline + inner).join(members) + newline
-        return text[:last] + body + line_indent(text, start) + text[end:]
-    body = "," + newline + inner + ("," + newline + inner).join(members)
-    return text[:last] + body + text[last:]
-
-
-# -- the record -------------------------------------------------------------------------
-
-
-def _load_record(path: Path) -> dict[str, Any] | None:
-    try:
-        record: dict[str, Any] = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise RouteError(f"{path}: the routing record cannot be read ({exc})") from None
-    if record.get("version") != RECORD_VERSION:
-        raise RouteError(f"{path}: a routing record of an unknown version")
-    return record
-
-
-def _save_record(path: Path, record: dict[str, Any]) -> None:
-    try:
-        write_atomic(path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
-    except OSError as exc:
-        raise RouteError(f"{path}: cannot write the routing record: {exc}") from None
 
 
 # -- unrouting --------------------------------------------------------------------------
@@ -818,10 +596,10 @@ def unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Unr
 def _unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> UnrouteResult:
     client, shown = client_file.client, client_file.path
     record_file = record_path(paths, client_file)
-    record = _load_record(record_file)
+    record = load_record(record_file)
     if record is None or not record["entries"]:
         raise RouteError(f"{shown}: Lockgate has not routed this file; nothing to put back")
-    doc = _read(client, shown)
+    doc = read_client_file(client, shown)
     result = UnrouteResult(shown)
     edits: list[tuple[int, int, str]] = []
     left: list[dict[str, Any]] = []  # entries changed since routing: kept in the record
@@ -833,7 +611,7 @@ def _unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Un
             result.kept.append((label, "removed since it was routed"))
             continue
         current_text = doc.parse_text[span[0] : span[1]]
-        original = _fill_secrets(entry["original"], entry["holes"], store)
+        original = fill_secrets(entry["original"], entry["holes"], store)
         if _same_json(current_text, entry["routed"]):
             edits.append((span[0], span[1], original))  # exactly as it was
             result.restored.append(label)
@@ -853,13 +631,13 @@ def _unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Un
         result.kept.append((label, "changed since it was routed; left as you edited it"))
         left.append(entry)
     if edits:
-        _writable(doc, shown)
+        check_writable(doc, shown)
         new_text = splice(doc.text, edits)
         try:
             (_jsonc.loads if client.jsonc else json.loads)(new_text.removeprefix("\ufeff"))
         except ValueError as exc:  # never write what the client could not read
             raise RouteError(f"{shown}: putting it back would break the file ({exc})") from None
-        _write(doc, shown, new_text)
+        write_client_file(doc, shown, new_text)
         result.byte_exact = hashlib.sha256(new_text.encode("utf-8")).hexdigest() == record.get(
             "before"
         )
@@ -872,12 +650,11 @@ def _unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Un
             pass  # revoked by hand already
     try:
         if left:
-            _save_record(record_file, {**record, "entries": left})
+            save_record(record_file, {**record, "entries": left})
         else:
             record_file.unlink()
-    except (OSError, RouteError) as exc:
-        raise RouteError(
-            f"{shown}: the entries are back, but the record {record_file} could not be "
-            f"updated: {exc}"
-        ) from None
+    except OSError as exc:
+        raise RecordNotUpdated(f"{record_file}: {exc.strerror or exc}") from None
+    except RouteError as exc:
+        raise RecordNotUpdated(exc.message) from None
     return result

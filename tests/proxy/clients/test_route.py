@@ -363,11 +363,14 @@ def test_a_file_that_cannot_be_routed_is_reported_and_left_whole(
         env["DBUS_SESSION_BUS_ADDRESS"] = "unix:path=/nonexistent"
     result = lockgate(env, "clients", "route", "cursor")
     assert result.returncode == 1
+    assert result.stderr.startswith("lockgate: Nothing changed: ")
     assert {
         "broken": "not valid JSON",
-        "read-only": "the file is read-only; not changed",
-        "no-keyring": "nothing changed: the OS keyring cannot be used",
+        "read-only": "the file is read-only",
+        "no-keyring": "the OS keyring cannot be used",
     }[problem] in result.stderr
+    told = result.stderr.lower()
+    assert told.count("nothing changed") + told.count("not changed") == 1  # in the title only
     assert str(path) in result.stderr or problem == "no-keyring"
     assert path.read_bytes() == original.encode()
     assert not (lockgate_dirs[0] / "servers.json").exists()
@@ -679,7 +682,7 @@ def test_a_client_file_that_cannot_be_written_takes_everything_back(
     def disk_full(doc, shown, text):
         raise routing.RouteError(f"{shown}: cannot write it: No space left on device")
 
-    monkeypatch.setattr(routing, "_write", disk_full)
+    monkeypatch.setattr(routing, "write_client_file", disk_full)
     config, data = lockgate_dirs
     paths = Paths(config, data)
     if servers_before is not None:
