@@ -41,7 +41,8 @@ from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
-from proxy.audit.log import AuditLog, _insert_step
+from proxy.audit.database import insert_step
+from proxy.audit.log import AuditLog
 from proxy.audit.records import CallDecision, CallRecord, Outcome
 from proxy.config.paths import Paths
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted
@@ -209,7 +210,7 @@ def fill_audit(path: Path, rows: int) -> float:
                 result_size=40,
             )
             last = concurrent.futures.Future()
-            audit._enqueue((_insert_step(record, 1 << 16),), last)  # the writer groups them
+            audit._enqueue((insert_step(record, 1 << 16),), last)  # the writer groups them
             if i % 20000 == 0:
                 last.result()
         if last is not None:

@@ -34,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
-import math
 import os
 import queue
 import sqlite3
@@ -45,102 +43,35 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
-from proxy.audit.redact import (
-    DEFAULT_MAX_ARGUMENT_BYTES,
-    MIN_BYTES,
-    dumps,
-    redact,
-    scrub_text,
-    storable,
+from proxy.audit.database import (
+    CHARGE,
+    COMPLETE,
+    REFUND,
+    SCHEMA_VERSION,
+    SELECT,
+    AuditError,
+    Step,
+    clip,
+    create_private,
+    filters,
+    insert_step,
+    open_writer,
+    record_from_row,
+    where_clause,
 )
-from proxy.errors import LockgateError
+from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
+from proxy.audit.redact import DEFAULT_MAX_ARGUMENT_BYTES, MIN_BYTES
 
 __all__ = ["SCHEMA_VERSION", "AuditError", "AuditLog"]
 
-SCHEMA_VERSION: Final = 2
-
-_MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
 _MAX_BATCH: Final = 4096  # records per transaction, to bound one commit's work
-
-
-class AuditError(LockgateError):
-    """The audit log could not be opened, written or read.
-
-    From a write, it means the record was not committed: the call is not in the log.
-    """
-
-    title = "The audit log cannot be used"
-
-
-# ---------------------------------------------------------------------------- the database
-
-_COLUMNS: Final = (
-    "id time client server tool arguments decision basis rule reason outcome duration_ms "
-    "result_size error"
-).split()
-_INSERT: Final = (  # built from the constant column names only, as is every query here
-    f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608
-)
-_SELECT: Final = f"SELECT seq, {', '.join(_COLUMNS)} FROM calls"  # noqa: S608
-
-# _MIGRATIONS[n] takes a database from user_version n to n + 1.
-_MIGRATIONS: Final = (
-    (
-        """CREATE TABLE calls (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- commit order; never reused
-            id TEXT NOT NULL UNIQUE,
-            time REAL NOT NULL,
-            client TEXT NOT NULL,
-            server TEXT NOT NULL,
-            tool TEXT NOT NULL,
-            arguments TEXT NOT NULL,  -- JSON, redacted
-            decision TEXT NOT NULL,
-            basis TEXT,
-            rule TEXT,
-            reason TEXT NOT NULL,
-            outcome TEXT NOT NULL,
-            duration_ms REAL,
-            result_size INTEGER,
-            error TEXT
-        )""",
-        "CREATE INDEX calls_time ON calls (time)",
-        "CREATE INDEX calls_server ON calls (server)",
-        "CREATE INDEX calls_tool ON calls (tool)",
-        "CREATE INDEX calls_decision ON calls (decision)",
-        "CREATE INDEX calls_client ON calls (client)",
-    ),
-    (
-        """CREATE TABLE charges (
-            call_id TEXT NOT NULL,  -- the call that made the charge (calls.id)
-            counter TEXT NOT NULL,
-            client TEXT,  -- NULL: a global counter
-            time REAL NOT NULL  -- the enforcer's clock (epoch seconds)
-        )""",
-        "CREATE INDEX charges_time ON charges (time)",
-        "CREATE INDEX charges_call ON charges (call_id)",
-        "CREATE INDEX calls_pending ON calls (outcome) WHERE outcome = 'pending'",
-    ),
-)
-assert len(_MIGRATIONS) == SCHEMA_VERSION
-
-
-_COMPLETE: Final = (
-    "UPDATE calls SET outcome = ?, duration_ms = ?, result_size = ?, error = ? WHERE id = ?"
-)
-_CHARGE: Final = "INSERT INTO charges (call_id, counter, client, time) VALUES (?, ?, ?, ?)"
-_REFUND: Final = "DELETE FROM charges WHERE call_id = ?"
-
-# One statement and the parameter rows to run it with: a write is a few of these, run in
-# one transaction.
-_Step = tuple[str, list[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
     """A write waiting for the writer, and the future its writer waits on."""
 
-    steps: tuple[_Step, ...]
+    steps: tuple[Step, ...]
     done: asyncio.Future[None] | concurrent.futures.Future[None]
 
 
@@ -177,8 +108,8 @@ class AuditLog:
         self._closed = False
         self._commits = 0
         try:
-            _create_private(self._path)
-            self._conn = _open_writer(self._path, busy_timeout)
+            create_private(self._path)
+            self._conn = open_writer(self._path, busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise AuditError(f"cannot open the audit log {self._path}: {exc}") from exc
         self._write_lock = threading.Lock()  # the write connection, one user at a time
@@ -223,7 +154,7 @@ class AuditLog:
                 the database is locked for longer than ``busy_timeout``, a record with the
                 same id is already in the log, ...).
         """
-        await self._write((_insert_step(record, self._max_argument_bytes),), alone)
+        await self._write((insert_step(record, self._max_argument_bytes),), alone)
 
     async def begin(
         self, record: CallRecord, charges: Iterable[Charge] = (), *, alone: bool = False
@@ -237,10 +168,10 @@ class AuditLog:
                 sent.
         """
         pending = replace(record, outcome=Outcome.PENDING)
-        steps: list[_Step] = [_insert_step(pending, self._max_argument_bytes)]
+        steps: list[Step] = [insert_step(pending, self._max_argument_bytes)]
         rows = [(record.id, c.counter, c.client, float(c.time)) for c in charges]
         if rows:
-            steps.append((_CHARGE, rows))
+            steps.append((CHARGE, rows))
         await self._write(tuple(steps), alone)
 
     async def finish(
@@ -264,12 +195,12 @@ class AuditLog:
             Outcome(outcome).value,
             duration_ms,
             result_size,
-            None if error is None else _clip(error),
+            None if error is None else clip(error),
             call_id,
         )
-        steps: list[_Step] = [(_COMPLETE, [row])]
+        steps: list[Step] = [(COMPLETE, [row])]
         if refund:
-            steps.append((_REFUND, [(call_id,)]))
+            steps.append((REFUND, [(call_id,)]))
         await self._write(tuple(steps), alone)
 
     def recover_interrupted(self) -> int:
@@ -313,14 +244,14 @@ class AuditLog:
         """
         await self._write((("DELETE FROM charges WHERE time < ?", [(before,)]),), False)
 
-    async def _write(self, steps: tuple[_Step, ...], alone: bool) -> None:
+    async def _write(self, steps: tuple[Step, ...], alone: bool) -> None:
         if alone and self._commit_inline(steps):
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(steps, done)
         await done
 
-    def _commit_inline(self, steps: tuple[_Step, ...]) -> bool:
+    def _commit_inline(self, steps: tuple[Step, ...]) -> bool:
         """Commit ``steps`` right here when the writer is idle; False when it is busy.
 
         A lone call's record then costs one SQLite commit (about 0.1 ms) instead of two
@@ -362,7 +293,7 @@ class AuditLog:
             AuditError: as for :meth:`write`.
         """
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._enqueue((_insert_step(record, self._max_argument_bytes),), done)
+        self._enqueue((insert_step(record, self._max_argument_bytes),), done)
         done.result()
 
     def close(self) -> None:
@@ -399,7 +330,7 @@ class AuditLog:
 
     def _enqueue(
         self,
-        steps: tuple[_Step, ...],
+        steps: tuple[Step, ...],
         done: asyncio.Future[None] | concurrent.futures.Future[None],
     ) -> None:
         with self._lock:
@@ -461,7 +392,7 @@ class AuditLog:
             self._commits += 1
         _settle(batch, error)
 
-    def _run_steps(self, writes: list[tuple[_Step, ...]]) -> None:
+    def _run_steps(self, writes: list[tuple[Step, ...]]) -> None:
         """Run every write's steps, in order, in one transaction. Consecutive steps with
         the same statement (the common case: many inserts) run as one executemany."""
         conn = self._conn
@@ -513,7 +444,7 @@ class AuditLog:
         """
         if limit < 0:
             raise ValueError(f"limit must not be negative, not {limit}")
-        where, params = _filters(
+        where, params = filters(
             server=server,
             tool=tool,
             decision=decision,
@@ -525,10 +456,10 @@ class AuditLog:
         if before_id is not None:
             where.append("seq < (SELECT seq FROM calls WHERE id = ?)")
             params.append(before_id)
-        sql = f"{_SELECT}{_where(where)} ORDER BY seq DESC LIMIT ?"
+        sql = f"{SELECT}{where_clause(where)} ORDER BY seq DESC LIMIT ?"
         with self._reading() as conn:
             rows = conn.execute(sql, (*params, limit)).fetchall()
-        return [_record(row[1:]) for row in rows]
+        return [record_from_row(row[1:]) for row in rows]
 
     def count(
         self,
@@ -546,7 +477,7 @@ class AuditLog:
         Raises:
             AuditError: the database cannot be read.
         """
-        where, params = _filters(
+        where, params = filters(
             server=server,
             tool=tool,
             decision=decision,
@@ -556,7 +487,8 @@ class AuditLog:
             end=end,
         )
         with self._reading() as conn:
-            row = conn.execute(f"SELECT COUNT(*) FROM calls{_where(where)}", params).fetchone()  # noqa: S608
+            count_sql = f"SELECT COUNT(*) FROM calls{where_clause(where)}"  # noqa: S608
+            row = conn.execute(count_sql, params).fetchone()
         return int(row[0])
 
     def get(self, record_id: str) -> CallRecord | None:
@@ -566,8 +498,8 @@ class AuditLog:
             AuditError: the database cannot be read.
         """
         with self._reading() as conn:
-            row = conn.execute(f"{_SELECT} WHERE id = ?", (record_id,)).fetchone()
-        return None if row is None else _record(row[1:])
+            row = conn.execute(f"{SELECT} WHERE id = ?", (record_id,)).fetchone()
+        return None if row is None else record_from_row(row[1:])
 
     def since(self, rowid: int, *, limit: int = 1000) -> list[tuple[int, CallRecord]]:
         """Records committed after row ``rowid``, oldest first, with their rowids.
@@ -582,10 +514,10 @@ class AuditLog:
         """
         if limit < 0:
             raise ValueError(f"limit must not be negative, not {limit}")
-        sql = f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?"
+        sql = f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?"
         with self._reading() as conn:
             rows = conn.execute(sql, (rowid, limit)).fetchall()
-        return [(int(row[0]), _record(row[1:])) for row in rows]
+        return [(int(row[0]), record_from_row(row[1:])) for row in rows]
 
     def latest_rowid(self) -> int:
         """The rowid of the newest committed record; 0 when there is none.
@@ -655,163 +587,3 @@ def _write_error(cause: Exception) -> AuditError:
     error = AuditError(f"the call was not recorded in the audit log: {cause}")
     error.__cause__ = cause
     return error
-
-
-def _clip(text: str) -> str:
-    text = scrub_text(text)
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
-
-
-def _insert_step(record: CallRecord, max_argument_bytes: int) -> _Step:
-    return (_INSERT, [_row(record, max_argument_bytes)])
-
-
-def _row(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
-    """The row to insert for ``record``, made in the caller's thread so bad data fails there.
-    Every text is made storable (lone surrogates escaped).
-
-    Raises:
-        AuditError: the record cannot be stored (an unknown decision, a time that is not a
-            number).
-    """
-    try:
-        if not math.isfinite(record.time):
-            raise ValueError(f"time must be a finite number, not {record.time!r}")
-        return (
-            storable(record.id),
-            float(record.time),
-            storable(record.client),
-            storable(record.server),
-            storable(record.tool),
-            dumps(redact(record.arguments, max_argument_bytes)),
-            CallDecision(record.decision).value,
-            None if record.basis is None else storable(record.basis),
-            None if record.rule is None else storable(record.rule),
-            _clip(record.reason),
-            Outcome(record.outcome).value,
-            record.duration_ms,
-            record.result_size,
-            None if record.error is None else _clip(record.error),
-        )
-    except (TypeError, ValueError) as exc:
-        raise AuditError(f"cannot record call {record.id}: {exc}") from exc
-
-
-def _record(row: tuple[Any, ...]) -> CallRecord:
-    values: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
-    values["arguments"] = json.loads(values["arguments"])
-    values["decision"] = CallDecision(values["decision"])
-    values["outcome"] = Outcome(values["outcome"])
-    return CallRecord(**values)
-
-
-def _filters(
-    *,
-    server: str | None,
-    tool: str | None,
-    decision: str | None,
-    client: str | None,
-    outcome: str | None,
-    start: float | None,
-    end: float | None,
-) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    equal = {
-        "server": server,
-        "tool": tool,
-        "decision": decision,
-        "client": client,
-        "outcome": outcome,
-    }
-    for column, value in equal.items():
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(str(value))
-    if start is not None:
-        where.append("time >= ?")
-        params.append(start)
-    if end is not None:
-        where.append("time < ?")
-        params.append(end)
-    return where, params
-
-
-def _where(clauses: list[str]) -> str:
-    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
-
-
-def _create_private(path: Path) -> None:
-    """Create the missing folders (0700) and the database file (0600), whatever the umask.
-
-    Raises:
-        OSError: they cannot be created.
-    """
-    missing: list[Path] = []
-    folder = path.parent
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
-            folder.mkdir(mode=0o700)
-            folder.chmod(0o700)  # mkdir's mode is cut by the umask
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-    path.chmod(0o600)
-
-
-def _open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """The write connection: WAL, synchronous=NORMAL, the schema up to date.
-
-    Raises:
-        sqlite3.Error: the database cannot be opened or set up.
-        AuditError: WAL cannot be used, or the schema is newer than this code.
-    """
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":  # pragma: no cover (see below)
-            # SQLite keeps another mode without an error only for in-memory and temporary
-            # databases and for storage without shared memory; a file on this machine's
-            # own file system never gets here, but one on such storage must not be
-            # written without WAL's crash safety.
-            raise AuditError(f"the audit log {path} cannot use WAL (journal mode {mode})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint_now_and_then
-        if _user_version(conn) != SCHEMA_VERSION:
-            _migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _user_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    conn.execute("BEGIN IMMEDIATE")  # two processes opening a new log: one creates it
-    try:
-        version = _user_version(conn)
-        if version > SCHEMA_VERSION:
-            raise AuditError(
-                f"the audit log {path} has schema version {version}, made by a newer "
-                f"Lockgate; this one knows up to {SCHEMA_VERSION}"
-            )
-        for statements in _MIGRATIONS[version:]:
-            for statement in statements:
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise

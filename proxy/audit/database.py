@@ -1,0 +1,275 @@
+"""The audit database: its file, its tables, how an older one is brought up to date, and
+how a record becomes a row and back.
+
+Every query is built from the constant column names here, never from input. The file and
+its folders are made private (0600 and 0700), whatever the umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Final
+
+from proxy.audit.records import CallDecision, CallRecord, Outcome
+from proxy.audit.redact import dumps, redact, scrub_text, storable
+from proxy.errors import LockgateError
+
+__all__ = [
+    "CHARGE",
+    "COLUMNS",
+    "COMPLETE",
+    "INSERT",
+    "MIGRATIONS",
+    "REFUND",
+    "SCHEMA_VERSION",
+    "SELECT",
+    "AuditError",
+    "Step",
+    "clip",
+    "create_private",
+    "filters",
+    "insert_step",
+    "open_writer",
+    "record_from_row",
+    "row_of",
+    "user_version",
+    "where_clause",
+]
+
+SCHEMA_VERSION: Final = 2
+MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
+
+
+class AuditError(LockgateError):
+    """The audit log could not be opened, written or read.
+
+    From a write, it means the record was not committed: the call is not in the log.
+    """
+
+    title = "The audit log cannot be used"
+
+
+COLUMNS: Final = (
+    "id time client server tool arguments decision basis rule reason outcome duration_ms "
+    "result_size error"
+).split()
+INSERT: Final = (  # built from the constant column names only, as is every query here
+    f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+)
+SELECT: Final = f"SELECT seq, {', '.join(COLUMNS)} FROM calls"  # noqa: S608
+
+# MIGRATIONS[n] takes a database from user_version n to n + 1.
+MIGRATIONS: Final = (
+    (
+        """CREATE TABLE calls (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- commit order; never reused
+            id TEXT NOT NULL UNIQUE,
+            time REAL NOT NULL,
+            client TEXT NOT NULL,
+            server TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments TEXT NOT NULL,  -- JSON, redacted
+            decision TEXT NOT NULL,
+            basis TEXT,
+            rule TEXT,
+            reason TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            duration_ms REAL,
+            result_size INTEGER,
+            error TEXT
+        )""",
+        "CREATE INDEX calls_time ON calls (time)",
+        "CREATE INDEX calls_server ON calls (server)",
+        "CREATE INDEX calls_tool ON calls (tool)",
+        "CREATE INDEX calls_decision ON calls (decision)",
+        "CREATE INDEX calls_client ON calls (client)",
+    ),
+    (
+        """CREATE TABLE charges (
+            call_id TEXT NOT NULL,  -- the call that made the charge (calls.id)
+            counter TEXT NOT NULL,
+            client TEXT,  -- NULL: a global counter
+            time REAL NOT NULL  -- the enforcer's clock (epoch seconds)
+        )""",
+        "CREATE INDEX charges_time ON charges (time)",
+        "CREATE INDEX charges_call ON charges (call_id)",
+        "CREATE INDEX calls_pending ON calls (outcome) WHERE outcome = 'pending'",
+    ),
+)
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+COMPLETE: Final = (
+    "UPDATE calls SET outcome = ?, duration_ms = ?, result_size = ?, error = ? WHERE id = ?"
+)
+CHARGE: Final = "INSERT INTO charges (call_id, counter, client, time) VALUES (?, ?, ?, ?)"
+REFUND: Final = "DELETE FROM charges WHERE call_id = ?"
+
+# One statement and the parameter rows to run it with: a write is a few of these, run in
+# one transaction.
+Step = tuple[str, list[tuple[Any, ...]]]
+
+
+def clip(text: str) -> str:
+    text = scrub_text(text)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def insert_step(record: CallRecord, max_argument_bytes: int) -> Step:
+    return (INSERT, [row_of(record, max_argument_bytes)])
+
+
+def row_of(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
+    """The row to insert for ``record``, made in the caller's thread so bad data fails there.
+    Every text is made storable (lone surrogates escaped).
+
+    Raises:
+        AuditError: the record cannot be stored (an unknown decision, a time that is not a
+            number).
+    """
+    try:
+        if not math.isfinite(record.time):
+            raise ValueError(f"time must be a finite number, not {record.time!r}")
+        return (
+            storable(record.id),
+            float(record.time),
+            storable(record.client),
+            storable(record.server),
+            storable(record.tool),
+            dumps(redact(record.arguments, max_argument_bytes)),
+            CallDecision(record.decision).value,
+            None if record.basis is None else storable(record.basis),
+            None if record.rule is None else storable(record.rule),
+            clip(record.reason),
+            Outcome(record.outcome).value,
+            record.duration_ms,
+            record.result_size,
+            None if record.error is None else clip(record.error),
+        )
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"cannot record call {record.id}: {exc}") from exc
+
+
+def record_from_row(row: tuple[Any, ...]) -> CallRecord:
+    values: dict[str, Any] = dict(zip(COLUMNS, row, strict=True))
+    values["arguments"] = json.loads(values["arguments"])
+    values["decision"] = CallDecision(values["decision"])
+    values["outcome"] = Outcome(values["outcome"])
+    return CallRecord(**values)
+
+
+def filters(
+    *,
+    server: str | None,
+    tool: str | None,
+    decision: str | None,
+    client: str | None,
+    outcome: str | None,
+    start: float | None,
+    end: float | None,
+) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    equal = {
+        "server": server,
+        "tool": tool,
+        "decision": decision,
+        "client": client,
+        "outcome": outcome,
+    }
+    for column, value in equal.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(str(value))
+    if start is not None:
+        where.append("time >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("time < ?")
+        params.append(end)
+    return where, params
+
+
+def where_clause(clauses: list[str]) -> str:
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def create_private(path: Path) -> None:
+    """Create the missing folders (0700) and the database file (0600), whatever the umask.
+
+    Raises:
+        OSError: they cannot be created.
+    """
+    missing: list[Path] = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)  # mkdir's mode is cut by the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+    path.chmod(0o600)
+
+
+def open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """The write connection: WAL, synchronous=NORMAL, the schema up to date.
+
+    Raises:
+        sqlite3.Error: the database cannot be opened or set up.
+        AuditError: WAL cannot be used, or the schema is newer than this code.
+    """
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":  # pragma: no cover (see below)
+            # SQLite keeps another mode without an error only for in-memory and temporary
+            # databases and for storage without shared memory; a file on this machine's
+            # own file system never gets here, but one on such storage must not be
+            # written without WAL's crash safety.
+            raise AuditError(f"the audit log {path} cannot use WAL (journal mode {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint_now_and_then
+        if user_version(conn) != SCHEMA_VERSION:
+            migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # two processes opening a new log: one creates it
+    try:
+        version = user_version(conn)
+        if version > SCHEMA_VERSION:
+            raise AuditError(
+                f"the audit log {path} has schema version {version}, made by a newer "
+                f"Lockgate; this one knows up to {SCHEMA_VERSION}"
+            )
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise

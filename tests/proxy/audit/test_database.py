@@ -1,0 +1,228 @@
+"""The audit database: WAL and its schema version, indexes for every filter, private
+files, and opening: upgrades, a full disk, a process out of files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.audit.database import MIGRATIONS, SCHEMA_VERSION
+from proxy.audit.log import AuditLog
+from proxy.audit.records import Charge
+from tests.support.records import compact
+from tests.support.records import make_record as make
+
+REPO = Path(__file__).resolve().parents[3]
+SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+TIMEOUT = 60.0  # generous: only ever reached when something is broken
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+def test_the_database_is_in_wal_mode_with_its_schema_version(log, db):
+    log.write_sync(make())
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        raw.close()
+    assert db.with_name("audit.db-wal").exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        ("time >= 5 AND time < 10", "calls_time"),
+        ("server = 'files'", "calls_server"),
+        ("tool = 'read_file'", "calls_tool"),
+        ("decision = 'denied'", "calls_decision"),
+        ("client = 'cursor'", "calls_client"),
+    ],
+)
+def test_filters_are_served_by_an_index(log, db, where, index):
+    raw = sqlite3.connect(db)
+    try:
+        plan = raw.execute(
+            f"EXPLAIN QUERY PLAN SELECT * FROM calls WHERE {where} ORDER BY seq DESC LIMIT 100"
+        ).fetchall()
+    finally:
+        raw.close()
+    assert any(f"USING INDEX {index}" in row[-1] for row in plan), plan
+
+
+def test_folders_and_files_are_private_whatever_the_umask(tmp_path):
+    path = tmp_path / "new" / "deeper" / "audit.db"
+    tmp_mode = stat.S_IMODE(tmp_path.stat().st_mode)
+    old = os.umask(0)
+    try:
+        audit = AuditLog(path)
+        audit.write_sync(make())
+    finally:
+        os.umask(old)
+    try:
+
+        def mode(p: Path) -> int:
+            return stat.S_IMODE(p.stat().st_mode)
+
+        assert mode(path) == 0o600
+        assert mode(path.with_name("audit.db-wal")) == 0o600
+        assert mode(tmp_path / "new") == 0o700
+        assert mode(tmp_path / "new" / "deeper") == 0o700
+        assert mode(tmp_path) == tmp_mode  # a folder that was there is left alone
+    finally:
+        audit.close()
+
+
+# ---------------------------------------------------------------------------- opening
+
+
+def test_a_cap_too_small_for_any_arguments_is_refused_before_anything_is_made(db):
+    with pytest.raises(ValueError, match="at least 128"):
+        AuditLog(db, max_argument_bytes=127)
+    assert not db.parent.exists()
+
+
+def test_a_relative_path_is_fixed_when_the_log_opens(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(tmp_path)
+    with AuditLog("audit.db") as audit:
+        assert audit.path.is_absolute()
+        assert audit.path == tmp_path.resolve() / "audit.db"
+        monkeypatch.chdir(elsewhere)  # the app changes its folder: the log stays where it was
+        record = make()
+        audit.write_sync(record)
+        assert audit.get(record.id) == record
+    assert not (elsewhere / "audit.db").exists()
+
+
+def test_a_log_of_the_first_version_is_upgraded_and_keeps_its_records(db):
+    db.parent.mkdir()
+    old = make(tool="from_version_1", error="an old error")
+    raw = sqlite3.connect(db, isolation_level=None)
+    try:
+        for statement in MIGRATIONS[0]:  # version 1 is what the first migration makes
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 1")
+        row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
+        del row["ts"]
+        columns = ", ".join(row)
+        raw.execute(
+            f"INSERT INTO calls ({columns}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+    finally:
+        raw.close()
+    with AuditLog(db) as audit:
+        assert audit.get(old.id) == old
+        charge = Charge("files/*", "claude-desktop", 1_700_000_000.5)
+        new = make(tool="after_the_upgrade")
+        asyncio.run(audit.begin(new, [charge]))  # the table of charges came with version 2
+        assert audit.charges_since(0) == [charge]
+        assert audit.count() == 2
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        indexes = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
+    finally:
+        raw.close()
+    assert {"charges", "charges_time", "charges_call", "calls_pending"} <= indexes
+
+
+MIGRATE_ON_A_FULL_DISK = """
+import resource, signal, sys
+from proxy.audit.log import AuditError, AuditLog
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+# Room for the WAL's shared-memory index (32 KiB) and two pages, not for the whole schema.
+resource.setrlimit(resource.RLIMIT_FSIZE, (32768 + 8192, hard))
+try:
+    AuditLog(sys.argv[1])
+except AuditError as exc:
+    print("refused:", exc)
+else:
+    print("opened")
+finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+"""
+
+
+def test_a_disk_that_fills_up_while_the_schema_is_made_leaves_nothing_half_made(db):
+    done = subprocess.run(
+        [sys.executable, "-c", MIGRATE_ON_A_FULL_DISK, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=SUBPROCESS_ENV,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: cannot open the audit log"), done.stdout
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (0,)
+        assert raw.execute("SELECT name FROM sqlite_master").fetchall() == []
+    finally:
+        raw.close()
+    with AuditLog(db) as audit:  # with room again, the schema is made whole
+        record = make()
+        audit.write_sync(record)
+        assert audit.get(record.id) == record
+
+
+OUT_OF_FILES = """
+import os, resource, sys
+from proxy.audit.log import AuditError, AuditLog
+from proxy.audit.records import CallDecision, CallRecord, Outcome
+
+path = sys.argv[1]
+AuditLog(path).close()  # the log exists: opening it again takes three files (db, -wal, -shm)
+free = [os.open(os.devnull, os.O_RDONLY) for _ in range(3)]
+for fd in free:
+    os.close(fd)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(free) + 1, hard))
+log = AuditLog(path)  # the writer takes the last three files; its checkpointer finds none
+record = CallRecord(time=1.0, client="c", server="s", tool="t", decision=CallDecision.ALLOWED,
+    reason="r", outcome=Outcome.OK)
+log.write_sync(record)
+print("written")
+try:
+    log.get(record.id)
+except AuditError as exc:
+    print("read refused:", exc)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print("read back:", log.get(record.id) == record)
+log.close()
+print("wal left after close:", os.path.exists(path + "-wal"))
+"""
+
+
+def test_a_process_out_of_files_still_records_and_says_why_it_cannot_read(db):
+    done = subprocess.run(
+        [sys.executable, "-c", OUT_OF_FILES, str(db)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=SUBPROCESS_ENV,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "written"
+    assert lines[1].startswith("read refused: cannot read the audit log"), lines
+    assert "unable to open database file" in lines[1]
+    assert lines[2:] == ["read back: True", "wal left after close: False"]
+    with AuditLog(db) as audit:
+        assert audit.count() == 1
