@@ -10,33 +10,19 @@ worker thread) that the gateway's watcher loads like a hand edit.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import hashlib
 import html
 import json
 import logging
-import os
-import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from PySide6.QtCore import QObject, Qt
-from PySide6.QtGui import QCloseEvent, QIcon, QPixmap
+from PySide6.QtCore import QObject
 from PySide6.QtWidgets import (
     QApplication,
-    QHBoxLayout,
-    QLabel,
-    QMainWindow,
-    QMessageBox,
-    QPushButton,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
 )
 
 from desktop.approvals import Answer, ApprovalPrompt, ApprovalsPanel, PendingApprovals
@@ -47,7 +33,8 @@ from desktop.liveview import LiveView
 from desktop.policyview import PolicyView
 from desktop.serversview import ServersModel, ServersView
 from desktop.toolsview import ToolsModel, ToolsView
-from desktop.tray import AppState, Tray, icon_for
+from desktop.tray import AppState, Tray
+from desktop.window import TABS, MainWindow
 from proxy.audit.records import CallRecord
 from proxy.clients import ClientFile, find_clients
 from proxy.clients.route import RouteError, RouteResult, UnrouteResult, route, unroute
@@ -73,96 +60,10 @@ from proxy.policy.model import Policy
 from proxy.policy.starter import policy_text, starting_policy
 from proxy.upstream.catalog import ServerTools
 
-__all__ = ["LockgateApp", "MainWindow", "run_app"]
+__all__ = ["LockgateApp"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-TABS = ("Live calls", "Approvals", "Tools & rules", "Servers", "Policy", "Connect your agents")
-
-
-class MainWindow(QMainWindow):
-    """The window: a banner for what needs attention, then one tab per view."""
-
-    def __init__(self, app: LockgateApp) -> None:
-        super().__init__()
-        self._app = app
-        self.setWindowTitle("Lockgate")
-        self.setWindowIcon(icon_for(AppState(running=True)))
-        self.banner = QLabel()
-        self.banner.setObjectName("banner")
-        self.banner.setWordWrap(True)
-        self.banner.setVisible(False)
-        self.pause_button = QPushButton("Pause all tool calls")
-        self.pause_button.setObjectName("pause")
-        self.pause_button.clicked.connect(app.toggle_pause)
-        self.status_text = QLabel("Starting the gateway…")
-        self.status_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        top = QHBoxLayout()
-        top.addWidget(self.status_text, 1)
-        top.addWidget(self.pause_button)
-        self.tabs = QTabWidget()
-        self.tabs.addTab(app.live, TABS[0])
-        self.tabs.addTab(app.approvals_tab, TABS[1])
-        self.tabs.addTab(app.tools_view, TABS[2].replace("&", "&&"))
-        self.tabs.addTab(app.servers_view, TABS[3])
-        self.tabs.addTab(app.policy_view, TABS[4])
-        self.tabs.addTab(app.connect_view, TABS[5])
-        central = QWidget()
-        layout = QVBoxLayout(central)
-        layout.addLayout(top)
-        layout.addWidget(self.banner)
-        layout.addWidget(self.tabs, 1)
-        self.setCentralWidget(central)
-        self.resize(1180, 720)
-
-    def show_tab(self, name: str) -> None:
-        self.tabs.setCurrentIndex(TABS.index(name))
-        self.present()
-
-    def present(self) -> None:
-        self.show()
-        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
-        self.raise_()
-        self.activateWindow()
-
-    def show_state(self, state: AppState, url: str | None) -> None:
-        self.pause_button.setText("Resume tool calls" if state.paused else "Pause all tool calls")
-        self.pause_button.setEnabled(state.running)
-        self.tabs.setTabText(1, f"Approvals ({state.pending})" if state.pending else TABS[1])
-        if state.running and url:
-            self.status_text.setText(
-                f"Gateway on <code>{url}SERVER</code> (HTTP) and <code>lockgate connect "
-                "SERVER</code> (stdio)"
-            )
-        problems = []
-        style = "background: #fdecea; color: #8e0000;"
-        if state.failure:
-            problems.append(f"The gateway is not running: {state.failure}")
-        elif state.paused:
-            problems.append("Paused: every tool call is denied until you resume.")
-            style = "background: #eceff1; color: #37474f;"
-        if state.policy_error:
-            problems.append(
-                "policy.json has errors; the last good policy is in force (see the Policy tab)."
-            )
-        if state.servers_down:
-            problems.append(f"{state.servers_down} server(s) down (see the Servers tab).")
-        if state.servers_error:
-            problems.append(
-                "servers.json has errors; the servers in force stay (see the Servers tab)."
-            )
-        self.banner.setText("  ".join(problems))
-        self.banner.setStyleSheet(f"QLabel#banner {{ {style} padding: 6px; border-radius: 4px; }}")
-        self.banner.setVisible(bool(problems))
-
-    def closeEvent(self, event: QCloseEvent) -> None:
-        if self._app.tray.available:
-            event.ignore()
-            self.hide()  # the app lives on in the tray
-        else:
-            event.accept()
-            self._app.quit()
 
 
 class LockgateApp(QObject):
@@ -687,69 +588,3 @@ def _ok(future: concurrent.futures.Future[Any]) -> bool:
         log.warning("a request to the gateway failed: %s", error)
         return False
     return True
-
-
-# -- running ----------------------------------------------------------------------------
-
-
-def install_crash_handler(log_dir: Path, parent: Callable[[], QWidget | None]) -> None:
-    """An exception in a slot opens an error dialog (never modal-blocking) and goes to
-    desktop.log in the log folder; the gateway, on its own thread, keeps serving."""
-    log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = log_dir / "desktop.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    with contextlib.suppress(OSError):
-        path.chmod(0o600)
-    dialogs: list[QMessageBox] = []
-
-    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        text = "".join(traceback.format_exception(kind, value, tb))
-        logging.getLogger("lockgate.crash").error("unexpected error in the app:\n%s", text)
-        box = QMessageBox(parent())
-        box.setIcon(QMessageBox.Icon.Critical)
-        box.setWindowTitle("Lockgate: something went wrong")
-        box.setText(f"{kind.__name__}: {value}")
-        box.setInformativeText(
-            f"The gateway keeps running. The details are in {path}; please include them "
-            "in a bug report."
-        )
-        box.setDetailedText(text)
-        box.setWindowModality(Qt.WindowModality.NonModal)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.finished.connect(lambda _=0, b=box: dialogs.remove(b) if b in dialogs else None)
-        dialogs.append(box)
-        box.show()
-
-    sys.excepthook = hook
-
-
-def run_app(paths: Paths, port: int = DEFAULT_PORT) -> int:
-    """``lockgate`` with no command: the tray app."""
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY")
-        or os.environ.get("WAYLAND_DISPLAY")
-        or os.environ.get("QT_QPA_PLATFORM")
-    ):
-        print(
-            "Lockgate's app needs a desktop session (no DISPLAY or WAYLAND_DISPLAY here). "
-            "Run the gateway alone with `lockgate serve`.",
-            file=sys.stderr,
-        )
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    qt = QApplication.instance() or QApplication(sys.argv[:1])
-    assert isinstance(qt, QApplication)
-    qt.setApplicationName("Lockgate")
-    qt.setQuitOnLastWindowClosed(False)  # the tray keeps it alive
-    icon = resources.files("lockgate_resources").joinpath("lockgate.svg").read_bytes()
-    pixmap = QPixmap()
-    pixmap.loadFromData(icon)
-    qt.setWindowIcon(QIcon(pixmap))
-    app = LockgateApp(paths, port=port)
-    install_crash_handler(paths.log_dir, lambda: app.window)
-    app.start()
-    code = qt.exec()
-    app.quit()
-    return int(code)

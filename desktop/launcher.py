@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _app(paths: Paths, port: int) -> int:
-    from desktop.app import run_app  # noqa: PLC0415 (Qt only when the app is wanted)
+    from desktop.main import run_app  # noqa: PLC0415 (Qt only when the app is wanted)
 
     return run_app(paths, port)
 

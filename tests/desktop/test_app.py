@@ -14,8 +14,9 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from desktop.app import LockgateApp, install_crash_handler
+from desktop.app import LockgateApp
 from desktop.calls import DECISION, CallRow
+from desktop.main import install_crash_handler
 from proxy.audit.log import AuditLog
 from proxy.policy.model import load_policy
 from tests.desktop.conftest import text_of, wait_result

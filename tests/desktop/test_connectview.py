@@ -14,7 +14,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from PySide6.QtCore import Qt
 
-from desktop.app import TABS, LockgateApp
+from desktop.app import LockgateApp
+from desktop.window import TABS
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
 from tests.support.live import BIN, EVERYTHING_JS, lockgate_command
