@@ -7,7 +7,9 @@ The server is server-everything (npm); the client is the mcp SDK's Client; the c
 machine noise lands on both alike; the figures are the median and p99 of each, the
 difference of the medians (what Lockgate adds), and throughput with 1 and 16 concurrent
 callers as the ratio proxied/direct. A policy with a real rule (an argument check) is in
-force, so every proxied call is decided and audited as in use. Not a pass/fail test.
+force, so every proxied call is decided and audited as in use. Last, Node's fetch on one
+kept-alive connection, direct and through the HTTP door (runs alternated). Not a pass/fail
+test.
 Targets (issue 3): at most +0.5 ms at the median, at least 0.5x direct throughput at 16.
 """
 
@@ -201,6 +203,37 @@ async def compare(
         )
 
 
+KEEPALIVE_CLIENT = REPO / "tests/servers/keepalive_client.mjs"
+
+
+def node_keepalive(url: str, calls: int, token: str | None = None) -> list[float]:
+    """Each call's time, in ms, from Node's fetch on a kept-alive connection (what the
+    TypeScript SDK's transport does): the client that met Nagle's algorithm (issue 13)."""
+    out = subprocess.run(
+        ["node", str(KEEPALIVE_CLIENT), url, str(calls), *([token] if token else [])],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    ).stdout
+    ms: list[float] = json.loads(out)["ms"][10:]  # the first ten warm up
+    return ms
+
+
+def compare_keepalive(direct_url: str, proxied_url: str, token: str, calls: int) -> None:
+    d: list[float] = []
+    p: list[float] = []
+    for _ in range(4):  # alternated runs, so noise lands on both
+        d += node_keepalive(direct_url, calls // 4 + 10)
+        p += node_keepalive(proxied_url, calls // 4 + 10, token)
+    md, mp = statistics.median(d), statistics.median(p)
+    print(
+        f"{'node':<6} kept-alive fetch ms  direct median {md:6.2f} p99 {p99(d):6.2f} | "
+        f"lockgate median {mp:6.2f} p99 {p99(p):6.2f} | added {mp - md:+.2f} ms "
+        f"(x{mp / md:.2f})"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
@@ -228,6 +261,7 @@ async def main() -> None:
         http_proxied, proxied = http_client(f"http://127.0.0.1:{port}/mcp/remote", token)
         async with http_direct, http_proxied:
             await compare("http", direct, proxied, calls=args.calls, seconds=args.seconds, pid=pid)
+        compare_keepalive(url, f"http://127.0.0.1:{port}/mcp/remote", token, args.calls)
 
 
 if __name__ == "__main__":
