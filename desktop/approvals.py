@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QMouseEvent, QShortcut
 from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
@@ -111,6 +111,7 @@ class ApprovalCard(QFrame):
         self._on_answer = on_answer
         self._digest = digest_of(pending)
         self.setObjectName("approvalCard")
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # a click in it: its keys answer it
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setStyleSheet(
             "#approvalCard { border: 1px solid #b39ddb; border-radius: 6px; background: #faf7ff; }"
@@ -146,20 +147,39 @@ class ApprovalCard(QFrame):
         font = arguments.font()
         font.setFamily("monospace")
         arguments.setFont(font)
-        self.reason = QLineEdit(placeholderText="Reason for the agent (optional, when denying)")
+        self.reason = QLineEdit(placeholderText="Reason for the agent (Enter denies with it)")
+        self.reason.returnPressed.connect(lambda: self._answer(False, Remember.ONCE))
 
         self.allow_once = QPushButton("Allow once")
         self.allow_session = QPushButton("Allow for this session")
         self.allow_always = QPushButton("Always allow")
-        self.allow_always.setToolTip(f"Writes an allow rule for {pending.server}/{pending.tool}")
         self.deny = QPushButton("Deny")
         self.deny.setStyleSheet("color: #c62828;")
-        for button in (self.allow_once, self.allow_session, self.allow_always, self.deny):
-            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # a stray Enter must not answer
-        self.allow_once.clicked.connect(lambda: self._answer(True, Remember.ONCE))
-        self.allow_session.clicked.connect(lambda: self._answer(True, Remember.SESSION))
-        self.allow_always.clicked.connect(lambda: self._answer(True, Remember.ALWAYS))
-        self.deny.clicked.connect(lambda: self._answer(False, Remember.ONCE))
+        answers = (
+            (self.allow_once, True, Remember.ONCE, "Alt+A, or Enter outside the reason box"),
+            (self.allow_session, True, Remember.SESSION, "Alt+S"),
+            (self.allow_always, True, Remember.ALWAYS, "Alt+W"),
+            (self.deny, False, Remember.ONCE, "Alt+D, or Escape"),
+        )
+        for button, approve, remember, keys in answers:
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Enter is ours, not a button's
+            button.clicked.connect(lambda _=False, a=approve, r=remember: self._answer(a, r))
+            button.setToolTip(keys)
+        self.allow_always.setToolTip(
+            f"Writes an allow rule for {pending.server}/{pending.tool} (Alt+W)"
+        )
+        # Keys act on the card that has the keyboard: the popup never takes it on its own,
+        # so only a person who clicked into it can answer by key. Enter and Escape are
+        # keyPressEvent's (the reason box has its own Enter), the letters shortcuts.
+        for key, button in (
+            ("Alt+A", self.allow_once),
+            ("Alt+S", self.allow_session),
+            ("Alt+W", self.allow_always),
+            ("Alt+D", self.deny),
+        ):
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(button.click)
         buttons = QGridLayout()
         buttons.addWidget(self.allow_once, 0, 0)
         buttons.addWidget(self.allow_session, 0, 1)
@@ -175,12 +195,26 @@ class ApprovalCard(QFrame):
         layout.addLayout(buttons)
         self.tick()
 
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        """Enter allows once, Escape denies; Enter in the reason box denies with the reason
+        (the box answered already: its Enter comes here too, unaccepted)."""
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            if not self.reason.hasFocus():
+                self.allow_once.click()
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.deny.click()
+            return
+        super().keyPressEvent(event)
+
     def tick(self) -> None:
         left = max(0.0, self.pending.deadline - time.time())
         self.countdown.setText(f"denied in {int(left) // 60}:{int(left) % 60:02d}")
         self.countdown.setStyleSheet("color: #c62828; font-weight: bold;" if left < 15 else "")
 
     def _answer(self, approve: bool, remember: Remember) -> None:
+        if not self.deny.isEnabled():
+            return  # answered already (a key and a click, say)
         for button in (self.allow_once, self.allow_session, self.allow_always, self.deny):
             button.setEnabled(False)  # answered; the card goes when the gateway says so
         reason = self.reason.text().strip() or None
@@ -197,6 +231,8 @@ class ApprovalCard(QFrame):
 
 class ApprovalsPanel(QWidget):
     """Cards for every pending call, oldest first."""
+
+    card_added = Signal(ApprovalCard)
 
     def __init__(
         self,
@@ -250,6 +286,7 @@ class ApprovalsPanel(QWidget):
                 card = ApprovalCard(pending, self._pending.risk(pending), self._on_answer)
                 self.cards[approval_id] = card
                 self._list.insertWidget(self._list.count() - 1, card)
+                self.card_added.emit(card)
         self._empty.setVisible(not self.cards)
         if self.cards:
             self._timer.start()
@@ -262,10 +299,16 @@ class ApprovalsPanel(QWidget):
 
 
 class ApprovalPrompt(QWidget):
-    """A small always-on-top window with the pending calls. It appears without taking
-    the keyboard focus (the person may be typing elsewhere) and hides when none wait."""
+    """A small always-on-top window with the pending calls, hidden when none wait.
+
+    It appears without taking the keyboard (the person may be typing elsewhere, and a
+    stray Enter must not answer), and takes it as soon as the person clicks into it: the
+    reason box then takes typing, and the keys answer (Enter, Escape, Alt+A/S/W/D).
+    """
 
     def __init__(self, pending: PendingApprovals, on_answer: Callable[[Answer], None]) -> None:
+        # Shown refusing the keyboard (every platform honours that, not all honour "show
+        # without activating"); a click in it lifts the refusal (_take_keyboard).
         super().__init__(
             None,
             Qt.WindowType.Tool
@@ -274,8 +317,8 @@ class ApprovalPrompt(QWidget):
         )
         self.setWindowTitle("Lockgate: approval needed")
         self.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
-        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.panel = ApprovalsPanel(pending, on_answer, self)
+        self.panel.card_added.connect(self._watch_clicks)
         heading = QLabel("<b>An agent wants to use a tool that needs your approval</b>")
         heading.setTextFormat(Qt.TextFormat.RichText)
         layout = QVBoxLayout(self)
@@ -286,12 +329,34 @@ class ApprovalPrompt(QWidget):
         self._dismissed: set[str] = set()
         pending.changed.connect(self._changed)
 
+    def _watch_clicks(self, card: ApprovalCard) -> None:
+        for widget in (card, *card.findChildren(QWidget)):
+            widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.MouseButtonPress and not self.isActiveWindow():
+            self._take_keyboard()  # a click in it is the person turning to it
+        return False
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        self._take_keyboard()
+        super().mousePressEvent(event)
+
+    def _take_keyboard(self) -> None:
+        handle = self.windowHandle()
+        if handle is not None:  # on the native window: the widget's flags would re-create it
+            handle.setFlag(Qt.WindowType.WindowDoesNotAcceptFocus, False)
+        self.activateWindow()
+
     def _changed(self) -> None:
         waiting = set(self._pending.items)
         self._dismissed &= waiting
         if waiting - self._dismissed:
             if not self.isVisible():
                 self._place()
+                handle = self.windowHandle()
+                if handle is not None:  # refusing the keyboard again, until clicked
+                    handle.setFlag(Qt.WindowType.WindowDoesNotAcceptFocus, True)
                 self.show()  # never exec(): the GUI and the gateway go on
         elif self.isVisible():
             self.hide()

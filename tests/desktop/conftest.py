@@ -8,7 +8,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import os
+import shutil
+import subprocess
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -140,3 +144,35 @@ def no_modal_left_open() -> Iterator[None]:
 def wait_result(qtbot: Any, future: concurrent.futures.Future[Any], timeout: int = 30_000) -> Any:
     qtbot.waitUntil(future.done, timeout=timeout)
     return future.result()
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    for tool in ("Xvfb", "trayer"):
+        assert shutil.which(tool), f"{tool} is missing: ./dev test installs it (apt)"
+    number = next(n for n in range(140, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    xvfb = subprocess.Popen(
+        ["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        assert time.monotonic() < deadline, "Xvfb did not start"
+        time.sleep(0.05)
+    try:
+        yield f":{number}"
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+
+
+def start_trayer(display: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["trayer", "--edge", "top", "--align", "right", "--width", "10", "--height", "28"],
+        env={**os.environ, "DISPLAY": display},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return proc

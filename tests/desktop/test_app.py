@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QLineEdit, QMessageBox
 
 from desktop.app import LockgateApp
 from desktop.calls import DECISION, CallRow
@@ -165,6 +166,61 @@ def test_deny_with_a_reason_reaches_the_agent(qtbot, running_app, agent):
     result = wait_result(qtbot, waiting)
     assert result.is_error
     assert "looks dangerous" in text_of(result)
+
+
+def test_the_popup_takes_typing_once_clicked_and_enter_in_the_reason_denies_with_it(
+    qtbot, running_app, agent
+):
+    # That it appears without taking the keyboard is test_approvals_x11's: this platform
+    # (offscreen) activates every window it shows.
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "rm -rf"})
+    qtbot.waitUntil(lambda: len(running_app.prompt.panel.cards) == 1, timeout=10_000)
+    qtbot.waitUntil(running_app.prompt.isVisible)
+    running_app.window.present()  # the person is elsewhere
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is running_app.window)
+    card = next(iter(running_app.prompt.panel.cards.values()))
+    qtbot.mouseClick(card.reason, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is running_app.prompt)
+    qtbot.waitUntil(card.reason.hasFocus)
+    # Typed as a person types: into whatever has the keyboard.
+    typing_into = QApplication.focusWidget()
+    assert isinstance(typing_into, QLineEdit)
+    assert typing_into is card.reason
+    QTest.keyClicks(typing_into, "looks dangerous")
+    assert typing_into.text() == "looks dangerous"
+    QTest.keyClick(typing_into, Qt.Key.Key_Return)  # Enter in it denies
+    result = wait_result(qtbot, waiting)
+    assert result.is_error
+    assert "looks dangerous" in text_of(result)
+
+
+@pytest.mark.parametrize(
+    ("key", "modifier", "allowed"),
+    [
+        (Qt.Key.Key_Return, Qt.KeyboardModifier.NoModifier, True),
+        (Qt.Key.Key_Escape, Qt.KeyboardModifier.NoModifier, False),
+        (Qt.Key.Key_A, Qt.KeyboardModifier.AltModifier, True),
+        (Qt.Key.Key_D, Qt.KeyboardModifier.AltModifier, False),
+    ],
+    ids=["enter-allows-once", "escape-denies", "alt-a-allows-once", "alt-d-denies"],
+)
+def test_the_keys_answer_the_card_that_has_the_keyboard(
+    qtbot, running_app, agent, key, modifier, allowed
+):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "by key"})
+    qtbot.waitUntil(lambda: len(running_app.prompt.panel.cards) == 1, timeout=10_000)
+    card = next(iter(running_app.prompt.panel.cards.values()))
+    qtbot.mouseClick(card.countdown, Qt.MouseButton.LeftButton)  # into the card, not its box
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is running_app.prompt)
+    qtbot.waitUntil(card.hasFocus)
+    focused = QApplication.focusWidget()
+    assert focused is card
+    QTest.keyClick(focused, key, modifier)
+    result = wait_result(qtbot, waiting)
+    assert result.is_error is not allowed
+    assert (text_of(result) == "Echo: by key") is allowed
 
 
 def test_an_unanswered_approval_times_out_as_denied(qtbot, running_app, agent):

@@ -6,52 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.desktop.conftest import BASE_POLICY
+from tests.desktop.conftest import BASE_POLICY, start_trayer
 from tests.support.live import servers_json
 
 PROBE = Path(__file__).with_name("_tray_probe.py")
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def display() -> Iterator[str]:
-    for tool in ("Xvfb", "trayer"):
-        assert shutil.which(tool), f"{tool} is missing: ./dev test installs it (apt)"
-    number = next(n for n in range(140, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    xvfb = subprocess.Popen(
-        ["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        assert time.monotonic() < deadline, "Xvfb did not start"
-        time.sleep(0.05)
-    try:
-        yield f":{number}"
-    finally:
-        xvfb.terminate()
-        xvfb.wait(10)
-
-
-def start_trayer(display: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["trayer", "--edge", "top", "--align", "right", "--width", "10", "--height", "28"],
-        env={**os.environ, "DISPLAY": display},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
-    return proc
 
 
 def probe(display: str, tmp_path: Path) -> subprocess.Popen[str]:
