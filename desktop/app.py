@@ -40,6 +40,7 @@ from proxy.clients import ClientFile, find_clients
 from proxy.clients.route import RouteError, RouteResult, UnrouteResult, route, unroute
 from proxy.config.atomic import write_atomic
 from proxy.config.autostart import autostart_enabled, autostart_path, set_autostart
+from proxy.config.instance import InstanceLock
 from proxy.config.paths import Paths, lockgate_command
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import SecretStore
@@ -78,10 +79,12 @@ class LockgateApp(QObject):
         secrets: SecretStore | None = None,
         home: Path | None = None,
         launcher: Sequence[str] | None = None,
+        instance: InstanceLock | None = None,
     ) -> None:
         """``home`` (with an empty environment) and ``launcher`` (the lockgate command)
         are where the Connect view looks for clients and what it writes into them; tests
-        give a home of their own."""
+        give a home of their own. ``instance`` is the one-per-user lock :func:`run_app`
+        took before anything showed."""
         super().__init__()
         self.paths = paths
         self.secrets = secrets or SecretStore()
@@ -90,7 +93,7 @@ class LockgateApp(QObject):
         command = lockgate_command()
         self._launcher = list(launcher) if launcher else [command] if command else None
         self._login_command = launcher[0] if launcher else lockgate_command(gui=True)
-        self.host = GatewayHost(paths, port=port, secrets=self.secrets)
+        self.host = GatewayHost(paths, port=port, secrets=self.secrets, instance=instance)
         self.pump = EventPump(self.host, parent=self)
         self.calls = CallsModel()
         self.tools = ToolsModel(parent=self)
@@ -179,9 +182,7 @@ class LockgateApp(QObject):
                     self._fetch_policy()
             elif isinstance(event, ServersReloaded):
                 state = _with(state, servers_error=None)
-                self.servers_view.status.setText(
-                    "servers.json changed: " + (", ".join(event.servers) or "no servers")
-                )
+                self.servers_view.status.setText(f"servers.json in force: {event.summary()}")
                 self._fetch_servers()
                 self.list_tools()
             elif isinstance(event, ServersRejected):

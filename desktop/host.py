@@ -31,10 +31,12 @@ from typing import Any, TypeVar
 import anyio
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from proxy.config.instance import InstanceLock
 from proxy.config.paths import Paths
 from proxy.config.runinfo import DEFAULT_PORT, RunInfo
 from proxy.config.secrets import SecretStore
 from proxy.doors.serve import serve
+from proxy.errors import LockgateError
 from proxy.gateway.control import GatewayControl
 from proxy.gateway.core import Gateway
 from proxy.gateway.events import EventBus
@@ -75,11 +77,19 @@ class GatewayHost:
     """Runs ``lockgate serve``'s gateway on a worker thread, attached as an approver."""
 
     def __init__(
-        self, paths: Paths, *, port: int = DEFAULT_PORT, secrets: SecretStore | None = None
+        self,
+        paths: Paths,
+        *,
+        port: int = DEFAULT_PORT,
+        secrets: SecretStore | None = None,
+        instance: InstanceLock | None = None,
     ) -> None:
+        """``instance`` is the one-per-user lock the app holds; without it, the host
+        takes it (as the app) for as long as its gateway runs."""
         self.paths = paths
         self.port = port
         self._secrets = secrets
+        self._instance = instance
         self._inbox: deque[object] = deque()
         self.bus = EventBus()
         self.bus.subscribe(self._inbox.append)
@@ -127,6 +137,8 @@ class GatewayHost:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        own = self._instance is None
+        instance = self._instance or InstanceLock(self.paths).acquire("app")
         try:
             await serve(
                 self.paths,
@@ -136,6 +148,7 @@ class GatewayHost:
                 on_ready=self._on_ready,
                 stop=self._stop,
                 handle_signals=False,
+                instance=instance,
             )
         finally:
             # Work asked of the gateway (tool listings) is still running: cancel it the
@@ -145,6 +158,8 @@ class GatewayHost:
             with anyio.move_on_after(10, shield=True):
                 while self._scopes:
                     await anyio.sleep(0.01)
+            if own:
+                instance.release()
 
     def _on_ready(self, gateway: Gateway, info: RunInfo) -> None:
         self._gateway = gateway
@@ -347,6 +362,8 @@ class EventPump(QObject):
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, LockgateError):
+        return exc.told()
     if isinstance(exc, OSError) and exc.errno == 98:
         return f"the gateway's port is taken: {exc.strerror} (is another Lockgate running?)"
     return f"{type(exc).__name__}: {exc}"

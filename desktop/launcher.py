@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli_main(args, app=_app)
 
 
-def _app(paths: Paths, port: int) -> int:
+def _app(paths: Paths, port: int | None) -> int:
     from desktop.main import run_app  # noqa: PLC0415 (Qt only when the app is wanted)
 
     return run_app(paths, port)

@@ -18,6 +18,7 @@ from proxy.clients.route import RouteError, route, unroute
 from proxy.config.autostart import autostart_enabled, autostart_path, set_autostart
 from proxy.config.paths import Paths, lockgate_command
 from proxy.config.secrets import SecretStore
+from proxy.config.settings import gateway_port
 
 
 def clients(project: Path | None, as_json: bool, out: TextIO) -> int:
@@ -65,11 +66,12 @@ def route_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
     if not found:
         print(f"lockgate clients: no configuration of {args.client} found", file=sys.stderr)
         return 1
+    port = args.port if getattr(args, "port", None) is not None else gateway_port(paths)
     store, failed, changed = SecretStore(), False, False
     for client_file in found:
         try:
             if args.clients_command == "route":
-                done = route(client_file, paths, store=store, via=args.via, port=args.port)
+                done = route(client_file, paths, store=store, via=args.via, port=port)
                 out.write(f"{client_file.client.label} ({client_file.scope}): {done.path}\n")
                 for entry, server in done.routed:
                     out.write(f"  routed   {entry} -> Lockgate server {server!r}\n")

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from typing import Any, TextIO
 
 from proxy.bridge import connect as connectcmd
@@ -19,7 +20,10 @@ from proxy.bridge.control import (
 )
 from proxy.cli.common import UsageError, version
 from proxy.cli.policy import policy_in_force
+from proxy.config.instance import running_holder
 from proxy.config.paths import Paths
+from proxy.config.runinfo import read_run_info
+from proxy.config.settings import describe, load_settings, save_setting, settings_file
 from proxy.config.tokens import valid_client_name
 from proxy.policy.model import PolicyError
 
@@ -32,7 +36,7 @@ def connect(args: argparse.Namespace, paths: Paths) -> int:
 
 def control_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
     if args.command == "status":
-        _print_status(control(paths, "status"), out)
+        _print_status(control(paths, "status"), out, _who_serves(paths))
     elif args.command in ("pause", "resume"):
         control(paths, args.command)
         print(
@@ -72,10 +76,19 @@ def control_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
     return 0
 
 
-def _print_status(status: dict[str, Any], out: TextIO) -> None:
+def _who_serves(paths: Paths) -> str:
+    """`` in the app (pid N) on URL``: which Lockgate answered, and where it listens."""
+    holder, info = running_holder(paths), read_run_info(paths)
+    if holder is None or info is None or info.pid != holder.pid:
+        return ""
+    where = "the app" if holder.kind == "app" else "`lockgate serve`"
+    return f" in {where} (pid {holder.pid}) on {info.url}"
+
+
+def _print_status(status: dict[str, Any], out: TextIO, who: str = "") -> None:
     policy = status["policy"]
     lines = [
-        f"gateway:   {'PAUSED' if status['paused'] else 'running'}",
+        f"gateway:   {'PAUSED' if status['paused'] else 'running'}{who}",
         f"servers:   {', '.join(status['servers']) or 'none'}",
         f"policy:    {policy['source'] or 'built-in default'} ({policy['rules']} rules, "
         f"default {policy['default']})",
@@ -83,6 +96,8 @@ def _print_status(status: dict[str, Any], out: TextIO) -> None:
     ]
     if policy["error"]:
         lines.append(f"policy error (the last good policy stays in force):\n{policy['error']}")
+    if status.get("servers_error"):
+        lines.append(f"servers.json error (the servers in force stay):\n{status['servers_error']}")
     if status.get("audit_error"):
         lines.append(
             "audit log: cannot be written, so no call is sent to a server until it can:\n"
@@ -159,8 +174,9 @@ def serve(args: argparse.Namespace, paths: Paths) -> int:
     # and `lockgate connect` is launched for every client session.
     from proxy.doors.serve import serve  # noqa: PLC0415
 
+    port = args.port if args.port is not None else load_settings(paths).port
     try:
-        asyncio.run(serve(paths, port=args.port))
+        asyncio.run(serve(paths, port=port))
     except OSError as exc:  # the port is taken, say
         print(f"lockgate: {exc}", file=sys.stderr)
         return 1
@@ -169,8 +185,43 @@ def serve(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+def settings_command(name: str | None, value: str | None, paths: Paths, out: TextIO) -> int:
+    """``lockgate settings [NAME [VALUE]]``: every setting, one, or one set."""
+    if name is not None and value is not None:
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            raise UsageError(f"{value!r} is not a JSON value (a number: 6000)") from None
+        save_setting(paths, name, parsed)
+        print(f"{name} = {json.dumps(parsed)} (in {settings_file(paths)})", file=out)
+        if name == "port":
+            print("the app and `lockgate serve` use it from their next start", file=out)
+        return 0
+    current = asdict(load_settings(paths))
+    if name is not None:
+        if name not in current:
+            raise UsageError(f"no setting {name!r}; the settings are: {', '.join(current)}")
+        print(json.dumps(current[name]), file=out)
+        return 0
+    for key, setting in current.items():
+        print(f"{key:<10} {json.dumps(setting):<12} {describe(key)}", file=out)
+    return 0
+
+
 def status(paths: Paths, out: TextIO) -> int:
     print(f"Lockgate {version()}", file=out)
+    holder, who = running_holder(paths), _who_serves(paths)
+    if who:
+        print(f"gateway: running{who}", file=out)
+    elif holder is not None:
+        where = "the app" if holder.kind == "app" else "`lockgate serve`"
+        print(
+            f"gateway: not serving; {where} (pid {holder.pid}) runs without it (starting, "
+            "or it failed: see its window or its log)",
+            file=out,
+        )
+    else:
+        print("gateway: not running", file=out)
     try:
         policy, origin = policy_in_force(None, paths)
     except PolicyError as exc:

@@ -51,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="app_port",
         metavar="PORT",
         type=int,
-        default=DEFAULT_PORT,
-        help=f"with no command: the app's gateway port on 127.0.0.1 (default {DEFAULT_PORT})",
+        default=None,
+        help="with no command: the app's gateway port on 127.0.0.1, for this run "
+        f"(default: the port setting, {DEFAULT_PORT} unless set)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -162,7 +163,11 @@ def _parser() -> argparse.ArgumentParser:
         "http: the gateway's URL with a token of the client's own (not Claude Desktop)",
     )
     route_cmd.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="with --via http: the gateway's port"
+        "--port",
+        type=int,
+        default=None,
+        help="with --via http: the gateway's port (default: the running gateway's, else the "
+        "port setting)",
     )
 
     connect = commands.add_parser("connect", parents=[common], help=connectcmd.HELP)
@@ -219,8 +224,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_PORT,
-        help=f"TCP port on 127.0.0.1 (default {DEFAULT_PORT}; 0 picks a free one)",
+        default=None,
+        help=f"TCP port on 127.0.0.1 (default: the port setting, {DEFAULT_PORT} unless set; "
+        "0 picks a free one)",
     )
     serve.add_argument("--verbose", "-v", action="store_true", help="log every event")
 
@@ -252,11 +258,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     secret_delete = secret_commands.add_parser("delete", parents=[common], help="remove a secret")
     secret_delete.add_argument("name")
+
+    settings = commands.add_parser(
+        "settings", parents=[common], help="Lockgate's settings (settings.json): show or set one"
+    )
+    settings.add_argument("name", nargs="?", help="a setting; alone: show its value")
+    settings.add_argument("value", nargs="?", help='the new value (JSON: 6000, true, "text")')
     return parser
 
 
 def main(
-    argv: Sequence[str] | None = None, *, app: Callable[[Paths, int], int] | None = None
+    argv: Sequence[str] | None = None, *, app: Callable[[Paths, int | None], int] | None = None
 ) -> int:
     """Run the command line; returns the exit code.
 
@@ -302,6 +314,8 @@ def main(
             if args.clients_command in ("route", "unroute"):
                 return clients.route_command(args, paths, sys.stdout)
             return clients.clients(args.project, args.json, sys.stdout)
+        if args.command == "settings":
+            return gateway.settings_command(args.name, args.value, paths, sys.stdout)
         if args.command == "paths":
             gateway.print_paths(paths, sys.stdout)
             return 0

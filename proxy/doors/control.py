@@ -84,6 +84,7 @@ class ControlDoor:
                     for s in status.sessions
                 ],
                 "policy": {**_policy_json(status.policy), "error": status.policy.error},
+                "servers_error": status.servers_error,
                 "approvers": status.approvers,
                 "audit_error": status.audit_error,
                 "pending": status.pending,

@@ -75,15 +75,15 @@ MAX_CONTROLS = 64  # control connections: CLI commands (one each) and approval w
 _EVICTION_LOG_SECONDS = 10.0
 
 
-def socket_path_for(run_dir: Path) -> Path:
+def socket_path_for(run_dir: Path, name: str = "gateway.sock") -> Path:
     """Where the socket goes: in the private run folder, or, when that path is too long
     for a Unix socket (about 104 bytes), in a new private folder under the temp dir. A
     fresh ``mkdtemp`` folder each time: a fixed name in a shared /tmp could be taken
     by someone else first. Clients find the socket through the run file either way."""
-    preferred = run_dir / "gateway.sock"
+    preferred = run_dir / name
     if len(os.fsencode(preferred)) <= _SUN_PATH_MAX:
         return preferred
-    return Path(tempfile.mkdtemp(prefix=f"lockgate-{os.getuid()}-")) / "gateway.sock"
+    return Path(tempfile.mkdtemp(prefix=f"lockgate-{os.getuid()}-")) / name
 
 
 def _private_folder(folder: Path) -> None:

@@ -1,7 +1,8 @@
 """Running the gateway: ``lockgate serve``, and the tray app's embedded gateway.
 
-Binds loopback only. While it runs, ``run/gateway.json`` in the data folder (private,
-0600) says where it listens, for ``lockgate connect`` and the control commands. SIGINT and
+Binds loopback only, and one per user (:mod:`proxy.config.instance`). While it runs,
+``run/gateway.json`` in the data folder (private, 0600) says where it listens, for
+``lockgate connect`` and the control commands; only the lock's holder writes it. SIGINT and
 SIGTERM stop it cleanly: the HTTP server stops taking requests and ends its sessions
 (which stops their upstream servers), pending approvals are refused, and the audit log is
 flushed and closed.
@@ -24,6 +25,7 @@ import uvicorn
 
 from proxy.audit.log import AuditLog
 from proxy.config.atomic import write_atomic
+from proxy.config.instance import AlreadyRunning, InstanceLock
 from proxy.config.paths import Paths
 from proxy.config.runinfo import DEFAULT_PORT, RunInfo, run_file
 from proxy.config.secrets import SecretStore
@@ -34,7 +36,7 @@ from proxy.doors.local import LocalServer, socket_path_for
 from proxy.gateway.core import Gateway
 from proxy.gateway.events import Event, EventBus
 
-__all__ = ["DEFAULT_PORT", "serve"]
+__all__ = ["DEFAULT_PORT", "AlreadyRunning", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +55,41 @@ async def serve(
     handle_signals: bool = True,
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    instance: InstanceLock | None = None,
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM (or ``stop`` is set).
+
+    Only one gateway serves a user's folders: ``instance`` is the lock its caller holds
+    (the app takes it before its window opens); without one, ``serve`` takes it itself,
+    and raises :class:`AlreadyRunning` if another Lockgate has it.
 
     ``handle_signals`` must be False off the main thread (the tray app runs the gateway on
     a worker thread and stops it with ``stop``). ``clock`` (wall seconds: the log's times,
     rate limits) and ``monotonic`` (durations, restart backoff) are the gateway's clocks.
 
     Raises:
+        AlreadyRunning: another Lockgate serves these folders.
         proxy.config.servers.ServersError: servers.json is invalid.
         proxy.audit.log.AuditError: the audit log cannot be opened.
         OSError: the port is taken.
     """
+    if instance is None:
+        with InstanceLock(paths).acquire("serve") as held:
+            await serve(
+                paths,
+                port=port,
+                bus=bus,
+                secrets=secrets,
+                on_ready=on_ready,
+                stop=stop,
+                handle_signals=handle_signals,
+                clock=clock,
+                monotonic=monotonic,
+                instance=held,
+            )
+        return
+    if not instance.held:
+        raise RuntimeError("serve was given an instance lock that is not held")
     servers = load_servers(paths.servers_file)
     bus = bus or EventBus()
     bus.subscribe(_log_event)

@@ -251,12 +251,22 @@ class Gateway:
             log.warning("servers.json not applied, the servers in force stay:\n%s", result.error)
             self.bus.emit(ServersRejected(self._clock(), result.source, result.error))
             return
-        self.servers_error = None
-        if result.servers == self.servers:
+        was_broken, self.servers_error = self.servers_error is not None, None
+        if result.servers == self.servers and not was_broken:
             return
-        self.servers = dict(result.servers)
+        old, self.servers = self.servers, dict(result.servers)
         log.info("servers in force: %s", ", ".join(sorted(self.servers)) or "none")
-        self.bus.emit(ServersReloaded(self._clock(), tuple(sorted(self.servers))))
+        self.bus.emit(
+            ServersReloaded(
+                self._clock(),
+                tuple(sorted(self.servers)),
+                added=tuple(sorted(self.servers.keys() - old.keys())),
+                removed=tuple(sorted(old.keys() - self.servers.keys())),
+                changed=tuple(
+                    sorted(n for n in self.servers.keys() & old.keys() if self.servers[n] != old[n])
+                ),
+            )
+        )
         for pending in self.approvals.pending():
             if pending.call.server not in self.servers:
                 self.approvals.withdraw(

@@ -55,10 +55,27 @@ class PolicyRejected:
 
 @dataclass(frozen=True, slots=True)
 class ServersReloaded:
-    """servers.json changed and its servers are in force (new sessions use them)."""
+    """servers.json was read and its servers are in force (new sessions use them): it
+    changed, or it is valid again after an error (then nothing may have changed)."""
 
     time: float
     servers: tuple[str, ...]
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()  # the same name, other settings
+
+    def summary(self) -> str:
+        """What changed, in words: ``added a, b; removed c``."""
+        parts = [
+            f"{what} {', '.join(names)}"
+            for what, names in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("changed", self.changed),
+            )
+            if names
+        ]
+        return "; ".join(parts) or "no server changed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from mcp.client.stdio import StdioServerParameters
 from PySide6.QtCore import Qt
 
 from desktop.app import LockgateApp
+from desktop.tray import state_icon_name
 from desktop.window import TABS
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
@@ -163,6 +164,22 @@ def test_a_broken_servers_json_is_shown_and_the_servers_in_force_stay(qtbot, app
         timeout=10_000,
     )
     assert "servers.json" not in app.window.banner.text()
+
+
+def test_a_servers_json_restored_to_exactly_what_is_in_force_clears_the_error(
+    qtbot, app, app_paths
+):
+    servers_file = app_paths.servers_file
+    in_force = servers_file.read_text()
+    qtbot.waitUntil(lambda: len(app.servers.servers) == 3, timeout=10_000)
+    servers_file.write_text(in_force.replace('"time"', '"bad name!"', 1))
+    qtbot.waitUntil(lambda: app.state.servers_error is not None, timeout=10_000)
+    assert state_icon_name(app.state) == "lockgate-error.svg"  # the red tray icon
+    servers_file.write_text(in_force)  # the very bytes in force: valid again, nothing new
+    qtbot.waitUntil(lambda: app.state.servers_error is None, timeout=10_000)
+    assert "servers.json" not in app.window.banner.text()
+    assert app.servers_view.status.text() == "servers.json in force: no server changed"
+    assert len(app.servers.servers) == 3
 
 
 def test_a_first_run_opens_on_connect_your_agents(qtbot, app_paths, tmp_path):

@@ -113,13 +113,17 @@ class LiveGateway:
         tmp.write_text(json.dumps(policy))
         os.replace(tmp, path)
 
-    def start(self, port: int = 0) -> None:
+    def start(self, port: int | None = 0) -> None:
+        """Start ``lockgate serve`` on ``port`` (0: a free one; None: the port setting)."""
         run_file = self.data_dir / "run" / "gateway.json"
         with contextlib.suppress(FileNotFoundError):
             run_file.unlink()
         log = open(self.data_dir.parent / "serve.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [lockgate_command(), "serve", "--port", str(port)], env=self.env, stdout=log, stderr=log
+            [lockgate_command(), "serve", *([] if port is None else ["--port", str(port)])],
+            env=self.env,
+            stdout=log,
+            stderr=log,
         )
         log.close()
 

@@ -386,6 +386,32 @@ def test_a_missing_client_is_a_clear_error(tmp_path, lockgate_dirs):
     assert "no configuration of windsurf found" in result.stderr
 
 
+def test_http_routing_points_at_the_running_gateways_port_else_the_port_setting(
+    home, lockgate_dirs, os_keyring, tmp_path
+):
+    home_dir, files = home
+    env = env_for(home_dir, lockgate_dirs)
+    config, data = lockgate_dirs
+    config.mkdir()
+    data.mkdir()
+    path = files["cursor"][0]
+    assert lockgate(env, "settings", "port", "6123").returncode == 0
+    assert lockgate(env, "clients", "route", "cursor", "--via", "http").returncode == 0
+    assert json.loads(path.read_text())["mcpServers"]["time"]["url"].startswith(
+        "http://127.0.0.1:6123/mcp/"
+    )
+    assert lockgate(env, "clients", "unroute", "cursor").returncode == 0
+    gateway = LiveGateway(config, data, tmp_path / "tee.jsonl")
+    gateway.start()  # on a free port for this run: not the setting
+    try:
+        assert gateway.port != 6123
+        assert lockgate(env, "clients", "route", "cursor", "--via", "http").returncode == 0
+        url = json.loads(path.read_text())["mcpServers"]["time"]["url"]
+        assert url == f"http://127.0.0.1:{gateway.port}/mcp/time"
+    finally:
+        gateway.stop()
+
+
 async def test_route_over_http_with_a_token_of_the_clients_own(
     home, lockgate_dirs, os_keyring, tmp_path
 ):

@@ -65,7 +65,8 @@ async def test_status_pause_resume_and_reloads_on_the_wire(tmp_path: Path) -> No
     async with running(harness), control_line(harness) as ask:
         status = await ask({"op": "status"})
         assert set(status) == {
-            "ok", "paused", "servers", "sessions", "policy", "approvers", "audit_error", "pending"
+            "ok", "paused", "servers", "sessions", "policy", "servers_error", "approvers", "audit_error",
+            "pending"
         }  # fmt: skip
         assert status["policy"] == {
             "source": str(harness.paths.policy_file), "rules": 1, "default": "allow", "error": None

@@ -8,7 +8,10 @@ import json
 import socket
 from pathlib import Path
 
-from proxy.doors.serve import _bind_loopback
+import pytest
+
+from proxy.config.instance import AlreadyRunning
+from proxy.doors.serve import _bind_loopback, serve
 from tests.support.harness import Harness, running
 from tests.support.live import SERVERS
 
@@ -61,3 +64,15 @@ async def test_a_kept_alive_node_fetch_client_never_waits_for_a_delayed_ack(
     # hardly any does, whatever the machine's load.
     waited = [ms for ms in measured["ms"] if ms / 1000 >= DELAYED_ACK_S * 0.95]
     assert len(waited) < len(measured["ms"]) / 4, measured["ms"]
+
+
+async def test_a_second_gateway_on_the_same_folders_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path)
+    async with running(harness):
+        run_file = harness.paths.run_dir / "gateway.json"
+        before = run_file.read_bytes()
+        with pytest.raises(AlreadyRunning, match=r"`lockgate serve` runs \(pid \d+\)"):
+            await serve(harness.paths, port=0, handle_signals=False)
+        assert run_file.read_bytes() == before

@@ -1,0 +1,134 @@
+"""Lockgate's own settings: ``settings.json`` in the config folder, one file that the app,
+``lockgate serve``, routing and the login entry all read, so that they agree.
+
+Only what is set is written; everything else has its default. A running gateway's real
+port wins over the file's wherever a client is pointed at it (routing reads the run
+file), so a gateway started with ``--port`` for one run is still found.
+
+Kept free of heavy imports: every command reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from proxy.config.atomic import write_atomic
+from proxy.config.paths import Paths
+from proxy.config.runinfo import DEFAULT_PORT, read_run_info
+from proxy.errors import LockgateError
+
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "describe",
+    "gateway_port",
+    "load_settings",
+    "save_setting",
+    "settings_file",
+]
+
+
+class SettingsError(LockgateError):
+    """settings.json cannot be read or holds a value Lockgate cannot use."""
+
+    title = "settings.json has an error"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting and its default."""
+
+    port: int = DEFAULT_PORT  # the gateway's TCP port on 127.0.0.1
+
+
+_HELP = {"port": f"the gateway's port on 127.0.0.1, 1-65535 (default {DEFAULT_PORT})"}
+
+
+def settings_file(paths: Paths) -> Path:
+    return paths.config_dir / "settings.json"
+
+
+def _checked(name: str, value: Any) -> Any:
+    """``value`` if it is right for setting ``name``.
+
+    Raises:
+        SettingsError: it is not.
+    """
+    port_ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+    if name == "port" and not port_ok:
+        raise SettingsError(f'"port" must be a whole number from 1 to 65535, not {value!r}')
+    return value
+
+
+def load_settings(paths: Paths) -> Settings:
+    """The settings in the file, defaults for the rest; defaults alone if there is none.
+
+    Raises:
+        SettingsError: the file is not valid JSON, or a setting is unknown or wrong.
+    """
+    path = settings_file(paths)
+    try:
+        text = path.read_text("utf-8-sig")
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read it: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: must be a JSON object")
+    known = {f.name for f in fields(Settings)}
+    for name, value in data.items():
+        if name not in known:
+            raise SettingsError(
+                f"{path}: unknown setting {name!r}; the settings are: {', '.join(sorted(known))}"
+            )
+        try:
+            _checked(name, value)
+        except SettingsError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
+    return replace(Settings(), **data)
+
+
+def save_setting(paths: Paths, name: str, value: Any) -> Settings:
+    """Set one setting in the file (the others as they were), all or nothing.
+
+    Raises:
+        SettingsError: an unknown setting, a wrong value, or the file is broken already.
+    """
+    current = load_settings(paths)
+    if name not in {f.name for f in fields(Settings)}:
+        raise SettingsError(f"unknown setting {name!r}")
+    updated = replace(current, **{name: _checked(name, value)})
+    path = settings_file(paths)
+    try:
+        written = json.loads(path.read_text("utf-8-sig"))
+    except FileNotFoundError:
+        written = {}
+    written[name] = asdict(updated)[name]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, (json.dumps(written, indent=2) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot write it: {exc}") from None
+    return updated
+
+
+def describe(name: str) -> str:
+    """What a setting is, for ``lockgate settings``."""
+    return _HELP[name]
+
+
+def gateway_port(paths: Paths) -> int:
+    """The port to point a client at: the running gateway's, else the port setting.
+
+    Raises:
+        SettingsError: no gateway runs and settings.json is broken.
+    """
+    info = read_run_info(paths)
+    return info.port if info is not None else load_settings(paths).port
