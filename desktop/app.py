@@ -20,7 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QUrl
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QApplication,
 )
@@ -44,6 +45,7 @@ from proxy.config.instance import InstanceLock
 from proxy.config.paths import Paths, lockgate_command
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import SecretStore
+from proxy.config.servers import server_log_path
 from proxy.errors import LockgateError
 from proxy.gateway.approvals import Remember
 from proxy.gateway.control import GatewayControl, PolicyInForce, ServersInForce
@@ -103,7 +105,7 @@ class LockgateApp(QObject):
         self.live = LiveView(self.calls, self.set_rule, self.load_older)
         self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
         self.tools_view = ToolsView(self.tools, self.set_rule, self.remove_rule, self.list_tools)
-        self.servers_view = ServersView(self.servers, self.restart_server)
+        self.servers_view = ServersView(self.servers, self.restart_server, self.open_server_log)
         self.policy_view = PolicyView(
             paths.policy_file, self.create_policy, self.suggest_policy, self.write_policy
         )
@@ -426,6 +428,15 @@ class LockgateApp(QObject):
                 self.servers.set_tools(name, count, listing.error)
 
         self.host.run(lambda control: control.list_tools(), done)
+
+    def open_server_log(self, server: str) -> None:
+        """Show the server's log in the desktop's viewer for text files."""
+        path = server_log_path(self.paths.log_dir, server)
+        if not path.exists():
+            self.servers_view.status.setText(f"{server} has written nothing yet ({path})")
+            return
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+        self.servers_view.status.setText(f"Opened {path}")
 
     def restart_server(self, server: str) -> None:
         def done(future: concurrent.futures.Future[int]) -> None:

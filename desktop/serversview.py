@@ -167,11 +167,13 @@ class ServersView(QWidget):
         self,
         model: ServersModel,
         on_restart: Callable[[str], None],
+        on_open_log: Callable[[str], None],
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.model = model
         self._on_restart = on_restart
+        self._on_open_log = on_open_log
         self.table = QTableView()
         self.table.setModel(model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -188,10 +190,12 @@ class ServersView(QWidget):
             "Stop every connection to it; each starts again on its next request"
         )
         self.restart.clicked.connect(self._restart)
-        self.restart.setEnabled(False)
-        self.table.selectionModel().selectionChanged.connect(
-            lambda *_: self.restart.setEnabled(bool(self.table.selectionModel().selectedRows()))
-        )
+        self.open_log = QPushButton("Open its log")
+        self.open_log.setToolTip("What the server wrote to its error output (stderr)")
+        self.open_log.clicked.connect(self._open_log)
+        for button in (self.restart, self.open_log):
+            button.setEnabled(False)
+        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         self.note = QLabel(
             "Servers come from servers.json. Lockgate starts one connection per agent "
             "session, when the agent connects."
@@ -200,6 +204,7 @@ class ServersView(QWidget):
         self.status = QLabel()
         buttons = QHBoxLayout()
         buttons.addWidget(self.restart)
+        buttons.addWidget(self.open_log)
         buttons.addWidget(self.status, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.note)
@@ -210,6 +215,21 @@ class ServersView(QWidget):
         for row, state in enumerate(self.model.servers):
             if state.spec.name == server:
                 self.table.selectRow(row)
+
+    def _selected(self) -> ServerState | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.model.servers[rows[0].row()] if rows else None
+
+    def _selection_changed(self) -> None:
+        selected = self._selected()
+        self.restart.setEnabled(selected is not None)
+        # Only a command's output is kept; a remote server has none here.
+        self.open_log.setEnabled(selected is not None and isinstance(selected.spec, StdioServer))
+
+    def _open_log(self) -> None:
+        selected = self._selected()
+        if selected is not None:
+            self._on_open_log(selected.spec.name)
 
     def _restart(self) -> None:
         rows = self.table.selectionModel().selectedRows()

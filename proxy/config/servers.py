@@ -301,11 +301,16 @@ def secret_references(spec: ServerSpec) -> list[str]:
     return [n for v in values if (n := secret_name(v)) is not None]
 
 
+def server_log_path(log_dir: Path, server: str) -> Path:
+    """The file a stdio server's stderr goes to."""
+    return log_dir / f"server-{server}.log"
+
+
 def open_server_log(log_dir: Path, server: str) -> TextIO:
     """Where a stdio server's stderr goes: a private log file per server (the folder
     0700, the file 0600: a server may print its secrets there)."""
     log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = log_dir / f"server-{server}.log"
+    path = server_log_path(log_dir, server)
     errlog = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
     path.chmod(0o600)
     return errlog

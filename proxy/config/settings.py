@@ -21,6 +21,7 @@ from proxy.config.runinfo import DEFAULT_PORT, read_run_info
 from proxy.errors import LockgateError
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "Settings",
     "SettingsError",
     "describe",
@@ -37,14 +38,25 @@ class SettingsError(LockgateError):
     title = "settings.json has an error"
 
 
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_MESSAGE_BYTES = (64 * 1024, 1024 * 1024 * 1024)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting and its default."""
 
     port: int = DEFAULT_PORT  # the gateway's TCP port on 127.0.0.1
+    # The largest message a client may send, at either door; a larger one is refused
+    # (answered with the limit, and logged), never sent to a server.
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
-_HELP = {"port": f"the gateway's port on 127.0.0.1, 1-65535 (default {DEFAULT_PORT})"}
+_HELP = {
+    "port": f"the gateway's port on 127.0.0.1, 1-65535 (default {DEFAULT_PORT})",
+    "max_message_bytes": "the largest message a client may send, in bytes, 65536 to "
+    f"1073741824 (default {DEFAULT_MAX_MESSAGE_BYTES}: 16 MB); larger ones are refused",
+}
 
 
 def settings_file(paths: Paths) -> Path:
@@ -57,9 +69,14 @@ def _checked(name: str, value: Any) -> Any:
     Raises:
         SettingsError: it is not.
     """
-    port_ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
-    if name == "port" and not port_ok:
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if name == "port" and not (whole and 1 <= value <= 65535):
         raise SettingsError(f'"port" must be a whole number from 1 to 65535, not {value!r}')
+    low, high = _MESSAGE_BYTES
+    if name == "max_message_bytes" and not (whole and low <= value <= high):
+        raise SettingsError(
+            f'"max_message_bytes" must be a whole number from {low} to {high}, not {value!r}'
+        )
     return value
 
 

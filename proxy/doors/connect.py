@@ -28,13 +28,15 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp.server.runner import serve_loop
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
-from proxy.config.runinfo import LINE_LIMIT
 from proxy.config.tokens import valid_client_name
 from proxy.doors.fastlane import FastLane
 from proxy.doors.jsonlines import send_json
+from proxy.doors.oversize import Oversized, read_message, size_text, too_large
 from proxy.gateway.core import Gateway
+from proxy.gateway.pipeline import AtTheDoor
 from proxy.gateway.session import Session
 
 __all__ = ["ConnectDoor"]
@@ -97,7 +99,7 @@ class ConnectDoor:
             return
         if fds:
             loop = asyncio.get_running_loop()
-            pipe_in = asyncio.StreamReader(limit=LINE_LIMIT)
+            pipe_in = asyncio.StreamReader(limit=self._gateway.max_message_bytes)
             # Duplicates for the transports, which close them; the originals close above.
             await loop.connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(pipe_in), os.fdopen(os.dup(fds[0]), "rb", 0)
@@ -122,6 +124,25 @@ class ConnectDoor:
         finally:
             if fds:
                 session_out.close()
+
+    async def _too_large(
+        self, oversized: Oversized, lane: FastLane, server: str, client: str
+    ) -> bytes:
+        """The answer to a message over the size limit; a ``tools/call`` is logged and
+        shown as a refused call (the session lives on)."""
+        reason = too_large(oversized.size, self._gateway.max_message_bytes)
+        log.warning("local socket: %s sent %s; refused", client, size_text(oversized.size))
+        if oversized.method == "tools/call":
+            caller = lane.session or AtTheDoor(server, client)
+            try:
+                await self._gateway.tool_calls.refuse_too_large(
+                    caller, oversized.tool, oversized.size, reason
+                )
+            except MCPError as exc:  # not recorded: the agent is told that instead
+                reason = exc.error.message
+        if (oversized.method or "").startswith("notifications/"):
+            return b""  # nothing answers a notification
+        return _error_line(oversized.request_id, types.INVALID_REQUEST, reason)
 
     async def _mcp_session(
         self,
@@ -152,7 +173,11 @@ class ConnectDoor:
 
         async def client_to_session() -> None:
             async with to_session:
-                while line := await _read_line(incoming, client):
+                while line := await read_message(incoming):
+                    if isinstance(line, Oversized):
+                        outgoing.write(await self._too_large(line, lane, server, client))
+                        await outgoing.drain()
+                        continue
                     if not line.strip() or _taken_by(lane, line):
                         continue
                     try:
@@ -251,25 +276,15 @@ def _unreadable(line: bytes, exc: Exception) -> bytes:
             json.dumps(document, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             code, message = types.PARSE_ERROR, "Parse error: a lone surrogate escape is not text"
-    request_id = document.get("id") if isinstance(document, dict) else None
+    return _error_line(document.get("id") if isinstance(document, dict) else None, code, message)
+
+
+def _error_line(request_id: object, code: int, message: str) -> bytes:
+    """A JSON-RPC error line, with ``request_id`` if it is one an id may be."""
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
         request_id = None
     error = {"code": code, "message": message}
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode() + b"\n"
-
-
-async def _read_line(incoming: asyncio.StreamReader, client: str) -> bytes:
-    """The client's next line; b"" at its end, and for a line longer than
-    :data:`~proxy.config.runinfo.LINE_LIMIT` (no message is that long: the session ends)."""
-    try:
-        return await incoming.readline()
-    except ValueError:
-        log.warning(
-            "local socket: %s sent a line longer than %d bytes; its session ends",
-            client,
-            LINE_LIMIT,
-        )
-        return b""
 
 
 def _has_bad_id(line: bytes) -> bool:

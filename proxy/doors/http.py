@@ -31,10 +31,13 @@ from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from proxy.config.tokens import TokenError, TokenStore
+from proxy.doors.oversize import KEPT, Oversized, too_large
 from proxy.gateway.core import Gateway
+from proxy.gateway.pipeline import AtTheDoor
 
 __all__ = ["AccessGate", "build_http_app"]
 
@@ -49,7 +52,6 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _PATH = re.compile(r"^/mcp/([^/]+)/?$")
 SESSION_IDLE_SECONDS = 900
 # headers whose every reader must see one value: given twice, the request is refused
-_MAX_BODY = 4 * 1024 * 1024  # the SDK's own limit: a larger body is refused by it
 _SINGLE_HEADERS = frozenset(
     {"authorization", "host", "origin", "mcp-session-id", "mcp-protocol-version"}
 )
@@ -128,10 +130,17 @@ class AccessGate:
         scope["user"] = _user(client)  # the SDK binds sessions to it (see above)
         send = _json_refusals(send)
         session_id = headers.get("mcp-session-id")
-        if scope.get("method") != "POST" or session_id is None:
+        if scope.get("method") != "POST":
             await self._app(scope, receive, send)
             return
-        body, receive = await _read_body(receive, _MAX_BODY)
+        limit = self._gateway.max_message_bytes
+        body, receive = await _read_body(receive, limit)
+        if len(body) > limit:
+            await self._too_large(body, receive, send, AtTheDoor(server, client))
+            return
+        if session_id is None:
+            await self._app(scope, receive, send)
+            return
         key = _request_key(body)
         if isinstance(key, _BadId):
             # The SDK would take it for a notification and answer 202: nothing would come.
@@ -155,6 +164,35 @@ class AccessGate:
                 in_flight.discard(key[1])
                 if not in_flight:
                     self._in_flight.pop(session_id, None)
+
+    async def _too_large(
+        self, head: bytes, receive: Receive, send: Send, caller: AtTheDoor
+    ) -> None:
+        """Refuse a body over the limit with a JSON-RPC error that gives it (413), after
+        reading it to its end (at most eight times the limit: beyond that the connection
+        goes); a ``tools/call`` is logged and shown as a refused call."""
+        limit = self._gateway.max_message_bytes
+        size, tail = len(head), head[-KEPT:]
+        replayed = await receive()  # ``head`` again (see _read_body); then the rest of it
+        more = bool(replayed.get("more_body"))
+        while more and size <= 8 * limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            tail = (tail + chunk)[-KEPT:]
+            more = bool(message.get("more_body"))
+        oversized = Oversized(size, head[:KEPT], tail)
+        reason = too_large(size, limit)
+        if oversized.method == "tools/call":
+            try:
+                await self._gateway.tool_calls.refuse_too_large(
+                    caller, oversized.tool, size, reason
+                )
+            except MCPError as exc:  # not recorded: the agent is told that instead
+                reason = exc.error.message
+        await _refuse(send, 413, reason, request_id=oversized.request_id)
 
     async def close_session(self, session_id: str, client: str) -> None:
         """End the HTTP session ``session_id`` of ``client`` as its DELETE would: the SDK
@@ -326,6 +364,7 @@ def build_http_app(gateway: Gateway, tokens: TokenStore) -> ASGIApp:
     """
     sdk_app = gateway.build_server().streamable_http_app(
         streamable_http_path=MCP_PATH,
+        max_request_body_size=gateway.max_message_bytes,  # the gate refuses larger ones first
         session_idle_timeout=SESSION_IDLE_SECONDS,
         max_sessions=1000,
         host="127.0.0.1",

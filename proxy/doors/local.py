@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.config.runinfo import LINE_LIMIT, peer_uid
+from proxy.config.runinfo import peer_uid
 from proxy.doors.connect import ConnectDoor
 from proxy.doors.control import ControlDoor
 from proxy.doors.jsonlines import send_json
@@ -306,7 +306,8 @@ class LocalServer:
             # The hello line is read by hand: file descriptors ride along with its bytes,
             # and asyncio's transport would read the bytes and drop the descriptors.
             hello_bytes, rest, fds = await asyncio.wait_for(_read_hello(conn), self._hello_seconds)
-            reader = asyncio.StreamReader(limit=LINE_LIMIT)
+            # A line over the limit is an Oversized message, read to its end and refused.
+            reader = asyncio.StreamReader(limit=self._gateway.max_message_bytes)
             reader.feed_data(rest)
             loop = asyncio.get_running_loop()
             transport, protocol = await loop.connect_accepted_socket(

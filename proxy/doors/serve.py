@@ -30,6 +30,7 @@ from proxy.config.paths import Paths
 from proxy.config.runinfo import DEFAULT_PORT, RunInfo, run_file
 from proxy.config.secrets import SecretStore
 from proxy.config.servers import load_servers
+from proxy.config.settings import load_settings
 from proxy.config.tokens import TokenStore
 from proxy.doors.http import build_http_app
 from proxy.doors.local import LocalServer, socket_path_for
@@ -105,6 +106,7 @@ async def serve(
         last_good_policy=paths.last_good_policy,
         clock=clock,
         monotonic=monotonic,
+        max_message_bytes=load_settings(paths).max_message_bytes,
     )
     try:
         await gateway.start()

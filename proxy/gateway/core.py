@@ -63,6 +63,7 @@ from proxy.config.servers import (
     resolve_secrets,
     secret_values,
 )
+from proxy.config.settings import DEFAULT_MAX_MESSAGE_BYTES
 from proxy.config.watch import FileWatcher
 from proxy.gateway._sdk import connection_of, request_channel_of
 from proxy.gateway.approvals import ApprovalBroker
@@ -108,6 +109,7 @@ class Gateway:
         last_good_policy: Path | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.servers = dict(servers)
         self.servers_error: str | None = None  # while servers.json is broken
@@ -123,6 +125,7 @@ class Gateway:
         self._log_dir = log_dir
         self._clock = clock
         self._monotonic = monotonic
+        self.max_message_bytes = max_message_bytes  # per client message, at either door
         self.policy_store = PolicyStore(
             policy_path, bus.emit, self._policy_swapped, last_good=last_good_policy
         )

@@ -64,6 +64,20 @@ class Caller(Protocol):
     def scrub(self, text: str) -> str: ...  # without the secrets its upstreams know
 
 
+@dataclass(frozen=True, slots=True)
+class AtTheDoor:
+    """A caller known only by what its door saw: a message refused before a session read
+    it (too large to read)."""
+
+    server: str
+    client: str
+    id: str = ""
+    approved_tools: set[str] = field(default_factory=set)
+
+    def scrub(self, text: str) -> str:
+        return text  # nothing of an upstream's has reached it
+
+
 class ToolCallPipeline:
     """Every tools/call, from whichever door: decide, ask, record, send, record again."""
 
@@ -134,6 +148,28 @@ class ToolCallPipeline:
             return await self._decide_and_forward(session, params, send)
         finally:
             self._calls_in_flight -= 1
+
+    async def refuse_too_large(self, session: Caller, tool: str, size: int, reason: str) -> None:
+        """Record a ``tools/call`` refused for its size: never read whole, so never sent,
+        and decided by no rule; its arguments are not kept, only their size. The listeners
+        hear of it as of any call.
+
+        Raises:
+            MCPError: the record could not be committed.
+        """
+        shown = {"_lockgate": f"{size} bytes: too large to read, not kept"}
+        call = ToolCall(session.server, storable(tool), shown, session.client)
+        trace = _Trace(call, self._clock(), self._monotonic())
+        self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, call.tool, shown))
+        refused = Decision(Verdict.DENY, Basis.ARGUMENTS, reason, None)
+        await self._finish(
+            session,
+            trace.decided("size"),
+            CallDecision.DENIED,
+            refused,
+            Outcome.PROTOCOL_ERROR,
+            error=reason,
+        )
 
     async def _decide_and_forward(
         self, session: Caller, params: Mapping[str, Any], send: Send

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol, TextIO
@@ -27,7 +28,9 @@ import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp_types import CONNECTION_CLOSED
 
 from proxy.config.servers import HttpServer, ServerSpec, StdioServer
 from proxy.errors import LockgateError
@@ -86,6 +89,10 @@ class Backoff:
         return max(0.0, self._not_before - self._clock())
 
 
+LAST_WORDS_LINES = 5  # of a dead server's log, in its error
+LAST_WORDS_BYTES = 4096
+
+
 class Upstream:
     """A live connection to one server for one client session."""
 
@@ -140,9 +147,11 @@ class Upstream:
                         started = True
                         task_status.started()
                     # run() returned: the server closed its side (exited, or hung up)
-                    self._mark_dead("the server closed the connection (did it exit?)")
+                    self._mark_dead(
+                        "the server closed the connection (did it exit?)" + self._last_words()
+                    )
         except Exception as exc:
-            self._mark_dead(f"{type(exc).__name__}: {exc}")
+            self._mark_dead(f"{type(exc).__name__}: {exc}" + self._last_words())
             if not started:
                 raise UpstreamUnavailable(
                     f"cannot start server {self.name!r}: {self.exit_reason}"
@@ -150,6 +159,22 @@ class Upstream:
             log.warning("server %s failed: %s", self.name, self.exit_reason)
         finally:
             self._mark_dead("stopped by Lockgate" if self._stopping else "ended")
+
+    def _last_words(self) -> str:
+        """``; it said: LINES`` with the last lines the server wrote to its log (stderr),
+        where a server that fails says why ("missing API key"); "" if it wrote none."""
+        path = getattr(self._errlog, "name", None)
+        if not isinstance(self.spec, StdioServer) or not isinstance(path, str):
+            return ""
+        try:
+            self._errlog.flush()
+            with open(path, "rb") as log_file:
+                log_file.seek(max(0, os.fstat(log_file.fileno()).st_size - LAST_WORDS_BYTES))
+                tail = log_file.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [line.strip() for line in tail.splitlines() if line.strip()][-LAST_WORDS_LINES:]
+        return f"; it said: {' / '.join(lines)}" if lines else ""
 
     def scrub(self, text: str) -> str:
         """``text`` without the secret values this connection was started with: a
@@ -183,7 +208,20 @@ class Upstream:
         dispatcher = self._dispatcher
         if dispatcher is None or self.dead.is_set():
             raise UpstreamUnavailable(f"server {self.name!r} is down: {self.exit_reason}")
-        return await dispatcher.send_raw_request(method, params, options)
+        try:
+            return await dispatcher.send_raw_request(method, params, options)
+        except MCPError as exc:
+            if exc.error.code != CONNECTION_CLOSED:
+                raise
+            # The server went away mid-request: say why, as its end was recorded (its
+            # last words included), once the connection has noticed (at once, mostly).
+            with anyio.move_on_after(1, shield=True):
+                await self.dead.wait()
+            if self.exit_reason is None:
+                raise
+            raise MCPError(
+                code=CONNECTION_CLOSED, message=f"{exc.error.message}: {self.exit_reason}"
+            ) from None
 
     async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
         dispatcher = self._dispatcher

@@ -3,8 +3,10 @@ reports them."""
 
 from __future__ import annotations
 
-from desktop.serversview import ServersModel
-from proxy.config.servers import StdioServer
+from PySide6.QtCore import Qt
+
+from desktop.serversview import ServersModel, ServersView
+from proxy.config.servers import HttpServer, StdioServer
 from proxy.gateway.events import (
     UpstreamDown,
     UpstreamUp,
@@ -29,3 +31,24 @@ def test_servers_model_tracks_up_down_and_crashes(qtmodeltester):
     assert model.down_count() == 0
     assert model.data(model.index(0, 2)) == "up (1 session)"
     assert model.rowCount(model.index(0, 0)) == 0
+
+
+def test_open_its_log_is_offered_for_a_command_and_names_the_server(qtbot):
+    model = ServersModel()
+    model.set_servers(
+        {
+            "files": StdioServer("files", "mcp-files"),
+            "remote": HttpServer("remote", "https://example.test/mcp"),
+        }
+    )
+    asked: list[str] = []
+    view = ServersView(model, lambda _: None, asked.append)
+    qtbot.addWidget(view)
+    assert not view.open_log.isEnabled()
+    view.select("remote")
+    assert view.restart.isEnabled()
+    assert not view.open_log.isEnabled()  # a remote server's output is not here
+    view.select("files")
+    assert view.open_log.isEnabled()
+    qtbot.mouseClick(view.open_log, Qt.MouseButton.LeftButton)
+    assert asked == ["files"]

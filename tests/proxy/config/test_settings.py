@@ -38,7 +38,7 @@ def test_no_file_is_every_default_and_a_saved_setting_is_read_back(paths: Paths)
     [
         ('{"port": 6000,}', r"settings.json:1:15: not valid JSON"),
         ("[]", "must be a JSON object"),
-        ('{"prot": 6000}', "unknown setting 'prot'; the settings are: port"),
+        ('{"prot": 6000}', "unknown setting .prot.; the settings are: max_message_bytes, port"),
         ('{"port": "6000"}', r'"port" must be a whole number from 1 to 65535, not \'6000\''),
         ('{"port": true}', r"not True"),
         ('{"port": 0}', r"not 0"),

@@ -4,11 +4,22 @@ injected clock), and a connection that is down says so instead of sending."""
 from __future__ import annotations
 
 import io
+import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from proxy.config.servers import StdioServer
 from proxy.upstream.connection import Backoff, Upstream, UpstreamUnavailable
+from tests.support.harness import (
+    INITIALIZE_PARAMS,
+    Harness,
+    LocalClient,
+    recorder_servers,
+    running,
+    write_json,
+)
 
 
 class Clock:
@@ -65,3 +76,26 @@ async def test_a_connection_never_started_refuses_calls_and_scrubs_its_secret() 
         await upstream.request("tools/list", None)
     await upstream.notify("notifications/initialized", None)  # dropped, not raised
     assert upstream.scrub("failed with tok-123") == "failed with [secret]"
+
+
+FAILS_TO_START = (
+    "import sys; print('starting', file=sys.stderr); "
+    "print('fatal: missing API key', file=sys.stderr); sys.exit(3)"
+)
+
+
+async def test_a_server_that_fails_to_start_is_reported_with_its_last_words(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path)
+    write_json(
+        harness.paths.servers_file,
+        recorder_servers(
+            harness.record, broken={"command": sys.executable, "args": ["-c", FAILS_TO_START]}
+        ),
+    )
+    harness.write_policy({"default": "allow"})
+    async with running(harness), LocalClient.open(harness, server="broken") as client:
+        answer = await client.request("initialize", INITIALIZE_PARAMS)
+        told = json.dumps(answer)
+        assert "it said: starting / fatal: missing API key" in told, told
