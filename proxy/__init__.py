@@ -4,7 +4,8 @@ The map (docs/architecture.md has the picture and the path of one call):
 
 - :mod:`proxy.doors`: where clients come in: streamable HTTP (``http``), the Unix
   socket (``local``, with its ``connect`` and ``control`` doors and the ``fastlane``),
-  and ``serve``, which assembles a gateway with its doors.
+  ``oversize`` (a message over the size limit, at either door), and ``serve``, which
+  assembles a gateway with its doors.
 - :mod:`proxy.gateway`: the core (``core``), the tools/call ``pipeline``, sessions,
   ``approvals``, ``events``, and ``control``, the one façade for front ends.
 - :mod:`proxy.policy`: the policy engine: policy.json, patterns, argument schemas,
@@ -12,8 +13,9 @@ The map (docs/architecture.md has the picture and the path of one call):
 - :mod:`proxy.upstream`: connections to the real servers (PipeLink on stdio, the SDK's
   dispatcher on HTTP), their processes, and the tool catalog.
 - :mod:`proxy.audit`: the write-ahead audit log and redaction.
-- :mod:`proxy.config`: paths, servers.json, secrets, tokens, run info, file watching,
-  autostart, atomic writes, JSON text positions.
+- :mod:`proxy.config`: paths, servers.json, settings.json, secrets, tokens, run info,
+  the one-per-user instance lock, file watching, autostart, atomic writes, JSON text
+  positions.
 - :mod:`proxy.bridge`: the light client side of the socket (``lockgate connect``, the
   control client).
 - :mod:`proxy.clients`: the MCP clients installed here, routed and put back.

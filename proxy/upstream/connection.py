@@ -28,9 +28,7 @@ import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import CallOptions
-from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
-from mcp_types import CONNECTION_CLOSED
 
 from proxy.config.servers import HttpServer, ServerSpec, StdioServer
 from proxy.errors import LockgateError
@@ -208,20 +206,7 @@ class Upstream:
         dispatcher = self._dispatcher
         if dispatcher is None or self.dead.is_set():
             raise UpstreamUnavailable(f"server {self.name!r} is down: {self.exit_reason}")
-        try:
-            return await dispatcher.send_raw_request(method, params, options)
-        except MCPError as exc:
-            if exc.error.code != CONNECTION_CLOSED:
-                raise
-            # The server went away mid-request: say why, as its end was recorded (its
-            # last words included), once the connection has noticed (at once, mostly).
-            with anyio.move_on_after(1, shield=True):
-                await self.dead.wait()
-            if self.exit_reason is None:
-                raise
-            raise MCPError(
-                code=CONNECTION_CLOSED, message=f"{exc.error.message}: {self.exit_reason}"
-            ) from None
+        return await dispatcher.send_raw_request(method, params, options)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
         dispatcher = self._dispatcher

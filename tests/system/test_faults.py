@@ -330,7 +330,7 @@ async def test_a_revoked_token_is_refused_at_once_even_on_its_open_session(share
 
 # -- 2. malformed input -----------------------------------------------------------------
 
-FIVE_MIB = "x" * (5 * 1024 * 1024)
+OVER_THE_LIMIT = "x" * (17 * 1024 * 1024)  # the default max_message_bytes is 16 MiB
 
 
 @pytest.mark.parametrize(
@@ -415,13 +415,13 @@ FIVE_MIB = "x" * (5 * 1024 * 1024)
                 "jsonrpc": "2.0",
                 "id": 2,
                 "method": "tools/call",
-                "params": {"name": "echo", "arguments": {"message": FIVE_MIB}},
+                "params": {"name": "echo", "arguments": {"message": OVER_THE_LIMIT}},
             },
             "its session",
             413,
-            None,
-            "Request body too large",
-            id="over-4-MiB",
+            -32600,
+            "over Lockgate's limit of 16.0 MB per message",
+            id="over-16-MiB",
         ),
         pytest.param(
             {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},

@@ -14,7 +14,8 @@ methods and random ones, ids of every JSON type (huge integers, floats, booleans
 nested), params nesting a few hundred levels, huge strings, lone surrogate escapes written
 as raw JSON text, ``NaN``/``Infinity`` tokens and duplicate keys; byte-level mutations of
 such lines (truncated, bytes flipped, garbage inserted, invalid UTF-8); batches; and on the
-local door lines up to :data:`proxy.config.runinfo.LINE_LIMIT` and just beyond it.
+local door lines up to :data:`proxy.config.settings.DEFAULT_MAX_MESSAGE_BYTES` and just
+beyond it.
 
 **Server side.** tests/servers/fuzzserver.py answers each ``tools/call`` with a script
 Hypothesis wrote: wrong ids, duplicate answers, results that are not objects, malformed
@@ -80,6 +81,7 @@ from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
 from proxy.config.runinfo import LINE_LIMIT
+from proxy.config.settings import DEFAULT_MAX_MESSAGE_BYTES
 from proxy.doors.fastlane import FastLane
 from proxy.gateway.core import Gateway
 from proxy.gateway.events import UpstreamDown
@@ -710,14 +712,15 @@ def odd_line(draw: st.DrawFn) -> bytes:
 
 @dataclass(frozen=True)
 class LongLine:
-    """A line of ``size`` bytes (a ping padded out); past LINE_LIMIT it must close the
-    connection, at or under it it must be answered."""
+    """A line of ``size`` bytes (a ping padded out); past the message limit it must be
+    refused with an error that gives the limit, the connection kept; at or under it, it
+    must be answered."""
 
     size: int
 
     @property
     def over(self) -> bool:
-        return self.size > LINE_LIMIT
+        return self.size > DEFAULT_MAX_MESSAGE_BYTES
 
     def data(self, request_id: str) -> bytes:
         head = b'{"jsonrpc":"2.0","id":' + json.dumps(request_id).encode()
@@ -763,7 +766,7 @@ lines = st.one_of(
 def cases(draw: st.DrawFn, long_lines: bool) -> list[bytes] | LongLine:
     """One input: a few lines sent together, or (rarely) one line near the line limit."""
     if long_lines and draw(st.integers(0, 79)) == 0:
-        return LongLine(LINE_LIMIT + draw(st.sampled_from([-64, 0, 1, 64, 4096])))
+        return LongLine(DEFAULT_MAX_MESSAGE_BYTES + draw(st.sampled_from([-64, 0, 1, 64, 4096])))
     earlier: list[str] = []
     out: list[bytes] = []
     for _ in range(draw(st.integers(1, 3))):
@@ -1017,10 +1020,18 @@ async def test_fuzz_client_side_local_door(tmp_path: Path, monkeypatch: pytest.M
                 with contextlib.suppress(ConnectionError):
                     await local.writer.drain()
                 if case.over:
-                    closed = await local.until(local.eof.is_set, 60)
-                    if not closed:
-                        findings.add("over-limit line kept open", "local", "", case)
-                    local = await reopen()
+                    answer = await local.answer_to(request_id, 60)
+                    error = answer.get("error", {}) if isinstance(answer, dict) else {}
+                    if "over Lockgate's limit" not in str(error.get("message")):
+                        findings.add(
+                            "over-limit line not refused with the limit",
+                            "local",
+                            f"eof={local.eof.is_set()} answer={answer!r:.200}",
+                            case,
+                        )
+                    if local.eof.is_set():
+                        findings.add("over-limit line closed the session", "local", "", case)
+                        local = await reopen()
                 else:
                     answer = await local.answer_to(request_id, 60)
                     if not (isinstance(answer, dict) and answer.get("result") == {}):
@@ -1085,8 +1096,8 @@ async def test_fuzz_client_side_local_door(tmp_path: Path, monkeypatch: pytest.M
 
         @fuzz_settings(200)
         @given(case=cases(long_lines=True))
-        @example(case=LongLine(LINE_LIMIT))  # the longest line there may be: answered
-        @example(case=LongLine(LINE_LIMIT + 1))  # one byte more: the connection closes
+        @example(case=LongLine(DEFAULT_MAX_MESSAGE_BYTES))  # the longest line: answered
+        @example(case=LongLine(DEFAULT_MAX_MESSAGE_BYTES + 1))  # one more: refused, kept
         def check(case: list[bytes] | LongLine) -> None:
             bridge.run(one(case))
 

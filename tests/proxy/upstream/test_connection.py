@@ -4,13 +4,13 @@ injected clock), and a connection that is down says so instead of sending."""
 from __future__ import annotations
 
 import io
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from proxy.config.servers import StdioServer
+from proxy.gateway.events import UpstreamDown
 from proxy.upstream.connection import Backoff, Upstream, UpstreamUnavailable
 from tests.support.harness import (
     INITIALIZE_PARAMS,
@@ -20,6 +20,7 @@ from tests.support.harness import (
     running,
     write_json,
 )
+from tests.support.waiting import eventually
 
 
 class Clock:
@@ -97,5 +98,11 @@ async def test_a_server_that_fails_to_start_is_reported_with_its_last_words(
     harness.write_policy({"default": "allow"})
     async with running(harness), LocalClient.open(harness, server="broken") as client:
         answer = await client.request("initialize", INITIALIZE_PARAMS)
-        told = json.dumps(answer)
+        assert "error" in answer, answer
+        # What the Servers tab shows as the server's last error:
+        await eventually(
+            lambda: any(isinstance(e, UpstreamDown) and e.error for e in harness.events),
+            "the server's end to be reported",
+        )
+        told = next(e.error for e in harness.events if isinstance(e, UpstreamDown) and e.error)
         assert "it said: starting / fatal: missing API key" in told, told
