@@ -485,6 +485,14 @@ class Gateway:
         try:
             return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
         except MCPError as exc:
+            if exc.error.code == CONNECTION_CLOSED and exc.error.message == "Connection closed":
+                # It exited before it answered: say why, in its own last words.
+                why = await session.why_down()
+                if why:
+                    raise MCPError(
+                        code=CONNECTION_CLOSED,
+                        message=session.scrub(f"server {server!r} could not start: {why}"),
+                    ) from None
             if not _refused_streamable_http(session.spec, exc):
                 raise
         # The spec's backward compatibility: a server that refuses streamable HTTP may be

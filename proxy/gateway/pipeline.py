@@ -63,6 +63,8 @@ class Caller(Protocol):
 
     def scrub(self, text: str) -> str: ...  # without the secrets its upstreams know
 
+    async def why_down(self) -> str | None: ...  # why its server went away, if it did
+
 
 @dataclass(frozen=True, slots=True)
 class AtTheDoor:
@@ -76,6 +78,9 @@ class AtTheDoor:
 
     def scrub(self, text: str) -> str:
         return text  # nothing of an upstream's has reached it
+
+    async def why_down(self) -> str | None:
+        return None  # it has no server of its own
 
 
 class ToolCallPipeline:
@@ -233,8 +238,10 @@ class ToolCallPipeline:
             result = await send(params)
         except MCPError as exc:
             down = _connection_closed(exc)
+            why = await session.why_down() if down else None
             message = session.scrub(
                 f"server {session.server!r} went down during the call: {exc.error.message}"
+                + (f" ({why})" if why else "")
                 if down
                 else exc.error.message
             )

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import anyio.abc
 from mcp.server.connection import Connection
 from mcp.shared.dispatcher import DispatchContext
@@ -55,3 +56,13 @@ class Session:
             if secret and secret in text:
                 text = text.replace(secret, "[secret]")
         return text
+
+    async def why_down(self) -> str | None:
+        """Why the session's server went away (its recorded end, last words included),
+        once its connection has noticed: at once, mostly; None after a second without."""
+        upstream = self.upstream
+        if upstream is None:
+            return None
+        with anyio.move_on_after(1, shield=True):
+            await upstream.dead.wait()
+        return upstream.exit_reason if upstream.dead.is_set() else None

@@ -2,7 +2,8 @@
 
 It answers the handshake and lists three tools; then:
 - ``garbage``: writes a line that is not JSON, then answers properly;
-- ``exit``: exits at once, mid-call (the process dies with the call in flight);
+- ``exit``: exits at once, mid-call (the process dies with the call in flight), saying
+  so on stderr;
 - ``not-an-object``: answers with a result that is a list, not an object;
 - ``string-id``: answers with its request id as a string ("7" for 7);
 - ``silent``: never answers;
@@ -63,6 +64,7 @@ def main() -> None:
         elif method == "tools/call":
             name = message["params"]["name"]
             if name == "exit":
+                print("misbehaving: exiting on purpose", file=sys.stderr, flush=True)
                 sys.exit(3)
             if name == "silent":
                 continue

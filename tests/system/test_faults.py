@@ -561,6 +561,7 @@ async def test_an_upstream_that_exits_mid_call_fails_the_call_and_restarts(share
         assert time.monotonic() - started < 5
         assert down.code == UPSTREAM_DOWN
         assert down.message.startswith("server 'misbehaving' went down during the call")
+        assert down.message.endswith("it said: misbehaving: exiting on purpose)"), down.message
 
         with pytest.raises(MCPError) as early:
             await client.call_tool("echo", {})

@@ -98,7 +98,10 @@ async def test_a_server_that_fails_to_start_is_reported_with_its_last_words(
     harness.write_policy({"default": "allow"})
     async with running(harness), LocalClient.open(harness, server="broken") as client:
         answer = await client.request("initialize", INITIALIZE_PARAMS)
-        assert "error" in answer, answer
+        assert answer["error"]["message"] == (  # what the agent is told
+            "server 'broken' could not start: the server closed the connection (did it "
+            "exit?); it said: starting / fatal: missing API key"
+        )
         # What the Servers tab shows as the server's last error:
         await eventually(
             lambda: any(isinstance(e, UpstreamDown) and e.error for e in harness.events),
