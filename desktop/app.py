@@ -61,6 +61,7 @@ from proxy.gateway.events import (
 from proxy.policy.edit import edit_rule
 from proxy.policy.model import Policy
 from proxy.policy.starter import policy_text, starting_policy
+from proxy.policy.store import restore_last_good
 from proxy.upstream.catalog import ServerTools
 
 __all__ = ["LockgateApp"]
@@ -107,7 +108,11 @@ class LockgateApp(QObject):
         self.tools_view = ToolsView(self.tools, self.set_rule, self.remove_rule, self.list_tools)
         self.servers_view = ServersView(self.servers, self.restart_server, self.open_server_log)
         self.policy_view = PolicyView(
-            paths.policy_file, self.create_policy, self.suggest_policy, self.write_policy
+            paths.policy_file,
+            self.create_policy,
+            self.suggest_policy,
+            self.write_policy,
+            on_restore=self.restore_policy,
         )
         self.connect_view = ConnectView(
             self.scan_clients, self.route_client, self.unroute_client, self.set_autostart
@@ -195,6 +200,8 @@ class LockgateApp(QObject):
             elif isinstance(event, PolicyRejected):
                 state = _with(state, policy_error=event.message)
                 self.policy_view.show_state(None, event.message, exists=True)
+                if state.running:
+                    self._fetch_policy()  # deleted, or broken: the tab shows which
             elif isinstance(event, CallDecided) and event.decision in ("denied", "refused"):
                 index = self.calls.index_of(event.call_id)
                 if index is not None:
@@ -254,7 +261,12 @@ class LockgateApp(QObject):
             self.tools.set_policy(policy)
             where = policy.source or "the built-in policy"
             summary = f"{len(policy.rules)} rules, default {policy.default.value} (from {where})"
-            self.policy_view.show_state(summary, error, exists=self.paths.policy_file.exists())
+            self.policy_view.show_state(
+                summary,
+                error,
+                exists=not in_force.deleted and self.paths.policy_file.exists(),
+                deleted=in_force.deleted,
+            )
             self._show(_with(self.state, policy_error=error))
 
         self.host.call(lambda control: control.policy(), got)
@@ -376,6 +388,20 @@ class LockgateApp(QObject):
                 write_atomic(path, text.replace(b'"$schema": "./policy.schema.json",\n  ', b""))
 
         self.host.blocking(create, lambda _f: self._reload_policy())
+
+    def restore_policy(self) -> None:
+        """Put back a deleted policy.json: the last policy in force, kept by Lockgate."""
+
+        def restore() -> None:
+            restore_last_good(self.paths.policy_file, self.paths.last_good_policy)
+
+        def done(future: concurrent.futures.Future[None]) -> None:
+            error = None if future.cancelled() else future.exception()
+            if error is not None:
+                self.policy_view.in_force.setText(f"Not restored: {error}")
+            self._reload_policy()
+
+        self.host.blocking(restore, done)
 
     def _reload_policy(self) -> None:
         """Have the gateway load policy.json now (after the app wrote it), then show it."""

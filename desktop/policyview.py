@@ -26,6 +26,8 @@ class PolicyView(QWidget):
         on_create: Callable[[], None],
         on_suggest: Callable[[], None],
         on_write_suggestion: Callable[[str], None],
+        *,
+        on_restore: Callable[[], None],
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -53,6 +55,11 @@ class PolicyView(QWidget):
         self.folder.clicked.connect(
             lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path.parent)))
         )
+        self.restore_button = QPushButton("Restore the last policy in force")
+        self.restore_button.setObjectName("restorePolicy")
+        self.restore_button.setToolTip("policy.json was deleted: put back the one Lockgate kept")
+        self.restore_button.clicked.connect(on_restore)
+        self.restore_button.setVisible(False)
         self.create_button = QPushButton("Create policy.json from the built-in policy")
         self.create_button.clicked.connect(on_create)
         self.suggest_button = QPushButton("Suggest a policy from your servers' tools…")
@@ -84,6 +91,7 @@ class PolicyView(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.open)
         buttons.addWidget(self.folder)
+        buttons.addWidget(self.restore_button)
         buttons.addWidget(self.create_button)
         buttons.addWidget(self.suggest_button)
         buttons.addStretch(1)
@@ -117,11 +125,18 @@ class PolicyView(QWidget):
             part.setVisible(text is not None)
         self.suggestion.setPlainText(text or "")
 
-    def show_state(self, in_force: str | None, error: str | None, *, exists: bool) -> None:
-        self.where.setText(
-            f"Policy file: <code>{self.path}</code>"
-            + ("" if exists else " <i>(not created yet: the built-in policy applies)</i>")
+    def show_state(
+        self, in_force: str | None, error: str | None, *, exists: bool, deleted: bool = False
+    ) -> None:
+        """``deleted``: policy.json is gone and the last policy in force stays."""
+        missing = (
+            " <i>(deleted: the last policy in force stays until you restore it or write a "
+            "new one)</i>"
+            if deleted
+            else " <i>(not created yet: the built-in policy applies)</i>"
         )
+        self.where.setText(f"Policy file: <code>{self.path}</code>" + ("" if exists else missing))
+        self.restore_button.setVisible(deleted)
         if in_force is not None:
             self.in_force.setText(f"In force: {in_force}")
         self.error_title.setVisible(bool(error))

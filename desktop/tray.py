@@ -41,7 +41,9 @@ class AppState:
             parts.append(f"{self.pending} waiting for you")
         if self.servers_down:
             parts.append(f"{self.servers_down} server{'s' if self.servers_down > 1 else ''} down")
-        if self.policy_error:
+        if self.policy_error and "policy.json was deleted" in self.policy_error:
+            parts.append("policy.json was deleted (the last policy in force stays)")
+        elif self.policy_error:
             parts.append("policy.json has errors (the last good policy is in force)")
         if self.servers_error:
             parts.append("servers.json has errors (the servers in force stay)")

@@ -89,7 +89,12 @@ class MainWindow(QMainWindow):
         elif state.paused:
             problems.append("Paused: every tool call is denied until you resume.")
             style = "background: #eceff1; color: #37474f;"
-        if state.policy_error:
+        if state.policy_error and "policy.json was deleted" in state.policy_error:
+            problems.append(
+                "policy.json was deleted; the last policy in force stays (restore it in the "
+                "Policy tab)."
+            )
+        elif state.policy_error:
             problems.append(
                 "policy.json has errors; the last good policy is in force (see the Policy tab)."
             )

@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="have the running gateway load policy.json now (exit 0 once it is in force)",
     )
+    policy_commands.add_parser(
+        "restore",
+        parents=[common],
+        help="put back a deleted policy.json: the last policy in force, which Lockgate keeps",
+    )
 
     risk = commands.add_parser(
         "risk", parents=[common], help="assess the risk of tools from a tools/list result"
@@ -289,6 +294,8 @@ def main(
                 return policy.explain(args, paths, sys.stdout)
             if args.policy_command == "reload":
                 return policy.reload(paths, sys.stdout)
+            if args.policy_command == "restore":
+                return policy.restore(paths, sys.stdout)
             json.dump(policy_schema(), sys.stdout, indent=2)
             sys.stdout.write("\n")
             return 0

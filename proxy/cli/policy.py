@@ -27,6 +27,7 @@ from proxy.policy.limits import Counters
 from proxy.policy.model import Policy, PolicyError, default_policy, load_policy
 from proxy.policy.risk import classify_many, tools_from_json
 from proxy.policy.starter import policy_text, starting_policy
+from proxy.policy.store import restore_last_good
 
 
 def policy_in_force(explicit: Path | None, paths: Paths) -> tuple[Policy, str]:
@@ -115,6 +116,17 @@ def reload(paths: Paths, out: TextIO) -> int:
         return 1
     where = answer["source"] or "the built-in default policy"
     print(f"in force: {where} ({answer['rules']} rules, default {answer['default']})", file=out)
+    return 0
+
+
+def restore(paths: Paths, out: TextIO) -> int:
+    """Put the last policy in force back as policy.json (after it was deleted)."""
+    try:
+        restore_last_good(paths.policy_file, paths.last_good_policy)
+    except OSError as exc:
+        print(f"lockgate: policy.json not restored: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {paths.policy_file}: the last policy in force", file=out)
     return 0
 
 

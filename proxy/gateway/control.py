@@ -55,6 +55,7 @@ class PolicyInForce:
     policy: Policy
     error: str | None  # policy.json is broken: the last good policy stays in force
     digest: str | None  # of the file's bytes in force (None: the built-in policy)
+    deleted: bool = False  # policy.json is gone; the last policy in force stays
 
     @property
     def rules(self) -> int:
@@ -120,7 +121,7 @@ class GatewayControl:
     def policy(self) -> PolicyInForce:
         store = self._gateway.policy_store
         error = None if store.error is None else str(store.error)
-        return PolicyInForce(store.policy, error, store.digest)
+        return PolicyInForce(store.policy, error, store.digest, deleted=store.deleted)
 
     def servers(self) -> ServersInForce:
         return ServersInForce(dict(self._gateway.servers), self._gateway.servers_error)

@@ -26,6 +26,7 @@ from proxy.gateway.events import Event, PolicyRejected, PolicyReloaded
 from proxy.policy.model import (
     Policy,
     PolicyError,
+    PolicyIssue,
     default_policy,
     parse_policy_bytes,
     read_policy_bytes,
@@ -38,10 +39,12 @@ __all__ = [
     "PolicyWatcher",
     "ReadResult",
     "read_policy",
+    "restore_last_good",
 ]
 
 log = logging.getLogger(__name__)
 _MISSING = "missing"
+_DELETED = "deleted"  # missing, with a kept copy of the last policy in force
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,11 @@ class PolicyStore:
     first read finds policy.json broken (the gateway starts after a bad edit) puts that
     copy in force instead of the built-in default, so a restart never loosens the rules
     the person had. The error is reported all the same.
+
+    A policy.json deleted once a policy was in force is the same: the last one stays in
+    force (a sync tool or a checkout that removed it must not turn a blocked tool into
+    an approvable one) and the deletion is reported as the error, until policy.json is
+    back (:meth:`restore` puts the kept copy back) or a new one is written.
     """
 
     def __init__(
@@ -125,6 +133,8 @@ class PolicyStore:
         if result.digest == self._digest:
             return False
         first_read = self._digest is None
+        if result.digest == _MISSING and self._kept_copy_usable():
+            result = ReadResult(_DELETED, error=self._deleted_error())
         self._digest = result.digest
         now = time.time()
         if result.error is not None:
@@ -145,6 +155,24 @@ class PolicyStore:
             self._keep_as_last_good(result.data)
         self._swap(result.policy, result.digest, now)
         return True
+
+    @property
+    def deleted(self) -> bool:
+        """policy.json is gone and the last policy in force stays (see the class)."""
+        return self._digest == _DELETED
+
+    def _kept_copy_usable(self) -> bool:
+        if self._last_good is None or not self._last_good.exists():
+            return False  # (read_policy of a missing file is the built-in policy)
+        return read_policy(self._last_good).policy is not None
+
+    def _deleted_error(self) -> PolicyError:
+        message = (
+            "policy.json was deleted; the last policy in force stays in force until it is "
+            "restored (the app's Policy tab, or copy "
+            f"{self._last_good} back) or a new policy.json is written"
+        )
+        return PolicyError(str(self._path), [PolicyIssue((), message)])
 
     def _keep_as_last_good(self, data: bytes) -> None:
         if self._last_good is None:
@@ -179,3 +207,17 @@ class PolicyWatcher(FileWatcher[ReadResult]):
 
     def __init__(self, store: PolicyStore, debounce: float = DEBOUNCE_SECONDS) -> None:
         super().__init__(store.path, read_policy, store.apply, debounce)
+
+
+def restore_last_good(path: Path, last_good: Path) -> None:
+    """Put the kept copy of the last policy in force back as ``path`` (policy.json), if it
+    is missing: never over a policy.json the person wrote meanwhile.
+
+    Raises:
+        OSError: there is nothing to restore, policy.json exists, or it cannot be written.
+    """
+    if not last_good.exists():
+        raise OSError("Lockgate keeps no copy of a policy in force yet")
+    if path.exists() or path.is_symlink():
+        raise OSError(f"{path} exists; not overwritten")
+    write_atomic(path, last_good.read_bytes())

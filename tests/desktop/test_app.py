@@ -427,3 +427,27 @@ def test_quitting_while_tools_are_listed_leaves_no_server_running(qtbot, app_pat
     app.window.hide()
     app.window.deleteLater()
     assert [c for c in _children() if "lockgate-test-sleepy" in c] == []
+
+
+def test_a_deleted_policy_is_said_loudly_keeps_its_rules_and_is_restored_by_a_click(
+    qtbot, running_app, agent
+):
+    policy_file = running_app.paths.policy_file
+    original = policy_file.read_bytes()
+    policy_file.unlink()
+    qtbot.waitUntil(lambda: bool(running_app.state.policy_error), timeout=10_000)
+    assert "policy.json was deleted; the last policy in force stays" in (
+        running_app.window.banner.text()
+    )
+    assert "policy.json was deleted" in running_app.state.summary()  # the tray's tooltip
+    qtbot.waitUntil(lambda: not running_app.policy_view.restore_button.isHidden())
+    denied = wait_result(qtbot, agent.call("get-sum", {"a": 1, "b": 2}))
+    assert "no sums today" in text_of(denied)  # the blocked tool stays blocked
+    qtbot.mouseClick(running_app.policy_view.restore_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(policy_file.exists, timeout=10_000)
+    assert policy_file.read_bytes() == original
+    qtbot.waitUntil(lambda: running_app.state.policy_error is None, timeout=10_000)
+    assert "policy.json" not in running_app.window.banner.text()
+    qtbot.waitUntil(
+        lambda: not running_app.policy_view.restore_button.isVisibleTo(running_app.window)
+    )

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from proxy.gateway.events import EventBus, PolicyRejected, PolicyReloaded
-from proxy.policy.store import PolicyStore, PolicyWatcher
+from proxy.policy.store import PolicyStore, PolicyWatcher, restore_last_good
 
 GOOD = {"version": "1", "default": "deny", "tools": {"x": {"action": "allow"}}}
 OTHER = {"version": "1", "default": "allow"}
@@ -286,3 +286,56 @@ def test_an_unchanged_policy_is_not_copied_again(tmp_path):
     before = copy.stat().st_ino
     assert last_good_store(tmp_path, []).load() is True  # a restart, same policy.json
     assert copy.stat().st_ino == before  # the same file: not rewritten
+
+
+def test_a_deleted_policy_keeps_the_last_one_in_force_loudly_until_it_is_restored(tmp_path):
+    config = tmp_path / "config"
+    config.mkdir()
+    policy_file = config / "policy.json"
+    policy_file.write_text(json.dumps(GOOD))
+    seen: list[Any] = []
+    store = last_good_store(tmp_path, seen)
+    assert store.load() is True
+    kept = tmp_path / "data" / "policy.last-good.json"
+
+    policy_file.unlink()  # a sync tool, a checkout, a slip
+    assert store.load() is False
+    assert store.deleted
+    assert isinstance(seen[-1], PolicyRejected)
+    assert "policy.json was deleted; the last policy in force stays in force" in seen[-1].message
+    assert store.policy.default.value == "deny"  # not the built-in "ask": nothing loosened
+    assert store.policy.rule_for("s", "x") is not None
+
+    restarted = last_good_store(tmp_path, [])  # the gateway starts again meanwhile
+    assert restarted.load() is False
+    assert restarted.deleted
+    assert restarted.policy.default.value == "deny"
+
+    restore_last_good(policy_file, kept)
+    assert policy_file.read_bytes() == json.dumps(GOOD).encode()
+    assert store.load() is True
+    assert not store.deleted
+    assert store.error is None
+    with pytest.raises(OSError, match="exists; not overwritten"):
+        restore_last_good(policy_file, kept)  # never over a policy.json that is there
+
+
+def test_nothing_to_restore_before_any_policy_was_in_force(tmp_path):
+    store = last_good_store(tmp_path, [])
+    assert store.load() is True  # the built-in policy: a first run
+    assert not store.deleted
+    assert store.error is None
+    with pytest.raises(OSError, match="keeps no copy"):
+        restore_last_good(tmp_path / "config" / "policy.json", tmp_path / "data" / "x.json")
+
+
+def test_a_deleted_policy_with_an_unusable_kept_copy_goes_back_to_the_default(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "policy.json").write_text(json.dumps(GOOD))
+    store = last_good_store(tmp_path, [])
+    assert store.load() is True
+    (tmp_path / "data" / "policy.last-good.json").write_text("{")  # damaged meanwhile
+    (tmp_path / "config" / "policy.json").unlink()
+    assert store.load() is True
+    assert not store.deleted
+    assert store.policy.default.value == "ask"  # the built-in default, which asks
