@@ -314,8 +314,7 @@ def test_a_deleted_policy_keeps_the_last_one_in_force_loudly_until_it_is_restore
     restore_last_good(policy_file, kept)
     assert policy_file.read_bytes() == json.dumps(GOOD).encode()
     assert store.load() is True
-    assert not store.deleted
-    assert store.error is None
+    assert (store.deleted, store.error) == (False, None)
     with pytest.raises(OSError, match="exists; not overwritten"):
         restore_last_good(policy_file, kept)  # never over a policy.json that is there
 
