@@ -84,6 +84,13 @@ _OUTCOME_NOTES = {
 }
 
 
+_LET_THROUGH = frozenset({"allowed", "approved"})
+_FAILED_OUTCOMES = frozenset(
+    {"tool_error", "protocol_error", "cancelled", "upstream_down", "interrupted"}
+)
+_FAILED_COLOUR = "#b26a00"  # amber: let through, but it failed
+
+
 def decision_label(decision: str) -> str:
     return _DECISIONS.get(decision, (decision, ""))[0]
 
@@ -169,6 +176,7 @@ class CallsModel:
         self._first = 0  # sequence number of self._rows[0]
         self._seq: dict[str, int] = {}  # call id -> sequence number
         self._brushes = {k: QBrush(QColor(c)) for k, (_label, c) in _DECISIONS.items()}
+        self._failed_brush = QBrush(QColor(_FAILED_COLOUR))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -305,7 +313,11 @@ class CallsModel:
                 filtered = f"{row.decision}\x1f{row.search}"
                 set_roles(cell, {_DISPLAY: text, DecisionRole: row.decision, FilterRole: filtered})
             elif column == DECISION:
-                brush = self._brushes.get(row.decision, _NO_BRUSH)
+                brush = (
+                    self._failed_brush
+                    if _failed(row)
+                    else self._brushes.get(row.decision, _NO_BRUSH)
+                )
                 text = _decision_text(row)
                 set_roles(cell, {_DISPLAY: text, _FOREGROUND: brush, _TOOLTIP: row.reason})
             elif column == ARGUMENTS:
@@ -342,9 +354,21 @@ class CallsModel:
 
 
 def _decision_text(row: CallRow) -> str:
+    """The decision, then what became of the call when that is not plain success: an
+    allowed call whose server was down did not run, and must not look as if it did."""
     label = decision_label(row.decision)
-    note = _OUTCOME_NOTES.get(row.outcome or "") or _BASIS_NOTES.get(row.basis or "")
-    return f"{label} · {note}" if note and row.decision != "allowed" else label
+    let_through = row.decision in _LET_THROUGH
+    if let_through and row.outcome == "pending":
+        return label  # on its way: the answer follows at once, mostly
+    note = _OUTCOME_NOTES.get(row.outcome or "")
+    if note is None and not let_through:
+        note = _BASIS_NOTES.get(row.basis or "")
+    return f"{label} · {note}" if note else label
+
+
+def _failed(row: CallRow) -> bool:
+    """Let through, but it did not come back as a success."""
+    return row.decision in _LET_THROUGH and row.outcome in _FAILED_OUTCOMES
 
 
 def _rule_text(row: CallRow) -> str:

@@ -170,3 +170,30 @@ def test_a_decision_moves_a_call_into_the_decision_filter(qapp):
     model.apply([CallDecided("c2", 2.0, "denied", "rule", "t", "r")])
     assert proxy.rowCount() == 1
     assert model.row(proxy.mapToSource(proxy.index(0, 0)).row()).call_id == "c2"
+
+
+def test_a_call_let_through_that_failed_shows_both_its_decision_and_what_became_of_it(qapp):
+    model = CallsModel()
+    outcomes = ["ok", "upstream_down", "tool_error", "cancelled", "pending"]
+    for i, outcome in enumerate(outcomes):
+        cid = f"c{i}"
+        model.apply(
+            [
+                CallStarted(cid, 1.0, "a", "s", "t", {}),
+                CallDecided(cid, 1.0, "allowed", "rule", "t", "allowed by t"),
+                CallFinished(cid, 2.0, outcome, 1.0, None),
+            ]
+        )
+    assert [model.text(i, DECISION) for i in range(len(outcomes))] == [
+        "✓ allowed",
+        "✓ allowed · server down",
+        "✓ allowed · tool error",
+        "✓ allowed · cancelled",
+        "✓ allowed",  # sent, its answer on the way
+    ]
+    colour = [
+        model.qt.index(i, DECISION).data(Qt.ItemDataRole.ForegroundRole).color().name()
+        for i in range(len(outcomes))
+    ]
+    assert colour[0] == colour[4] == "#1b7f3b"  # green: it ran, or is running
+    assert colour[1] == colour[2] == colour[3] == "#b26a00"  # amber: let through, failed
