@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -25,6 +26,7 @@ from proxy.config.paths import Paths
 from proxy.config.runinfo import read_run_info
 from proxy.config.settings import describe, load_settings, save_setting, settings_file
 from proxy.config.tokens import valid_client_name
+from proxy.policy.edit import PolicyEditError, edit_rule
 from proxy.policy.model import PolicyError
 
 
@@ -134,17 +136,46 @@ def _watch_approvals(paths: Paths, out: TextIO) -> int:
             while queue:
                 item = queue.pop(0)
                 print(_approval_text(item), file=out, flush=True)
-                answer = input("allow [o]nce, allow for this [s]ession, or [d]eny? ").strip()
-                if answer[:1].lower() in ("o", "s"):
-                    remember = "session" if answer[:1].lower() == "s" else "once"
-                    outcome = _answer(paths, item, True, None, remember)
-                else:
+                choice = _ask_choice(out)
+                if choice == "deny":
                     reason = input("reason for the agent (optional): ").strip() or None
                     outcome = _answer(paths, item, False, reason, "once")
+                elif choice == "always":
+                    outcome = _always(paths, item, out)
+                else:
+                    outcome = _answer(paths, item, True, None, choice)
                 print(outcome, file=out, flush=True)
     except (KeyboardInterrupt, EOFError):
         return 0
     return 0
+
+
+_CHOICES = {"y": "once", "s": "session", "a": "always", "n": "deny"}
+_QUESTION = "allow? [y] once, [s] for this session, [a]lways (writes a rule), [n] no: "
+
+
+def _ask_choice(out: TextIO) -> str:
+    """once, session, always or deny, asked again until the answer is one of them (a
+    stray key must not answer a call either way)."""
+    while True:
+        answer = input(_QUESTION).strip().lower()
+        if answer in _CHOICES:
+            return _CHOICES[answer]
+        print("please answer y, s, a or n", file=out, flush=True)
+
+
+def _always(paths: Paths, item: dict[str, Any], out: TextIO) -> str:
+    """Allow the call, and write the allow rule that answers the next ones."""
+    pattern = f"{item['server']}/{item['tool']}"
+    try:
+        edit_rule(paths.policy_file, pattern, {"action": "allow", "hide": None})
+    except PolicyEditError as exc:
+        print(f"lockgate: {exc.told(pattern)}; the call is allowed once", file=out)
+    else:
+        print(f"wrote the rule {pattern}: allow", file=out)
+        with contextlib.suppress(ControlError):
+            control(paths, "reload-policy")  # in force before the call is released
+    return _answer(paths, item, True, None, "once")
 
 
 def _answer(

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -266,7 +267,8 @@ def test_approvals_watch_asks_at_the_terminal(live_gateway):
                 return await client.call_tool("get-sum", {"a": 20, "b": 22})
 
         assert watcher.stdin is not None
-        watcher.stdin.write("o\n")  # the person types "o": allow once
+        watcher.stdin.write("yes please\n")  # not one of the answers: asked again
+        watcher.stdin.write("y\n")  # "y": allow once (it used to deny)
         watcher.stdin.flush()
         result = anyio.run(call)
         assert not result.is_error
@@ -280,7 +282,57 @@ def test_approvals_watch_asks_at_the_terminal(live_gateway):
         shown = watcher.stdout.read()
     assert "-> everything/get-sum" in shown
     assert '"a": 20' in shown
+    assert "please answer y, s, a or n" in shown
     assert "approved" in shown
+
+
+def test_approvals_watch_always_writes_the_rule_and_no_denies_with_a_reason(live_gateway):
+    asking = {"action": "ask", "approval": {"timeout": 20}}
+    live_gateway.write_policy(
+        {"version": "1", "default": "allow", "tools": {"get-sum": asking, "echo": asking}}
+    )
+    paths = paths_of(live_gateway)
+    eventually_sync(
+        lambda: control(paths, "status")["policy"]["rules"] == 2, "the policy", timeout=10
+    )
+    watcher = subprocess.Popen(
+        [lockgate_command(), "approvals", "watch"],
+        env=live_gateway.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        eventually_sync(
+            lambda: control(paths, "status")["approvers"] == 1, "the approver", timeout=10
+        )
+
+        async def call(tool: str, arguments: Any):
+            async with live_gateway.client() as client:
+                return await client.call_tool(tool, arguments)
+
+        assert watcher.stdin is not None
+        watcher.stdin.write("a\n")  # always: a rule, and this call allowed
+        watcher.stdin.flush()
+        assert not anyio.run(call, "get-sum", {"a": 1, "b": 2}).is_error
+        rules = json.loads((live_gateway.config_dir / "policy.json").read_text())["tools"]
+        assert rules["everything/get-sum"] == {"action": "allow"}
+        assert not anyio.run(call, "get-sum", {"a": 3, "b": 4}).is_error  # not asked again
+        watcher.stdin.write("n\nnot today\n")  # no, with a reason for the agent
+        watcher.stdin.flush()
+        refused = anyio.run(call, "echo", {"message": "hi"})
+        assert refused.is_error
+        assert "not today" in text_of(refused)
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+    assert watcher.stdout is not None
+    assert watcher.stdin is not None
+    with watcher.stdout, watcher.stdin:
+        shown = watcher.stdout.read()
+    assert "wrote the rule everything/get-sum: allow" in shown
+    assert "refused" in shown
 
 
 def test_nothing_is_left_running_after_stop(live_gateway):
