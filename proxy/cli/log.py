@@ -58,7 +58,11 @@ def _log_line(r: CallRecord) -> str:
     when = datetime.fromtimestamp(r.time).strftime("%Y-%m-%d %H:%M:%S")
     decided = r.decision.value + (f" ({r.basis})" if r.basis else "")
     duration = f"{r.duration_ms:.1f} ms" if r.duration_ms is not None else "-"
-    rule = f'rule "{r.rule}"' if r.rule else "default"
+    # No rule: the policy's default decided, or Lockgate's state (paused, a server
+    # removed, a call too large), which the basis above names.
+    rule = (
+        f'rule "{r.rule}"' if r.rule else "default" if r.basis in (None, "default") else "no rule"
+    )
     line = (
         f"{when}  {r.client}  {r.server}/{r.tool}  {decided}  {r.outcome.value}  {rule}  {duration}"
     )
