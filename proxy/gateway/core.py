@@ -483,7 +483,9 @@ class Gateway:
         self.sessions[session.id] = session
         upstream = await self._start_upstream(session)
         try:
-            return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+            return _announcing_list_changes(
+                await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+            )
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED and exc.error.message == "Connection closed":
                 # It exited before it answered: say why, in its own last words.
@@ -502,7 +504,9 @@ class Gateway:
         assert isinstance(session.spec, HttpServer)
         session.spec = replace(session.spec, sse=True)
         upstream = await self._start_upstream(session)
-        return await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+        return _announcing_list_changes(
+            await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+        )
 
     async def _make_room_for(self, client: str) -> None:
         """Make room for one more session of ``client``: at the cap, its least recently
@@ -774,3 +778,14 @@ def _without_progress_token(
     else:
         del out["_meta"]
     return out, token
+
+
+def _announcing_list_changes(result: dict[str, Any]) -> dict[str, Any]:
+    """The server's initialize result, saying its tool list may change: Lockgate sends
+    ``notifications/tools/list_changed`` when the policy hides or shows a tool, whatever
+    the server itself would do."""
+    capabilities = result.get("capabilities")
+    if not isinstance(capabilities, dict) or not isinstance(capabilities.get("tools"), dict):
+        return result  # a server with no tools: nothing to announce
+    tools = {**capabilities["tools"], "listChanged": True}
+    return {**result, "capabilities": {**capabilities, "tools": tools}}

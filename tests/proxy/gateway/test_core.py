@@ -8,7 +8,9 @@ server received, recorded by tests/servers/tee.py).
 from __future__ import annotations
 
 import json
+import sys
 import time
+from pathlib import Path
 
 import anyio
 import mcp_types as types
@@ -16,7 +18,15 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
-from tests.support.live import EVERYTHING_JS
+from tests.support.harness import (
+    INITIALIZE_PARAMS,
+    Harness,
+    LocalClient,
+    recorder_servers,
+    running,
+    write_json,
+)
+from tests.support.live import EVERYTHING_JS, SERVERS
 
 pytestmark = pytest.mark.slow
 
@@ -276,3 +286,17 @@ async def test_a_server_that_only_speaks_sse_is_reached_by_the_fallback(tmp_path
                 assert text_of(result) == "Echo: over sse"
         finally:
             gateway.stop()
+
+
+async def test_initialize_says_the_tool_list_may_change_as_lockgate_may_change_it(
+    tmp_path: Path,
+) -> None:
+    # misbehaving.py advertises {"tools": {}}: no listChanged of its own. Lockgate sends
+    # notifications/tools/list_changed when the policy hides a tool, so it says so.
+    harness = Harness(tmp_path)
+    misbehaving = {"command": sys.executable, "args": [str(SERVERS / "misbehaving.py")]}
+    write_json(harness.paths.servers_file, recorder_servers(harness.record, odd=misbehaving))
+    harness.write_policy({"default": "allow"})
+    async with running(harness), LocalClient.open(harness, server="odd") as client:
+        answer = await client.request("initialize", INITIALIZE_PARAMS)
+        assert answer["result"]["capabilities"]["tools"] == {"listChanged": True}
