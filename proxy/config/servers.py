@@ -24,6 +24,7 @@ command line gets it through ``env`` instead (most accept an environment variabl
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -160,12 +161,28 @@ def parse_servers(text: str, source: str = "servers.json") -> dict[str, ServerSp
         if not isinstance(spec, dict):
             problem(here, 'must be an object with "command" or "url"')
             continue
+        typos = [(key, hint) for key in spec if (hint := _meant(key)) is not None]
+        for key, hint in typos:
+            problem((*here, key), f"unknown field (did you mean {hint!r}?)")
         parsed = _one_server(name, spec, here, problem)
-        if parsed is not None:
+        if parsed is not None and not typos:
             servers[name] = parsed
     if problems:
         raise ServersError("\n".join(problems))
     return servers
+
+
+_FIELDS = ("command", "args", "env", "cwd", "url", "headers", "type", "transport")
+
+
+def _meant(key: str) -> str | None:
+    """The field ``key`` is a slip for ("comand": "command"), or None. Other unknown
+    fields are a client's own (disabled, autoApprove...) and stay allowed; a slip must
+    not be, or a server would start without the env or args the person wrote."""
+    if key in _FIELDS:
+        return None
+    close = difflib.get_close_matches(key, _FIELDS, n=1, cutoff=0.65)
+    return close[0] if close else None
 
 
 def _one_server(

@@ -85,6 +85,14 @@ def test_missing_file_means_no_servers(tmp_path):
         ({"mcpServers": {"a/b": {"command": "x"}}}, "appears in URLs"),
         ({"mcpServers": {"x": {}}}, 'needs "command" (a program to start) or "url"'),
         ({"mcpServers": {"x": {"comand": "node"}}}, 'needs "command"'),
+        (
+            {"mcpServers": {"x": {"comand": "node"}}},
+            "servers.json:4:17: mcpServers.x.comand: unknown field (did you mean 'command'?)",
+        ),
+        (
+            {"mcpServers": {"x": {"command": "node", "evn": {"KEY": "v"}}}},
+            "unknown field (did you mean 'env'?)",  # never started without its env
+        ),
         ({"mcpServers": {"x": {"command": "a", "url": "http://h/"}}}, "one or the other"),
         ({"mcpServers": {"x": {"command": ""}}}, "x.command: must be a non-empty string"),
         ({"mcpServers": {"x": {"command": "a", "args": "b"}}}, "x.args: must be a list of strings"),
