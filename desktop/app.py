@@ -532,6 +532,9 @@ class LockgateApp(QObject):
             ]
             lines += [f"left {entry}: {why}" for entry, why in result.kept]
             self.connect_view.show_result("\n".join(lines))
+            if result.revoked_token:  # its HTTP sessions must not live on until idle
+                revoked = result.revoked_token
+                self.host.run(lambda control: control.end_sessions(revoked), _logged)
 
         self.connect_view.set_busy(True)
         self.host.blocking(lambda: unroute(found, self.paths, store=self.secrets), done)
@@ -616,6 +619,11 @@ class LockgateApp(QObject):
 
 def _with(state: AppState, **changes: Any) -> AppState:
     return replace(state, **changes)
+
+
+def _logged(future: concurrent.futures.Future[Any]) -> None:
+    """A request whose answer nobody shows: its failure goes to the log."""
+    _ok(future)
 
 
 def _ok(future: concurrent.futures.Future[Any]) -> bool:

@@ -30,6 +30,7 @@ __all__ = [
     "bridge_passing_pipes",
     "control",
     "default_client_name",
+    "end_sessions_of",
     "watch",
 ]
 
@@ -109,6 +110,19 @@ def _connected(paths: Paths, hello: dict[str, Any]) -> Iterator[tuple[socket.soc
         yield sock, stream
     finally:
         sock.close()
+
+
+def end_sessions_of(paths: Paths, client: str) -> int:
+    """End ``client``'s HTTP sessions in the running gateway (its token was revoked);
+    how many there were, 0 if no gateway runs.
+
+    Raises:
+        ControlError: the gateway refused.
+    """
+    try:
+        return int(control(paths, "end-sessions", client=client).get("ended", 0))
+    except GatewayNotRunning:
+        return 0
 
 
 def control(paths: Paths, op: str, **fields: Any) -> dict[str, Any]:

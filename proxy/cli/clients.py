@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from proxy.bridge.control import (
     ControlError,
     GatewayNotRunning,
     control,
+    end_sessions_of,
 )
 from proxy.clients import find_clients
 from proxy.clients.route import RouteError, route, unroute
@@ -97,6 +99,10 @@ def route_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
                     out.write("  the file is as it was before routing, byte for byte\n")
                 if undone.revoked_token:
                     out.write(f"  revoked the token of {undone.revoked_token}\n")
+                    with contextlib.suppress(ControlError):  # they idle out otherwise
+                        ended = end_sessions_of(paths, undone.revoked_token)
+                        if ended:
+                            out.write(f"  ended its {ended} open session(s)\n")
         except RouteError as exc:
             print(f"lockgate: {exc.told()}", file=sys.stderr)
             failed = True

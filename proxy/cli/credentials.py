@@ -8,6 +8,7 @@ import getpass
 import sys
 from typing import TextIO
 
+from proxy.bridge.control import ControlError, end_sessions_of
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
 from proxy.config.tokens import TokenStore
@@ -22,6 +23,13 @@ def token(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
     elif args.token_command == "revoke":
         store.revoke(args.client)
         print(f"token of {args.client!r} revoked", file=sys.stderr)
+        try:
+            ended = end_sessions_of(paths, args.client)
+        except ControlError as exc:
+            print(f"lockgate: its open sessions stay until they idle out: {exc}", file=sys.stderr)
+            return 1
+        if ended:
+            print(f"ended its {ended} open session(s) in the running gateway", file=sys.stderr)
     else:
         clients = store.clients()
         for client in clients:

@@ -55,6 +55,14 @@ class ControlDoor:
                 answer = {"ok": policy.error is None, "error": policy.error, **_policy_json(policy)}
                 await send_json(writer, answer)
                 continue
+            if op == "end-sessions":
+                client = request.get("client")
+                if not isinstance(client, str):
+                    await send_json(writer, {"ok": False, "error": "client must be text"})
+                    continue
+                ended = await self._control.end_sessions(client)
+                await send_json(writer, {"ok": True, "ended": ended})
+                continue
             try:
                 await send_json(writer, self._op(op, request))
             except LockgateError as exc:

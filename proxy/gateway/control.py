@@ -186,6 +186,10 @@ class GatewayControl:
         """
         return self._gateway.reload_servers()
 
+    async def end_sessions(self, client: str) -> int:
+        """End ``client``'s HTTP sessions (after its token was revoked); returns how many."""
+        return await self._gateway.end_sessions_of(client)
+
     async def restart_server(self, server: str) -> int:
         """Restart ``server`` in every session that uses it; returns how many."""
         return await self._gateway.restart_server(server)

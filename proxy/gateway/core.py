@@ -276,6 +276,17 @@ class Gateway:
                     pending.id, f"server {pending.call.server!r} was removed from servers.json"
                 )
 
+    async def end_sessions_of(self, client: str) -> int:
+        """End every HTTP session of ``client`` (its token was revoked: its sessions and
+        their servers must not live on until they idle out). Returns how many."""
+        ended = 0
+        for session in list(self.sessions.values()):
+            if session.client == client and session.close is not None:
+                self.sessions.pop(session.id, None)
+                await session.close()
+                ended += 1
+        return ended
+
     async def restart_server(self, server: str) -> int:
         """Stop every connection to ``server``; each starts again on its session's next
         request, at once (the backoff is forgotten). Returns how many were stopped."""
