@@ -162,10 +162,11 @@ class ControlDoor:
 
         unsubscribe = control.subscribe(on_event)
         detach = control.attach_approver()
+        # EOF, or a reset: the approver went away (a reset is no error of ours)
+        closed = asyncio.ensure_future(reader.read())
         try:
             pending = [_pending_json(p) for p in control.pending_approvals()]
             await send_json(writer, {"ok": True, "pending": pending})
-            closed = asyncio.ensure_future(reader.read())  # EOF: the approver went away
             while not closed.done():
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -173,9 +174,14 @@ class ControlDoor:
                     await send_json(writer, getter.result())
                 else:
                     getter.cancel()
+        except ConnectionError:
+            pass  # it went away while being told something
         finally:
             detach()
             unsubscribe()
+            closed.cancel()
+            if closed.done() and not closed.cancelled():
+                closed.exception()  # retrieved: never "Task exception was never retrieved"
 
 
 def _policy_json(policy: PolicyInForce) -> dict[str, Any]:
