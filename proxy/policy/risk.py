@@ -268,8 +268,13 @@ def classify(tool: Mapping[str, Any]) -> Risk:
             )
         )
     elif read_only is True:
+        # The server's claim, never proof: it settles a tool nothing else speaks of, but
+        # it does not outvote a name, a description or an input that says otherwise.
+        # (Reported either way, with no weight when contradicted.)
+        contradicted = any(s.category is not Category.READ for s in signals)
+        weight = 0.0 if contradicted else 2.5
         signals.append(
-            Signal("annotation", "readOnlyHint: true (the server's claim)", Category.READ, 2.5)
+            Signal("annotation", "readOnlyHint: true (the server's claim)", Category.READ, weight)
         )
     elif destructive is True:
         signals.append(Signal("annotation", "destructiveHint: true", Category.DESTRUCTIVE, 3.0))

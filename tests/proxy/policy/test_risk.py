@@ -415,3 +415,19 @@ def test_contradictory_hints_are_taken_as_the_riskier_claim():
     )
     assert risk.category.value == "destructive"
     assert any("contradictory" in str(s) for s in risk.signals)
+
+
+def test_a_read_only_hint_does_not_outvote_what_the_tool_itself_says() -> None:
+    # server-everything's tool: readOnlyHint true, though its description runs things
+    long_running = {
+        "name": "trigger-long-running-operation",
+        "description": "Demonstrates a long running operation with progress updates",
+        "inputSchema": {"type": "object", "properties": {"duration": {}, "steps": {}}},
+        "annotations": {"readOnlyHint": True},
+    }
+    risk = classify(long_running)
+    assert risk.category is Category.EXECUTE
+    assert risk.level.value != "low"
+    assert "annotation: readOnlyHint: true (the server's claim) -> read" in map(str, risk.signals)
+    plain = {"name": "lookup", "description": "", "annotations": {"readOnlyHint": True}}
+    assert classify(plain).category is Category.READ  # nothing else speaks: the hint does
