@@ -50,6 +50,13 @@ def _home_relative(path: Path) -> str:
         return str(path)
 
 
+_VIA_HELP = (
+    "lockgate connect works with every client and puts no token in its file. HTTP "
+    "needs Lockgate running on its usual port; the token is written into the "
+    "client's file, like any server's key (revoked when you put it back)."
+)
+
+
 class ConnectView(QWidget):
     def __init__(
         self,
@@ -93,11 +100,7 @@ class ConnectView(QWidget):
         self.via = QComboBox()
         for value, text in VIA:
             self.via.addItem(text, value)
-        self.via.setToolTip(
-            "lockgate connect works with every client and puts no token in its file. HTTP "
-            "needs Lockgate running on its usual port; the token is written into the "
-            "client's file, like any server's key (revoked when you put it back)."
-        )
+        self.via.setToolTip(_VIA_HELP)
         self.route_button = QPushButton("Route through Lockgate")
         self.route_button.setObjectName("route")
         self.route_button.clicked.connect(self._route)
@@ -219,13 +222,26 @@ class ConnectView(QWidget):
         found = self.files[row] if row >= 0 else None
         usable = found is not None and found.error is None and bool(found.servers)
         direct = usable and found is not None and any(not s.through_lockgate for s in found.servers)
+        routed = usable and found is not None and any(s.through_lockgate for s in found.servers)
         self.route_button.setEnabled(direct and not self._busy)
-        self.unroute_button.setEnabled(usable and not self._busy)
+        self.unroute_button.setEnabled(routed and not self._busy)  # nothing to put back
         http_ok = found is not None and found.client.name in HTTP_CLIENTS
         model = self.via.model()
         item = model.item(1) if hasattr(model, "item") else None
         if item is not None:
             item.setEnabled(http_ok)
+            item.setToolTip(
+                ""
+                if http_ok or found is None
+                else f"{found.client.label} starts its servers as commands only: it cannot "
+                "reach Lockgate over HTTP, so lockgate connect is the way"
+            )
+        self.via.setToolTip(
+            _VIA_HELP
+            if http_ok or found is None
+            else f"{_VIA_HELP}\n\n{found.client.label} starts its servers as commands only, "
+            "so only lockgate connect is offered for it."
+        )
         if not http_ok:
             self.via.setCurrentIndex(0)
         if found is None:

@@ -80,10 +80,14 @@ def test_route_and_put_back_from_the_window(qtbot, app, app_paths):
     assert "not valid JSON" in view.details.text()
     assert not view.route_button.isEnabled()
     assert not view.via.model().item(1).isEnabled()  # Claude Desktop: commands only
+    assert "Claude Desktop starts its servers as commands only" in view.via.toolTip()
+    assert "commands only" in view.via.model().item(1).toolTip()  # said where it is greyed
 
     view.table.selectRow(rows["Cursor"])
     assert view.table.item(rows["Cursor"], 3).text() == "0 of 2"
     assert view.route_button.isEnabled()
+    assert not view.unroute_button.isEnabled()  # nothing of it is routed yet
+    assert "commands only" not in view.via.toolTip()
     qtbot.mouseClick(view.route_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "now go through Lockgate" in view.result.text(), timeout=20_000)
     assert "EVERYTHING_API_KEY" in view.result.text()
@@ -113,6 +117,7 @@ def test_route_and_put_back_from_the_window(qtbot, app, app_paths):
         timeout=10_000,
     )
 
+    qtbot.waitUntil(view.unroute_button.isEnabled, timeout=10_000)
     qtbot.mouseClick(view.unroute_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "put back 2 server(s)" in view.result.text(), timeout=20_000)
     assert "byte for byte" in view.result.text()
