@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +97,9 @@ class ConnectDoor:
             return
         if fds and len(fds) != 2:
             await send_json(writer, {"ok": False, "error": "expected two descriptors: in and out"})
+            return
+        if fds and (unfit := _not_a_stream(fds)) is not None:
+            await send_json(writer, {"ok": False, "error": unfit})
             return
         if fds:
             loop = asyncio.get_running_loop()
@@ -253,6 +257,22 @@ class ConnectDoor:
                 with anyio.CancelScope(shield=True):
                     await lane.aclose()  # before the session's task group goes
             tg.cancel_scope.cancel()
+
+
+def _not_a_stream(fds: list[int]) -> str | None:
+    """Why the client's stdin or stdout cannot carry a session (a regular file: asyncio's
+    pipes take only pipes, sockets and terminals), or None."""
+    for fd, name in zip(fds, ("stdin", "stdout"), strict=True):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as exc:
+            return f"cannot use the client's {name}: {exc.strerror}"
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+            return (
+                f"lockgate connect speaks MCP over pipes, as an MCP client starts it; its "
+                f"{name} is a file here (redirect it through a pipe: | cat > file)"
+            )
+    return None
 
 
 def _line(message: SessionMessage) -> bytes:

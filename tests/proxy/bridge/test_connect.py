@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from proxy.bridge.connect import command_of
+from tests.support.live import lockgate_command
 
 HEAVY = (
     "mcp",
@@ -92,3 +93,21 @@ def test_the_command_line_loads_the_mcp_sdk_only_for_commands_that_need_it():
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_stdout_to_a_file_is_told_plainly_and_the_gateway_logs_no_traceback(live_gateway, tmp_path):
+    out_file = tmp_path / "out.jsonl"
+    with out_file.open("wb") as out:
+        result = subprocess.run(
+            [lockgate_command(), "connect", "everything"],
+            env=live_gateway.env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            input=b"",
+            timeout=60,
+            check=False,
+        )
+    told = result.stderr.decode()
+    assert result.returncode != 0
+    assert "its stdout is a file here" in told, told
+    assert "ValueError" not in live_gateway.serve_log()
