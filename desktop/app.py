@@ -531,7 +531,15 @@ class LockgateApp(QObject):
                 + (", byte for byte as before." if result.byte_exact else ".")
             ]
             lines += [f"left {entry}: {why}" for entry, why in result.kept]
+            if result.removed_servers:
+                lines.append(
+                    "No client uses these any more; removed from servers.json: "
+                    + ", ".join(result.removed_servers)
+                )
+            lines += result.notes
             self.connect_view.show_result("\n".join(lines))
+            if result.removed_servers:
+                self._reload_servers()
             if result.revoked_token:  # its HTTP sessions must not live on until idle
                 revoked = result.revoked_token
                 self.host.run(lambda control: control.end_sessions(revoked), _logged)

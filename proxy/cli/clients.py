@@ -97,6 +97,14 @@ def route_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
                     out.write(f"  left     {entry}: {why}\n")
                 if undone.byte_exact:
                     out.write("  the file is as it was before routing, byte for byte\n")
+                if undone.removed_servers:
+                    names = ", ".join(undone.removed_servers)
+                    out.write(f"  removed from servers.json (no client uses them): {names}\n")
+                    changed = True
+                if undone.removed_secrets:
+                    out.write(f"  removed from the keyring: {', '.join(undone.removed_secrets)}\n")
+                for note in undone.notes:
+                    out.write(f"  note: {note}\n")
                 if undone.revoked_token:
                     out.write(f"  revoked the token of {undone.revoked_token}\n")
                     with contextlib.suppress(ControlError):  # they idle out otherwise

@@ -10,7 +10,8 @@ from typing import TextIO
 
 from proxy.bridge.control import ControlError, end_sessions_of
 from proxy.config.paths import Paths
-from proxy.config.secrets import SecretStore
+from proxy.config.secrets import SecretError, SecretStore, secret_name
+from proxy.config.servers import StdioServer, load_servers
 from proxy.config.tokens import TokenStore
 
 
@@ -42,8 +43,10 @@ def token(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
     return 0
 
 
-def secret(args: argparse.Namespace, out: TextIO) -> int:
+def secret(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
     store = SecretStore()
+    if args.secret_command == "list":
+        return _list_secrets(paths, store, out)
     if args.secret_command == "set":
         if args.stdin:
             value = sys.stdin.read().rstrip("\r\n")
@@ -62,3 +65,26 @@ def secret(args: argparse.Namespace, out: TextIO) -> int:
         store.delete(args.name)
         print(f"secret {args.name!r} removed", file=sys.stderr)
     return 0
+
+
+def _list_secrets(paths: Paths, store: SecretStore, out: TextIO) -> int:
+    """Every keyring name servers.json refers to, the servers that use it, and whether it
+    is in the keyring: names only, never a value (the keyring cannot list its own)."""
+    users: dict[str, list[str]] = {}
+    for name, spec in load_servers(paths.servers_file).items():
+        values = spec.env if isinstance(spec, StdioServer) else spec.headers
+        for value in values.values():
+            if (reference := secret_name(value)) is not None:
+                users.setdefault(reference, []).append(name)
+    if not users:
+        print("servers.json refers to no secret (keyring:NAME values)", file=sys.stderr)
+        return 0
+    missing = 0
+    for reference in sorted(users):
+        try:
+            store.get(reference)
+            state = "stored"
+        except SecretError as exc:
+            state, missing = f"MISSING ({exc})", missing + 1
+        print(f"{reference}\tused by {', '.join(sorted(users[reference]))}\t{state}", file=out)
+    return 1 if missing else 0

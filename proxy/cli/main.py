@@ -263,6 +263,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     secret_delete = secret_commands.add_parser("delete", parents=[common], help="remove a secret")
     secret_delete.add_argument("name")
+    secret_commands.add_parser(
+        "list",
+        parents=[common],
+        help="the secrets servers.json refers to, who uses each, whether it is stored (no values)",
+    )
 
     settings = commands.add_parser(
         "settings", parents=[common], help="Lockgate's settings (settings.json): show or set one"
@@ -312,7 +317,7 @@ def main(
         if args.command == "token":
             return credentials.token(args, paths, sys.stdout)
         if args.command == "secret":
-            return credentials.secret(args, sys.stdout)
+            return credentials.secret(args, paths, sys.stdout)
         if args.command == "autostart":
             return clients.autostart(args.state, sys.stdout)
         if args.command == "init":

@@ -24,8 +24,11 @@ __all__ = [
     "cut_secrets",
     "file_id",
     "fill_secrets",
+    "load_imported",
     "load_record",
+    "other_records",
     "record_path",
+    "save_imported",
     "save_record",
     "slug",
 ]
@@ -128,3 +131,63 @@ def save_record(path: Path, record: dict[str, Any]) -> None:
         write_atomic(path, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
     except OSError as exc:
         raise RouteError(f"{path}: cannot write the routing record: {exc}") from None
+
+
+# -- servers routing added to servers.json ----------------------------------------------
+#
+# One registry for every client file: a server one client's routing added may be shared
+# by the next client's (the same command, or URL, and settings), and goes only when the
+# last client that uses it is put back.
+
+
+def _imported_path(paths: Paths) -> Path:
+    return paths.data_dir / "routes" / "imported.json"
+
+
+def load_imported(paths: Paths) -> dict[str, Any]:
+    """The servers routing added to servers.json, with the spec it wrote for each.
+
+    Raises:
+        RouteError: the registry cannot be read.
+    """
+    path = _imported_path(paths)
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise RouteError(f"{path}: cannot be read ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def save_imported(paths: Paths, imported: dict[str, Any]) -> None:
+    """Write the registry (none at all once it is empty).
+
+    Raises:
+        RouteError: it cannot be written.
+    """
+    path = _imported_path(paths)
+    if imported:
+        save_record(path, imported)
+        return
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise RouteError(f"{path}: cannot remove it: {exc}") from None
+
+
+def other_records(paths: Paths, but: Path) -> list[dict[str, Any]]:
+    """Every routing record except ``but``'s.
+
+    Raises:
+        RouteError: one cannot be read (then nobody can say a server is unused).
+    """
+    folder = paths.data_dir / "routes"
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path == but or path == _imported_path(paths):
+            continue
+        record = load_record(path)
+        if record is not None:
+            records.append(record)
+    return records

@@ -56,13 +56,16 @@ from proxy.clients.record import (
     cut_secrets,
     file_id,
     fill_secrets,
+    load_imported,
     load_record,
+    other_records,
     record_path,
+    save_imported,
     save_record,
     slug,
 )
 from proxy.config.atomic import write_atomic
-from proxy.config.jsontext import JsonPath, render_at, splice
+from proxy.config.jsontext import JsonPath, render_at, splice, without_member
 from proxy.config.paths import Paths, lockgate_command, resolve_paths
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
@@ -117,6 +120,9 @@ class UnrouteResult:
     kept: list[tuple[str, str]] = field(default_factory=list)  # (entry, why it was left)
     byte_exact: bool = False  # the file is now what it was before routing
     revoked_token: str | None = None
+    removed_servers: list[str] = field(default_factory=list)  # from servers.json, unused
+    removed_secrets: list[str] = field(default_factory=list)  # their keyring entries
+    notes: list[str] = field(default_factory=list)
 
 
 def token_client(client_file: ClientFile) -> str:
@@ -467,6 +473,12 @@ def _route(
             write_atomic(record_file, previous)
         raise
     result.record = record_file
+    if new_servers:
+        try:
+            imported = load_imported(paths)
+            save_imported(paths, {**imported, **new_servers})
+        except RouteError as exc:  # routed all the same; unroute will leave the servers
+            result.notes.append(f"unrouting will leave {', '.join(new_servers)} in place: {exc}")
     return result
 
 
@@ -657,4 +669,56 @@ def _unroute(client_file: ClientFile, paths: Paths, *, store: SecretStore) -> Un
         raise RecordNotUpdated(f"{record_file}: {exc.strerror or exc}") from None
     except RouteError as exc:
         raise RecordNotUpdated(exc.message) from None
+    gone = {e["server"] for e in record["entries"]} - {e["server"] for e in left}
+    if gone:
+        _forget_unused(paths, record_file, gone, store, result)
     return result
+
+
+def _forget_unused(
+    paths: Paths, record_file: Path, candidates: set[str], store: SecretStore, result: UnrouteResult
+) -> None:
+    """Remove from servers.json the servers routing added that no client uses any more,
+    and their secrets from the keyring. A server edited since it was added, or one any
+    other routing record still names, stays; so does everything when a record cannot
+    be read (nobody could say what is unused)."""
+    try:
+        imported = load_imported(paths)
+        in_use = {e["server"] for r in other_records(paths, record_file) for e in r["entries"]}
+        doc, text = read_servers(paths)
+    except RouteError as exc:
+        result.notes.append(f"servers.json keeps the servers routing added: {exc}")
+        return
+    unused = sorted(s for s in candidates if s in imported and s not in in_use)
+    if not unused or text is None:
+        return
+    key = "mcpServers" if "mcpServers" in doc else "servers"
+    table = doc.get(key, {})
+    new_text, removed = text, []
+    for name in unused:
+        if isinstance(table, dict) and table.get(name) == imported[name]:
+            new_text = without_member(new_text, (key, name))
+            removed.append(name)
+        elif isinstance(table, dict) and name in table:
+            result.notes.append(f"kept server {name!r}: it was changed in servers.json since")
+    try:
+        if removed:
+            parse_servers(new_text, str(paths.servers_file))
+            write_servers(paths, text, new_text)
+        save_imported(paths, {k: v for k, v in imported.items() if k not in unused})
+    except (RouteError, ServersError) as exc:
+        result.notes.append(f"servers.json keeps the servers routing added: {exc}")
+        return
+    result.removed_servers = removed
+    for name in removed:
+        for section in ("env", "headers"):
+            for reference in (imported[name].get(section) or {}).values():
+                secret = secret_name(reference)
+                if secret is None:
+                    continue
+                for stored in (secret, secret + ".literal"):
+                    try:
+                        store.delete(stored)
+                    except SecretError:
+                        continue  # not there (a literal is kept only when needed)
+                    result.removed_secrets.append(stored)

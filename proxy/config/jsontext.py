@@ -27,6 +27,7 @@ __all__ = [
     "span",
     "splice",
     "value_end",
+    "without_member",
 ]
 
 JsonPath = tuple[str | int, ...]
@@ -213,6 +214,27 @@ def span(text: str, where: JsonPath) -> tuple[int, int] | None:
     if start is None:
         return None
     return start, value_end(text, start)
+
+
+def without_member(text: str, where: JsonPath) -> str:
+    """``text`` without the object member at ``where`` (its key, value and one comma), the
+    rest as it was. ``where`` must name a member of an object.
+
+    Raises:
+        KeyError: there is no member at ``where``.
+    """
+    locations = locate(text)
+    start, value = locations.keys[where], locations.values[where]
+    end = value_end(text, value)
+    after = _skip(text, end)
+    if text[after] == ",":  # a member follows: take the comma, keep its indentation
+        end = _skip(text, after + 1)
+        return text[:start] + text[end:]
+    before = len(text[:start].rstrip())
+    if text[before - 1] == ",":  # the last of several: take the comma before it
+        return text[: before - 1] + text[end:]
+    # the only member: the object becomes {}
+    return text[:before] + text[after:]
 
 
 def splice(text: str, edits: list[tuple[int, int, str]]) -> str:

@@ -250,6 +250,10 @@ async def test_route_every_client_call_tools_through_it_then_unroute_byte_for_by
         assert "byte for byte" in undone.stdout
         assert path.read_bytes() == original.encode(), client
     assert not list((data / "routes").iterdir())
+    # No client uses them any more: the servers routing added are gone, and their secrets.
+    assert json.loads((config / "servers.json").read_text())["mcpServers"] == {}
+    assert os_keyring.get_password("lockgate", "everything.env.EVERYTHING_API_KEY") is None
+    assert os_keyring.get_password("lockgate", "remote.header.X-Remote-Key") is None
 
 
 def _audit(gateway: LiveGateway) -> list[dict[str, Any]]:
@@ -772,3 +776,49 @@ async def test_a_projects_file_names_lockgate_as_others_would_find_it(
         assert '"timezone": "UTC"' in text
     finally:
         gateway.stop()
+
+
+def test_a_shared_server_goes_only_with_the_last_client_and_never_one_edited_or_your_own(
+    tmp_path, lockgate_dirs, os_keyring
+):
+    home = tmp_path / "home"
+    (home / ".cursor").mkdir(parents=True)
+    same = {"command": TIME, "env": {"TZ": "Europe/Paris"}}
+    (home / ".cursor" / "mcp.json").write_text(
+        json.dumps({"mcpServers": {"time": same, "mine-too": {"command": "mine"}}})
+    )
+    (home / ".claude.json").write_text(json.dumps({"mcpServers": {"time": same}}))
+    config, _data = lockgate_dirs
+    config.mkdir()
+    (config / "servers.json").write_text(
+        json.dumps({"mcpServers": {"mine-too": {"command": "mine"}}})
+    )
+    env = env_for(home, lockgate_dirs)
+    for client in ("cursor", "claude-code"):
+        assert lockgate(env, "clients", "route", client).returncode == 0
+    servers = lambda: json.loads((config / "servers.json").read_text())["mcpServers"]  # noqa: E731
+    assert sorted(servers()) == ["mine-too", "time"]  # one "time" for both clients
+    listed = lockgate(env, "secret", "list")
+    assert listed.stdout == "time.env.TZ\tused by time\tstored\n"  # its name, never its value
+
+    first = lockgate(env, "clients", "unroute", "cursor")
+    assert first.returncode == 0, first.stderr
+    assert "removed from servers.json" not in first.stdout  # Claude Code still uses it
+    assert sorted(servers()) == ["mine-too", "time"]  # and "mine-too" was yours already
+    assert os_keyring.get_password("lockgate", "time.env.TZ") == "Europe/Paris"
+
+    last = lockgate(env, "clients", "unroute", "claude-code")
+    assert last.returncode == 0, last.stderr
+    assert "removed from servers.json (no client uses them): time" in last.stdout
+    assert "removed from the keyring: time.env.TZ" in last.stdout
+    assert sorted(servers()) == ["mine-too"]
+    assert os_keyring.get_password("lockgate", "time.env.TZ") is None
+
+    # Routed again, then edited by hand in servers.json: unrouting leaves it as edited.
+    assert lockgate(env, "clients", "route", "claude-code").returncode == 0
+    edited = servers()
+    edited["time"]["args"] = ["--local-timezone", "UTC"]
+    (config / "servers.json").write_text(json.dumps({"mcpServers": edited}))
+    kept = lockgate(env, "clients", "unroute", "claude-code")
+    assert "kept server 'time': it was changed in servers.json since" in kept.stdout
+    assert servers()["time"]["args"] == ["--local-timezone", "UTC"]

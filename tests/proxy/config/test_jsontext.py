@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import json
 
-from proxy.config.jsontext import indent_unit, line_indent, locate, render_at, span, splice
+import pytest
+
+from proxy.config.jsontext import (
+    indent_unit,
+    line_indent,
+    locate,
+    render_at,
+    span,
+    splice,
+    without_member,
+)
 
 TEXT = '{\n    "tools": {\n        "echo": {"action": "allow"},\n        "x": 1\n    }\n}\n'
 
@@ -41,3 +51,21 @@ def test_tabs_stay_tabs():
     text = '{\n\t"a": 1\n}'
     assert indent_unit(text) == "\t"
     assert render_at({"b": 2}, text, locate(text).values[("a",)], "\n") == '{\n\t\t"b": 2\n\t}'
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "left"),
+    [
+        ('{"t": {"a": 1, "b": 2, "c": 3}}', "a", '{"t": {"b": 2, "c": 3}}'),
+        ('{"t": {"a": 1, "b": 2, "c": 3}}', "b", '{"t": {"a": 1, "c": 3}}'),
+        ('{"t": {"a": 1, "b": 2, "c": 3}}', "c", '{"t": {"a": 1, "b": 2}}'),
+        ('{\n  "t": {\n    "a": {"x": [1]}\n  }\n}\n', "a", '{\n  "t": {}\n}\n'),
+        (
+            '{\n  "t": {\n    "a": 1,\n    "b": 2\n  },\n  "u": 0\n}',
+            "b",
+            '{\n  "t": {\n    "a": 1\n  },\n  "u": 0\n}',
+        ),
+    ],
+)
+def test_a_member_is_cut_out_with_its_comma_and_the_rest_stays(text, name, left):
+    assert without_member(text, ("t", name)) == left
