@@ -18,6 +18,10 @@ from PySide6.QtWidgets import (
 
 __all__ = ["PolicyView"]
 
+_BROKEN_TITLE = (
+    "<b>policy.json has errors.</b> The last good policy stays in force until they are fixed:"
+)
+
 
 class PolicyView(QWidget):
     def __init__(
@@ -37,10 +41,7 @@ class PolicyView(QWidget):
         self.where.setWordWrap(True)
         self.in_force = QLabel("Loading the policy…")
         self.in_force.setWordWrap(True)
-        self.error_title = QLabel(
-            "<b>policy.json has errors.</b> The last good policy stays in "
-            "force until they are fixed:"
-        )
+        self.error_title = QLabel(_BROKEN_TITLE)
         self.error_title.setStyleSheet("color: #c62828;")
         self.error = QPlainTextEdit(readOnly=True)
         self.error.setObjectName("policyError")
@@ -137,6 +138,12 @@ class PolicyView(QWidget):
         )
         self.where.setText(f"Policy file: <code>{self.path}</code>" + ("" if exists else missing))
         self.restore_button.setVisible(deleted)
+        self.error_title.setText(
+            "<b>policy.json was deleted.</b> The last policy in force stays until you "
+            "restore it or write a new one:"
+            if deleted
+            else _BROKEN_TITLE
+        )
         if in_force is not None:
             self.in_force.setText(f"In force: {in_force}")
         self.error_title.setVisible(bool(error))

@@ -39,6 +39,14 @@ class MainWindow(QMainWindow):
         self.banner = QLabel()
         self.banner.setObjectName("banner")
         self.banner.setWordWrap(True)
+        # Its room is kept when it is hidden: a problem that comes or goes must not move
+        # the tabs (and the buttons in them) under the person's pointer.
+        policy = self.banner.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.banner.setSizePolicy(policy)
+        two_lines = 2 * self.banner.fontMetrics().lineSpacing() + 14  # and the padding
+        self.banner.setFixedHeight(two_lines)
+        self.banner.setAlignment(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft)
         self.banner.setVisible(False)
         self.pause_button = QPushButton("Pause all tool calls")
         self.pause_button.setObjectName("pause")

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -451,3 +452,16 @@ def test_a_deleted_policy_is_said_loudly_keeps_its_rules_and_is_restored_by_a_cl
     qtbot.waitUntil(
         lambda: not running_app.policy_view.restore_button.isVisibleTo(running_app.window)
     )
+
+
+def test_a_problem_coming_and_going_does_not_move_the_tabs(qtbot, running_app):
+    window = running_app.window
+    window.present()
+    qtbot.waitUntil(window.isVisible)
+    top = window.tabs.mapTo(window, window.tabs.rect().topLeft()).y()
+    window.show_state(replace(running_app.state, paused=True, servers_error="x"), None)
+    qtbot.waitUntil(window.banner.isVisible)
+    assert window.tabs.mapTo(window, window.tabs.rect().topLeft()).y() == top
+    window.show_state(replace(running_app.state, paused=False, servers_error=None), None)
+    qtbot.waitUntil(lambda: not window.banner.isVisible())
+    assert window.tabs.mapTo(window, window.tabs.rect().topLeft()).y() == top
