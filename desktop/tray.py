@@ -105,6 +105,7 @@ class Tray(QObject):
         self._approvals = self.menu.addAction("Pending approvals")
         self._approvals.triggered.connect(self.open_approvals)
         self._blocked = self.menu.addMenu("Recently blocked")
+        self._fill_blocked(lambda _entry: None)
         self.menu.addSeparator()
         self._quit = self.menu.addAction("Quit Lockgate")
         self._quit.triggered.connect(self.quit)
@@ -163,12 +164,17 @@ class Tray(QObject):
         """Add to the "Recently blocked" menu (server/tool: reason), newest first."""
         for entry in entries:
             self.recently_blocked.appendleft(entry)
+        self._fill_blocked(on_pick)
+
+    def _fill_blocked(self, on_pick: Callable[[str], None]) -> None:
         self._blocked.clear()
         for entry in self.recently_blocked:
             action = QAction(entry, self._blocked)
             action.triggered.connect(lambda _=False, e=entry: on_pick(e))
             self._blocked.addAction(action)
-        self._blocked.setEnabled(bool(self.recently_blocked))
+        if not self.recently_blocked:  # an empty submenu opens on nothing: say so
+            placeholder = self._blocked.addAction("Nothing was blocked since Lockgate started")
+            placeholder.setEnabled(False)
 
     def notify(self, title: str, message: str) -> None:
         """A desktop notification from the tray; it never takes the keyboard focus."""

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication, QLineEdit, QMessageBox
 from desktop.app import LockgateApp
 from desktop.calls import DECISION, CallRow
 from desktop.main import install_crash_handler
+from desktop.tray import Tray
 from proxy.audit.log import AuditLog
 from proxy.policy.model import load_policy
 from tests.desktop.conftest import text_of, wait_result
@@ -465,3 +466,16 @@ def test_a_problem_coming_and_going_does_not_move_the_tabs(qtbot, running_app):
     window.show_state(replace(running_app.state, paused=False, servers_error=None), None)
     qtbot.waitUntil(lambda: not window.banner.isVisible())
     assert window.tabs.mapTo(window, window.tabs.rect().topLeft()).y() == top
+
+
+def test_the_recently_blocked_menu_says_when_nothing_was_blocked(qtbot):
+    tray = Tray(poll_ms=60_000)
+    (placeholder,) = tray._blocked.actions()
+    assert placeholder.text() == "Nothing was blocked since Lockgate started"
+    assert not placeholder.isEnabled()
+    picked: list[str] = []
+    tray.blocked(["files/rm: denied by the rule rm"], picked.append)
+    (entry,) = tray._blocked.actions()
+    assert entry.isEnabled()
+    entry.trigger()
+    assert picked == ["files/rm: denied by the rule rm"]
