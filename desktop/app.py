@@ -33,6 +33,7 @@ from desktop.host import EventPump, GatewayHost, HostFailed, HostReady, HostStop
 from desktop.liveview import LiveView
 from desktop.policyview import PolicyView
 from desktop.serversview import ServersModel, ServersView
+from desktop.settingsview import SettingsView
 from desktop.toolsview import ToolsModel, ToolsView
 from desktop.tray import AppState, Tray
 from desktop.window import TABS, MainWindow
@@ -46,6 +47,13 @@ from proxy.config.paths import Paths, lockgate_command
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import SecretStore
 from proxy.config.servers import server_log_path
+from proxy.config.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    save_setting,
+    settings_file,
+)
 from proxy.errors import LockgateError
 from proxy.gateway.approvals import Remember
 from proxy.gateway.control import GatewayControl, PolicyInForce, ServersInForce
@@ -68,6 +76,7 @@ __all__ = ["LockgateApp"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_SettingsRead = tuple[Settings | None, str | None, str]  # the settings, their error, audit
 
 
 class LockgateApp(QObject):
@@ -117,8 +126,13 @@ class LockgateApp(QObject):
         self.connect_view = ConnectView(
             self.scan_clients, self.route_client, self.unroute_client, self.set_autostart
         )
+        self.settings_view = SettingsView(self.save_settings)
         self.tray = Tray(self, poll_ms=tray_poll_ms)
         self.window = MainWindow(self)
+        # The file may have been edited meanwhile (by hand, or `lockgate settings`).
+        self.window.tabs.currentChanged.connect(
+            lambda index: self._show_settings() if TABS[index] == "Settings" else None
+        )
         self.prompt = ApprovalPrompt(self.pending, self.answer)
         self.state = AppState()
         self.policy: Policy | None = None
@@ -137,6 +151,7 @@ class LockgateApp(QObject):
         self.host.start()
         self.scan_clients()
         self._show_autostart()
+        self._show_settings()
         if not self.paths.servers_file.exists():
             # A first run: nothing goes through Lockgate yet, so it starts where that is
             # done, instead of silently in the tray.
@@ -454,6 +469,61 @@ class LockgateApp(QObject):
                 self.servers.set_tools(name, count, listing.error)
 
         self.host.run(lambda control: control.list_tools(), done)
+
+    def _show_settings(self, said: str | None = None) -> None:
+        """Read settings.json and the audit log's size (on a worker) into the view."""
+        paths = self.paths
+
+        def read() -> _SettingsRead:
+            try:
+                settings, error = load_settings(paths), None
+            except SettingsError as exc:
+                settings, error = None, exc.told()
+            try:
+                size = sum(
+                    f.stat().st_size for f in paths.audit_db.parent.glob(paths.audit_db.name + "*")
+                )
+                audit = f"{size / (1024 * 1024):.1f} MB ({paths.audit_db})"
+            except OSError as exc:
+                audit = f"unknown ({exc})"
+            return settings, error, audit
+
+        def done(
+            future: concurrent.futures.Future[tuple[Settings | None, str | None, str]],
+        ) -> None:
+            if not _ok(future):
+                return
+            settings, error, audit = future.result()
+            self.settings_view.show_settings(settings, str(settings_file(paths)), error)
+            self.settings_view.show_audit_size(audit)
+            if said is not None and error is None:
+                self.settings_view.say(said)
+
+        self.host.blocking(read, done)
+
+    def save_settings(self, changes: dict[str, int]) -> None:
+        """Write the changed settings (checked as ``lockgate settings`` checks them)."""
+        paths = self.paths
+
+        def write() -> None:
+            for name, value in changes.items():
+                save_setting(paths, name, value)
+
+        def done(future: concurrent.futures.Future[None]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if isinstance(error, LockgateError):
+                self.settings_view.say(error.told(), failed=True)
+                return
+            if error is not None:
+                raise error
+            self._show_settings(
+                f"Saved {', '.join(changes)}; the gateway uses it from its next start "
+                "(quit Lockgate and start it again)."
+            )
+
+        self.host.blocking(write, done)
 
     def open_server_log(self, server: str) -> None:
         """Show the server's log in the desktop's viewer for text files."""

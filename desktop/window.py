@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
 __all__ = ["TABS", "MainWindow"]
 
-TABS = ("Live calls", "Approvals", "Tools & rules", "Servers", "Policy", "Connect your agents")
+TABS = (
+    "Live calls",
+    "Approvals",
+    "Tools & rules",
+    "Servers",
+    "Policy",
+    "Connect your agents",
+    "Settings",
+)
 
 
 class MainWindow(QMainWindow):
@@ -63,6 +71,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(app.servers_view, TABS[3])
         self.tabs.addTab(app.policy_view, TABS[4])
         self.tabs.addTab(app.connect_view, TABS[5])
+        self.tabs.addTab(app.settings_view, TABS[6])
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addLayout(top)
