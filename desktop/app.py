@@ -140,6 +140,11 @@ class LockgateApp(QObject):
         self._shown: tuple[AppState, str | None] | None = None
         self.tray.open_window.connect(self.window.present)
         self.tray.open_approvals.connect(lambda: self.window.show_tab("Approvals"))
+        self.pending.changed.connect(
+            lambda: self.tray.waiting(
+                [f"{p.client} → {p.server}/{p.tool}" for p in self.pending.items.values()]
+            )
+        )
         self.tray.toggle_pause.connect(self.toggle_pause)
         self.tray.quit.connect(self.quit)
         self.pump.batch.connect(self._batch)

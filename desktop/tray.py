@@ -102,8 +102,9 @@ class Tray(QObject):
         self._open.triggered.connect(self.open_window)
         self._pause = self.menu.addAction("Pause all tool calls")
         self._pause.triggered.connect(self.toggle_pause)
-        self._approvals = self.menu.addAction("Pending approvals")
-        self._approvals.triggered.connect(self.open_approvals)
+        # One entry per call waiting for the person: who wants what, one click to it.
+        self._approvals = self.menu.addMenu("No pending approvals")
+        self._approvals.setEnabled(False)
         self._blocked = self.menu.addMenu("Recently blocked")
         self._fill_blocked(lambda _entry: None)
         self.menu.addSeparator()
@@ -148,7 +149,7 @@ class Tray(QObject):
         self.state = state
         self._pause.setText("Resume tool calls" if state.paused else "Pause all tool calls")
         self._pause.setEnabled(state.running)
-        self._approvals.setText(
+        self._approvals.setTitle(
             f"Pending approvals ({state.pending})" if state.pending else "No pending approvals"
         )
         self._approvals.setEnabled(bool(state.pending))
@@ -165,6 +166,14 @@ class Tray(QObject):
         for entry in entries:
             self.recently_blocked.appendleft(entry)
         self._fill_blocked(on_pick)
+
+    def waiting(self, calls: list[str]) -> None:
+        """The calls waiting for the person (``client → server/tool``), one entry each;
+        picking one opens the Approvals tab (``open_approvals``)."""
+        self._approvals.clear()
+        for call in calls:
+            action = self._approvals.addAction(call)
+            action.triggered.connect(self.open_approvals)
 
     def _fill_blocked(self, on_pick: Callable[[str], None]) -> None:
         self._blocked.clear()

@@ -479,3 +479,22 @@ def test_the_recently_blocked_menu_says_when_nothing_was_blocked(qtbot):
     assert entry.isEnabled()
     entry.trigger()
     assert picked == ["files/rm: denied by the rule rm"]
+
+
+def test_the_tray_menu_has_an_entry_per_call_waiting_for_the_person(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "from the tray"})
+    menu = running_app.tray._approvals
+    qtbot.waitUntil(lambda: len(menu.actions()) == 1, timeout=10_000)
+    (entry,) = menu.actions()
+    assert entry.text() == "claude-test → everything/echo"
+    qtbot.waitUntil(lambda: menu.title() == "Pending approvals (1)")
+    assert menu.isEnabled()
+    entry.trigger()
+    assert running_app.window.tabs.currentIndex() == 1  # the Approvals tab
+    card = next(iter(running_app.approvals_tab.cards.values()))
+    qtbot.mouseClick(card.allow_once, Qt.MouseButton.LeftButton)
+    assert not wait_result(qtbot, waiting).is_error
+    qtbot.waitUntil(lambda: not menu.actions(), timeout=10_000)
+    qtbot.waitUntil(lambda: menu.title() == "No pending approvals")
+    assert not menu.isEnabled()
