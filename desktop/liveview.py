@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,11 @@ _DECISION_FILTERS = (
     ("Refused", ("refused",)),
 )
 
+# A label whose text changes asks for a new layout, which repaints the whole window
+# (measured: 20 full repaints a second when the count followed every batch): the count
+# is rewritten at most this often, in seconds.
+COUNT_EVERY = 1.0
+
 
 class LiveView(QWidget):
     """Every call as it happens, newest at the bottom."""
@@ -64,7 +70,10 @@ class LiveView(QWidget):
         on_rule: RuleChange,
         on_load_older: Callable[[], None],
         parent: QWidget | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (seconds, monotonic) paces the count under traffic."""
         super().__init__(parent)
         self.model = model
         self._on_rule = on_rule
@@ -132,11 +141,22 @@ class LiveView(QWidget):
         layout.addWidget(splitter, 1)
         layout.addWidget(self.count)
         self._selected_id: str | None = None
-        # The count changes with every batch, and a label whose text changes asks for a
-        # new layout, which repaints the whole window (measured: 20 full repaints a
-        # second under steady traffic). Once a second is enough to read it.
-        self._count_timer = QTimer(self, singleShot=True, interval=1000)
-        self._count_timer.timeout.connect(self._update_count)
+        # The count follows the rows themselves: every change of what the model holds
+        # (live calls, a page of history, the oldest dropped) or of what the filters let
+        # through (a call decided into or out of them) schedules it, whoever made the
+        # change. Neither model's modelReset: both send one while they are destroyed,
+        # which may be after this view is, and a slot of a destroyed view crashes.
+        self._clock = clock
+        self._counted_at = -math.inf  # when the timer last rewrote the count
+        self._count_timer = QTimer(self, singleShot=True)
+        self._count_timer.timeout.connect(self._count_due)
+        for model_changed in (
+            model.qt.rowsInserted,
+            model.qt.rowsRemoved,
+            self.proxy.rowsInserted,
+            self.proxy.rowsRemoved,
+        ):
+            model_changed.connect(self._count_later)
         self._update_count()
 
     # -- follow mode ------------------------------------------------------------------
@@ -148,7 +168,6 @@ class LiveView(QWidget):
     def _rows_added(self, _parent: QModelIndex, _first: int, _last: int) -> None:
         if self.follow.isChecked():
             self.table.scrollToBottom()
-        self._count_later()
 
     def _scrolled(self, value: int) -> None:
         bar = self.table.verticalScrollBar()
@@ -175,12 +194,21 @@ class LiveView(QWidget):
         self._update_count()
 
     def _count_later(self) -> None:
-        if not self._count_timer.isActive():
-            self._count_timer.start()
+        """Rewrite the count once the change in hand is complete (at the event loop's
+        next turn), or, if it was rewritten less than ``COUNT_EVERY`` ago, that long
+        after: a call that arrives at a quiet moment is counted as its row appears, and
+        traffic still costs one new layout a second."""
+        if self._count_timer.isActive():
+            return
+        wait = self._counted_at + COUNT_EVERY - self._clock()
+        self._count_timer.start(math.ceil(wait * 1000) if wait > 0 else 0)
+
+    def _count_due(self) -> None:
+        self._counted_at = self._clock()
+        self._update_count()
 
     def refresh(self) -> None:
         """After a batch: the details of the selected call may have changed."""
-        self._count_later()
         if self._selected_id is not None:
             index = self.model.index_of(self._selected_id)
             if index is not None:
