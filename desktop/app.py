@@ -31,6 +31,7 @@ from desktop.calls import CallsModel
 from desktop.connectview import ConnectView
 from desktop.host import EventPump, GatewayHost, HostFailed, HostReady, HostStopped
 from desktop.liveview import LiveView
+from desktop.notify import ApprovalNotices, NotificationService
 from desktop.policyview import PolicyView
 from desktop.serversview import ServersModel, ServersView
 from desktop.settingsview import SettingsView
@@ -134,6 +135,15 @@ class LockgateApp(QObject):
             lambda index: self._show_settings() if TABS[index] == "Settings" else None
         )
         self.prompt = ApprovalPrompt(self.pending, self.answer)
+        self.notifications = NotificationService(parent=self)
+        self.notices = ApprovalNotices(
+            self.notifications,
+            self.pending,
+            on_answer=self.answer,
+            on_review=lambda: self.window.show_tab("Approvals"),
+            tray_message=self.tray.notify,
+            parent=self,
+        )
         self.state = AppState()
         self.policy: Policy | None = None
         self._stopped = False
@@ -154,6 +164,7 @@ class LockgateApp(QObject):
 
     def start(self) -> None:
         self.host.start()
+        self.notifications.start()
         self.scan_clients()
         self._show_autostart()
         self._show_settings()
@@ -172,6 +183,7 @@ class LockgateApp(QObject):
         self._stopped = True
         self.prompt.hide()
         self.tray.hide()
+        self.notifications.stop()
         self.host.stop()
         self.pump.pump()  # the last news (calls finished, stopped) into the models
         self.pump.stop()
@@ -227,11 +239,8 @@ class LockgateApp(QObject):
                 if index is not None:
                     row = self.calls.row(index)
                     blocked.append(f"{row.server}/{row.tool}: {event.reason[:80]}")
-            elif isinstance(event, ApprovalPending):
-                self.tray.notify(
-                    "Lockgate: approval needed",
-                    f"{event.client} wants {event.server}/{event.tool}",
-                )
+            elif isinstance(event, ApprovalPending) and event.approval_id in self.pending.items:
+                self.notices.announce(event)
         if blocked:
             self.tray.blocked(blocked[-8:], self._show_blocked)
         state = _with(state, pending=len(self.pending), servers_down=self.servers.down_count())

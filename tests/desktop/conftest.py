@@ -176,3 +176,18 @@ def start_trayer(display: str) -> subprocess.Popen[bytes]:
     )
     time.sleep(0.5)
     return proc
+
+
+def set_policy(app: Any, qtbot: Any, policy: dict[str, Any]) -> None:
+    """Write policy.json as a person would, and wait until the app shows it in force."""
+    before = app.policy
+    app.paths.policy_file.write_text(json.dumps(policy, indent=2))
+    qtbot.waitUntil(lambda: app.policy is not before, timeout=10_000)
+
+
+def ask_policy(timeout: float = 120) -> dict[str, Any]:
+    return {
+        "version": "1",
+        "default": "allow",
+        "tools": {"echo": {"action": "ask", "approval": {"timeout": timeout}}},
+    }

@@ -22,18 +22,11 @@ from desktop.main import install_crash_handler
 from desktop.tray import Tray
 from proxy.audit.log import AuditLog
 from proxy.policy.model import load_policy
-from tests.desktop.conftest import text_of, wait_result
+from tests.desktop.conftest import ask_policy, set_policy, text_of, wait_result
 
 
 def rows(app: Any) -> list[CallRow]:
     return [app.calls.row(i) for i in range(app.calls.rowCount())]
-
-
-def set_policy(app: Any, qtbot: Any, policy: dict[str, Any]) -> None:
-    """Write policy.json as a person would, and wait until the app shows it in force."""
-    before = app.policy
-    app.paths.policy_file.write_text(json.dumps(policy, indent=2))
-    qtbot.waitUntil(lambda: app.policy is not before, timeout=10_000)
 
 
 def test_calls_appear_live_with_their_decisions(qtbot, running_app, agent):
@@ -128,14 +121,6 @@ def test_block_this_tool_from_the_live_calls_menu(qtbot, running_app, agent):
     menu.close()
     qtbot.waitUntil(lambda: _rule_text(running_app, "echo").startswith("deny"))
     assert wait_result(qtbot, agent.call("echo", {"message": "y"})).is_error
-
-
-def ask_policy(timeout: float = 120) -> dict[str, Any]:
-    return {
-        "version": "1",
-        "default": "allow",
-        "tools": {"echo": {"action": "ask", "approval": {"timeout": timeout}}},
-    }
 
 
 def test_an_approval_answered_in_the_prompt_releases_the_call(qtbot, running_app, agent):
