@@ -2,17 +2,28 @@
 
 :func:`decide` is pure: it reads the counters and never changes them, takes the time as an
 argument and does no I/O, so every decision can be replayed and tested as a table. The
-order of checks for the rule that applies:
+order of checks for the one rule that applies (the most specific pattern):
 
-1. ``deny`` (and ``hide``): denied, nothing else is looked at.
+1. ``deny`` (and ``hide``) of a rule without cases: denied, nothing else is looked at.
 2. ``arguments``: arguments that are not a JSON object, that fail the rule's schema, or
    that the schema cannot be checked against are denied, naming the failed constraint.
-3. limits: all must pass; a call over any limit is denied, with when it may retry.
-4. ``ask``: a person must approve; ``allow``: allowed.
+   The rule's schema constrains every call the rule covers, whatever its cases say.
+3. ``when``: the first case whose conditions all hold (the call's client is one of its
+   ``clients``, its arguments satisfy its ``arguments``) gives the call its action, reason
+   and approval timeout instead of the rule's. A case's arguments that cannot be checked
+   deny the call, as in 2: failing closed, never "the case does not hold".
+4. the action in effect: ``deny`` denies.
+5. limits (the rule's, for every call it covers): all must pass; a call over any limit is
+   denied, with when it may retry.
+6. ``ask``: a person must approve; ``allow``: allowed.
 
 Arguments and limits come before asking, so a person is never asked about a call that
 would be blocked anyway. A call that is blocked uses up no budget: the decision lists the
 counters to charge, and :class:`Enforcer` charges them only when the call goes ahead.
+
+An ``ask`` has the case's approval timeout, else the rule's, else
+``default_approval_timeout`` (the app's setting; :data:`DEFAULT_APPROVAL_TIMEOUT` unless
+given), which is also the timeout of the policy's default ``ask``.
 
 A person's approval is not a verdict of its own: a call released by one is decided again
 under the policy in force at that moment (:meth:`Enforcer.release`), so a rule changed to
@@ -29,7 +40,14 @@ from enum import StrEnum
 from typing import Any
 
 from proxy.policy.limits import CounterKey, Counters, LimitCheck
-from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, NAMED_WINDOWS, Action, Policy, Rule
+from proxy.policy.model import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    NAMED_WINDOWS,
+    Action,
+    Case,
+    Policy,
+    Rule,
+)
 
 _MAX_REASON = 400  # a reason quotes argument values; keep what the agent and log see short
 
@@ -89,6 +107,7 @@ class Decision:
     approval_timeout: float | None = None  # for ask: seconds a person has to answer
     argument_path: str | None = None  # for arguments: where in the arguments it failed
     charged_at: float | None = None  # when the enforcer charged ``charges`` (None: not yet)
+    case: int | None = None  # the rule's case that decided ("when" index, from 0); None: no case
     source: Rule | None = field(default=None, repr=False, compare=False)  # the rule itself
 
     @property
@@ -101,6 +120,7 @@ class Decision:
             "decision": self.verdict.value,
             "basis": self.basis.value,
             "rule": self.rule,
+            "case": self.case,
             "reason": self.reason,
             "counter": self.counter,
             "retry_at": self.retry_at,
@@ -121,12 +141,22 @@ def hidden_tools(policy: Policy, server: str, names: Iterable[str]) -> frozenset
     return frozenset(hidden)
 
 
-def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> Decision:
-    """Decide ``call`` under ``policy`` at time ``now`` (seconds, any monotonic origin)."""
+def decide(
+    policy: Policy,
+    call: ToolCall,
+    counters: Counters,
+    now: float,
+    default_approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
+) -> Decision:
+    """Decide ``call`` under ``policy`` at time ``now`` (seconds, any monotonic origin).
+
+    ``default_approval_timeout`` is for an ``ask`` whose rule and case set no timeout, and
+    for the policy's default ``ask``.
+    """
     rule = policy.rule_for(call.server, call.tool)
     if rule is None:
-        return _by_default(policy, call)
-    if rule.action is Action.DENY:
+        return _by_default(policy, call, default_approval_timeout)
+    if rule.action is Action.DENY and not rule.cases:
         return Decision(
             Verdict.DENY,
             Basis.RULE,
@@ -144,35 +174,75 @@ def decide(policy: Policy, call: ToolCall, counters: Counters, now: float) -> De
         return _argument_denial(rule, "$", _clip(f"arguments could not be checked ({exc!r})"))
     if errors:
         return _bad_arguments(rule, errors)
+    case: Case | None = None
+    for candidate in rule.cases:
+        if not candidate.holds_for_client(call.client):
+            continue
+        try:
+            holds = candidate.arguments_match(arguments)
+        except Exception as exc:  # fail closed, as for the rule's own schema
+            message = f"arguments could not be checked against case {candidate.index} ({exc!r})"
+            return _argument_denial(rule, "$", _clip(message), case=candidate.index)
+        if holds:
+            case = candidate
+            break
+    action = rule.action if case is None else case.action
+    reason = rule.reason if case is None else case.reason
+    index = None if case is None else case.index
+    who = "" if case is None else " for " + _whom(case, call)
+    if action is Action.DENY:
+        return Decision(
+            Verdict.DENY,
+            Basis.RULE,
+            reason or f"{call.qualified} is denied{who} by the policy",
+            rule.pattern.text,
+            case=index,
+            source=rule,
+        )
     checks = [counters.check(limit, call.client, now) for limit in rule.limits]
     blocked = _blocking(checks)
     if blocked is not None:
-        return _over_limit(rule, blocked)
+        return _over_limit(rule, blocked, reason, index)
     charges = tuple(dict.fromkeys(check.key for check in checks))
-    if rule.action is Action.ASK:
+    if action is Action.ASK:
+        timeout = case.approval_timeout if case is not None else None
+        if timeout is None:
+            timeout = rule.approval_timeout
         return Decision(
             Verdict.ASK,
             Basis.RULE,
-            rule.reason or f"{call.qualified} needs a person's approval",
+            reason or f"{call.qualified} needs a person's approval{who}",
             rule.pattern.text,
+            case=index,
             charges=charges,
-            approval_timeout=rule.approval_timeout,
+            approval_timeout=default_approval_timeout if timeout is None else timeout,
             source=rule,
         )
     return Decision(
         Verdict.ALLOW,
         Basis.RULE,
-        rule.reason or f"{call.qualified} is allowed by the policy",
+        reason or f"{call.qualified} is allowed{who} by the policy",
         rule.pattern.text,
+        case=index,
         charges=charges,
         source=rule,
     )
 
 
-def _by_default(policy: Policy, call: ToolCall) -> Decision:
+def _whom(case: Case, call: ToolCall) -> str:
+    """Whom a case decided for, as its default reason says it: "cursor", "these
+    arguments", or "cursor with these arguments"."""
+    if case.clients is None:
+        return "these arguments"
+    if case.arguments is None:
+        return call.client
+    return f"{call.client} with these arguments"
+
+
+def _by_default(policy: Policy, call: ToolCall, default_approval_timeout: float) -> Decision:
     verdict = _VERDICT_OF[policy.default]
     reason = f"no rule matches {call.server}/{call.tool}; {_DEFAULT_SAYS[verdict]}"
-    timeout = DEFAULT_APPROVAL_TIMEOUT if verdict is Verdict.ASK else None
+    timeout = default_approval_timeout if verdict is Verdict.ASK else None
     return Decision(verdict, Basis.DEFAULT, reason, None, approval_timeout=timeout)
 
 
@@ -192,20 +262,22 @@ def _blocking(checks: list[LimitCheck]) -> LimitCheck | None:
     return max(failed, key=lambda c: math.inf if c.retry_at is None else c.retry_at)
 
 
-def _over_limit(rule: Rule, check: LimitCheck) -> Decision:
+def _over_limit(rule: Rule, check: LimitCheck, why: str | None, case: int | None) -> Decision:
+    """Deny for a limit; ``why`` is the reason in effect (the case's, else the rule's)."""
     limit = check.limit
     scope = "for this client" if check.key.client is not None else "across all clients"
     reason = (
         f"rate limit reached: at most {limit.max} call{'s' if limit.max != 1 else ''} "
         f"per {_span(limit.window)} {scope} (counter {limit.counter!r})"
     )
-    if rule.reason:
-        reason = f"{rule.reason} ({reason})"
+    if why:
+        reason = f"{why} ({reason})"
     return Decision(
         Verdict.DENY,
         Basis.LIMIT,
         reason,
         rule.pattern.text,
+        case=case,
         counter=limit.counter,
         retry_at=check.retry_at,
         source=rule,
@@ -221,7 +293,7 @@ def _bad_arguments(rule: Rule, errors: list[Any]) -> Decision:
     return _argument_denial(rule, first.json_path, message)
 
 
-def _argument_denial(rule: Rule, where: str, message: str) -> Decision:
+def _argument_denial(rule: Rule, where: str, message: str, case: int | None = None) -> Decision:
     """Deny for the arguments; ``where`` is a "$.path" into them."""
     reason = f"arguments rejected at {where}: {message}"
     if rule.reason:
@@ -231,6 +303,7 @@ def _argument_denial(rule: Rule, where: str, message: str) -> Decision:
         Basis.ARGUMENTS,
         reason,
         rule.pattern.text,
+        case=case,
         argument_path=where,
         source=rule,
     )
@@ -269,17 +342,41 @@ class Enforcer:
     race: never more than ``max`` calls get through in any window, whatever the number of
     threads or tasks calling. ``clock`` is wall-clock seconds: charges outlive the process
     (the audit log keeps them), so they are on a clock a restart does not reset.
+    ``default_approval_timeout`` (settable: the app's setting) is how long a person has to
+    answer an ``ask`` whose rule and case say nothing.
     """
 
-    def __init__(self, policy: Policy, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        clock: Callable[[], float],
+        *,
+        default_approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
+    ) -> None:
         self._policy = policy
         self._clock = clock
         self._counters = Counters()
         self._lock = threading.Lock()
+        self._default_approval_timeout = _checked_timeout(default_approval_timeout)
 
     @property
     def policy(self) -> Policy:
         return self._policy
+
+    @property
+    def default_approval_timeout(self) -> float:
+        return self._default_approval_timeout
+
+    @default_approval_timeout.setter
+    def default_approval_timeout(self, seconds: float) -> None:
+        """For calls decided from now on; a call already waiting keeps its deadline.
+
+        Raises:
+            ValueError: not a number of seconds above 0.
+        """
+        checked = _checked_timeout(seconds)
+        with self._lock:
+            self._default_approval_timeout = checked
 
     @property
     def counters(self) -> Counters:
@@ -298,23 +395,24 @@ class Enforcer:
         """Decide ``call``; an ``allow`` is charged before the lock is released."""
         with self._lock:
             now = self._clock()
-            return self._charge(decide(self._policy, call, self._counters, now), now)
+            return self._charge(self._decide(call, now), now)
 
     def preview(self, call: ToolCall) -> Decision:
         """What :meth:`decide` would say now, charging nothing."""
         with self._lock:
-            return decide(self._policy, call, self._counters, self._clock())
+            return self._decide(call, self._clock())
 
     def release(self, call: ToolCall) -> Decision:
         """A person approved ``call``: decide it again under the policy in force now.
 
         A ``deny`` now (the rule was changed, the arguments no longer pass, a limit ran
         out while the call waited) stands; an ``ask`` counts as approved; either that or
-        an ``allow`` is charged and comes back as ``allow``.
+        an ``allow`` is charged and comes back as ``allow``. The policy's cases are
+        decided again too: a case that allowed or asked may now deny, or no longer hold.
         """
         with self._lock:
             now = self._clock()
-            decision = decide(self._policy, call, self._counters, now)
+            decision = self._decide(call, now)
             if decision.verdict is Verdict.ASK:
                 decision = replace(decision, verdict=Verdict.ALLOW, reason="approved by a person")
             return self._charge(decision, now)
@@ -337,9 +435,20 @@ class Enforcer:
                 window = horizons.get(key.counter)
                 self._counters.record((key,), at, {key.counter: window} if window else {})
 
+    def _decide(self, call: ToolCall, now: float) -> Decision:
+        return decide(self._policy, call, self._counters, now, self._default_approval_timeout)
+
     def _charge(self, decision: Decision, now: float) -> Decision:
         if decision.verdict is Verdict.ALLOW and decision.charges and decision.source:
             horizons = {limit.counter: limit.window for limit in decision.source.limits}
             self._counters.record(decision.charges, now, horizons)
             return replace(decision, charged_at=now)
         return decision
+
+
+def _checked_timeout(seconds: float) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f"an approval timeout is a number of seconds, not {seconds!r}")
+    if not (0 < seconds < math.inf):
+        raise ValueError(f"an approval timeout must be above 0 seconds and finite, not {seconds}")
+    return float(seconds)

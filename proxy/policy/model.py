@@ -34,6 +34,7 @@ __all__ = [
     "MAX_POLICY_BYTES",
     "SUPPORTED_VERSIONS",
     "Action",
+    "Case",
     "Limit",
     "Policy",
     "PolicyError",
@@ -86,6 +87,39 @@ class Limit:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Case:
+    """One entry of a rule's ``when``: calls it holds for get its action instead of the
+    rule's own.
+
+    It holds when every condition it has holds: the call's client is one of ``clients``
+    (``None``: any client), and its arguments satisfy ``arguments`` (``None``: any). A
+    case's ``arguments`` schema is a condition, not a block: arguments that fail it only
+    mean the case does not apply.
+    """
+
+    index: int  # its place in the rule's "when" list, from 0
+    action: Action
+    clients: frozenset[str] | None = None
+    arguments: Mapping[str, Any] | bool | None = None
+    reason: str | None = None
+    approval_timeout: float | None = None  # None: not written (the rule's, else the default)
+    _validator: Any = field(default=None, repr=False)
+
+    def holds_for_client(self, client: str) -> bool:
+        return self.clients is None or client in self.clients
+
+    def arguments_match(self, arguments: Any) -> bool:
+        """Whether ``arguments`` satisfy this case's schema (no schema: they do).
+
+        Raises:
+            Exception: whatever validation raises; callers must treat that as a denial.
+        """
+        if self._validator is None:
+            return True
+        return bool(self._validator.is_valid(arguments))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Rule:
     """One entry of ``tools``: a pattern and what happens to calls it matches."""
 
@@ -96,8 +130,9 @@ class Rule:
     description: str | None = None
     limits: tuple[Limit, ...] = ()
     arguments: Mapping[str, Any] | bool | None = None
-    approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT
+    approval_timeout: float | None = None  # None: not written; the gateway's default applies
     hide: bool = False
+    cases: tuple[Case, ...] = ()  # "when", in order: the first that holds decides
     _validator: Any = field(default=None, repr=False)
 
     @property
@@ -476,15 +511,21 @@ def _build_rules(tools: dict[str, Any], locs: Locations) -> tuple[list[Rule], li
             issues.append(
                 _issue((*here, "hide"), 'hides the tool, so it needs action "deny"', locs)
             )
-        validator = None
-        if "arguments" in spec:
-            try:
-                validator = compile_arguments_schema(spec["arguments"])
-            except ArgumentSchemaError as exc:
-                issues.extend(
-                    _issue((*here, "arguments", *sub), message, locs)
-                    for sub, message in exc.problems
+        if spec.get("hide") and "when" in spec:
+            issues.append(
+                _issue(
+                    (*here, "when"),
+                    "a hidden tool is hidden from every client, so no case can show it to "
+                    'some of them; remove "hide" (the tool is then listed, and denied unless '
+                    'a case allows it) or remove "when"',
+                    locs,
                 )
+            )
+        validator = _arguments_validator(spec, here, locs, issues)
+        cases = [
+            _case(index, case, (*here, "when", index), locs, issues)
+            for index, case in enumerate(spec.get("when", []))
+        ]
         if len(issues) > before:
             continue
         rules.append(
@@ -496,11 +537,46 @@ def _build_rules(tools: dict[str, Any], locs: Locations) -> tuple[list[Rule], li
                 description=spec.get("description"),
                 limits=tuple(limits),
                 arguments=spec.get("arguments"),
-                approval_timeout=float(
-                    spec.get("approval", {}).get("timeout", DEFAULT_APPROVAL_TIMEOUT)
-                ),
+                approval_timeout=_approval_timeout(spec),
                 hide=bool(spec.get("hide", False)),
+                cases=tuple(cases),
                 _validator=validator,
             )
         )
     return rules, issues
+
+
+def _approval_timeout(spec: Mapping[str, Any]) -> float | None:
+    timeout = spec.get("approval", {}).get("timeout")
+    return None if timeout is None else float(timeout)
+
+
+def _arguments_validator(
+    spec: Mapping[str, Any], here: JsonPath, locs: Locations, issues: list[PolicyIssue]
+) -> Any:
+    """The compiled ``arguments`` schema of a rule or a case (None: it has none); its
+    problems go to ``issues``."""
+    if "arguments" not in spec:
+        return None
+    try:
+        return compile_arguments_schema(spec["arguments"])
+    except ArgumentSchemaError as exc:
+        issues.extend(
+            _issue((*here, "arguments", *sub), message, locs) for sub, message in exc.problems
+        )
+        return None
+
+
+def _case(
+    index: int, spec: Mapping[str, Any], here: JsonPath, locs: Locations, issues: list[PolicyIssue]
+) -> Case:
+    clients = spec.get("clients")
+    return Case(
+        index=index,
+        action=Action.from_json(spec["action"]),
+        clients=None if clients is None else frozenset(clients),
+        arguments=spec.get("arguments"),
+        reason=spec.get("reason"),
+        approval_timeout=_approval_timeout(spec),
+        _validator=_arguments_validator(spec, here, locs, issues),
+    )

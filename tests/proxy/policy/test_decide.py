@@ -518,3 +518,372 @@ def test_refunding_a_decision_that_charged_nothing_gives_nothing_back():
     assert enforcer.decide(call).verdict is Verdict.DENY
     enforcer.refund(charged)
     assert enforcer.decide(call).verdict is Verdict.ALLOW
+
+
+# -- cases ("when"): per client, per arguments ----------------------------------------------
+
+PUSH = {
+    "action": "ask",
+    "reason": "pushing is public",
+    "arguments": {
+        "type": "object",
+        "properties": {"branch": {"type": "string"}},
+        "required": ["branch"],
+    },
+    "rate_limit": {"max": 2, "window": 60},
+    "approval": {"timeout": 45},
+    "when": [
+        {
+            "clients": ["ci"],
+            "arguments": {"properties": {"force": {"const": True}}, "required": ["force"]},
+            "action": "deny",
+            "reason": "no force pushes from CI",
+        },
+        {"clients": ["cursor", "ci"], "action": "allow"},
+        {"arguments": {"properties": {"branch": {"pattern": "^scratch/"}}}, "action": "allow"},
+        {"arguments": {"properties": {"branch": {"const": "main"}}}, "action": "deny"},
+        {"clients": ["claude-code"], "action": "ask", "approval": {"timeout": 5}},
+    ],
+}
+WITH_CASES = policy({"git/push": PUSH, "git/*": {"action": "deny"}})
+
+
+@pytest.mark.parametrize(
+    ("client", "arguments", "verdict", "basis", "case", "reason", "timeout"),
+    [
+        # a client case: the first that holds wins, over a later case that would deny
+        (
+            "cursor",
+            {"branch": "main"},
+            Verdict.ALLOW,
+            Basis.RULE,
+            1,
+            "git/push is allowed for cursor by the policy",
+            None,
+        ),
+        # both conditions of a case must hold: ci with force is denied, without it allowed
+        (
+            "ci",
+            {"branch": "dev", "force": True},
+            Verdict.DENY,
+            Basis.RULE,
+            0,
+            "no force pushes from CI",
+            None,
+        ),
+        ("ci", {"branch": "dev"}, Verdict.ALLOW, Basis.RULE, 1, None, None),
+        # an arguments case, for any client; not matching it is no block
+        (
+            "local",
+            {"branch": "scratch/try"},
+            Verdict.ALLOW,
+            Basis.RULE,
+            2,
+            "git/push is allowed for these arguments by the policy",
+            None,
+        ),
+        (
+            "local",
+            {"branch": "main"},
+            Verdict.DENY,
+            Basis.RULE,
+            3,
+            "git/push is denied for these arguments by the policy",
+            None,
+        ),
+        # first match wins: case 3 (main) before claude-code's own case 4
+        ("claude-code", {"branch": "main"}, Verdict.DENY, Basis.RULE, 3, None, None),
+        (
+            "claude-code",
+            {"branch": "dev"},
+            Verdict.ASK,
+            Basis.RULE,
+            4,
+            "git/push needs a person's approval for claude-code",
+            5.0,
+        ),
+        # no case holds: the rule's own action, reason and timeout
+        ("local", {"branch": "dev"}, Verdict.ASK, Basis.RULE, None, "pushing is public", 45.0),
+        # the rule's arguments still block, whatever a case would allow
+        ("cursor", {}, Verdict.DENY, Basis.ARGUMENTS, None, None, None),
+        ("cursor", {"branch": 7}, Verdict.DENY, Basis.ARGUMENTS, None, None, None),
+        ("ci", {"branch": 7, "force": True}, Verdict.DENY, Basis.ARGUMENTS, None, None, None),
+    ],
+)
+def test_cases_decide_by_client_and_arguments(
+    client, arguments, verdict, basis, case, reason, timeout
+):
+    decision = decide(WITH_CASES, ToolCall("git", "push", arguments, client), Counters(), 0.0)
+    assert (decision.verdict, decision.basis, decision.rule, decision.case) == (
+        verdict,
+        basis,
+        "git/push",
+        case,
+    )
+    if reason is not None:
+        assert decision.reason == reason
+    assert decision.approval_timeout == timeout
+
+
+def test_a_case_with_both_conditions_says_so_in_its_reason():
+    p = policy(
+        {
+            "t": {
+                "action": "deny",
+                "when": [{"clients": ["cursor"], "arguments": {}, "action": "ask"}],
+            }
+        }
+    )
+    decision = decide(p, ToolCall("s", "t", {}, "cursor"), Counters(), 0.0)
+    assert decision.reason == "s/t needs a person's approval for cursor with these arguments"
+    assert decision.case == 0
+
+
+def test_a_deny_rule_can_allow_one_client_and_stays_denied_for_the_others():
+    p = policy({"t": {"action": "deny", "when": [{"clients": ["cursor"], "action": "allow"}]}})
+    allowed = decide(p, ToolCall("s", "t", {}, "cursor"), Counters(), 0.0)
+    denied = decide(p, ToolCall("s", "t", {}, "claude-code"), Counters(), 0.0)
+    assert (allowed.verdict, allowed.case) == (Verdict.ALLOW, 0)
+    assert (denied.verdict, denied.basis, denied.case) == (Verdict.DENY, Basis.RULE, None)
+    assert denied.reason == "s/t is denied by the policy"
+    assert not denied.hidden
+    assert hidden_tools(p, "s", ["t"]) == frozenset()  # a rule with cases never hides
+
+
+def test_the_rules_limits_apply_to_calls_a_case_allows():
+    enforcer = Enforcer(WITH_CASES, lambda: 0.0)
+    call = ToolCall("git", "push", {"branch": "dev"}, "cursor")
+    assert [enforcer.decide(call).verdict for _ in range(2)] == [Verdict.ALLOW] * 2
+    over = enforcer.decide(call)
+    assert (over.verdict, over.basis, over.case, over.counter) == (
+        Verdict.DENY,
+        Basis.LIMIT,
+        1,
+        "git/push",
+    )
+    # the reason is the limit's: a case's allow has no reason of its own to quote
+    assert over.reason.startswith("rate limit reached: at most 2 calls per minute")
+    # the limit counts per client (scope grant), across the rule's cases
+    other = ToolCall("git", "push", {"branch": "scratch/x"}, "local")
+    assert enforcer.decide(other).verdict is Verdict.ALLOW
+
+
+def test_a_limit_on_a_case_decision_quotes_the_cases_reason():
+    p = policy(
+        {
+            "t": {
+                "reason": "the rule's reason",
+                "rate_limit": {"max": 0, "window": 60},
+                "when": [{"clients": ["cursor"], "action": "allow", "reason": "cursor may"}],
+            }
+        }
+    )
+    for client, why in [("cursor", "cursor may"), ("local", "the rule's reason")]:
+        decision = decide(p, ToolCall("s", "t", {}, client), Counters(), 0.0)
+        assert decision.basis is Basis.LIMIT
+        assert decision.reason.startswith(f"{why} (rate limit reached")
+
+
+def test_a_case_that_denies_is_not_charged_and_skips_limits():
+    p = policy(
+        {
+            "t": {
+                "rate_limit": {"max": 0, "window": 60},
+                "when": [{"clients": ["x"], "action": "deny"}],
+            }
+        }
+    )
+    decision = decide(p, ToolCall("s", "t", {}, "x"), Counters(), 0.0)
+    assert (decision.basis, decision.case, decision.charges) == (Basis.RULE, 0, ())
+
+
+def test_a_case_whose_arguments_cannot_be_checked_denies_the_call():
+    recursive = {"$defs": {"n": {"properties": {"a": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"}
+    p = policy(
+        {
+            "t": {
+                "action": "allow",
+                "when": [
+                    {"clients": ["other"], "arguments": recursive, "action": "deny"},
+                    {"clients": ["cursor"], "arguments": recursive, "action": "ask"},
+                ],
+            }
+        }
+    )
+    deep: dict = {}
+    node = deep
+    for _ in range(5000):
+        node["a"] = {}
+        node = node["a"]
+    decision = decide(p, ToolCall("s", "t", deep, "cursor"), Counters(), 0.0)
+    assert (decision.verdict, decision.basis, decision.case) == (Verdict.DENY, Basis.ARGUMENTS, 1)
+    assert "arguments could not be checked against case 1" in decision.reason
+    # the client is checked first: a case for another client is never evaluated
+    assert decide(p, ToolCall("s", "t", deep, "local"), Counters(), 0.0).verdict is Verdict.ALLOW
+
+
+@pytest.mark.parametrize("arguments", [None, [], "x"])
+def test_arguments_that_are_not_an_object_are_denied_before_any_case(arguments):
+    p = policy({"t": {"action": "deny", "when": [{"clients": ["cursor"], "action": "allow"}]}})
+    decision = decide(p, ToolCall("s", "t", arguments, "cursor"), Counters(), 0.0)
+    assert (decision.verdict, decision.basis) == (Verdict.DENY, Basis.ARGUMENTS)
+
+
+def test_agent_message_for_a_case_names_the_rule():
+    call = ToolCall("git", "push", {"branch": "main"}, "local")
+    decision = decide(WITH_CASES, call, Counters(), 0.0)
+    assert agent_message(call, decision, 0.0) == (
+        "Lockgate's policy blocked this call to git/push: git/push is denied for these "
+        'arguments by the policy [rule "git/push"].'
+    )
+
+
+def test_as_dict_says_which_case_decided():
+    call = ToolCall("git", "push", {"branch": "dev"}, "cursor")
+    data = json.loads(json.dumps(decide(WITH_CASES, call, Counters(), 0.0).as_dict()))
+    assert (data["rule"], data["case"]) == ("git/push", 1)
+    plain = decide(EXAMPLE, ToolCall("devtools", "python_build"), Counters(), 0.0).as_dict()
+    assert plain["case"] is None
+
+
+# -- approval timeouts: the case's, the rule's, else the default ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "client", "timeout"),
+    [
+        ({"action": "ask"}, "x", 77.0),  # nothing written: the default given
+        ({"action": "ask", "approval": {"timeout": 9}}, "x", 9.0),
+        ({"action": "allow", "when": [{"clients": ["x"], "action": "ask"}]}, "x", 77.0),
+        (
+            {
+                "action": "allow",
+                "approval": {"timeout": 9},
+                "when": [{"clients": ["x"], "action": "ask"}],
+            },
+            "x",
+            9.0,  # the case writes none: the rule's
+        ),
+        (
+            {
+                "action": "ask",
+                "approval": {"timeout": 9},
+                "when": [{"clients": ["x"], "action": "ask", "approval": {"timeout": 3}}],
+            },
+            "x",
+            3.0,
+        ),
+    ],
+)
+def test_approval_timeout_comes_from_the_case_the_rule_or_the_default(rule, client, timeout):
+    p = policy({"t": rule})
+    decision = decide(p, ToolCall("s", "t", {}, client), Counters(), 0.0, 77.0)
+    assert decision.verdict is Verdict.ASK
+    assert decision.approval_timeout == timeout
+
+
+def test_without_a_default_given_the_built_in_timeout_applies():
+    p = policy({"t": {"action": "ask"}}, default="ask")
+    assert decide(p, ToolCall("s", "t"), Counters(), 0.0).approval_timeout == 120.0
+    assert decide(p, ToolCall("s", "u"), Counters(), 0.0).approval_timeout == 120.0
+
+
+def test_the_policys_default_ask_gets_the_default_timeout_given():
+    decision = decide(policy({}, default="ask"), ToolCall("s", "u"), Counters(), 0.0, 33.0)
+    assert (decision.basis, decision.approval_timeout) == (Basis.DEFAULT, 33.0)
+
+
+def test_the_enforcer_uses_its_default_approval_timeout_and_it_can_be_changed():
+    p = policy(
+        {"t": {"action": "ask"}, "u": {"action": "ask", "approval": {"timeout": 4}}}, default="ask"
+    )
+    enforcer = Enforcer(p, lambda: 0.0, default_approval_timeout=60)
+    assert enforcer.default_approval_timeout == 60.0
+    assert enforcer.decide(ToolCall("s", "t")).approval_timeout == 60.0
+    enforcer.default_approval_timeout = 15
+    assert enforcer.decide(ToolCall("s", "t")).approval_timeout == 15.0
+    assert enforcer.preview(ToolCall("s", "t")).approval_timeout == 15.0
+    assert enforcer.decide(ToolCall("s", "u")).approval_timeout == 4.0  # written: it stands
+    assert enforcer.decide(ToolCall("s", "other")).approval_timeout == 15.0  # policy default
+    assert Enforcer(p, lambda: 0.0).default_approval_timeout == 120.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "60", True])
+def test_an_enforcer_refuses_a_default_approval_timeout_that_is_no_time(bad):
+    with pytest.raises(ValueError, match="approval timeout"):
+        Enforcer(policy({}), lambda: 0.0, default_approval_timeout=bad)
+    enforcer = Enforcer(policy({}), lambda: 0.0)
+    with pytest.raises(ValueError, match="approval timeout"):
+        enforcer.default_approval_timeout = bad
+    assert enforcer.default_approval_timeout == 120.0
+
+
+# -- a person's approval, re-decided with the cases -----------------------------------------
+
+
+def test_a_call_asked_by_a_case_is_released_under_that_case_and_charged():
+    enforcer = Enforcer(WITH_CASES, lambda: 0.0)
+    call = ToolCall("git", "push", {"branch": "dev"}, "claude-code")
+    asked = enforcer.decide(call)
+    assert (asked.verdict, asked.case) == (Verdict.ASK, 4)
+    released = enforcer.release(call)
+    assert (released.verdict, released.case, released.reason) == (
+        Verdict.ALLOW,
+        4,
+        "approved by a person",
+    )
+    assert released.charged_at == 0.0
+    enforcer.release(call)
+    late = enforcer.release(call)  # the rule's limit (2 a minute) covers case decisions too
+    assert (late.verdict, late.basis) == (Verdict.DENY, Basis.LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("when", "verdict", "case"),
+    [
+        # the case now denies the client: the denial stands, approved or not
+        ([{"clients": ["claude-code"], "action": "deny", "reason": "no more"}], Verdict.DENY, 0),
+        # the case is gone and the rule denies
+        (None, Verdict.DENY, None),
+        # a case now allows it: allowed
+        ([{"clients": ["claude-code"], "action": "allow"}], Verdict.ALLOW, 0),
+        # a case for other arguments does not hold: the new rule denies
+        ([{"arguments": {"required": ["force"]}, "action": "deny"}], Verdict.DENY, None),
+    ],
+)
+def test_a_released_call_is_decided_again_with_the_cases_in_force(when, verdict, case):
+    enforcer = Enforcer(WITH_CASES, lambda: 0.0)
+    call = ToolCall("git", "push", {"branch": "dev"}, "claude-code")
+    assert enforcer.decide(call).verdict is Verdict.ASK
+    rule: dict[str, Any] = {"action": "deny"}
+    if when is not None:
+        rule["when"] = when
+    enforcer.swap_policy(policy({"git/push": rule}))
+    released = enforcer.release(call)
+    assert (released.verdict, released.case) == (verdict, case)
+    if when and when[0].get("reason"):
+        assert released.reason == "no more"
+
+
+def test_a_released_call_whose_new_case_asks_counts_as_approved():
+    enforcer = Enforcer(policy({"t": {"action": "ask"}}), lambda: 0.0)
+    call = ToolCall("s", "t", {"path": "/x"}, "cursor")
+    enforcer.decide(call)
+    enforcer.swap_policy(
+        policy(
+            {
+                "t": {
+                    "action": "deny",
+                    "when": [{"arguments": {"required": ["path"]}, "action": "ask"}],
+                }
+            }
+        )
+    )
+    released = enforcer.release(call)
+    assert (released.verdict, released.case, released.reason) == (
+        Verdict.ALLOW,
+        0,
+        "approved by a person",
+    )
+    other = ToolCall("s", "t", {}, "cursor")  # the case does not hold: the rule denies
+    assert enforcer.release(other).verdict is Verdict.DENY

@@ -8,8 +8,19 @@ import os
 
 import pytest
 
-from proxy.policy.edit import PolicyEditError, edit_rule
-from proxy.policy.model import load_policy
+from proxy.policy.decide import Basis, ToolCall, Verdict, decide
+from proxy.policy.edit import (
+    MAX_EXACT_ARGUMENTS_BYTES,
+    PolicyEditError,
+    allow_exact_arguments,
+    allow_for_client,
+    edit_rule,
+    exact_arguments_schema,
+    remove_case,
+    rule_text,
+)
+from proxy.policy.limits import Counters
+from proxy.policy.model import Action, load_policy
 
 HAND_WRITTEN = """{
   "version": "1",
@@ -208,3 +219,270 @@ def test_a_policy_saved_with_a_byte_order_mark_is_edited_and_keeps_it(tmp_path):
     rule = load_policy(path).rule_for("s", "echo")
     assert rule is not None
     assert rule.action.value == "deny"
+
+
+# -- cases: per client, exact arguments ----------------------------------------------------
+
+
+def decision_of(path, tool, arguments=None, client="local", server="fs"):
+    call = ToolCall(server, tool, arguments or {}, client)
+    return decide(load_policy(path), call, Counters(), 0.0)
+
+
+DELETE_FILE_TEXT = """{
+      "action": "ask",
+      "reason": "deleting is final",
+      "approval": {"timeout": 30}
+    }"""
+
+
+def test_allow_for_client_adds_a_case_and_keeps_every_other_byte(policy):
+    written = allow_for_client(policy, "delete_file", "cursor", "ask")
+    expected = HAND_WRITTEN.replace(
+        DELETE_FILE_TEXT,
+        '{"action": "ask", "reason": "deleting is final", "approval": {"timeout": 30}, "when": [\n'
+        '      {"clients": ["cursor"], "action": "allow"}\n'
+        "    ]}",
+    )
+    assert policy.read_text() == expected
+    assert written == expected.encode()
+    allowed = decision_of(policy, "delete_file", client="cursor")
+    assert (allowed.verdict, allowed.case) == (Verdict.ALLOW, 0)
+    asked = decision_of(policy, "delete_file", client="claude-code")
+    assert (asked.verdict, asked.reason) == (Verdict.ASK, "deleting is final")
+
+
+def test_allow_for_client_extends_the_case_it_wrote_and_then_changes_nothing(policy):
+    allow_for_client(policy, "delete_file", "cursor", "ask")
+    allow_for_client(policy, "delete_file", "claude-code", "ask")
+    text = policy.read_text()
+    assert '      {"clients": ["cursor", "claude-code"], "action": "allow"}\n' in text
+    assert json.loads(text)["tools"]["delete_file"]["when"] == [
+        {"clients": ["cursor", "claude-code"], "action": "allow"}
+    ]
+    before = policy.stat().st_mtime_ns
+    assert allow_for_client(policy, "delete_file", "cursor", "ask") == text.encode()
+    assert policy.read_text() == text
+    assert policy.stat().st_mtime_ns == before  # not even rewritten
+
+
+def test_allow_for_client_appends_after_the_cases_a_person_wrote(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": "1",
+                "tools": {
+                    "push": {
+                        "action": "ask",
+                        "when": [
+                            # more specific (arguments): stays first, still decides
+                            {
+                                "clients": ["cursor"],
+                                "arguments": {"required": ["force"]},
+                                "action": "deny",
+                            },
+                            # would decide cursor's calls first: cursor leaves it
+                            {"clients": ["cursor", "ci"], "action": "ask", "reason": "look"},
+                            {"clients": ["bot"], "action": "deny"},
+                        ],
+                    }
+                },
+            },
+            indent=2,
+        )
+    )
+    allow_for_client(path, "push", "cursor", "ask")
+    assert json.loads(path.read_text())["tools"]["push"]["when"] == [
+        {"clients": ["cursor"], "arguments": {"required": ["force"]}, "action": "deny"},
+        {"clients": ["ci"], "action": "ask", "reason": "look"},
+        {"clients": ["bot"], "action": "deny"},
+        {"clients": ["cursor"], "action": "allow"},
+    ]
+    assert decision_of(path, "push", {}, "cursor").verdict is Verdict.ALLOW
+    assert decision_of(path, "push", {"force": True}, "cursor").verdict is Verdict.DENY
+    assert decision_of(path, "push", {}, "ci").reason == "look"
+    # a case that named only this client goes altogether
+    allow_for_client(path, "push", "bot", "ask")
+    assert json.loads(path.read_text())["tools"]["push"]["when"][1:] == [
+        {"clients": ["ci"], "action": "ask", "reason": "look"},
+        {"clients": ["cursor", "bot"], "action": "allow"},
+    ]
+
+
+def test_allow_for_client_without_a_rule_makes_one_with_the_tools_action_now(policy):
+    # no rule matches fs/rm: the policy's default (ask) decides it today, for every client
+    allow_for_client(policy, "fs/rm", "cursor", Action.ASK)
+    assert policy.read_text() == HAND_WRITTEN.replace(
+        '"git/*":   { "action": "allow" }\n',
+        '"git/*":   { "action": "allow" },\n'
+        '    "fs/rm": {"action": "ask", "when": [\n'
+        '      {"clients": ["cursor"], "action": "allow"}\n'
+        "    ]}\n",
+    )
+    assert decision_of(policy, "rm", client="cursor").verdict is Verdict.ALLOW
+    other = decision_of(policy, "rm", client="claude-code")
+    assert (other.verdict, other.rule) == (Verdict.ASK, "fs/rm")  # as before for the others
+
+
+def test_a_hidden_tool_cannot_be_allowed_for_one_client(tmp_path):
+    path = tmp_path / "policy.json"
+    text = '{"version": "1", "tools": {"secret": {"action": "deny", "hide": true}}}\n'
+    path.write_text(text)
+    with pytest.raises(PolicyEditError, match="a hidden tool is hidden from every client"):
+        allow_for_client(path, "secret", "cursor", "deny")
+    assert path.read_text() == text
+
+
+def test_remove_case_takes_one_case_and_the_last_takes_when_with_it(policy):
+    allow_for_client(policy, "delete_file", "cursor", "ask")
+    allow_exact_arguments(policy, "delete_file", {"path": "/tmp/x"}, "ask")
+    assert len(json.loads(policy.read_text())["tools"]["delete_file"]["when"]) == 2
+    remove_case(policy, "delete_file", 0)  # the exact arguments went first: cursor's stays
+    assert json.loads(policy.read_text())["tools"]["delete_file"]["when"] == [
+        {"clients": ["cursor"], "action": "allow"}
+    ]
+    remove_case(policy, "delete_file", 0)
+    assert policy.read_text() == HAND_WRITTEN.replace(
+        DELETE_FILE_TEXT,
+        '{"action": "ask", "reason": "deleting is final", "approval": {"timeout": 30}}',
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "index", "message"),
+    [
+        ("delete_file", 0, "the rule for 'delete_file' has no case 0 \\(it has 0\\)"),
+        ("read_*", -1, "has no case -1"),
+        ("nothing", 0, "has no rule for 'nothing'"),
+    ],
+)
+def test_remove_case_that_is_not_there_says_so_and_writes_nothing(policy, pattern, index, message):
+    with pytest.raises(PolicyEditError, match=message):
+        remove_case(policy, pattern, index)
+    assert policy.read_text() == HAND_WRITTEN
+
+
+ARGS = {"path": "/tmp/x", "recursive": True, "depth": 2, "tags": ["a", {"b": None}]}
+
+
+def test_exact_arguments_allow_that_call_and_no_other(policy):
+    allow_exact_arguments(policy, "delete_file", ARGS, "ask")
+    case = json.loads(policy.read_text())["tools"]["delete_file"]["when"][0]
+    assert case == {
+        "arguments": {
+            "type": "object",
+            "properties": {
+                "path": {"const": "/tmp/x"},
+                "recursive": {"const": True},
+                "depth": {"const": 2},
+                "tags": {"const": ["a", {"b": None}]},
+            },
+            "required": ["path", "recursive", "depth", "tags"],
+            "additionalProperties": False,
+        },
+        "action": "allow",
+    }
+    same = decision_of(policy, "delete_file", dict(reversed(list(ARGS.items()))), "anyone")
+    assert (same.verdict, same.case) == (Verdict.ALLOW, 0)
+    assert same.reason == "fs/delete_file is allowed for these arguments by the policy"
+    for other in [
+        {**ARGS, "path": "/tmp/y"},
+        {**ARGS, "recursive": 1},  # true is not 1
+        {**ARGS, "depth": "2"},
+        {**ARGS, "tags": ["a", {"b": None, "c": 1}]},
+        {**ARGS, "extra": None},
+        {k: v for k, v in ARGS.items() if k != "depth"},
+        {},
+    ]:
+        decision = decision_of(policy, "delete_file", other)
+        assert (decision.verdict, decision.case) == (Verdict.ASK, None), other
+
+
+def test_exact_arguments_for_one_client_hold_for_that_client_only(policy):
+    allow_exact_arguments(policy, "delete_file", ARGS, "ask", client="cursor")
+    case = json.loads(policy.read_text())["tools"]["delete_file"]["when"][0]
+    assert list(case) == ["clients", "arguments", "action"]
+    assert case["clients"] == ["cursor"]
+    assert decision_of(policy, "delete_file", ARGS, "cursor").verdict is Verdict.ALLOW
+    assert decision_of(policy, "delete_file", ARGS, "claude-code").verdict is Verdict.ASK
+    before = policy.read_bytes()
+    assert allow_exact_arguments(policy, "delete_file", ARGS, "ask", client="cursor") == before
+
+
+def test_an_exact_case_is_one_readable_line(policy):
+    allow_exact_arguments(policy, "delete_file", {"path": "/tmp/x"}, "ask")
+    assert (
+        '      {"arguments": {"type": "object", "properties": {"path": {"const": "/tmp/x"}}, '
+        '"required": ["path"], "additionalProperties": false}, "action": "allow"}\n'
+    ) in policy.read_text()
+
+
+def test_an_exact_case_goes_before_a_case_that_would_decide_that_call_first(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(
+        '{"version": "1", "tools": {"t": {"action": "ask", "when": ['
+        '{"arguments": {"required": ["other"]}, "action": "deny"}, '
+        '{"clients": ["cursor"], "action": "deny"}]}}}\n'
+    )
+    allow_exact_arguments(path, "t", {"p": 1}, "ask", client="cursor")
+    text = path.read_text()
+    assert "\n" not in text.strip()  # a one-line file stays one line
+    cases = json.loads(text)["tools"]["t"]["when"]
+    assert [c.get("clients") for c in cases] == [None, ["cursor"], ["cursor"]]
+    assert "arguments" in cases[1]
+    assert decision_of(path, "t", {"p": 1}, "cursor").verdict is Verdict.ALLOW
+    assert decision_of(path, "t", {"p": 2}, "cursor").verdict is Verdict.DENY
+
+
+def test_exact_arguments_the_rules_own_schema_blocks_are_refused(tmp_path):
+    # no case can allow what the rule's arguments schema blocks: a case written anyway
+    # would change nothing, so the click is told why instead
+    path = tmp_path / "policy.json"
+    text = (
+        '{"version": "1", "tools": {"t": {"action": "ask", '
+        '"arguments": {"properties": {"p": {"maximum": 5}}}}}}\n'
+    )
+    path.write_text(text)
+    assert decision_of(path, "t", {"p": 9}).basis is Basis.ARGUMENTS
+    with pytest.raises(PolicyEditError, match="blocks these arguments itself"):
+        allow_exact_arguments(path, "t", {"p": 9}, "ask")
+    assert path.read_text() == text
+    allow_exact_arguments(path, "t", {"p": 4}, "ask")  # within the schema: fine
+    assert decision_of(path, "t", {"p": 4}).verdict is Verdict.ALLOW
+
+
+def test_arguments_too_big_for_a_readable_rule_are_refused(policy):
+    limit = MAX_EXACT_ARGUMENTS_BYTES
+    just = {"s": "x" * (limit - len('{"s": ""}'))}
+    assert len(json.dumps(just)) == limit
+    exact_arguments_schema(just)  # at the limit: fine
+    too_big = {"s": "é" * (limit // 2)}  # counted in bytes of UTF-8, not characters
+    with pytest.raises(PolicyEditError, match=f"bytes of JSON, over the {limit}"):
+        allow_exact_arguments(policy, "delete_file", too_big, "ask")
+    assert policy.read_text() == HAND_WRITTEN
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["not", "an", "object"], "are a JSON object"),
+        ({"s": "\ud800"}, "cannot be written as JSON"),
+        ({"n": float("nan")}, "cannot be written as JSON"),
+    ],
+)
+def test_arguments_that_cannot_be_a_rule_are_refused(policy, arguments, message):
+    with pytest.raises(PolicyEditError, match=message):
+        allow_exact_arguments(policy, "delete_file", arguments, "ask")
+    assert policy.read_text() == HAND_WRITTEN
+
+
+def test_rule_text_writes_one_line_per_case():
+    rule = {"when": [{"action": "allow", "clients": ["a"]}], "action": "deny"}
+    assert rule_text(rule) == '{"action": "deny", "when": [{"clients": ["a"], "action": "allow"}]}'
+    assert rule_text(rule, "  ", "\t") == (
+        '{"action": "deny", "when": [\n  \t{"clients": ["a"], "action": "allow"}\n  ]}'
+    )
+    assert rule_text({"when": rule["when"]}, "") == (
+        '{"when": [\n  {"clients": ["a"], "action": "allow"}\n]}'
+    )

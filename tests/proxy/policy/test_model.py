@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 
 from proxy.policy.model import (
-    DEFAULT_APPROVAL_TIMEOUT,
     MAX_POLICY_BYTES,
     Action,
+    Case,
     Limit,
     PolicyError,
     Scope,
@@ -66,9 +66,12 @@ def test_policy_md_example_loads_as_written():
         ({"action": "deny"}, lambda r: r.action is Action.DENY),
         ({"action": "ask"}, lambda r: r.action is Action.ASK),
         ({"action": "require_approval"}, lambda r: r.action is Action.ASK),
-        ({"action": "ask"}, lambda r: r.approval_timeout == DEFAULT_APPROVAL_TIMEOUT),
+        # no timeout written: None, so the gateway's own default (a setting) applies
+        ({"action": "ask"}, lambda r: r.approval_timeout is None),
         ({"action": "ask", "approval": {"timeout": 0.5}}, lambda r: r.approval_timeout == 0.5),
-        ({"action": "ask", "approval": {}}, lambda r: r.approval_timeout == 120.0),
+        ({"action": "ask", "approval": {}}, lambda r: r.approval_timeout is None),
+        ({"action": "ask", "approval": {"timeout": 30}}, lambda r: r.approval_timeout == 30.0),
+        ({}, lambda r: r.cases == ()),
         ({"reason": "why"}, lambda r: r.reason == "why"),
         ({"description": "notes"}, lambda r: r.description == "notes"),
         ({"action": "deny", "hide": True}, lambda r: r.hide),
@@ -353,6 +356,198 @@ def test_fields_the_action_does_not_use_are_kept_for_when_it_changes_back(rule):
     # restores them, so a dormant field is valid, not an error.
     parsed = parse_policy(policy_text({"t": rule})).rules[0]
     assert parsed.action.value == rule["action"]
+
+
+# -- cases ("when") ----------------------------------------------------------------------
+
+
+def test_cases_are_parsed_in_order_with_every_field():
+    rule = parse_policy(
+        policy_text(
+            {
+                "git/push": {
+                    "action": "deny",
+                    "approval": {"timeout": 9},
+                    "when": [
+                        {"clients": ["cursor", "claude-code"], "action": "allow"},
+                        {
+                            "arguments": {"properties": {"force": {"const": False}}},
+                            "action": "require_approval",
+                            "reason": "pushing needs a look",
+                            "approval": {"timeout": 30},
+                        },
+                        {"clients": ["local"], "arguments": True, "action": "ask"},
+                    ],
+                }
+            }
+        )
+    ).rules[0]
+    first, second, third = rule.cases
+    assert isinstance(first, Case)
+    assert [c.index for c in rule.cases] == [0, 1, 2]
+    assert (first.action, first.clients, first.arguments) == (
+        Action.ALLOW,
+        frozenset({"cursor", "claude-code"}),
+        None,
+    )
+    assert (first.reason, first.approval_timeout) == (None, None)  # not written: inherited
+    assert second.action is Action.ASK  # the synonym, as for a rule
+    assert second.clients is None  # any client
+    assert second.arguments == {"properties": {"force": {"const": False}}}
+    assert (second.reason, second.approval_timeout) == ("pushing needs a look", 30.0)
+    assert third.clients == frozenset({"local"})
+    assert rule.approval_timeout == 9.0
+
+
+def test_a_case_checks_its_client_and_its_arguments_as_conditions():
+    rule = parse_policy(
+        policy_text(
+            {
+                "t": {
+                    "when": [
+                        {
+                            "clients": ["cursor"],
+                            "arguments": {"required": ["path"]},
+                            "action": "deny",
+                        }
+                    ]
+                }
+            }
+        )
+    ).rules[0]
+    (case,) = rule.cases
+    assert case.holds_for_client("cursor")
+    assert not case.holds_for_client("claude-code")
+    assert not case.holds_for_client("Cursor")  # names are exact
+    assert case.arguments_match({"path": "/"})
+    assert not case.arguments_match({})  # no block: the case just does not hold
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"action": "allow"}]}}}',
+            [
+                'policy.json:1:43: tools."t".when[0]: a case needs "clients" or "arguments" (or '
+                "both) to say which calls it is for; for every call, set the rule's own action; "
+                'got {"action": "allow"}'
+            ],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"clients": ["a"], "action": "allow", '
+            '"clinets": ["b"]}]}}}',
+            [
+                'policy.json:1:81: tools."t".when[0].clinets: unknown field (did you mean '
+                "'clients'?); fields here: action, approval, arguments, clients, reason"
+            ],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"clients": ["cursor"]}]}}}',
+            ["policy.json:1:43: tools.\"t\".when[0]: 'action' is required"],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"clients": [], "action": "allow"}]}}}',
+            [
+                'policy.json:1:55: tools."t".when[0].clients: must be a list of at least one '
+                'client name, such as ["cursor"]; got []'
+            ],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"clients": "cursor", "action": "allow"}]}}}',
+            [
+                'policy.json:1:55: tools."t".when[0].clients: must be a list of at least one '
+                'client name, such as ["cursor"]; got "cursor"'
+            ],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"clients": [""], "action": "allow"}]}}}',
+            [
+                'policy.json:1:56: tools."t".when[0].clients[0]: must be a client name, such as '
+                '"cursor"; got ""'
+            ],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"clients": ["a"], "action": "block"}]}}}',
+            [
+                'policy.json:1:72: tools."t".when[0].action: must be "allow", "deny", "ask" or '
+                '"require_approval"; got "block"'
+            ],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"clients": ["a"], "action": "ask", '
+            '"approval": {"timeout": 0}}]}}}',
+            [
+                'policy.json:1:103: tools."t".when[0].approval.timeout: must be a number of '
+                "seconds, above 0 and at most 86400; got 0"
+            ],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": [{"arguments": 5, "action": "allow"}]}}}',
+            ['policy.json:1:57: tools."t".when[0].arguments: must be an object or boolean; got 5'],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": []}}}',
+            [
+                'policy.json:1:42: tools."t".when: must be a list of at least one case, such as '
+                '[{"clients": ["cursor"], "action": "allow"}]; got []'
+            ],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"when": ["cursor"]}}}',
+            ['policy.json:1:43: tools."t".when[0]: must be an object; got "cursor"'],
+        ),
+        (
+            '{"version": "1", "tools": {"t": {"wen": []}}}',
+            [
+                "policy.json:1:34: tools.\"t\".wen: unknown field (did you mean 'when'?); fields "
+                "here: action, approval, arguments, description, hide, limits, rate_limit, "
+                "reason, when"
+            ],
+        ),
+    ],
+)
+def test_case_errors_name_line_column_and_path(text, expected):
+    assert errors_of(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (
+            {"action": "deny", "hide": True, "when": [{"clients": ["cursor"], "action": "allow"}]},
+            'tools."t".when: a hidden tool is hidden from every client, so no case can show it '
+            'to some of them; remove "hide" (the tool is then listed, and denied unless a case '
+            'allows it) or remove "when"',
+        ),
+        (
+            {"when": [{"arguments": {"type": "objekt"}, "action": "allow"}]},
+            'tools."t".when[0].arguments.type: not a valid JSON Schema (draft 2020-12)',
+        ),
+        (
+            {
+                "when": [
+                    {"clients": ["a"], "action": "allow"},
+                    {"arguments": {"patern": "^x"}, "action": "deny"},
+                ]
+            },
+            'tools."t".when[1].arguments.patern: unknown JSON Schema keyword (did you mean '
+            "'pattern'?)",
+        ),
+    ],
+)
+def test_case_semantic_errors(rule, expected):
+    lines = errors_of(policy_text({"t": rule}))
+    assert len(lines) == 1
+    assert expected in lines[0]
+    _position(lines[0])  # with a line and column
+
+
+def test_hide_false_with_cases_is_fine():
+    rule = {"action": "deny", "hide": False, "when": [{"clients": ["a"], "action": "allow"}]}
+    parsed = parse_policy(policy_text({"t": rule})).rules[0]
+    assert not parsed.hides
+    assert len(parsed.cases) == 1
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])

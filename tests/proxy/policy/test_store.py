@@ -98,6 +98,27 @@ async def test_an_editor_save_by_rename_is_seen(watched):
     assert watched.store.policy.default.value == "deny"
 
 
+async def test_a_policy_with_cases_is_reloaded_and_a_broken_case_keeps_the_last_good(watched):
+    await watched.next_event()
+    with_cases = {
+        "version": "1",
+        "default": "deny",
+        "tools": {"push": {"action": "ask", "when": [{"clients": ["cursor"], "action": "allow"}]}},
+    }
+    watched.write(with_cases)
+    assert isinstance(await watched.next_event(), PolicyReloaded)
+    (rule,) = watched.store.policy.rules
+    assert rule.cases[0].clients == frozenset({"cursor"})
+    good = watched.store.policy
+    broken = json.loads(json.dumps(with_cases))
+    broken["tools"]["push"]["when"][0].pop("clients")  # a case for no one in particular
+    watched.write(broken)
+    event = await watched.next_event()
+    assert isinstance(event, PolicyRejected)
+    assert 'a case needs "clients" or "arguments"' in event.message
+    assert watched.store.policy is good
+
+
 async def test_same_content_causes_no_second_reload(watched):
     await watched.next_event()
     watched.write(GOOD)
