@@ -36,6 +36,8 @@ from proxy.policy.model import (
     Action,
     PolicyError,
     Rule,
+    load_policy,
+    parse_policy,
     parse_policy_bytes,
     read_policy_bytes,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "PolicyEditError",
     "allow_exact_arguments",
     "allow_for_client",
+    "allow_narrowly",
     "edit_rule",
     "exact_arguments_schema",
     "remove_case",
@@ -175,6 +178,58 @@ def allow_exact_arguments(
         return {"when": cases}
 
     return _edit(path, pattern, change)
+
+
+def allow_narrowly(
+    path: Path,
+    server: str,
+    tool: str,
+    *,
+    client: str | None = None,
+    arguments: Mapping[str, Any] | None = None,
+) -> bytes:
+    """ "Always allow" from an approval, for ``client`` only and/or for exactly
+    ``arguments``: a case on the rule for exactly ``server/tool``; returns the new text.
+
+    A tool governed by a wider rule (a glob, a bare tool name, the policy's default) first
+    gets a rule of its own that is a copy of that one (its action, reason, limits on the
+    same counters, arguments, approval), so every other call of it is decided as before.
+
+    Raises:
+        PolicyEditError: as :func:`allow_for_client` and :func:`allow_exact_arguments`;
+            or neither ``client`` nor ``arguments`` is given.
+    """
+    if client is None and arguments is None:
+        raise PolicyEditError("say whom or which arguments to allow (else it is a plain allow)")
+    pattern = f"{server}/{tool}"
+
+    def copy_of_the_rule_in_force(old: Mapping[str, Any] | None, _: Rule | None) -> Any:
+        if old is not None:
+            raise _Unchanged
+        return _governing_rule(path, server, tool)
+
+    _edit(path, pattern, copy_of_the_rule_in_force)
+    if arguments is None:
+        assert client is not None
+        return allow_for_client(path, pattern, client, Action.ASK)  # the rule exists now
+    return allow_exact_arguments(path, pattern, arguments, Action.ASK, client)
+
+
+def _governing_rule(path: Path, server: str, tool: str) -> dict[str, Any]:
+    """The rule (as written) that decides ``server/tool`` now, to copy for it alone; a
+    ``rate_limit`` shorthand becomes a limit on the same counter, so the budget stays
+    shared with the tools the wider rule covers."""
+    policy = load_policy(path) if path.exists() else parse_policy(_default_text())
+    rule = policy.rule_for(server, tool)
+    if rule is None:
+        return {"action": policy.default.value}
+    written = dict(policy.document["tools"][rule.pattern.text])
+    shorthand = written.pop("rate_limit", None)
+    if shorthand is not None:
+        limit = {"counter": rule.pattern.text, "scope": "grant", **shorthand}
+        written["limits"] = [*written.get("limits", []), limit]
+    written.pop("description", None)  # it described the wider rule
+    return written
 
 
 def remove_case(path: Path, pattern: str, index: int) -> bytes:

@@ -14,6 +14,7 @@ from proxy.policy.edit import (
     PolicyEditError,
     allow_exact_arguments,
     allow_for_client,
+    allow_narrowly,
     edit_rule,
     exact_arguments_schema,
     remove_case,
@@ -486,3 +487,66 @@ def test_rule_text_writes_one_line_per_case():
     assert rule_text({"when": rule["when"]}, "") == (
         '{"when": [\n  {"clients": ["a"], "action": "allow"}\n]}'
     )
+
+
+NARROW = """{
+  "version": "1",
+  "default": "ask",
+  "tools": {
+    "git/*": {"action": "ask", "reason": "git needs a person", "rate_limit": {"max": 5, "window": 60}}
+  }
+}
+"""
+
+
+def _decided(path, call):
+    return decide(load_policy(path), call, Counters(), 0.0)
+
+
+def test_allow_narrowly_copies_the_wider_rule_so_other_calls_are_decided_as_before(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(NARROW)
+    allow_narrowly(path, "git", "push", client="cursor")
+    written = json.loads(path.read_text())["tools"]["git/push"]
+    assert written["action"] == "ask"
+    assert written["reason"] == "git needs a person"
+    # the shorthand's budget is the wider rule's counter, shared with the other git tools
+    assert written["limits"] == [{"counter": "git/*", "scope": "grant", "max": 5, "window": 60}]
+    assert written["when"] == [{"clients": ["cursor"], "action": "allow"}]
+    assert _decided(path, ToolCall("git", "push", {}, "cursor")).verdict is Verdict.ALLOW
+    other = _decided(path, ToolCall("git", "push", {}, "claude-code"))
+    assert other.verdict is Verdict.ASK
+    assert other.reason == "git needs a person"
+    assert "git/*" in NARROW
+    assert '"git/*"' in path.read_text()
+
+
+def test_allow_narrowly_for_exact_arguments_under_the_default(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(NARROW)
+    allow_narrowly(path, "fs", "rm", arguments={"path": "/tmp/x"})
+    assert json.loads(path.read_text())["tools"]["fs/rm"]["action"] == "ask"  # the default
+    assert _decided(path, ToolCall("fs", "rm", {"path": "/tmp/x"}, "any")).verdict is Verdict.ALLOW
+    assert _decided(path, ToolCall("fs", "rm", {"path": "/etc"}, "any")).verdict is Verdict.ASK
+
+
+def test_allow_narrowly_on_a_tool_with_its_own_rule_changes_only_that_rule(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(HAND_WRITTEN)
+    allow_narrowly(path, "fs", "delete_file", client="cursor", arguments={"path": "/tmp/x"})
+    tools = json.loads(path.read_text())["tools"]
+    assert "fs/delete_file" in tools  # an exact server/tool rule outranks "delete_file"
+    assert tools["delete_file"] == json.loads(HAND_WRITTEN)["tools"]["delete_file"]
+    decided = _decided(path, ToolCall("fs", "delete_file", {"path": "/tmp/x"}, "cursor"))
+    assert decided.verdict is Verdict.ALLOW
+    assert _decided(path, ToolCall("fs", "delete_file", {"path": "/tmp/x"}, "other")).verdict is (
+        Verdict.ASK
+    )
+
+
+def test_allow_narrowly_needs_a_client_or_arguments(tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(NARROW)
+    with pytest.raises(PolicyEditError, match="whom or which arguments"):
+        allow_narrowly(path, "git", "push")
+    assert path.read_text() == NARROW
