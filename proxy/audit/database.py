@@ -25,13 +25,16 @@ __all__ = [
     "COMPLETE",
     "INSERT",
     "MIGRATIONS",
+    "PRUNE_CALLS",
     "REFUND",
     "SCHEMA_VERSION",
     "SELECT",
+    "WAL_SIZE_LIMIT",
     "AuditError",
     "Step",
     "clip",
     "create_private",
+    "files_of",
     "filters",
     "insert_step",
     "open_writer",
@@ -109,6 +112,18 @@ COMPLETE: Final = (
 )
 CHARGE: Final = "INSERT INTO charges (call_id, counter, client, time) VALUES (?, ?, ?, ?)"
 REFUND: Final = "DELETE FROM charges WHERE call_id = ?"
+# One batch of the calls that arrived before a time (at most so many), by the time index.
+# A pending call is in flight (or its gateway crashed: the next start marks it
+# interrupted, and it goes at the prune after): its row is the one the outcome completes.
+# The charges stay: they are rows of their own (counter, client, time) that the gateway
+# prunes by its limits' windows (proxy/gateway/pipeline.py), never with their calls.
+PRUNE_CALLS: Final = (
+    "DELETE FROM calls WHERE seq IN "
+    "(SELECT seq FROM calls WHERE time < ? AND outcome != 'pending' LIMIT ?)"
+)
+# The WAL is cut back to this size when it restarts (after a checkpoint), so that a burst
+# (a big prune, a compaction) does not leave it that big for good.
+WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 
 # One statement and the parameter rows to run it with: a write is a few of these, run in
 # one transaction.
@@ -222,8 +237,19 @@ def create_private(path: Path) -> None:
     path.chmod(0o600)
 
 
+def files_of(path: Path) -> tuple[Path, Path, Path]:
+    """The database's files: itself, its write-ahead log and its shared memory."""
+    return path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
 def open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """The write connection: WAL, synchronous=NORMAL, the schema up to date.
+
+    A new database is made with incremental auto_vacuum, so the pages of pruned calls can
+    be given back to the file system a few at a time (``PRAGMA incremental_vacuum``); the
+    setting can only be chosen before the first table exists (it must come before WAL is
+    set), so on an older file the pragma changes nothing until it is compacted (a VACUUM,
+    :meth:`proxy.audit.log.AuditLog.compact`).
 
     Raises:
         sqlite3.Error: the database cannot be opened or set up.
@@ -233,6 +259,9 @@ def open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
     try:
+        if int(conn.execute("PRAGMA page_count").fetchone()[0]) == 0:  # a new file
+            # (on a file with tables, setting it would take the write lock, for nothing)
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":  # pragma: no cover (see below)
             # SQLite keeps another mode without an error only for in-memory and temporary
@@ -242,6 +271,7 @@ def open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
             raise AuditError(f"the audit log {path} cannot use WAL (journal mode {mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint_now_and_then
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         if user_version(conn) != SCHEMA_VERSION:
             migrate(conn, path)
     except BaseException:

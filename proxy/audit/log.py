@@ -27,6 +27,16 @@ gateway writes, from this process or another, without blocking it or being block
 
 Arguments are stored after :func:`redact`: values under secret-looking keys and strings
 that look like credentials are replaced, and the JSON is capped in size.
+
+Calls older than the retention (``retention_days``; 0 keeps them all) are deleted by the
+writer thread itself: once when the log opens, then about once an hour, in batches of a
+few hundred with the queued writes committed between two batches, so that a prune of
+millions never holds a call's record back for more than a batch. A pending call (in
+flight) is kept, and so are the rate-limit charges: the gateway prunes those by its
+limits' windows (``prune_charges``), never with their calls. In a file with incremental
+auto_vacuum (every log made since pruning came) the freed pages then go back to the file
+system, a batch at a time too; an older file keeps them for new calls until a person asks
+for :meth:`AuditLog.compact`, a full VACUUM that blocks writes while it runs.
 """
 
 from __future__ import annotations
@@ -34,11 +44,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
+import math
 import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -46,6 +59,7 @@ from typing import Any, Final
 from proxy.audit.database import (
     CHARGE,
     COMPLETE,
+    PRUNE_CALLS,
     REFUND,
     SCHEMA_VERSION,
     SELECT,
@@ -53,6 +67,7 @@ from proxy.audit.database import (
     Step,
     clip,
     create_private,
+    files_of,
     filters,
     insert_step,
     open_writer,
@@ -62,9 +77,66 @@ from proxy.audit.database import (
 from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
 from proxy.audit.redact import DEFAULT_MAX_ARGUMENT_BYTES, MIN_BYTES
 
-__all__ = ["SCHEMA_VERSION", "AuditError", "AuditLog"]
+__all__ = [
+    "PRUNE_BATCH",
+    "PRUNE_EVERY",
+    "SCHEMA_VERSION",
+    "VACUUM_PAGES",
+    "AuditError",
+    "AuditLog",
+    "AuditSummary",
+    "Pruned",
+    "audit_summary",
+]
+
+logger = logging.getLogger(__name__)
 
 _MAX_BATCH: Final = 4096  # records per transaction, to bound one commit's work
+PRUNE_EVERY: Final = 3600.0  # seconds between two prunes of old calls
+PRUNE_BATCH: Final = 250  # calls deleted per transaction: a few ms of the writer's time
+VACUUM_PAGES: Final = 256  # pages given back to the file system per transaction (1 MB)
+_DAY: Final = 86400.0
+
+
+class _Wake:
+    """Queued to make the writer look at its housekeeping now (a new retention)."""
+
+
+_WAKE: Final = _Wake()
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """A prune of old calls, done."""
+
+    before: float  # the calls that arrived before this time (epoch seconds) were deleted
+    calls: int  # how many were deleted
+    batches: int  # in how many transactions (each of at most ``prune_batch`` calls)
+    pages_freed: int  # pages given back to the file system (none without incremental vacuum)
+
+
+@dataclass(slots=True)
+class _Pruning:
+    """A prune under way, between two of its steps."""
+
+    before: float
+    calls: int = 0
+    batches: int = 0
+    pages_freed: int = 0
+    deleting: bool = True  # False: the calls are gone; the free pages go back next
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSummary:
+    """How big an audit log is and what it holds (the Settings view shows it)."""
+
+    size_bytes: int  # the database, its WAL and its shared memory: what it takes on disk
+    calls: int  # the calls it keeps
+    oldest: float | None  # when the oldest of them arrived (epoch seconds); None: no call
+    free_bytes: int  # room inside the file that holds nothing (new calls reuse it)
+    # True: the file gives free room back to the file system by itself, when old calls are
+    # pruned; False (a log made before pruning came): only AuditLog.compact() does
+    incremental_vacuum: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +169,35 @@ class AuditLog:
         *,
         busy_timeout: float = 5.0,
         max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
+        retention_days: int = 0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        prune_batch: int = PRUNE_BATCH,
     ) -> None:
         if max_argument_bytes < MIN_BYTES:
             raise ValueError(f"max_argument_bytes must be at least {MIN_BYTES}")
+        if prune_batch < 1:
+            raise ValueError(f"prune_batch must be at least 1, not {prune_batch}")
+        self._retention_days = _checked_days(retention_days)
+        self._clock = clock
+        self._monotonic = monotonic
+        self._prune_batch = prune_batch
+        self._prune_asked = False  # set_retention: prune now, whenever the last one was
+        self._next_prune = -math.inf  # on self._monotonic; the first is due as the log opens
+        self._pruning: _Pruning | None = None  # the writer thread's alone
+        self._prunes = 0
+        self._last_pruned: Pruned | None = None
         self._path = Path(path).absolute()
         self._busy_timeout = busy_timeout
         self._max_argument_bytes = max_argument_bytes
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | _Wake | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "closed?" against "enqueue" and "close"
         self._closed = False
         self._commits = 0
         try:
             create_private(self._path)
             self._conn = open_writer(self._path, busy_timeout)
+            self._incremental = _auto_vacuum_is_incremental(self._conn)
         except (OSError, sqlite3.Error) as exc:
             raise AuditError(f"cannot open the audit log {self._path}: {exc}") from exc
         self._write_lock = threading.Lock()  # the write connection, one user at a time
@@ -130,6 +218,77 @@ class AuditLog:
         """Transactions committed by this log's writer so far (records per commit shows
         group commit at work)."""
         return self._commits
+
+    @property
+    def retention_days(self) -> int:
+        """How many days a call is kept; 0: for ever."""
+        with self._lock:
+            return self._retention_days
+
+    @property
+    def prunes(self) -> int:
+        """Prunes of old calls finished since the log opened (one as it opens, then hourly,
+        and one after each :meth:`set_retention`, while the retention is not 0)."""
+        return self._prunes
+
+    @property
+    def last_pruned(self) -> Pruned | None:
+        """What the last finished prune deleted; None before the first."""
+        return self._last_pruned
+
+    def set_retention(self, days: int) -> None:
+        """Keep each call ``days`` days from now on; 0 keeps every call for ever.
+
+        The writer thread prunes with the new retention at once (a prune under way goes on
+        from the new cut), then once an hour. Returns at once: safe on the event loop.
+
+        Raises:
+            ValueError: ``days`` is not a whole number of days, 0 or more.
+        """
+        checked = _checked_days(days)
+        with self._lock:
+            self._retention_days = checked
+            self._prune_asked = True
+            if not self._closed:
+                self._queue.put(_WAKE)
+
+    def summary(self) -> AuditSummary:
+        """:func:`audit_summary` of this log. Counts every call: not on the event loop.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        return audit_summary(self._path, busy_timeout=self._busy_timeout)
+
+    def compact(self) -> AuditSummary:
+        """Give every free page back to the file system now (a full VACUUM), and make the
+        file do so by itself after each prune from then on (incremental auto_vacuum).
+
+        A log made before pruning came keeps the room of pruned calls inside the file for
+        new calls (:attr:`AuditSummary.free_bytes` says how much); this shrinks it. It
+        rewrites the whole file: for a big log that is seconds, and every write waits
+        (calls are not sent meanwhile) until it is done, so it is for a person who asked
+        for it, on a worker thread, never the event loop. Returns the summary after.
+
+        Raises:
+            AuditError: the log is closed, or the database could not be compacted (the
+                disk is full: VACUUM needs room for a copy of the database); it is then as
+                it was.
+        """
+        with self._write_lock:
+            with self._lock:
+                if self._closed:
+                    raise AuditError(f"the audit log {self._path} is closed")
+            try:
+                self._conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                self._conn.execute("VACUUM")
+                self._incremental = _auto_vacuum_is_incremental(self._conn)
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise AuditError(f"cannot compact the audit log {self._path}: {exc}") from exc
+            with contextlib.suppress(sqlite3.Error):  # a reader holds it: the checkpointer will
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return self.summary()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -349,28 +508,134 @@ class AuditLog:
             with contextlib.suppress(queue.Empty):
                 while True:
                     pending = self._queue.get_nowait()
-                    if pending is not None:
+                    if isinstance(pending, _Pending):
                         left.append(pending)
             _settle(left, RuntimeError("the audit log's writer has stopped"))
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._conn.close()
+            with self._write_lock:  # compact() may be using the connection
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._conn.close()
 
     def _commit_next_batch(self) -> bool:
-        """Commit what is queued (waiting for at least one); False once told to stop."""
+        """Commit what is queued (waiting for at least one, or for housekeeping to be
+        due), then take one bounded step of housekeeping; False once told to stop."""
         batch: list[_Pending] = []
-        pending = self._queue.get()
+        wait = self._housekeeping_due_in()
+        try:
+            if wait is None:
+                pending = self._queue.get()
+            elif wait > 0:
+                pending = self._queue.get(timeout=wait)
+            else:
+                pending = self._queue.get_nowait()
+        except queue.Empty:
+            pending = _WAKE
         while pending is not None:
-            batch.append(pending)
-            if len(batch) >= _MAX_BATCH:
-                break
+            if isinstance(pending, _Pending):
+                batch.append(pending)
+                if len(batch) >= _MAX_BATCH:
+                    break
             try:
                 pending = self._queue.get_nowait()
             except queue.Empty:
                 break
         if batch:
             self._commit(batch)
-        return pending is not None
+        if pending is None:
+            return False
+        self._housekeep()
+        return True
+
+    # -- pruning old calls (the writer thread's)
+
+    def _housekeeping_due_in(self) -> float | None:
+        """How long the writer may wait for a write before its next step of pruning is
+        due, in seconds; None: it waits for a write (or a new retention) only."""
+        if self._pruning is not None:
+            return 0.0
+        with self._lock:
+            if self._retention_days == 0:
+                return None
+            if self._prune_asked:
+                return 0.0
+        # On the injected clock; the writer wakes at least hourly to look again.
+        return min(max(0.0, self._next_prune - self._monotonic()), PRUNE_EVERY)
+
+    def _housekeep(self) -> None:
+        """One bounded step of pruning old calls, if a prune is due or under way."""
+        with self._lock:
+            days = self._retention_days
+            asked, self._prune_asked = self._prune_asked, False
+        if days == 0:
+            self._pruning = None  # every call is kept now: a prune under way stops
+            return
+        if asked or (self._pruning is None and self._monotonic() >= self._next_prune):
+            before = self._clock() - days * _DAY
+            if self._pruning is None:
+                self._pruning = _Pruning(before)
+            else:  # a new retention while pruning: go on from its cut
+                self._pruning.before, self._pruning.deleting = before, True
+        if self._pruning is not None:
+            self._prune_step(self._pruning)
+
+    def _prune_step(self, run: _Pruning) -> None:
+        try:
+            with self._write_lock:
+                if run.deleting:
+                    deleted = self._delete_calls_before(run.before)
+                    run.calls += deleted
+                    run.batches += 1
+                    run.deleting = deleted >= self._prune_batch
+                    done = not run.deleting and not self._incremental
+                else:
+                    freed = self._give_back_free_pages()
+                    run.pages_freed += freed
+                    done = freed < VACUUM_PAGES
+        except sqlite3.Error as exc:  # rolled back already, under the lock
+            logger.warning(
+                "could not prune old calls from the audit log (again in an hour): %s", exc
+            )
+            self._pruning = None
+            self._next_prune = self._monotonic() + PRUNE_EVERY
+            return
+        if done:
+            self._pruning = None
+            self._next_prune = self._monotonic() + PRUNE_EVERY
+            self._last_pruned = Pruned(run.before, run.calls, run.batches, run.pages_freed)
+            self._prunes += 1
+            if run.calls:
+                logger.info(
+                    "pruned %d calls older than the retention from the audit log", run.calls
+                )
+
+    def _delete_calls_before(self, before: float) -> int:
+        """Delete one batch of the calls that arrived before ``before``; how many."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self._conn.execute(PRUNE_CALLS, (before, self._prune_batch))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return int(cursor.rowcount)
+
+    def _give_back_free_pages(self) -> int:
+        """Give up to VACUUM_PAGES free pages back to the file system; how many.
+
+        (Python's ``execute`` steps ``incremental_vacuum`` once, which frees one page;
+        ``executescript`` runs it to the end.)
+        """
+        free = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+        if free == 0:
+            return 0
+        try:
+            self._conn.executescript(
+                f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({VACUUM_PAGES}); COMMIT;"
+            )
+        except BaseException:
+            self._rollback()
+            raise
+        return free - int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
 
     def _commit(self, batch: list[_Pending]) -> None:
         error: Exception | None = None
@@ -529,21 +794,69 @@ class AuditLog:
             row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()
         return int(row[0])
 
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        """A fresh read-only connection, so any thread can read while the writer writes."""
-        uri = f"{self._path.as_uri()}?mode=rw"  # never create a database that vanished
+    def _reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return _reading(self._path, self._busy_timeout)
+
+
+def audit_summary(path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> AuditSummary:
+    """How big the audit log at ``path`` is on disk, how many calls it keeps and since
+    when. A log that does not exist is empty (and is not made). It counts every call (a
+    fraction of a second for millions): on a worker thread, not the event loop or the GUI.
+
+    Raises:
+        AuditError: the database cannot be read.
+    """
+    path = Path(path).absolute()
+    size = 0
+    for file in files_of(path):
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout)
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot read the audit log {self._path}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA query_only = ON")
-            yield conn
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot read the audit log {self._path}: {exc}") from exc
-        finally:
-            conn.close()
+            size += file.stat().st_size
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise AuditError(f"cannot read the audit log {path}: {exc}") from exc
+    if not path.exists():
+        return AuditSummary(size, 0, None, 0, incremental_vacuum=False)
+    with _reading(path, busy_timeout) as conn:
+        calls = int(conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+        oldest = conn.execute("SELECT MIN(time) FROM calls").fetchone()[0]  # by its index
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        incremental = _auto_vacuum_is_incremental(conn)
+    return AuditSummary(
+        size_bytes=size,
+        calls=calls,
+        oldest=None if oldest is None else float(oldest),
+        free_bytes=free * page,
+        incremental_vacuum=incremental,
+    )
+
+
+@contextlib.contextmanager
+def _reading(path: Path, busy_timeout: float) -> Iterator[sqlite3.Connection]:
+    """A fresh read-only connection, so any thread can read while the writer writes."""
+    uri = f"{path.as_uri()}?mode=rw"  # never create a database that vanished
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout)
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read the audit log {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        yield conn
+    except sqlite3.Error as exc:
+        raise AuditError(f"cannot read the audit log {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _auto_vacuum_is_incremental(conn: sqlite3.Connection) -> bool:
+    return int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
+
+
+def _checked_days(days: int) -> int:
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise ValueError(f"the retention is a whole number of days, 0 or more, not {days!r}")
+    return days
 
 
 def _settle(batch: list[_Pending], failure: Exception | None) -> None:

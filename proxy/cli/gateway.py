@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
 from typing import Any, TextIO
 
 from proxy.bridge import connect as connectcmd
@@ -24,7 +23,7 @@ from proxy.cli.policy import policy_in_force
 from proxy.config.instance import running_holder
 from proxy.config.paths import Paths
 from proxy.config.runinfo import read_run_info
-from proxy.config.settings import describe, load_settings, save_setting, settings_file
+from proxy.config.settings import load_settings
 from proxy.config.tokens import valid_client_name
 from proxy.policy.edit import PolicyEditError, edit_rule
 from proxy.policy.model import PolicyError
@@ -213,29 +212,6 @@ def serve(args: argparse.Namespace, paths: Paths) -> int:
         return 1
     except KeyboardInterrupt:
         pass
-    return 0
-
-
-def settings_command(name: str | None, value: str | None, paths: Paths, out: TextIO) -> int:
-    """``lockgate settings [NAME [VALUE]]``: every setting, one, or one set."""
-    if name is not None and value is not None:
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            raise UsageError(f"{value!r} is not a JSON value (a number: 6000)") from None
-        save_setting(paths, name, parsed)
-        print(f"{name} = {json.dumps(parsed)} (in {settings_file(paths)})", file=out)
-        if name == "port":
-            print("the app and `lockgate serve` use it from their next start", file=out)
-        return 0
-    current = asdict(load_settings(paths))
-    if name is not None:
-        if name not in current:
-            raise UsageError(f"no setting {name!r}; the settings are: {', '.join(current)}")
-        print(json.dumps(current[name]), file=out)
-        return 0
-    for key, setting in current.items():
-        print(f"{key:<10} {json.dumps(setting):<12} {describe(key)}", file=out)
     return 0
 
 

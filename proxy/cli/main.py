@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proxy.audit.records import CallDecision
 from proxy.bridge import connect as connectcmd
-from proxy.cli import clients, credentials, gateway, log, policy
+from proxy.cli import clients, credentials, gateway, log, policy, settings
 from proxy.cli.common import UsageError, version
 from proxy.clients import CLIENTS
 from proxy.config.paths import Paths, resolve_paths
@@ -269,11 +269,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the secrets servers.json refers to, who uses each, whether it is stored (no values)",
     )
 
-    settings = commands.add_parser(
+    settings_parser = commands.add_parser(
         "settings", parents=[common], help="Lockgate's settings (settings.json): show or set one"
     )
-    settings.add_argument("name", nargs="?", help="a setting; alone: show its value")
-    settings.add_argument("value", nargs="?", help='the new value (JSON: 6000, true, "text")')
+    settings_parser.add_argument("name", nargs="?", help="a setting; alone: show its value")
+    settings_parser.add_argument(
+        "value", nargs="?", help="the new value: a number (6000) or a word (plain)"
+    )
     return parser
 
 
@@ -327,7 +329,7 @@ def main(
                 return clients.route_command(args, paths, sys.stdout)
             return clients.clients(args.project, args.json, sys.stdout)
         if args.command == "settings":
-            return gateway.settings_command(args.name, args.value, paths, sys.stdout)
+            return settings.settings_command(args.name, args.value, paths, sys.stdout)
         if args.command == "paths":
             gateway.print_paths(paths, sys.stdout)
             return 0

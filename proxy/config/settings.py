@@ -21,12 +21,18 @@ from proxy.config.runinfo import DEFAULT_PORT, read_run_info
 from proxy.errors import LockgateError
 
 __all__ = [
+    "APPROVAL_TIMEOUT_SECONDS",
+    "AUDIT_RETENTION_DAYS",
+    "DEFAULT_APPROVAL_TIMEOUT_SECONDS",
+    "DEFAULT_AUDIT_RETENTION_DAYS",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "NOTIFICATION_STYLES",
     "Settings",
     "SettingsError",
     "describe",
     "gateway_port",
     "load_settings",
+    "parse_setting",
     "save_setting",
     "settings_file",
 ]
@@ -40,6 +46,13 @@ class SettingsError(LockgateError):
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _MESSAGE_BYTES = (64 * 1024, 1024 * 1024 * 1024)
+DEFAULT_AUDIT_RETENTION_DAYS = 90
+AUDIT_RETENTION_DAYS = (1, 3650)  # or 0: keep every call for ever
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 120
+APPROVAL_TIMEOUT_SECONDS = (5, 3600)
+# "actions": with Allow/Deny buttons where the desktop's notifications have them;
+# "plain": a message only; "off": none.
+NOTIFICATION_STYLES = ("actions", "plain", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +63,24 @@ class Settings:
     # The largest message a client may send, at either door; a larger one is refused
     # (answered with the limit, and logged), never sent to a server.
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # How many days the audit log keeps a call; 0 keeps every call for ever.
+    audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
+    # How long a person has to answer an approval whose policy rule sets no timeout.
+    approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
+    notifications: str = "actions"  # one of NOTIFICATION_STYLES
 
 
 _HELP = {
     "port": f"the gateway's port on 127.0.0.1, 1-65535 (default {DEFAULT_PORT})",
     "max_message_bytes": "the largest message a client may send, in bytes, 65536 to "
     f"1073741824 (default {DEFAULT_MAX_MESSAGE_BYTES}: 16 MB); larger ones are refused",
+    "audit_retention_days": "how many days the audit log keeps each call, 1-3650, or 0 to "
+    f"keep every call for ever (default {DEFAULT_AUDIT_RETENTION_DAYS})",
+    "approval_timeout_seconds": "how long a person has to answer an approval when the "
+    "policy's rule sets no timeout, in seconds, 5-3600 (default "
+    f"{DEFAULT_APPROVAL_TIMEOUT_SECONDS}); unanswered, the call is denied",
+    "notifications": '"actions" (with Allow and Deny buttons where the desktop has them), '
+    '"plain" (a message only) or "off" (default "actions")',
 }
 
 
@@ -77,6 +102,21 @@ def _checked(name: str, value: Any) -> Any:
         raise SettingsError(
             f'"max_message_bytes" must be a whole number from {low} to {high}, not {value!r}'
         )
+    low, high = AUDIT_RETENTION_DAYS
+    if name == "audit_retention_days" and not (whole and (value == 0 or low <= value <= high)):
+        raise SettingsError(
+            f'"audit_retention_days" must be a whole number of days from {low} to {high}, '
+            f"or 0 to keep every call, not {value!r}"
+        )
+    low, high = APPROVAL_TIMEOUT_SECONDS
+    if name == "approval_timeout_seconds" and not (whole and low <= value <= high):
+        raise SettingsError(
+            f'"approval_timeout_seconds" must be a whole number of seconds from {low} to '
+            f"{high}, not {value!r}"
+        )
+    if name == "notifications" and value not in NOTIFICATION_STYLES:
+        styles = ", ".join(f'"{style}"' for style in NOTIFICATION_STYLES)
+        raise SettingsError(f'"notifications" must be one of {styles}, not {value!r}')
     return value
 
 
@@ -134,6 +174,27 @@ def save_setting(paths: Paths, name: str, value: Any) -> Settings:
     except OSError as exc:
         raise SettingsError(f"{path}: cannot write it: {exc}") from None
     return updated
+
+
+def parse_setting(name: str, text: str) -> Any:
+    """The value ``text`` (as typed on a command line) stands for in setting ``name``: a
+    number for a number setting, the text itself for a text one (JSON's quotes allowed
+    too: ``plain`` and ``"plain"`` are the same). Only parsed here; :func:`save_setting`
+    checks it.
+
+    Raises:
+        SettingsError: an unknown setting.
+    """
+    defaults = asdict(Settings())
+    if name not in defaults:
+        raise SettingsError(f"unknown setting {name!r}; the settings are: {', '.join(defaults)}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word; the check says what the setting wants instead
+    if isinstance(defaults[name], str) and not isinstance(value, str):
+        return text  # a text setting takes 123 or true as the text it is
+    return value
 
 
 def describe(name: str) -> str:

@@ -94,7 +94,13 @@ async def serve(
     servers = load_servers(paths.servers_file)
     bus = bus or EventBus()
     bus.subscribe(_log_event)
-    audit = AuditLog(paths.audit_db)
+    settings = load_settings(paths)  # before the log opens: a broken file leaves nothing open
+    audit = AuditLog(
+        paths.audit_db,
+        retention_days=settings.audit_retention_days,
+        clock=clock,  # the records' times are the gateway's clock: the cut is on it too
+        monotonic=monotonic,
+    )
     gateway = Gateway(
         servers=servers,
         policy_path=paths.policy_file,
@@ -106,7 +112,7 @@ async def serve(
         last_good_policy=paths.last_good_policy,
         clock=clock,
         monotonic=monotonic,
-        max_message_bytes=load_settings(paths).max_message_bytes,
+        max_message_bytes=settings.max_message_bytes,
     )
     try:
         await gateway.start()

@@ -18,12 +18,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
-from proxy.audit.database import SCHEMA_VERSION, AuditError
-from proxy.audit.log import AuditLog
+from proxy.audit.database import MIGRATIONS, SCHEMA_VERSION, AuditError
+from proxy.audit.log import PRUNE_EVERY, AuditLog, AuditSummary, Pruned, audit_summary
 from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
 from proxy.audit.redact import REDACTED
 from tests.support.records import compact
@@ -800,3 +800,267 @@ async def test_closing_while_the_writer_dies_returns_and_refuses_what_was_queued
     assert [args.exc_type for args in stopped] == [WriterKilled]
     with AuditLog(db) as reopened:
         assert reopened.count() == 0
+
+
+# ---------------------------------------------------------------------------- retention
+
+NOW = 1_800_000_000.0  # the injected wall clock's "now" (January 2027)
+DAY = 86400.0
+
+
+class Clock:
+    """An injected clock: wall time for the cut, monotonic time for "once an hour"."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+        self.mono = 1000.0
+
+    def wall(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def retained(db: Path, clock: Clock, days: int, **options: Any) -> AuditLog:
+    return AuditLog(db, retention_days=days, clock=clock.wall, monotonic=clock.monotonic, **options)
+
+
+async def seed(db: Path, *records: CallRecord, charges: tuple[Charge, ...] = ()) -> None:
+    """Write ``records`` (the first with ``charges``) into the log at ``db``, kept for ever."""
+    with AuditLog(db) as audit:
+        first, *rest = records
+        await audit.begin(first, charges)
+        await audit.finish(
+            first.id, first.outcome, duration_ms=first.duration_ms, result_size=first.result_size
+        )
+        await asyncio.gather(*(audit.write(record) for record in rest))
+
+
+class HoldsTheWriter:
+    """A test double, since nothing real pauses the writer thread at a chosen point: a
+    value SQLite asks to adapt itself while the writer binds it, which waits until the
+    test says go, then is the number it stands for."""
+
+    def __init__(self, value: float = 1.0) -> None:
+        self.value = value
+        self.binding = threading.Event()
+        self.go = threading.Event()
+
+    def __conform__(self, protocol: object) -> float:
+        self.binding.set()
+        self.go.wait(TIMEOUT)
+        return self.value
+
+
+async def test_calls_older_than_the_retention_go_when_the_log_opens_and_the_rest_stay(db, clock):
+    old = [make(tool="old", time=NOW - 31 * DAY), make(tool="older", time=NOW - 400 * DAY)]
+    kept = [
+        make(tool="at_the_cut", time=NOW - 30 * DAY),  # not older than 30 days: kept
+        make(tool="recent", time=NOW - 29 * DAY),
+        make(tool="today", time=NOW - 60),
+    ]
+    await seed(db, *old, *kept)
+    in_flight = make(tool="in_flight", time=NOW - 90 * DAY, outcome=Outcome.PENDING)
+    with AuditLog(db) as audit:
+        await audit.begin(in_flight)  # begun, never finished: its row must stay
+    with retained(db, clock, 30) as audit:
+        await eventually(lambda: audit.prunes == 1, "the prune as the log opens")
+        assert sorted(r.tool for r in audit.query()) == sorted(
+            ["at_the_cut", "recent", "today", "in_flight"]
+        )
+        assert audit.last_pruned is not None
+        assert audit.last_pruned.before == NOW - 30 * DAY
+        assert audit.last_pruned.calls == 2
+        assert audit.retention_days == 30
+
+
+async def test_pruning_keeps_the_charges_a_limit_still_counts(db, clock):
+    # A limit's window may be up to a year, a retention as short as a day: a charge is a
+    # row of its own (counter, client, time), kept by the gateway's prune_charges for the
+    # longest window, and never deleted with its call.
+    charge = Charge("files/*", "claude-desktop", NOW - 10 * DAY)
+    await seed(db, make(tool="charged", time=NOW - 10 * DAY), charges=(charge,))
+    with retained(db, clock, 1) as audit:
+        await eventually(lambda: audit.prunes == 1, "the prune as the log opens")
+        assert audit.count() == 0  # the call is gone
+        assert audit.charges_since(NOW - 365 * DAY) == [charge]  # its charge still counts
+        await audit.prune_charges(NOW - 7 * DAY)  # the gateway's own prune, by its windows
+        assert audit.charges_since(0) == []
+
+
+async def test_a_retention_of_0_keeps_every_call(db, clock):
+    await seed(db, make(tool="ancient", time=1.0), make(tool="old", time=NOW - 4000 * DAY))
+    with retained(db, clock, 0) as audit:
+        clock.mono += 10 * PRUNE_EVERY  # hours pass
+        await audit.write(make(time=NOW))  # the writer looks at its housekeeping after it
+        await audit.write(make(time=NOW))  # ... and before this one
+        assert audit.prunes == 0
+        assert audit.last_pruned is None
+        assert audit.count() == 4
+        audit.set_retention(1)  # the same log with a retention: they would have gone
+        await eventually(lambda: audit.prunes == 1, "the prune after the new retention")
+        assert audit.count() == 2
+
+
+async def test_after_the_first_prune_the_next_comes_an_hour_later_on_the_injected_clock(db, clock):
+    with retained(db, clock, 30) as audit:
+        await eventually(lambda: audit.prunes == 1, "the prune as the log opens")
+        aging = make(tool="aging", time=NOW - 29 * DAY)
+        await audit.write(aging)
+        clock.now += 2 * DAY  # now it is older than the retention
+        clock.mono += PRUNE_EVERY - 1  # but the hour is not over
+        await audit.write(make(time=clock.now))  # housekeeping runs after this commit...
+        await audit.write(make(time=clock.now))  # ... before this one: nothing was due
+        assert audit.prunes == 1
+        assert audit.get(aging.id) is not None
+        clock.mono += 1  # the hour is over
+        await audit.write(make(time=clock.now))  # wakes the writer (it also wakes hourly)
+        await eventually(lambda: audit.prunes == 2, "the hourly prune")
+        assert audit.get(aging.id) is None
+        assert audit.count() == 3
+        pruned = audit.last_pruned
+        assert isinstance(pruned, Pruned)
+        assert (pruned.before, pruned.calls, pruned.batches) == (clock.now - 30 * DAY, 1, 1)
+
+
+async def test_a_big_prune_deletes_in_bounded_batches(db, clock):
+    await seed(db, *(make(time=NOW - 100 * DAY, result_size=n) for n in range(35)))
+    await seed(db, make(tool="new", time=NOW))
+    with retained(db, clock, 90, prune_batch=10) as audit:
+        await eventually(lambda: audit.prunes == 1, "the prune as the log opens")
+        assert audit.last_pruned is not None
+        assert (audit.last_pruned.calls, audit.last_pruned.batches) == (35, 4)  # 10+10+10+5
+        assert [r.tool for r in audit.query()] == ["new"]
+
+
+async def test_writes_queued_during_a_prune_are_committed_between_its_batches(db, clock):
+    await seed(db, *(make(time=NOW - 100 * DAY, result_size=n) for n in range(50)))
+    with retained(db, clock, 0, prune_batch=10) as audit:
+        first = HoldsTheWriter()
+        writing = asyncio.create_task(audit.write(make(time=NOW, duration_ms=first)))
+        await eventually(first.binding.is_set, "the writer to bind the first record")
+        audit.set_retention(1)  # the prune is due as soon as this record is committed
+        second = HoldsTheWriter()
+        behind = asyncio.create_task(audit.write(make(time=NOW, duration_ms=second)))
+        await asyncio.sleep(0)  # one turn: it has queued behind the first
+        first.go.set()
+        await eventually(second.binding.is_set, "the writer to bind the record that waited")
+        # it is being written after one batch of the prune, not after all five
+        assert audit.count(end=NOW - DAY) == 40
+        second.go.set()
+        await asyncio.gather(writing, behind)
+        await eventually(lambda: audit.prunes == 1, "the prune to finish")
+        assert audit.count() == 2
+
+
+async def test_a_new_retention_applies_at_once_without_reopening(db, clock):
+    await seed(db, *(make(time=NOW - days * DAY, result_size=days) for days in (3, 10, 40)))
+    with retained(db, clock, 90) as audit:
+        await eventually(lambda: audit.prunes == 1, "the prune as the log opens")
+        assert audit.count() == 3
+        audit.set_retention(7)
+        assert audit.retention_days == 7
+        await eventually(lambda: audit.prunes == 2, "the prune with the new retention")
+        assert [r.result_size for r in audit.query()] == [3]
+        for wrong in (-1, True, 1.5):
+            with pytest.raises(ValueError, match="whole number of days"):
+                audit.set_retention(wrong)  # type: ignore[arg-type]
+        assert audit.retention_days == 7
+    with pytest.raises(ValueError, match="whole number of days"):
+        AuditLog(db, retention_days=-3)
+
+
+async def test_a_prune_that_cannot_write_is_tried_again_an_hour_later(db, clock, caplog):
+    caplog.set_level("WARNING", logger="proxy.audit.log")
+    await seed(db, make(tool="old", time=NOW - 100 * DAY))
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the log as it opens
+    with retained(db, clock, 30, busy_timeout=0.05) as audit:
+        try:
+            await eventually(lambda: "could not prune old calls" in caplog.text, "the failure")
+        finally:
+            blocker.close()
+        assert audit.prunes == 0
+        await audit.write(make(time=NOW))  # the writer lives on, and writes
+        assert audit.count() == 2
+        clock.mono += PRUNE_EVERY
+        await audit.write(make(time=NOW))
+        await eventually(lambda: audit.prunes == 1, "the prune an hour later")
+        assert audit.count() == 2
+
+
+def test_the_summary_says_the_size_the_calls_and_the_oldest(db, log):
+    assert audit_summary(db.with_name("missing.db")) == AuditSummary(0, 0, None, 0, False)
+    assert not db.with_name("missing.db").exists()  # and it is not made
+    assert log.summary().calls == 0
+    assert log.summary().oldest is None
+    for t in (300.0, 100.0, 200.0):
+        log.write_sync(make(time=t))
+    summary = log.summary()
+    assert (summary.calls, summary.oldest) == (3, 100.0)
+    assert summary.size_bytes >= db.stat().st_size > 0  # the database and its WAL
+    assert summary.incremental_vacuum  # a new log gives pruned room back by itself
+    log.close()  # the WAL folded in, nothing changes the files any more
+    assert audit_summary(db).size_bytes == db.stat().st_size
+
+
+async def test_after_a_big_prune_the_file_shrinks(db, clock):
+    text = "a long line of a file that a tool read, " * 75  # 3 KB of arguments each
+    await seed(db, *(make(time=NOW - 200 * DAY, arguments={"text": text}) for _ in range(3000)))
+    await seed(db, make(tool="new", time=NOW, arguments={"text": text}))
+    before = audit_summary(db)
+    with retained(db, clock, 90) as audit:
+        await eventually(lambda: audit.prunes == 1, "the prune as the log opens")
+        assert audit.last_pruned is not None
+        assert audit.last_pruned.calls == 3000
+        assert audit.last_pruned.pages_freed > 2000  # given back a batch at a time
+    after = audit_summary(db)  # closed: the WAL is folded in
+    assert after.calls == 1
+    assert after.size_bytes < before.size_bytes / 20, (before, after)
+    assert after.free_bytes < before.size_bytes / 100
+
+
+def make_log_without_incremental_vacuum(db: Path) -> None:
+    """A log as Lockgate made it before pruning came: auto_vacuum off."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    raw = sqlite3.connect(db, isolation_level=None)
+    try:
+        raw.execute("PRAGMA journal_mode = WAL")
+        for statements in MIGRATIONS:
+            for statement in statements:
+                raw.execute(statement)
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    finally:
+        raw.close()
+
+
+async def test_an_older_log_keeps_pruned_room_for_new_calls_until_it_is_compacted(db, clock):
+    make_log_without_incremental_vacuum(db)
+    text = "a long line of a file that a tool read, " * 75
+    await seed(db, *(make(time=NOW - 200 * DAY, arguments={"text": text}) for _ in range(1000)))
+    before = audit_summary(db)
+    assert not before.incremental_vacuum
+    with retained(db, clock, 90) as audit:
+        await eventually(lambda: audit.prunes == 1, "the prune as the log opens")
+        assert audit.last_pruned is not None
+        assert (audit.last_pruned.calls, audit.last_pruned.pages_freed) == (1000, 0)
+        await audit.write(make(time=NOW))
+        pruned = audit.summary()
+        # No VACUUM behind the person's back (it would hold every write): the room stays
+        # in the file, free, for new calls, and the summary says how much.
+        assert pruned.free_bytes > before.size_bytes / 2
+        compacted = audit.compact()
+        assert compacted.incremental_vacuum  # from now on it gives room back by itself
+        assert compacted.calls == 1
+        assert compacted.size_bytes < before.size_bytes / 10, (before, compacted)
+        assert compacted.free_bytes == 0
+        await audit.write(make(time=NOW))  # and it is written on as before
+        assert audit.count() == 2
+    with pytest.raises(AuditError, match="closed"):
+        audit.compact()
