@@ -14,7 +14,7 @@ import hashlib
 import html
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -67,7 +67,7 @@ from proxy.gateway.events import (
     ServersRejected,
     ServersReloaded,
 )
-from proxy.policy.edit import edit_rule
+from proxy.policy.edit import allow_narrowly, edit_rule
 from proxy.policy.model import Policy
 from proxy.policy.starter import policy_text, starting_policy
 from proxy.policy.store import restore_last_good
@@ -113,7 +113,14 @@ class LockgateApp(QObject):
         self.servers = ServersModel(parent=self)
         self.pending = PendingApprovals(self.tools.risk, parent=self)
         self.pending.withdrawn.connect(self._say)
-        self.live = LiveView(self.calls, self.set_rule, self.load_older)
+        self.live = LiveView(
+            self.calls,
+            self.set_rule,
+            self.load_older,
+            on_allow_for_client=lambda server, tool, client: self.allow_narrowly(
+                server, tool, client=client
+            ),
+        )
         self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
         self.tools_view = ToolsView(self.tools, self.set_rule, self.remove_rule, self.list_tools)
         self.servers_view = ServersView(self.servers, self.restart_server, self.open_server_log)
@@ -333,13 +340,40 @@ class LockgateApp(QObject):
                 )
 
         self.host.call(send, done)
-        if answer.approve and answer.remember is Remember.ALWAYS and pending is not None:
+        if not (answer.approve and answer.remember is Remember.ALWAYS and pending is not None):
+            return
+        if answer.always == "client":
+            self.allow_narrowly(pending.server, pending.tool, client=pending.client)
+        elif answer.always == "arguments":
+            self.allow_narrowly(pending.server, pending.tool, arguments=pending.arguments)
+        else:
             self.set_rule(pending.server, pending.tool, {"action": "allow", "hide": None})
 
     def set_rule(self, server: str, tool: str, changes: dict[str, Any]) -> None:
         """Write the rule for server/tool into policy.json (on a worker thread)."""
-        pattern = f"{server}/{tool}"
         path = self.paths.policy_file
+        self._write_rule(server, tool, lambda: edit_rule(path, f"{server}/{tool}", changes))
+
+    def allow_narrowly(
+        self,
+        server: str,
+        tool: str,
+        *,
+        client: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Allow server/tool for ``client`` only, or with exactly ``arguments``: a case on
+        its rule, other calls decided as before (on a worker thread)."""
+        path = self.paths.policy_file
+        frozen = None if arguments is None else json.loads(json.dumps(arguments))
+        self._write_rule(
+            server,
+            tool,
+            lambda: allow_narrowly(path, server, tool, client=client, arguments=frozen),
+        )
+
+    def _write_rule(self, server: str, tool: str, write: Callable[[], bytes]) -> None:
+        pattern = f"{server}/{tool}"
 
         def say(message: str) -> None:
             self.window.statusBar().showMessage(message.splitlines()[0], 10000)
@@ -356,7 +390,7 @@ class LockgateApp(QObject):
             else:
                 raise error
 
-        self.host.blocking(lambda: edit_rule(path, pattern, changes), done)
+        self.host.blocking(write, done)
 
     def remove_rule(self, server: str, tool: str) -> None:
         path, pattern = self.paths.policy_file, f"{server}/{tool}"

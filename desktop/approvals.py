@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QMouseEvent, QShortcut
@@ -31,9 +32,13 @@ from PySide6.QtWidgets import (
 from proxy.gateway.approvals import Remember, call_digest
 from proxy.gateway.events import ApprovalAnswered, ApprovalPending
 from proxy.policy.decide import ToolCall
+from proxy.policy.edit import MAX_EXACT_ARGUMENTS_BYTES
 from proxy.policy.risk import Risk
 
 __all__ = ["Answer", "ApprovalPrompt", "ApprovalsPanel", "PendingApprovals"]
+
+
+AlwaysFor = Literal["tool", "client", "arguments"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class Answer:
     approve: bool
     remember: Remember = Remember.ONCE
     reason: str | None = None
+    # what an "always" answer's rule covers: the tool, the tool for this client only,
+    # or exactly these arguments
+    always: AlwaysFor = "tool"
 
 
 class PendingApprovals(QObject):
@@ -153,6 +161,8 @@ class ApprovalCard(QFrame):
         self.allow_once = QPushButton("Allow once")
         self.allow_session = QPushButton("Allow for this session")
         self.allow_always = QPushButton("Always allow")
+        self.allow_client = QPushButton(f"Always, for {pending.client} only")
+        self.allow_exact = QPushButton("Always, these exact arguments")
         self.deny = QPushButton("Deny")
         self.deny.setStyleSheet("color: #c62828;")
         answers = (
@@ -168,6 +178,26 @@ class ApprovalCard(QFrame):
         self.allow_always.setToolTip(
             f"Writes an allow rule for {pending.server}/{pending.tool} (Alt+W)"
         )
+        for button, always in ((self.allow_client, "client"), (self.allow_exact, "arguments")):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.clicked.connect(
+                lambda _=False, w=always: self._answer(True, Remember.ALWAYS, always=w)
+            )
+        self.allow_client.setToolTip(
+            f"Writes a rule: {pending.server}/{pending.tool} is allowed for "
+            f"{pending.client}; other clients are decided as now (Alt+C)"
+        )
+        exact = len(json.dumps(pending.arguments, ensure_ascii=False).encode()) <= (
+            MAX_EXACT_ARGUMENTS_BYTES
+        )
+        self.allow_exact.setEnabled(exact)
+        self.allow_exact.setToolTip(
+            f"Writes a rule: {pending.server}/{pending.tool} is allowed with exactly these "
+            "arguments, for any client; other arguments are decided as now (Alt+E)"
+            if exact
+            else f"These arguments are too long for a rule a person can read "
+            f"(over {MAX_EXACT_ARGUMENTS_BYTES} bytes)"
+        )
         # Keys act on the card that has the keyboard: the popup never takes it on its own,
         # so only a person who clicked into it can answer by key. Enter and Escape are
         # keyPressEvent's (the reason box has its own Enter), the letters shortcuts.
@@ -175,6 +205,8 @@ class ApprovalCard(QFrame):
             ("Alt+A", self.allow_once),
             ("Alt+S", self.allow_session),
             ("Alt+W", self.allow_always),
+            ("Alt+C", self.allow_client),
+            ("Alt+E", self.allow_exact),
             ("Alt+D", self.deny),
         ):
             shortcut = QShortcut(QKeySequence(key), self)
@@ -184,8 +216,10 @@ class ApprovalCard(QFrame):
         buttons.addWidget(self.allow_once, 0, 0)
         buttons.addWidget(self.allow_session, 0, 1)
         buttons.addWidget(self.allow_always, 0, 2)
-        buttons.addWidget(self.reason, 1, 0, 1, 2)
-        buttons.addWidget(self.deny, 1, 2)
+        buttons.addWidget(self.allow_client, 1, 1)
+        buttons.addWidget(self.allow_exact, 1, 2)
+        buttons.addWidget(self.reason, 2, 0, 1, 2)
+        buttons.addWidget(self.deny, 2, 2)
 
         layout = QVBoxLayout(self)
         layout.addLayout(header)
@@ -212,10 +246,17 @@ class ApprovalCard(QFrame):
         self.countdown.setText(f"denied in {int(left) // 60}:{int(left) % 60:02d}")
         self.countdown.setStyleSheet("color: #c62828; font-weight: bold;" if left < 15 else "")
 
-    def _answer(self, approve: bool, remember: Remember) -> None:
+    def _answer(self, approve: bool, remember: Remember, always: AlwaysFor = "tool") -> None:
         if not self.deny.isEnabled():
             return  # answered already (a key and a click, say)
-        for button in (self.allow_once, self.allow_session, self.allow_always, self.deny):
+        for button in (
+            self.allow_once,
+            self.allow_session,
+            self.allow_always,
+            self.allow_client,
+            self.allow_exact,
+            self.deny,
+        ):
             button.setEnabled(False)  # answered; the card goes when the gateway says so
         reason = self.reason.text().strip() or None
         self._on_answer(
@@ -225,6 +266,7 @@ class ApprovalCard(QFrame):
                 approve,
                 remember,
                 None if approve else reason,
+                always,
             )
         )
 

@@ -71,12 +71,15 @@ class LiveView(QWidget):
         on_load_older: Callable[[], None],
         parent: QWidget | None = None,
         *,
+        on_allow_for_client: Callable[[str, str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``clock`` (seconds, monotonic) paces the count under traffic."""
+        """``on_allow_for_client(server, tool, client)`` writes "allow for this client
+        only"; ``clock`` (seconds, monotonic) paces the count under traffic."""
         super().__init__(parent)
         self.model = model
         self._on_rule = on_rule
+        self._on_allow_for_client = on_allow_for_client
         self.proxy = CallsFilter(self)
         self.proxy.setSourceModel(model.qt)
 
@@ -267,6 +270,11 @@ class LiveView(QWidget):
             rule = {"action": "allow", "limits": [rate_limit(name, count, window)], "hide": None}
             action.triggered.connect(lambda _=False, r=rule: self._on_rule(row.server, row.tool, r))
         change("Allow", {"action": "allow", "limits": None, "hide": None})
+        allow_for_client = self._on_allow_for_client
+        if allow_for_client is not None:
+            only = menu.addAction(f"Allow for {row.client} only")
+            only.setToolTip("Other clients' calls of it are decided as now")
+            only.triggered.connect(lambda: allow_for_client(row.server, row.tool, row.client))
         return menu
 
 

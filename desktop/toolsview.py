@@ -76,9 +76,26 @@ def _action_of(rule: Rule) -> str:
 
 def _origin(rule: Rule, server: str, tool: str) -> str:
     text = rule.pattern.text
-    if text in (f"{server}/{tool}", tool):
-        return f"rule {text}"
-    return f"pattern {text}"
+    origin = f"rule {text}" if text in (f"{server}/{tool}", tool) else f"pattern {text}"
+    return origin + cases_text(rule)
+
+
+def cases_text(rule: Rule) -> str:
+    """The rule's ``when`` cases, for a person: "; except: for cursor: allow; for these
+    arguments: allow" (empty without cases)."""
+    parts = []
+    for case in rule.cases:
+        whom = []
+        if case.clients is not None:
+            whom.append("for " + ", ".join(sorted(case.clients)))
+        if case.arguments is not None:
+            whom.append("for exact arguments" if _exact(case.arguments) else "for some arguments")
+        parts.append(f"{' '.join(whom)}: {case.action.value}")
+    return "; except " + "; ".join(parts) if parts else ""
+
+
+def _exact(schema: object) -> bool:
+    return isinstance(schema, dict) and schema.get("additionalProperties") is False
 
 
 class ToolsModel(ListTableModel[ToolRow]):

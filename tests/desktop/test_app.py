@@ -483,3 +483,86 @@ def test_the_tray_menu_has_an_entry_per_call_waiting_for_the_person(qtbot, runni
     qtbot.waitUntil(lambda: not menu.actions(), timeout=10_000)
     qtbot.waitUntil(lambda: menu.title() == "No pending approvals")
     assert not menu.isEnabled()
+
+
+def _card(app: Any, qtbot: Any) -> Any:
+    qtbot.waitUntil(lambda: len(app.approvals_tab.cards) == 1, timeout=10_000)
+    return next(iter(app.approvals_tab.cards.values()))
+
+
+def test_always_for_this_client_only_writes_a_case_the_other_client_still_asks(
+    qtbot, running_app, agent
+):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "one"}, client="cursor-test")
+    card = _card(running_app, qtbot)
+    assert card.allow_client.text() == "Always, for cursor-test only"
+    qtbot.mouseClick(card.allow_client, Qt.MouseButton.LeftButton)
+    assert text_of(wait_result(qtbot, waiting)) == "Echo: one"
+    qtbot.waitUntil(lambda: _cases(running_app, "everything/echo") is not None)
+    assert _cases(running_app, "everything/echo") == [
+        {"clients": ["cursor-test"], "action": "allow"}
+    ]
+    qtbot.waitUntil(lambda: "in force" in running_app.window.statusBar().currentMessage())
+    # cursor-test is allowed from now on, without a person
+    assert text_of(wait_result(qtbot, agent.call("echo", {"message": "two"}, client="cursor-test")))
+    # claude-test still waits for one
+    other = agent.call("echo", {"message": "three"}, client="claude-test")
+    card = _card(running_app, qtbot)
+    assert card.pending.client == "claude-test"
+    qtbot.mouseClick(card.deny, Qt.MouseButton.LeftButton)
+    assert wait_result(qtbot, other).is_error
+
+
+def test_always_these_exact_arguments_allows_only_that_call(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "ls"})
+    card = _card(running_app, qtbot)
+    qtbot.mouseClick(card.allow_exact, Qt.MouseButton.LeftButton)
+    assert text_of(wait_result(qtbot, waiting)) == "Echo: ls"
+    qtbot.waitUntil(lambda: "in force" in running_app.window.statusBar().currentMessage())
+    case = _cases(running_app, "everything/echo")[0]
+    assert case["arguments"]["properties"] == {"message": {"const": "ls"}}
+    assert text_of(wait_result(qtbot, agent.call("echo", {"message": "ls"}))) == "Echo: ls"
+    other = agent.call("echo", {"message": "rm -rf /"})
+    card = _card(running_app, qtbot)  # other arguments: a person is asked again
+    assert card.pending.arguments == {"message": "rm -rf /"}
+    qtbot.mouseClick(card.deny, Qt.MouseButton.LeftButton)
+    assert wait_result(qtbot, other).is_error
+
+
+def test_arguments_too_long_for_a_rule_cannot_be_allowed_exactly(qtbot, running_app, agent):
+    set_policy(running_app, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "x" * 5000})
+    card = _card(running_app, qtbot)
+    assert not card.allow_exact.isEnabled()
+    assert "too long" in card.allow_exact.toolTip()
+    qtbot.mouseClick(card.deny, Qt.MouseButton.LeftButton)
+    assert wait_result(qtbot, waiting).is_error
+
+
+def test_allow_for_this_client_only_from_the_live_calls_menu(qtbot, running_app, agent):
+    set_policy(
+        running_app,
+        qtbot,
+        {"version": "1", "default": "allow", "tools": {"echo": {"action": "deny"}}},
+    )
+    assert wait_result(qtbot, agent.call("echo", {"message": "x"}, client="cursor-test")).is_error
+    qtbot.waitUntil(lambda: any(r.tool == "echo" for r in rows(running_app)))
+    row = next(r for r in rows(running_app) if r.tool == "echo")
+    menu = running_app.live.rule_menu(row)
+    only = next(a for a in menu.actions() if a.text() == "Allow for cursor-test only")
+    only.trigger()
+    menu.close()
+    qtbot.waitUntil(lambda: "in force" in running_app.window.statusBar().currentMessage())
+    written = load_policy(running_app.paths.policy_file).document["tools"]["everything/echo"]
+    assert written == {"action": "deny", "when": [{"clients": ["cursor-test"], "action": "allow"}]}
+    assert not wait_result(
+        qtbot, agent.call("echo", {"message": "y"}, client="cursor-test")
+    ).is_error
+    assert wait_result(qtbot, agent.call("echo", {"message": "z"}, client="claude-test")).is_error
+
+
+def _cases(app: Any, pattern: str) -> Any:
+    tools = json.loads(app.paths.policy_file.read_text())["tools"]
+    return tools.get(pattern, {}).get("when")
