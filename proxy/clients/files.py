@@ -17,17 +17,14 @@ from typing import Any
 
 from proxy.clients import ClientFormat, _jsonc, server_tables
 from proxy.config.atomic import write_atomic
-from proxy.config.jsontext import (
-    JsonPath,
-    indent_unit,
-    line_indent,
-    locate,
-    render_at,
-    span,
-    value_end,
-)
+from proxy.config.jsontext import JsonPath, locate, span
 from proxy.config.paths import Paths
-from proxy.config.servers import ServersError, parse_servers
+from proxy.config.servers_edit import (
+    ServersEditError,
+    ServersText,
+    read_servers_text,
+    write_servers_text,
+)
 from proxy.errors import LockgateError
 
 __all__ = [
@@ -38,7 +35,6 @@ __all__ = [
     "no_duplicate_keys",
     "read_client_file",
     "read_servers",
-    "servers_with",
     "write_client_file",
     "write_servers",
 ]
@@ -129,56 +125,30 @@ def no_duplicate_keys(doc: ClientDocument, client: ClientFormat, scope: str, sho
 
 
 # -- servers.json -----------------------------------------------------------------------
+#
+# Read and written as the window changes it (proxy.config.servers_edit), with routing's
+# own words for what went wrong.
 
 
-def read_servers(paths: Paths) -> tuple[dict[str, Any], str | None]:
+def read_servers(paths: Paths) -> ServersText:
+    """servers.json, to add servers to (a missing file reads as an empty table).
+
+    Raises:
+        RouteError: it cannot be read or is broken now.
+    """
     try:
-        text = paths.servers_file.read_text("utf-8-sig")
-    except FileNotFoundError:
-        return {"mcpServers": {}}, None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RouteError(f"{paths.servers_file}: cannot read it: {exc}") from None
+        return read_servers_text(paths.servers_file)
+    except ServersEditError as exc:
+        raise RouteError(exc.message) from None
+
+
+def write_servers(was: ServersText, text: str) -> ServersText:
+    """Write ``text`` over servers.json if it is valid and the file still holds ``was``.
+
+    Raises:
+        RouteError: it is not valid, changed meanwhile, or cannot be written.
+    """
     try:
-        parse_servers(text, str(paths.servers_file))
-        doc = json.loads(text)
-    except ServersError as exc:
-        raise RouteError(f"fix servers.json first:\n{exc}") from None
-    return doc, text
-
-
-def write_servers(paths: Paths, was: str | None, text: str) -> None:
-    try:
-        now = paths.servers_file.read_text("utf-8-sig")
-    except FileNotFoundError:
-        now = None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RouteError(f"{paths.servers_file}: cannot read it: {exc}") from None
-    if now != was:
-        raise RouteError(f"{paths.servers_file}: changed meanwhile; try again")
-    try:
-        write_atomic(paths.servers_file, text.encode("utf-8"))
-    except OSError as exc:
-        raise RouteError(f"{paths.servers_file}: cannot write it: {exc}") from None
-
-
-def servers_with(text: str | None, key: str, new: dict[str, dict[str, Any]]) -> str:
-    """servers.json's text with ``new`` servers added at the end of its table (the rest of
-    the file as it was)."""
-    if text is None:
-        return json.dumps({"mcpServers": new}, indent=2, ensure_ascii=False) + "\n"
-    start = locate(text).values[(key,)]
-    end = value_end(text, start) - 1  # the closing brace
-    newline = "\r\n" if "\r\n" in text else "\n"
-    inner = line_indent(text, start) + indent_unit(text)
-    members = [
-        json.dumps(name, ensure_ascii=False)
-        + ": "
-        + render_at(spec, text, 0, newline).replace(newline, newline + inner)
-        for name, spec in new.items()
-    ]
-    last = len(text[:end].rstrip())
-    if text[last - 1] == "{":  # an empty table
-        body = newline + inner + ("," + newline + inner).join(members) + newline
-        return text[:last] + body + line_indent(text, start) + text[end:]
-    body = "," + newline + inner + ("," + newline + inner).join(members)
-    return text[:last] + body + text[last:]
+        return write_servers_text(was, text)
+    except ServersEditError as exc:
+        raise RouteError(exc.message) from None

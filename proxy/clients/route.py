@@ -47,7 +47,6 @@ from proxy.clients.files import (
     no_duplicate_keys,
     read_client_file,
     read_servers,
-    servers_with,
     write_client_file,
     write_servers,
 )
@@ -69,7 +68,8 @@ from proxy.config.jsontext import JsonPath, render_at, splice, without_member
 from proxy.config.paths import Paths, lockgate_command, resolve_paths
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
-from proxy.config.servers import ServersError, parse_servers, valid_server_name
+from proxy.config.servers import valid_server_name
+from proxy.config.servers_edit import Section, keyring_name_for, servers_with
 from proxy.config.tokens import TokenError, TokenStore
 
 __all__ = [
@@ -318,11 +318,8 @@ def _route(
         launcher = _shareable(launcher, result)
     doc = read_client_file(client, shown)
     no_duplicate_keys(doc, client, client_file.scope, shown)
-    servers_doc, servers_text = read_servers(paths)
-    table_key = "mcpServers" if "mcpServers" in servers_doc else "servers"
-    existing: dict[str, Any] = servers_doc.setdefault(table_key, {})
-    if not isinstance(existing, dict):
-        raise RouteError(f"{paths.servers_file}: {table_key!r} is not an object")
+    servers_was = read_servers(paths)
+    existing = servers_was.entries
 
     # Plan every entry first; nothing is written until all of it is known to work.
     plans: list[_Plan] = []
@@ -427,24 +424,21 @@ def _route(
 
     # 2. servers.json, checked by the same loader the gateway uses.
     new_servers = {p.server: p.spec for p in plans if p.new}
+    servers_now = servers_was
     if new_servers:
-        text = servers_with(servers_text, table_key, new_servers)
-        try:
-            parse_servers(text, str(paths.servers_file))
-        except ServersError as exc:
-            raise RouteError(f"the new servers.json would be invalid: {exc}") from None
-        write_servers(paths, servers_text, text)
+        text = servers_with(servers_was.text, servers_was.key, new_servers)
+        servers_now = write_servers(servers_was, text)
         result.imported = sorted(new_servers)
 
     def undo() -> None:
         """The client's file could not be written: take back what was done for it."""
         if new_servers:
             with contextlib.suppress(RouteError, OSError):
-                if servers_text is None:
-                    if paths.servers_file.read_text("utf-8") == text:  # still ours
+                if servers_was.raw is None:
+                    if paths.servers_file.read_bytes() == servers_now.raw:  # still ours
                         paths.servers_file.unlink()
                 else:
-                    write_servers(paths, text, servers_text)
+                    write_servers(servers_now, servers_was.text)
         if made_token:
             with contextlib.suppress(TokenError):
                 tokens.revoke(grant)
@@ -518,7 +512,7 @@ def _plan(
             spec["args"] = list(entry["args"])
         if isinstance(entry.get("cwd"), str):
             spec["cwd"] = entry["cwd"]
-        holder = "env"
+        holder: Section = "env"
     else:
         url = next(entry[f] for f in client.url_fields if isinstance(entry.get(f), str))
         spec = {"url": url}
@@ -530,8 +524,7 @@ def _plan(
         values: dict[str, str] = {}
         refs: dict[str, str] = {}
         for name, value in (entry.get(holder) or {}).items():
-            kind = "env" if holder == "env" else "header"
-            keyring_name = f"{server}.{kind}.{name}"
+            keyring_name = keyring_name_for(server, holder, name)
             refs[name] = KEYRING_PREFIX + keyring_name
             values[keyring_name] = value
         return ({**spec, holder: refs} if refs else dict(spec)), values
@@ -685,28 +678,26 @@ def _forget_unused(
     try:
         imported = load_imported(paths)
         in_use = {e["server"] for r in other_records(paths, record_file) for e in r["entries"]}
-        doc, text = read_servers(paths)
+        servers = read_servers(paths)
     except RouteError as exc:
         result.notes.append(f"servers.json keeps the servers routing added: {exc}")
         return
     unused = sorted(s for s in candidates if s in imported and s not in in_use)
-    if not unused or text is None:
+    if not unused or servers.raw is None:
         return
-    key = "mcpServers" if "mcpServers" in doc else "servers"
-    table = doc.get(key, {})
-    new_text, removed = text, []
+    table = servers.entries
+    new_text, removed = servers.text, []
     for name in unused:
-        if isinstance(table, dict) and table.get(name) == imported[name]:
-            new_text = without_member(new_text, (key, name))
+        if table.get(name) == imported[name]:
+            new_text = without_member(new_text, (servers.key, name))
             removed.append(name)
-        elif isinstance(table, dict) and name in table:
+        elif name in table:
             result.notes.append(f"kept server {name!r}: it was changed in servers.json since")
     try:
         if removed:
-            parse_servers(new_text, str(paths.servers_file))
-            write_servers(paths, text, new_text)
+            write_servers(servers, new_text)
         save_imported(paths, {k: v for k, v in imported.items() if k not in unused})
-    except (RouteError, ServersError) as exc:
+    except RouteError as exc:
         result.notes.append(f"servers.json keeps the servers routing added: {exc}")
         return
     result.removed_servers = removed

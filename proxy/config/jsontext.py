@@ -3,9 +3,10 @@
 The standard ``json`` module parses but forgets positions, and silently keeps the last of
 two equal keys. This module walks the text once more (after ``json`` has accepted it) and
 records the position of every value by its path, and every duplicated key. The same
-positions let a click's rule (:mod:`proxy.policy.edit`) and a routed client entry
-(:mod:`proxy.clients.route`) be spliced into a file in its own style, every other byte
-left as it was.
+positions let a click's rule (:mod:`proxy.policy.edit`), a routed client entry
+(:mod:`proxy.clients.route`) and a server changed from the window
+(:mod:`proxy.config.servers_edit`) be spliced into a file in its own style, every other
+byte left as it was.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "span",
     "splice",
     "value_end",
+    "with_member",
     "without_member",
 ]
 
@@ -262,8 +264,45 @@ def indent_unit(text: str) -> str:
 def render_at(value: object, text: str, offset: int, newline: str) -> str:
     """``value`` as JSON text to put at ``offset`` of ``text``, in the file's style: its
     indentation unit, its line endings, on one line if the file is one line."""
+    return _rendered(value, text, line_indent(text, offset), newline)
+
+
+def _rendered(value: object, text: str, indent: str, newline: str) -> str:
+    """``value`` as JSON text in ``text``'s style, its lines after the first at ``indent``."""
     if "\n" not in text:
         return json.dumps(value, ensure_ascii=False)
     unit = indent_unit(text)
     rendered = json.dumps(value, ensure_ascii=False, indent=len(unit) if " " in unit else "\t")
-    return rendered.replace("\n", newline + line_indent(text, offset))
+    return rendered.replace("\n", newline + indent)
+
+
+def with_member(text: str, where: JsonPath, key: str, value: object) -> str:
+    """``text`` with ``"key": value`` added as the last member of the object at ``where``,
+    in the object's style: on a line of its own at its members' indentation when they
+    are one a line (or the object is empty, in a file of several lines), else on the
+    same line after a comma. The rest of the text stays as it was. ``key`` must not be
+    in the object yet.
+
+    Raises:
+        KeyError: there is no value at ``where``.
+    """
+    start = locate(text).values[where]
+    if text[start] != "{":
+        raise KeyError(where)
+    close = value_end(text, start) - 1
+    newline = "\r\n" if "\r\n" in text else "\n"
+    name = json.dumps(key, ensure_ascii=False)
+    last = len(text[:close].rstrip(" \t\r\n"))  # just past the last member (or the "{")
+    if last == start + 1:  # an empty object
+        if "\n" not in text:
+            return f"{text[:last]}{name}: {_rendered(value, text, '', newline)}{text[close:]}"
+        outer = line_indent(text, start)
+        inner = outer + indent_unit(text)
+        member = f"{name}: {_rendered(value, text, inner, newline)}"
+        return f"{text[:last]}{newline}{inner}{member}{newline}{outer}{text[close:]}"
+    first = _skip(text, start + 1)
+    if "\n" in text[start + 1 : first]:  # its members are one a line
+        inner = line_indent(text, first)
+        member = f"{name}: {_rendered(value, text, inner, newline)}"
+        return f"{text[:last]},{newline}{inner}{member}{text[last:]}"
+    return f"{text[:last]}, {name}: {json.dumps(value, ensure_ascii=False)}{text[last:]}"

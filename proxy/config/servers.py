@@ -11,8 +11,14 @@ A server with ``command`` is started as a child process and spoken to over stdio
 ``url`` is reached over streamable HTTP, or over SSE when ``"type": "sse"`` says so or,
 with no ``type``, when the server refuses streamable HTTP (the spec's fallback) (VS
 Code's ``servers`` key and its ``type`` field are accepted too, so a config can be pasted
-in as it is). Fields Lockgate does not use (``disabled``, ``autoApprove``...) are kept and
+in as it is). Fields Lockgate does not use (``autoApprove``, ``timeout``...) are kept and
 ignored, since they belong to the client the config came from.
+
+``"disabled": true`` (a boolean; anything else is an error) turns a server off in
+Lockgate: it is parsed and listed (the window shows it and can turn it on again, by
+removing the field), but the gateway does not serve it: a client that asks for it is told
+it is turned off and how to turn it on, and its open sessions are refused as a removed
+server's are. ``"disabled": false`` is the same as no field.
 
 A value written ``"keyring:NAME"`` in ``env`` or ``headers`` is a reference: it is looked
 up in the OS keyring only when the server starts (:func:`resolve_secrets`), and the
@@ -38,6 +44,8 @@ from proxy.config.secrets import SecretError, SecretStore, secret_name
 from proxy.errors import LockgateError
 
 __all__ = [
+    "MAX_SERVERS_BYTES",
+    "SERVER_NAME_RULE",
     "HttpServer",
     "ServerSpec",
     "ServersError",
@@ -45,6 +53,7 @@ __all__ = [
     "StdioServer",
     "load_servers",
     "parse_servers",
+    "parse_servers_bytes",
     "read_servers_file",
     "resolve_secrets",
     "secret_references",
@@ -58,6 +67,10 @@ KEYRING_IN_ARGS_REFUSED = (
     "if the server reads it from there"
 )
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SERVER_NAME_RULE = (
+    "a server name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+    "digit (it appears in URLs and tool patterns)"
+)
 MAX_SERVERS_BYTES = 1024 * 1024
 
 
@@ -81,6 +94,7 @@ class StdioServer:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    disabled: bool = field(default=False, kw_only=True)  # "disabled": true: not served
 
     @property
     def transport(self) -> Literal["stdio"]:
@@ -95,6 +109,7 @@ class HttpServer:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
     sse: bool | None = None  # None: streamable HTTP first, SSE if the server refuses it
+    disabled: bool = field(default=False, kw_only=True)  # "disabled": true: not served
 
     @property
     def transport(self) -> Literal["http", "sse"]:
@@ -152,11 +167,7 @@ def parse_servers(text: str, source: str = "servers.json") -> dict[str, ServerSp
     for name, spec in entries.items():
         here: tuple[str | int, ...] = (key, name)
         if not valid_server_name(name):
-            problem(
-                here,
-                "a server name is 1-64 letters, digits, '.', '_' or '-', starting "
-                "with a letter or digit (it appears in URLs and tool patterns)",
-            )
+            problem(here, SERVER_NAME_RULE)
             continue
         if not isinstance(spec, dict):
             problem(here, 'must be an object with "command" or "url"')
@@ -164,9 +175,15 @@ def parse_servers(text: str, source: str = "servers.json") -> dict[str, ServerSp
         typos = [(key, hint) for key in spec if (hint := _meant(key)) is not None]
         for key, hint in typos:
             problem((*here, key), f"unknown field (did you mean {hint!r}?)")
+        disabled = spec.get("disabled", False)
+        if not isinstance(disabled, bool):
+            problem(
+                (*here, "disabled"),
+                "must be true or false (true turns the server off in Lockgate)",
+            )
         parsed = _one_server(name, spec, here, problem)
-        if parsed is not None and not typos:
-            servers[name] = parsed
+        if parsed is not None and not typos and isinstance(disabled, bool):
+            servers[name] = replace(parsed, disabled=True) if disabled else parsed
     if problems:
         raise ServersError("\n".join(problems))
     return servers
@@ -271,11 +288,25 @@ def read_servers_file(path: Path) -> ServersRead:
         return ServersRead(f"unreadable:{exc}", str(path), error=f"{path}: cannot read: {exc}")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return ServersRead(digest, str(path), parse_servers(data.decode("utf-8-sig"), str(path)))
-    except UnicodeDecodeError as exc:
-        return ServersRead(digest, str(path), error=f"{path}: cannot read: {exc}")
+        return ServersRead(digest, str(path), parse_servers_bytes(data, str(path)))
     except ServersError as exc:
         return ServersRead(digest, str(path), error=str(exc))
+
+
+def parse_servers_bytes(data: bytes, source: str = "servers.json") -> dict[str, ServerSpec]:
+    """Parse the bytes of a servers.json as the gateway reads the file: at most
+    ``MAX_SERVERS_BYTES``, UTF-8 (a BOM allowed), then :func:`parse_servers`.
+
+    Raises:
+        ServersError: the bytes are not a valid servers.json.
+    """
+    if len(data) > MAX_SERVERS_BYTES:
+        raise ServersError(f"{source}: larger than {MAX_SERVERS_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ServersError(f"{source}: cannot read: {exc}") from None
+    return parse_servers(text, source)
 
 
 def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:

@@ -83,12 +83,11 @@ class ConnectDoor:
         on_initialized: Callable[[], None],
     ) -> None:
         server, client = hello.get("server"), hello.get("client")
-        if not isinstance(server, str) or server not in self._gateway.servers:
-            known = ", ".join(sorted(self._gateway.servers)) or "none (add them to servers.json)"
-            await send_json(
-                writer,
-                {"ok": False, "error": f"Lockgate has no server named {server!r}; known: {known}"},
-            )
+        if not isinstance(server, str):
+            await send_json(writer, {"ok": False, "error": "the hello names no server"})
+            return
+        if (why := self._gateway.not_served(server)) is not None:  # none, or turned off
+            await send_json(writer, {"ok": False, "error": why})
             return
         if not isinstance(client, str) or not valid_client_name(client):
             await send_json(

@@ -111,11 +111,8 @@ class AccessGate:
             await _refuse(send, 404, "Lockgate serves MCP at /mcp/SERVER")
             return
         server = match.group(1)
-        if server not in self._gateway.servers:
-            known = (
-                ", ".join(sorted(self._gateway.servers)) or "none yet (add them to servers.json)"
-            )
-            await _refuse(send, 404, f"Lockgate has no server named {server!r}; known: {known}")
+        if (why := self._gateway.not_served(server)) is not None:
+            await _refuse(send, 404, why)  # none, or turned off
             return
         client = self._client(headers.get("authorization", ""))
         if isinstance(client, _Refusal):

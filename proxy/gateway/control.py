@@ -10,7 +10,7 @@ thread.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.audit.records import CallRecord
 from proxy.config.servers import ServerSpec
@@ -64,10 +64,13 @@ class PolicyInForce:
 
 @dataclass(frozen=True, slots=True)
 class ServersInForce:
-    """The servers the gateway serves, and why servers.json is not them (if it is not)."""
+    """The servers the gateway serves, and why servers.json is not them (if it is not);
+    and the servers of servers.json turned off (``"disabled": true``), which it does not
+    serve but the window lists, to turn them on again."""
 
     servers: dict[str, ServerSpec]
     error: str | None
+    disabled: dict[str, ServerSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,10 @@ class GatewayControl:
         return PolicyInForce(store.policy, error, store.digest, deleted=store.deleted)
 
     def servers(self) -> ServersInForce:
-        return ServersInForce(dict(self._gateway.servers), self._gateway.servers_error)
+        gateway = self._gateway
+        return ServersInForce(
+            dict(gateway.servers), gateway.servers_error, dict(gateway.disabled_servers)
+        )
 
     async def list_tools(self) -> dict[str, ServerTools]:
         """Every tool of every server, asked of each server on a connection of its own."""

@@ -21,6 +21,11 @@ Sessions speak the handshake era of MCP (``initialize`` first). ``server/discove
 2026-07-28 era's probe) is answered "method not found", so clients that probe fall back to
 the handshake. A session is bound to the server it opened and the client that opened it;
 a request for another server or from another client on the same session is refused.
+
+``servers`` are the servers in force: those of servers.json not turned off
+(``"disabled": true``), which ``disabled_servers`` holds. Every lookup of a server goes
+through ``servers``, so a server turned off is refused as one removed is, with words of
+its own (:meth:`Gateway.not_served`) that say how to turn it on.
 """
 
 from __future__ import annotations
@@ -111,7 +116,7 @@ class Gateway:
         monotonic: Callable[[], float] = time.monotonic,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        self.servers = dict(servers)
+        self.servers, self.disabled_servers = _in_force(servers)
         self.servers_error: str | None = None  # while servers.json is broken
         self._servers_digest: str | None = None
         self._servers_watcher = (
@@ -234,7 +239,8 @@ class Gateway:
     def reload_servers(self) -> list[str]:
         """Read servers.json now (it is also watched): new servers can be reached at
         once; a changed server's open sessions use the new settings from their next
-        restart, and a removed server's are not restarted. Returns the names in force.
+        restart, and a removed or turned off server's are refused and not restarted.
+        Returns the names in force (not those turned off).
 
         Raises:
             ServersError: the file is not valid; the servers in force stay as they were.
@@ -255,25 +261,39 @@ class Gateway:
             self.bus.emit(ServersRejected(self._clock(), result.source, result.error))
             return
         was_broken, self.servers_error = self.servers_error is not None, None
-        if result.servers == self.servers and not was_broken:
+        servers, disabled = _in_force(result.servers)
+        if (servers, disabled) == (self.servers, self.disabled_servers) and not was_broken:
             return
-        old, self.servers = self.servers, dict(result.servers)
-        log.info("servers in force: %s", ", ".join(sorted(self.servers)) or "none")
+        old, was_disabled = self.servers, self.disabled_servers
+        self.servers, self.disabled_servers = servers, disabled
+        log.info(
+            "servers in force: %s%s",
+            ", ".join(sorted(servers)) or "none",
+            f" (turned off: {', '.join(sorted(disabled))})" if disabled else "",
+        )
+        added, removed = servers.keys() - old.keys(), old.keys() - servers.keys()
         self.bus.emit(
             ServersReloaded(
                 self._clock(),
-                tuple(sorted(self.servers)),
-                added=tuple(sorted(self.servers.keys() - old.keys())),
-                removed=tuple(sorted(old.keys() - self.servers.keys())),
+                tuple(sorted(servers)),
+                added=tuple(sorted(added)),
+                removed=tuple(sorted(removed)),
                 changed=tuple(
-                    sorted(n for n in self.servers.keys() & old.keys() if self.servers[n] != old[n])
+                    sorted(n for n in servers.keys() & old.keys() if servers[n] != old[n])
                 ),
+                disabled=tuple(sorted(disabled)),
+                turned_on=tuple(sorted(added & was_disabled.keys())),
+                turned_off=tuple(sorted(removed & disabled.keys())),
+                disabled_changed=disabled != was_disabled,
             )
         )
         for pending in self.approvals.pending():
-            if pending.call.server not in self.servers:
+            server = pending.call.server
+            if server in disabled:
+                self.approvals.withdraw(pending.id, f"server {server!r} was turned off in Lockgate")
+            elif server not in servers:
                 self.approvals.withdraw(
-                    pending.id, f"server {pending.call.server!r} was removed from servers.json"
+                    pending.id, f"server {server!r} was removed from servers.json"
                 )
 
     async def end_sessions_of(self, client: str) -> int:
@@ -422,12 +442,25 @@ class Gateway:
 
         return await self.tool_calls.run(session, params, send)
 
+    def not_served(self, server: str) -> str | None:
+        """Why a client asking for ``server`` is refused (None: it is served): it is
+        turned off in Lockgate, or servers.json has no such server. Every door says it
+        in these words."""
+        if server in self.servers:
+            return None
+        if server in self.disabled_servers:
+            return _turned_off(server)
+        known = ", ".join(sorted(self.servers)) or "none yet (add them to servers.json)"
+        return f"Lockgate has no server named {server!r}; known: {known}"
+
     def _refusal(self, server: str) -> tuple[str, str] | None:
         """Why Lockgate's own state refuses every call to ``server`` now (basis, reason)."""
         if self.paused:
             return "pause", (
                 "Lockgate is paused: every tool call is denied until a person resumes it"
             )
+        if server in self.disabled_servers:
+            return "server_disabled", f"{_turned_off(server)}; Lockgate sends it nothing"
         if server not in self.servers:
             return "server_removed", (
                 f"server {server!r} is no longer in servers.json; Lockgate sends it nothing"
@@ -464,13 +497,10 @@ class Gateway:
         if session is not None:
             raise MCPError(code=INVALID_REQUEST, message="the session is already initialized")
         await self._make_room_for(client)
-        spec = self.servers.get(server)
-        if spec is None:
-            known = ", ".join(sorted(self.servers)) or "none"
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=f"Lockgate has no server named {server!r} (known: {known})",
-            )
+        why = self.not_served(server)
+        if why is not None:
+            raise MCPError(code=INVALID_PARAMS, message=why)
+        spec = self.servers[server]
         session = Session(
             id=uuid.uuid4().hex,
             server=server,
@@ -613,6 +643,10 @@ class Gateway:
                 f"{math.ceil(wait)} s, on the next request after that"
             )
         configured = self.servers.get(session.server)
+        if configured is None and session.server in self.disabled_servers:
+            raise UpstreamUnavailable(
+                f"{_turned_off(session.server)}; Lockgate does not start it again"
+            )
         if configured is None:
             raise UpstreamUnavailable(
                 f"server {session.server!r} is no longer in servers.json; Lockgate does not "
@@ -754,6 +788,21 @@ def _scrub_data(value: Any, scrub: Callable[[str], str], depth: int = 0) -> Any:
     if isinstance(value, list):
         return [_scrub_data(v, scrub, depth + 1) for v in value]
     return value
+
+
+def _in_force(
+    servers: Mapping[str, ServerSpec],
+) -> tuple[dict[str, ServerSpec], dict[str, ServerSpec]]:
+    """``servers`` split into those served and those turned off (``"disabled": true``)."""
+    served = {name: spec for name, spec in servers.items() if not spec.disabled}
+    return served, {name: spec for name, spec in servers.items() if spec.disabled}
+
+
+def _turned_off(server: str) -> str:
+    return (
+        f"server {server!r} is turned off in Lockgate; a person can turn it on in "
+        'Lockgate\'s Servers tab (or remove its "disabled": true from servers.json)'
+    )
 
 
 def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:

@@ -56,26 +56,39 @@ class PolicyRejected:
 @dataclass(frozen=True, slots=True)
 class ServersReloaded:
     """servers.json was read and its servers are in force (new sessions use them): it
-    changed, or it is valid again after an error (then nothing may have changed)."""
+    changed, or it is valid again after an error (then nothing may have changed).
+
+    ``servers``, ``added``, ``removed`` and ``changed`` are about the servers in force: a
+    server turned off (``"disabled": true``) counts as removed, and turned on again as
+    added; ``turned_off`` and ``turned_on`` say which those were. ``disabled`` are the
+    servers of servers.json turned off now."""
 
     time: float
     servers: tuple[str, ...]
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()  # the same name, other settings
+    disabled: tuple[str, ...] = ()
+    turned_on: tuple[str, ...] = ()  # of added: in servers.json before, turned off
+    turned_off: tuple[str, ...] = ()  # of removed: still in servers.json, turned off
+    disabled_changed: bool = False  # servers turned off were added, removed or changed
 
     def summary(self) -> str:
-        """What changed, in words: ``added a, b; removed c``."""
+        """What changed, in words: ``added a, b; removed c; turned off d``."""
         parts = [
             f"{what} {', '.join(names)}"
             for what, names in (
-                ("added", self.added),
-                ("removed", self.removed),
+                ("added", [n for n in self.added if n not in self.turned_on]),
+                ("turned on", self.turned_on),
+                ("removed", [n for n in self.removed if n not in self.turned_off]),
+                ("turned off", self.turned_off),
                 ("changed", self.changed),
             )
             if names
         ]
-        return "; ".join(parts) or "no server changed"
+        if parts:
+            return "; ".join(parts)
+        return "no server in force changed" if self.disabled_changed else "no server changed"
 
 
 @dataclass(frozen=True, slots=True)

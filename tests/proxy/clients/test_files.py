@@ -12,7 +12,6 @@ from proxy.clients.files import (
     check_writable,
     no_duplicate_keys,
     read_client_file,
-    servers_with,
     write_client_file,
 )
 
@@ -68,17 +67,3 @@ def test_a_write_is_refused_when_the_file_changed_since_it_was_read(tmp_path):
     path.chmod(0o444)
     with pytest.raises(RouteError, match="read-only"):
         check_writable(read_client_file(CURSOR, path), path)
-
-
-def test_servers_are_added_at_the_end_of_the_table_with_the_rest_as_it_was():
-    new = {"time": {"command": "t"}}
-    assert json.loads(servers_with(None, "mcpServers", new)) == {"mcpServers": new}
-    empty = '{\n  "mcpServers": {}\n}\n'
-    assert json.loads(servers_with(empty, "mcpServers", new)) == {"mcpServers": new}
-    full = '{\n    "mcpServers": {\n        "a": {"command": "a"}\n    },\n    "x": 1\n}\n'
-    added = servers_with(full, "mcpServers", new)
-    assert added.startswith(
-        '{\n    "mcpServers": {\n        "a": {"command": "a"},\n        "time": '
-    )
-    assert added.endswith('\n    },\n    "x": 1\n}\n')
-    assert json.loads(added)["mcpServers"] == {"a": {"command": "a"}, **new}

@@ -1,5 +1,5 @@
 """Positions of values in a JSON text, and changing one value in place: what the policy
-editor (a click's rule) and client routing (a client's entry) share."""
+editor (a click's rule), client routing (a client's entry) and the servers editor share."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from proxy.config.jsontext import (
     render_at,
     span,
     splice,
+    with_member,
     without_member,
 )
 
@@ -69,3 +70,49 @@ def test_tabs_stay_tabs():
 )
 def test_a_member_is_cut_out_with_its_comma_and_the_rest_stays(text, name, left):
     assert without_member(text, ("t", name)) == left
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "added"),
+    [
+        # members one a line: a line of its own, at the members' indentation
+        (
+            '{\n  "t": {\n      "a": 1\n  },\n  "u": 0\n}\n',
+            ("t",),
+            '{\n  "t": {\n      "a": 1,\n      "b": {\n        "x": [\n          1\n        ]\n'
+            '      }\n  },\n  "u": 0\n}\n',
+        ),
+        # an object on one line stays on one line, in a file of several
+        ('{\n  "t": {"a": 1}\n}', ("t",), '{\n  "t": {"a": 1, "b": {"x": [1]}}\n}'),
+        # an empty object in a file of several lines opens up
+        (
+            '{\n  "t": {}\n}',
+            ("t",),
+            '{\n  "t": {\n    "b": {\n      "x": [\n        1\n      ]\n    }\n  }\n}',
+        ),
+        # a one-line file stays one line
+        ('{"t": {}}', ("t",), '{"t": {"b": {"x": [1]}}}'),
+        ('{"t": {"a": 1}}', (), '{"t": {"a": 1}, "b": {"x": [1]}}'),
+        # CRLF and tabs are the file's
+        (
+            '{\r\n\t"t": {\r\n\t\t"a": 1\r\n\t}\r\n}',
+            ("t",),
+            '{\r\n\t"t": {\r\n\t\t"a": 1,\r\n\t\t"b": {\r\n\t\t\t"x": [\r\n\t\t\t\t1\r\n'
+            "\t\t\t]\r\n\t\t}\r\n\t}\r\n}",
+        ),
+    ],
+)
+def test_a_member_is_added_last_in_the_objects_own_style(text, where, added):
+    out = with_member(text, where, "b", {"x": [1]})
+    assert out == added
+    document = json.loads(text)
+    inner = document[where[0]] if where else document
+    inner["b"] = {"x": [1]}
+    assert json.loads(out) == document
+
+
+def test_a_member_cannot_be_added_to_what_is_not_an_object():
+    with pytest.raises(KeyError):
+        with_member('{"t": [1]}', ("t",), "b", 1)
+    with pytest.raises(KeyError):
+        with_member('{"t": {}}', ("nothing",), "b", 1)

@@ -74,6 +74,37 @@ def test_vs_code_servers_key_and_type_field():
     assert servers["y"].transport == "http"
 
 
+def test_disabled_true_turns_a_server_off_and_it_is_still_parsed():
+    servers = parse_servers(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "off": {"command": "a", "disabled": True},
+                    "remote": {"url": "http://h/mcp", "disabled": True},
+                    "on": {"command": "b", "disabled": False},
+                    "plain": {"command": "c"},
+                }
+            }
+        )
+    )
+    assert servers["off"] == StdioServer("off", "a", disabled=True)
+    assert servers["remote"] == HttpServer("remote", "http://h/mcp", disabled=True)
+    assert servers["on"] == StdioServer("on", "b")  # false is the same as no field
+    assert not servers["plain"].disabled
+
+
+@pytest.mark.parametrize("value", ["true", 1, None, [], {}])
+def test_disabled_must_be_a_boolean_and_says_where(value):
+    text = '{"mcpServers": {\n  "x": {"command": "a",\n        "disabled": ' + json.dumps(value)
+    text += "}}}"
+    with pytest.raises(ServersError) as info:
+        parse_servers(text, "servers.json")
+    assert str(info.value) == (
+        "servers.json:3:21: mcpServers.x.disabled: must be true or false (true turns the "
+        "server off in Lockgate)"
+    )
+
+
 def test_missing_file_means_no_servers(tmp_path):
     assert load_servers(tmp_path / "servers.json") == {}
 

@@ -5,13 +5,21 @@ and nothing refused ever reaching the server."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
-from tests.support.harness import INITIALIZE_PARAMS, Harness, running
+from tests.support.harness import (
+    INITIALIZE_PARAMS,
+    RECORDER,
+    Harness,
+    recorder_servers,
+    running,
+    write_json,
+)
 
 INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE_PARAMS})
 
@@ -55,6 +63,30 @@ async def test_a_request_the_door_refuses_says_why(
             response = await http.post(sent["url"], content=INIT, headers=sent["headers"])
         assert response.status_code == status
         assert words in response.json()["error"]["message"]
+        assert harness.recorded() == []
+
+
+async def test_a_server_turned_off_is_refused_saying_how_to_turn_it_on(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    off = {
+        "command": sys.executable,
+        "args": [str(RECORDER), str(harness.record)],
+        "disabled": True,
+    }
+    write_json(harness.paths.servers_file, recorder_servers(harness.record, off=off))
+    async with running(harness):
+        token = harness.token("agent")
+        async with httpx2.AsyncClient() as http:
+            response = await http.post(
+                harness.http_url + "off", content=INIT, headers=headers(token)
+            )
+            served = await http.post(harness.http_url + "rec", content=INIT, headers=headers(token))
+        assert response.status_code == 404
+        assert response.json()["error"]["message"] == (
+            "server 'off' is turned off in Lockgate; a person can turn it on in Lockgate's "
+            'Servers tab (or remove its "disabled": true from servers.json)'
+        )
+        assert served.status_code == 200  # the door answers the server next to it
         assert harness.recorded() == []
 
 

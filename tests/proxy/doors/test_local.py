@@ -17,6 +17,7 @@ from mcp import Client, StdioServerParameters
 
 from proxy.bridge.control import control, watch
 from proxy.config.paths import Paths
+from proxy.config.servers_edit import set_server_disabled
 from tests.support.live import lockgate_command
 from tests.support.waiting import eventually, eventually_sync
 
@@ -103,6 +104,41 @@ def test_connect_refuses_clearly(live_gateway, tmp_path):
     )
     assert result.returncode == 1
     assert "Lockgate is not running" in result.stderr
+
+
+async def test_a_server_turned_off_is_refused_to_its_session_and_to_connect(live_gateway):
+    paths = paths_of(live_gateway)
+    async with Client(bridge(live_gateway, "time"), mode="legacy") as client:
+        arguments = {"timezone": "UTC"}
+        assert not (await client.call_tool("get_current_time", arguments)).is_error
+        await anyio.to_thread.run_sync(set_server_disabled, paths.servers_file, "time", True)
+        reloaded = control(paths, "reload-servers")
+        assert reloaded["servers"] == ["everything", "misbehaving", "remote"]
+        refused = await client.call_tool("get_current_time", arguments)
+        assert refused.is_error
+        assert "server 'time' is turned off in Lockgate" in text_of(refused)
+    result = subprocess.run(
+        [lockgate_command(), "connect", "time"],
+        env=live_gateway.env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert (
+        "server 'time' is turned off in Lockgate; a person can turn it on in Lockgate's "
+        'Servers tab (or remove its "disabled": true from servers.json)'
+    ) in result.stderr
+    logged = [
+        json.loads(line)
+        for line in live_gateway.lockgate("log", "--json", "--server", "time").stdout.splitlines()
+    ]
+    assert [(r["decision"], r["basis"]) for r in logged] == [
+        ("allowed", "default"),
+        ("denied", "server_disabled"),
+    ]
 
 
 def test_the_socket_is_private(live_gateway):

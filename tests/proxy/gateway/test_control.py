@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from proxy.config.servers import ServersError
+from proxy.config.servers_edit import remove_server
 from proxy.gateway.approvals import Remember
 from proxy.gateway.control import AnswerRefused, GatewayControl
-from proxy.gateway.events import Event, PauseChanged
-from tests.support.harness import Harness, LocalClient, running
+from proxy.gateway.events import Event, PauseChanged, ServersReloaded
+from tests.support.harness import Harness, LocalClient, recorder_servers, running, write_json
 from tests.support.waiting import eventually
 
 
@@ -83,6 +85,27 @@ async def test_reload_servers_names_them_or_says_what_is_wrong(tmp_path: Path) -
             control.reload_servers()
         assert control.servers().servers.keys() == {"rec"}
         assert control.servers().error is not None
+
+
+async def test_servers_lists_those_turned_off_apart_from_those_in_force(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    off = {"command": sys.executable, "args": ["-c", "pass"], "disabled": True}
+    write_json(harness.paths.servers_file, recorder_servers(harness.record, off=off))
+    async with running(harness) as gateway:
+        control = GatewayControl(gateway)
+        servers = control.servers()
+        assert servers.servers.keys() == {"rec"}
+        assert servers.disabled.keys() == {"off"}
+        assert servers.disabled["off"].disabled
+        assert control.status().servers == ("rec",)
+        assert control.reload_servers() == ["rec"]
+        assert await control.restart_server("off") == 0  # nothing of it runs
+        await asyncio.to_thread(remove_server, harness.paths.servers_file, "off")
+        control.reload_servers()
+        assert control.servers().disabled == {}
+    (reloaded,) = [e for e in harness.events if isinstance(e, ServersReloaded)]
+    assert (reloaded.added, reloaded.removed, reloaded.changed) == ((), (), ())
+    assert reloaded.summary() == "no server in force changed"
 
 
 async def test_an_answer_releases_only_the_call_the_person_was_shown(tmp_path: Path) -> None:

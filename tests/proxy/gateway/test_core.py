@@ -18,6 +18,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
+from proxy.config.servers_edit import set_server_disabled
+from proxy.gateway.events import ApprovalAnswered, ServersReloaded
 from tests.support.harness import (
     INITIALIZE_PARAMS,
     Harness,
@@ -26,7 +28,9 @@ from tests.support.harness import (
     running,
     write_json,
 )
+from tests.support.harness import text_of as text_of_answer
 from tests.support.live import EVERYTHING_JS, SERVERS
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -300,3 +304,57 @@ async def test_initialize_says_the_tool_list_may_change_as_lockgate_may_change_i
     async with running(harness), LocalClient.open(harness, server="odd") as client:
         answer = await client.request("initialize", INITIALIZE_PARAMS)
         assert answer["result"]["capabilities"]["tools"] == {"listChanged": True}
+
+
+async def test_a_server_turned_off_is_refused_at_every_step_and_on_again_is_served(
+    tmp_path: Path,
+) -> None:
+    """A server turned off (as the window does it) is refused as a removed one is, in
+    words that say how to turn it on: the open session's calls, the call waiting for a
+    person (withdrawn), and a session that opens after it; turned on, it is served."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "ask", "tools": {"echo": {}}})
+    async with (
+        running(harness) as gateway,
+        LocalClient.open(harness) as client,
+        LocalClient.open(harness) as late,  # the door let it in; its initialize comes later
+    ):
+        gateway.approvals.attach()
+        await client.handshake(gateway)
+        assert text_of_answer(await client.call("echo")) == "ran echo"
+        waiting = client.start_call("write_file", {})
+        await eventually(gateway.approvals.pending, "the call to wait for a person")
+
+        await anyio.to_thread.run_sync(set_server_disabled, harness.paths.servers_file, "rec", True)
+        assert gateway.reload_servers() == []
+        withdrawn = await client.answer(waiting)
+        refused = await client.call("echo")
+        opened_late = await late.request("initialize", INITIALIZE_PARAMS)
+
+        await anyio.to_thread.run_sync(
+            set_server_disabled, harness.paths.servers_file, "rec", False
+        )
+        assert gateway.reload_servers() == ["rec"]
+        again = await client.call("echo")
+        rows = gateway.audit.query(limit=10, tool="echo")
+
+    turned_off = "server 'rec' is turned off in Lockgate; a person can turn it on in Lockgate's "
+    for answer in (withdrawn, refused):
+        assert answer["result"]["isError"] is True
+        assert turned_off in text_of_answer(answer)
+    assert turned_off in opened_late["error"]["message"]
+    assert text_of_answer(again) == "ran echo"
+    assert harness.recorded_names() == ["echo", "echo"]  # nothing while it was off
+    assert [(r.decision.value, r.basis) for r in rows] == [
+        ("allowed", "rule"),
+        ("denied", "server_disabled"),
+        ("allowed", "rule"),
+    ]
+    answered = [e.reason for e in harness.events if isinstance(e, ApprovalAnswered)]
+    assert answered == ["server 'rec' was turned off in Lockgate"]
+    reloads = [e for e in harness.events if isinstance(e, ServersReloaded)]
+    assert [(e.servers, e.removed, e.added, e.disabled) for e in reloads] == [
+        ((), ("rec",), (), ("rec",)),
+        (("rec",), (), ("rec",), ()),
+    ]
+    assert [e.summary() for e in reloads] == ["turned off rec", "turned on rec"]
