@@ -10,6 +10,7 @@ worker thread) that the gateway's watcher loads like a hand edit.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import html
 import json
@@ -33,7 +34,8 @@ from desktop.host import EventPump, GatewayHost, HostFailed, HostReady, HostStop
 from desktop.liveview import LiveView
 from desktop.notify import ApprovalNotices, NotificationService
 from desktop.policyview import PolicyView
-from desktop.serversview import ServersModel, ServersView
+from desktop.servereditor import ServerEdit, ServerEditor
+from desktop.serversview import ServerActions, ServersModel, ServersView
 from desktop.settingsview import SettingsView
 from desktop.toolsview import ToolsModel, ToolsView
 from desktop.tray import AppState, Tray
@@ -46,8 +48,14 @@ from proxy.config.autostart import autostart_enabled, autostart_path, set_autost
 from proxy.config.instance import InstanceLock
 from proxy.config.paths import Paths, lockgate_command
 from proxy.config.runinfo import DEFAULT_PORT
-from proxy.config.secrets import SecretStore
+from proxy.config.secrets import SecretError, SecretStore
 from proxy.config.servers import server_log_path
+from proxy.config.servers_edit import (
+    put_server,
+    read_servers_text,
+    remove_server,
+    set_server_disabled,
+)
 from proxy.config.settings import (
     Settings,
     SettingsError,
@@ -123,7 +131,18 @@ class LockgateApp(QObject):
         )
         self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
         self.tools_view = ToolsView(self.tools, self.set_rule, self.remove_rule, self.list_tools)
-        self.servers_view = ServersView(self.servers, self.restart_server, self.open_server_log)
+        self.server_editor = ServerEditor(self.save_server)
+        self.servers_view = ServersView(
+            self.servers,
+            ServerActions(
+                restart=self.restart_server,
+                open_log=self.open_server_log,
+                add=self.server_editor.start_new,
+                edit=self.edit_server,
+                set_disabled=self.set_server_disabled,
+                remove=self.remove_server,
+            ),
+        )
         self.policy_view = PolicyView(
             paths.policy_file,
             self.create_policy,
@@ -282,7 +301,7 @@ class LockgateApp(QObject):
         def got(future: concurrent.futures.Future[ServersInForce]) -> None:
             if _ok(future):
                 in_force = future.result()
-                self.servers.set_servers(in_force.servers)
+                self.servers.set_servers(in_force.servers, in_force.disabled)
                 self._show(_with(self.state, servers_error=in_force.error))
 
         self.host.call(lambda control: control.servers(), got)
@@ -581,6 +600,82 @@ class LockgateApp(QObject):
             return
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
         self.servers_view.status.setText(f"Opened {path}")
+
+    # -- servers.json from the window ------------------------------------------------------
+
+    def edit_server(self, server: str) -> None:
+        """Open the editor on ``server``'s entry as servers.json has it now."""
+        path = self.paths.servers_file
+
+        def done(future: concurrent.futures.Future[dict[str, Any]]) -> None:
+            error = None if future.cancelled() else future.exception()
+            if isinstance(error, LockgateError):
+                self.servers_view.status.setText(error.told())
+            elif error is not None:
+                raise error
+            elif not future.cancelled():
+                self.server_editor.start_edit(server, future.result())
+
+        self.host.blocking(lambda: dict(read_servers_text(path).entries[server]), done)
+
+    def save_server(self, edit: ServerEdit) -> None:
+        """Store the edit's secrets in the keyring, then write its entry into servers.json
+        (all or nothing: secrets new to the keyring go again if the write fails)."""
+        path, store = self.paths.servers_file, self.secrets
+
+        def write() -> None:
+            added: list[str] = []
+            try:
+                for name, value in edit.secrets.items():
+                    try:
+                        store.get(name)
+                    except SecretError:
+                        added.append(name)
+                    store.set(name, value)
+                put_server(path, edit.name, edit.entry, replace=edit.replace)
+            except BaseException:
+                for name in added:
+                    with contextlib.suppress(SecretError):
+                        store.delete(name)
+                raise
+
+        def done(future: concurrent.futures.Future[None]) -> None:
+            error = self._servers_written(future, f"Saved {edit.name}")
+            self.server_editor.saved(error)
+
+        self.host.blocking(write, done)
+
+    def set_server_disabled(self, server: str, disabled: bool) -> None:
+        path = self.paths.servers_file
+        said = f"Turned {server} {'off' if disabled else 'on'}"
+
+        def done(future: concurrent.futures.Future[bytes]) -> None:
+            self._servers_written(future, said)
+
+        self.host.blocking(lambda: set_server_disabled(path, server, disabled), done)
+
+    def remove_server(self, server: str) -> None:
+        path = self.paths.servers_file
+
+        def done(future: concurrent.futures.Future[bytes]) -> None:
+            self._servers_written(future, f"Removed {server}")
+
+        self.host.blocking(lambda: remove_server(path, server), done)
+
+    def _servers_written(self, future: concurrent.futures.Future[Any], said: str) -> str | None:
+        """Say how a write of servers.json went, and have the gateway read it now; returns
+        the error a person reads, if it failed."""
+        if future.cancelled():
+            return "cancelled: Lockgate is stopping"
+        error = future.exception()
+        if isinstance(error, LockgateError):
+            self.servers_view.status.setText(error.told())
+            return error.told()
+        if error is not None:
+            raise error
+        self.servers_view.status.setText(f"{said} in servers.json; the gateway reads it now.")
+        self._reload_servers()
+        return None
 
     def restart_server(self, server: str) -> None:
         def done(future: concurrent.futures.Future[int]) -> None:

@@ -23,7 +23,7 @@ from desktop._table import ListTableModel
 from proxy.config.servers import HttpServer, ServerSpec, StdioServer
 from proxy.gateway.events import UpstreamDown, UpstreamUp
 
-__all__ = ["ServersModel", "ServersView"]
+__all__ = ["ServerActions", "ServersModel", "ServersView"]
 
 COLUMNS = ("Server", "Runs", "State", "Tools", "Last error")
 NAME, TARGET, STATE, TOOLS, ERROR = range(len(COLUMNS))
@@ -37,9 +37,12 @@ class ServerState:
     last_error: str | None = None
     tools: int | None = None
     listing_error: str | None = None
+    disabled: bool = False  # turned off in servers.json: listed, not served
 
     @property
     def state(self) -> str:
+        if self.disabled:
+            return "turned off"
         if self.down:
             return "down"
         if self.live:
@@ -65,14 +68,19 @@ class ServersModel(ListTableModel[ServerState]):
         self._by_name: dict[str, ServerState] = {}
         self._crashed: dict[str, set[str]] = {}
 
-    def set_servers(self, specs: Mapping[str, ServerSpec]) -> None:
-        """The servers in force; a server that stays keeps its state (sessions, errors)."""
+    def set_servers(
+        self, specs: Mapping[str, ServerSpec], disabled: Mapping[str, ServerSpec] | None = None
+    ) -> None:
+        """The servers in force, and those turned off; a server that stays keeps its state
+        (sessions, errors)."""
         self.beginResetModel()
         kept = self._by_name
         self.servers = []
-        for name, spec in sorted(specs.items()):
+        every = {**(disabled or {}), **specs}
+        for name, spec in sorted(every.items()):
             state = kept.get(name) or ServerState(spec)
             state.spec = spec
+            state.disabled = name not in specs
             self.servers.append(state)
         self._by_name = {s.spec.name: s for s in self.servers}
         self.endResetModel()
@@ -152,6 +160,8 @@ class ServersModel(ListTableModel[ServerState]):
                 return "" if state.tools is None else str(state.tools)
             if column == ERROR:
                 return (state.last_error or "").splitlines()[0] if state.last_error else ""
+        if role == Qt.ItemDataRole.ForegroundRole and state.disabled:
+            return QBrush(QColor("#888"))
         if role == Qt.ItemDataRole.ForegroundRole and column == STATE:
             if state.down or state.listing_error:
                 return QBrush(QColor("#c62828"))
@@ -162,18 +172,28 @@ class ServersModel(ListTableModel[ServerState]):
         return None
 
 
+@dataclass(frozen=True)
+class ServerActions:
+    """What the view's buttons ask of the app, each with the server's name."""
+
+    restart: Callable[[str], None]
+    open_log: Callable[[str], None]
+    add: Callable[[], None]
+    edit: Callable[[str], None]
+    set_disabled: Callable[[str, bool], None]
+    remove: Callable[[str], None]
+
+
 class ServersView(QWidget):
     def __init__(
         self,
         model: ServersModel,
-        on_restart: Callable[[str], None],
-        on_open_log: Callable[[str], None],
+        actions: ServerActions,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.model = model
-        self._on_restart = on_restart
-        self._on_open_log = on_open_log
+        self._actions = actions
         self.table = QTableView()
         self.table.setModel(model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -181,10 +201,23 @@ class ServersView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
+        self.table.doubleClicked.connect(lambda _index: self._edit())
         header = self.table.horizontalHeader()
         for column, width in ((NAME, 120), (TARGET, 330), (STATE, 130), (TOOLS, 60)):
             header.resizeSection(column, width)
         header.setSectionResizeMode(ERROR, QHeaderView.ResizeMode.Stretch)
+        self.add = QPushButton("Add server…")
+        self.add.setToolTip("Fill in a form, or paste an entry from a client's docs")
+        self.add.clicked.connect(actions.add)
+        self.edit = QPushButton("Change…")
+        self.edit.clicked.connect(self._edit)
+        self.toggle = QPushButton("Turn off")
+        self.toggle.setToolTip(
+            'Keeps it in servers.json ("disabled": true) but serves it to no agent'
+        )
+        self.toggle.clicked.connect(self._toggle)
+        self.remove = QPushButton("Remove…")
+        self.remove.clicked.connect(self._ask_remove)
         self.restart = QPushButton("Restart server")
         self.restart.setToolTip(
             "Stop every connection to it; each starts again on its next request"
@@ -193,23 +226,49 @@ class ServersView(QWidget):
         self.open_log = QPushButton("Open its log")
         self.open_log.setToolTip("What the server wrote to its error output (stderr)")
         self.open_log.clicked.connect(self._open_log)
-        for button in (self.restart, self.open_log):
+        self._for_one = (self.edit, self.toggle, self.remove, self.restart, self.open_log)
+        for button in self._for_one:
             button.setEnabled(False)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        model.modelReset.connect(self._selection_changed)
+        # Removing asks once more, in the view itself (a dialog would block the app).
+        self.confirm = QWidget()
+        self.confirm.setObjectName("confirmRemove")
+        self.confirm_text = QLabel()
+        self.confirm_yes = QPushButton("Remove")
+        self.confirm_yes.setStyleSheet("color: #c62828;")
+        self.confirm_yes.clicked.connect(self._remove)
+        confirm_no = QPushButton("Keep it")
+        confirm_no.clicked.connect(self.confirm.hide)
+        confirm_row = QHBoxLayout(self.confirm)
+        confirm_row.setContentsMargins(0, 0, 0, 0)
+        confirm_row.addWidget(self.confirm_text, 1)
+        confirm_row.addWidget(confirm_no)
+        confirm_row.addWidget(self.confirm_yes)
+        self.confirm.hide()
+        self._removing: str | None = None
         self.note = QLabel(
-            "Servers come from servers.json. Lockgate starts one connection per agent "
-            "session, when the agent connects."
+            "Servers come from servers.json (edit it here or by hand: both are checked the "
+            "same way). Lockgate starts one connection per agent session, when the agent "
+            "connects."
         )
+        self.note.setWordWrap(True)
         self.note.setStyleSheet("color: #555;")
         self.status = QLabel()
+        self.status.setWordWrap(True)
         buttons = QHBoxLayout()
+        for button in (self.add, self.edit, self.toggle, self.remove):
+            buttons.addWidget(button)
+        buttons.addSpacing(16)
         buttons.addWidget(self.restart)
         buttons.addWidget(self.open_log)
-        buttons.addWidget(self.status, 1)
+        buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.note)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.confirm)
         layout.addLayout(buttons)
+        layout.addWidget(self.status)
 
     def select(self, server: str) -> None:
         for row, state in enumerate(self.model.servers):
@@ -222,18 +281,53 @@ class ServersView(QWidget):
 
     def _selection_changed(self) -> None:
         selected = self._selected()
-        self.restart.setEnabled(selected is not None)
+        for button in self._for_one:
+            button.setEnabled(selected is not None)
+        if selected is None:
+            return
+        self.toggle.setText("Turn on" if selected.disabled else "Turn off")
+        self.restart.setEnabled(not selected.disabled)
         # Only a command's output is kept; a remote server has none here.
-        self.open_log.setEnabled(selected is not None and isinstance(selected.spec, StdioServer))
+        self.open_log.setEnabled(isinstance(selected.spec, StdioServer))
+
+    def _edit(self) -> None:
+        selected = self._selected()
+        if selected is not None:
+            self._actions.edit(selected.spec.name)
+
+    def _toggle(self) -> None:
+        selected = self._selected()
+        if selected is not None:
+            name = selected.spec.name
+            self.status.setText(f"Turning {name} {'on' if selected.disabled else 'off'}…")
+            self._actions.set_disabled(name, not selected.disabled)
+
+    def _ask_remove(self) -> None:
+        selected = self._selected()
+        if selected is None:
+            return
+        self._removing = selected.spec.name
+        self.confirm_text.setText(
+            f"Remove <b>{self._removing}</b> from servers.json? Agents can no longer reach "
+            "it through Lockgate; its secrets stay in the keyring."
+        )
+        self.confirm.show()
+
+    def _remove(self) -> None:
+        self.confirm.hide()
+        if self._removing is not None:
+            self.status.setText(f"Removing {self._removing}…")
+            self._actions.remove(self._removing)
+            self._removing = None
 
     def _open_log(self) -> None:
         selected = self._selected()
         if selected is not None:
-            self._on_open_log(selected.spec.name)
+            self._actions.open_log(selected.spec.name)
 
     def _restart(self) -> None:
-        rows = self.table.selectionModel().selectedRows()
-        if rows:
-            name = self.model.servers[rows[0].row()].spec.name
+        selected = self._selected()
+        if selected is not None:
+            name = selected.spec.name
             self.status.setText(f"Restarting {name}…")
-            self._on_restart(name)
+            self._actions.restart(name)

@@ -3,9 +3,11 @@ reports them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import Qt
 
-from desktop.serversview import ServersModel, ServersView
+from desktop.serversview import ServerActions, ServersModel, ServersView
 from proxy.config.servers import HttpServer, StdioServer
 from proxy.gateway.events import (
     UpstreamDown,
@@ -42,7 +44,7 @@ def test_open_its_log_is_offered_for_a_command_and_names_the_server(qtbot):
         }
     )
     asked: list[str] = []
-    view = ServersView(model, lambda _: None, asked.append)
+    view = ServersView(model, _actions(open_log=asked.append))
     qtbot.addWidget(view)
     assert not view.open_log.isEnabled()
     view.select("remote")
@@ -52,3 +54,52 @@ def test_open_its_log_is_offered_for_a_command_and_names_the_server(qtbot):
     assert view.open_log.isEnabled()
     qtbot.mouseClick(view.open_log, Qt.MouseButton.LeftButton)
     assert asked == ["files"]
+
+
+def _actions(**given: Any) -> ServerActions:
+    nothing: dict[str, Any] = {
+        "restart": lambda _name: None,
+        "open_log": lambda _name: None,
+        "add": lambda: None,
+        "edit": lambda _name: None,
+        "set_disabled": lambda _name, _off: None,
+        "remove": lambda _name: None,
+    }
+    return ServerActions(**{**nothing, **given})
+
+
+def test_a_turned_off_server_is_listed_greyed_and_offers_turn_on(qtbot):
+    model = ServersModel()
+    model.set_servers(
+        {"on": StdioServer("on", "a")}, {"off": StdioServer("off", "b", disabled=True)}
+    )
+    asked: list[tuple[str, bool]] = []
+    view = ServersView(model, _actions(set_disabled=lambda n, d: asked.append((n, d))))
+    qtbot.addWidget(view)
+    assert [s.spec.name for s in model.servers] == ["off", "on"]
+    assert model.data(model.index(0, 2)) == "turned off"
+    view.select("off")
+    assert view.toggle.text() == "Turn on"
+    assert not view.restart.isEnabled()  # nothing runs to restart
+    qtbot.mouseClick(view.toggle, Qt.MouseButton.LeftButton)
+    view.select("on")
+    assert view.toggle.text() == "Turn off"
+    qtbot.mouseClick(view.toggle, Qt.MouseButton.LeftButton)
+    assert asked == [("off", False), ("on", True)]
+
+
+def test_remove_asks_once_more_in_the_view(qtbot):
+    model = ServersModel()
+    model.set_servers({"files": StdioServer("files", "mcp-files")})
+    removed: list[str] = []
+    view = ServersView(model, _actions(remove=removed.append))
+    qtbot.addWidget(view)
+    view.show()
+    view.select("files")
+    qtbot.mouseClick(view.remove, Qt.MouseButton.LeftButton)
+    assert removed == []  # not yet
+    assert view.confirm.isVisible()
+    assert "files" in view.confirm_text.text()
+    qtbot.mouseClick(view.confirm_yes, Qt.MouseButton.LeftButton)
+    assert removed == ["files"]
+    assert not view.confirm.isVisible()

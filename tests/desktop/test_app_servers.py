@@ -1,0 +1,165 @@
+"""Servers managed from the window, clicked as a person would, through the real app: its
+gateway takes each change at once, an agent reaches (or is refused) the server, and a
+secret typed in the editor lands in the real keyring (GNOME Keyring on a private bus),
+never in servers.json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from mcp.shared.exceptions import MCPError
+from PySide6.QtCore import Qt
+
+from desktop.app import LockgateApp
+from proxy.config.paths import Paths
+from proxy.config.secrets import SecretStore
+from proxy.config.tokens import TokenStore
+from tests.desktop.conftest import Agent, text_of, wait_result
+from tests.support.live import BIN, EVERYTHING_JS
+
+SECRET = "sk-typed-in-the-editor-77"
+
+
+@pytest.fixture
+def app(qtbot: Any, app_paths: Paths, os_keyring: Any) -> Iterator[LockgateApp]:
+    app = LockgateApp(app_paths, port=0, secrets=SecretStore(os_keyring))
+    app.start()
+    qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
+    try:
+        yield app
+    finally:
+        app.close()
+        app.server_editor.close()
+        app.prompt.close()
+        app.window.hide()
+        app.window.deleteLater()
+
+
+@pytest.fixture
+def agent(app: LockgateApp, app_paths: Paths) -> Iterator[Agent]:
+    tokens = {"claude-test": TokenStore(app_paths.clients_file).create("claude-test")}
+    assert app.host.info is not None
+    agent = Agent(app.host.info.url, tokens)
+    try:
+        yield agent
+    finally:
+        agent.close()
+
+
+def _refusal(qtbot: Any, future: Any) -> str:
+    """What the agent was told when refused: a tool error, or a protocol error (the
+    session's server is gone)."""
+    try:
+        result = wait_result(qtbot, future)
+    except MCPError as exc:
+        return str(exc)
+    assert result.is_error
+    return text_of(result)
+
+
+def _names(app: LockgateApp) -> dict[str, str]:
+    return {s.spec.name: s.state for s in app.servers.servers}
+
+
+def _on_disk(app: LockgateApp) -> dict[str, Any]:
+    servers: dict[str, Any] = json.loads(app.paths.servers_file.read_text())["mcpServers"]
+    return servers
+
+
+def test_add_a_server_by_paste_with_its_key_in_the_keyring(qtbot, app, agent, os_keyring):
+    app.window.show_tab("Servers")
+    view, editor = app.servers_view, app.server_editor
+    qtbot.mouseClick(view.add, Qt.MouseButton.LeftButton)
+    assert editor.isVisible()
+    editor.paste.setPlainText(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "keyed": {
+                        "command": "node",
+                        "args": [str(EVERYTHING_JS), "stdio"],
+                        "env": {"EVERYTHING_API_KEY": SECRET},
+                    }
+                }
+            }
+        )
+    )
+    qtbot.mouseClick(editor.fill, Qt.MouseButton.LeftButton)
+    assert editor.values.item(0, 2).checkState() == Qt.CheckState.Checked  # looks secret
+    qtbot.mouseClick(editor.save, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not editor.isVisible(), timeout=10_000)
+    qtbot.waitUntil(lambda: "keyed" in _names(app), timeout=10_000)
+    assert SECRET not in app.paths.servers_file.read_text()
+    assert _on_disk(app)["keyed"]["env"] == {
+        "EVERYTHING_API_KEY": "keyring:keyed.env.EVERYTHING_API_KEY"
+    }
+    assert os_keyring.get_password("lockgate", "keyed.env.EVERYTHING_API_KEY") == SECRET
+    # the agent reaches it at once, and the server got the key from the keyring
+    result = wait_result(qtbot, agent.call("get-env", {}, server="keyed"), timeout=60_000)
+    assert SECRET in text_of(result)
+
+
+def test_add_by_form_turn_off_turn_on_and_remove(qtbot, app, agent):
+    view, editor = app.servers_view, app.server_editor
+    qtbot.mouseClick(view.add, Qt.MouseButton.LeftButton)
+    editor.name.setText("clock")
+    editor.command.setText(str(BIN / "mcp-server-time"))
+    qtbot.mouseClick(editor.save, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "clock" in _names(app), timeout=10_000)
+    assert _on_disk(app)["clock"] == {"command": str(BIN / "mcp-server-time")}
+    call = {"timezone": "UTC"}
+    assert not wait_result(qtbot, agent.call("get_current_time", call, server="clock")).is_error
+
+    view.select("clock")
+    assert view.toggle.text() == "Turn off"
+    qtbot.mouseClick(view.toggle, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: _names(app).get("clock") == "turned off", timeout=10_000)
+    assert _on_disk(app)["clock"]["disabled"] is True
+    assert "turned off" in _refusal(qtbot, agent.call("get_current_time", call, server="clock"))
+
+    view.select("clock")
+    assert view.toggle.text() == "Turn on"
+    qtbot.mouseClick(view.toggle, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: _names(app).get("clock") not in (None, "turned off"), timeout=10_000)
+    assert "disabled" not in _on_disk(app)["clock"]
+
+    view.select("clock")
+    qtbot.mouseClick(view.remove, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(view.confirm_yes, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "clock" not in _names(app), timeout=10_000)
+    assert "clock" not in _on_disk(app)
+    assert set(_on_disk(app)) == {"everything", "time", "misbehaving"}  # the rest as it was
+
+
+def test_change_a_server_keeps_the_rest_of_the_file_byte_for_byte(qtbot, app):
+    before = app.paths.servers_file.read_text()
+    view, editor = app.servers_view, app.server_editor
+    qtbot.waitUntil(lambda: "time" in _names(app), timeout=10_000)
+    view.select("time")
+    qtbot.mouseClick(view.edit, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(editor.isVisible, timeout=10_000)
+    assert editor.name.text() == "time"
+    editor.args.setPlainText("--local-timezone\nUTC")
+    qtbot.mouseClick(editor.save, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not editor.isVisible(), timeout=10_000)
+    after = app.paths.servers_file.read_text()
+    assert json.loads(after)["mcpServers"]["time"]["args"] == ["--local-timezone", "UTC"]
+    everything = json.dumps(json.loads(before)["mcpServers"]["everything"])
+    assert everything == json.dumps(json.loads(after)["mcpServers"]["everything"])
+    qtbot.waitUntil(lambda: "time" in view.status.text(), timeout=10_000)
+
+
+def test_a_change_that_makes_servers_json_invalid_is_refused_and_nothing_written(qtbot, app):
+    before = app.paths.servers_file.read_bytes()
+    view, editor = app.servers_view, app.server_editor
+    qtbot.mouseClick(view.add, Qt.MouseButton.LeftButton)
+    editor.name.setText("time")  # taken
+    editor.command.setText("x")
+    qtbot.mouseClick(editor.save, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(editor.save.isEnabled, timeout=10_000)
+    assert editor.isVisible()
+    assert "time" in editor.status.text()
+    assert app.paths.servers_file.read_bytes() == before
