@@ -15,11 +15,12 @@ import hashlib
 import html
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from PySide6.QtCore import QObject, QUrl
 from PySide6.QtGui import QDesktopServices
@@ -32,7 +33,7 @@ from desktop.calls import CallsModel
 from desktop.connectview import ConnectView
 from desktop.host import EventPump, GatewayHost, HostFailed, HostReady, HostStopped
 from desktop.liveview import LiveView
-from desktop.notify import ApprovalNotices, NotificationService
+from desktop.notify import ApprovalNotices, NotificationService, NotificationStyle
 from desktop.policyview import PolicyView
 from desktop.servereditor import ServerEdit, ServerEditor
 from desktop.serversview import ServerActions, ServersModel, ServersView
@@ -40,6 +41,7 @@ from desktop.settingsview import SettingsView
 from desktop.toolsview import ToolsModel, ToolsView
 from desktop.tray import AppState, Tray
 from desktop.window import TABS, MainWindow
+from proxy.audit.log import AuditError, audit_summary
 from proxy.audit.records import CallRecord
 from proxy.clients import ClientFile, find_clients
 from proxy.clients.route import RouteError, RouteResult, UnrouteResult, route, unroute
@@ -153,7 +155,7 @@ class LockgateApp(QObject):
         self.connect_view = ConnectView(
             self.scan_clients, self.route_client, self.unroute_client, self.set_autostart
         )
-        self.settings_view = SettingsView(self.save_settings)
+        self.settings_view = SettingsView(self.save_settings, self.set_autostart)
         self.tray = Tray(self, poll_ms=tray_poll_ms)
         self.window = MainWindow(self)
         # The file may have been edited meanwhile (by hand, or `lockgate settings`).
@@ -547,12 +549,18 @@ class LockgateApp(QObject):
             except SettingsError as exc:
                 settings, error = None, exc.told()
             try:
-                size = sum(
-                    f.stat().st_size for f in paths.audit_db.parent.glob(paths.audit_db.name + "*")
-                )
-                audit = f"{size / (1024 * 1024):.1f} MB ({paths.audit_db})"
-            except OSError as exc:
-                audit = f"unknown ({exc})"
+                summary = audit_summary(paths.audit_db)
+            except AuditError as exc:
+                return settings, error, f"unknown ({exc.told()})"
+            since = (
+                time.strftime(" since %Y-%m-%d", time.localtime(summary.oldest))
+                if summary.oldest is not None
+                else ""
+            )
+            audit = (
+                f"{summary.size_bytes / (1024 * 1024):.1f} MB, {summary.calls:,} calls{since} "
+                f"({paths.audit_db})"
+            )
             return settings, error, audit
 
         def done(
@@ -561,6 +569,8 @@ class LockgateApp(QObject):
             if not _ok(future):
                 return
             settings, error, audit = future.result()
+            if settings is not None:
+                self.notices.style = cast(NotificationStyle, settings.notifications)
             self.settings_view.show_settings(settings, str(settings_file(paths)), error)
             self.settings_view.show_audit_size(audit)
             if said is not None and error is None:
@@ -568,13 +578,20 @@ class LockgateApp(QObject):
 
         self.host.blocking(read, done)
 
-    def save_settings(self, changes: dict[str, int]) -> None:
-        """Write the changed settings (checked as ``lockgate settings`` checks them)."""
+    def save_settings(self, changes: dict[str, int | str]) -> None:
+        """Write the changed settings (checked as ``lockgate settings`` checks them); those
+        the running gateway can take at once are put in force."""
         paths = self.paths
 
         def write() -> None:
             for name, value in changes.items():
                 save_setting(paths, name, value)
+
+        def apply(control: GatewayControl) -> None:
+            if "approval_timeout_seconds" in changes:
+                control.set_approval_timeout(float(changes["approval_timeout_seconds"]))
+            if "audit_retention_days" in changes:
+                control.set_audit_retention(int(changes["audit_retention_days"]))
 
         def done(future: concurrent.futures.Future[None]) -> None:
             if future.cancelled():
@@ -585,10 +602,21 @@ class LockgateApp(QObject):
                 return
             if error is not None:
                 raise error
-            self._show_settings(
-                f"Saved {', '.join(changes)}; the gateway uses it from its next start "
-                "(quit Lockgate and start it again)."
-            )
+            self.host.call(apply, _logged)
+            later = [name for name in changes if name in _AT_NEXT_START]
+            said = f"Saved {', '.join(changes)}"
+            if len(later) == len(changes):
+                said += (
+                    "; the gateway uses it from its next start (quit Lockgate and start it again)."
+                )
+            elif later:
+                said += (
+                    f"; {', '.join(later)} from the gateway's next start (quit Lockgate and "
+                    "start it again), the rest is in force now."
+                )
+            else:
+                said += "; in force now."
+            self._show_settings(said)
 
         self.host.blocking(write, done)
 
@@ -810,7 +838,9 @@ class LockgateApp(QObject):
 
         def done(future: concurrent.futures.Future[tuple[bool, str]]) -> None:
             if _ok(future):
-                self.connect_view.show_autostart(*future.result())
+                on, where = future.result()
+                self.connect_view.show_autostart(on, where)
+                self.settings_view.show_autostart(on)
 
         self.host.blocking(read, done)
 
@@ -836,6 +866,9 @@ class LockgateApp(QObject):
     def _show_blocked(self, entry: str) -> None:
         self.window.show_tab("Live calls")
         self.live.decision_filter.setCurrentIndex(1)
+
+
+_AT_NEXT_START = ("port", "max_message_bytes")  # the gateway's socket and doors take them
 
 
 def _with(state: AppState, **changes: Any) -> AppState:

@@ -151,7 +151,7 @@ class ApprovalCard(QFrame):
         arguments.setPlainText(
             json.dumps(pending.arguments, indent=2, ensure_ascii=False, default=str)
         )
-        arguments.setMaximumHeight(140)
+        arguments.setMaximumHeight(120)
         font = arguments.font()
         font.setFamily("monospace")
         arguments.setFont(font)
@@ -366,7 +366,7 @@ class ApprovalPrompt(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(heading)
         layout.addWidget(self.panel)
-        self.resize(600, 340)
+        self.resize(600, 380)  # a card with its arguments and three rows of answers
         self._pending = pending
         self._dismissed: set[str] = set()
         pending.changed.connect(self._changed)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -16,21 +18,30 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from proxy.config.settings import Settings
+from proxy.config.settings import APPROVAL_TIMEOUT_SECONDS, AUDIT_RETENTION_DAYS, Settings
 
 __all__ = ["SettingsView"]
 
 _MB = 1024 * 1024
+_STYLES = (
+    ("actions", "With Allow / Deny buttons, where the desktop shows them"),
+    ("plain", "A message only"),
+    ("off", "None (the popup and the tray still show waiting calls)"),
+)
 
 
 class SettingsView(QWidget):
     """Shows the settings in the file; Save hands the changed ones to ``on_save``."""
 
     def __init__(
-        self, on_save: Callable[[dict[str, int]], None], parent: QWidget | None = None
+        self,
+        on_save: Callable[[dict[str, int | str]], None],
+        on_autostart: Callable[[bool], None],
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self._on_save = on_save
+        self._on_autostart = on_autostart
         self._shown = Settings()
         self.where = QLabel()
         self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -44,15 +55,38 @@ class SettingsView(QWidget):
             "A larger message from a client is refused with this limit (and logged), "
             "never sent to a server"
         )
+        self.approval_timeout = QSpinBox()
+        self.approval_timeout.setRange(*APPROVAL_TIMEOUT_SECONDS)
+        self.approval_timeout.setSuffix(" s")
+        self.approval_timeout.setToolTip(
+            "How long a person has to answer a call that asks, when its rule does not say "
+            "(unanswered: denied)"
+        )
+        self.retention = QSpinBox()
+        self.retention.setRange(0, AUDIT_RETENTION_DAYS[1])
+        self.retention.setSuffix(" days")
+        self.retention.setSpecialValueText("forever")  # 0
+        self.retention.setToolTip("Calls older than this are deleted from the audit log")
+        self.notifications = QComboBox()
+        for style, label in _STYLES:
+            self.notifications.addItem(label, style)
+        self.autostart = QCheckBox("Start Lockgate when I log in")
+        self.autostart.setObjectName("settingsAutostart")
+        self.autostart.toggled.connect(self._autostart_toggled)
+        self._autostart_shown = False
         self.audit_size = QLabel("…")
         self.audit_size.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        for box in (self.port, self.max_message):
+        for box in (self.port, self.max_message, self.approval_timeout, self.retention):
             box.setMaximumWidth(160)  # a number, not a line of text
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         form.addRow("Gateway port:", self.port)
         form.addRow("Largest message a client may send:", self.max_message)
+        form.addRow("Time to answer an approval:", self.approval_timeout)
+        form.addRow("Notifications of waiting calls:", self.notifications)
+        form.addRow("Keep calls in the audit log for:", self.retention)
         form.addRow("Audit log:", self.audit_size)
+        form.addRow("", self.autostart)
         self.save = QPushButton("Save")
         self.save.setObjectName("saveSettings")
         self.save.clicked.connect(self._save)
@@ -63,7 +97,8 @@ class SettingsView(QWidget):
         buttons.addWidget(self.status, 1)
         note = QLabel(
             "These settings live in settings.json; the app, <code>lockgate serve</code> and "
-            "routing read them. A new port or limit is used from the gateway's next start."
+            "routing read them. A new port or message limit is used from the gateway's next "
+            "start; the others at once."
         )
         note.setWordWrap(True)
         note.setStyleSheet("color: #555;")
@@ -81,22 +116,44 @@ class SettingsView(QWidget):
             self._shown = settings
             self.port.setValue(settings.port)
             self.max_message.setValue(max(1, settings.max_message_bytes // _MB))
+            self.approval_timeout.setValue(settings.approval_timeout_seconds)
+            self.retention.setValue(settings.audit_retention_days)
+            index = self.notifications.findData(settings.notifications)
+            self.notifications.setCurrentIndex(max(0, index))
         self.save.setEnabled(settings is not None)
         self.say(error, failed=error is not None)
 
     def show_audit_size(self, text: str) -> None:
         self.audit_size.setText(text)
 
+    def show_autostart(self, on: bool) -> None:
+        self._autostart_shown = on
+        self.autostart.blockSignals(True)  # what is, not a click
+        self.autostart.setChecked(on)
+        self.autostart.blockSignals(False)
+
+    def _autostart_toggled(self, on: bool) -> None:
+        if on != self._autostart_shown:
+            self._on_autostart(on)
+
     def say(self, text: str | None, *, failed: bool = False) -> None:
         self.status.setText(text or "")
         self.status.setStyleSheet("color: #c62828;" if failed else "")
 
     def _save(self) -> None:
-        changes: dict[str, int] = {}
-        if self.port.value() != self._shown.port:
+        shown = self._shown
+        changes: dict[str, int | str] = {}
+        if self.port.value() != shown.port:
             changes["port"] = self.port.value()
-        if self.max_message.value() != max(1, self._shown.max_message_bytes // _MB):
+        if self.max_message.value() != max(1, shown.max_message_bytes // _MB):
             changes["max_message_bytes"] = self.max_message.value() * _MB
+        if self.approval_timeout.value() != shown.approval_timeout_seconds:
+            changes["approval_timeout_seconds"] = self.approval_timeout.value()
+        if self.retention.value() != shown.audit_retention_days:
+            changes["audit_retention_days"] = self.retention.value()
+        style = self.notifications.currentData()
+        if style != shown.notifications:
+            changes["notifications"] = style
         if not changes:
             self.say("Nothing changed.")
             return

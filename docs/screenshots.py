@@ -173,6 +173,20 @@ def clients(home: Path, servers: dict[str, dict[str, object]]) -> None:
     vscode.write_text('{\n  "servers": {\n    "fetch": {"command": "uvx" "args": []}\n  }\n}\n')
 
 
+PASTED_SERVER = json.dumps(
+    {
+        "mcpServers": {
+            "github": {
+                "command": "npx",
+                "args": ["-y", "@modelcontextprotocol/server-github"],
+                "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_pasted_from_the_docs"},
+            }
+        }
+    },
+    indent=2,
+)
+
+
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else REPO / "docs").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -196,6 +210,10 @@ def main() -> int:
 
     home = root / "home"  # the MCP clients "installed" on this computer
     clients(home, servers)
+    # A longer list in the Servers tab: more servers, some of them turned off.
+    for n, name in enumerate(("github", "linear", "postgres", "sentry", "slack", "notion")):
+        servers[name] = {"command": str(BIN / "mcp-server-time"), "disabled": n % 2 == 0}
+    (paths.config_dir / "servers.json").write_text(json.dumps({"mcpServers": servers}, indent=2))
 
     qt = QApplication(sys.argv[:1])
     qt.setQuitOnLastWindowClosed(False)
@@ -244,9 +262,21 @@ def main() -> int:
     app.tools_view.select("everything", "get-sum")
     shoot(out / "tools-and-rules.png")
     app.window.show_tab("Servers")
+    app.servers_view.select("github")
     shoot(out / "servers.png")
+    qtbot_click(app.servers_view.add)
+    editor = app.server_editor
+    editor.move(300, 120)
+    editor.paste.setPlainText(PASTED_SERVER)
+    qtbot_click(editor.fill)
+    settle(0.8)
+    shoot(out / "server-editor.png")
+    editor.close()
     app.window.show_tab("Policy")
     shoot(out / "policy.png")
+    app.window.show_tab("Settings")
+    wait_until(lambda: "MB" in app.settings_view.audit_size.text(), 10, "the audit log's size")
+    shoot(out / "settings.png")
     app.window.show_tab("Connect your agents")
     view = app.connect_view
     wait_until(lambda: view.table.rowCount() == 4, 10, "the clients")

@@ -200,3 +200,14 @@ def test_a_first_run_opens_on_connect_your_agents(qtbot, app_paths, tmp_path):
         app.prompt.close()
         app.window.hide()
         app.window.deleteLater()
+
+
+def test_start_at_login_from_the_settings_tab_is_the_same_login_entry(qtbot, app):
+    view = app.settings_view
+    qtbot.waitUntil(lambda: "settings.json" in view.where.text(), timeout=10_000)
+    assert not view.autostart.isChecked()
+    view.autostart.click()
+    qtbot.waitUntil(app.connect_view.autostart.isChecked, timeout=10_000)
+    assert view.autostart.isChecked()
+    view.autostart.click()
+    qtbot.waitUntil(lambda: not app.connect_view.autostart.isChecked(), timeout=10_000)

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 
 from desktop.window import TABS
 from proxy.config.settings import settings_file
+from tests.desktop.conftest import set_policy, wait_result
 
 
 def test_the_settings_tab_saves_what_changed_and_says_when_it_applies(qtbot, running_app):
@@ -36,3 +37,40 @@ def test_a_broken_settings_file_is_shown_and_never_saved_over(qtbot, running_app
     qtbot.waitUntil(lambda: "settings.json has an error" in view.status.text(), timeout=10_000)
     assert not view.save.isEnabled()
     assert path.read_text() == '{"port": "six"}'
+
+
+def test_approval_time_notifications_and_retention_are_in_force_once_saved(
+    qtbot, running_app, agent
+):
+    view = running_app.settings_view
+    running_app.window.show_tab(TABS[6])
+    qtbot.waitUntil(lambda: "settings.json" in view.where.text(), timeout=10_000)
+    assert view.approval_timeout.value() == 120
+    assert view.retention.value() == 90
+    assert view.notifications.currentData() == "actions"
+    view.approval_timeout.setValue(40)
+    view.retention.setValue(0)
+    assert view.retention.text() == "forever"
+    view.notifications.setCurrentIndex(view.notifications.findData("plain"))
+    qtbot.mouseClick(view.save, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.status.text().startswith("Saved"), timeout=10_000)
+    assert "in force now" in view.status.text()
+    written = json.loads(settings_file(running_app.paths).read_text())
+    assert written == {
+        "approval_timeout_seconds": 40,
+        "audit_retention_days": 0,
+        "notifications": "plain",
+    }
+    qtbot.waitUntil(lambda: running_app.notices.style == "plain", timeout=10_000)
+    # a rule that asks without saying how long: the person now has 40 s, not 120
+    set_policy(
+        running_app,
+        qtbot,
+        {"version": "1", "default": "allow", "tools": {"echo": {"action": "ask"}}},
+    )
+    waiting = agent.call("echo", {"message": "how long?"})
+    qtbot.waitUntil(lambda: len(running_app.approvals_tab.cards) == 1, timeout=10_000)
+    card = next(iter(running_app.approvals_tab.cards.values()))
+    assert card.countdown.text() in ("denied in 0:40", "denied in 0:39")
+    card.deny.click()
+    assert wait_result(qtbot, waiting).is_error
