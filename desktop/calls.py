@@ -71,6 +71,7 @@ _BASIS_NOTES = {  # why a call was blocked, when not simply by its rule's action
     "timeout": "no answer",
     "no_approver": "nobody to ask",
     "server_removed": "server removed",
+    "server_disabled": "server turned off",
     "audit_unavailable": "audit log down",
     "name": "bad tool name",
 }
@@ -108,6 +109,7 @@ class CallRow:
     decision: str = "pending"
     basis: str | None = None
     rule: str | None = None
+    case: int | None = None  # the rule's "when" case that decided (from 0)
     reason: str = ""
     outcome: str | None = None
     duration_ms: float | None = None
@@ -133,6 +135,7 @@ class CallRow:
         row.decision = record.decision.value
         row.basis = record.basis
         row.rule = record.rule
+        row.case = record.case
         row.reason = record.reason
         row.outcome = record.outcome.value
         row.duration_ms = record.duration_ms
@@ -373,7 +376,8 @@ def _failed(row: CallRow) -> bool:
 
 def _rule_text(row: CallRow) -> str:
     if row.rule:
-        return row.rule
+        # the case as policy.json's path names it: "git/push when[0]"
+        return row.rule if row.case is None else f"{row.rule} when[{row.case}]"
     return "" if row.decision in ("pending", "asking") else (row.basis or "—")
 
 
@@ -386,6 +390,7 @@ def _update(row: CallRow, event: object) -> None:
         row.decision = event.decision
         row.basis = event.basis
         row.rule = event.rule
+        row.case = event.case
         row.reason = event.reason
     elif isinstance(event, CallFinished):
         row.outcome = event.outcome
@@ -396,6 +401,7 @@ def _update(row: CallRow, event: object) -> None:
         if row.decision == "pending":
             row.decision = "asking"
             row.rule = event.rule
+            row.case = event.case
             row.reason = event.reason
     elif isinstance(event, ApprovalAnswered) and row.decision == "asking":
         row.decision = "pending"

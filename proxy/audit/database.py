@@ -1,8 +1,9 @@
 """The audit database: its file, its tables, how an older one is brought up to date, and
 how a record becomes a row and back.
 
-Every query is built from the constant column names here, never from input. The file and
-its folders are made private (0600 and 0700), whatever the umask.
+Every query is built from the constant column names here, never from input (each one
+quoted: ``case`` is an SQL keyword). The file and its folders are made private (0600 and
+0700), whatever the umask.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ __all__ = [
     "where_clause",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
 
 
@@ -57,14 +58,15 @@ class AuditError(LockgateError):
     title = "The audit log cannot be used"
 
 
-COLUMNS: Final = (
-    "id time client server tool arguments decision basis rule reason outcome duration_ms "
+COLUMNS: Final = (  # a record's fields, by the same names
+    "id time client server tool arguments decision basis rule case reason outcome duration_ms "
     "result_size error"
 ).split()
+_QUOTED: Final = ", ".join(f'"{column}"' for column in COLUMNS)
 INSERT: Final = (  # built from the constant column names only, as is every query here
-    f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+    f"INSERT INTO calls ({_QUOTED}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
 )
-SELECT: Final = f"SELECT seq, {', '.join(COLUMNS)} FROM calls"  # noqa: S608
+SELECT: Final = f"SELECT seq, {_QUOTED} FROM calls"  # noqa: S608
 
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: Final = (
@@ -103,6 +105,8 @@ MIGRATIONS: Final = (
         "CREATE INDEX charges_call ON charges (call_id)",
         "CREATE INDEX calls_pending ON calls (outcome) WHERE outcome = 'pending'",
     ),
+    # the rule's "when" case that decided (from 0); NULL: the rule itself, or no rule
+    ('ALTER TABLE calls ADD COLUMN "case" INTEGER',),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -160,6 +164,7 @@ def row_of(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
             CallDecision(record.decision).value,
             None if record.basis is None else storable(record.basis),
             None if record.rule is None else storable(record.rule),
+            _case_of(record.case),
             clip(record.reason),
             Outcome(record.outcome).value,
             record.duration_ms,
@@ -168,6 +173,19 @@ def row_of(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
         )
     except (TypeError, ValueError) as exc:
         raise AuditError(f"cannot record call {record.id}: {exc}") from exc
+
+
+def _case_of(case: int | None) -> int | None:
+    """A record's case as the column holds it (a whole number from 0, or NULL).
+
+    Raises:
+        ValueError: it is neither.
+    """
+    if case is None:
+        return None
+    if isinstance(case, bool) or not isinstance(case, int) or case < 0:
+        raise ValueError(f"case must be a whole number from 0 or None, not {case!r}")
+    return case
 
 
 def record_from_row(row: tuple[Any, ...]) -> CallRecord:

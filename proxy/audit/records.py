@@ -53,6 +53,7 @@ class CallRecord:
     decision: CallDecision
     basis: str | None = None  # rule, default, arguments, limit, pause, timeout, ...
     rule: str | None = None  # the deciding rule's pattern; None when no rule decided
+    case: int | None = None  # the rule's "when" case that decided (from 0); None: the rule
     reason: str
     outcome: Outcome
     duration_ms: float | None = None
@@ -76,6 +77,7 @@ class CallRecord:
             "decision": CallDecision(self.decision).value,
             "basis": self.basis,
             "rule": self.rule,
+            "case": self.case,
             "reason": self.reason,
             "outcome": Outcome(self.outcome).value,
             "duration_ms": self.duration_ms,

@@ -88,9 +88,12 @@ def _who_serves(paths: Paths) -> str:
 
 def _print_status(status: dict[str, Any], out: TextIO, who: str = "") -> None:
     policy = status["policy"]
+    servers = ", ".join(status["servers"]) or "none"
+    if status.get("disabled"):
+        servers += f" (turned off: {', '.join(status['disabled'])})"
     lines = [
         f"gateway:   {'PAUSED' if status['paused'] else 'running'}{who}",
-        f"servers:   {', '.join(status['servers']) or 'none'}",
+        f"servers:   {servers}",
         f"policy:    {policy['source'] or 'built-in default'} ({policy['rules']} rules, "
         f"default {policy['default']})",
         f"approvers: {status['approvers']} attached, {status['pending']} calls waiting",

@@ -63,6 +63,8 @@ def _log_line(r: CallRecord) -> str:
     rule = (
         f'rule "{r.rule}"' if r.rule else "default" if r.basis in (None, "default") else "no rule"
     )
+    if r.rule and r.case is not None:
+        rule += f" when[{r.case}]"  # the case of the rule's "when" list that decided
     line = (
         f"{when}  {r.client}  {r.server}/{r.tool}  {decided}  {r.outcome.value}  {rule}  {duration}"
     )

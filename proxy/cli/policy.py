@@ -22,9 +22,16 @@ from proxy.config.atomic import write_atomic
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
 from proxy.config.servers import load_servers, open_server_log
+from proxy.config.settings import SettingsError, load_settings
 from proxy.policy.decide import Decision, ToolCall, agent_message, decide
 from proxy.policy.limits import Counters
-from proxy.policy.model import Policy, PolicyError, default_policy, load_policy
+from proxy.policy.model import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    Policy,
+    PolicyError,
+    default_policy,
+    load_policy,
+)
 from proxy.policy.risk import classify_many, tools_from_json
 from proxy.policy.starter import policy_text, starting_policy
 from proxy.policy.store import restore_last_good
@@ -150,8 +157,13 @@ def explain(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
             "the policy is invalid; a running Lockgate keeps its last good policy", file=sys.stderr
         )
         return 1
+    try:  # the timeout of an ask whose rule sets none: the gateway's, from settings.json
+        timeout: float = load_settings(paths).approval_timeout_seconds
+    except SettingsError as exc:  # no gateway starts with it; the decision is still shown
+        print(f"lockgate: {exc}; the default approval timeout is shown", file=sys.stderr)
+        timeout = DEFAULT_APPROVAL_TIMEOUT
     now = time.monotonic()
-    decision = decide(policy, call, Counters(), now)
+    decision = decide(policy, call, Counters(), now, default_approval_timeout=timeout)
     others = [
         r.pattern.text
         for r in policy.candidates(call.server, call.tool)
@@ -193,6 +205,8 @@ def _print_explanation(
         rule = policy.rule_for(call.server, call.tool)
         if rule is not None:
             rule_text += f"  ({rule.pattern.specificity.name.lower().replace('_', ' ')})"
+        if decision.case is not None:
+            rule_text += f", its when[{decision.case}]"
     lines = [
         f"decision: {decision.verdict}",
         f"rule:     {rule_text}",
@@ -251,11 +265,18 @@ def init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
     if paths.policy_file.exists():
         out.write(f"{paths.policy_file} already exists; nothing written.\n")
         return 1
-    servers = load_servers(paths.servers_file) if paths.servers_file.exists() else {}
+    every = load_servers(paths.servers_file) if paths.servers_file.exists() else {}
+    servers = {name: spec for name, spec in every.items() if not spec.disabled}
+    turned_off = sorted(every.keys() - servers.keys())
     if not servers:
-        out.write(f"No servers in {paths.servers_file}: the built-in policy stays in force.\n")
+        where = f"No servers in {paths.servers_file}"
+        if turned_off:
+            where = f"Every server of {paths.servers_file} is turned off ({', '.join(turned_off)})"
+        out.write(f"{where}: the built-in policy stays in force.\n")
         return 1
     out.write(f"Asking {len(servers)} server(s) for their tools...\n")
+    for name in turned_off:  # not started: turned off means Lockgate runs nothing of it
+        out.write(f"  {name}: turned off in Lockgate, not asked; its tools will ask\n")
     with contextlib.ExitStack() as logs:
 
         def errlog(name: str) -> TextIO:  # the same private files the gateway writes

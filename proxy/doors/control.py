@@ -81,6 +81,7 @@ class ControlDoor:
                 "ok": True,
                 "paused": status.paused,
                 "servers": list(status.servers),
+                "disabled": list(status.disabled),
                 "sessions": [
                     {
                         "id": s.id,
@@ -149,6 +150,7 @@ class ControlDoor:
                             "tool": event.tool,
                             "arguments": event.arguments,
                             "rule": event.rule,
+                            "case": event.case,
                             "reason": event.reason,
                             "deadline": event.deadline,
                             "digest": _digest_of(control, event.approval_id),
@@ -209,6 +211,7 @@ def _pending_json(p: PendingApproval) -> dict[str, Any]:
         "tool": p.call.tool,
         "arguments": p.call.arguments,
         "rule": p.decision.rule,
+        "case": p.decision.case,
         "reason": p.decision.reason,
         "deadline": p.deadline,
         "digest": p.digest,

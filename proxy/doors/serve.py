@@ -113,6 +113,7 @@ async def serve(
         clock=clock,
         monotonic=monotonic,
         max_message_bytes=settings.max_message_bytes,
+        default_approval_timeout=settings.approval_timeout_seconds,
     )
     try:
         await gateway.start()

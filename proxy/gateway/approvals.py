@@ -13,6 +13,12 @@ an unanswered request is refused when its timeout runs out; a call whose client 
 servers, a pause), the gateway *withdraws* it: the prompt goes, with the reason, and the
 waiting call is decided again from the start.
 
+A person's "for this session" (:class:`Remember.SESSION`) releases later calls of the same
+session only when the policy asks the same question about them
+(:class:`SessionApproval`): the same tool, under the same rule and the same ``when`` case
+of it. A call that a case singles out for asking (some arguments, say) is asked about
+again, whatever the person allowed of the rule's other calls.
+
 All methods run on the gateway's event loop.
 """
 
@@ -36,6 +42,7 @@ __all__ = [
     "ApprovalResult",
     "PendingApproval",
     "Remember",
+    "SessionApproval",
     "call_digest",
 ]
 
@@ -54,8 +61,37 @@ class Remember(StrEnum):
     """How far an approval reaches; the gateway and the app act on it."""
 
     ONCE = "once"  # this call only
-    SESSION = "session"  # this tool, for the rest of this client session
+    SESSION = "session"  # this tool, as the policy asked, for the rest of this client session
     ALWAYS = "always"  # the app writes an allow rule to policy.json
+
+
+@dataclass(frozen=True, slots=True)
+class SessionApproval:
+    """What "allow for this session" allowed: calls of ``tool`` that the policy asks about
+    under ``rule`` and its ``when`` case ``case`` (None: the rule's own action, or the
+    policy's default), that case as it was written then (an edit of the case, or another
+    case put before it, is another question)."""
+
+    tool: str
+    rule: str | None
+    case: int | None
+    case_text: str | None  # the case's conditions and action, canonical JSON
+
+    @classmethod
+    def of(cls, call: ToolCall, decision: Decision) -> SessionApproval:
+        """The question ``decision`` (an ``ask``) asks about ``call``."""
+        text = None
+        rule = decision.source
+        if decision.case is not None and rule is not None and decision.case < len(rule.cases):
+            case = rule.cases[decision.case]
+            clients = None if case.clients is None else sorted(case.clients)
+            text = json.dumps(
+                [clients, case.arguments, case.action.value],
+                sort_keys=True,
+                separators=(",", ":"),
+                default=str,
+            )
+        return cls(call.tool, decision.rule, decision.case, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +215,7 @@ class ApprovalBroker:
                 call.arguments,
                 decision.rule,
                 decision.reason,
+                case=decision.case,
             )
         )
         try:

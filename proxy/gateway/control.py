@@ -4,14 +4,16 @@ The app's window, the local control socket (and so every ``lockgate`` command th
 to a running gateway) and tests all go through :class:`GatewayControl`; none of them
 reaches into the gateway's attributes. Every method runs on the gateway's event loop
 thread, except :meth:`GatewayControl.history`, which reads SQLite and belongs on a worker
-thread.
+thread. (:meth:`GatewayControl.audit_summary` reads it too, on a worker thread of its own.)
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxy.audit.log import AuditSummary
 from proxy.audit.records import CallRecord
 from proxy.config.servers import ServerSpec
 from proxy.errors import LockgateError
@@ -85,6 +87,7 @@ class Status:
     approvers: int
     pending: int
     audit_error: str | None  # why the last audit write failed (calls are refused meanwhile)
+    disabled: tuple[str, ...] = ()  # servers of servers.json turned off (not served)
 
 
 class GatewayControl:
@@ -115,6 +118,7 @@ class GatewayControl:
             approvers=gateway.approvals.approvers,
             pending=len(gateway.approvals.pending()),
             audit_error=gateway.tool_calls.audit_failure,
+            disabled=tuple(sorted(gateway.disabled_servers)),
         )
 
     @property
@@ -143,6 +147,25 @@ class GatewayControl:
         """The newest ``limit`` calls of the audit log (older than ``before_id``), newest
         first. Blocking: call it from a worker thread, never the loop or the GUI."""
         return self._gateway.audit.query(limit=limit, before_id=before_id)
+
+    async def audit_summary(self) -> AuditSummary:
+        """The audit log's size, its calls and the oldest one's time, counted on a worker
+        thread (it reads the whole table's index).
+
+        Raises:
+            proxy.audit.log.AuditError: the database cannot be read.
+        """
+        return await asyncio.to_thread(self._gateway.audit.summary)
+
+    @property
+    def approval_timeout(self) -> float:
+        """Seconds a person has to answer an ``ask`` whose rule sets no timeout."""
+        return self._gateway.enforcer.default_approval_timeout
+
+    @property
+    def audit_retention(self) -> int:
+        """Days the audit log keeps a call (0: for ever)."""
+        return self._gateway.audit.retention_days
 
     # -- changing ----------------------------------------------------------------------
 
@@ -191,6 +214,26 @@ class GatewayControl:
             proxy.config.servers.ServersError: the file is broken; the servers in force stay.
         """
         return self._gateway.reload_servers()
+
+    def set_approval_timeout(self, seconds: float) -> None:
+        """How long a person has to answer an ``ask`` whose rule (and case) set no timeout,
+        for calls decided from now on; a call already waiting keeps its deadline. (The app
+        calls it with settings.json's ``approval_timeout_seconds`` once it is saved.)
+
+        Raises:
+            ValueError: not a number of seconds above 0.
+        """
+        self._gateway.enforcer.default_approval_timeout = seconds
+
+    def set_audit_retention(self, days: int) -> None:
+        """Keep each call ``days`` days in the audit log from now on (0: for ever). Returns
+        at once: the log's writer thread prunes with it, at once and hourly. (The app
+        calls it with settings.json's ``audit_retention_days`` once it is saved.)
+
+        Raises:
+            ValueError: not a whole number of days, 0 or more.
+        """
+        self._gateway.audit.set_retention(days)
 
     async def end_sessions(self, client: str) -> int:
         """End ``client``'s HTTP sessions (after its token was revoked); returns how many."""

@@ -25,7 +25,11 @@ a request for another server or from another client on the same session is refus
 ``servers`` are the servers in force: those of servers.json not turned off
 (``"disabled": true``), which ``disabled_servers`` holds. Every lookup of a server goes
 through ``servers``, so a server turned off is refused as one removed is, with words of
-its own (:meth:`Gateway.not_served`) that say how to turn it on.
+its own (:meth:`Gateway.not_served`) that say how to turn it on. When servers.json turns a
+server off or removes it, the open sessions' server processes are stopped and every
+request of those sessions is refused (a ``tools/call`` as a blocked call, in the audit
+log; anything else as a JSON-RPC error); turned on again, a session's next request starts
+it again. A server whose entry only *changed* keeps its processes until they restart.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ from proxy.gateway.events import (
 from proxy.gateway.pipeline import ToolCallPipeline
 from proxy.gateway.session import Session
 from proxy.policy.decide import Enforcer, Verdict, hidden_tools
-from proxy.policy.model import Policy
+from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, Policy
 from proxy.policy.store import PolicyStore, PolicyWatcher
 from proxy.upstream.catalog import ServerTools, list_all_tools
 from proxy.upstream.connection import Backoff, Upstream, UpstreamUnavailable
@@ -115,7 +119,15 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        default_approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
     ) -> None:
+        """``default_approval_timeout`` is how long a person has to answer an ``ask`` whose
+        rule says nothing (settings.json's ``approval_timeout_seconds``); it can be changed
+        while the gateway runs (:attr:`enforcer`).
+
+        Raises:
+            ValueError: ``default_approval_timeout`` is not a number of seconds above 0.
+        """
         self.servers, self.disabled_servers = _in_force(servers)
         self.servers_error: str | None = None  # while servers.json is broken
         self._servers_digest: str | None = None
@@ -134,7 +146,9 @@ class Gateway:
         self.policy_store = PolicyStore(
             policy_path, bus.emit, self._policy_swapped, last_good=last_good_policy
         )
-        self.enforcer = Enforcer(self.policy_store.policy, clock)
+        self.enforcer = Enforcer(
+            self.policy_store.policy, clock, default_approval_timeout=default_approval_timeout
+        )
         self.approvals = ApprovalBroker(bus.emit, clock)
         self.watcher = PolicyWatcher(self.policy_store)
         self.tool_calls = ToolCallPipeline(
@@ -239,8 +253,8 @@ class Gateway:
     def reload_servers(self) -> list[str]:
         """Read servers.json now (it is also watched): new servers can be reached at
         once; a changed server's open sessions use the new settings from their next
-        restart, and a removed or turned off server's are refused and not restarted.
-        Returns the names in force (not those turned off).
+        restart, and a removed or turned off server's processes are stopped and its
+        sessions' requests refused. Returns the names in force (not those turned off).
 
         Raises:
             ServersError: the file is not valid; the servers in force stay as they were.
@@ -295,6 +309,25 @@ class Gateway:
                 self.approvals.withdraw(
                     pending.id, f"server {server!r} was removed from servers.json"
                 )
+        for session in list(self.sessions.values()):
+            if session.server not in servers:
+                self._stop_upstream_soon(session)
+
+    def _stop_upstream_soon(self, session: Session) -> None:
+        """Stop the server process of ``session`` (its server is no longer in force).
+
+        The session lets go of it at once, and it is stopped in the session's task group
+        (this runs in a callback that cannot wait): turned on again, even before it has
+        exited, the session's next request starts a new one (its backoff forgotten)."""
+        upstream = session.upstream
+        if upstream is None or upstream.dead.is_set() or session.task_group is None:
+            return
+        log.info(
+            "stopping server %s for session %s: it is not in force", session.server, session.id
+        )
+        session.upstream = None
+        session.backoff = Backoff(clock=self._monotonic)
+        session.task_group.start_soon(upstream.aclose)
 
     async def end_sessions_of(self, client: str) -> int:
         """End every HTTP session of ``client`` (its token was revoked: its sessions and
@@ -417,10 +450,13 @@ class Gateway:
                 code=INVALID_REQUEST, message="this session belongs to another server or client"
             )
         session.last_active = self._monotonic()
-        if method == "ping":
-            return {}
         if method == "tools/call":  # decided first: a blocked call needs no server
             return await self._tool_call(ctx, session, params or {})
+        why = self.not_served(session.server)
+        if why is not None:  # turned off or removed since the session opened
+            raise MCPError(code=INVALID_REQUEST, message=why)
+        if method == "ping":
+            return {}
         upstream = await self._live_upstream(session)
         result = await self._forward(ctx, session, upstream, method, params)
         if method == "tools/list":
@@ -460,12 +496,16 @@ class Gateway:
                 "Lockgate is paused: every tool call is denied until a person resumes it"
             )
         if server in self.disabled_servers:
-            return "server_disabled", f"{_turned_off(server)}; Lockgate sends it nothing"
+            return "server_disabled", self._no_longer_served(server)
         if server not in self.servers:
-            return "server_removed", (
-                f"server {server!r} is no longer in servers.json; Lockgate sends it nothing"
-            )
+            return "server_removed", self._no_longer_served(server)
         return None
+
+    def _no_longer_served(self, server: str) -> str:
+        """Why nothing goes to ``server`` of an open session: turned off, or removed."""
+        if server in self.disabled_servers:
+            return f"{_turned_off(server)}; Lockgate sends it nothing"
+        return f"server {server!r} is no longer in servers.json; Lockgate sends it nothing"
 
     def _identity(
         self,
@@ -611,6 +651,10 @@ class Gateway:
         session.upstream = upstream
         self.bus.emit(UpstreamUp(self._clock(), session.server, session.id))
         tg.start_soon(self._watch_upstream, session, upstream)
+        if session.server not in self.servers:
+            # servers.json turned it off (or removed it) while it started: stopped at once
+            await upstream.aclose()
+            raise UpstreamUnavailable(self._no_longer_served(session.server))
         return upstream
 
     async def _watch_upstream(self, session: Session, upstream: Upstream) -> None:
@@ -624,6 +668,9 @@ class Gateway:
                 session.id,
                 upstream.exit_reason,
             )
+        current = session.upstream
+        if stopped and current not in (None, upstream) and not current.dead.is_set():
+            return  # a newer process of the session is up, and said so: this end is not news
         self.bus.emit(
             UpstreamDown(
                 self._clock(), session.server, session.id, None if stopped else upstream.exit_reason
@@ -631,7 +678,16 @@ class Gateway:
         )
 
     async def _live_upstream(self, session: Session) -> Upstream:
-        """The session's upstream, restarted (with backoff) if it went down."""
+        """The session's upstream, restarted (with backoff) if it went down.
+
+        Raises:
+            UpstreamUnavailable: it is down and may not start yet, or cannot start, or its
+                server is not in force (turned off or removed, even while it still runs:
+                a call decided before that is not sent after it).
+        """
+        configured = self.servers.get(session.server)
+        if configured is None:
+            raise UpstreamUnavailable(self._no_longer_served(session.server))
         upstream = session.upstream
         if upstream is not None and not upstream.dead.is_set():
             return upstream
@@ -641,16 +697,6 @@ class Gateway:
             raise UpstreamUnavailable(
                 f"server {session.server!r} went down ({reason}); Lockgate restarts it in "
                 f"{math.ceil(wait)} s, on the next request after that"
-            )
-        configured = self.servers.get(session.server)
-        if configured is None and session.server in self.disabled_servers:
-            raise UpstreamUnavailable(
-                f"{_turned_off(session.server)}; Lockgate does not start it again"
-            )
-        if configured is None:
-            raise UpstreamUnavailable(
-                f"server {session.server!r} is no longer in servers.json; Lockgate does not "
-                "start it again"
             )
         if configured != session.configured:  # servers.json changed it meanwhile
             session.spec = session.configured = configured

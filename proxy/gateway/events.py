@@ -133,6 +133,7 @@ class CallDecided:
     basis: str | None
     rule: str | None
     reason: str
+    case: int | None = None  # the rule's "when" case that decided (from 0); None: the rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,7 @@ class ApprovalPending:
     arguments: Mapping[str, Any]
     rule: str | None
     reason: str
+    case: int | None = None  # the rule's "when" case that asks (from 0); None: the rule
 
 
 @dataclass(frozen=True, slots=True)

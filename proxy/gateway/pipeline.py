@@ -29,7 +29,7 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_PARAMS
 from proxy.audit.log import AuditError, AuditLog
 from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
 from proxy.audit.redact import redact, storable
-from proxy.gateway.approvals import Answer, ApprovalBroker, Remember
+from proxy.gateway.approvals import Answer, ApprovalBroker, Remember, SessionApproval
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted, EventBus
 from proxy.policy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, agent_message
 from proxy.policy.limits import CounterKey
@@ -59,7 +59,7 @@ class Caller(Protocol):
     def client(self) -> str: ...
 
     @property
-    def approved_tools(self) -> set[str]: ...  # "allow for this session"
+    def session_approvals(self) -> set[SessionApproval]: ...  # "allow for this session"
 
     def scrub(self, text: str) -> str: ...  # without the secrets its upstreams know
 
@@ -74,7 +74,7 @@ class AtTheDoor:
     server: str
     client: str
     id: str = ""
-    approved_tools: set[str] = field(default_factory=set)
+    session_approvals: set[SessionApproval] = field(default_factory=set)
 
     def scrub(self, text: str) -> str:
         return text  # nothing of an upstream's has reached it
@@ -290,6 +290,12 @@ class ToolCallPipeline:
         A call that waited for a person is decided again when it is released, under the
         policy and state in force then; one whose prompt was withdrawn (the policy or the
         servers changed) is decided again from the start.
+
+        "For this session" is remembered as the question the person answered (the tool,
+        its rule and the ``when`` case that asked): a later call the policy asks about in
+        other words (another case, another rule) is asked again. If the policy changed
+        between the question and the answer so that it would ask in other words, the
+        answer releases this call only.
         """
         while True:
             refusal = self._refusal_of(session.server)
@@ -300,7 +306,7 @@ class ToolCallPipeline:
                 return CallDecision.ALLOWED, decision, decision.basis.value
             if decision.verdict is Verdict.DENY:
                 return CallDecision.DENIED, decision, decision.basis.value
-            if call.tool in session.approved_tools:
+            if SessionApproval.of(call, decision) in session.session_approvals:
                 released = self.enforcer.release(call)
                 if released.verdict is not Verdict.ALLOW:
                     return CallDecision.DENIED, released, released.basis.value
@@ -319,8 +325,11 @@ class ToolCallPipeline:
                 released = self.enforcer.release(call)
                 if released.verdict is not Verdict.ALLOW:
                     return CallDecision.DENIED, released, released.basis.value
-                if result.remember is Remember.SESSION:
-                    session.approved_tools.add(call.tool)
+                asked = SessionApproval.of(call, decision)
+                if result.remember is Remember.SESSION and asked == SessionApproval.of(
+                    call, released
+                ):
+                    session.session_approvals.add(asked)
                 return CallDecision.APPROVED, released, "person"
             why = {
                 Answer.REFUSED: "a person refused this call"
@@ -333,7 +342,12 @@ class ToolCallPipeline:
                 "try again once they are answered",
             }[result.answer]
             refused = Decision(
-                Verdict.DENY, decision.basis, why, decision.rule, source=decision.source
+                Verdict.DENY,
+                decision.basis,
+                why,
+                decision.rule,
+                case=decision.case,
+                source=decision.source,
             )
             return CallDecision.REFUSED, refused, result.answer.value
 
@@ -438,7 +452,13 @@ class ToolCallPipeline:
         """Tell the listeners how the call was decided (the app's row shows it)."""
         self.bus.emit(
             CallDecided(
-                trace.id, self._clock(), verdict.value, trace.basis, decision.rule, decision.reason
+                trace.id,
+                self._clock(),
+                verdict.value,
+                trace.basis,
+                decision.rule,
+                decision.reason,
+                case=decision.case,
             )
         )
 
@@ -464,6 +484,7 @@ class ToolCallPipeline:
             decision=verdict,
             basis=trace.basis,
             rule=decision.rule,
+            case=decision.case,
             reason=session.scrub(decision.reason),
             outcome=outcome,
             duration_ms=round((self._monotonic() - trace.started) * 1000, 3),

@@ -13,6 +13,7 @@ from mcp.server.connection import Connection
 from mcp.shared.dispatcher import DispatchContext
 
 from proxy.config.servers import ServerSpec
+from proxy.gateway.approvals import SessionApproval
 from proxy.upstream.connection import Backoff, Upstream
 
 __all__ = ["Session"]
@@ -31,7 +32,8 @@ class Session:
     upstream: Upstream | None = None
     backoff: Backoff = field(default_factory=Backoff)
     inflight: dict[Any, DispatchContext[Any]] = field(default_factory=dict)
-    approved_tools: set[str] = field(default_factory=set)  # "allow for this session"
+    # "allow for this session": the questions a person answered so (tool, rule, case)
+    session_approvals: set[SessionApproval] = field(default_factory=set)
     tool_names: tuple[str, ...] = ()  # every tool the upstream listed, hidden or not
     started: float = field(default_factory=time.time)
     task_group: anyio.abc.TaskGroup | None = None  # where the session's background work runs

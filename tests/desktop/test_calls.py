@@ -197,3 +197,39 @@ def test_a_call_let_through_that_failed_shows_both_its_decision_and_what_became_
     ]
     assert colour[0] == colour[4] == "#1b7f3b"  # green: it ran, or is running
     assert colour[1] == colour[2] == colour[3] == "#b26a00"  # amber: let through, failed
+
+
+def test_the_rule_column_names_the_case_that_decided_and_a_server_turned_off(qapp):
+    from proxy.audit.records import CallDecision, Outcome
+    from tests.support.records import make_record
+
+    model = CallsModel()
+    model.apply(
+        [
+            CallStarted("c1", 1.0, "a", "git", "push", {"force": True}),
+            ApprovalPending(
+                "ap1", "c1", 1.0, 61.0, "a", "git", "push", {"force": True}, "git/push", "ask",
+                case=2,
+            ),
+        ]
+    )  # fmt: skip
+    assert model.text(0, RULE) == "git/push when[2]"  # while it waits
+    model.apply([CallDecided("c1", 2.0, "approved", "person", "git/push", "ok", case=2)])
+    assert model.text(0, RULE) == "git/push when[2]"
+    model.apply(
+        [
+            CallStarted("c2", 3.0, "a", "git", "push", {}),
+            CallDecided("c2", 3.0, "allowed", "rule", "git/push", "allowed"),
+            CallStarted("c3", 4.0, "a", "off", "t", {}),
+            CallDecided("c3", 4.0, "denied", "server_disabled", None, "turned off"),
+            CallFinished("c3", 4.0, "blocked", 0.1, None),
+        ]
+    )
+    assert model.text(1, RULE) == "git/push"  # the rule's own action decided
+    assert model.text(2, DECISION) == "✕ denied · server turned off"
+    assert model.text(2, RULE) == "server_disabled"
+    old = make_record(
+        id="old", rule="git/push", case=0, decision=CallDecision.DENIED, outcome=Outcome.BLOCKED
+    )
+    assert model.prepend_history([old]) == 1
+    assert model.text(0, RULE) == "git/push when[0]"  # from the audit log, too

@@ -125,6 +125,7 @@ class Call:
     arguments: dict[str, Any]
     answer: concurrent.futures.Future[dict[str, Any]] | None = None
     request_id: int | None = None  # local doors: to cancel it
+    question: tuple[str, bool] | None = None  # what a person is asked (see _question)
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Door:
     client: str
     local: LocalClient | None = None
     http: HttpSession | None = None
-    approved: set[str] = field(default_factory=set)  # "allow for this session"
+    approved: set[tuple[str, bool]] = field(default_factory=set)  # "allow for this session"
     exit: contextlib.AsyncExitStack | None = None
 
 
@@ -269,6 +270,13 @@ class GatewayMachine(RuleBasedStateMachine):
             return "deny"
         return "run" if action == "allow" else "ask"
 
+    def _question(self, tool: str) -> tuple[str, bool]:
+        """What the policy asks a person about a call of ``tool``: the tool, and whether
+        its own rule asks (else the default does). "For this session" covers only that
+        question: asked under the other, the next call is asked about again."""
+        assert self.policy is not None
+        return tool, self.policy.actions[tool] is not None
+
     def _runs(self, call: Call) -> None:
         self.ran.add(call.marker)
         if call.tool == "limited" and self._limited_rule():
@@ -329,7 +337,7 @@ class GatewayMachine(RuleBasedStateMachine):
         call = Call(arguments["n"], door, tool, arguments)
         STATS["calls"] += 1
         verdict = self._verdict(tool, arguments)
-        if verdict == "ask" and tool in opened.approved:
+        if verdict == "ask" and self._question(tool) in opened.approved:
             verdict = "run"  # approved for this session earlier: released at once
         if verdict == "ask" and sum(1 for c in self.pending if c.door == door) >= MAX_WAITING:
             verdict = "deny"  # one session may not bury the person in requests
@@ -341,6 +349,7 @@ class GatewayMachine(RuleBasedStateMachine):
                 assert _refused(answer), answer
                 assert "nobody approved this call" in _text(answer)
                 return
+            call.question = self._question(tool)
             self._wait_pending(call.marker)
             self.pending.append(call)
             return
@@ -409,8 +418,10 @@ class GatewayMachine(RuleBasedStateMachine):
 
         assert self.loop.run(_on_loop(send))
         verdict = self._release(call) if approve else "deny"
-        if verdict == "run" and for_session:
-            self.doors[call.door].approved.add(call.tool)
+        # remembered only if the policy still asks the question the person answered
+        if verdict == "run" and for_session and call.question == self._question(call.tool):
+            assert call.question is not None
+            self.doors[call.door].approved.add(call.question)
         self._settle([call], {call.marker: verdict})
 
     @precondition(lambda self: any(c.door != "http" for c in self.pending))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.audit.database import MIGRATIONS, SCHEMA_VERSION
+from proxy.audit.database import MIGRATIONS, SCHEMA_VERSION, AuditError
 from proxy.audit.log import AuditLog
 from proxy.audit.records import Charge
 from tests.support.records import compact
@@ -114,7 +114,7 @@ def test_a_log_of_the_first_version_is_upgraded_and_keeps_its_records(db):
             raw.execute(statement)
         raw.execute("PRAGMA user_version = 1")
         row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
-        del row["ts"]
+        del row["ts"], row["case"]  # version 1 had no case
         columns = ", ".join(row)
         raw.execute(
             f"INSERT INTO calls ({columns}) VALUES ({', '.join('?' * len(row))})",
@@ -137,6 +137,40 @@ def test_a_log_of_the_first_version_is_upgraded_and_keeps_its_records(db):
     finally:
         raw.close()
     assert {"charges", "charges_time", "charges_call", "calls_pending"} <= indexes
+
+
+def test_a_log_of_version_2_is_upgraded_and_then_keeps_the_case_that_decided(db):
+    db.parent.mkdir()
+    old = make(tool="from_version_2", rule="git/*")
+    raw = sqlite3.connect(db, isolation_level=None)
+    try:
+        for statements in MIGRATIONS[:2]:
+            for statement in statements:
+                raw.execute(statement)
+        raw.execute("PRAGMA user_version = 2")
+        row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
+        del row["ts"], row["case"]  # version 2 had no case
+        raw.execute(
+            f"INSERT INTO calls ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+    finally:
+        raw.close()
+    with AuditLog(db) as audit:
+        assert audit.get(old.id) == old  # no case: the rule itself decided, as then
+        new = make(tool="after_the_upgrade", rule="git/push", case=2)
+        audit.write_sync(new)
+        assert audit.get(new.id) == new
+        assert [r.case for r in audit.query(limit=5)] == [2, None]
+        with pytest.raises(AuditError, match="case must be a whole number"):
+            audit.write_sync(make(case=-1))
+    raw = sqlite3.connect(db)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        columns = [name for (_, name, *_) in raw.execute("PRAGMA table_info(calls)")]
+    finally:
+        raw.close()
+    assert columns[-1] == "case"
 
 
 MIGRATE_ON_A_FULL_DISK = """

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from proxy.bridge.control import control
+from proxy.config.paths import Paths
+from proxy.config.servers_edit import set_server_disabled
 from tests.support.live import LiveGateway, free_port
 from tests.support.waiting import eventually_sync
 
@@ -51,3 +54,14 @@ def test_serve_listens_on_the_port_setting(tmp_path: Path) -> None:
         assert gateway.port == port
     finally:
         gateway.stop()
+
+
+def test_status_names_the_servers_turned_off(live_gateway: LiveGateway) -> None:
+    paths = Paths(live_gateway.config_dir, live_gateway.data_dir)
+    set_server_disabled(paths.servers_file, "misbehaving", True)
+    assert control(paths, "reload-servers")["servers"] == ["everything", "remote", "time"]
+    status = live_gateway.lockgate("status")
+    assert status.returncode == 0, status.stderr
+    assert "servers:   everything, remote, time (turned off: misbehaving)" in (
+        status.stdout.splitlines()
+    )

@@ -16,6 +16,7 @@ def test_each_line_names_the_rule_the_default_or_no_rule(tmp_path: Path) -> None
     data = tmp_path / "data"
     with AuditLog(data / "audit.db") as audit:
         audit.write_sync(make_record(tool="by_rule", rule="files/read_*", basis="rule"))
+        audit.write_sync(make_record(tool="by_case", rule="files/read_*", case=1, basis="rule"))
         audit.write_sync(make_record(tool="by_default", rule=None, basis="default"))
         paused = make_record(
             tool="while_paused",
@@ -35,8 +36,9 @@ def test_each_line_names_the_rule_the_default_or_no_rule(tmp_path: Path) -> None
         check=True,
     ).stdout
     line = {name: next(x for x in out.splitlines() if f"/{name} " in x) for name in
-            ("by_rule", "by_default", "while_paused")}  # fmt: skip
-    assert 'rule "files/read_*"' in line["by_rule"]
+            ("by_rule", "by_case", "by_default", "while_paused")}  # fmt: skip
+    assert 'rule "files/read_*"  ' in line["by_rule"]
+    assert 'rule "files/read_*" when[1]  ' in line["by_case"]  # the case of it that decided
     assert "  default  " in line["by_default"]
     assert "denied (pause)  blocked  no rule" in line["while_paused"]  # not "default"
     assert "Lockgate is paused" in line["while_paused"]

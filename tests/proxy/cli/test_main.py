@@ -406,6 +406,31 @@ def test_explain_text_for_an_ask_shows_the_pattern_and_timeout(cli: Cli, example
     assert "the agent is told" not in result.out
 
 
+def test_explain_uses_the_approval_timeout_setting_and_names_the_case(
+    cli: Cli, config_dir: Path, tmp_path: Path
+) -> None:
+    write(config_dir / "settings.json", {"approval_timeout_seconds": 45})
+    policy = write(
+        tmp_path / "p.json",
+        {"version": "1", "default": "allow", "tools": {"git/push": {"when": [
+            {"clients": ["ci"], "action": "deny"},
+            {"arguments": {"required": ["force"]}, "action": "ask"},
+        ]}}},
+    )  # fmt: skip
+    args = ["policy", "explain", "git", "push", "--policy", policy, "--args", '{"force": true}']
+    result = cli(*args)
+    assert result.code == 0
+    assert 'rule:     "git/push"  (exact scoped), its when[1]' in result.out
+    assert "approval: denied if nobody answers within 45 s" in result.out  # the setting's
+    data = json.loads(cli(*args, "--json").out)
+    assert (data["case"], data["approval_timeout"]) == (1, 45)
+    write(config_dir / "settings.json", {"approval_timeout_seconds": "soon"})
+    broken = cli(*args)
+    assert broken.code == 0  # the decision is still explained
+    assert "the default approval timeout is shown" in broken.err
+    assert "approval: denied if nobody answers within 120 s" in broken.out
+
+
 def test_explain_passes_the_client(cli: Cli, example: Path) -> None:
     result = cli(
         "policy",

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.harness import Harness, running
+from tests.support.harness import Harness, LocalClient, recorder_servers, running, write_json
+from tests.support.waiting import eventually
 
 
 @asynccontextmanager
@@ -65,9 +66,10 @@ async def test_status_pause_resume_and_reloads_on_the_wire(tmp_path: Path) -> No
     async with running(harness), control_line(harness) as ask:
         status = await ask({"op": "status"})
         assert set(status) == {
-            "ok", "paused", "servers", "sessions", "policy", "servers_error", "approvers", "audit_error",
-            "pending"
+            "ok", "paused", "servers", "disabled", "sessions", "policy", "servers_error", "approvers",
+            "audit_error", "pending"
         }  # fmt: skip
+        assert (status["servers"], status["disabled"]) == (["rec"], [])
         assert status["policy"] == {
             "source": str(harness.paths.policy_file), "rules": 1, "default": "allow", "error": None
         }  # fmt: skip
@@ -83,3 +85,45 @@ async def test_status_pause_resume_and_reloads_on_the_wire(tmp_path: Path) -> No
         assert reloaded["ok"] is False
         assert reloaded["rules"] == 1  # the last good one is what is in force
         assert await ask({"op": "approvals"}) == {"ok": True, "pending": []}
+
+
+async def test_status_names_the_servers_turned_off_and_a_waiting_call_its_case(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path)
+    off = {"command": "no-such-server", "disabled": True}
+    write_json(harness.paths.servers_file, recorder_servers(harness.record, off=off))
+    harness.write_policy(
+        {"default": "allow", "tools": {"echo": {"when": [
+            {"clients": ["someone-else"], "action": "deny"},
+            {"arguments": {"required": ["n"]}, "action": "ask"},
+        ]}}}
+    )  # fmt: skip
+    async with (
+        running(harness) as gateway,
+        control_line(harness) as ask,
+        LocalClient.open(harness) as client,
+    ):
+        status = await ask({"op": "status"})
+        assert (status["servers"], status["disabled"]) == (["rec"], ["off"])
+        await client.handshake(gateway)
+        assert harness.info is not None
+        reader, writer = await asyncio.open_unix_connection(harness.info.socket)
+        try:
+            writer.write(b'{"lockgate": 1, "mode": "control"}\n{"op": "watch"}\n')
+            assert json.loads(await reader.readline()) == {"ok": True}
+            assert json.loads(await reader.readline()) == {"ok": True, "pending": []}
+            call = client.start_call("echo", {"n": 1})
+            heard = json.loads(await asyncio.wait_for(reader.readline(), 10))
+        finally:
+            writer.close()
+        assert heard["event"] == "pending"
+        assert (heard["approval"]["rule"], heard["approval"]["case"]) == ("echo", 1)
+        await eventually(gateway.approvals.pending, "the call to wait for a person")
+        (listed,) = (await ask({"op": "approvals"}))["pending"]
+        assert (listed["rule"], listed["case"]) == ("echo", 1)
+        answered = await ask(
+            {"op": "answer", "id": listed["id"], "approve": False, "digest": listed["digest"]}
+        )
+        assert answered == {"ok": True}
+        assert (await client.answer(call))["result"]["isError"] is True

@@ -7,17 +7,22 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from proxy.config.servers import ServersError
-from proxy.config.servers_edit import remove_server
-from proxy.gateway.approvals import Remember
+from proxy.config.servers_edit import remove_server, set_server_disabled
+from proxy.config.settings import save_setting
+from proxy.gateway.approvals import PendingApproval, Remember
 from proxy.gateway.control import AnswerRefused, GatewayControl
 from proxy.gateway.events import Event, PauseChanged, ServersReloaded
 from tests.support.harness import Harness, LocalClient, recorder_servers, running, write_json
+from tests.support.records import make_record
 from tests.support.waiting import eventually
+
+DAY = 86400.0
 
 
 async def test_status_says_what_the_window_header_says(tmp_path: Path) -> None:
@@ -145,3 +150,75 @@ async def test_history_is_the_audit_log_newest_first(tmp_path: Path) -> None:
         ]
         older = await asyncio.to_thread(control.history, limit=10, before_id=records[0].id)
         assert [r.tool for r in older] == ["echo"]
+
+
+async def test_status_names_the_servers_turned_off(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    async with running(harness) as gateway:
+        control = GatewayControl(gateway)
+        assert control.status().disabled == ()
+        await asyncio.to_thread(set_server_disabled, harness.paths.servers_file, "rec", True)
+        control.reload_servers()
+        status = control.status()
+        assert (status.servers, status.disabled) == ((), ("rec",))
+
+
+async def test_the_approval_timeout_is_the_setting_and_changes_for_the_calls_after(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path)
+    harness.write_policy(
+        {"default": "ask", "tools": {"fetch": {"action": "ask", "approval": {"timeout": 300}}}}
+    )
+    save_setting(harness.paths, "approval_timeout_seconds", 45)
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        control = GatewayControl(gateway)
+        control.attach_approver()
+
+        async def asked(tool: str) -> float:
+            """How long the person has to answer a call of ``tool``, asked now."""
+            call = client.start_call(tool)
+
+            def waiting() -> list[PendingApproval]:
+                return [p for p in control.pending_approvals() if p.call.tool == tool]
+
+            (pending,) = await eventually(waiting, f"{tool} to wait for a person")
+            control.answer(pending.id, False, digest=pending.digest)
+            await client.answer(call)
+            return pending.deadline - pending.created
+
+        assert control.approval_timeout == 45
+        assert await asked("echo") == pytest.approx(45)  # settings.json's, at the start
+        control.set_approval_timeout(600)
+        assert control.approval_timeout == 600
+        assert await asked("echo") == pytest.approx(600)
+        assert await asked("fetch") == pytest.approx(300)  # a rule's own timeout wins
+        with pytest.raises(ValueError, match="above 0"):
+            control.set_approval_timeout(0)
+        assert control.approval_timeout == 600
+
+
+async def test_the_audit_retention_changes_while_the_gateway_runs(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    async with running(harness) as gateway:
+        control = GatewayControl(gateway)
+        assert control.audit_retention == 90  # the setting's default
+        now = time.time()
+        await gateway.audit.write(make_record(time=now - 10 * DAY, tool="old"))
+        await gateway.audit.write(make_record(time=now - DAY, tool="recent"))
+        before = await control.audit_summary()
+        assert before.calls == 2
+
+        control.set_audit_retention(5)  # returns at once: the writer prunes
+        assert control.audit_retention == 5
+
+        async def pruned() -> bool:
+            return (await control.audit_summary()).calls == 1
+
+        await eventually(pruned, "the call older than 5 days to go")
+        (kept,) = await asyncio.to_thread(control.history, limit=10)
+        assert kept.tool == "recent"
+        with pytest.raises(ValueError, match="0 or more"):
+            control.set_audit_retention(-1)
+        assert control.audit_retention == 5

@@ -8,21 +8,32 @@ server received, recorded by tests/servers/tee.py).
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from proxy.config.servers_edit import set_server_disabled
-from proxy.gateway.events import ApprovalAnswered, ServersReloaded
+from proxy.gateway.events import (
+    ApprovalAnswered,
+    CallStarted,
+    ServersReloaded,
+    UpstreamDown,
+    UpstreamUp,
+)
 from tests.support.harness import (
     INITIALIZE_PARAMS,
+    RECORDER,
     Harness,
+    HttpSession,
     LocalClient,
     recorder_servers,
     running,
@@ -358,3 +369,169 @@ async def test_a_server_turned_off_is_refused_at_every_step_and_on_again_is_serv
         (("rec",), (), ("rec",), ()),
     ]
     assert [e.summary() for e in reloads] == ["turned off rec", "turned on rec"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def pids_that_ran(harness: Harness, name: str) -> list[int]:
+    """The process of each ``name`` call the recorder ran, in order."""
+    return [entry["pid"] for entry in harness.recorded() if entry["name"] == name]
+
+
+async def test_a_server_turned_off_or_removed_is_stopped_and_its_sessions_refused_everything(
+    tmp_path: Path,
+) -> None:
+    """Its open sessions' processes exit (on both doors), and each request of those
+    sessions is refused in the words every door uses, tools/list as tools/call; turned on
+    again, the next request starts it again."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    servers = harness.paths.servers_file
+    async with (
+        running(harness) as gateway,
+        LocalClient.open(harness) as client,
+        httpx2.AsyncClient(timeout=30) as http,
+    ):
+        await client.handshake(gateway)
+        web = HttpSession(http, harness.http_url + "rec", harness.token("web"))
+        await web.open()
+        assert text_of_answer(await client.call("echo")) == "ran echo"
+        assert text_of_answer(await web.call("fetch")) == "ran fetch"
+        assert "tools" in (await client.request("tools/list"))["result"]
+        (local_pid,), (web_pid,) = pids_that_ran(harness, "echo"), pids_that_ran(harness, "fetch")
+        assert local_pid != web_pid
+
+        await anyio.to_thread.run_sync(set_server_disabled, servers, "rec", True)
+        assert gateway.reload_servers() == []
+        await eventually(lambda: not (alive(local_pid) or alive(web_pid)), "both to exit")
+        turned_off = gateway.not_served("rec")
+        assert turned_off is not None
+        assert "server 'rec' is turned off in Lockgate" in turned_off
+        for method in ("tools/list", "resources/list", "prompts/list", "ping"):
+            refused = await client.request(method)
+            assert refused["error"]["message"] == turned_off, method
+        called = await client.call("echo")
+        assert called["result"]["isError"] is True
+        assert "server 'rec' is turned off in Lockgate" in text_of_answer(called)
+
+        await anyio.to_thread.run_sync(set_server_disabled, servers, "rec", False)
+        assert gateway.reload_servers() == ["rec"]
+        assert "tools" in (await client.request("tools/list"))["result"]  # started again
+        assert text_of_answer(await client.call("echo")) == "ran echo"
+        restarted = pids_that_ran(harness, "echo")[-1]
+        assert restarted != local_pid
+        assert alive(restarted)
+
+        write_json(servers, {"mcpServers": {}})  # and removed
+        assert gateway.reload_servers() == []
+        await eventually(lambda: not alive(restarted), "the removed server's process to exit")
+        removed = await client.request("tools/list")
+        assert removed["error"]["message"] == gateway.not_served("rec")
+        assert "Lockgate has no server named 'rec'" in removed["error"]["message"]
+        called = await client.call("echo")
+        assert "server 'rec' is no longer in servers.json" in text_of_answer(called)
+    assert pids_that_ran(harness, "echo") == [local_pid, restarted]  # nothing while off
+
+
+async def test_a_server_whose_entry_changed_keeps_its_sessions_processes_until_a_restart(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    changed = recorder_servers(harness.record)
+    changed["mcpServers"]["rec"]["env"] = {"LOCKGATE_TEST": "changed"}
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        await client.call("echo")
+        (before,) = pids_that_ran(harness, "echo")
+        write_json(harness.paths.servers_file, changed)
+        assert gateway.reload_servers() == ["rec"]
+        assert "tools" in (await client.request("tools/list"))["result"]
+        assert text_of_answer(await client.call("echo")) == "ran echo"
+        assert pids_that_ran(harness, "echo") == [before, before]  # the same process
+        assert await gateway.restart_server("rec") == 1
+        assert text_of_answer(await client.call("echo")) == "ran echo"
+        after = pids_that_ran(harness, "echo")[-1]
+    assert after != before
+    reloaded = [e for e in harness.events if isinstance(e, ServersReloaded)]
+    assert [(e.changed, e.removed) for e in reloaded] == [(("rec",), ())]
+
+
+async def test_turned_off_and_on_at_once_the_session_runs_its_new_process_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """The old process is slow to exit (as servers that flush on exit are): the session
+    starts a new one at its next request without waiting for it, and the old one's end,
+    heard after the new one's start, does not report the session down."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    slow_to_exit = (  # the recorder, then a second and a half before the process ends
+        "import runpy, sys, time; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__'); time.sleep(1.5)"
+    )
+    rec = {
+        "command": sys.executable,
+        "args": ["-c", slow_to_exit, str(RECORDER), str(harness.record)],
+    }
+    write_json(harness.paths.servers_file, {"mcpServers": {"rec": rec}})
+    servers = harness.paths.servers_file
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        await client.call("echo")
+        (old,) = pids_that_ran(harness, "echo")
+        await anyio.to_thread.run_sync(set_server_disabled, servers, "rec", True)
+        gateway.reload_servers()
+        await anyio.to_thread.run_sync(set_server_disabled, servers, "rec", False)
+        gateway.reload_servers()
+        assert text_of_answer(await client.call("echo")) == "ran echo"
+        new = pids_that_ran(harness, "echo")[-1]
+        assert alive(old)  # still on its way out
+        await eventually(lambda: not alive(old), "the old process to exit")
+        assert text_of_answer(await client.call("echo")) == "ran echo"  # after its end is heard
+        (session,) = gateway.sessions.values()
+        told = [
+            type(e).__name__
+            for e in harness.events
+            if isinstance(e, (UpstreamUp, UpstreamDown)) and e.session == session.id
+        ]
+        assert told == ["UpstreamUp", "UpstreamUp"]  # the old one's stop was not news
+    assert pids_that_ran(harness, "echo") == [old, new, new]
+
+
+async def test_a_call_allowed_just_before_its_server_is_turned_off_is_not_sent_after(
+    tmp_path: Path,
+) -> None:
+    """It was decided while its server was in force; its record was still being written
+    (another program held the audit log) when the server was turned off: it does not go."""
+    harness = Harness(tmp_path)
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway, LocalClient.open(harness) as client:
+        await client.handshake(gateway)
+        assert text_of_answer(await client.call("echo")) == "ran echo"  # its process runs
+        holder = sqlite3.connect(harness.paths.audit_db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")  # the log's writer waits for this lock
+            call = client.start_call("fetch")
+
+            def decided() -> bool:
+                return any(isinstance(e, CallStarted) and e.tool == "fetch" for e in harness.events)
+
+            await eventually(decided, "the call to be decided, its record waiting")
+            await anyio.to_thread.run_sync(
+                set_server_disabled, harness.paths.servers_file, "rec", True
+            )
+            assert gateway.reload_servers() == []
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        answer = await client.answer(call)
+        (row,) = gateway.audit.query(limit=5, tool="fetch")
+    assert "server 'rec' is turned off in Lockgate" in answer["error"]["message"]
+    assert harness.recorded_names() == ["echo"]  # fetch never reached it
+    assert (row.decision.value, row.outcome.value) == ("allowed", "upstream_down")

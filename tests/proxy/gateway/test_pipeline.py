@@ -21,8 +21,15 @@ from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_PARAMS
 
 from proxy.audit.log import AuditLog
 from proxy.audit.records import Outcome
-from proxy.gateway.approvals import ApprovalBroker
-from proxy.gateway.events import CallDecided, CallFinished, CallStarted, Event, EventBus
+from proxy.gateway.approvals import ApprovalBroker, PendingApproval, Remember, SessionApproval
+from proxy.gateway.events import (
+    ApprovalPending,
+    CallDecided,
+    CallFinished,
+    CallStarted,
+    Event,
+    EventBus,
+)
 from proxy.gateway.pipeline import ToolCallPipeline
 from proxy.policy.decide import Enforcer
 from proxy.policy.model import parse_policy
@@ -44,7 +51,7 @@ class Caller:
     server: str = "fs"
     client: str = "agent"
     id: str = "session-1"
-    approved_tools: set[str] = field(default_factory=set)
+    session_approvals: set[SessionApproval] = field(default_factory=set)
     secret: str = "s3cr3t"
 
     def scrub(self, text: str) -> str:
@@ -233,3 +240,133 @@ async def test_a_call_cancelled_while_it_waits_is_recorded_as_cancelled(pipe: Pi
     (row,) = pipe.audit.query(limit=5)
     assert row.outcome is Outcome.CANCELLED
     assert not pipe.approvals.pending()
+
+
+# -- the "when" case that decided, and what "for this session" covers ----------------------
+
+PUSH_CASES = """{"version": "1", "default": "allow", "tools": {
+  "push": {"action": "allow", "when": [
+    {"clients": ["ci"], "action": "deny"},
+    {"arguments": {"required": ["force"]}, "action": "deny", "reason": "no force pushes"},
+    {"arguments": {"required": ["ask"]}, "action": "ask"}
+  ]}
+}}"""
+
+
+async def answers(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": f"ran {params['name']}"}]}
+
+
+async def test_the_case_that_decided_is_in_the_record_and_the_events(pipe: Pipe) -> None:
+    pipe.pipeline.enforcer.swap_policy(parse_policy(PUSH_CASES))
+    await pipe.pipeline.run(Caller(), call("push"), answers)
+    await pipe.pipeline.run(Caller(), call("push", force=True), answers)
+    await pipe.pipeline.run(Caller(), call("push", ask=1), answers)  # nobody to ask
+    pipe.approvals.attach()
+    task = asyncio.create_task(pipe.pipeline.run(Caller(), call("push", ask=2), answers))
+    (pending,) = await eventually(pipe.approvals.pending, "the call to wait")
+    assert pipe.approvals.answer(pending.id, True, digest=pending.digest)
+    assert "isError" not in await task
+
+    rows = list(reversed(pipe.audit.query(limit=10)))  # read back from SQLite
+    assert [(r.decision.value, r.basis, r.rule, r.case) for r in rows] == [
+        ("allowed", "rule", "push", None),
+        ("denied", "rule", "push", 1),
+        ("refused", "no_approver", "push", 2),
+        ("approved", "person", "push", 2),
+    ]
+    decided = [(e.decision, e.case) for e in pipe.events if isinstance(e, CallDecided)]
+    assert decided == [("allowed", None), ("denied", 1), ("refused", 2), ("approved", 2)]
+    (asked,) = [e for e in pipe.events if isinstance(e, ApprovalPending)]
+    assert (asked.rule, asked.case) == ("push", 2)
+
+
+PUSH_TO_MAIN_ASKS = """{"version": "1", "default": "allow", "tools": {
+  "push": {"action": "ask", "when": [
+    {"arguments": {"properties": {"branch": {"const": "main"}}}, "action": "ask",
+     "reason": "a push to main"}
+  ]}
+}}"""
+PUSH_TO_MAIN_ASKS_EDITED = PUSH_TO_MAIN_ASKS.replace('{"const": "main"}', '{"pattern": "^ma"}')
+
+
+@dataclass
+class Asked:
+    """A push waiting for a person: its approval, and the call's task."""
+
+    pending: PendingApproval
+    task: asyncio.Task[dict[str, Any]]
+
+    @property
+    def case(self) -> int | None:
+        return self.pending.decision.case
+
+    async def approved(self, pipe: Pipe, remember: Remember) -> None:
+        pending = self.pending
+        assert pipe.approvals.answer(pending.id, True, digest=pending.digest, remember=remember)
+        assert "isError" not in await self.task
+
+
+async def asked_or_released(pipe: Pipe, caller: Caller, **arguments: Any) -> Asked | None:
+    """Start a push; returns what it waits for, or None if it went without asking."""
+    task = asyncio.create_task(pipe.pipeline.run(caller, call("push", **arguments), answers))
+    await eventually(lambda: task.done() or pipe.approvals.pending(), "an answer or a question")
+    if task.done():
+        assert "isError" not in task.result()
+        return None
+    (pending,) = pipe.approvals.pending()
+    return Asked(pending, task)
+
+
+async def asked(pipe: Pipe, caller: Caller, **arguments: Any) -> Asked:
+    """Start a push that must wait for a person."""
+    waiting = await asked_or_released(pipe, caller, **arguments)
+    assert waiting is not None, "it went without asking"
+    return waiting
+
+
+async def test_for_this_session_covers_only_the_question_the_person_answered(pipe: Pipe) -> None:
+    """A person who allowed the rule's own question for the session is asked again about
+    a call that a case asks about; and again about the case's calls once it was edited."""
+    pipe.pipeline.enforcer.swap_policy(parse_policy(PUSH_TO_MAIN_ASKS))
+    pipe.approvals.attach()
+    session = Caller()
+    first = await asked(pipe, session, branch="scratch/a")
+    assert first.case is None
+    await first.approved(pipe, Remember.SESSION)
+    assert await asked_or_released(pipe, session, branch="scratch/b") is None  # as allowed
+
+    to_main = await asked(pipe, session, branch="main")  # the case asks
+    assert to_main.case == 0
+    await to_main.approved(pipe, Remember.SESSION)
+    assert await asked_or_released(pipe, session, branch="main") is None
+
+    pipe.pipeline.enforcer.swap_policy(parse_policy(PUSH_TO_MAIN_ASKS_EDITED))
+    again = await asked(pipe, session, branch="main")  # the case is not the same
+    assert again.case == 0
+    await again.approved(pipe, Remember.ONCE)
+    assert await asked_or_released(pipe, session, branch="scratch/c") is None  # unchanged
+    other = await asked(pipe, Caller(id="session-2"), branch="scratch/d")  # its own
+    await other.approved(pipe, Remember.ONCE)
+    bases = [r.basis for r in reversed(pipe.audit.query(limit=20))]
+    assert bases == ["person", "session", "person", "session", "person", "session", "person"]
+
+
+async def test_an_answer_to_a_question_the_policy_no_longer_asks_is_not_remembered(
+    pipe: Pipe,
+) -> None:
+    """The person allowed a case's question for the session; before the call went on, the
+    policy changed to ask about it under the rule's own action: the call goes (the person
+    approved this very call), and the next one is asked about."""
+    pipe.pipeline.enforcer.swap_policy(parse_policy(PUSH_TO_MAIN_ASKS_EDITED))
+    pipe.approvals.attach()
+    session = Caller()
+    waiting = await asked(pipe, session, branch="main-2")
+    assert waiting.case == 0
+    pending = waiting.pending
+    pipe.approvals.answer(pending.id, True, digest=pending.digest, remember=Remember.SESSION)
+    pipe.pipeline.enforcer.swap_policy(parse_policy(PUSH_TO_MAIN_ASKS))  # before it goes on
+    assert "isError" not in await waiting.task
+    again = await asked(pipe, session, branch="main-2")
+    assert again.case is None
+    await again.approved(pipe, Remember.ONCE)

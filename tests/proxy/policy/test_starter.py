@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,35 @@ def test_init_shows_the_policy_and_writes_it_only_when_told(tmp_path):
         "server-time.log",
     ]
     assert {p.stat().st_mode & 0o777 for p in logs} == {0o600}
+
+
+def test_init_does_not_start_a_server_turned_off(tmp_path):
+    env = setup(tmp_path)
+    started = tmp_path / "off-was-started"
+    servers_file = tmp_path / "config" / "servers.json"
+    servers = {
+        "time": {"command": str(BIN / "mcp-server-time")},
+        "off": {
+            "command": sys.executable,
+            "args": ["-c", f"open({str(started)!r}, 'w').close()"],
+            "disabled": True,
+        },
+    }
+    servers_file.write_text(json.dumps({"mcpServers": servers}))
+    shown = init(env)
+    assert shown.returncode == 0, shown.stderr
+    assert "Asking 1 server(s) for their tools" in shown.stdout
+    assert "  off: turned off in Lockgate, not asked; its tools will ask" in shown.stdout
+    assert "allow  time/get_current_time" in shown.stdout
+    assert not started.exists()
+    assert not (tmp_path / "data" / "logs" / "server-off.log").exists()
+
+    del servers["time"]
+    servers_file.write_text(json.dumps({"mcpServers": servers}))
+    none = init(env)
+    assert none.returncode == 1
+    assert "is turned off (off): the built-in policy stays in force" in none.stdout
+    assert not started.exists()
 
 
 def test_init_never_overwrites_a_policy(tmp_path):
