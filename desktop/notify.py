@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from jeepney import DBusAddress, MatchRule, MessageType, message_bus, new_method_call
 from jeepney.io.threading import DBusRouter, open_dbus_connection
+from jeepney.low_level import HeaderFields
 from PySide6.QtCore import QObject, Signal
 
 from desktop.approvals import Answer, PendingApprovals, digest_of
@@ -64,6 +65,7 @@ class NotificationService(QObject):
         self._signals: queue.Queue[Any] = queue.Queue(maxsize=256)
         self._filter: Any = None
         self._listener: threading.Thread | None = None
+        self._owner: str | None = None  # the service's unique bus name
         self.available = False
         self.actions = False
         self.markup = False
@@ -83,7 +85,12 @@ class NotificationService(QObject):
             if reply.header.message_type is MessageType.error:
                 raise RuntimeError(f"{_NAME}: {reply.body[0] if reply.body else 'no answer'}")
             capabilities = set(reply.body[0]) if reply.body else set()
-            rule = MatchRule(type="signal", interface=_NAME, path=_PATH)
+            owner = router.send_and_get_reply(
+                message_bus.GetNameOwner(_NAME), timeout=_CALL_TIMEOUT
+            ).body[0]
+            # Only the service's own signals: any program of this user can send a signal
+            # named ActionInvoked, and only a click in the real service is the person's.
+            rule = MatchRule(type="signal", interface=_NAME, path=_PATH, sender=owner)
             self._filter = router.filter(rule, queue=self._signals)
             router.send_and_get_reply(message_bus.AddMatch(rule), timeout=_CALL_TIMEOUT)
         except Exception as exc:  # no bus, no service, a service that does not answer
@@ -93,7 +100,7 @@ class NotificationService(QObject):
                 router.conn.close()
             self.ready.emit(False, False)
             return
-        self._router, self._address = router, address
+        self._router, self._address, self._owner = router, address, owner
         self.available = True
         self.actions = "actions" in capabilities
         self.markup = "body-markup" in capabilities
@@ -106,7 +113,10 @@ class NotificationService(QObject):
             message = self._signals.get()
             if message is None:
                 return
-            member = message.header.fields.get(_MEMBER_FIELD)
+            fields = message.header.fields
+            if fields.get(HeaderFields.sender) != self._owner:
+                continue  # not from the service (the bus delivers what the rule matched)
+            member = fields.get(HeaderFields.member)
             body = message.body
             if member == "ActionInvoked" and len(body) == 2:
                 self.invoked.emit(int(body[0]), str(body[1]))
@@ -166,9 +176,6 @@ class NotificationService(QObject):
 
         self._calls.submit(_logged(shut))
         self._calls.shutdown(wait=True)  # at most a D-Bus call timeout
-
-
-_MEMBER_FIELD = 3  # jeepney's HeaderFields.member
 
 
 def _markup_escaped(text: str) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jeepney import DBusAddress, new_signal
+from jeepney.io.blocking import open_dbus_connection
 
 from desktop.app import LockgateApp
 from desktop.approvals import PendingApprovals
@@ -224,3 +226,32 @@ def test_the_notification_shows_the_whole_arguments_or_says_they_were_cut():
     _, body, whole = approval_text(_pending({"patch": "y" * 1000}))
     assert not whole
     assert "review them in Lockgate" in body
+
+
+def test_a_click_forged_by_another_program_on_the_bus_answers_nothing(
+    qtbot, app_with_dunst, agent, dunst
+):
+    set_policy(app_with_dunst, qtbot, ask_policy())
+    waiting = agent.call("echo", {"message": "forge me"})
+    qtbot.waitUntil(lambda: bool(app_with_dunst.notices._ids), timeout=10_000)
+    [notification_id] = app_with_dunst.notices._ids.values()
+    # Any program of this user can put a signal named ActionInvoked on the bus...
+    forger = open_dbus_connection(bus="SESSION")
+    try:
+        forged = new_signal(
+            DBusAddress(
+                "/org/freedesktop/Notifications", interface="org.freedesktop.Notifications"
+            ),
+            "ActionInvoked",
+            "us",
+            (notification_id, "allow"),
+        )
+        forger.send(forged)
+    finally:
+        forger.close()
+    # ...but only the notification service's own clicks count: the person's Deny, sent
+    # after the forgery, is what the agent gets.
+    dunst.pick("Deny")
+    result = wait_result(qtbot, waiting)
+    assert result.is_error
+    assert "a person refused this call" in text_of(result)
