@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QTableWidgetItem
 
 from desktop.servereditor import ServerEdit, ServerEditor
 
@@ -21,6 +22,12 @@ PASTED = json.dumps(
         }
     }
 )
+
+
+def _cell(editor: ServerEditor, row: int, column: int) -> QTableWidgetItem:
+    item = editor.values.item(row, column)
+    assert item is not None
+    return item
 
 
 def _editor(qtbot) -> tuple[ServerEditor, list[ServerEdit]]:
@@ -58,9 +65,9 @@ def test_a_value_marked_secret_by_the_person_goes_to_the_keyring(qtbot):
     editor.kind.setCurrentIndex(1)
     editor.url.setText("https://docs.example/mcp")
     qtbot.mouseClick(editor.add_value, Qt.MouseButton.LeftButton)
-    editor.values.item(0, 0).setText("X-Team")
-    editor.values.item(0, 1).setText("blue-7")
-    editor.values.item(0, 2).setCheckState(Qt.CheckState.Checked)
+    _cell(editor, 0, 0).setText("X-Team")
+    _cell(editor, 0, 1).setText("blue-7")
+    _cell(editor, 0, 2).setCheckState(Qt.CheckState.Checked)
     qtbot.mouseClick(editor.save, Qt.MouseButton.LeftButton)
     [edit] = saved
     assert edit.entry == {
@@ -75,7 +82,7 @@ def test_editing_keeps_a_keyring_reference_unless_a_new_value_is_typed(qtbot):
     entry = {"command": "uvx", "args": ["srv"], "env": {"API_KEY": "keyring:srv.env.API_KEY"}}
     editor.start_edit("srv", entry)
     assert editor.name.isReadOnly()
-    assert editor.values.item(0, 1).text() == "(kept in the keyring)"
+    assert _cell(editor, 0, 1).text() == "(kept in the keyring)"
     qtbot.mouseClick(editor.save, Qt.MouseButton.LeftButton)
     assert saved[-1].entry == entry
     assert saved[-1].secrets == {}
@@ -83,7 +90,7 @@ def test_editing_keeps_a_keyring_reference_unless_a_new_value_is_typed(qtbot):
     assert not editor.save.isEnabled()  # until the app says how the write went
     editor.saved("servers.json changed meanwhile; try again")
     assert editor.status.text() == "servers.json changed meanwhile; try again"
-    editor.values.item(0, 1).setText("new-key-99")
+    _cell(editor, 0, 1).setText("new-key-99")
     qtbot.mouseClick(editor.save, Qt.MouseButton.LeftButton)
     assert saved[-1].entry["env"] == {"API_KEY": "keyring:srv.env.API_KEY"}
     assert saved[-1].secrets == {"srv.env.API_KEY": "new-key-99"}
