@@ -20,7 +20,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parent.parent
 
 # the fixtures with real outside parts (a live gateway, a remote upstream), for every folder
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.oauth"]
 
 
 @pytest.fixture(autouse=True)
