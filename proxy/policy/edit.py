@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Callable, Mapping
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -56,8 +57,15 @@ __all__ = [
 
 MAX_EXACT_ARGUMENTS_BYTES: Final = 4096  # beyond that, "exactly these" is no readable rule
 
+
+class _Same(Enum):
+    """What a change returns when the file already says what it asks: nothing to write."""
+
+    AS_IT_IS = "as it is"
+
+
 # old rule (its JSON, and as parsed; None: there is none) -> the changes for edit_rule
-_Change = Callable[[Mapping[str, Any] | None, Rule | None], Mapping[str, Any] | None]
+_Change = Callable[[Mapping[str, Any] | None, Rule | None], Mapping[str, Any] | _Same | None]
 
 
 class PolicyEditError(LockgateError):
@@ -95,7 +103,7 @@ def allow_for_client(path: Path, pattern: str, client: str, base_action: Action 
         PolicyEditError: as :func:`edit_rule` (a rule that hides its tool cannot have cases).
     """
 
-    def change(old: Mapping[str, Any] | None, _rule: Rule | None) -> Mapping[str, Any]:
+    def change(old: Mapping[str, Any] | None, _rule: Rule | None) -> Mapping[str, Any] | _Same:
         new_case = {"clients": [client], "action": Action.ALLOW.value}
         if old is None:
             return {"action": _action_text(base_action), "when": [new_case]}
@@ -105,7 +113,7 @@ def allow_for_client(path: Path, pattern: str, client: str, base_action: Action 
                 continue
             # the first case for every call of this client: it decides them
             if Action.from_json(case["action"]) is Action.ALLOW:
-                raise _Unchanged
+                return _Same.AS_IT_IS
             others = [name for name in case["clients"] if name != client]
             if others:
                 cases[index] = {**case, "clients": others}
@@ -147,7 +155,7 @@ def allow_exact_arguments(
     new_case: dict[str, Any] = {} if client is None else {"clients": [client]}
     new_case.update(arguments=exact_arguments_schema(arguments), action=Action.ALLOW.value)
 
-    def change(old: Mapping[str, Any] | None, rule: Rule | None) -> Mapping[str, Any]:
+    def change(old: Mapping[str, Any] | None, rule: Rule | None) -> Mapping[str, Any] | _Same:
         if old is None or rule is None:
             return {"action": _action_text(base_action), "when": [new_case]}
         try:
@@ -173,7 +181,7 @@ def allow_exact_arguments(
                 first = case.index
                 break
         if first < len(cases) and cases[first] == new_case:
-            raise _Unchanged
+            return _Same.AS_IT_IS
         cases.insert(first, new_case)
         return {"when": cases}
 
@@ -205,7 +213,7 @@ def allow_narrowly(
 
     def copy_of_the_rule_in_force(old: Mapping[str, Any] | None, _: Rule | None) -> Any:
         if old is not None:
-            raise _Unchanged
+            return _Same.AS_IT_IS
         return _governing_rule(path, server, tool)
 
     _edit(path, pattern, copy_of_the_rule_in_force)
@@ -241,7 +249,7 @@ def remove_case(path: Path, pattern: str, index: int) -> bytes:
             as :func:`edit_rule`.
     """
 
-    def change(old: Mapping[str, Any] | None, _rule: Rule | None) -> Mapping[str, Any]:
+    def change(old: Mapping[str, Any] | None, _rule: Rule | None) -> Mapping[str, Any] | _Same:
         if old is None:
             raise PolicyEditError(f"{path} has no rule for {pattern!r}")
         cases = list(old.get("when", []))
@@ -315,10 +323,6 @@ def _action_text(action: Action | str) -> str:
     return action.value if isinstance(action, Action) else action
 
 
-class _Unchanged(Exception):
-    """A change finds the file already as it asks: nothing to write."""
-
-
 def _edit(path: Path, pattern: str, change: _Change) -> bytes:
     """The one way a rule is changed: read, check, change, check again, write."""
     try:
@@ -339,9 +343,8 @@ def _edit(path: Path, pattern: str, change: _Change) -> bytes:
     tools = current.document.get("tools")
     old = tools.get(pattern) if isinstance(tools, dict) else None
     rule = next((r for r in current.rules if r.pattern.text == pattern), None)
-    try:
-        changes = change(old, rule)
-    except _Unchanged:
+    changes = change(old, rule)
+    if changes is _Same.AS_IT_IS:
         return raw
     new_text = _edited(text, pattern, changes)
     try:
