@@ -11,9 +11,11 @@ The map (docs/architecture.md has the picture and the path of one call):
 - :mod:`proxy.policy`: the policy engine: policy.json, patterns, argument schemas,
   decisions, rate limits, the policy in force, edits, the starter policy, risk.
 - :mod:`proxy.upstream`: connections to the real servers (PipeLink on stdio, the SDK's
-  dispatcher on HTTP), their processes, and the tool catalog.
+  dispatcher on HTTP), their processes, the tool catalog, and the OAuth sign-in of
+  remote servers.
 - :mod:`proxy.audit`: the write-ahead audit log and redaction.
-- :mod:`proxy.config`: paths, servers.json, settings.json, secrets, tokens, run info,
+- :mod:`proxy.config`: paths, servers.json, settings.json, secrets (and OAuth sign-ins
+  in the keyring), tokens, run info,
   the one-per-user instance lock, file watching, autostart, atomic writes, JSON text
   positions.
 - :mod:`proxy.bridge`: the light client side of the socket (``lockgate connect``, the

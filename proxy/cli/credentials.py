@@ -10,8 +10,8 @@ from typing import TextIO
 
 from proxy.bridge.control import ControlError, end_sessions_of
 from proxy.config.paths import Paths
-from proxy.config.secrets import SecretError, SecretStore, secret_name
-from proxy.config.servers import StdioServer, load_servers
+from proxy.config.secrets import SecretError, SecretStore
+from proxy.config.servers import load_servers, secret_references
 from proxy.config.tokens import TokenStore
 
 
@@ -72,10 +72,8 @@ def _list_secrets(paths: Paths, store: SecretStore, out: TextIO) -> int:
     is in the keyring: names only, never a value (the keyring cannot list its own)."""
     users: dict[str, list[str]] = {}
     for name, spec in load_servers(paths.servers_file).items():
-        values = spec.env if isinstance(spec, StdioServer) else spec.headers
-        for value in values.values():
-            if (reference := secret_name(value)) is not None:
-                users.setdefault(reference, []).append(name)
+        for reference in secret_references(spec):  # env, headers, an OAuth client secret
+            users.setdefault(reference, []).append(name)
     if not users:
         print("servers.json refers to no secret (keyring:NAME values)", file=sys.stderr)
         return 0

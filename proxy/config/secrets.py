@@ -70,6 +70,18 @@ class SecretStore:
             )
         return value
 
+    def find(self, name: str) -> str | None:
+        """The secret ``name``, or None if it is not stored.
+
+        Raises:
+            SecretError: the keyring cannot be used.
+        """
+        with self._lock:
+            try:
+                return self._keyring().get_password(self._service, name)
+            except keyring.errors.KeyringError as exc:
+                raise SecretError(self._unusable(exc)) from None
+
     def set(self, name: str, value: str) -> None:
         """Store ``value`` as the secret ``name``, replacing any earlier value.
 
@@ -97,6 +109,20 @@ class SecretStore:
                 raise SecretError(f"secret {name!r} is not in the keyring") from None
             except keyring.errors.KeyringError as exc:
                 raise SecretError(self._unusable(exc)) from None
+
+    def discard(self, name: str) -> bool:
+        """Remove the secret ``name`` if it is stored; returns whether it was.
+
+        Raises:
+            SecretError: the keyring cannot be used.
+        """
+        try:
+            self.delete(name)
+        except SecretError:
+            if self.find(name) is None:
+                return False
+            raise
+        return True
 
     def _unusable(self, exc: Exception) -> str:
         backend = type(self._backend).__name__ if self._backend is not None else "none"

@@ -26,6 +26,22 @@ resolved spec is never written anywhere or logged. ``args`` may not hold one: a 
 command line is readable by every local user (``ps``, ``/proc/PID/cmdline``), so a secret
 there would leave the keyring for everyone to see. A server that wants a secret on its
 command line gets it through ``env`` instead (most accept an environment variable).
+
+A ``url`` server may say how Lockgate signs in to it with OAuth (the MCP authorization
+spec), when it answers 401 with a Bearer challenge:
+
+.. code-block:: json
+
+    "docs": {"url": "https://docs.example.test/mcp",
+             "oauth": {"client_id": "lockgate", "client_secret": "keyring:docs-client",
+                       "scopes": ["read", "write"]}}
+
+Every field of ``oauth`` may be left out: without ``client_id`` Lockgate registers itself
+with the authorization server (dynamic client registration), and a server with no
+``oauth`` at all that asks for a sign-in gets the same. ``client_secret`` must be a
+``keyring:`` reference (a literal is refused). ``oauth`` goes only with ``url``, and not
+with an ``Authorization`` header (Lockgate puts the OAuth token there). The tokens
+themselves are kept in the keyring (:mod:`proxy.config.oauth_store`), never here.
 """
 
 from __future__ import annotations
@@ -47,11 +63,13 @@ __all__ = [
     "MAX_SERVERS_BYTES",
     "SERVER_NAME_RULE",
     "HttpServer",
+    "OAuthSettings",
     "ServerSpec",
     "ServersError",
     "ServersRead",
     "StdioServer",
     "load_servers",
+    "oauth_applies",
     "parse_servers",
     "parse_servers_bytes",
     "read_servers_file",
@@ -102,6 +120,18 @@ class StdioServer:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuthSettings:
+    """How Lockgate signs in to a remote server with OAuth: a client registered by hand
+    (``client_id``, and ``client_secret`` as a ``keyring:`` reference for a confidential
+    one) or, without ``client_id``, one Lockgate registers itself; ``scopes`` to ask for
+    (empty: what the server's challenge or metadata says)."""
+
+    client_id: str | None = None
+    client_secret: str | None = None  # "keyring:NAME" in servers.json; resolved in memory
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class HttpServer:
     """A remote server reached over streamable HTTP (or SSE)."""
 
@@ -109,6 +139,7 @@ class HttpServer:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
     sse: bool | None = None  # None: streamable HTTP first, SSE if the server refuses it
+    oauth: OAuthSettings | None = None  # how to sign in, if said; see oauth_applies
     disabled: bool = field(default=False, kw_only=True)  # "disabled": true: not served
 
     @property
@@ -118,6 +149,14 @@ class HttpServer:
 
 ServerSpec = StdioServer | HttpServer
 _Report = Callable[[tuple[str | int, ...], str], None]
+
+
+def oauth_applies(spec: ServerSpec) -> bool:
+    """Whether Lockgate may be ``spec``'s OAuth client: a remote server whose
+    Authorization header servers.json does not set (one that does signs in its own way)."""
+    return isinstance(spec, HttpServer) and not any(
+        key.lower() == "authorization" for key in spec.headers
+    )
 
 
 def load_servers(path: Path) -> dict[str, ServerSpec]:
@@ -189,7 +228,12 @@ def parse_servers(text: str, source: str = "servers.json") -> dict[str, ServerSp
     return servers
 
 
-_FIELDS = ("command", "args", "env", "cwd", "url", "headers", "type", "transport")
+_FIELDS = ("command", "args", "env", "cwd", "url", "headers", "type", "transport", "oauth")
+_OAUTH_FIELDS = ("client_id", "client_secret", "scopes")
+OAUTH_LITERAL_REFUSED = (
+    "must be a keyring: reference, not the secret itself: store it with "
+    '"lockgate secret set NAME", then write "client_secret": "keyring:NAME"'
+)
 
 
 def _meant(key: str) -> str | None:
@@ -208,6 +252,12 @@ def _one_server(
     kind = spec.get("type", spec.get("transport"))
     if "command" in spec and "url" in spec:
         problem(here, 'has both "command" and "url"; a server is one or the other')
+        return None
+    if "oauth" in spec and "url" not in spec:
+        problem(
+            (*here, "oauth"),
+            'goes only with a "url" server (a remote one); a "command" server is not signed in to',
+        )
         return None
     if "command" in spec:
         if kind not in (None, "stdio"):
@@ -251,9 +301,65 @@ def _one_server(
             problem((*here, "type"), f'{kind!r} is not "http" or "sse"')
             ok = False
         sse = None if kind is None else kind == "sse"
-        return HttpServer(name, url, dict(headers), sse=sse) if ok else None
+        oauth: OAuthSettings | None = None
+        if "oauth" in spec:
+            oauth = _oauth_settings(spec["oauth"], (*here, "oauth"), problem)
+            if oauth is None:
+                ok = False
+            elif isinstance(headers, dict) and any(
+                isinstance(k, str) and k.lower() == "authorization" for k in headers
+            ):
+                problem(
+                    (*here, "oauth"),
+                    'cannot go with an "Authorization" header: Lockgate puts the OAuth token '
+                    "there (remove one of the two)",
+                )
+                ok = False
+        return HttpServer(name, url, dict(headers), sse=sse, oauth=oauth) if ok else None
     problem(here, 'needs "command" (a program to start) or "url" (a remote server)')
     return None
+
+
+def _oauth_settings(
+    value: Any, here: tuple[str | int, ...], problem: _Report
+) -> OAuthSettings | None:
+    """The ``oauth`` object of a url server, or None after reporting what is wrong."""
+    if not isinstance(value, dict):
+        problem(here, 'must be an object, e.g. {"client_id": "...", "scopes": ["..."]} or {}')
+        return None
+    ok = True
+    for key in value:
+        if key not in _OAUTH_FIELDS:
+            close = difflib.get_close_matches(key, _OAUTH_FIELDS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problem((*here, key), f"unknown field{hint}; known: {', '.join(_OAUTH_FIELDS)}")
+            ok = False
+    client_id, secret, scopes = (
+        value.get("client_id"),
+        value.get("client_secret"),
+        value.get("scopes", []),
+    )
+    if client_id is not None and (not isinstance(client_id, str) or not client_id.strip()):
+        problem((*here, "client_id"), "must be a non-empty string")
+        ok = False
+    if secret is not None:
+        if not isinstance(secret, str):
+            problem((*here, "client_secret"), "must be a string")
+            ok = False
+        elif not secret_name(secret):
+            problem((*here, "client_secret"), OAUTH_LITERAL_REFUSED)
+            ok = False
+        elif client_id is None:
+            problem((*here, "client_secret"), 'needs the "client_id" it belongs to')
+            ok = False
+    if not isinstance(scopes, list) or not all(
+        isinstance(s, str) and s and not any(c.isspace() for c in s) for s in scopes
+    ):
+        problem((*here, "scopes"), 'must be a list of scope names without spaces, e.g. ["read"]')
+        ok = False
+    if not ok:
+        return None
+    return OAuthSettings(client_id, secret, tuple(scopes))
 
 
 def _string_map(value: Any) -> bool:
@@ -325,7 +431,10 @@ def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:
         if any(secret_name(a) is not None for a in spec.args):  # parse_servers refuses it
             raise SecretError(f"server {spec.name!r}: {KEYRING_IN_ARGS_REFUSED}")
         return replace(spec, env={k: value(v) for k, v in spec.env.items()})
-    return replace(spec, headers={k: value(v) for k, v in spec.headers.items()})
+    oauth = spec.oauth
+    if oauth is not None and oauth.client_secret is not None:
+        oauth = replace(oauth, client_secret=value(oauth.client_secret))
+    return replace(spec, headers={k: value(v) for k, v in spec.headers.items()}, oauth=oauth)
 
 
 def secret_values(spec: ServerSpec, resolved: ServerSpec) -> list[str]:
@@ -335,6 +444,8 @@ def secret_values(spec: ServerSpec, resolved: ServerSpec) -> list[str]:
         pairs = [(spec.env[k], resolved.env[k]) for k in spec.env]
     elif isinstance(spec, HttpServer) and isinstance(resolved, HttpServer):
         pairs = [(spec.headers[k], resolved.headers[k]) for k in spec.headers]
+        if spec.oauth is not None and resolved.oauth is not None:
+            pairs.append((spec.oauth.client_secret or "", resolved.oauth.client_secret or ""))
     else:
         return []
     return [new for old, new in pairs if secret_name(old) is not None]
@@ -346,6 +457,8 @@ def secret_references(spec: ServerSpec) -> list[str]:
         values = list(spec.env.values())
     else:
         values = list(spec.headers.values())
+        if spec.oauth is not None and spec.oauth.client_secret is not None:
+            values.append(spec.oauth.client_secret)
     return [n for v in values if (n := secret_name(v)) is not None]
 
 

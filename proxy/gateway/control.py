@@ -22,6 +22,7 @@ from proxy.gateway.core import Gateway
 from proxy.gateway.events import Event
 from proxy.policy.model import Policy
 from proxy.upstream.catalog import ServerTools
+from proxy.upstream.oauth import AuthState, OpenUrl
 
 __all__ = [
     "AnswerRefused",
@@ -140,6 +141,12 @@ class GatewayControl:
         """Every tool of every server, asked of each server on a connection of its own."""
         return await self._gateway.list_tools()
 
+    def auth_status(self) -> dict[str, AuthState]:
+        """The OAuth sign-in of every remote server in force that Lockgate signs in to:
+        its state, why, and when its access token expires (never a token). A server whose
+        sign-in the keyring has not given yet this run says so (``checked`` False)."""
+        return self._gateway.auth_status()
+
     def pending_approvals(self) -> list[PendingApproval]:
         return self._gateway.approvals.pending()
 
@@ -242,6 +249,28 @@ class GatewayControl:
     async def restart_server(self, server: str) -> int:
         """Restart ``server`` in every session that uses it; returns how many."""
         return await self._gateway.restart_server(server)
+
+    async def sign_in(self, server: str, open_url: OpenUrl) -> None:
+        """Sign in to the remote ``server`` with OAuth in the person's browser: returns
+        once it is done (``open_url`` is given the authorization page to open; at most
+        5 minutes). Its sessions use the new sign-in from their next request.
+
+        Raises:
+            proxy.upstream.oauth.SignInFailed: it did not work (refused, timed out, not a
+                server Lockgate signs in to); the earlier sign-in stays.
+            proxy.config.secrets.SecretError: the keyring cannot be used.
+        """
+        await self._gateway.sign_in(server, open_url)
+
+    async def sign_out(self, server: str) -> None:
+        """Forget ``server``'s OAuth tokens (revoked at its authorization server if it
+        can); its calls are refused until a person signs in again.
+
+        Raises:
+            proxy.upstream.oauth.SignInFailed: not a server Lockgate signs in to.
+            proxy.config.secrets.SecretError: the keyring cannot be used.
+        """
+        await self._gateway.sign_out(server)
 
     # -- listening ---------------------------------------------------------------------
 

@@ -30,16 +30,23 @@ server off or removes it, the open sessions' server processes are stopped and ev
 request of those sessions is refused (a ``tools/call`` as a blocked call, in the audit
 log; anything else as a JSON-RPC error); turned on again, a session's next request starts
 it again. A server whose entry only *changed* keeps its processes until they restart.
+
+A remote server that asks for an OAuth sign-in has one :class:`~proxy.upstream.oauth.
+TokenKeeper` here (:meth:`Gateway.keeper_for`), shared by all its sessions: each of their
+connections authenticates through it, and while it needs a person to sign in, the
+server's calls are refused (audited, basis ``needs_sign_in``) rather than sent to meet a
+401; :meth:`Gateway.sign_in` puts a new sign-in in force for the open sessions too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -61,12 +68,14 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proxy.audit.log import AuditLog
+from proxy.config.oauth_store import OAuthStore
 from proxy.config.secrets import SecretError, SecretStore
 from proxy.config.servers import (
     HttpServer,
     ServersError,
     ServerSpec,
     ServersRead,
+    oauth_applies,
     open_server_log,
     read_servers_file,
     resolve_secrets,
@@ -78,6 +87,7 @@ from proxy.gateway._sdk import connection_of, request_channel_of
 from proxy.gateway.approvals import ApprovalBroker
 from proxy.gateway.events import (
     EventBus,
+    OAuthStateChanged,
     PauseChanged,
     ServersRejected,
     ServersReloaded,
@@ -91,6 +101,14 @@ from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, Policy
 from proxy.policy.store import PolicyStore, PolicyWatcher
 from proxy.upstream.catalog import ServerTools, list_all_tools
 from proxy.upstream.connection import Backoff, Upstream, UpstreamUnavailable
+from proxy.upstream.oauth import (
+    AuthState,
+    KeeperAuth,
+    OpenUrl,
+    SignInFailed,
+    SignInNeeded,
+    TokenKeeper,
+)
 
 __all__ = ["Gateway", "Session"]  # Session is re-exported from proxy.gateway.session
 
@@ -138,6 +156,11 @@ class Gateway:
         )
         self.audit = audit
         self.secrets = secrets
+        self.oauth_store = OAuthStore(secrets)
+        # a remote server's OAuth sign-in, one per server for all its sessions; made when
+        # first needed (or at start, to know the state), dropped with the server
+        self._keepers: dict[str, TokenKeeper] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.bus = bus
         self._log_dir = log_dir
         self._clock = clock
@@ -180,6 +203,7 @@ class Gateway:
         if self._servers_watcher is not None:
             await self._servers_watcher.start()
         await self.tool_calls.take_over()
+        self._load_keepers(self.servers.values())
 
     async def stop(self) -> None:
         """Refuse pending approvals and stop watching; sessions end with their transports."""
@@ -188,6 +212,10 @@ class Gateway:
         if self._servers_watcher is not None:
             await self._servers_watcher.stop()
         await self.tool_calls.aclose()  # its background work ends before the log closes
+        for task in list(self._background):
+            task.cancel()
+        for keeper in self._keepers.values():
+            await keeper.aclose()  # a refresh under way reaches the keyring
         for errlog in self._errlogs.values():
             errlog.close()
         self._errlogs.clear()
@@ -239,7 +267,94 @@ class Gateway:
 
     async def list_tools(self) -> dict[str, ServerTools]:
         """Every server's tools, asked of each server on a connection of its own."""
-        return await list_all_tools(self.servers, self.secrets, self._errlog)
+        return await list_all_tools(self.servers, self.secrets, self._errlog, self.keeper_for)
+
+    # -- OAuth sign-in of remote servers ---------------------------------------------
+
+    def keeper_for(self, spec: ServerSpec) -> TokenKeeper | None:
+        """The sign-in of ``spec``'s server (None: not one Lockgate signs in to), made
+        at first use; a server whose url or ``oauth`` changed gets a new one."""
+        if not isinstance(spec, HttpServer) or not oauth_applies(spec):
+            return None
+        keeper = self._keepers.get(spec.name)
+        if keeper is None or keeper.identity != (spec.url, spec.oauth):
+            name = spec.name
+
+            def changed(state: AuthState) -> None:
+                self.bus.emit(OAuthStateChanged(self._clock(), name, state.state, state.why))
+
+            keeper = self._keepers[name] = TokenKeeper(
+                spec, self.oauth_store, clock=self._clock, on_change=changed
+            )
+        else:
+            keeper.spec = spec  # its headers may have changed: a sign-in sends them
+        return keeper
+
+    def _load_keepers(self, specs: Iterable[ServerSpec]) -> None:
+        """Read the sign-ins of ``specs`` from the keyring in the background, so their
+        state is known before a session needs them."""
+        for spec in specs:
+            keeper = self.keeper_for(spec)
+            if keeper is not None and not keeper.status().checked:
+                task = asyncio.get_running_loop().create_task(keeper.load())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    def _served_keeper(self, server: str) -> TokenKeeper:
+        """The sign-in of ``server``, which must be in force and one Lockgate signs in to.
+
+        Raises:
+            SignInFailed: it is not.
+        """
+        spec = self.servers.get(server)
+        if spec is None:
+            raise SignInFailed(self.not_served(server) or f"no server {server!r}")
+        keeper = self.keeper_for(spec)
+        if keeper is None:
+            raise SignInFailed(
+                f"server {server!r} is not a remote server Lockgate signs in to (a "
+                '"command" server, or one whose Authorization header servers.json sets)'
+            )
+        return keeper
+
+    async def sign_in(self, server: str, open_url: OpenUrl) -> None:
+        """Sign in to ``server`` in the person's browser (``open_url`` is given the
+        page); its sessions use the new tokens from their next request.
+
+        Raises:
+            SignInFailed: it did not work; the earlier sign-in stays.
+            proxy.config.secrets.SecretError: the keyring cannot be used.
+        """
+        await self._served_keeper(server).sign_in(open_url)
+
+    async def sign_out(self, server: str) -> None:
+        """Forget ``server``'s tokens (revoked at its authorization server where it can);
+        its calls are refused until a person signs in again. A server no longer in
+        servers.json can be signed out of too (its keyring entries go).
+
+        Raises:
+            SignInFailed: it is not a server Lockgate signs in to.
+            proxy.config.secrets.SecretError: the keyring cannot be used.
+        """
+        if server not in self.servers:
+            await asyncio.to_thread(self.oauth_store.delete, server)
+            return
+        await self._served_keeper(server).sign_out()
+
+    def auth_status(self) -> dict[str, AuthState]:
+        """The sign-in of every remote server in force that Lockgate signs in to."""
+        found: dict[str, AuthState] = {}
+        for name in sorted(self.servers):
+            keeper = self.keeper_for(self.servers[name])
+            if keeper is not None:
+                found[name] = keeper.status()
+        return found
+
+    def _sign_in_refusal(self, server: str) -> str | None:
+        """Why calls to ``server`` are refused for want of a sign-in (None: they are not,
+        or its sign-in has not been read yet: starting its upstream reads it)."""
+        keeper = self._keepers.get(server)
+        return keeper.refusal() if keeper is not None else None
 
     async def reload_policy(self) -> PolicyStore:
         """Read policy.json now (it is also watched) and put it in force before returning:
@@ -312,6 +427,13 @@ class Gateway:
         for session in list(self.sessions.values()):
             if session.server not in servers:
                 self._stop_upstream_soon(session)
+        for name, keeper in list(self._keepers.items()):
+            spec = servers.get(name)
+            if not (isinstance(spec, HttpServer) and oauth_applies(spec)) or (
+                keeper.identity != (spec.url, spec.oauth)
+            ):
+                del self._keepers[name]  # its keyring entries stay until a sign-out
+        self._load_keepers(servers.values())  # the new and changed ones
 
     def _stop_upstream_soon(self, session: Session) -> None:
         """Stop the server process of ``session`` (its server is no longer in force).
@@ -390,7 +512,11 @@ class Gateway:
 
         async def send(forwarded: Mapping[str, Any]) -> dict[str, Any]:
             upstream = await self._live_upstream(session)
-            return await upstream.request("tools/call", forwarded)
+            try:
+                return await upstream.request("tools/call", forwarded)
+            except MCPError as exc:
+                self._raise_sign_in_failure(session, exc)
+                raise
 
         session.last_active = self._monotonic()
         with _as_protocol_errors("tools/call", session.scrub):
@@ -499,6 +625,9 @@ class Gateway:
             return "server_disabled", self._no_longer_served(server)
         if server not in self.servers:
             return "server_removed", self._no_longer_served(server)
+        refused = self._sign_in_refusal(server)
+        if refused is not None:
+            return "needs_sign_in", refused
         return None
 
     def _no_longer_served(self, server: str) -> str:
@@ -576,6 +705,9 @@ class Gateway:
                         code=CONNECTION_CLOSED,
                         message=session.scrub(f"server {server!r} could not start: {why}"),
                     ) from None
+            # a 401 is an HTTP error without JSON-RPC, as a server without streamable
+            # HTTP answers: the sign-in says which it was, before SSE is tried
+            self._raise_sign_in_failure(session, exc)
             if not _refused_streamable_http(session.spec, exc):
                 raise
         # The spec's backward compatibility: a server that refuses streamable HTTP may be
@@ -585,9 +717,28 @@ class Gateway:
         assert isinstance(session.spec, HttpServer)
         session.spec = replace(session.spec, sse=True)
         upstream = await self._start_upstream(session)
-        return _announcing_list_changes(
-            await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
-        )
+        try:
+            return _announcing_list_changes(
+                await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
+            )
+        except MCPError as exc:
+            self._raise_sign_in_failure(session, exc)
+            raise
+
+    def _raise_sign_in_failure(self, session: Session, exc: Exception) -> None:
+        """Raise what the session's sign-in says of ``exc`` (a request that failed),
+        if it says anything: the sign-in is needed, or could not be renewed just now.
+
+        Raises:
+            SignInNeeded: a person must sign in (the call never reached the server).
+            UpstreamUnavailable: the sign-in could not be renewed just now.
+        """
+        keeper = session.keeper
+        if keeper is None or (why := keeper.explain(exc)) is None:
+            return
+        if keeper.refusal() is not None:
+            raise SignInNeeded(why) from None
+        raise UpstreamUnavailable(why) from None
 
     async def _make_room_for(self, client: str) -> None:
         """Make room for one more session of ``client``: at the cap, its least recently
@@ -619,6 +770,12 @@ class Gateway:
         await oldest.close()
 
     async def _start_upstream(self, session: Session) -> Upstream:
+        keeper = session.keeper = self.keeper_for(session.spec)
+        if keeper is not None:
+            await keeper.load()
+            refused = keeper.refusal()
+            if refused is not None:  # it would answer 401: nothing is started
+                raise SignInNeeded(refused)
         try:
             spec = resolve_secrets(session.spec, self.secrets)
         except SecretError as exc:
@@ -638,6 +795,8 @@ class Gateway:
             on_notify=on_notify,
             errlog=self._errlog(session.server),
             secrets=tuple(secrets),
+            auth=KeeperAuth(keeper) if keeper is not None else None,
+            live_secrets=keeper.secrets if keeper is not None else (),
         )
         tg = session.task_group
         assert tg is not None
@@ -688,6 +847,9 @@ class Gateway:
         configured = self.servers.get(session.server)
         if configured is None:
             raise UpstreamUnavailable(self._no_longer_served(session.server))
+        refused = self._sign_in_refusal(session.server)
+        if refused is not None:
+            raise SignInNeeded(refused)
         upstream = session.upstream
         if upstream is not None and not upstream.dead.is_set():
             return upstream
@@ -743,6 +905,9 @@ class Gateway:
         session.inflight[ctx.request_id] = request_channel_of(ctx)
         try:
             return await upstream.request(method, forwarded, options)
+        except MCPError as exc:
+            self._raise_sign_in_failure(session, exc)
+            raise
         finally:
             session.inflight.pop(ctx.request_id, None)
 

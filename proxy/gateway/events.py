@@ -21,6 +21,7 @@ __all__ = [
     "CallStarted",
     "Event",
     "EventBus",
+    "OAuthStateChanged",
     "PauseChanged",
     "PolicyRejected",
     "PolicyReloaded",
@@ -176,6 +177,16 @@ class PauseChanged:
     paused: bool
 
 
+@dataclass(frozen=True, slots=True)
+class OAuthStateChanged:
+    """A remote server's OAuth sign-in changed state (never a token in it)."""
+
+    time: float
+    server: str
+    state: str  # not_signed_in, needs_sign_in, signed_in, refreshing
+    why: str | None = None
+
+
 Event = (
     PolicyReloaded
     | PolicyRejected
@@ -189,6 +200,7 @@ Event = (
     | ApprovalPending
     | ApprovalAnswered
     | PauseChanged
+    | OAuthStateChanged
 )
 
 

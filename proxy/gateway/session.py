@@ -15,6 +15,7 @@ from mcp.shared.dispatcher import DispatchContext
 from proxy.config.servers import ServerSpec
 from proxy.gateway.approvals import SessionApproval
 from proxy.upstream.connection import Backoff, Upstream
+from proxy.upstream.oauth import TokenKeeper
 
 __all__ = ["Session"]
 
@@ -46,6 +47,8 @@ class Session:
     # every secret value an upstream of this session was started with: no text that
     # reaches the client or the log may hold one
     secrets: set[str] = field(default_factory=set)
+    # a remote server's OAuth sign-in (shared by its sessions): its tokens are secrets too
+    keeper: TokenKeeper | None = None
     last_active: float = field(default_factory=time.monotonic)  # the last request's start
     active: int = 0  # requests of the client being handled now
     # ends the session from the gateway's side as its client would (HTTP: a DELETE), so
@@ -54,7 +57,8 @@ class Session:
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret value of this session's upstreams replaced."""
-        for secret in self.secrets:
+        held = self.keeper.secrets if self.keeper is not None else ()
+        for secret in (*self.secrets, *held):
             if secret and secret in text:
                 text = text.replace(secret, "[secret]")
         return text

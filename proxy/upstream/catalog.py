@@ -10,7 +10,7 @@ session's upstream, secrets resolved the same way), the handshake, every page of
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -22,6 +22,7 @@ from proxy.config.secrets import SecretError, SecretStore
 from proxy.config.servers import ServerSpec, resolve_secrets, secret_values
 from proxy.policy.risk import Risk, classify
 from proxy.upstream.connection import Upstream, UpstreamUnavailable
+from proxy.upstream.oauth import KeeperAuth, TokenKeeper
 
 __all__ = ["ServerTools", "list_all_tools", "list_tools"]
 
@@ -43,9 +44,19 @@ class ServerTools:
     instructions: str | None = field(default=None, compare=False)
 
 
-async def list_tools(spec: ServerSpec, secrets: SecretStore, errlog: TextIO) -> ServerTools:
+KeeperFor = Callable[[ServerSpec], TokenKeeper | None]
+
+
+async def list_tools(
+    spec: ServerSpec, secrets: SecretStore, errlog: TextIO, keeper: TokenKeeper | None = None
+) -> ServerTools:
     """Start ``spec``, list its tools, stop it. Never raises for the server's faults:
-    what went wrong is in ``error``."""
+    what went wrong is in ``error``. ``keeper`` holds a remote server's OAuth sign-in:
+    without a usable one, the server is not asked."""
+    if keeper is not None:
+        await keeper.load()
+        if (refused := keeper.refusal()) is not None:
+            return ServerTools(spec.name, error=refused)
     try:
         resolved = resolve_secrets(spec, secrets)
     except SecretError as exc:
@@ -63,7 +74,14 @@ async def list_tools(spec: ServerSpec, secrets: SecretStore, errlog: TextIO) -> 
         on_notify=ignore,
         errlog=errlog,
         secrets=tuple(secret_values(spec, resolved)),
+        auth=KeeperAuth(keeper) if keeper is not None else None,
+        live_secrets=keeper.secrets if keeper is not None else (),
     )
+
+    def failed(exc: Exception) -> ServerTools:
+        why = keeper.explain(exc) if keeper is not None else None  # a 401 says no more
+        return ServerTools(spec.name, error=upstream.scrub(why or _message(exc)))
+
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(upstream.supervise)
@@ -73,12 +91,12 @@ async def list_tools(spec: ServerSpec, secrets: SecretStore, errlog: TextIO) -> 
                 await upstream.aclose()
         return found
     except (UpstreamUnavailable, MCPError, OSError) as exc:
-        return ServerTools(spec.name, error=upstream.scrub(_message(exc)))
+        return failed(exc)
     except BaseExceptionGroup as group:  # the task group's: a server that could not start
         faults, rest = group.split((UpstreamUnavailable, MCPError, OSError))
         if rest is not None or faults is None:
             raise
-        return ServerTools(spec.name, error=upstream.scrub(_message(_first(faults))))
+        return failed(_first(faults))
 
 
 def _first(group: BaseExceptionGroup[Exception]) -> Exception:
@@ -124,14 +142,18 @@ async def _ask(upstream: Upstream) -> ServerTools:
 
 
 async def list_all_tools(
-    servers: Mapping[str, ServerSpec], secrets: SecretStore, errlog: Any
+    servers: Mapping[str, ServerSpec],
+    secrets: SecretStore,
+    errlog: Any,
+    keeper_for: KeeperFor | None = None,
 ) -> dict[str, ServerTools]:
     """:func:`list_tools` for every server at once; ``errlog(name)`` gives each server's
-    stderr file."""
+    stderr file, ``keeper_for(spec)`` a remote server's sign-in (the gateway's own)."""
     found: dict[str, ServerTools] = {}
 
     async def one(spec: ServerSpec) -> None:
-        found[spec.name] = await list_tools(spec, secrets, errlog(spec.name))
+        keeper = keeper_for(spec) if keeper_for is not None else None
+        found[spec.name] = await list_tools(spec, secrets, errlog(spec.name), keeper)
 
     async with anyio.create_task_group() as tg:
         for spec in servers.values():

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol, TextIO
 
 import anyio
@@ -102,9 +102,17 @@ class Upstream:
         on_notify: OnNotify,
         errlog: TextIO,
         secrets: tuple[str, ...] = (),
+        auth: httpx2.Auth | None = None,
+        live_secrets: Collection[str] = (),
     ) -> None:
+        """``auth`` authenticates a remote server's requests (an OAuth sign-in's
+        :class:`proxy.upstream.oauth.KeeperAuth`); ``live_secrets`` are secret values
+        that may grow while the connection lives (rotated tokens), scrubbed as
+        ``secrets`` are."""
         self.spec = spec
         self._secrets = tuple(s for s in secrets if s)
+        self._live_secrets = live_secrets
+        self._auth = auth
         self._on_request = on_request
         self._on_notify = on_notify
         self._errlog = errlog
@@ -124,9 +132,9 @@ class Upstream:
             return _pipe_link(stdio_pipes(spec, self._errlog))
         assert isinstance(spec, HttpServer)
         if spec.sse:
-            return _dispatcher(sse_client(spec.url, headers=dict(spec.headers)))
+            return _dispatcher(sse_client(spec.url, headers=dict(spec.headers), auth=self._auth))
         client = httpx2.AsyncClient(
-            headers=dict(spec.headers), timeout=httpx2.Timeout(30, read=300)
+            headers=dict(spec.headers), timeout=httpx2.Timeout(30, read=300), auth=self._auth
         )
         return _dispatcher(
             _closing_client(client, streamable_http_client(spec.url, http_client=client))
@@ -177,8 +185,9 @@ class Upstream:
     def scrub(self, text: str) -> str:
         """``text`` without the secret values this connection was started with: a
         transport's error may quote a header or an argument verbatim."""
-        for secret in self._secrets:
-            text = text.replace(secret, "[secret]")
+        for secret in (*self._secrets, *self._live_secrets):
+            if secret:
+                text = text.replace(secret, "[secret]")
         return text
 
     def _mark_dead(self, reason: str) -> None:

@@ -140,3 +140,17 @@ def test_secret_without_a_keyring_is_a_clear_error(cli, monkeypatch):  # noqa: F
     assert result.code == 1
     assert "the OS keyring cannot be used" in result.err
     assert "Traceback" not in result.err
+
+
+def test_secret_list_names_an_oauth_client_secret_too(cli, real_keyring, config_dir):  # noqa: F811
+    name = f"cli-{uuid.uuid4().hex}"
+    real_keyring.set_password("lockgate", name, "cs-value")
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "servers.json").write_text(
+        '{"mcpServers": {"docs": {"url": "https://docs.example.test/mcp", "oauth": '
+        f'{{"client_id": "lockgate", "client_secret": "keyring:{name}"}}}}}}}}'
+    )
+    listed = cli("secret", "list")
+    assert listed.code == 0
+    assert listed.out == f"{name}\tused by docs\tstored\n"
+    assert "cs-value" not in listed.out + listed.err

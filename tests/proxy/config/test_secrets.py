@@ -61,3 +61,19 @@ def test_no_keyring_is_a_clear_error_not_a_traceback():
 )
 def test_secret_name(value, name):
     assert secret_name(value) == name
+
+
+def test_find_and_discard_say_whether_a_secret_is_there(os_keyring):
+    store = SecretStore(os_keyring)
+    name = f"test-{uuid.uuid4().hex}"
+    assert store.find(name) is None
+    assert store.discard(name) is False
+    store.set(name, "v")
+    assert store.find(name) == "v"
+    assert store.discard(name) is True
+    assert store.find(name) is None
+    unusable = SecretStore(fail.Keyring())
+    with pytest.raises(SecretError, match="cannot be used"):
+        unusable.find("anything")
+    with pytest.raises(SecretError, match="cannot be used"):
+        unusable.discard("anything")

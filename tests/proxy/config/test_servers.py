@@ -10,12 +10,15 @@ import pytest
 from proxy.config.secrets import SecretError, SecretStore
 from proxy.config.servers import (
     HttpServer,
+    OAuthSettings,
     ServersError,
     StdioServer,
     load_servers,
+    oauth_applies,
     parse_servers,
     resolve_secrets,
     secret_references,
+    secret_values,
 )
 
 # The shape Claude Desktop writes, with fields that belong to other clients.
@@ -211,3 +214,87 @@ def test_a_missing_secret_names_the_command_that_stores_it(os_keyring):
     spec = StdioServer("x", "srv", env={"T": "keyring:never-stored"})
     with pytest.raises(SecretError, match="lockgate secret set never-stored"):
         resolve_secrets(spec, SecretStore(os_keyring))
+
+
+def test_oauth_on_a_url_server_is_read_with_its_secret_as_a_reference(os_keyring):
+    servers = parse_servers(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "docs": {
+                        "url": "https://docs.example.test/mcp",
+                        "headers": {"X-Team": "a"},
+                        "oauth": {
+                            "client_id": "lockgate",
+                            "client_secret": "keyring:docs-client",
+                            "scopes": ["read", "write"],
+                        },
+                    },
+                    "open": {"url": "https://open.example.test/mcp", "oauth": {}},
+                    "plain": {"url": "https://plain.example.test/mcp"},
+                    "keyed": {
+                        "url": "https://keyed.example.test/mcp",
+                        "headers": {"authorization": "keyring:keyed"},
+                    },
+                }
+            }
+        )
+    )
+    docs = servers["docs"]
+    assert isinstance(docs, HttpServer)
+    assert docs.oauth == OAuthSettings("lockgate", "keyring:docs-client", ("read", "write"))
+    assert servers["open"] == HttpServer(
+        "open", "https://open.example.test/mcp", oauth=OAuthSettings()
+    )
+    assert [oauth_applies(s) for s in servers.values()] == [True, True, True, False]
+    assert secret_references(docs) == ["docs-client"]
+
+    store = SecretStore(os_keyring)
+    name = f"client-{uuid.uuid4().hex}"
+    store.set(name, "cs_real_value")
+    spec = HttpServer("d", "https://d.test/mcp", oauth=OAuthSettings("id", f"keyring:{name}"))
+    resolved = resolve_secrets(spec, store)
+    assert isinstance(resolved, HttpServer)
+    assert resolved.oauth == OAuthSettings("id", "cs_real_value")
+    assert secret_values(spec, resolved) == ["cs_real_value"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"command": "srv", "oauth": {}},
+            'x.oauth: goes only with a "url" server',
+        ),
+        (
+            {"url": "https://h/mcp", "headers": {"Authorization": "keyring:t"}, "oauth": {}},
+            'x.oauth: cannot go with an "Authorization" header',
+        ),
+        (
+            {"url": "https://h/mcp", "oauth": {"client_id": "a", "client_secret": "hunter2"}},
+            "x.oauth.client_secret: must be a keyring: reference, not the secret itself: store "
+            'it with "lockgate secret set NAME"',
+        ),
+        (
+            {"url": "https://h/mcp", "oauth": {"client_secret": "keyring:s"}},
+            'x.oauth.client_secret: needs the "client_id" it belongs to',
+        ),
+        ({"url": "https://h/mcp", "oauth": {"client_id": ""}}, "x.oauth.client_id: must be a"),
+        ({"url": "https://h/mcp", "oauth": {"scopes": "read"}}, "x.oauth.scopes: must be a list"),
+        ({"url": "https://h/mcp", "oauth": {"scopes": ["a b"]}}, "without spaces"),
+        ({"url": "https://h/mcp", "oauth": []}, "x.oauth: must be an object"),
+        (
+            {"url": "https://h/mcp", "oauth": {"clientid": "a"}},
+            "x.oauth.clientid: unknown field (did you mean 'client_id'?)",
+        ),
+        ({"url": "https://h/mcp", "oath": {}}, "x.oath: unknown field (did you mean 'oauth'?)"),
+    ],
+)
+def test_oauth_mistakes_are_located_and_say_what_to_do(entry, message):
+    document = {"mcpServers": {"x": entry}}
+    with pytest.raises(ServersError) as info:
+        parse_servers(json.dumps(document, indent=2), "servers.json")
+    text = str(info.value)
+    assert message in text
+    assert text.startswith("servers.json:")
+    assert "hunter2" not in text
