@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from PySide6.QtCore import QObject, QUrl
+from PySide6.QtCore import QObject, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QApplication,
@@ -71,6 +71,7 @@ from proxy.gateway.control import GatewayControl, PolicyInForce, ServersInForce
 from proxy.gateway.events import (
     ApprovalPending,
     CallDecided,
+    OAuthStateChanged,
     PauseChanged,
     PolicyRejected,
     PolicyReloaded,
@@ -82,6 +83,7 @@ from proxy.policy.model import Policy
 from proxy.policy.starter import policy_text, starting_policy
 from proxy.policy.store import restore_last_good
 from proxy.upstream.catalog import ServerTools
+from proxy.upstream.oauth import AuthState
 
 __all__ = ["LockgateApp"]
 
@@ -92,6 +94,9 @@ _SettingsRead = tuple[Settings | None, str | None, str]  # the settings, their e
 
 class LockgateApp(QObject):
     """Everything the tray app is, wired together."""
+
+    # a sign-in page to open in the browser (emitted on the gateway's thread)
+    open_url_requested = Signal(str)
 
     def __init__(
         self,
@@ -143,6 +148,7 @@ class LockgateApp(QObject):
                 edit=self.edit_server,
                 set_disabled=self.set_server_disabled,
                 remove=self.remove_server,
+                sign_in=self.sign_in_server,
             ),
         )
         self.policy_view = PolicyView(
@@ -186,6 +192,7 @@ class LockgateApp(QObject):
         self.tray.toggle_pause.connect(self.toggle_pause)
         self.tray.quit.connect(self.quit)
         self.pump.batch.connect(self._batch)
+        self.open_url_requested.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
         self._tray_was_available = self.tray.available
 
     # -- life -------------------------------------------------------------------------
@@ -267,6 +274,14 @@ class LockgateApp(QObject):
                 if index is not None:
                     row = self.calls.row(index)
                     blocked.append(f"{row.server}/{row.tool}: {event.reason[:80]}")
+            elif isinstance(event, OAuthStateChanged):
+                self._fetch_sign_in()
+                if event.state == "needs_sign_in":
+                    self.tray.notify(
+                        f"Lockgate: sign in to {event.server}",
+                        (event.why or "its sign-in ended")
+                        + ". Sign in from the Servers tab; its calls are refused until then.",
+                    )
             elif isinstance(event, ApprovalPending) and event.approval_id in self.pending.items:
                 self.notices.announce(event)
         if blocked:
@@ -304,6 +319,7 @@ class LockgateApp(QObject):
             if _ok(future):
                 in_force = future.result()
                 self.servers.set_servers(in_force.servers, in_force.disabled)
+                self._fetch_sign_in()
                 self._show(_with(self.state, servers_error=in_force.error))
 
         self.host.call(lambda control: control.servers(), got)
@@ -683,12 +699,45 @@ class LockgateApp(QObject):
         self.host.blocking(lambda: set_server_disabled(path, server, disabled), done)
 
     def remove_server(self, server: str) -> None:
+        """Remove ``server`` from servers.json; a remote server's sign-in is forgotten
+        first (its tokens leave the keyring, revoked where the server allows)."""
         path = self.paths.servers_file
+        if self.servers.signs_in(server):
+            self.host.run(lambda control: control.sign_out(server), _logged)
 
         def done(future: concurrent.futures.Future[bytes]) -> None:
             self._servers_written(future, f"Removed {server}")
 
         self.host.blocking(lambda: remove_server(path, server), done)
+
+    def _fetch_sign_in(self) -> None:
+        def got(future: concurrent.futures.Future[dict[str, AuthState]]) -> None:
+            if _ok(future):
+                self.servers.set_sign_in(
+                    {name: (state.state, state.why) for name, state in future.result().items()}
+                )
+                self.servers_view.refresh_buttons()
+
+        self.host.call(lambda control: control.auth_status(), got)
+
+    def sign_in_server(self, server: str) -> None:
+        """Sign in to a remote server in the person's browser; the gateway waits for the
+        page's answer (at most 5 minutes) and keeps the sign-in in the keyring."""
+
+        def done(future: concurrent.futures.Future[None]) -> None:
+            error = None if future.cancelled() else future.exception()
+            if future.cancelled():
+                said = f"Signing in to {server} was cancelled."
+            elif isinstance(error, LockgateError):
+                said = error.told()
+            elif error is not None:
+                raise error
+            else:
+                said = f"Signed in to {server}; its calls go through from now on."
+            self.servers_view.status.setText(said)
+            self._fetch_sign_in()
+
+        self.host.run(lambda control: control.sign_in(server, self.open_url_requested.emit), done)
 
     def _servers_written(self, future: concurrent.futures.Future[Any], said: str) -> str | None:
         """Say how a write of servers.json went, and have the gateway read it now; returns
@@ -755,6 +804,11 @@ class LockgateApp(QObject):
             if result.secrets:
                 lines.append(f"Moved into the keyring: {', '.join(result.secrets)}")
             lines += [f"Note: {note}" for note in result.notes]
+            lines += [
+                f"{server} is a remote server: if it signs in, sign in once from the Servers "
+                "tab (Sign in)."
+                for server in result.sign_in
+            ]
             self.connect_view.show_result("\n".join(lines))
             if result.imported:
                 self._reload_servers()

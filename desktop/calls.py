@@ -72,6 +72,7 @@ _BASIS_NOTES = {  # why a call was blocked, when not simply by its rule's action
     "no_approver": "nobody to ask",
     "server_removed": "server removed",
     "server_disabled": "server turned off",
+    "needs_sign_in": "needs sign-in",
     "audit_unavailable": "audit log down",
     "name": "bad tool name",
 }

@@ -38,11 +38,19 @@ class ServerState:
     tools: int | None = None
     listing_error: str | None = None
     disabled: bool = False  # turned off in servers.json: listed, not served
+    sign_in: str | None = None  # a remote server's OAuth state (None: it does not sign in)
+    sign_in_why: str | None = None
+
+    @property
+    def signs_in(self) -> bool:
+        return self.sign_in is not None
 
     @property
     def state(self) -> str:
         if self.disabled:
             return "turned off"
+        if self.sign_in == "needs_sign_in":
+            return "needs sign-in"
         if self.down:
             return "down"
         if self.live:
@@ -123,6 +131,16 @@ class ServersModel(ListTableModel[ServerState]):
             self._changed(self._by_name[name])
         return went_down
 
+    def set_sign_in(self, states: Mapping[str, tuple[str, str | None]]) -> None:
+        """Each remote server's sign-in (state, why); a server not named signs in to none."""
+        for state in self.servers:
+            state.sign_in, state.sign_in_why = states.get(state.spec.name, (None, None))
+            self._changed(state)
+
+    def signs_in(self, server: str) -> bool:
+        state = self._by_name.get(server)
+        return state is not None and state.signs_in
+
     def forget_crashes(self, server: str) -> None:
         state = self._by_name.get(server)
         if state is not None:
@@ -159,10 +177,14 @@ class ServersModel(ListTableModel[ServerState]):
             if column == TOOLS:
                 return "" if state.tools is None else str(state.tools)
             if column == ERROR:
+                if state.sign_in == "needs_sign_in" and state.sign_in_why:
+                    return f"sign in to use it: {state.sign_in_why}"
                 return (state.last_error or "").splitlines()[0] if state.last_error else ""
         if role == Qt.ItemDataRole.ForegroundRole and state.disabled:
             return QBrush(QColor("#888"))
         if role == Qt.ItemDataRole.ForegroundRole and column == STATE:
+            if state.sign_in == "needs_sign_in":
+                return QBrush(QColor("#b26a00"))
             if state.down or state.listing_error:
                 return QBrush(QColor("#c62828"))
             if state.live:
@@ -182,6 +204,7 @@ class ServerActions:
     edit: Callable[[str], None]
     set_disabled: Callable[[str, bool], None]
     remove: Callable[[str], None]
+    sign_in: Callable[[str], None]
 
 
 class ServersView(QWidget):
@@ -223,10 +246,23 @@ class ServersView(QWidget):
             "Stop every connection to it; each starts again on its next request"
         )
         self.restart.clicked.connect(self._restart)
+        self.sign_in = QPushButton("Sign in…")
+        self.sign_in.setToolTip(
+            "Opens the server's sign-in page in your browser; Lockgate keeps the sign-in "
+            "in the OS keyring and renews it"
+        )
+        self.sign_in.clicked.connect(self._sign_in)
         self.open_log = QPushButton("Open its log")
         self.open_log.setToolTip("What the server wrote to its error output (stderr)")
         self.open_log.clicked.connect(self._open_log)
-        self._for_one = (self.edit, self.toggle, self.remove, self.restart, self.open_log)
+        self._for_one = (
+            self.edit,
+            self.toggle,
+            self.remove,
+            self.restart,
+            self.sign_in,
+            self.open_log,
+        )
         for button in self._for_one:
             button.setEnabled(False)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
@@ -261,6 +297,7 @@ class ServersView(QWidget):
             buttons.addWidget(button)
         buttons.addSpacing(16)
         buttons.addWidget(self.restart)
+        buttons.addWidget(self.sign_in)
         buttons.addWidget(self.open_log)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
@@ -289,6 +326,8 @@ class ServersView(QWidget):
         self.restart.setEnabled(not selected.disabled)
         # Only a command's output is kept; a remote server has none here.
         self.open_log.setEnabled(isinstance(selected.spec, StdioServer))
+        self.sign_in.setEnabled(selected.signs_in and not selected.disabled)
+        self.sign_in.setText("Sign in again…" if selected.sign_in == "signed_in" else "Sign in…")
 
     def _edit(self) -> None:
         selected = self._selected()
@@ -319,6 +358,20 @@ class ServersView(QWidget):
             self.status.setText(f"Removing {self._removing}…")
             self._actions.remove(self._removing)
             self._removing = None
+
+    def _sign_in(self) -> None:
+        selected = self._selected()
+        if selected is not None:
+            name = selected.spec.name
+            self.status.setText(
+                f"Signing in to {name}: finish in the browser page that opened (5 minutes)…"
+            )
+            self.sign_in.setEnabled(False)
+            self._actions.sign_in(name)
+
+    def refresh_buttons(self) -> None:
+        """After a state change of the selected server (a sign-in ended, say)."""
+        self._selection_changed()
 
     def _open_log(self) -> None:
         selected = self._selected()

@@ -87,6 +87,11 @@ def route_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
                     out.write(f"  record of the change: {done.record}\n")
                 for note in done.notes:
                     out.write(f"  note: {note}\n")
+                for server in done.sign_in:
+                    out.write(
+                        f"  sign in: {server} is a remote server; if it signs in (OAuth), "
+                        f"sign in once in Lockgate: lockgate auth login {server}\n"
+                    )
                 changed = changed or bool(done.imported)
             else:
                 undone = unroute(client_file, paths, store=store)

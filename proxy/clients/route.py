@@ -111,6 +111,9 @@ class RouteResult:
     secrets: list[str] = field(default_factory=list)  # keyring names stored
     record: Path | None = None
     notes: list[str] = field(default_factory=list)  # what the person should know
+    # imported remote servers with no Authorization header: those that sign in (OAuth)
+    # want the person to, once, in Lockgate (the client's own sign-in stays the client's)
+    sign_in: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -429,6 +432,12 @@ def _route(
         text = servers_with(servers_was.text, servers_was.key, new_servers)
         servers_now = write_servers(servers_was, text)
         result.imported = sorted(new_servers)
+        result.sign_in = sorted(
+            name
+            for name, spec in new_servers.items()
+            if "url" in spec
+            and not any(h.lower() == "authorization" for h in spec.get("headers", {}))
+        )
 
     def undo() -> None:
         """The client's file could not be written: take back what was done for it."""

@@ -58,7 +58,11 @@ class Agent:
             mcp = Client(
                 streamable_http_client(self.base_url + server, http_client=http), mode="legacy"
             )
-            await mcp.__aenter__()
+            try:
+                await mcp.__aenter__()
+            except BaseException:  # refused at initialize: its connection goes too
+                await http.aclose()
+                raise
             self._clients[key] = (http, mcp)
         return self._clients[key][1]
 

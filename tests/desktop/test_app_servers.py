@@ -6,12 +6,14 @@ never in servers.json."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, QUrl, Slot
+from PySide6.QtGui import QDesktopServices
 
 from desktop.app import LockgateApp
 from proxy.config.paths import Paths
@@ -19,6 +21,7 @@ from proxy.config.secrets import SecretStore
 from proxy.config.tokens import TokenStore
 from tests.desktop.conftest import Agent, text_of, wait_result
 from tests.support.live import BIN, EVERYTHING_JS
+from tests.support.oauth import follow_authorization
 
 SECRET = "sk-typed-in-the-editor-77"
 
@@ -56,8 +59,20 @@ def _refusal(qtbot: Any, future: Any) -> str:
         result = wait_result(qtbot, future)
     except MCPError as exc:
         return str(exc)
+    except BaseExceptionGroup as group:  # refused while the session was being set up
+        matched, _ = group.split(MCPError)
+        if matched is None:
+            raise
+        return "; ".join(str(e) for e in _leaves(matched))
     assert result.is_error
     return text_of(result)
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _names(app: LockgateApp) -> dict[str, str]:
@@ -163,3 +178,84 @@ def test_a_change_that_makes_servers_json_invalid_is_refused_and_nothing_written
     assert editor.isVisible()
     assert "time" in editor.status.text()
     assert app.paths.servers_file.read_bytes() == before
+
+
+class Browser(QObject):
+    """What opens a URL for Qt's QDesktopServices while the test runs: it does what the
+    person's browser does when they click Allow (follows the page to Lockgate's callback),
+    on a thread of its own, as a browser is a process of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[str] = []
+        self.answers: list[int] = []
+
+    @Slot(QUrl)
+    def open(self, url: QUrl) -> None:
+        self.opened.append(url.toString())
+        worker = threading.Thread(
+            target=lambda: self.answers.append(follow_authorization(url.toString())),
+            daemon=True,
+        )
+        worker.start()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    opener = Browser()
+    QDesktopServices.setUrlHandler("http", opener, "open")
+    try:
+        yield opener
+    finally:
+        QDesktopServices.unsetUrlHandler("http")
+
+
+@pytest.mark.slow
+def test_sign_in_to_a_remote_server_from_the_servers_tab(
+    qtbot, app_paths, os_keyring, oauth_server, browser
+):
+    servers = json.loads(app_paths.servers_file.read_text())
+    servers["mcpServers"]["tracker"] = {"url": oauth_server.mcp_url}
+    app_paths.servers_file.write_text(json.dumps(servers))
+    app = LockgateApp(app_paths, port=0, secrets=SecretStore(os_keyring))
+    app.start()
+    tokens = {"claude-test": TokenStore(app_paths.clients_file).create("claude-test")}
+    agent = None
+    try:
+        qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
+        assert app.host.info is not None
+        agent = Agent(app.host.info.url, tokens)
+        # the first call meets the server's 401: it needs a sign-in, and says so
+        told = _refusal(qtbot, agent.call("echo", {"message": "hi"}, server="tracker"))
+        assert "needs sign-in" in told
+        assert "lockgate auth login tracker" in told
+        qtbot.waitUntil(lambda: _names(app).get("tracker") == "needs sign-in", timeout=10_000)
+        view = app.servers_view
+        view.select("tracker")
+        assert view.sign_in.isEnabled()
+        qtbot.mouseClick(view.sign_in, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "Signed in to tracker" in view.status.text(), timeout=60_000)
+        assert browser.answers == [200]
+        assert browser.opened[0].startswith(oauth_server.issuer + "/authorize")
+        assert oauth_server.stats()["last_authorize"]["code_challenge_method"] == "S256"
+        qtbot.waitUntil(lambda: _names(app).get("tracker") != "needs sign-in", timeout=10_000)
+        view.select("tracker")
+        assert view.sign_in.text() == "Sign in again…"
+        result = wait_result(qtbot, agent.call("echo", {"message": "hi"}, server="tracker"))
+        assert text_of(result) == "Echo: hi"
+    finally:
+        if agent is not None:
+            agent.close()
+        app.close()
+        app.server_editor.close()
+        app.prompt.close()
+        app.window.hide()
+        app.window.deleteLater()
+    # nothing Lockgate wrote holds a token
+    secrets = [v for v in (os_keyring.get_password("lockgate", "tracker.oauth.tokens") or "",) if v]
+    assert secrets, "the sign-in is in the keyring"
+    access = json.loads(secrets[0])["access_token"]
+    for folder in (app_paths.config_dir, app_paths.data_dir):
+        for file in folder.rglob("*"):
+            if file.is_file():
+                assert access.encode() not in file.read_bytes(), file

@@ -822,3 +822,29 @@ def test_a_shared_server_goes_only_with_the_last_client_and_never_one_edited_or_
     kept = lockgate(env, "clients", "unroute", "claude-code")
     assert "kept server 'time': it was changed in servers.json since" in kept.stdout
     assert servers()["time"]["args"] == ["--local-timezone", "UTC"]
+
+
+def test_a_remote_entry_without_a_header_is_flagged_for_sign_in(
+    tmp_path, lockgate_dirs, os_keyring
+):
+    home_dir = tmp_path / "home"
+    path = home_dir / ".cursor" / "mcp.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "tracker": {"url": "https://tracker.example/mcp"},
+                    "keyed": {
+                        "url": "https://keyed.example/mcp",
+                        "headers": {"Authorization": "Bearer sk-route-77"},
+                    },
+                }
+            }
+        )
+    )
+    result = lockgate(env_for(home_dir, lockgate_dirs), "clients", "route", "cursor")
+    assert result.returncode == 0, result.stderr
+    assert "sign in: tracker is a remote server" in result.stdout
+    assert "lockgate auth login tracker" in result.stdout
+    assert "sign in: keyed" not in result.stdout  # its header is its credential
