@@ -203,7 +203,7 @@ class Browser(QObject):
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     opener = Browser()
-    QDesktopServices.setUrlHandler("http", opener, "open")
+    QDesktopServices.setUrlHandler("http", opener, b"open")
     try:
         yield opener
     finally:
