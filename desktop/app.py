@@ -734,6 +734,7 @@ class LockgateApp(QObject):
                 raise error
             else:
                 said = f"Signed in to {server}; its calls go through from now on."
+                self.list_tools()  # its tools, which it would not list before
             self.servers_view.status.setText(said)
             self._fetch_sign_in()
 

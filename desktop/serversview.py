@@ -96,6 +96,8 @@ class ServersModel(ListTableModel[ServerState]):
     def set_tools(self, server: str, count: int | None, error: str | None) -> None:
         state = self._by_name.get(server)
         if state is not None:
+            if error is None and state.last_error == state.listing_error:
+                state.last_error = None  # it lists now: that error is over (a sign-in, say)
             state.tools, state.listing_error = count, error
             if error:
                 state.last_error = error

@@ -25,20 +25,19 @@ from functools import partial
 from pathlib import Path
 
 import httpx2
-from keyring.backends import fail
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, QUrl, Slot
+from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QPushButton
 
 from desktop.app import LockgateApp
 from desktop.approvals import digest_of
 from proxy.config.paths import Paths
-from proxy.config.secrets import SecretStore
 from proxy.config.tokens import TokenStore
 from proxy.gateway.control import GatewayControl
 from proxy.gateway.events import ApprovalPending
+from tests.support.oauth import OAuthServer, follow_authorization
 
 REPO = Path(__file__).resolve().parent.parent
 EVERYTHING = (
@@ -213,19 +212,17 @@ def main() -> int:
     # A longer list in the Servers tab: more servers, some of them turned off.
     for n, name in enumerate(("github", "linear", "postgres", "sentry", "slack", "notion")):
         servers[name] = {"command": str(BIN / "mcp-server-time"), "disabled": n % 2 == 0}
+    # A remote server that signs in (OAuth): the tests' authorization server and the MCP
+    # server it protects, on loopback.
+    oauth = OAuthServer().start()
+    servers["tracker"] = {"url": oauth.mcp_url, "oauth": {}}
     (paths.config_dir / "servers.json").write_text(json.dumps({"mcpServers": servers}, indent=2))
 
     qt = QApplication(sys.argv[:1])
     qt.setQuitOnLastWindowClosed(False)
-    # No OS keyring in this scene (as on a desktop without a Secret Service): routing a
-    # client whose servers carry secrets is refused, and the picture shows how.
-    app = LockgateApp(
-        paths,
-        port=0,
-        home=home,
-        launcher=[str(BIN / "lockgate")],
-        secrets=SecretStore(fail.Keyring()),  # type: ignore[no-untyped-call]
-    )
+    # The OS keyring is GNOME Keyring on this scene's own D-Bus (./dev screenshots starts
+    # it), as on a desktop: routing stores secrets there, and a sign-in its tokens.
+    app = LockgateApp(paths, port=0, home=home, launcher=[str(BIN / "lockgate")])
     app.start()
     wait_until(lambda: app.state.running, 30, "the gateway")
     app.window.resize(1240, 730)
@@ -272,6 +269,7 @@ def main() -> int:
     settle(0.8)
     shoot(out / "server-editor.png")
     editor.close()
+    sign_in_scene(app, oauth, out)
     app.window.show_tab("Policy")
     shoot(out / "policy.png")
     app.window.show_tab("Settings")
@@ -282,9 +280,6 @@ def main() -> int:
     wait_until(lambda: view.table.rowCount() == 4, 10, "the clients")
     view.table.selectRow(next(r for r in range(4) if view.files[r].client.name == "cursor"))
     shoot(out / "connect.png")
-    qtbot_click(view.route_button)
-    wait_until(lambda: "keyring" in view.result.text(), 20, "the keyring error")
-    shoot(out / "connect-no-keyring.png")
     view.table.selectRow(next(r for r in range(4) if view.files[r].client.name == "claude-code"))
     qtbot_click(view.route_button)
     wait_until(lambda: "now go through Lockgate" in view.result.text(), 20, "the routing")
@@ -305,8 +300,34 @@ def main() -> int:
     settle(1.0)
     app.quit()
     driver.join(15)
+    oauth.stop()
     shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+class Browser(QObject):
+    """Opens the sign-in page as a person's browser would, and clicks Allow (the
+    authorization server approves at once): follows it to Lockgate's callback."""
+
+    @Slot(QUrl)
+    def open(self, url: QUrl) -> None:
+        threading.Thread(target=follow_authorization, args=(url.toString(),), daemon=True).start()
+
+
+def sign_in_scene(app: LockgateApp, oauth: OAuthServer, out: Path) -> None:
+    """A remote server that needs a sign-in, then signed in from the Servers tab."""
+    app.window.show_tab("Servers")
+    wait_until(lambda: any(s.state == "needs sign-in" for s in app.servers.servers), 20, "sign-in")
+    app.servers_view.select("tracker")
+    shoot(out / "servers-needs-sign-in.png")
+    browser = Browser()
+    QDesktopServices.setUrlHandler("http", browser, "open")  # type: ignore[arg-type]
+    qtbot_click(app.servers_view.sign_in)
+    wait_until(lambda: "Signed in" in app.servers_view.status.text(), 60, "the sign-in")
+    app.servers_view.select("tracker")
+    settle(0.8)
+    shoot(out / "servers-signed-in.png")
+    QDesktopServices.unsetUrlHandler("http")
 
 
 def _refuse(pending: ApprovalPending, control: GatewayControl) -> None:

@@ -75,6 +75,10 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
     return found
 
 
+def _state(app: LockgateApp, server: str) -> Any:
+    return next(s for s in app.servers.servers if s.spec.name == server)
+
+
 def _names(app: LockgateApp) -> dict[str, str]:
     return {s.spec.name: s.state for s in app.servers.servers}
 
@@ -244,6 +248,10 @@ def test_sign_in_to_a_remote_server_from_the_servers_tab(
         assert view.sign_in.text() == "Sign in again…"
         result = wait_result(qtbot, agent.call("echo", {"message": "hi"}, server="tracker"))
         assert text_of(result) == "Echo: hi"
+        # its tools are listed now, and the error from before the sign-in is gone
+        qtbot.waitUntil(lambda: _state(app, "tracker").tools == 2, timeout=20_000)
+        assert _state(app, "tracker").last_error is None
+        assert _names(app)["tracker"] != "failed to start"
     finally:
         if agent is not None:
             agent.close()
