@@ -324,6 +324,8 @@ def sign_in_scene(app: LockgateApp, oauth: OAuthServer, out: Path) -> None:
     QDesktopServices.setUrlHandler("http", browser, "open")  # type: ignore[arg-type]
     qtbot_click(app.servers_view.sign_in)
     wait_until(lambda: "Signed in" in app.servers_view.status.text(), 60, "the sign-in")
+    tracker = next(s for s in app.servers.servers if s.spec.name == "tracker")
+    wait_until(lambda: tracker.tools is not None, 60, "its tools")
     app.servers_view.select("tracker")
     settle(0.8)
     shoot(out / "servers-signed-in.png")
