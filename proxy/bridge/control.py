@@ -3,6 +3,10 @@
 ``lockgate connect SERVER`` is what an MCP client launches instead of the server itself.
 It pumps the client's stdin and stdout to the gateway's socket, line for line, without
 looking inside, and exits when the client closes its side (or the gateway goes away).
+
+Every other command asks the gateway's control door (:mod:`proxy.doors.control`): one
+request and its answer (:func:`control`), or a request answered in parts (:func:`watch`,
+:func:`sign_in`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ __all__ = [
     "control",
     "default_client_name",
     "end_sessions_of",
+    "sign_in",
     "watch",
 ]
 
@@ -146,6 +151,38 @@ def control(paths: Paths, op: str, **fields: Any) -> dict[str, Any]:
     if not answer.get("ok"):
         raise ControlError(answer.get("error", "no answer"))
     return answer
+
+
+def sign_in(paths: Paths, server: str, on_open: Callable[[str], None]) -> dict[str, Any]:
+    """Have the running gateway sign in to the remote ``server``: ``on_open`` is given the
+    authorization page's address as soon as the gateway has it (for the person's
+    browser); returns the gateway's last answer (``signed_in``, ``expires_at``) once the
+    person has signed in. Closing the connection (Ctrl-C: a KeyboardInterrupt here)
+    cancels the sign-in in the gateway.
+
+    Raises:
+        GatewayNotRunning: no gateway is running.
+        ControlError: the sign-in did not work, or the gateway refused it (its words).
+    """
+    with _connected(paths, {"lockgate": 1, "mode": "control"}) as (_sock, stream):
+        stream.write(json.dumps({"op": "auth-login", "server": server}).encode() + b"\n")
+        stream.flush()
+        while True:
+            try:
+                answer = json.loads(stream.readline() or b"null")
+            except (OSError, ValueError) as exc:
+                raise ControlError(
+                    f"the gateway closed the connection during the sign-in ({exc}); try again"
+                ) from None
+            if not isinstance(answer, dict):
+                raise ControlError(
+                    "the gateway closed the connection before the sign-in was over; try again"
+                )
+            if not answer.get("ok"):
+                raise ControlError(answer.get("error", "no answer"))
+            if "open" not in answer:
+                return answer
+            on_open(str(answer["open"]))
 
 
 def watch(paths: Paths) -> Iterator[dict[str, Any]]:

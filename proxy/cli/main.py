@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proxy.audit.records import CallDecision
 from proxy.bridge import connect as connectcmd
-from proxy.cli import clients, credentials, gateway, log, policy, settings
+from proxy.cli import auth, clients, credentials, gateway, log, policy, settings
 from proxy.cli.common import UsageError, version
 from proxy.clients import CLIENTS
 from proxy.config.paths import Paths, resolve_paths
@@ -269,6 +269,37 @@ def _parser() -> argparse.ArgumentParser:
         help="the secrets servers.json refers to, who uses each, whether it is stored (no values)",
     )
 
+    auth_parser = commands.add_parser(
+        "auth",
+        parents=[common],
+        help="sign in to remote servers that ask for it (OAuth): login, status, logout",
+    )
+    auth_commands = auth_parser.add_subparsers(dest="auth_command", metavar="ACTION", required=True)
+    login = auth_commands.add_parser(
+        "login",
+        parents=[common],
+        help="sign in to a remote server in your browser (through the running gateway, "
+        "or here if none runs)",
+    )
+    login.add_argument("server", help="the server's name, as in servers.json")
+    login.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not open a browser: only print the address to open",
+    )
+    auth_status = auth_commands.add_parser(
+        "status",
+        parents=[common],
+        help="each remote server's sign-in: signed in (until when) or not; never a token",
+    )
+    auth_status.add_argument("--json", action="store_true", help="print a JSON list")
+    logout = auth_commands.add_parser(
+        "logout",
+        parents=[common],
+        help="forget a server's sign-in (revoked at its authorization server if it can be)",
+    )
+    logout.add_argument("server", help="the server's name, as in servers.json")
+
     settings_parser = commands.add_parser(
         "settings", parents=[common], help="Lockgate's settings (settings.json): show or set one"
     )
@@ -328,6 +359,8 @@ def main(
             if args.clients_command in ("route", "unroute"):
                 return clients.route_command(args, paths, sys.stdout)
             return clients.clients(args.project, args.json, sys.stdout)
+        if args.command == "auth":
+            return auth.auth_command(args, paths, sys.stdout)
         if args.command == "settings":
             return settings.settings_command(args.name, args.value, paths, sys.stdout)
         if args.command == "paths":

@@ -3,9 +3,19 @@
 After the hello ``{"lockgate": 1, "mode": "control"}``, JSON requests and answers, one a
 line: ``status``, ``pause``, ``resume``, ``approvals``, ``answer``, ``reload-servers``,
 ``reload-policy`` (read policy.json now; answered once it is in force, or with its
-error); and ``watch``, which makes the connection an approver until it closes and streams
-pending approvals to it. Every answer has ``ok``; a refusal has ``error``, the text of
-the :class:`~proxy.errors.LockgateError` behind it. :mod:`proxy.bridge.control` is the
+error), ``end-sessions``; and ``watch``, which makes the connection an approver until it
+closes and streams pending approvals to it.
+
+A remote server's OAuth sign-in: ``auth-status`` (``servers``: each one Lockgate signs in
+to, with its ``state``, ``why``, ``expires_at`` and ``checked``; never a token),
+``auth-logout`` (``server``), and ``auth-login`` (``server``), the last request of its
+connection: the gateway answers ``{"ok": true, "open": URL}`` as soon as it has the
+authorization page for the person's browser, then, once the sign-in is over, ``{"ok":
+true, "signed_in": true, "expires_at": ...}`` or ``{"ok": false, "error": ...}``. The
+connection closing before then (the person pressed Ctrl-C) cancels the sign-in.
+
+Every answer has ``ok``; a refusal has ``error``, the text of the
+:class:`~proxy.errors.LockgateError` behind it. :mod:`proxy.bridge.control` is the
 client side.
 """
 
@@ -21,6 +31,7 @@ from proxy.errors import LockgateError
 from proxy.gateway.approvals import PendingApproval, Remember
 from proxy.gateway.control import GatewayControl, PolicyInForce
 from proxy.gateway.events import ApprovalAnswered, ApprovalPending, Event
+from proxy.upstream.oauth import AuthState
 
 __all__ = ["ControlDoor"]
 
@@ -62,6 +73,12 @@ class ControlDoor:
                     continue
                 ended = await self._control.end_sessions(client)
                 await send_json(writer, {"ok": True, "ended": ended})
+                continue
+            if op == "auth-login":
+                await self._sign_in(request.get("server"), reader, writer)
+                return
+            if op == "auth-logout":
+                await send_json(writer, await self._sign_out(request.get("server")))
                 continue
             try:
                 await send_json(writer, self._op(op, request))
@@ -108,6 +125,9 @@ class ControlDoor:
             return {"ok": True, "servers": control.reload_servers()}
         if op == "approvals":
             return {"ok": True, "pending": [_pending_json(p) for p in control.pending_approvals()]}
+        if op == "auth-status":
+            states = control.auth_status()
+            return {"ok": True, "servers": {name: _auth_json(s) for name, s in states.items()}}
         if op == "answer":
             return self._answer(request)
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -131,6 +151,54 @@ class ControlDoor:
             str(request.get("id")), approve, digest=digest, reason=reason, remember=remember
         )
         return {"ok": True}
+
+    async def _sign_out(self, server: object) -> dict[str, Any]:
+        if not isinstance(server, str):
+            return {"ok": False, "error": "server must be text"}
+        try:
+            await self._control.sign_out(server)
+        except LockgateError as exc:
+            return {"ok": False, "error": exc.message}
+        return {"ok": True, "signed_in": False}
+
+    async def _sign_in(
+        self, server: object, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Sign in to ``server``: the authorization page's address as soon as the gateway
+        has it, then how it ended. The peer going away first cancels it: a sign-in no one
+        waits for would hold its loopback port, and the server's next sign-in, for
+        minutes."""
+        if not isinstance(server, str):
+            await send_json(writer, {"ok": False, "error": "server must be text"})
+            return
+
+        async def open_url(url: str) -> None:
+            await send_json(writer, {"ok": True, "open": url})
+
+        signing_in = asyncio.ensure_future(self._control.sign_in(server, open_url))
+        # EOF, or a reset: the person cancelled (Ctrl-C), or the command died
+        closed = asyncio.ensure_future(reader.read())
+        try:
+            await asyncio.wait({signing_in, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not signing_in.done():
+                return  # no one waits for it: the finally cancels it
+            try:
+                signing_in.result()
+            except LockgateError as exc:
+                answer: dict[str, Any] = {"ok": False, "error": exc.message}
+            else:
+                state = self._control.auth_status().get(server)
+                expires = state.expires_at if state is not None else None
+                answer = {"ok": True, "signed_in": True, "expires_at": expires}
+            await send_json(writer, answer)
+        finally:
+            closed.cancel()
+            if not signing_in.done():
+                signing_in.cancel()
+                await asyncio.wait({signing_in})  # its loopback port is closed when we go
+            for task in (signing_in, closed):
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: never "exception was never retrieved"
 
     async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Be an approver while the connection lasts; stream approval events to it."""
@@ -192,6 +260,16 @@ def _policy_json(policy: PolicyInForce) -> dict[str, Any]:
         "source": policy.policy.source,
         "rules": policy.rules,
         "default": policy.policy.default.value,
+    }
+
+
+def _auth_json(state: AuthState) -> dict[str, Any]:
+    """One server's sign-in as ``auth-status`` tells it: never a token."""
+    return {
+        "state": state.state,
+        "why": state.why,
+        "expires_at": state.expires_at,
+        "checked": state.checked,
     }
 
 

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from keyring.backend import KeyringBackend
 
+from proxy.config.secrets import SecretStore
 from tests.support.harness import Harness, LocalClient, recorder_servers, running, write_json
+from tests.support.oauth import OAuthServer, follow_authorization
 from tests.support.waiting import eventually
 
 
@@ -127,3 +132,158 @@ async def test_status_names_the_servers_turned_off_and_a_waiting_call_its_case(
         )
         assert answered == {"ok": True}
         assert (await client.answer(call))["result"]["isError"] is True
+
+
+# -- a remote server's OAuth sign-in on the wire -------------------------------------------
+
+
+async def open_control(harness: Harness) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    assert harness.info is not None
+    reader, writer = await asyncio.open_unix_connection(harness.info.socket)
+    writer.write(b'{"lockgate": 1, "mode": "control"}\n')
+    assert json.loads(await reader.readline()) == {"ok": True}
+    return reader, writer
+
+
+async def next_answer(reader: asyncio.StreamReader, timeout: float = 30) -> dict[str, Any]:
+    return dict(json.loads(await asyncio.wait_for(reader.readline(), timeout)))
+
+
+def callback_port(authorization_url: str) -> int:
+    """The loopback port the browser would come back to (the ``redirect_uri``)."""
+    redirect = parse_qs(urlsplit(authorization_url).query)["redirect_uri"][0]
+    port = urlsplit(redirect).port
+    assert port is not None
+    return port
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def keyring_for_docs(os_keyring: KeyringBackend) -> Iterator[KeyringBackend]:
+    """The keyring outlives each test: this test's server's sign-in, forgotten."""
+
+    def forget() -> None:
+        store = SecretStore(os_keyring)
+        for kind in ("tokens", "client", "server"):
+            store.discard(f"docs.oauth.{kind}")
+
+    forget()
+    yield os_keyring
+    forget()
+
+
+@pytest.mark.slow
+async def test_auth_login_streams_the_address_then_the_outcome_and_closing_cancels_it(
+    tmp_path: Path, oauth_server: OAuthServer, keyring_for_docs: KeyringBackend
+) -> None:
+    harness = Harness(tmp_path, secrets=SecretStore(keyring_for_docs))
+    write_json(
+        harness.paths.servers_file,
+        recorder_servers(harness.record, docs={"url": oauth_server.mcp_url}),
+    )
+    async with running(harness), control_line(harness) as ask:
+        status = await ask({"op": "auth-status"})
+        assert list(status["servers"]) == ["docs"]  # not the command server
+        assert status["servers"]["docs"]["state"] == "not_signed_in"
+
+        # the person gives up (Ctrl-C): the connection closes, the sign-in ends with it
+        reader, writer = await open_control(harness)
+        writer.write(b'{"op": "auth-login", "server": "docs"}\n')
+        first = await next_answer(reader)
+        assert set(first) == {"ok", "open"}
+        abandoned = callback_port(first["open"])
+        assert listening(abandoned)
+        writer.close()
+        await eventually(lambda: not listening(abandoned), "the abandoned sign-in to end")
+
+        async def sign_in_started() -> (
+            tuple[asyncio.StreamReader, asyncio.StreamWriter, str] | None
+        ):
+            """A new sign-in (once the cancelled one has let go: until then the gateway
+            says one is under way)."""
+            reader, writer = await open_control(harness)
+            writer.write(b'{"op": "auth-login", "server": "docs"}\n')
+            answer = await next_answer(reader)
+            if "open" in answer:
+                return reader, writer, str(answer["open"])
+            assert "already under way" in answer["error"], answer
+            writer.close()
+            return None
+
+        reader, writer, url = await eventually(sign_in_started, "a new sign-in to start")
+        try:
+            assert await asyncio.to_thread(follow_authorization, url) == 200
+            done = await next_answer(reader)
+            assert set(done) == {"ok", "signed_in", "expires_at"}
+            assert (done["ok"], done["signed_in"]) == (True, True)
+            assert await reader.read() == b""  # the sign-in was the connection's last request
+        finally:
+            writer.close()
+        assert oauth_server.stats()["authorizations"] == 1  # the abandoned page: never opened
+
+        status = await ask({"op": "auth-status"})
+        assert status["servers"]["docs"] == {
+            "state": "signed_in", "why": None, "expires_at": done["expires_at"], "checked": True
+        }  # fmt: skip
+        tokens = json.loads(keyring_for_docs.get_password("lockgate", "docs.oauth.tokens") or "")
+        told = json.dumps([first, done, status])
+        assert tokens["access_token"] not in told
+        assert tokens["refresh_token"] not in told
+
+        assert await ask({"op": "auth-logout", "server": "docs"}) == {
+            "ok": True,
+            "signed_in": False,
+        }
+        assert (await ask({"op": "auth-status"}))["servers"]["docs"] == {
+            "state": "needs_sign_in",
+            "why": "it was signed out of in Lockgate",
+            "expires_at": None,
+            "checked": True,
+        }
+        assert keyring_for_docs.get_password("lockgate", "docs.oauth.tokens") is None
+
+
+@pytest.mark.parametrize(
+    ("request_line", "error"),
+    [
+        ({"op": "auth-login"}, "server must be text"),
+        ({"op": "auth-login", "server": "rec"}, "'rec' is not a remote server Lockgate signs in"),
+        ({"op": "auth-login", "server": "nope"}, "Lockgate has no server named 'nope'"),
+    ],
+)
+async def test_a_sign_in_that_cannot_start_is_refused_and_ends_the_connection(
+    tmp_path: Path, request_line: dict[str, Any], error: str
+) -> None:
+    harness = Harness(tmp_path)
+    async with running(harness):
+        reader, writer = await open_control(harness)
+        try:
+            writer.write(json.dumps(request_line).encode() + b"\n")
+            answer = await next_answer(reader)
+            assert answer["ok"] is False
+            assert error in answer["error"]
+            assert await reader.read() == b""
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_line", "error"),
+    [
+        ({"op": "auth-logout", "server": 5}, "server must be text"),
+        ({"op": "auth-logout", "server": "rec"}, "'rec' is not a remote server Lockgate signs in"),
+    ],
+)
+async def test_a_sign_out_that_cannot_be_done_is_refused_in_words(
+    tmp_path: Path, request_line: dict[str, Any], error: str
+) -> None:
+    harness = Harness(tmp_path)
+    async with running(harness), control_line(harness) as ask:
+        answer = await ask(request_line)
+        assert answer["ok"] is False
+        assert error in answer["error"]
+        assert (await ask({"op": "auth-status"})) == {"ok": True, "servers": {}}
