@@ -28,6 +28,28 @@ from tests.desktop.conftest import ask_policy, set_policy, text_of, wait_result
 pytestmark = pytest.mark.slow
 
 
+def private_bus(folder: Path) -> tuple[subprocess.Popen[str], str]:
+    """A session bus of the test's own that starts no service on demand (no service
+    folders in its config): on a machine with dunst installed, a session bus would start
+    one on the first call to its name, on whatever display its environment names, before
+    the test's own had claimed it."""
+    config = folder / "bus.conf"
+    config.write_text(
+        "<busconfig><type>session</type><listen>unix:tmpdir=/tmp</listen>"
+        "<auth>EXTERNAL</auth>"
+        '<policy context="default"><allow send_destination="*" eavesdrop="true"/>'
+        '<allow eavesdrop="true"/><allow own="*"/></policy></busconfig>'
+    )
+    bus = subprocess.Popen(
+        ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert bus.stdout is not None
+    return bus, bus.stdout.readline().strip()
+
+
 class Dunst:
     """The daemon, and what a person does with its notifications."""
 
@@ -70,14 +92,7 @@ def dunst(display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     )
     menu.chmod(0o755)
     (folder / "dunstrc").write_text(f"[global]\n    dmenu = {menu}\n")
-    bus = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--print-address=1", "--nopidfile"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert bus.stdout is not None
-    address = bus.stdout.readline().strip()
+    bus, address = private_bus(tmp_path)
     env = {**os.environ, "DISPLAY": display, "DBUS_SESSION_BUS_ADDRESS": address}
     daemon = subprocess.Popen(
         ["dunst", "-config", str(folder / "dunstrc")],
@@ -101,7 +116,8 @@ def dunst(display: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         for proc in (daemon, bus):
             proc.terminate()
             proc.wait(10)
-        bus.stdout.close()
+        if bus.stdout is not None:
+            bus.stdout.close()
 
 
 @pytest.fixture
@@ -167,23 +183,9 @@ def test_arguments_too_long_to_show_cannot_be_allowed_from_the_notification(
 
 
 def test_without_a_notification_service_the_tray_message_is_used(qtbot, monkeypatch, tmp_path):
-    # A bus with no notification service on it and none to start on demand (no service
-    # folders in its config): the real "nothing there" case.
-    config = tmp_path / "bus.conf"
-    config.write_text(
-        "<busconfig><type>session</type><listen>unix:tmpdir=/tmp</listen>"
-        "<auth>EXTERNAL</auth>"
-        '<policy context="default"><allow send_destination="*" eavesdrop="true"/>'
-        '<allow eavesdrop="true"/><allow own="*"/></policy></busconfig>'
-    )
-    bus = subprocess.Popen(
-        ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert bus.stdout is not None
-    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus.stdout.readline().strip())
+    # A bus with no notification service on it, and none to start on demand.
+    bus, address = private_bus(tmp_path)
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", address)
     service = NotificationService()
     told: list[tuple[str, str]] = []
     pending = PendingApprovals(lambda server, tool: None)
@@ -209,7 +211,8 @@ def test_without_a_notification_service_the_tray_message_is_used(qtbot, monkeypa
         service.stop()
         bus.terminate()
         bus.wait(10)
-        bus.stdout.close()
+        if bus.stdout is not None:
+            bus.stdout.close()
 
 
 def _pending(arguments: dict[str, Any]) -> ApprovalPending:
