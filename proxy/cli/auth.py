@@ -44,7 +44,7 @@ class NoSignIn(LockgateError):
 class SignInNotDone(LockgateError):
     """The running gateway's sign-in did not work (its words); nothing was changed."""
 
-    title = "Sign-in did not work"
+    title = "The gateway could not sign in"
 
 
 def auth_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:

@@ -64,6 +64,7 @@ def _actions(**given: Any) -> ServerActions:
         "edit": lambda _name: None,
         "set_disabled": lambda _name, _off: None,
         "remove": lambda _name: None,
+        "sign_in": lambda _name: None,
     }
     return ServerActions(**{**nothing, **given})
 

@@ -252,8 +252,9 @@ async def test_a_refused_sign_in_fails_and_ctrl_c_cancels_the_gateways_sign_in(
         assert await asyncio.to_thread(refused.finish) == 1
     finally:
         refused.close()
-    assert "lockgate: Sign-in did not work: the authorization server did not sign in to " in (
-        "".join(refused.err)
+    assert (
+        "lockgate: The gateway could not sign in: the authorization server did not sign in to "
+        in ("".join(refused.err))
     )
     assert "access_denied" in "".join(refused.err)
 
