@@ -159,7 +159,11 @@ class LockgateApp(QObject):
             on_restore=self.restore_policy,
         )
         self.connect_view = ConnectView(
-            self.scan_clients, self.route_client, self.unroute_client, self.set_autostart
+            self.scan_clients,
+            self.route_client,
+            self.unroute_client,
+            self.set_autostart,
+            on_sign_in=self.sign_in_server,
         )
         self.settings_view = SettingsView(self.save_settings, self.set_autostart)
         self.tray = Tray(self, poll_ms=tray_poll_ms)
@@ -190,6 +194,7 @@ class LockgateApp(QObject):
             )
         )
         self.tray.toggle_pause.connect(self.toggle_pause)
+        self.tray.sign_in.connect(self.sign_in_server)
         self.tray.quit.connect(self.quit)
         self.pump.batch.connect(self._batch)
         self.open_url_requested.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
@@ -713,10 +718,14 @@ class LockgateApp(QObject):
     def _fetch_sign_in(self) -> None:
         def got(future: concurrent.futures.Future[dict[str, AuthState]]) -> None:
             if _ok(future):
-                self.servers.set_sign_in(
-                    {name: (state.state, state.why) for name, state in future.result().items()}
-                )
+                states = future.result()
+                self.servers.set_sign_in({name: (s.state, s.why) for name, s in states.items()})
                 self.servers_view.refresh_buttons()
+                waiting = tuple(sorted(n for n, s in states.items() if s.state == "needs_sign_in"))
+                self.connect_view.show_signed_in(
+                    {n for n, s in states.items() if s.state in ("signed_in", "refreshing")}
+                )
+                self._show(_with(self.state, needs_sign_in=waiting))
 
         self.host.call(lambda control: control.auth_status(), got)
 
@@ -736,6 +745,9 @@ class LockgateApp(QObject):
                 said = f"Signed in to {server}; its calls go through from now on."
                 self.list_tools()  # its tools, which it would not list before
             self.servers_view.status.setText(said)
+            self._say(said)  # begun from the Connect tab or the tray menu: seen there too
+            if not self.window.isVisible():
+                self.tray.notify("Lockgate", said)
             self._fetch_sign_in()
 
         self.host.run(lambda control: control.sign_in(server, self.open_url_requested.emit), done)
@@ -805,12 +817,13 @@ class LockgateApp(QObject):
             if result.secrets:
                 lines.append(f"Moved into the keyring: {', '.join(result.secrets)}")
             lines += [f"Note: {note}" for note in result.notes]
-            lines += [
-                f"{server} is a remote server: if it signs in, sign in once from the Servers "
-                "tab (Sign in)."
-                for server in result.sign_in
-            ]
+            if result.sign_in:
+                lines.append(
+                    f"Remote: {', '.join(result.sign_in)}. If a server asks for a sign-in, its "
+                    "calls wait until you sign in once (below, or in the Servers tab)."
+                )
             self.connect_view.show_result("\n".join(lines))
+            self.connect_view.offer_sign_in(result.sign_in)
             if result.imported:
                 self._reload_servers()
 

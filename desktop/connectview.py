@@ -8,7 +8,7 @@ files, the keyring) on worker threads and hands the results back here.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Qt
@@ -65,6 +65,8 @@ class ConnectView(QWidget):
         on_unroute: Callable[[ClientFile], None],
         on_autostart: Callable[[bool], None],
         parent: QWidget | None = None,
+        *,
+        on_sign_in: Callable[[str], None] = lambda _server: None,
     ) -> None:
         super().__init__(parent)
         self.files: list[ClientFile] = []
@@ -128,6 +130,11 @@ class ConnectView(QWidget):
         self.result.setObjectName("routeResult")
         self.result.setWordWrap(True)
         self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # After routing: one "Sign in to SERVER…" per remote server the client brought.
+        self.sign_in_buttons: dict[str, QPushButton] = {}
+        self._sign_in_row = QHBoxLayout()
+        self._sign_in_row.addStretch(1)
+        self._on_sign_in = on_sign_in
         self.autostart = QCheckBox("Start Lockgate when I log in")
         self.autostart.setObjectName("autostart")
         self._autostart_changed = on_autostart
@@ -148,6 +155,7 @@ class ConnectView(QWidget):
         layout.addWidget(details, 2)
         layout.addLayout(actions)
         layout.addWidget(self.result)
+        layout.addLayout(self._sign_in_row)
         layout.addLayout(login)
         self.show_files([], scanning=True)
 
@@ -197,6 +205,31 @@ class ConnectView(QWidget):
             + "<br>".join(html.escape(line) for line in text.splitlines())
             + "</span>"
         )
+
+    def offer_sign_in(self, servers: Sequence[str]) -> None:
+        """A "Sign in to SERVER…" button for each remote server just routed: its calls
+        go through only once someone has signed in to it (if it asks for a sign-in)."""
+        for button in self.sign_in_buttons.values():
+            self._sign_in_row.removeWidget(button)
+            button.deleteLater()
+        self.sign_in_buttons = {}
+        for server in servers:
+            button = QPushButton(f"Sign in to {server}…")
+            button.setObjectName(f"signIn:{server}")
+            button.setToolTip(
+                f"Opens {server}'s sign-in page in your browser; Lockgate keeps the sign-in "
+                "in the OS keyring and renews it itself"
+            )
+            button.clicked.connect(lambda _=False, s=server: self._on_sign_in(s))
+            self._sign_in_row.insertWidget(self._sign_in_row.count() - 1, button)
+            self.sign_in_buttons[server] = button
+
+    def show_signed_in(self, servers: Collection[str]) -> None:
+        """Servers signed in to by now: their buttons say so and rest."""
+        for server, button in self.sign_in_buttons.items():
+            done = server in servers
+            button.setText(f"Signed in to {server}" if done else f"Sign in to {server}…")
+            button.setEnabled(not done)
 
     def show_autostart(self, on: bool, where: str) -> None:
         self.autostart.blockSignals(True)

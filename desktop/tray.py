@@ -1,7 +1,8 @@
 """The tray icon: its look tells the state, its menu does the common things.
 
 States, most urgent first: a policy error or a server down (red "!"), calls waiting for
-a person (amber "?", with their count), paused (grey bars), running (blue lock). Where
+a person or a remote server that needs a sign-in (amber "?", with the count of calls),
+paused (grey bars), running (blue lock). Where
 the desktop has no system tray (GNOME without AppIndicator), the app shows its window
 instead and checks now and then whether a tray has appeared, and adopts it.
 """
@@ -30,6 +31,7 @@ class AppState:
     policy_error: str | None = None
     servers_error: str | None = None  # servers.json is broken; the servers in force stay
     failure: str | None = None  # the gateway itself is not running
+    needs_sign_in: tuple[str, ...] = ()  # remote servers whose calls wait for a sign-in
 
     def summary(self) -> str:
         if self.failure:
@@ -41,6 +43,10 @@ class AppState:
             parts.append(f"{self.pending} waiting for you")
         if self.servers_down:
             parts.append(f"{self.servers_down} server{'s' if self.servers_down > 1 else ''} down")
+        if len(self.needs_sign_in) == 1:
+            parts.append(f"sign in to {self.needs_sign_in[0]} (its calls are refused)")
+        elif self.needs_sign_in:
+            parts.append(f"{len(self.needs_sign_in)} servers need sign-in")
         if self.policy_error and "policy.json was deleted" in self.policy_error:
             parts.append("policy.json was deleted (the last policy in force stays)")
         elif self.policy_error:
@@ -53,7 +59,7 @@ class AppState:
 def state_icon_name(state: AppState) -> str:
     if state.failure or state.policy_error or state.servers_error or state.servers_down:
         return "lockgate-error.svg"
-    if state.pending:
+    if state.pending or state.needs_sign_in:
         return "lockgate-attention.svg"
     if state.paused or not state.running:
         return "lockgate-paused.svg"
@@ -90,6 +96,7 @@ class Tray(QObject):
     open_window = Signal()
     open_approvals = Signal()
     toggle_pause = Signal()
+    sign_in = Signal(str)  # a server's name: sign in to it in the browser
     quit = Signal()
 
     def __init__(self, parent: QObject | None = None, poll_ms: int = 5000) -> None:
@@ -107,7 +114,8 @@ class Tray(QObject):
         self._approvals.setEnabled(False)
         self._blocked = self.menu.addMenu("Recently blocked")
         self._fill_blocked(lambda _entry: None)
-        self.menu.addSeparator()
+        self._sign_in_actions: dict[str, QAction] = {}  # one per server needing a sign-in
+        self._sign_in_end = self.menu.addSeparator()
         self._quit = self.menu.addAction("Quit Lockgate")
         self._quit.triggered.connect(self.quit)
         self._poll = QTimer(self)
@@ -153,6 +161,7 @@ class Tray(QObject):
             f"Pending approvals ({state.pending})" if state.pending else "No pending approvals"
         )
         self._approvals.setEnabled(bool(state.pending))
+        self._fill_sign_in(state.needs_sign_in)
         if self.icon is None:
             return
         key = (state_icon_name(state), state.pending)
@@ -174,6 +183,26 @@ class Tray(QObject):
         for call in calls:
             action = self._approvals.addAction(call)
             action.triggered.connect(self.open_approvals)
+
+    def sign_in_entries(self) -> list[str]:
+        """The menu's "Sign in to SERVER…" entries, in their order."""
+        return [action.text() for action in self._sign_in_actions.values()]
+
+    def trigger_sign_in(self, server: str) -> None:
+        """What a click on "Sign in to SERVER…" does (tests, and the menu itself)."""
+        self._sign_in_actions[server].trigger()
+
+    def _fill_sign_in(self, servers: tuple[str, ...]) -> None:
+        if tuple(self._sign_in_actions) == servers:
+            return
+        for action in self._sign_in_actions.values():
+            self.menu.removeAction(action)
+        self._sign_in_actions = {}
+        for server in servers:
+            action = QAction(f"Sign in to {server}…", self.menu)
+            action.triggered.connect(lambda _=False, s=server: self.sign_in.emit(s))
+            self.menu.insertAction(self._sign_in_end, action)
+            self._sign_in_actions[server] = action
 
     def _fill_blocked(self, on_pick: Callable[[str], None]) -> None:
         self._blocked.clear()

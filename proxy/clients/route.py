@@ -68,7 +68,7 @@ from proxy.config.jsontext import JsonPath, render_at, splice, without_member
 from proxy.config.paths import Paths, lockgate_command, resolve_paths
 from proxy.config.runinfo import DEFAULT_PORT
 from proxy.config.secrets import KEYRING_PREFIX, SecretError, SecretStore, secret_name
-from proxy.config.servers import valid_server_name
+from proxy.config.servers import sets_authorization, valid_server_name
 from proxy.config.servers_edit import Section, keyring_name_for, servers_with
 from proxy.config.tokens import TokenError, TokenStore
 
@@ -435,8 +435,7 @@ def _route(
         result.sign_in = sorted(
             name
             for name, spec in new_servers.items()
-            if "url" in spec
-            and not any(h.lower() == "authorization" for h in spec.get("headers", {}))
+            if "url" in spec and not sets_authorization(spec.get("headers", {}))
         )
 
     def undo() -> None:

@@ -50,7 +50,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -76,6 +76,7 @@ __all__ = [
     "resolve_secrets",
     "secret_references",
     "secret_values",
+    "sets_authorization",
     "valid_server_name",
 ]
 
@@ -154,9 +155,13 @@ _Report = Callable[[tuple[str | int, ...], str], None]
 def oauth_applies(spec: ServerSpec) -> bool:
     """Whether Lockgate may be ``spec``'s OAuth client: a remote server whose
     Authorization header servers.json does not set (one that does signs in its own way)."""
-    return isinstance(spec, HttpServer) and not any(
-        key.lower() == "authorization" for key in spec.headers
-    )
+    return isinstance(spec, HttpServer) and not sets_authorization(spec.headers)
+
+
+def sets_authorization(headers: Iterable[str]) -> bool:
+    """Whether the header names ``headers`` include Authorization (in any case): such a
+    remote server signs in its own way, with a value from the keyring."""
+    return any(name.lower() == "authorization" for name in headers)
 
 
 def load_servers(path: Path) -> dict[str, ServerSpec]:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from desktop.tray import AppState, Tray, state_icon_name
 from tests.desktop.conftest import BASE_POLICY, start_trayer
 from tests.support.live import servers_json
 
@@ -91,3 +92,27 @@ def test_without_a_tray_the_window_opens_and_a_tray_that_appears_is_adopted(disp
         trayer.terminate()
         trayer.wait(10)
     assert "adopted" in out, out
+
+
+def test_the_menu_offers_a_sign_in_for_each_server_that_needs_one(qtbot):
+    tray = Tray(poll_ms=60_000)  # offscreen: no tray host, the menu is the same
+    asked: list[str] = []
+    tray.sign_in.connect(asked.append)
+    waiting = AppState(running=True, needs_sign_in=("docs", "tracker"))
+    tray.update(waiting)
+    assert tray.sign_in_entries() == ["Sign in to docs…", "Sign in to tracker…"]
+    assert waiting.summary() == "Lockgate: watching tool calls; 2 servers need sign-in"
+    assert state_icon_name(waiting) == "lockgate-attention.svg"
+    entries = [a.text() for a in tray.menu.actions()]
+    assert entries.index("Sign in to tracker…") < entries.index("Quit Lockgate")
+    tray.trigger_sign_in("tracker")
+    assert asked == ["tracker"]
+
+    one = AppState(running=True, needs_sign_in=("docs",))
+    tray.update(one)
+    assert tray.sign_in_entries() == ["Sign in to docs…"]
+    assert "sign in to docs (its calls are refused)" in one.summary()
+    tray.update(AppState(running=True))
+    assert tray.sign_in_entries() == []
+    assert not [a for a in tray.menu.actions() if a.text().startswith("Sign in")]
+    assert state_icon_name(AppState(running=True)) == "lockgate.svg"
