@@ -261,7 +261,7 @@ def test_sign_in_to_a_remote_server_from_the_servers_tab(
         app.window.hide()
         app.window.deleteLater()
     # nothing Lockgate wrote holds a token
-    secrets = [v for v in (os_keyring.get_password("lockgate", "tracker.oauth.tokens") or "",) if v]
+    secrets = [v for v in (SecretStore(os_keyring).find("tracker.oauth.tokens") or "",) if v]
     assert secrets, "the sign-in is in the keyring"
     access = json.loads(secrets[0])["access_token"]
     for folder in (app_paths.config_dir, app_paths.data_dir):

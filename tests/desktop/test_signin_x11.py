@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config.secrets import SecretStore
 from tests.desktop.conftest import start_trayer
 from tests.support.live import lockgate_command
 
@@ -87,7 +88,7 @@ def test_route_a_remote_server_sign_in_from_the_connect_tab_and_keep_it_across_a
         assert (shots / name).stat().st_size > 10_000
 
     # the tokens are in the keyring, in no file Lockgate or the client has
-    stored = os_keyring.get_password("lockgate", "tracker.oauth.tokens")
+    stored = SecretStore(os_keyring).find("tracker.oauth.tokens")
     assert stored is not None
     access = json.loads(stored)["access_token"]
     for file in tmp_path.rglob("*"):

@@ -178,7 +178,7 @@ def listening(port: int) -> bool:
 
 
 def held_tokens(os_keyring: KeyringBackend) -> list[str]:
-    stored = json.loads(os_keyring.get_password("lockgate", "docs.oauth.tokens") or "null")
+    stored = json.loads(SecretStore(os_keyring).find("docs.oauth.tokens") or "null")
     assert stored is not None, "no tokens in the keyring"
     return [stored["access_token"], stored["refresh_token"]]
 
@@ -230,7 +230,7 @@ async def test_login_through_the_running_gateway_then_status_then_logout(
         assert shown.stdout == (
             "docs  needs sign-in: it was signed out of in Lockgate; run: lockgate auth login docs\n"
         )
-        assert keyring_for_docs.get_password("lockgate", "docs.oauth.tokens") is None
+        assert SecretStore(keyring_for_docs).find("docs.oauth.tokens") is None
         # the agent's open session is refused from its next call, with words that say how
         refused, text = await echo(agent, "after")
         assert refused
@@ -308,8 +308,8 @@ async def test_login_with_no_gateway_running_then_the_gateway_uses_the_sign_in(
     out = await asyncio.to_thread(lockgate, gateway, "auth", "logout", "docs")
     assert (out.returncode, out.stdout) == (0, "Signed out of docs.\n")
     assert "Lockgate is not running: signing out from here." in out.stderr
-    assert keyring_for_docs.get_password("lockgate", "docs.oauth.tokens") is None
-    assert keyring_for_docs.get_password("lockgate", "docs.oauth.client") is not None
+    assert SecretStore(keyring_for_docs).find("docs.oauth.tokens") is None
+    assert SecretStore(keyring_for_docs).find("docs.oauth.client") is not None
     listed = json.loads(
         (await asyncio.to_thread(lockgate, gateway, "auth", "status", "--json")).stdout
     )

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from keyring.backends import fail
 
-from proxy.config.secrets import SecretError, SecretStore, secret_name
+from proxy.config.secrets import PART_CHARS, SecretError, SecretStore, secret_name
 
 
 def test_set_get_replace_delete_in_the_os_keyring(os_keyring):
@@ -77,3 +77,51 @@ def test_find_and_discard_say_whether_a_secret_is_there(os_keyring):
         unusable.find("anything")
     with pytest.raises(SecretError, match="cannot be used"):
         unusable.discard("anything")
+
+
+def test_a_long_value_is_kept_in_parts_each_small_enough_for_windows(os_keyring):
+    """Windows' Credential Manager takes 2,560 bytes an entry; a sign-in is longer. The
+    same parts on every system: here GNOME Keyring holds them."""
+    store = SecretStore(os_keyring)
+    name = f"test-{uuid.uuid4().hex}"
+    long = "".join(chr(0x1F600 + i % 64) for i in range(PART_CHARS * 3 + 7))  # 4 bytes each
+    store.set(name, long)
+    assert store.get(name) == long
+    header = os_keyring.get_password("lockgate", name)
+    assert (header or "").startswith("lockgate-parts:v1:4:")
+    parts = [os_keyring.get_password("lockgate:parts", f"{name}#{n}") for n in range(1, 6)]
+    assert parts[4] is None
+    assert "".join(p for p in parts if p) == long
+    assert all(len(p.encode("utf-16-le")) <= 2560 for p in parts if p)
+
+    # shorter again: the parts beyond are gone; short: no parts at all
+    store.set(name, "b" * (PART_CHARS + 1))
+    assert store.get(name) == "b" * (PART_CHARS + 1)
+    assert os_keyring.get_password("lockgate:parts", f"{name}#3") is None
+    store.set(name, "short")
+    assert os_keyring.get_password("lockgate", name) == "short"
+    assert os_keyring.get_password("lockgate:parts", f"{name}#1") is None
+    # a value that looks like a header is stored in parts, so it reads back as itself
+    store.set(name, "lockgate-parts:v1:1:0123456789abcdef")
+    assert store.get(name) == "lockgate-parts:v1:1:0123456789abcdef"
+
+    store.set(name, long)
+    store.delete(name)
+    assert store.find(name) is None
+    assert all(
+        os_keyring.get_password("lockgate:parts", f"{name}#{n}") is None for n in range(1, 6)
+    )
+
+
+def test_parts_changed_or_missing_are_an_error_never_a_wrong_secret(os_keyring):
+    store = SecretStore(os_keyring)
+    name = f"test-{uuid.uuid4().hex}"
+    store.set(name, "x" * (PART_CHARS * 2))
+    os_keyring.set_password("lockgate:parts", f"{name}#2", "y" * PART_CHARS)
+    with pytest.raises(SecretError, match="some are missing or changed; store it again"):
+        store.get(name)
+    os_keyring.delete_password("lockgate:parts", f"{name}#2")
+    with pytest.raises(SecretError, match="some are missing or changed"):
+        store.find(name)
+    assert store.discard(name) is True
+    assert os_keyring.get_password("lockgate:parts", f"{name}#1") is None

@@ -229,7 +229,7 @@ async def test_auth_login_streams_the_address_then_the_outcome_and_closing_cance
         assert status["servers"]["docs"] == {
             "state": "signed_in", "why": None, "expires_at": done["expires_at"], "checked": True
         }  # fmt: skip
-        tokens = json.loads(keyring_for_docs.get_password("lockgate", "docs.oauth.tokens") or "")
+        tokens = json.loads(SecretStore(keyring_for_docs).find("docs.oauth.tokens") or "")
         told = json.dumps([first, done, status])
         assert tokens["access_token"] not in told
         assert tokens["refresh_token"] not in told
@@ -244,7 +244,7 @@ async def test_auth_login_streams_the_address_then_the_outcome_and_closing_cance
             "expires_at": None,
             "checked": True,
         }
-        assert keyring_for_docs.get_password("lockgate", "docs.oauth.tokens") is None
+        assert SecretStore(keyring_for_docs).find("docs.oauth.tokens") is None
 
 
 @pytest.mark.parametrize(
