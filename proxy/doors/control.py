@@ -46,10 +46,11 @@ class ControlDoor:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        on_watching: Callable[[], None],
+        on_lasting: Callable[[], None],
     ) -> None:
-        """Answer requests until the peer closes; ``on_watching`` is called when the
-        connection becomes an approver (which then is all it does)."""
+        """Answer requests until the peer closes; ``on_lasting`` is called when the
+        connection becomes one a person waits on (an approver, or a sign-in under way),
+        which then is all it does: the last to be closed to make room."""
         while line := await reader.readline():
             try:
                 request = json.loads(line)
@@ -58,7 +59,7 @@ class ControlDoor:
                 await send_json(writer, {"ok": False, "error": 'expected {"op": ...}'})
                 continue
             if op == "watch":
-                on_watching()
+                on_lasting()
                 await self._watch(reader, writer)
                 return
             if op == "reload-policy":
@@ -75,6 +76,7 @@ class ControlDoor:
                 await send_json(writer, {"ok": True, "ended": ended})
                 continue
             if op == "auth-login":
+                on_lasting()
                 await self._sign_in(request.get("server"), reader, writer)
                 return
             if op == "auth-logout":

@@ -27,8 +27,8 @@ sessions and control connections each have a budget of their own:
   one that has not initialised is closed to make room, and if every one has, the new one
   is refused with an error line;
 - when :data:`MAX_CONTROLS` control connections are open, the oldest one that is not
-  watching approvals (else the oldest watcher) is closed to make room, so ``lockgate
-  pause`` and the approvals always get through.
+  watching approvals or signing in (else the oldest of those) is closed to make room, so
+  ``lockgate pause``, the approvals and a person's sign-in always get through.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class _Conn:
     task: asyncio.Task[None] | None = None
     phase: str = _HELLO
     initialized: bool = False  # connect: its initialize succeeded
-    watching: bool = False  # control: it is an approver
+    lasting: bool = False  # control: a person waits on it (an approver, a sign-in)
 
     def close(self) -> None:
         if self.task is not None:
@@ -232,7 +232,7 @@ class LocalServer:
         if phase == _CONNECT:
             return next((c for c in members if not c.initialized), None)
         if phase == _CONTROL:
-            return next((c for c in members if not c.watching), next(iter(members), None))
+            return next((c for c in members if not c.lasting), next(iter(members), None))
         return next(iter(members), None)
 
     def _leave(self, conn: _Conn) -> None:
@@ -347,10 +347,10 @@ class LocalServer:
                 self._enter(record, _CONTROL)  # always room: the oldest idle one goes
                 await send_json(writer, {"ok": True})
 
-                def watching() -> None:
-                    record.watching = True
+                def lasting() -> None:
+                    record.lasting = True
 
-                await self._control_door.serve(reader, writer, watching)
+                await self._control_door.serve(reader, writer, lasting)
             else:
                 await send_json(writer, {"ok": False, "error": f"unknown mode {mode!r}"})
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):

@@ -37,7 +37,9 @@ call fails as a temporary fault (:attr:`TokenKeeper.trouble`).
 
 No token leaves the keeper except in an ``Authorization`` header to the server it is
 for, or a token or revocation request to its authorization server: every value it has
-held is in :attr:`TokenKeeper.secrets`, which the gateway scrubs from every text.
+held (its client secret, and its newest :data:`TOKENS_SCRUBBED` tokens: older ones are
+dead at the server) is in :attr:`TokenKeeper.secrets`, which the gateway scrubs from
+every text.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
@@ -80,8 +83,10 @@ from proxy.errors import LockgateError
 from proxy.upstream.connection import UpstreamUnavailable
 
 __all__ = [
+    "TOKENS_SCRUBBED",
     "AuthState",
     "AuthStateName",
+    "HeldSecrets",
     "KeeperAuth",
     "OpenUrl",
     "SignInFailed",
@@ -153,6 +158,41 @@ class AuthState:
 # -- the keeper --------------------------------------------------------------------------
 
 
+TOKENS_SCRUBBED = 32  # a keeper's newest token values, scrubbed from every text
+
+
+class HeldSecrets:
+    """The secret values a keeper holds, to scrub from texts: its client secrets (few,
+    kept while it lives) and its newest tokens. A live collection: a connection handed
+    it sees every token renewed after it was made. Bounded, so a sign-in renewed every
+    hour for months does not make each scrub slower."""
+
+    def __init__(self) -> None:
+        self._lasting: set[str] = set()
+        self._tokens: deque[str] = deque(maxlen=TOKENS_SCRUBBED)
+
+    def hold_client_secret(self, value: object) -> None:
+        if isinstance(value, str) and value:
+            self._lasting.add(value)
+
+    def hold_tokens(self, tokens: StoredTokens) -> None:
+        for value in (tokens.access_token, tokens.refresh_token):
+            if not value:
+                continue
+            if value in self._tokens:
+                self._tokens.remove(value)  # the newest again: the last to go
+            self._tokens.append(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((*self._lasting, *self._tokens))
+
+    def __len__(self) -> int:
+        return len(self._lasting) + len(self._tokens)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._lasting or value in self._tokens
+
+
 class TokenKeeper:
     """The tokens of one remote server, for every session of it (see the module's text).
 
@@ -189,8 +229,8 @@ class TokenKeeper:
         self._retry_after = -math.inf
         self._signing_in = False
         self.trouble: str | None = None  # the last refresh failed for a while (temporary)
-        # every secret value this keeper has held: none may appear in a text that leaves
-        self.secrets: set[str] = set()
+        # the secret values this keeper holds: none may appear in a text that leaves
+        self.secrets = HeldSecrets()
 
     @property
     def identity(self) -> tuple[str, OAuthSettings | None]:
@@ -242,9 +282,6 @@ class TokenKeeper:
                 text = text.replace(secret, "[secret]")
         return text
 
-    def _hold(self, *values: str | None) -> None:
-        self.secrets.update(v for v in values if v)
-
     # -- loading -----------------------------------------------------------------------
 
     async def load(self) -> None:
@@ -265,7 +302,7 @@ class TokenKeeper:
                 )
                 return
             self._client_secret = secret
-            self._hold(secret)
+            self.secrets.hold_client_secret(secret)
             self._take(record)
             self._loaded = True
 
@@ -292,7 +329,7 @@ class TokenKeeper:
         self.trouble = None
         self._retry_after = -math.inf
         if tokens is not None:
-            self._hold(tokens.access_token, tokens.refresh_token)
+            self.secrets.hold_tokens(tokens)
             self._set("signed_in", None)
         elif self.spec.oauth is not None:
             self._set("needs_sign_in", "no one has signed in to it in Lockgate yet")
@@ -312,7 +349,7 @@ class TokenKeeper:
                 client["client_secret"] = self._client_secret
             return client
         if stored is not None:
-            self._hold(stored.get("client_secret"))
+            self.secrets.hold_client_secret(stored.get("client_secret"))
         return stored
 
     # -- for the requests --------------------------------------------------------------
@@ -471,7 +508,7 @@ class TokenKeeper:
         return urljoin(f"{parts.scheme}://{parts.netloc}", "/token")
 
     async def _renewed(self, tokens: StoredTokens) -> None:
-        self._hold(tokens.access_token, tokens.refresh_token)
+        self.secrets.hold_tokens(tokens)
         self._tokens = tokens
         self._unproven += 1
         self.trouble = None
@@ -524,7 +561,7 @@ class TokenKeeper:
                 assert isinstance(resolved, HttpServer)
                 assert resolved.oauth is not None
                 self._client_secret = resolved.oauth.client_secret
-                self._hold(self._client_secret)
+                self.secrets.hold_client_secret(self._client_secret)
             self._take(record)
             self._loaded = True
         finally:

@@ -17,6 +17,7 @@ import pytest
 from keyring.backend import KeyringBackend
 
 from proxy.config.secrets import SecretStore
+from proxy.doors.local import MAX_CONTROLS
 from tests.support.harness import Harness, LocalClient, recorder_servers, running, write_json
 from tests.support.oauth import OAuthServer, follow_authorization
 from tests.support.waiting import eventually
@@ -245,6 +246,33 @@ async def test_auth_login_streams_the_address_then_the_outcome_and_closing_cance
             "checked": True,
         }
         assert SecretStore(keyring_for_docs).find("docs.oauth.tokens") is None
+
+
+@pytest.mark.slow
+async def test_a_sign_in_under_way_is_never_closed_to_make_room_for_other_connections(
+    tmp_path: Path, oauth_server: OAuthServer, keyring_for_docs: KeyringBackend
+) -> None:
+    """A person at the sign-in page must not lose it to a program opening control
+    connections (each `lockgate status` is one): idle ones go first."""
+    harness = Harness(tmp_path, secrets=SecretStore(keyring_for_docs))
+    write_json(
+        harness.paths.servers_file,
+        recorder_servers(harness.record, docs={"url": oauth_server.mcp_url}),
+    )
+    async with running(harness):
+        reader, writer = await open_control(harness)
+        writer.write(b'{"op": "auth-login", "server": "docs"}\n')
+        url = (await next_answer(reader))["open"]
+        flood = [await open_control(harness) for _ in range(MAX_CONTROLS)]
+        try:
+            assert await asyncio.to_thread(follow_authorization, url) == 200
+            done = await next_answer(reader)
+            assert (done["ok"], done["signed_in"]) == (True, True)
+            assert await flood[0][0].read() == b""  # the oldest idle one made room
+        finally:
+            writer.close()
+            for _, idle in flood:
+                idle.close()
 
 
 @pytest.mark.parametrize(

@@ -209,7 +209,7 @@ async def test_one_sign_in_serves_every_session_renewed_once_at_a_time_across_a_
             assert (stats["refreshes"], stats["refresh_reuses"]) == (4, 0)
             keeper = gateway.keeper_for(gateway.servers["docs"])
             assert keeper is not None
-            held |= keeper.secrets
+            held.update(keeper.secrets)
             current = await keeper.bearer()
             assert current is not None
             for open_session in gateway.sessions.values():  # out of every error text
@@ -262,7 +262,7 @@ async def test_one_sign_in_serves_every_session_renewed_once_at_a_time_across_a_
             assert sum(isinstance(e, UpstreamUp) for e in harness.events) == ups
             keeper = gateway.keeper_for(gateway.servers["docs"])
             assert keeper is not None
-            held |= keeper.secrets
+            held.update(keeper.secrets)
         calls = await history(gateway)
         by_message = {c.arguments.get("message"): c for c in calls}
         assert by_message["refused"].outcome == "upstream_down"

@@ -34,6 +34,7 @@ from proxy.config.servers import HttpServer, OAuthSettings, parse_servers
 from proxy.upstream.catalog import list_tools
 from proxy.upstream.connection import Upstream
 from proxy.upstream.oauth import (
+    TOKENS_SCRUBBED,
     AuthState,
     KeeperAuth,
     SignInFailed,
@@ -284,6 +285,37 @@ async def test_many_requests_at_once_renew_once_and_never_reuse_a_refresh_token(
     stored = await asyncio.to_thread(store.load, spec.name, spec.url)
     assert stored.tokens is not None
     assert stored.tokens.access_token == first  # the keyring holds the newest (rotated)
+
+
+async def test_the_secrets_scrubbed_are_the_newest_tokens_and_stay_bounded(
+    oauth_server_factory: OAuthServerFactory, store: OAuthStore
+) -> None:
+    """Renewed every hour for weeks: each scrub must not grow slower, and what is live
+    (the tokens in use, the registration's secret) is always scrubbed."""
+    server = oauth_server_factory(client_id="hand-made", client_secret="s3cret-by-hand")
+    secret_name = f"client-{uuid.uuid4().hex}"
+    await asyncio.to_thread(store.secrets.set, secret_name, "s3cret-by-hand")
+    spec = spec_from(
+        {
+            "url": server.mcp_url,
+            "oauth": {"client_id": "hand-made", "client_secret": f"keyring:{secret_name}"},
+        },
+        unique(),
+    )
+    clock = Clock(2_000_000.0)
+    await sign_in(spec, store, browser, clock=clock)
+    keeper = TokenKeeper(spec, store, clock=clock)
+    held = keeper.secrets  # the live collection a connection is handed
+    for _ in range(TOKENS_SCRUBBED):  # twice the tokens it keeps
+        clock.now += 3600
+        await keeper.bearer()
+    assert server.stats()["refreshes"] == TOKENS_SCRUBBED
+    stored = await asyncio.to_thread(store.load, spec.name, spec.url)
+    assert stored.tokens is not None
+    assert len(held) == TOKENS_SCRUBBED + 1
+    assert stored.tokens.access_token in held
+    assert stored.tokens.refresh_token in held
+    assert "s3cret-by-hand" in held
 
 
 async def test_a_revoked_access_token_is_renewed_on_the_401_and_the_request_goes_through(
