@@ -603,6 +603,12 @@ class TokenKeeper:
                     }
                     data, headers = _client_auth(client, data, self._discovered)
                     response = await http.post(endpoint, data=data, headers=headers)
+                    if response.status_code == 400 and not client.get("client_secret"):
+                        # A public client's request as RFC 7009 has it; an authorization
+                        # server built with the MCP SDK's modules wants the field all
+                        # the same, and RFC 6749 §2.3.1 lets it be sent empty.
+                        data["client_secret"] = ""
+                        response = await http.post(endpoint, data=data, headers=headers)
                     if response.status_code != 200:
                         log.warning(
                             "revoking the %s of %s: HTTP %d",

@@ -152,6 +152,7 @@ class Stats:
     refresh_reuses: int = 0  # refresh tokens presented again after they were rotated
     authorizations: int = 0  # every GET or POST /authorize
     registrations: int = 0  # clients registered through /register
+    revocations: int = 0  # tokens revoked through /revoke (the client authenticated)
     last_authorize: dict[str, str] = field(default_factory=dict)
 
 
@@ -346,6 +347,7 @@ class InMemoryAuthority(
 
     async def revoke_token(self, token: AccessToken | RefreshToken) -> None:
         """RFC 7009: revoking either half of a grant revokes the other half too."""
+        self.stats.revocations += 1
         if isinstance(token, AccessToken):
             issued = self.access.pop(token.token, None)
             if issued is not None and issued.refresh_token is not None:

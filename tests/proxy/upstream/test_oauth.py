@@ -334,6 +334,43 @@ async def test_a_revoked_access_token_is_renewed_on_the_401_and_the_request_goes
     assert keeper.status().state == "signed_in"
 
 
+async def test_sign_out_of_a_dynamically_registered_client_revokes_its_tokens_at_the_issuer(
+    oauth_server: OAuthServer, store: OAuthStore
+) -> None:
+    """A public client (registered by Lockgate itself, no secret): its sign-out still ends
+    the grant at the authorization server, not only in the keyring."""
+    spec = spec_from({"url": oauth_server.mcp_url}, unique())
+    await sign_in(spec, store, browser)
+    keeper = TokenKeeper(spec, store)
+    stored = await asyncio.to_thread(store.load, spec.name, spec.url)
+    assert stored.tokens is not None
+    assert stored.client is not None
+    assert stored.client.get("token_endpoint_auth_method") == "none"
+
+    await keeper.sign_out()
+
+    stats = oauth_server.stats()
+    assert stats["revocations"] >= 1
+    assert stats["active_access_tokens"] == 0
+    async with httpx2.AsyncClient(timeout=30) as http:
+        answer = await http.post(
+            oauth_server.mcp_url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            headers={"Authorization": f"Bearer {stored.tokens.access_token}"},
+        )
+        assert answer.status_code == 401
+        refreshed = await http.post(
+            oauth_server.issuer + "/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": stored.tokens.refresh_token or "",
+                "client_id": stored.tokens.client_id,
+            },
+        )
+    assert refreshed.status_code == 400
+    assert refreshed.json()["error"] == "invalid_grant"
+
+
 async def test_a_refused_refresh_forgets_the_tokens_keeps_the_registration(
     oauth_server: OAuthServer, store: OAuthStore, tmp_path: Path
 ) -> None:
