@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -23,10 +24,12 @@ from urllib.parse import urljoin
 
 import httpx2
 import pytest
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from tests.support.waiting import eventually_sync
 
 __all__ = [
+    "MemoryTokenStorage",
     "OAuthServer",
     "OAuthServerFactory",
     "follow_authorization",
@@ -36,6 +39,28 @@ __all__ = [
 ]
 
 SERVER_PY = Path(__file__).resolve().parents[1] / "servers" / "oauth_server.py"
+
+
+class MemoryTokenStorage:
+    """The SDK client's `TokenStorage`, in memory; it notes when tokens last arrived."""
+
+    def __init__(self, client_info: OAuthClientInformationFull | None = None) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info = client_info
+        self.stored_at = 0.0
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+        self.stored_at = time.time()
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
 
 
 class OAuthServer:

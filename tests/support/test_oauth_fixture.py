@@ -31,12 +31,12 @@ from mcp.shared.auth import (
     AuthorizationCodeResult,
     OAuthClientInformationFull,
     OAuthClientMetadata,
-    OAuthToken,
 )
 from mcp_types import TextContent
 from pydantic import AnyUrl
 
 from tests.support.oauth import (
+    MemoryTokenStorage,
     OAuthServer,
     OAuthServerFactory,
     follow_authorization,
@@ -47,28 +47,6 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.slow
 
 UNUSED_REDIRECT = "http://127.0.0.1:9/callback"  # for requests whose redirect is only read
-
-
-class MemoryTokenStorage:
-    """The SDK client's `TokenStorage`, in memory; it notes when tokens last arrived."""
-
-    def __init__(self, client_info: OAuthClientInformationFull | None = None) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info = client_info
-        self.stored_at = 0.0
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-        self.stored_at = time.time()
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 class LoopbackCallback:

@@ -11,6 +11,11 @@ from typing import Any
 
 import httpx2
 import pytest
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+from pydantic import AnyUrl
 
 from tests.support.harness import (
     INITIALIZE_PARAMS,
@@ -20,6 +25,7 @@ from tests.support.harness import (
     running,
     write_json,
 )
+from tests.support.oauth import MemoryTokenStorage
 
 INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INITIALIZE_PARAMS})
 
@@ -102,3 +108,56 @@ async def test_a_local_client_with_its_token_is_served(tmp_path: Path) -> None:
             )
         assert response.status_code == 200
         assert response.headers["mcp-session-id"]
+
+
+async def test_the_door_never_invites_a_client_into_an_oauth_sign_in(tmp_path: Path) -> None:
+    """A client that signs in with OAuth on a 401 (Claude Code, VS Code, the SDKs) must
+    find nothing to sign in to at Lockgate's door: no challenge naming resource metadata,
+    no metadata, no registration; it fails with Lockgate's words instead of opening a
+    browser on a flow that can never end (and never reconnecting)."""
+    harness = Harness(tmp_path)
+    async with running(harness):
+        url = harness.http_url + "rec"
+        origin = harness.http_url.split("/mcp/")[0]
+        async with httpx2.AsyncClient() as http:
+            refused = await http.post(url, content=INIT, headers=headers(None))
+            assert refused.status_code == 401
+            # the challenge HTTP requires, naming no resource metadata to discover
+            assert refused.headers["www-authenticate"] == 'Bearer realm="lockgate"'
+            for path in (
+                "/.well-known/oauth-protected-resource/mcp/rec",
+                "/.well-known/oauth-protected-resource",
+                "/.well-known/oauth-authorization-server",
+                "/.well-known/openid-configuration",
+            ):
+                found = await http.get(origin + path)
+                assert found.status_code == 404, path
+                assert "Lockgate serves MCP at /mcp/SERVER" in found.json()["error"]["message"]
+            registered = await http.post(origin + "/register", json={"redirect_uris": []})
+            assert registered.status_code == 404
+
+        # the MCP SDK's own client, with an OAuth provider, as a signing-in client is
+        opened: list[str] = []
+
+        async def browser(url: str) -> None:
+            opened.append(url)
+
+        async def no_callback() -> AuthorizationCodeResult:
+            raise AssertionError("no authorization can begin here")
+
+        provider = OAuthClientProvider(
+            server_url=url,
+            client_metadata=OAuthClientMetadata(redirect_uris=[AnyUrl("http://127.0.0.1:1/cb")]),
+            storage=MemoryTokenStorage(),
+            redirect_handler=browser,
+            callback_handler=no_callback,
+        )
+        with pytest.raises(BaseException) as failed:  # noqa: PT011 - the SDK's, any of them
+            async with (
+                httpx2.AsyncClient(auth=provider, timeout=30) as http,
+                Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+            ):
+                await client.list_tools()
+        assert opened == []
+        assert "Registration failed: 404" in repr(failed.value)  # and Lockgate's words
+        assert harness.recorded() == []
