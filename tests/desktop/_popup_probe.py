@@ -17,27 +17,16 @@ import contextlib
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, Qt
+from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QWidget
 
 from desktop.app import LockgateApp
 from proxy.config.paths import Paths
 from proxy.config.tokens import TokenStore
-from tests.desktop.conftest import Agent, text_of
-
-
-def spin_until(done: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError(what)
-        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-        time.sleep(0.01)
+from tests.desktop.conftest import Agent, spin_until, text_of
 
 
 def main() -> int:

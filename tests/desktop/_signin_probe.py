@@ -22,15 +22,13 @@ import asyncio
 import json
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from keyring.backends.SecretService import Keyring
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, Qt, QUrl, Slot
+from PySide6.QtCore import QObject, Qt, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
@@ -40,16 +38,8 @@ from desktop.tray import state_icon_name
 from desktop.window import TABS
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
+from tests.desktop.conftest import spin_until
 from tests.support.oauth import follow_authorization
-
-
-def spin_until(done: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError(what)
-        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
-        time.sleep(0.01)
 
 
 class Browser(QObject):

@@ -11,9 +11,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,15 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from PySide6.QtCore import QCoreApplication, QEventLoop
 from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
 from proxy.config.paths import Paths
 from proxy.config.tokens import TokenStore
 from tests.support.live import servers_json
+
+REPO = Path(__file__).resolve().parents[2]
 
 BASE_POLICY: dict[str, Any] = {
     "version": "1",
@@ -107,19 +111,28 @@ def app_paths(tmp_path: Path) -> Paths:
     return paths
 
 
-@pytest.fixture
-def running_app(qtbot: Any, app_paths: Paths) -> Iterator[LockgateApp]:
-    app = LockgateApp(app_paths, port=0)
+@contextlib.contextmanager
+def started_app(qtbot: Any, paths: Paths, **options: Any) -> Iterator[LockgateApp]:
+    """The app on ``paths`` (``options``: LockgateApp's keywords), its gateway running;
+    closed afterwards with every window it opened."""
+    app = LockgateApp(paths, port=0, **options)
     app.start()
-    qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
-    qtbot.waitUntil(lambda: app.tools.rowCount() > 0, timeout=60_000)
     try:
+        qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
         yield app
     finally:
         app.close()
+        app.server_editor.close()
         app.prompt.close()
         app.window.hide()  # closing it would quit the app (there is no tray offscreen)
         app.window.deleteLater()
+
+
+@pytest.fixture
+def running_app(qtbot: Any, app_paths: Paths) -> Iterator[LockgateApp]:
+    with started_app(qtbot, app_paths) as app:
+        qtbot.waitUntil(lambda: app.tools.rowCount() > 0, timeout=60_000)
+        yield app
 
 
 @pytest.fixture
@@ -169,6 +182,31 @@ def display() -> Iterator[str]:
     finally:
         xvfb.terminate()
         xvfb.wait(10)
+
+
+def run_probe(probe: Path, args: list[str], display: str, timeout: float = 240) -> list[str]:
+    """Run an app probe (``tests/desktop/_*_probe.py``) on ``display`` with the xcb
+    platform; the lines it printed. Fails with its output if it failed."""
+    ran = subprocess.run(
+        [sys.executable, str(probe), *args],
+        env={**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return ran.stdout.splitlines()
+
+
+def spin_until(done: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """In a probe (no qtbot there): run Qt's events until ``done``, at most ``timeout``."""
+    end = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > end:
+            raise TimeoutError(what)
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
 
 
 def start_trayer(display: str) -> subprocess.Popen[bytes]:

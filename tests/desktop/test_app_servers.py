@@ -19,7 +19,7 @@ from desktop.app import LockgateApp
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
 from proxy.config.tokens import TokenStore
-from tests.desktop.conftest import Agent, text_of, wait_result
+from tests.desktop.conftest import Agent, started_app, text_of, wait_result
 from tests.support.live import BIN, EVERYTHING_JS
 from tests.support.oauth import follow_authorization
 
@@ -28,17 +28,8 @@ SECRET = "sk-typed-in-the-editor-77"
 
 @pytest.fixture
 def app(qtbot: Any, app_paths: Paths, os_keyring: Any) -> Iterator[LockgateApp]:
-    app = LockgateApp(app_paths, port=0, secrets=SecretStore(os_keyring))
-    app.start()
-    qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
-    try:
+    with started_app(qtbot, app_paths, secrets=SecretStore(os_keyring)) as app:
         yield app
-    finally:
-        app.close()
-        app.server_editor.close()
-        app.prompt.close()
-        app.window.hide()
-        app.window.deleteLater()
 
 
 @pytest.fixture
@@ -222,44 +213,35 @@ def test_sign_in_to_a_remote_server_from_the_servers_tab(
     servers = json.loads(app_paths.servers_file.read_text())
     servers["mcpServers"]["tracker"] = {"url": oauth_server.mcp_url}
     app_paths.servers_file.write_text(json.dumps(servers))
-    app = LockgateApp(app_paths, port=0, secrets=SecretStore(os_keyring))
-    app.start()
     tokens = {"claude-test": TokenStore(app_paths.clients_file).create("claude-test")}
-    agent = None
-    try:
-        qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
+    with started_app(qtbot, app_paths, secrets=SecretStore(os_keyring)) as app:
         assert app.host.info is not None
         agent = Agent(app.host.info.url, tokens)
-        # the first call meets the server's 401: it needs a sign-in, and says so
-        told = _refusal(qtbot, agent.call("echo", {"message": "hi"}, server="tracker"))
-        assert "needs sign-in" in told
-        assert "lockgate auth login tracker" in told
-        qtbot.waitUntil(lambda: _names(app).get("tracker") == "needs sign-in", timeout=10_000)
-        view = app.servers_view
-        view.select("tracker")
-        assert view.sign_in.isEnabled()
-        qtbot.mouseClick(view.sign_in, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: "Signed in to tracker" in view.status.text(), timeout=60_000)
-        assert browser.answers == [200]
-        assert browser.opened[0].startswith(oauth_server.issuer + "/authorize")
-        assert oauth_server.stats()["last_authorize"]["code_challenge_method"] == "S256"
-        qtbot.waitUntil(lambda: _names(app).get("tracker") != "needs sign-in", timeout=10_000)
-        view.select("tracker")
-        assert view.sign_in.text() == "Sign in again…"
-        result = wait_result(qtbot, agent.call("echo", {"message": "hi"}, server="tracker"))
-        assert text_of(result) == "Echo: hi"
-        # its tools are listed now, and the error from before the sign-in is gone
-        qtbot.waitUntil(lambda: _state(app, "tracker").tools == 2, timeout=20_000)
-        assert _state(app, "tracker").last_error is None
-        assert _names(app)["tracker"] != "failed to start"
-    finally:
-        if agent is not None:
+        try:
+            # the first call meets the server's 401: it needs a sign-in, and says so
+            told = _refusal(qtbot, agent.call("echo", {"message": "hi"}, server="tracker"))
+            assert "needs sign-in" in told
+            assert "lockgate auth login tracker" in told
+            qtbot.waitUntil(lambda: _names(app).get("tracker") == "needs sign-in", timeout=10_000)
+            view = app.servers_view
+            view.select("tracker")
+            assert view.sign_in.isEnabled()
+            qtbot.mouseClick(view.sign_in, Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(lambda: "Signed in to tracker" in view.status.text(), timeout=60_000)
+            assert browser.answers == [200]
+            assert browser.opened[0].startswith(oauth_server.issuer + "/authorize")
+            assert oauth_server.stats()["last_authorize"]["code_challenge_method"] == "S256"
+            qtbot.waitUntil(lambda: _names(app).get("tracker") != "needs sign-in", timeout=10_000)
+            view.select("tracker")
+            assert view.sign_in.text() == "Sign in again…"
+            result = wait_result(qtbot, agent.call("echo", {"message": "hi"}, server="tracker"))
+            assert text_of(result) == "Echo: hi"
+            # its tools are listed now, and the error from before the sign-in is gone
+            qtbot.waitUntil(lambda: _state(app, "tracker").tools == 2, timeout=20_000)
+            assert _state(app, "tracker").last_error is None
+            assert _names(app)["tracker"] != "failed to start"
+        finally:
             agent.close()
-        app.close()
-        app.server_editor.close()
-        app.prompt.close()
-        app.window.hide()
-        app.window.deleteLater()
     # nothing Lockgate wrote holds a token
     secrets = [v for v in (SecretStore(os_keyring).find("tracker.oauth.tokens") or "",) if v]
     assert secrets, "the sign-in is in the keyring"

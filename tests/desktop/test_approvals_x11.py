@@ -8,14 +8,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.desktop.conftest import BASE_POLICY
+from tests.desktop.conftest import BASE_POLICY, run_probe
 from tests.support.live import servers_json
 
 PROBE = Path(__file__).with_name("_popup_probe.py")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_popup_waits_for_a_click_then_takes_the_reason_typed(display, tmp_path):
@@ -32,24 +30,10 @@ def test_the_popup_waits_for_a_click_then_takes_the_reason_typed(display, tmp_pa
     (config / "policy.json").write_text(json.dumps(BASE_POLICY))
     shot = tmp_path / "popup.png"
     try:
-        probe = subprocess.run(
-            [sys.executable, str(PROBE), str(config), str(data), str(shot)],
-            env={
-                **os.environ,
-                "DISPLAY": display,
-                "QT_QPA_PLATFORM": "xcb",
-                "PYTHONPATH": str(REPO),
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        out = run_probe(PROBE, [str(config), str(data), str(shot)], display, timeout=120)
     finally:
         window_manager.terminate()
         window_manager.wait(10)
-    out = probe.stdout.splitlines()
-    assert probe.returncode == 0, probe.stdout + probe.stderr
     assert "main active" in out
     assert "after the popup: main" in out  # the person's window kept the keyboard
     assert "after a click: popup" in out

@@ -19,6 +19,7 @@ from desktop.tray import state_icon_name
 from desktop.window import TABS
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
+from tests.desktop.conftest import started_app
 from tests.support.live import BIN, EVERYTHING_JS, lockgate_command
 
 SECRET = "sk-live-gui-5d1e"
@@ -49,22 +50,10 @@ def app(qtbot: Any, app_paths: Paths, os_keyring: Any, tmp_path: Path) -> Any:
     home = tmp_path / "home"
     (home / ".config" / "Claude").mkdir(parents=True)
     (home / ".config" / "Claude" / "claude_desktop_config.json").write_text("{not json")
-    app = LockgateApp(
-        app_paths,
-        port=0,
-        secrets=SecretStore(os_keyring),
-        home=home,
-        launcher=[lockgate_command()],
-    )
-    app.start()
-    qtbot.waitUntil(lambda: app.state.running, timeout=30_000)
-    try:
+    with started_app(
+        qtbot, app_paths, secrets=SecretStore(os_keyring), home=home, launcher=[lockgate_command()]
+    ) as app:
         yield app
-    finally:
-        app.close()
-        app.prompt.close()
-        app.window.hide()
-        app.window.deleteLater()
 
 
 def test_route_and_put_back_from_the_window(qtbot, app, app_paths):

@@ -13,19 +13,15 @@ bus, the agent is the MCP SDK's client launching what Cursor's file now says, an
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from proxy.config.secrets import SecretStore
-from tests.desktop.conftest import start_trayer
+from tests.desktop.conftest import run_probe, start_trayer
 from tests.support.live import lockgate_command
 
 PROBE = Path(__file__).with_name("_signin_probe.py")
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -39,28 +35,15 @@ def test_route_a_remote_server_sign_in_from_the_connect_tab_and_keep_it_across_a
     (config / "policy.json").write_text(json.dumps({"version": "1", "default": "allow"}))
     cursor = home / ".cursor" / "mcp.json"
     cursor.write_text(json.dumps({"mcpServers": {"tracker": {"url": oauth_server.mcp_url}}}))
-    args = [str(PROBE), str(config), str(data), str(home), lockgate_command(), str(shots)]
+    args = [str(config), str(data), str(home), lockgate_command(), str(shots)]
     trayer = start_trayer(display)
     try:
-        probe = subprocess.run(
-            [sys.executable, *args],
-            env={
-                **os.environ,
-                "DISPLAY": display,
-                "QT_QPA_PLATFORM": "xcb",
-                "PYTHONPATH": str(REPO),
-            },
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
+        out = run_probe(PROBE, args, display)
     finally:
         trayer.terminate()
         trayer.wait(10)
-    assert probe.returncode == 0, probe.stdout + probe.stderr
-    facts = dict(line.split(": ", 1) for line in probe.stdout.splitlines() if ": " in line)
-    menu = [line for line in probe.stdout.splitlines() if line.startswith("tray menu: ")]
+    facts = dict(line.split(": ", 1) for line in out if ": " in line)
+    menu = [line for line in out if line.startswith("tray menu: ")]
 
     # routed: Cursor now launches the bridge; servers.json has the server, no credentials
     assert facts["routed"].startswith("connect tracker --client cursor")

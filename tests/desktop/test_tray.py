@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 from desktop.tray import AppState, Tray, state_icon_name
-from tests.desktop.conftest import BASE_POLICY, start_trayer
+from tests.desktop.conftest import BASE_POLICY, REPO, start_trayer
 from tests.support.live import servers_json
 
 PROBE = Path(__file__).with_name("_tray_probe.py")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def probe(display: str, tmp_path: Path) -> subprocess.Popen[str]:

@@ -12,6 +12,7 @@ or the fixtures ``oauth_server`` (default options) and ``oauth_server_factory``
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -20,20 +21,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
-from urllib.parse import urljoin
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx2
 import pytest
+from keyring.backend import KeyringBackend
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+from proxy.config.secrets import SecretStore
 from tests.support.waiting import eventually_sync
 
 __all__ = [
+    "SIGNED_IN_SERVERS",
     "MemoryTokenStorage",
     "OAuthServer",
     "OAuthServerFactory",
+    "callback_port",
     "follow_authorization",
     "follow_authorization_async",
+    "keyring_for_docs",
+    "listening",
     "oauth_server",
     "oauth_server_factory",
 ]
@@ -295,3 +302,37 @@ def oauth_server_factory() -> Iterator[OAuthServerFactory]:
 def oauth_server(oauth_server_factory: OAuthServerFactory) -> OAuthServer:
     """An OAuth server with the default options, started."""
     return oauth_server_factory()
+
+
+# The servers the sign-in tests name; the keyring outlives each test, their entries not.
+SIGNED_IN_SERVERS = ("docs", "gone")
+
+
+@pytest.fixture
+def keyring_for_docs(os_keyring: KeyringBackend) -> Iterator[KeyringBackend]:
+    """The real keyring (``os_keyring``), with no sign-in of the servers the sign-in
+    tests name (:data:`SIGNED_IN_SERVERS`) before the test or after it."""
+
+    def forget() -> None:
+        store = SecretStore(os_keyring)
+        for server in SIGNED_IN_SERVERS:
+            for kind in ("tokens", "client", "server"):
+                store.discard(f"{server}.oauth.{kind}")
+
+    forget()
+    yield os_keyring
+    forget()
+
+
+def callback_port(authorization_url: str) -> int:
+    """The loopback port the browser would come back to (the ``redirect_uri``)."""
+    redirect = parse_qs(urlsplit(authorization_url).query)["redirect_uri"][0]
+    port = urlsplit(redirect).port
+    assert port is not None
+    return port
+
+
+def listening(port: int) -> bool:
+    """Whether something takes connections on 127.0.0.1:``port`` (a sign-in's callback)."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from keyring.backend import KeyringBackend
@@ -29,7 +27,7 @@ from mcp import Client
 
 from proxy.config.secrets import SecretStore
 from tests.support.live import BIN, LiveGateway, lockgate_command
-from tests.support.oauth import OAuthServer, follow_authorization
+from tests.support.oauth import OAuthServer, callback_port, follow_authorization, listening
 from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.slow
@@ -39,21 +37,6 @@ SIGN_IN_MESSAGE = (
     "server 'docs' needs sign-in: it was signed out of in Lockgate. A person can sign in "
     "from Lockgate's Servers tab or run: lockgate auth login docs"
 )
-
-
-def forget_keyring(os_keyring: KeyringBackend) -> None:
-    """The keyring outlives each test; these entries are this file's servers'."""
-    store = SecretStore(os_keyring)
-    for server in ("docs", "gone"):
-        for kind in ("tokens", "client", "server"):
-            store.discard(f"{server}.oauth.{kind}")
-
-
-@pytest.fixture
-def keyring_for_docs(os_keyring: KeyringBackend) -> Iterator[KeyringBackend]:
-    forget_keyring(os_keyring)
-    yield os_keyring
-    forget_keyring(os_keyring)
 
 
 @pytest.fixture
@@ -163,18 +146,6 @@ def lockgate(live: LiveGateway, *args: str) -> subprocess.CompletedProcess[str]:
 def follow(url: str) -> None:
     """The person's browser, the person clicking Allow."""
     assert follow_authorization(url) == 200
-
-
-def callback_port(url: str) -> int:
-    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
-    port = urlsplit(redirect).port
-    assert port is not None
-    return port
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def held_tokens(os_keyring: KeyringBackend) -> list[str]:

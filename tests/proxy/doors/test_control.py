@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from keyring.backend import KeyringBackend
@@ -19,7 +17,7 @@ from keyring.backend import KeyringBackend
 from proxy.config.secrets import SecretStore
 from proxy.doors.local import MAX_CONTROLS
 from tests.support.harness import Harness, LocalClient, recorder_servers, running, write_json
-from tests.support.oauth import OAuthServer, follow_authorization
+from tests.support.oauth import OAuthServer, callback_port, follow_authorization, listening
 from tests.support.waiting import eventually
 
 
@@ -148,33 +146,6 @@ async def open_control(harness: Harness) -> tuple[asyncio.StreamReader, asyncio.
 
 async def next_answer(reader: asyncio.StreamReader, timeout: float = 30) -> dict[str, Any]:
     return dict(json.loads(await asyncio.wait_for(reader.readline(), timeout)))
-
-
-def callback_port(authorization_url: str) -> int:
-    """The loopback port the browser would come back to (the ``redirect_uri``)."""
-    redirect = parse_qs(urlsplit(authorization_url).query)["redirect_uri"][0]
-    port = urlsplit(redirect).port
-    assert port is not None
-    return port
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture
-def keyring_for_docs(os_keyring: KeyringBackend) -> Iterator[KeyringBackend]:
-    """The keyring outlives each test: this test's server's sign-in, forgotten."""
-
-    def forget() -> None:
-        store = SecretStore(os_keyring)
-        for kind in ("tokens", "client", "server"):
-            store.discard(f"docs.oauth.{kind}")
-
-    forget()
-    yield os_keyring
-    forget()
 
 
 @pytest.mark.slow

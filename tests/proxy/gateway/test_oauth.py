@@ -83,19 +83,6 @@ def who(answer: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def forget_keyring(os_keyring: KeyringBackend) -> None:
-    """The keyring outlives each test; these entries are this file's name's."""
-    store = SecretStore(os_keyring)
-    for kind in ("tokens", "client", "server"):
-        store.discard(f"docs.oauth.{kind}")
-
-
-@pytest.fixture
-def keyring_for_docs(os_keyring: KeyringBackend) -> KeyringBackend:
-    forget_keyring(os_keyring)
-    return os_keyring
-
-
 async def test_a_server_that_asks_for_a_sign_in_is_refused_fast_until_a_person_signs_in(
     tmp_path: Path, oauth_server: OAuthServer, keyring_for_docs: KeyringBackend
 ) -> None:
