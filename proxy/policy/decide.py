@@ -191,13 +191,8 @@ def decide(
     index = None if case is None else case.index
     who = "" if case is None else " for " + _whom(case, call)
     if action is Action.DENY:
-        return Decision(
-            Verdict.DENY,
-            Basis.RULE,
-            reason or f"{call.qualified} is denied{who} by the policy",
-            rule.pattern.text,
-            case=index,
-            source=rule,
+        return _ruled(
+            rule, index, Verdict.DENY, reason or f"{call.qualified} is denied{who} by the policy"
         )
     checks = [counters.check(limit, call.client, now) for limit in rule.limits]
     blocked = _blocking(checks)
@@ -208,23 +203,36 @@ def decide(
         timeout = case.approval_timeout if case is not None else None
         if timeout is None:
             timeout = rule.approval_timeout
-        return Decision(
+        return _ruled(
+            rule,
+            index,
             Verdict.ASK,
-            Basis.RULE,
             reason or f"{call.qualified} needs a person's approval{who}",
-            rule.pattern.text,
-            case=index,
-            charges=charges,
+            charges,
             approval_timeout=default_approval_timeout if timeout is None else timeout,
-            source=rule,
         )
+    said = reason or f"{call.qualified} is allowed{who} by the policy"
+    return _ruled(rule, index, Verdict.ALLOW, said, charges)
+
+
+def _ruled(
+    rule: Rule,
+    case: int | None,
+    verdict: Verdict,
+    reason: str,
+    charges: tuple[CounterKey, ...] = (),
+    *,
+    approval_timeout: float | None = None,
+) -> Decision:
+    """What a rule (or its ``case``) decided, on its own terms (no limit was over)."""
     return Decision(
-        Verdict.ALLOW,
+        verdict,
         Basis.RULE,
-        reason or f"{call.qualified} is allowed{who} by the policy",
+        reason,
         rule.pattern.text,
-        case=index,
+        case=case,
         charges=charges,
+        approval_timeout=approval_timeout,
         source=rule,
     )
 
