@@ -10,7 +10,7 @@ from typing import TextIO
 
 from proxy.bridge.control import ControlError, end_sessions_of
 from proxy.config.paths import Paths
-from proxy.config.secrets import SecretError, SecretStore
+from proxy.config.secrets import SecretError, SecretStore, sign_in_entry
 from proxy.config.servers import load_servers, secret_references
 from proxy.config.tokens import TokenStore
 
@@ -47,6 +47,13 @@ def secret(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
     store = SecretStore()
     if args.secret_command == "list":
         return _list_secrets(paths, store, out)
+    if sign_in_entry(args.name):
+        print(
+            f"lockgate: {args.name!r} is where Lockgate keeps a server's sign-in; use "
+            "lockgate auth login or lockgate auth logout for it",
+            file=sys.stderr,
+        )
+        return 1
     if args.secret_command == "set":
         if args.stdin:
             value = sys.stdin.read().rstrip("\r\n")

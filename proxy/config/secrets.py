@@ -27,7 +27,15 @@ from keyring.backend import KeyringBackend
 
 from proxy.errors import LockgateError
 
-__all__ = ["KEYRING_PREFIX", "PART_CHARS", "SERVICE", "SecretError", "SecretStore", "secret_name"]
+__all__ = [
+    "KEYRING_PREFIX",
+    "PART_CHARS",
+    "SERVICE",
+    "SecretError",
+    "SecretStore",
+    "secret_name",
+    "sign_in_entry",
+]
 
 SERVICE = "lockgate"
 KEYRING_PREFIX = "keyring:"
@@ -41,6 +49,16 @@ class SecretError(LockgateError):
     """A secret that cannot be read or stored, with what to do about it."""
 
     title = "The OS keyring cannot be used"
+
+
+_SIGN_IN_ENTRY = re.compile(r".+\.oauth\.(?:tokens|client|server)")
+
+
+def sign_in_entry(name: str) -> bool:
+    """Whether ``name`` is where Lockgate keeps a remote server's sign-in
+    (``SERVER.oauth.tokens|client|server``): only the sign-in code reads or writes it,
+    never a ``keyring:`` reference or ``lockgate secret``."""
+    return _SIGN_IN_ENTRY.fullmatch(name) is not None
 
 
 def secret_name(value: Any) -> str | None:

@@ -54,9 +54,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
+from urllib.parse import urlsplit
 
 from proxy.config.jsontext import format_path, locate
-from proxy.config.secrets import SecretError, SecretStore, secret_name
+from proxy.config.secrets import SecretError, SecretStore, secret_name, sign_in_entry
 from proxy.errors import LockgateError
 
 __all__ = [
@@ -130,6 +131,9 @@ class OAuthSettings:
     client_id: str | None = None
     client_secret: str | None = None  # "keyring:NAME" in servers.json; resolved in memory
     scopes: tuple[str, ...] = ()
+    # the authorization server the client secret is for; without it, the first one
+    # signed in with (a server's metadata must not send the secret elsewhere)
+    issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +238,7 @@ def parse_servers(text: str, source: str = "servers.json") -> dict[str, ServerSp
 
 
 _FIELDS = ("command", "args", "env", "cwd", "url", "headers", "type", "transport", "oauth")
-_OAUTH_FIELDS = ("client_id", "client_secret", "scopes")
+_OAUTH_FIELDS = ("client_id", "client_secret", "scopes", "issuer")
 OAUTH_LITERAL_REFUSED = (
     "must be a keyring: reference, not the secret itself: store it with "
     '"lockgate secret set NAME", then write "client_secret": "keyring:NAME"'
@@ -362,9 +366,15 @@ def _oauth_settings(
     ):
         problem((*here, "scopes"), 'must be a list of scope names without spaces, e.g. ["read"]')
         ok = False
+    issuer = value.get("issuer")
+    if issuer is not None and (
+        not isinstance(issuer, str) or urlsplit(issuer).scheme not in ("https", "http")
+    ):
+        problem((*here, "issuer"), "must be the authorization server's URL, e.g. https://...")
+        ok = False
     if not ok:
         return None
-    return OAuthSettings(client_id, secret, tuple(scopes))
+    return OAuthSettings(client_id, secret, tuple(scopes), issuer)
 
 
 def _string_map(value: Any) -> bool:
@@ -430,6 +440,11 @@ def resolve_secrets(spec: ServerSpec, store: SecretStore) -> ServerSpec:
 
     def value(v: str) -> str:
         name = secret_name(v)
+        if name is not None and sign_in_entry(name):
+            raise SecretError(
+                f"server {spec.name!r}: keyring:{name} is where Lockgate keeps a server's "
+                "sign-in; servers.json may not hand it to a server"
+            )
         return v if name is None else store.get(name)
 
     if isinstance(spec, StdioServer):

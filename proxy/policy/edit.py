@@ -277,6 +277,8 @@ def exact_arguments_schema(arguments: Mapping[str, Any]) -> dict[str, Any]:
         data = json.dumps(arguments, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError: a lone surrogate
         raise PolicyEditError(f"these arguments cannot be written as JSON: {exc}") from None
+    except RecursionError:
+        raise PolicyEditError("these arguments are nested too deeply to make a rule of") from None
     if len(data) > MAX_EXACT_ARGUMENTS_BYTES:
         raise PolicyEditError(
             f"these arguments are {len(data)} bytes of JSON, over the {MAX_EXACT_ARGUMENTS_BYTES} "

@@ -49,6 +49,7 @@ import base64
 import contextlib
 import html
 import inspect
+import json
 import logging
 import math
 import time
@@ -59,7 +60,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx2
-from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthRegistrationError
+from mcp.client.auth import OAuthClientProvider, OAuthRegistrationError
 from mcp.shared.auth import (
     AuthorizationCodeResult,
     OAuthClientInformationFull,
@@ -99,6 +100,21 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+class _NoTracebacks(logging.Filter):
+    """The SDK's auth client logs exceptions whose text quotes what the authorization
+    server answered (tokens and client secrets included, when the answer was not the
+    JSON it expected): its lines keep their words, never the exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is not None:
+            record.exc_info, record.exc_text = None, None
+            record.msg = f"{record.msg} (its details are left out: they may hold a token)"
+        return True
+
+
+logging.getLogger("mcp.client.auth.oauth2").addFilter(_NoTracebacks())  # its own logger
+
 AuthStateName = Literal["not_signed_in", "needs_sign_in", "signed_in", "refreshing"]
 # Where the person's browser is sent: the app opens it, the CLI prints it too.
 OpenUrl = Callable[[str], Awaitable[None] | None]
@@ -108,7 +124,9 @@ REFRESH_MARGIN = 60.0  # seconds before expiry a token is renewed (half its life
 RETRY_REFRESH_AFTER = 10.0  # seconds after a refresh failed for the network before another
 RETRY_KEYRING_AFTER = 30.0  # seconds after the keyring failed before it is read again
 SIGN_IN_TIMEOUT = 300.0
-_HTTP_TIMEOUT = 30.0
+_HTTP_TIMEOUT = 30.0  # a whole token or revocation request, answer read included
+_MAX_ANSWER = 64 * 1024  # an authorization server's answer, read at most
+_MAX_SAID = 300  # characters of an authorization server's own words Lockgate repeats
 _PERMANENT_REFUSALS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 CALLBACK_PATH = "/callback"
 
@@ -419,6 +437,8 @@ class TokenKeeper:
             tokens = self._tokens
             if tokens is None or tokens.access_token != stale:
                 return tokens  # someone renewed it (or it is gone) while this waited
+            if self._clock() < self._retry_after:
+                return tokens  # it failed just now for those before: not once a caller
             if self._refresh_task is None:
                 self._refresh_task = asyncio.get_running_loop().create_task(
                     self._refresh(tokens), name=f"lockgate-oauth-refresh-{self.server}"
@@ -471,13 +491,13 @@ class TokenKeeper:
         endpoint = self._token_endpoint()
         asked_at = self._clock()
         try:
-            async with httpx2.AsyncClient(timeout=_HTTP_TIMEOUT) as http:
-                response = await http.post(endpoint, data=data, headers=headers)
-        except httpx2.HTTPError as exc:
-            return ("temporary", self._scrub(f"{endpoint} cannot be reached: {exc}"), None)
-        if response.status_code == 200:
+            status, body = await _post_form(endpoint, data, headers)
+        except (httpx2.HTTPError, TimeoutError, _TooLong) as exc:
+            why = _printable(self._scrub(str(exc))) or type(exc).__name__
+            return ("temporary", f"{endpoint} cannot be reached: {why}", None)
+        if status == 200:
             try:
-                token = OAuthToken.model_validate_json(response.content)
+                token = OAuthToken.model_validate_json(body)
             except ValidationError:
                 return ("temporary", "the authorization server's answer was not a token", None)
             expires = asked_at + token.expires_in if token.expires_in else None
@@ -490,12 +510,13 @@ class TokenKeeper:
                 expires_at=expires,
                 obtained_at=asked_at,
             )
-        error, description = _oauth_error(response)
-        said = self._scrub(
-            f"{error or f'HTTP {response.status_code}'}"
-            + (f": {description[:200]}" if description else "")
+        error, description = _oauth_error(body)
+        said = _printable(
+            self._scrub(
+                f"{error or f'HTTP {status}'}" + (f": {description}" if description else "")
+            )
         )
-        temporary = response.status_code >= 500 or response.status_code in (408, 429)
+        temporary = status >= 500 or status in (408, 429)
         if temporary and error not in _PERMANENT_REFUSALS:
             return ("temporary", f"the authorization server answered {said}", error)
         return ("permanent", f"the authorization server refused to renew it ({said})", error)
@@ -575,6 +596,7 @@ class TokenKeeper:
             proxy.config.secrets.SecretError: the keyring cannot be used.
         """
         await self.load()
+        await self.aclose()  # a refresh under way: its rotated tokens are the ones to revoke
         tokens, self._tokens = self._tokens, None
         self._generation += 1
         if tokens is not None:
@@ -588,38 +610,31 @@ class TokenKeeper:
         if endpoint is None:
             return
         client = self._client or {"client_id": tokens.client_id}
-        try:
-            async with httpx2.AsyncClient(timeout=10) as http:
-                for token, hint in (
-                    (tokens.refresh_token, "refresh_token"),
-                    (tokens.access_token, "access_token"),
-                ):
-                    if token is None:
-                        continue
-                    data = {
-                        "token": token,
-                        "token_type_hint": hint,
-                        "client_id": str(client.get("client_id")),
-                    }
-                    data, headers = _client_auth(client, data, self._discovered)
-                    response = await http.post(endpoint, data=data, headers=headers)
-                    if response.status_code == 400 and not client.get("client_secret"):
-                        # A public client's request as RFC 7009 has it; an authorization
-                        # server built with the MCP SDK's modules wants the field all
-                        # the same, and RFC 6749 §2.3.1 lets it be sent empty.
-                        data["client_secret"] = ""
-                        response = await http.post(endpoint, data=data, headers=headers)
-                    if response.status_code != 200:
-                        log.warning(
-                            "revoking the %s of %s: HTTP %d",
-                            hint,
-                            self.server,
-                            response.status_code,
-                        )
-        except httpx2.HTTPError as exc:
-            log.warning(
-                "could not revoke the sign-in of %s: %s", self.server, self._scrub(str(exc))
-            )
+        for token, hint in (
+            (tokens.refresh_token, "refresh_token"),
+            (tokens.access_token, "access_token"),
+        ):
+            if token is None:
+                continue
+            data = {
+                "token": token,
+                "token_type_hint": hint,
+                "client_id": str(client.get("client_id")),
+            }
+            data, headers = _client_auth(client, data, self._discovered)
+            try:
+                status, _ = await _post_form(endpoint, data, headers)
+                if status == 400 and not client.get("client_secret"):
+                    # A public client's request as RFC 7009 has it; an authorization
+                    # server built with the MCP SDK's modules wants the field all the
+                    # same, and RFC 6749 §2.3.1 lets it be sent empty.
+                    status, _ = await _post_form(endpoint, {**data, "client_secret": ""}, headers)
+            except (httpx2.HTTPError, TimeoutError, _TooLong) as exc:
+                why = _printable(self._scrub(str(exc))) or type(exc).__name__
+                log.warning("could not revoke the %s of %s: %s", hint, self.server, why)
+                continue
+            if status != 200:
+                log.warning("revoking the %s of %s: HTTP %d", hint, self.server, status)
 
     async def aclose(self) -> None:
         """Let a refresh under way finish (its rotated token must reach the keyring)."""
@@ -694,14 +709,49 @@ def _secret_method(discovered: StoredServer | None) -> str:
     return "client_secret_post" if "client_secret_post" in supported else "client_secret_basic"
 
 
-def _oauth_error(response: httpx2.Response) -> tuple[str | None, str | None]:
+class _TooLong(Exception):
+    """An authorization server's answer longer than :data:`_MAX_ANSWER`."""
+
+
+async def _post_form(url: str, data: dict[str, str], headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST a token or revocation request: the status and at most :data:`_MAX_ANSWER`
+    bytes of the answer, all of it within :data:`_HTTP_TIMEOUT` (a server that drips
+    its answer a byte at a time is not waited for byte after byte).
+
+    Raises:
+        httpx2.HTTPError: it could not be sent or read.
+        TimeoutError: it took longer than that.
+        _TooLong: the answer is longer.
+    """
+    async with (
+        asyncio.timeout(_HTTP_TIMEOUT),
+        httpx2.AsyncClient(timeout=_HTTP_TIMEOUT) as http,
+        http.stream("POST", url, data=data, headers=headers) as response,
+    ):
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > _MAX_ANSWER:
+                raise _TooLong(f"its answer is longer than {_MAX_ANSWER} bytes")
+        return response.status_code, bytes(body)
+
+
+def _printable(text: str, limit: int = _MAX_SAID) -> str:
+    """``text`` fit to repeat to a person, a client or a log: no control characters (a
+    terminal would obey them), at most ``limit`` characters."""
+    cleaned = "".join(c if c.isprintable() else " " for c in text).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def _oauth_error(body: bytes) -> tuple[str | None, str | None]:
+    """An OAuth error answer's ``error`` and ``error_description`` (RFC 6749 §5.2)."""
     try:
-        body = response.json()
+        answer = json.loads(body)
     except ValueError:
         return None, None
-    if not isinstance(body, dict):
+    if not isinstance(answer, dict):
         return None, None
-    error, description = body.get("error"), body.get("error_description")
+    error, description = answer.get("error"), answer.get("error_description")
     return (
         error if isinstance(error, str) else None,
         description if isinstance(description, str) else None,
@@ -753,7 +803,13 @@ async def sign_in(
         async with asyncio.timeout(timeout):
             async with _Callback.listening(spec.name, _registered_port(old_client)) as callback:
                 record = await _authorize(
-                    spec, resolved, settings, old_client, callback=callback, open_url=open_url
+                    spec,
+                    resolved,
+                    settings,
+                    old_client,
+                    callback=callback,
+                    open_url=open_url,
+                    pinned=_pinned_issuer(settings, stored.server),
                 )
     except TimeoutError:
         raise SignInFailed(
@@ -770,11 +826,11 @@ async def sign_in(
             'one there and name it in servers.json: "oauth": {"client_id": "...", '
             '"client_secret": "keyring:NAME"}'
         )
-        raise SignInFailed(scrub(f"the sign-in to {spec.name!r} failed: {exc}{advice}")) from None
-    except (OAuthFlowError, httpx2.HTTPError, ValidationError, OSError) as exc:
-        raise SignInFailed(
-            scrub(f"the sign-in to {spec.name!r} failed: {type(exc).__name__}: {exc}")
-        ) from None
+        said = scrub(_told(exc))
+        raise SignInFailed(f"the sign-in to {spec.name!r} failed: {said}{advice}") from None
+    except Exception as exc:  # the SDK's, httpx's, a server's odd answer: in plain words
+        said = scrub(_told(exc))
+        raise SignInFailed(f"the sign-in to {spec.name!r} failed: {said}") from None
     now = clock()
     tokens = record.tokens
     assert tokens is not None
@@ -795,9 +851,12 @@ async def _authorize(
     *,
     callback: _Callback,
     open_url: OpenUrl,
+    pinned: str | None = None,
 ) -> OAuthRecord:
     """The SDK's provider, on a probe of its own: the record to store, with the access
-    token's lifetime (not yet a time) in ``expires_at``."""
+    token's lifetime (not yet a time) in ``expires_at``. A client secret from
+    servers.json goes only to the authorization server ``pinned`` names (when it names
+    one), checked before the browser opens and before anything is sent with it."""
     configured = settings.client_id is not None
     client_info: OAuthClientInformationFull | None = None
     if configured:
@@ -828,6 +887,15 @@ async def _authorize(
 
     async def redirect(url: str) -> None:
         context = provider.context
+        if configured and settings.client_secret and pinned is not None:
+            found = str(context.oauth_metadata.issuer) if context.oauth_metadata else None
+            if found is None or _issuer(found) != _issuer(pinned):
+                raise SignInFailed(
+                    f"server {spec.name!r} sends the sign-in to {found or 'an unknown'} "
+                    f"authorization server, but its client secret is for {pinned}; "
+                    "Lockgate did not send it. If the server really moved, set "
+                    f'"issuer": "{found}" in its "oauth" in servers.json'
+                )
         if settings.scopes:  # the provider puts the challenge's scopes in: the person's win
             url = _with_query(url, scope=" ".join(settings.scopes))
             context.client_metadata.scope = " ".join(settings.scopes)
@@ -912,6 +980,36 @@ def _discovered(provider: OAuthClientProvider) -> StoredServer | None:
         server_url=provider.context.server_url,
         authorization_server=asm.model_dump(mode="json", exclude_none=True),
     )
+
+
+def _pinned_issuer(settings: OAuthSettings, stored: StoredServer | None) -> str | None:
+    """Where a client secret from servers.json may go: the ``issuer`` servers.json
+    names, else the authorization server it was first signed in with (kept in the
+    keyring); None for the first sign-in of a server that names none."""
+    if settings.issuer is not None:
+        return settings.issuer
+    if stored is not None and stored.authorization_server is not None:
+        issuer = stored.authorization_server.get("issuer")
+        if isinstance(issuer, str):
+            return issuer
+    return None
+
+
+def _issuer(url: str) -> str:
+    """An issuer URL as compared: without a trailing slash (pydantic adds one)."""
+    return url.rstrip("/")
+
+
+def _told(exc: BaseException) -> str:
+    """What went wrong, in words safe to repeat. A server's answer Lockgate could not
+    read is not quoted: the SDK's message holds the answer itself, and a token or a
+    client secret can be in it (an answer in another format than JSON)."""
+    text = str(exc)
+    if isinstance(exc, ValidationError) or text.startswith(
+        ("Invalid token response", "Invalid registration response", "Invalid refresh response")
+    ):
+        return "the authorization server's answer was not one Lockgate can read"
+    return _printable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def _with_query(url: str, **values: str) -> str:
@@ -1029,12 +1127,9 @@ class _Callback:
         query = dict(parse_qsl(parts.query))
         name = self.server_name
         if query.get("state") is None or query.get("state") != self._state:
-            self._result.set_exception(
-                SignInFailed(
-                    f"the browser came back from a sign-in to {name!r} that Lockgate did not "
-                    "start (its state does not match); nothing was changed"
-                )
-            )
+            # refused, and the sign-in goes on: a page or a program that knows the port
+            # must not be able to end a person's sign-in with one request
+            log.warning("sign-in to %s: a callback with another state was refused", name)
             return (
                 "400 Bad Request",
                 "Not this sign-in",
@@ -1044,8 +1139,9 @@ class _Callback:
                 ),
             )
         if "error" in query:
-            said = query["error"] + (
-                f": {query['error_description'][:200]}" if query.get("error_description") else ""
+            said = _printable(
+                query["error"]
+                + (f": {query['error_description']}" if query.get("error_description") else "")
             )
             self._result.set_exception(
                 SignInFailed(

@@ -38,7 +38,11 @@ oauth-protected-resource/mcp"``, whose metadata names the issuer. Its tools: ``w
 Test-only switches, under the ``control`` URL:
 ``GET /_test/stats`` (the counters of :class:`Stats` and ``last_authorize``, the query of
 the last /authorize request), ``POST /_test/revoke_access``, ``POST /_test/revoke_refresh``,
-``POST /_test/expire_access``, ``POST /_test/deny_next`` (each answers 204).
+``POST /_test/expire_access``, ``POST /_test/deny_next`` (each answers 204), and
+``POST /_test/answer_tokens`` with ``{"status", "body", "content_type", "times"}``: the next
+``times`` POST /token requests are counted and answered with exactly that (``body`` as
+text, sent in Latin-1 when ``"latin1": true``), as a misbehaving authorization server
+would answer: a form-encoded token, a 503, a megabyte, words with terminal escapes.
 
 Written for Lockgate's tests, on the SDK's server-side OAuth pieces; no code of the SDK's
 examples is reused.
@@ -189,6 +193,8 @@ class InMemoryAuthority(
         self.clock = clock
         self.stats = Stats()
         self.deny_next = False
+        # POST /_test/answer_tokens: what the next token requests are answered, in order
+        self.canned_token_answers: list[dict[str, Any]] = []
         self.clients: dict[str, RegisteredClient] = {}
         self.codes: dict[str, AuthorizationCode] = {}
         self.access: dict[str, Issued] = {}
@@ -408,6 +414,20 @@ class AuthorizationServerFront:
         elif path in ("/token", "/revoke") and method == "POST":
             if path == "/token":
                 self.authority.stats.token_requests += 1
+                canned = self.authority.canned_token_answers
+                if canned:
+                    answer = canned[0]
+                    answer["times"] -= 1
+                    if answer["times"] <= 0:
+                        canned.pop(0)
+                    await read_body(receive)
+                    encoding = "latin-1" if answer.get("latin1") else "utf-8"
+                    await Response(
+                        str(answer["body"]).encode(encoding),
+                        status_code=int(answer["status"]),
+                        media_type=str(answer.get("content_type", "application/json")),
+                    )(scope, receive, send)
+                    return
             body = await read_body(receive)
             form = dict(parse_qsl(body.decode("latin-1")))
             resource = form.get("resource")
@@ -501,12 +521,17 @@ def control_routes(authority: InMemoryAuthority) -> list[Route]:
     def deny_next() -> None:
         authority.deny_next = True
 
+    async def answer_tokens(request: Request) -> Response:
+        authority.canned_token_answers.append(dict(await request.json()))
+        return Response(status_code=204)
+
     return [
         Route("/_test/stats", stats, methods=["GET"]),
         Route("/_test/revoke_access", switch(authority.revoke_all_access), methods=["POST"]),
         Route("/_test/revoke_refresh", switch(authority.revoke_all_refresh), methods=["POST"]),
         Route("/_test/expire_access", switch(authority.expire_all_access), methods=["POST"]),
         Route("/_test/deny_next", switch(deny_next), methods=["POST"]),
+        Route("/_test/answer_tokens", answer_tokens, methods=["POST"]),
     ]
 
 

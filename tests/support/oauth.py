@@ -197,9 +197,34 @@ class OAuthServer:
 
     # the test switches
 
-    def _control(self, method: str, name: str) -> httpx2.Response:
+    def answer_tokens(
+        self,
+        status: int,
+        body: str,
+        *,
+        content_type: str = "application/json",
+        times: int = 1,
+        latin1: bool = False,
+    ) -> None:
+        """Answer the next ``times`` token requests with ``status`` and ``body`` (as a
+        misbehaving authorization server would), whatever they ask."""
+        self._control(
+            "POST",
+            "answer_tokens",
+            {
+                "status": status,
+                "body": body,
+                "content_type": content_type,
+                "times": times,
+                "latin1": latin1,
+            },
+        )
+
+    def _control(
+        self, method: str, name: str, payload: dict[str, Any] | None = None
+    ) -> httpx2.Response:
         with httpx2.Client(timeout=30) as http:
-            response = http.request(method, f"{self.control_url}/{name}")
+            response = http.request(method, f"{self.control_url}/{name}", json=payload)
         response.raise_for_status()
         return response
 

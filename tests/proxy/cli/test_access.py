@@ -154,3 +154,12 @@ def test_secret_list_names_an_oauth_client_secret_too(cli, real_keyring, config_
     assert listed.code == 0
     assert listed.out == f"{name}\tused by docs\tstored\n"
     assert "cs-value" not in listed.out + listed.err
+
+
+def test_secret_set_and_delete_leave_a_sign_in_to_lockgate_auth(cli, real_keyring, monkeypatch):  # noqa: F811
+    monkeypatch.setattr("sys.stdin", io.StringIO("forged\n"))
+    for command in (("set", "docs.oauth.tokens", "--stdin"), ("delete", "docs.oauth.client")):
+        result = cli("secret", *command)
+        assert result.code == 1
+        assert "use lockgate auth login or lockgate auth logout" in result.err
+    assert real_keyring.get_password("lockgate", "docs.oauth.tokens") is None

@@ -298,3 +298,23 @@ def test_oauth_mistakes_are_located_and_say_what_to_do(entry, message):
     assert message in text
     assert text.startswith("servers.json:")
     assert "hunter2" not in text
+
+
+@pytest.mark.parametrize("kind", ["tokens", "client", "server"])
+def test_a_reference_to_a_sign_in_entry_is_refused_never_resolved(os_keyring, kind):
+    """A pasted servers.json snippet must not hand one server's OAuth tokens to another
+    server (a header) or a process (its environment)."""
+    store = SecretStore(os_keyring)
+    entry = f"victim-{uuid.uuid4().hex[:8]}.oauth.{kind}"
+    store.set(entry, '{"access_token": "AT-victim"}')
+    text = {
+        "mcpServers": {
+            "notes": {"url": "http://127.0.0.1:1/mcp", "headers": {"X-Key": f"keyring:{entry}"}},
+            "tool": {"command": "srv", "env": {"TOKEN": f"keyring:{entry}"}},
+        }
+    }
+    servers = parse_servers(json.dumps(text))
+    for name in ("notes", "tool"):
+        with pytest.raises(SecretError, match="where Lockgate keeps a server's sign-in"):
+            resolve_secrets(servers[name], store)
+    store.delete(entry)

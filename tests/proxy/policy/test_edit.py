@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -550,3 +552,166 @@ def test_allow_narrowly_needs_a_client_or_arguments(tmp_path):
     with pytest.raises(PolicyEditError, match="whom or which arguments"):
         allow_narrowly(path, "git", "push")
     assert path.read_text() == NARROW
+
+
+# -- cases: a new rule, other clients' cases, schemas that cannot check a call -------------
+
+
+def schema_too_deep_to_check(refs: int = 20) -> dict[str, Any]:
+    """An ``arguments`` schema that follows ``refs`` $refs for each level of nesting of
+    ``x``: the loader's probes pass, but a list nested :data:`DEEP` levels takes jsonschema
+    past Python's recursion limit, and decide denies such a call (it fails closed)."""
+    defs: dict[str, Any] = {f"r{i}": {"$ref": f"#/$defs/r{i + 1}"} for i in range(refs)}
+    defs[f"r{refs}"] = {"type": "array", "items": {"$ref": "#/$defs/r0"}}
+    return {"$defs": defs, "properties": {"x": {"$ref": "#/$defs/r0"}}}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """``{"x": [[...]]}``, lists ``depth`` deep: still within the file's nesting limit."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return {"x": value}
+
+
+DEEP = nested(40)
+
+
+def test_exact_arguments_without_a_rule_make_one_with_the_tools_action_now(policy: Path) -> None:
+    """As allow_for_client does: the tool's other calls keep the action they have today."""
+    allow_exact_arguments(policy, "fs/rm", {"path": "/tmp/x"}, Action.ASK)
+    tools = json.loads(policy.read_text())["tools"]
+    assert tools["fs/rm"] == {
+        "action": "ask",
+        "when": [{"arguments": exact_arguments_schema({"path": "/tmp/x"}), "action": "allow"}],
+    }
+    assert {k: v for k, v in tools.items() if k != "fs/rm"} == json.loads(HAND_WRITTEN)["tools"]
+    allowed = decision_of(policy, "rm", {"path": "/tmp/x"})
+    assert (allowed.verdict, allowed.case) == (Verdict.ALLOW, 0)
+    other = decision_of(policy, "rm", {"path": "/etc"})
+    assert (other.verdict, other.rule, other.case) == (Verdict.ASK, "fs/rm", None)
+
+
+def test_an_exact_case_for_one_client_passes_over_the_cases_of_other_clients(
+    tmp_path: Path,
+) -> None:
+    """A case for another client never decides this client's calls, so the new case does
+    not go before it: the person's order stays."""
+    path = tmp_path / "policy.json"
+    path.write_text(
+        '{"version": "1", "tools": {"t": {"action": "ask", "when": ['
+        '{"clients": ["bot"], "action": "deny"}, '
+        '{"clients": ["cursor"], "action": "deny"}]}}}\n'
+    )
+    allow_exact_arguments(path, "t", {"p": 1}, "ask", client="cursor")
+    cases = json.loads(path.read_text())["tools"]["t"]["when"]
+    assert [c["clients"] for c in cases] == [["bot"], ["cursor"], ["cursor"]]
+    assert cases[1] == {
+        "clients": ["cursor"],
+        "arguments": exact_arguments_schema({"p": 1}),
+        "action": "allow",
+    }
+    allowed = decision_of(path, "t", {"p": 1}, "cursor")
+    assert (allowed.verdict, allowed.case) == (Verdict.ALLOW, 1)
+    assert decision_of(path, "t", {"p": 2}, "cursor").case == 2
+    assert decision_of(path, "t", {"p": 1}, "bot").case == 0
+
+
+def test_exact_arguments_the_rules_own_schema_cannot_check_are_refused(tmp_path: Path) -> None:
+    """The rule's own schema fails to check them (decide denies such a call): as for
+    arguments it blocks, no case can allow them, so the click is told why."""
+    path = tmp_path / "policy.json"
+    text = json.dumps(
+        {
+            "version": "1",
+            "tools": {"t": {"action": "ask", "arguments": schema_too_deep_to_check()}},
+        },
+        indent=2,
+    )
+    path.write_text(text)
+    denied = decision_of(path, "t", DEEP)
+    assert (denied.verdict, denied.basis) == (Verdict.DENY, Basis.ARGUMENTS)
+    assert "could not be checked (RecursionError" in denied.reason
+    assert decision_of(path, "t", nested(2)).verdict is Verdict.ASK  # the schema works
+    with pytest.raises(PolicyEditError, match="the rule for 't' blocks these arguments itself"):
+        allow_exact_arguments(path, "t", DEEP, "ask")
+    assert path.read_text() == text
+
+
+def test_an_exact_case_goes_before_a_case_that_cannot_check_those_arguments(
+    tmp_path: Path,
+) -> None:
+    """A case whose schema fails on these arguments denies the call where it stands
+    (decide fails closed), so the new case must come before it to decide first."""
+    path = tmp_path / "policy.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": "1",
+                "tools": {
+                    "t": {
+                        "action": "ask",
+                        "when": [{"arguments": schema_too_deep_to_check(), "action": "deny"}],
+                    }
+                },
+            },
+            indent=2,
+        )
+    )
+    before = decision_of(path, "t", DEEP)
+    assert (before.verdict, before.case) == (Verdict.DENY, 0)
+    assert "could not be checked against case 0" in before.reason
+    allow_exact_arguments(path, "t", DEEP, "ask")
+    cases = json.loads(path.read_text())["tools"]["t"]["when"]
+    assert cases[0] == {"arguments": exact_arguments_schema(DEEP), "action": "allow"}
+    assert cases[1] == {"arguments": schema_too_deep_to_check(), "action": "deny"}
+    allowed = decision_of(path, "t", DEEP)
+    assert (allowed.verdict, allowed.case) == (Verdict.ALLOW, 0)
+    shallow = decision_of(path, "t", nested(2))  # the other case still decides the rest
+    assert (shallow.verdict, shallow.case) == (Verdict.DENY, 1)
+
+
+def test_allow_narrowly_on_a_tool_with_an_exact_rule_adds_a_case_to_it_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """The tool has a rule of its own already: nothing is copied into it (a copy of itself
+    would turn its rate_limit shorthand into a second limit on the same calls)."""
+    path = tmp_path / "policy.json"
+    own = (
+        '"git/push": {"action": "ask", "reason": "pushing is public", '
+        '"rate_limit": {"max": 2, "window": 60}}'
+    )
+    text = NARROW.replace("}}\n  }\n}", "}},\n    " + own + "\n  }\n}")
+    path.write_text(text)
+    assert json.loads(text)["tools"]["git/push"]["rate_limit"] == {"max": 2, "window": 60}
+    allow_narrowly(path, "git", "push", client="cursor")
+    tools = json.loads(path.read_text())["tools"]
+    assert tools["git/push"] == {
+        "action": "ask",
+        "reason": "pushing is public",
+        "rate_limit": {"max": 2, "window": 60},
+        "when": [{"clients": ["cursor"], "action": "allow"}],
+    }
+    assert tools["git/*"] == json.loads(NARROW)["tools"]["git/*"]
+    assert _decided(path, ToolCall("git", "push", {}, "cursor")).verdict is Verdict.ALLOW
+    other = _decided(path, ToolCall("git", "push", {}, "claude-code"))
+    assert (other.verdict, other.reason) == (Verdict.ASK, "pushing is public")
+
+
+def test_a_case_that_is_not_an_object_is_written_as_it_is_and_refused_by_the_loader(
+    tmp_path: Path,
+) -> None:
+    """rule_text writes a case it cannot order untouched, so the loader sees what the
+    change asked for and says where it is wrong; nothing is written."""
+    path = tmp_path / "policy.json"
+    text = '{\n  "version": "1",\n  "tools": {\n    "t": {"action": "ask"}\n  }\n}\n'
+    path.write_text(text)
+    with pytest.raises(
+        PolicyEditError,
+        match=r'would not be valid:\n.*:5:7: tools\."t"\.when\[0\]: must be an object; got "allow c"',
+    ):
+        edit_rule(path, "t", {"when": ["allow c", {"action": "allow", "clients": ["c"]}]})
+    assert path.read_text() == text
+    assert rule_text({"when": ["allow c"], "action": "ask"}, "    ") == (
+        '{"action": "ask", "when": [\n      "allow c"\n    ]}'
+    )

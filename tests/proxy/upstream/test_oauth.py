@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
@@ -443,16 +444,19 @@ async def test_a_refused_sign_in_leaves_the_earlier_one(
     assert oauth_server.stats()["token_requests"] == 1
 
 
-async def test_a_callback_with_another_state_is_refused_and_changes_nothing(
+async def test_a_callback_with_another_state_is_refused_and_the_real_one_still_signs_in(
     oauth_server: OAuthServer, store: OAuthStore
 ) -> None:
+    """A forged callback (a web page's image, a local program: the port can be known) is
+    refused without ending the person's sign-in, which the real callback then ends."""
     spec = spec_from({"url": oauth_server.mcp_url}, unique())
     await sign_in(spec, store, browser)
     before = await asyncio.to_thread(store.load, spec.name, spec.url)
     answered: list[int] = []
 
-    def forged(url: str) -> None:
-        """The authorization server's redirect, its state replaced (a forged callback)."""
+    def forged_then_real(url: str) -> None:
+        """The authorization server's redirect, first with its state replaced, then as
+        it is (the person's browser arriving after the forgery)."""
         with httpx2.Client(timeout=30) as http:
             location = http.get(url).headers["location"]
             parts = urlsplit(location)
@@ -460,16 +464,20 @@ async def test_a_callback_with_another_state_is_refused_and_changes_nothing(
             answered.append(
                 http.get(urlunsplit(parts._replace(query=urlencode(query)))).status_code
             )
+            answered.append(http.get(location).status_code)
 
     async def person(url: str) -> None:
-        await asyncio.to_thread(forged, url)
+        await asyncio.to_thread(forged_then_real, url)
 
-    with pytest.raises(SignInFailed, match="state does not match"):
-        await sign_in(spec, store, person)
+    record = await sign_in(spec, store, person)
 
-    assert answered == [400]
-    assert await asyncio.to_thread(store.load, spec.name, spec.url) == before
-    assert oauth_server.stats()["token_requests"] == 1
+    assert answered == [400, 200]
+    assert before.tokens is not None
+    assert record.tokens is not None
+    assert record.tokens.access_token != before.tokens.access_token
+    stored = await asyncio.to_thread(store.load, spec.name, spec.url)
+    assert stored.tokens == record.tokens
+    assert oauth_server.stats()["token_requests"] == 2  # one exchange each sign-in
 
 
 async def test_a_sign_in_no_one_finishes_times_out_and_changes_nothing(
@@ -738,3 +746,145 @@ async def test_the_loopback_callback_answers_only_its_own_sign_in(
     assert f"Lockgate is signed in to {spec.name}. You can close this tab." in pages[1][1]
     assert "This sign-in is over" in pages[2][1]
     assert oauth_server.stats()["token_requests"] == 1
+
+
+# -- what a misbehaving or hostile authorization server gets (red-team findings) ----------
+
+
+async def test_a_client_secret_goes_only_to_the_authorization_server_it_is_for(
+    oauth_server_factory: OAuthServerFactory, store: OAuthStore
+) -> None:
+    """A server's metadata names the authorization server; a compromised server could
+    name one of its own and collect the secret a person registered elsewhere. The secret
+    goes only to the issuer servers.json names or, naming none, the first one signed in
+    with."""
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    server = oauth_server_factory(dcr=False, client_id="corp", client_secret=secret)
+    name = unique()
+    await asyncio.to_thread(store.secrets.set, f"{name}-client", secret)
+    oauth = {"client_id": "corp", "client_secret": f"keyring:{name}-client"}
+    opened: list[str] = []
+
+    async def watching(url: str) -> None:
+        opened.append(url)
+        await browser(url)
+
+    elsewhere = spec_from(
+        {"url": server.mcp_url, "oauth": {**oauth, "issuer": "https://idp.example.test"}}, name
+    )
+    with pytest.raises(SignInFailed, match=r"Lockgate did not send it.*\"issuer\": \""):
+        await sign_in(elsewhere, store, watching)
+    assert opened == []
+    stats = server.stats()
+    assert (stats["authorizations"], stats["token_requests"]) == (0, 0)
+
+    # named rightly: signed in, and the issuer is kept with the sign-in
+    named = spec_from({"url": server.mcp_url, "oauth": {**oauth, "issuer": server.issuer}}, name)
+    await sign_in(named, store, watching)
+    assert len(opened) == 1
+    # naming none: the issuer first signed in with is the only one; metadata that now
+    # says another (as a compromised server's would) is refused
+    unnamed = spec_from({"url": server.mcp_url, "oauth": oauth}, name)
+    record = await asyncio.to_thread(store.load, name, server.mcp_url)
+    assert record.server is not None
+    assert record.server.authorization_server is not None
+    moved = replace(
+        record.server,
+        authorization_server={**record.server.authorization_server, "issuer": "https://x.test"},
+    )
+    await asyncio.to_thread(store.save, name, server.mcp_url, replace(record, server=moved))
+    with pytest.raises(SignInFailed, match=r"but its client secret is for https://x\.test"):
+        await sign_in(unnamed, store, watching)
+    assert len(opened) == 1
+    assert server.stats()["token_requests"] == 1
+
+
+async def test_a_token_answer_lockgate_cannot_read_is_never_quoted(
+    oauth_server: OAuthServer, store: OAuthStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitHub answers a token request form-encoded unless asked for JSON: the SDK's
+    error quotes the answer, the token in it. Lockgate's words and its log do not."""
+    spec = spec_from({"url": oauth_server.mcp_url}, unique())
+    token = "gho_" + uuid.uuid4().hex
+    oauth_server.answer_tokens(
+        200,
+        f"access_token={token}&scope=repo&token_type=bearer",
+        content_type="application/x-www-form-urlencoded",
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(SignInFailed) as failed:
+        await sign_in(spec, store, browser)
+    assert "not one Lockgate can read" in failed.value.message
+    for part in (token, token[:16], token[-16:]):
+        assert part not in failed.value.message
+        assert part not in caplog.text
+    assert (await asyncio.to_thread(store.load, spec.name, spec.url)).tokens is None
+
+
+async def test_an_answer_in_another_encoding_fails_the_sign_in_in_words(
+    oauth_server: OAuthServer, store: OAuthStore
+) -> None:
+    spec = spec_from({"url": oauth_server.mcp_url}, unique())
+    oauth_server.answer_tokens(400, "Ungültiger Code", content_type="text/plain", latin1=True)
+    with pytest.raises(SignInFailed, match=f"the sign-in to '{spec.name}' failed: "):
+        await sign_in(spec, store, browser)
+
+
+async def test_an_authorization_servers_words_are_repeated_clean_and_short(
+    oauth_server: OAuthServer, store: OAuthStore
+) -> None:
+    """What a server says reaches a terminal, an agent and the audit log: no escape
+    sequence (it could rewrite what a person reads), no megabyte."""
+    spec = spec_from({"url": oauth_server.mcp_url}, unique())
+    clock = Clock(3_000_000.0)
+    await sign_in(spec, store, browser, clock=clock)
+    keeper = TokenKeeper(spec, store, clock=clock)
+    await keeper.load()
+    shout = "\x1b[2K\r\x1b[32mSigned in.\x1b[0m" + "x" * 20_000
+    oauth_server.answer_tokens(
+        400, json.dumps({"error": "invalid_grant", "error_description": shout})
+    )
+    clock.now += 3600
+    assert await keeper.bearer() is None
+    state = keeper.status()
+    assert state.state == "needs_sign_in"
+    assert state.why is not None
+    assert "\x1b" not in state.why
+    assert "invalid_grant:  [2K  [32mSigned in." in state.why
+    assert len(state.why) < 400
+
+
+async def test_a_failing_renewal_is_asked_once_for_every_call_waiting_on_it(
+    oauth_server: OAuthServer, store: OAuthStore
+) -> None:
+    """Ten calls waiting on one renewal that fails: one request, not one a call in a
+    row (each one waiting for all the earlier ones)."""
+    spec = spec_from({"url": oauth_server.mcp_url}, unique())
+    clock = Clock(4_000_000.0)
+    await sign_in(spec, store, browser, clock=clock)
+    keeper = TokenKeeper(spec, store, clock=clock)
+    stale = await keeper.bearer()
+    before = oauth_server.stats()["token_requests"]
+    oauth_server.answer_tokens(503, '{"error": "temporarily_unavailable"}', times=10)
+    clock.now += 3600
+    tokens = await asyncio.gather(*(keeper.bearer() for _ in range(10)))
+    assert tokens == [stale] * 10  # tried with the old one; the server will say
+    assert oauth_server.stats()["token_requests"] == before + 1
+    assert keeper.trouble is not None
+    assert "temporarily_unavailable" in keeper.trouble
+
+
+async def test_an_endless_token_answer_is_not_read_to_its_end(
+    oauth_server: OAuthServer, store: OAuthStore
+) -> None:
+    spec = spec_from({"url": oauth_server.mcp_url}, unique())
+    clock = Clock(5_000_000.0)
+    await sign_in(spec, store, browser, clock=clock)
+    keeper = TokenKeeper(spec, store, clock=clock)
+    await keeper.load()
+    oauth_server.answer_tokens(200, '{"access_token": "' + "a" * 2_000_000 + '"}')
+    clock.now += 3600
+    await keeper.bearer()
+    assert keeper.trouble is not None
+    assert "longer than 65536 bytes" in keeper.trouble
+    assert keeper.status().state == "signed_in"  # a fault for now, not a lost sign-in
