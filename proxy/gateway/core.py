@@ -329,13 +329,19 @@ class Gateway:
 
     async def sign_out(self, server: str) -> None:
         """Forget ``server``'s tokens (revoked at its authorization server where it can);
-        its calls are refused until a person signs in again. A server no longer in
-        servers.json can be signed out of too (its keyring entries go).
+        its calls are refused until a person signs in again. A server turned off is
+        signed out of the same way; one no longer in servers.json too, though without
+        its metadata its tokens cannot be revoked (its keyring entries go).
 
         Raises:
             SignInFailed: it is not a server Lockgate signs in to.
             proxy.config.secrets.SecretError: the keyring cannot be used.
         """
+        off = self.disabled_servers.get(server)
+        if off is not None and isinstance(off, HttpServer) and oauth_applies(off):
+            # turned off, not forgotten: revoked at its issuer like any, registration kept
+            await TokenKeeper(off, self.oauth_store, clock=self._clock).sign_out()
+            return
         if server not in self.servers:
             await asyncio.to_thread(self.oauth_store.delete, server)
             return

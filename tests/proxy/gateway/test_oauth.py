@@ -276,3 +276,28 @@ async def test_one_sign_in_serves_every_session_renewed_once_at_a_time_across_a_
         data = await anyio.Path(path).read_bytes()
         leaked = [len(value) for value in held if value.encode() in data]
         assert not leaked, f"{path} holds a token"
+
+
+async def test_signing_out_of_a_server_turned_off_revokes_its_tokens_at_the_issuer(
+    tmp_path: Path, oauth_server: OAuthServer, keyring_for_docs: KeyringBackend
+) -> None:
+    """Turned off is not forgotten: its sign-in is still a live grant at the issuer,
+    which a sign-out must end as it would for a server in service."""
+    harness = harness_for(tmp_path, keyring_for_docs, {"url": oauth_server.mcp_url})
+    async with running(harness) as gateway:
+        control = GatewayControl(gateway)
+        await control.sign_in("docs", browser)
+        assert oauth_server.stats()["active_access_tokens"] == 1
+        write_json(
+            harness.paths.servers_file,
+            {"mcpServers": {"docs": {"url": oauth_server.mcp_url, "disabled": True}}},
+        )
+        control.reload_servers()
+        assert "docs" in gateway.disabled_servers
+        await control.sign_out("docs")
+    stats = oauth_server.stats()
+    assert stats["revocations"] >= 1
+    assert stats["active_access_tokens"] == 0
+    store = SecretStore(keyring_for_docs)
+    assert store.find("docs.oauth.tokens") is None
+    assert store.find("docs.oauth.client") is not None  # the registration stays
