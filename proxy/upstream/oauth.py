@@ -709,8 +709,10 @@ def _secret_method(discovered: StoredServer | None) -> str:
     return "client_secret_post" if "client_secret_post" in supported else "client_secret_basic"
 
 
-class _TooLong(Exception):
+class _TooLong(LockgateError):
     """An authorization server's answer longer than :data:`_MAX_ANSWER`."""
+
+    title = "An authorization server's answer is too long"
 
 
 async def _post_form(url: str, data: dict[str, str], headers: dict[str, str]) -> tuple[int, bytes]:

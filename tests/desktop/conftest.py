@@ -29,6 +29,7 @@ from desktop.app import LockgateApp
 from proxy.config.paths import Paths
 from proxy.config.tokens import TokenStore
 from tests.support.live import servers_json
+from tests.support.xserver import own_display
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -165,23 +166,9 @@ def wait_result(qtbot: Any, future: concurrent.futures.Future[Any], timeout: int
 
 @pytest.fixture
 def display() -> Iterator[str]:
-    for tool in ("Xvfb", "trayer"):
-        assert shutil.which(tool), f"{tool} is missing: ./dev test installs it (apt)"
-    number = next(n for n in range(140, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    xvfb = subprocess.Popen(
-        ["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists():
-        assert time.monotonic() < deadline, "Xvfb did not start"
-        time.sleep(0.05)
-    try:
-        yield f":{number}"
-    finally:
-        xvfb.terminate()
-        xvfb.wait(10)
+    assert shutil.which("trayer"), "trayer is missing: ./dev test installs it (apt)"
+    with own_display() as name:
+        yield name
 
 
 def run_probe(probe: Path, args: list[str], display: str, timeout: float = 240) -> list[str]:

@@ -29,6 +29,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.waiting import eventually_sync
+from tests.support.xserver import own_display
 
 pytestmark = [
     pytest.mark.slow,
@@ -175,19 +176,8 @@ def gateway_of(proc: subprocess.Popen[bytes], world: dict[str, Path], log: Path)
 @pytest.fixture
 def display() -> Iterator[str]:
     """A real X server of this test's own, whatever DISPLAY the suite runs under."""
-    assert shutil.which("Xvfb"), "Xvfb is missing: ./dev test installs it (apt)"
-    number = next(n for n in range(200, 260) if not Path(f"/tmp/.X11-unix/X{n}").exists())
-    xvfb = subprocess.Popen(
-        ["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        eventually_sync(lambda: Path(f"/tmp/.X11-unix/X{number}").exists(), "Xvfb", timeout=10)
-        yield f":{number}"
-    finally:
-        xvfb.terminate()
-        xvfb.wait(10)
+    with own_display() as name:
+        yield name
 
 
 async def test_the_bundled_app_starts_under_xvfb_and_serves_tool_calls(
