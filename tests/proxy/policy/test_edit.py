@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -715,3 +716,15 @@ def test_a_case_that_is_not_an_object_is_written_as_it_is_and_refused_by_the_loa
     assert rule_text({"when": ["allow c"], "action": "ask"}, "    ") == (
         '{"action": "ask", "when": [\n      "allow c"\n    ]}'
     )
+
+
+def test_exact_arguments_nested_too_deeply_to_write_are_refused_in_words() -> None:
+    """Deeper than JSON can be written here (a recursion limit): a clear refusal, not a
+    RecursionError out of the Approvals tab's click."""
+    nested: dict[str, Any] = {}
+    inner = nested
+    for _ in range(sys.getrecursionlimit() + 100):
+        inner["a"] = {}
+        inner = inner["a"]
+    with pytest.raises(PolicyEditError, match="nested too deeply to make a rule of"):
+        exact_arguments_schema(nested)
