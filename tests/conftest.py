@@ -33,6 +33,31 @@ def lockgate_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
     return config, data
 
 
+def _wait_for_unlocked_login(deadline: float) -> None:
+    """Wait until the daemon has made its login collection and unlocked it.
+
+    Writing earlier makes keyring ask for the collection to be created or unlocked,
+    a prompt nobody answers here (it waited 300 s in CI once); these reads never prompt.
+    """
+    import secretstorage
+    from jeepney.wrappers import DBusErrorResponse
+    from secretstorage.exceptions import SecretStorageException
+
+    while True:
+        try:
+            connection = secretstorage.dbus_init()
+            try:
+                if not secretstorage.Collection(connection).is_locked():
+                    return
+            finally:
+                connection.close()
+        except (SecretStorageException, DBusErrorResponse, OSError):
+            pass  # the daemon has not claimed its name or made its collection yet
+        if time.monotonic() > deadline:
+            raise TimeoutError("gnome-keyring-daemon did not unlock its login collection in 20 s")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def os_keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyringBackend]:
     """The real Linux OS keyring: GNOME Keyring over the Secret Service D-Bus API, on a
@@ -77,16 +102,9 @@ def os_keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyringBack
     try:
         from keyring.backends.SecretService import Keyring
 
+        _wait_for_unlocked_login(deadline=time.monotonic() + 20)
         backend = Keyring()
-        deadline = time.monotonic() + 20
-        while True:  # wait until the daemon has claimed its bus name and unlocked
-            try:
-                backend.set_password("lockgate-probe", "probe", "ok")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        backend.set_password("lockgate-probe", "probe", "ok")
         yield backend
     finally:
         if old is None:
