@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from proxy.config.tokens import TokenError, TokenStore
 from proxy.doors.oversize import KEPT, Oversized, too_large
+from proxy.doors.resume import RETRY_MILLISECONDS, EventLog, SessionEvents, current_log
 from proxy.gateway.core import Gateway
 from proxy.gateway.pipeline import AtTheDoor
 
@@ -79,6 +81,9 @@ class AccessGate:
         self._gateway = gateway
         self._tokens = tokens
         self._in_flight: dict[str, set[str]] = {}  # session id -> request ids (as text)
+        # session id -> its resumable events; held by the session's own tasks, so an
+        # entry goes when the session does
+        self._event_logs: weakref.WeakValueDictionary[str, EventLog] = weakref.WeakValueDictionary()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,6 +132,44 @@ class AccessGate:
         scope["user"] = _user(client)  # the SDK binds sessions to it (see above)
         send = _json_refusals(send)
         session_id = headers.get("mcp-session-id")
+        events: EventLog | None
+        if session_id is None:
+            events, send = self._opening_log(send)
+        else:
+            events = self._event_logs.get(session_id)
+        resetting = current_log.set(events)
+        try:
+            await self._let_through(
+                scope, receive, send, server=server, client=client, session_id=session_id
+            )
+        finally:
+            current_log.reset(resetting)
+
+    def _opening_log(self, send: Send) -> tuple[EventLog, Send]:
+        """A new session's event log, and ``send`` that files it under the session id the
+        SDK gives the session (in its answer's header)."""
+        events = EventLog()
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"mcp-session-id":
+                        self._event_logs[value.decode("latin-1")] = events
+            await send(message)
+
+        return events, sending
+
+    async def _let_through(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        server: str,
+        client: str,
+        session_id: str | None,
+    ) -> None:
+        """Hand a request the gate accepted to the SDK (see the module docstring)."""
         if scope.get("method") != "POST":
             await self._app(scope, receive, send)
             return
@@ -365,6 +408,8 @@ def build_http_app(gateway: Gateway, tokens: TokenStore) -> ASGIApp:
         session_idle_timeout=SESSION_IDLE_SECONDS,
         max_sessions=1000,
         host="127.0.0.1",
+        event_store=SessionEvents(),
+        retry_interval=RETRY_MILLISECONDS,
     )
     gate = AccessGate(sdk_app, gateway, tokens)
     gateway.close_http_session = gate.close_session
