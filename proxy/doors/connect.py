@@ -11,8 +11,10 @@ What the SDK's loop would drop unanswered is answered here: a line that is not J
 (-32700 or -32600), a request whose id is not a string or an integer (-32600). A message
 for the client that cannot be written as JSON (nested too deeply for the SDK's models) is
 answered with an error for its request instead, and the session goes on. A session has
-``init_seconds`` to complete ``initialize`` (one still in flight then gets
-``init_grace_seconds`` more: a server may take a while to start), or it is closed.
+``init_seconds`` to complete ``initialize`` or, in the 2026-07-28 era (which the client's
+first request chooses for the connection), to have a request answered (one still in
+flight then gets ``init_grace_seconds`` more: a server may take a while to start), or it
+is closed.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server.runner import serve_loop
+from mcp.server.runner import serve_dual_era_loop
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from mcp_types import PROTOCOL_VERSION_META_KEY
 
 from proxy.config.tokens import valid_client_name
 from proxy.doors.fastlane import FastLane
@@ -166,9 +169,27 @@ class ConnectDoor:
             on_initialized()
             initialized.set()
 
-        sdk_server = self._gateway.build_server(server=server, client=client, on_session=on_session)
+        def on_modern() -> None:  # a 2026-07-28 request was answered: no handshake comes
+            if not initialized.is_set():
+                on_initialized()
+                initialized.set()
+
+        sdk_server = self._gateway.build_server(
+            server=server, client=client, on_session=on_session, on_modern=on_modern
+        )
         to_session, from_client = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         to_client, from_session = anyio.create_memory_object_stream[SessionMessage](64)
+
+        era = _Era()  # the SDK's loop chooses it by the first request it is given
+
+        async def probed(message: types.JSONRPCRequest) -> bytes:
+            try:
+                result = await self._gateway.discover(state, server, client, message.params)
+            except MCPError as exc:
+                return _error_line(message.id, exc.error.code, exc.error.message)
+            on_modern()
+            answer = {"jsonrpc": "2.0", "id": message.id, "result": result}
+            return json.dumps(answer).encode() + b"\n"
 
         # the client's requests the SDK route is serving, by type and value: its
         # dispatcher reads a cancellation's id with int(), so "7" would cancel call 7
@@ -198,9 +219,19 @@ class ConnectDoor:
                         await outgoing.drain()
                         continue
                     if isinstance(message, types.JSONRPCRequest):
+                        if not era.chosen and _probes_2026(message):
+                            # answered here: in the SDK's loop it would choose 2026-07-28
+                            # for good, and a client probing a server of the handshake
+                            # era could not fall back to it
+                            outgoing.write(await probed(message))
+                            await outgoing.drain()
+                            continue
+                        era.chosen = True
                         sdk_calls.add(_id_key(message.id))
-                        if message.method == "initialize":
-                            handshake.asked(message.id)
+                        if message.method == "initialize" or (
+                            not initialized.is_set() and _opens_2026(message.params)
+                        ):
+                            handshake.asked(message.id)  # its server may be slow to start
                     elif _cancels_another(message, sdk_calls):
                         continue
                     await to_session.send(SessionMessage(message))
@@ -251,7 +282,9 @@ class ConnectDoor:
 
                 tg.start_soon(bridge_gone)
             try:
-                await serve_loop(sdk_server, from_client, to_client, lifespan_state=state)
+                # the client's first request says which era it speaks (2026-07-28: its
+                # envelope; else the handshake), for the whole connection
+                await serve_dual_era_loop(sdk_server, from_client, to_client, lifespan_state=state)
             finally:
                 with anyio.CancelScope(shield=True):
                     await lane.aclose()  # before the session's task group goes
@@ -376,8 +409,27 @@ def _line_or_error(message: SessionMessage) -> bytes:
         return b""
 
 
+class _Era:
+    """Whether the connection's era is chosen (a request reached the SDK's loop)."""
+
+    chosen = False
+
+
+def _probes_2026(message: types.JSONRPCRequest) -> bool:
+    """Whether a request is the 2026-07-28 era's probe, ``server/discover``."""
+    return message.method == "server/discover" and _opens_2026(message.params)
+
+
+def _opens_2026(params: object) -> bool:
+    """Whether a request carries the 2026-07-28 envelope (it then opens the connection
+    in that era, and stands for the handshake the era does not have)."""
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
+
+
 class _Handshake:
-    """The client's initialize requests still waiting for their answers."""
+    """The client's opening requests (an initialize, or a 2026 client's first requests)
+    still waiting for their answers."""
 
     def __init__(self) -> None:
         self._waiting: set[tuple[type, int | str]] = set()

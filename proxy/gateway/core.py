@@ -17,10 +17,15 @@ except:
   channel of a call in flight that can carry requests, else on the session's standalone
   channel.
 
-Sessions speak the handshake era of MCP (``initialize`` first). ``server/discover`` (the
-2026-07-28 era's probe) is answered "method not found", so clients that probe fall back to
-the handshake. A session is bound to the server it opened and the client that opened it;
-a request for another server or from another client on the same session is refused.
+Clients speak either era of MCP. A handshake-era session (``initialize`` first) is bound
+to the server it opened and the client that opened it; a request for another server or
+from another client on the same session is refused. A 2026-07-28 request has no session:
+it names its server (the HTTP path, or the local connection's hello) and comes from its
+client (the token, or the local connection), and is served on the upstream connection
+pooled for that server and client (:mod:`proxy.gateway.modern`), opened with the
+handshake at the client's first request and kept while it is used. Its ``tools/call`` is
+decided, audited and sent exactly as a session's is; ``server/discover`` is answered from
+the upstream's handshake.
 
 ``servers`` are the servers in force: those of servers.json not turned off
 (``"disabled": true``), which ``disabled_servers`` holds. Every lookup of a server goes
@@ -94,6 +99,17 @@ from proxy.gateway.events import (
     UpstreamDown,
     UpstreamUp,
 )
+from proxy.gateway.modern import (
+    ModernPool,
+    check_request,
+    discovered,
+    envelope_of,
+    modern_headers,
+    shaped,
+    speaks_2026,
+    upstream_handshake,
+    without_envelope,
+)
 from proxy.gateway.pipeline import ToolCallPipeline
 from proxy.gateway.session import Session
 from proxy.policy.decide import Enforcer, Verdict, hidden_tools
@@ -115,8 +131,11 @@ __all__ = ["Gateway", "Session"]  # Session is re-exported from proxy.gateway.se
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS_PER_CLIENT = 32  # each one is a server process
+# a 2026 client's pooled upstream unused this long is ended (as an idle HTTP session is)
+MODERN_IDLE_SECONDS = 900.0
 
 _INIT_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
+_DISCOVER_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
 
 
 class Gateway:
@@ -226,19 +245,29 @@ class Gateway:
         server: str | None = None,
         client: str | None = None,
         on_session: Callable[[Session], None] | None = None,
+        on_modern: Callable[[], None] | None = None,
     ) -> Server[Any]:
         """An SDK ``Server`` whose sessions this gateway serves.
 
         ``server``/``client`` fix the session's server and client (the local socket front
         door knows both up front); on HTTP they come from the path and the token.
-        ``on_session`` hears of each session once its ``initialize`` has succeeded.
+        ``on_session`` hears of each session once its ``initialize`` has succeeded, and
+        ``on_modern`` of each 2026-07-28 request answered without an error.
+
+        The server's lifespan (the HTTP app's, or one local connection's) holds the task
+        group its upstreams run in and the pool of 2026 clients' upstreams.
         """
 
         @contextlib.asynccontextmanager
         async def lifespan(_server: Server[Any]) -> Any:
+            pool = ModernPool()
             async with anyio.create_task_group() as tg:
-                yield {"tg": tg}
-                tg.cancel_scope.cancel()
+                try:
+                    yield {"tg": tg, "pool": pool}
+                finally:
+                    for pooled in list(pool.sessions.values()):
+                        self.sessions.pop(pooled.id, None)  # its upstream ends with tg
+                    tg.cancel_scope.cancel()
 
         sdk_server: Server[Any] = Server("lockgate", lifespan=lifespan)
 
@@ -246,6 +275,8 @@ class Gateway:
             result = await self._handle(ctx, call_next, server, client)
             if on_session is not None and ctx.method == "initialize":
                 on_session(connection_of(ctx).state["lockgate"])
+            if on_modern is not None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                on_modern()
             return result
 
         sdk_server.middleware = [middleware]  # replaces the SDK's default (OpenTelemetry)
@@ -559,16 +590,12 @@ class Gateway:
                 session.initialized = True
             return None
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            # The SDK serves the 2026-07-28 era sessionless, one request at a time: no
-            # session to bind a client, server and upstream to. Refused, so clients fall
-            # back to the handshake; none of it reaches a server.
-            raise MCPError(
-                code=INVALID_REQUEST,
-                message="Lockgate speaks the initialize handshake (MCP up to 2025-11-25); use it",
-            )
+            return await self._modern(ctx, fixed_server, fixed_client)
         if method == "server/discover":
+            # the 2026 era's probe, without its envelope: a handshake client's mistake
             raise MCPError(
-                code=METHOD_NOT_FOUND, message="Lockgate speaks the initialize handshake; use it"
+                code=METHOD_NOT_FOUND,
+                message="server/discover needs the 2026-07-28 envelope; or use initialize",
             )
         server, client = self._identity(ctx, fixed_server, fixed_client)
         if method == "initialize":
@@ -595,18 +622,237 @@ class Gateway:
             result = self._hide_tools(session, result)
         return result
 
+    async def _modern(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        fixed_server: str | None,
+        fixed_client: str | None,
+    ) -> dict[str, Any]:
+        """A 2026-07-28 request: served on the pooled upstream of its server and client,
+        its ``tools/call`` through the same pipeline as a session's (see the module)."""
+        method, version = ctx.method, ctx.protocol_version
+        check_request(method, version, ctx.params)
+        server, client = self._identity(ctx, fixed_server, fixed_client)
+        why = self.not_served(server)
+        if why is not None:
+            raise MCPError(code=INVALID_PARAMS, message=why)
+        connection = connection_of(ctx)
+        session = await self._pooled(ctx.lifespan_context, server, client, ctx.params, connection)
+        connection.state["lockgate"] = session  # this request's errors are scrubbed
+        session.active += 1
+        session.last_active = self._monotonic()
+        passing = session.modern_upstream  # else translated for a handshake server
+        params = dict(ctx.params or {}) if passing else without_envelope(ctx.params) or {}
+        headers = modern_headers(method, params) if passing else None
+        try:
+            if method == "server/discover" and not passing:
+                raise self._no_discover(ctx.lifespan_context["pool"], session)
+            if method == "tools/call":
+                result = await self._tool_call(ctx, session, params, headers)
+            else:
+                why = self.not_served(session.server)
+                if why is not None:
+                    raise MCPError(code=INVALID_REQUEST, message=why)
+                upstream = await self._live_upstream(session)
+                result = await self._forward(
+                    ctx, session, upstream, method, params, headers=headers
+                )
+                if method == "tools/list":
+                    result = self._hide_tools(session, result)
+                elif method == "server/discover":
+                    result = discovered(result)
+        finally:
+            session.active -= 1
+        server_info = None if passing else (session.server_hello or {}).get("serverInfo")
+        return shaped(method, result, server_info)
+
+    def _no_discover(self, pool: ModernPool, session: Session) -> MCPError:
+        """What ``server/discover`` gets for a server that speaks only the handshake:
+        what the server itself answers, so a client that probes falls back to the
+        handshake as it would without Lockgate (one that does not probe is served in
+        2026-07-28 all the same). The upstream opened to find out goes at once, unless
+        requests use it."""
+        if session.active <= 1 and not session.inflight:
+            pool.forget(session)
+            self.sessions.pop(session.id, None)
+            if session.upstream is not None and session.task_group is not None:
+                session.task_group.start_soon(session.upstream.aclose)
+        return MCPError(
+            code=METHOD_NOT_FOUND,
+            message=f"server {session.server!r} speaks the initialize handshake, not "
+            "server/discover",
+        )
+
+    async def discover(
+        self,
+        lifespan: Mapping[str, Any],
+        server: str,
+        client: str,
+        params: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """``server/discover`` asked on a local connection before its era is chosen (the
+        SDK's loop would choose 2026-07-28 for good, and a client that probes a server
+        of the handshake era could not fall back to it): answered here, as
+        :meth:`_modern` answers it. ``lifespan`` is the connection's server's state.
+
+        Raises:
+            MCPError: the JSON-RPC error the client gets.
+        """
+        check_request("server/discover", MODERN_PROTOCOL_VERSIONS[-1], params)
+        why = self.not_served(server)
+        if why is not None:
+            raise MCPError(code=INVALID_PARAMS, message=why)
+        connection = Connection.from_envelope(MODERN_PROTOCOL_VERSIONS[-1], None, None)
+        with _as_protocol_errors("server/discover", lambda text: text):
+            session = await self._pooled(lifespan, server, client, params, connection)
+            session.active += 1
+            try:
+                if not session.modern_upstream:
+                    raise self._no_discover(lifespan["pool"], session)
+                upstream = await self._live_upstream(session)
+                result = await upstream.request(
+                    "server/discover",
+                    params,
+                    {**_DISCOVER_OPTIONS, "headers": modern_headers("server/discover", params)},
+                )
+            finally:
+                session.active -= 1
+            return shaped("server/discover", discovered(result), None)
+
+    async def _pooled(
+        self,
+        lifespan: Mapping[str, Any],
+        server: str,
+        client: str,
+        params: Mapping[str, Any] | None,
+        connection: Connection,
+    ) -> Session:
+        """The upstream session ``client``'s 2026 requests to ``server`` use in this
+        door's pool (in ``lifespan``): the one open, or one opened now (one for
+        concurrent requests)."""
+        pool: ModernPool = lifespan["pool"]
+        self._end_idle(pool)
+        key = (server, client)
+        session = pool.sessions.get(key)
+        if session is not None:
+            return session
+        opening = pool.opening.get(key)
+        if opening is None:
+            opening = asyncio.get_running_loop().create_task(
+                self._open_pooled(lifespan, server, client, params or {}, connection)
+            )
+            pool.opening[key] = opening
+
+            def opened(task: asyncio.Task[Session]) -> None:
+                pool.opening.pop(key, None)
+                if not task.cancelled():
+                    task.exception()  # retrieved: each waiter has its own copy
+
+            opening.add_done_callback(opened)
+        return await asyncio.shield(opening)
+
+    async def _open_pooled(
+        self,
+        lifespan: Mapping[str, Any],
+        server: str,
+        client: str,
+        params: Mapping[str, Any],
+        connection: Connection,
+    ) -> Session:
+        pool: ModernPool = lifespan["pool"]
+        await self._make_room_for(client)
+        spec = self.servers.get(server)
+        if spec is None:
+            raise MCPError(code=INVALID_PARAMS, message=self.not_served(server) or server)
+        session = Session(
+            id=uuid.uuid4().hex,
+            server=server,
+            client=client,
+            # the first request's: it refuses requests to the client, as the era does
+            connection=connection,
+            spec=spec,
+            configured=spec,
+            init_params=upstream_handshake(params.get("_meta"), client),
+            task_group=lifespan["tg"],
+            backoff=Backoff(clock=self._monotonic),
+        )
+
+        async def close() -> None:
+            self.sessions.pop(session.id, None)
+            pool.forget(session)
+            if session.upstream is not None:
+                await session.upstream.aclose()
+
+        session.close = close
+        self.sessions[session.id] = session
+        try:
+            await self._open_pooled_upstream(session, params)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await close()
+            raise
+        session.initialized = True
+        pool.sessions[(server, client)] = session
+        log.info("2026-07-28 client %s reached server %s (session %s)", client, server, session.id)
+        return session
+
+    async def _open_pooled_upstream(self, session: Session, params: Mapping[str, Any]) -> None:
+        """Start a pooled session's upstream in the era it speaks: asked first with
+        ``server/discover`` in the client's envelope (as the SDK's own client asks), a
+        server that offers 2026-07-28 is spoken to in it, every request passed on as the
+        client sent it; any other gets the handshake, and requests without the envelope.
+        """
+        upstream = await self._start_upstream(session)
+        probe = {"_meta": envelope_of(params)}
+        try:
+            hello = await upstream.request(
+                "server/discover",
+                probe,
+                {**_DISCOVER_OPTIONS, "headers": modern_headers("server/discover", probe)},
+            )
+        except MCPError as exc:
+            if _connection_lost(exc):
+                raise
+            log.debug("server %s has no server/discover (%s): the handshake", session.server, exc)
+        else:
+            if speaks_2026(hello):
+                session.modern_upstream = True
+                session.server_hello = hello
+                return
+        session.server_hello = await self._open_upstream(session, upstream)
+        opened = session.upstream  # over SSE, a new one
+        assert opened is not None
+        await opened.notify("notifications/initialized", None)
+
+    def _end_idle(self, pool: ModernPool) -> None:
+        """End the pooled upstreams of ``pool`` that no request has used for
+        :data:`MODERN_IDLE_SECONDS`."""
+        now = self._monotonic()
+        for session in list(pool.sessions.values()):
+            idle = now - session.last_active
+            if session.active or session.inflight or idle < MODERN_IDLE_SECONDS:
+                continue
+            log.info("ending the idle upstream of %s on %s", session.client, session.server)
+            self.sessions.pop(session.id, None)
+            pool.forget(session)
+            if session.upstream is not None and session.task_group is not None:
+                session.task_group.start_soon(session.upstream.aclose)
+
     async def _tool_call(
         self,
         ctx: ServerRequestContext[Any, Any],
         session: Session,
         params: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """A ``tools/call`` on the SDK's route: the pipeline, sending with the request's
         own back-channel (progress, server-to-client requests)."""
 
         async def send(forwarded: Mapping[str, Any]) -> dict[str, Any]:
             upstream = await self._live_upstream(session)
-            return await self._forward(ctx, session, upstream, "tools/call", forwarded)
+            return await self._forward(
+                ctx, session, upstream, "tools/call", forwarded, headers=headers
+            )
 
         return await self.tool_calls.run(session, params, send)
 
@@ -697,11 +943,24 @@ class Gateway:
             session.close = close
         connection.exit_stack.push_async_callback(self._end_session, session)
         self.sessions[session.id] = session
-        upstream = await self._start_upstream(session)
+        return _announcing_list_changes(await self._open_upstream(session))
+
+    async def _open_upstream(
+        self, session: Session, upstream: Upstream | None = None
+    ) -> dict[str, Any]:
+        """Start the session's upstream (unless ``upstream`` is it, started) and send it
+        the handshake (``init_params``); its ``initialize`` result. A remote server that
+        refuses streamable HTTP is tried over SSE, and remembered so for its restarts.
+
+        Raises:
+            MCPError: the server refused or failed the handshake (its reason, scrubbed).
+            UpstreamUnavailable: it could not be started.
+        """
+        server = session.server
+        if upstream is None:
+            upstream = await self._start_upstream(session)
         try:
-            return _announcing_list_changes(
-                await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
-            )
+            return await upstream.request("initialize", session.init_params, _INIT_OPTIONS)
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED and exc.error.message == "Connection closed":
                 # It exited before it answered: say why, in its own last words.
@@ -724,9 +983,7 @@ class Gateway:
         session.spec = replace(session.spec, sse=True)
         upstream = await self._start_upstream(session)
         try:
-            return _announcing_list_changes(
-                await upstream.request("initialize", ctx.params, _INIT_OPTIONS)
-            )
+            return await upstream.request("initialize", session.init_params, _INIT_OPTIONS)
         except MCPError as exc:
             self._raise_sign_in_failure(session, exc)
             raise
@@ -870,9 +1127,10 @@ class Gateway:
             session.spec = session.configured = configured
         log.info("restarting server %s for session %s", session.server, session.id)
         upstream = await self._start_upstream(session)
-        # The new process has no session: replay the client's handshake.
-        await upstream.request("initialize", session.init_params, _INIT_OPTIONS)
-        await upstream.notify("notifications/initialized", None)
+        if not session.modern_upstream:  # 2026-07-28 has no handshake to replay
+            # The new process has no session: replay the client's handshake.
+            await upstream.request("initialize", session.init_params, _INIT_OPTIONS)
+            await upstream.notify("notifications/initialized", None)
         return upstream
 
     async def _end_session(self, session: Session) -> None:
@@ -896,9 +1154,11 @@ class Gateway:
         upstream: Upstream,
         method: str,
         params: Mapping[str, Any] | None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         forwarded, token = _without_progress_token(params)
-        options: CallOptions = {}
+        options: CallOptions = {} if headers is None else {"headers": dict(headers)}
         if token is not None:
             client_session = ctx.session
 
@@ -1020,6 +1280,11 @@ def _turned_off(server: str) -> str:
         f"server {server!r} is turned off in Lockgate; a person can turn it on in "
         'Lockgate\'s Servers tab (or remove its "disabled": true from servers.json)'
     )
+
+
+def _connection_lost(exc: MCPError) -> bool:
+    """Whether a request failed because its server went away (not an answer)."""
+    return exc.error.code == CONNECTION_CLOSED and exc.error.message == "Connection closed"
 
 
 def _refused_streamable_http(spec: ServerSpec, exc: MCPError) -> bool:

@@ -29,7 +29,11 @@ class Session:
     client: str
     connection: Connection
     spec: ServerSpec  # what the session's upstream is started from (SSE remembered)
-    init_params: Mapping[str, Any] | None = None
+    init_params: Mapping[str, Any] | None = None  # the handshake its upstream opens with
+    # the upstream's answer to it, or to server/discover (a 2026 client's serverInfo)
+    server_hello: Mapping[str, Any] | None = None
+    # a 2026 client's upstream that speaks 2026-07-28 too: requests pass as they came
+    modern_upstream: bool = False
     upstream: Upstream | None = None
     backoff: Backoff = field(default_factory=Backoff)
     inflight: dict[Any, DispatchContext[Any]] = field(default_factory=dict)

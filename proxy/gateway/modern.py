@@ -1,0 +1,206 @@
+"""The 2026-07-28 era of MCP, served to clients in front of servers of either era.
+
+At 2026-07-28 there is no ``initialize`` and no session: every request carries its own
+envelope in ``params._meta`` (the protocol version, the client's capabilities and
+information), and every result says what it is (``resultType``). The SDK parses and
+checks the envelope and its headers before the gateway sees a request, and builds a
+fresh connection for each one; this module holds what the gateway adds, pure functions
+of a request or a result:
+
+- which requests the era has (:func:`check_request`: ``ping`` and the handshake's
+  methods do not exist at 2026 and are answered "method not found", as the SDK does);
+- the request as a handshake-era server takes it (:func:`without_envelope`: the
+  envelope's reserved keys go; a server of that era refuses them);
+- the upstream handshake a pooled connection opens with (:func:`upstream_handshake`);
+- the answer to ``server/discover`` of a server that speaks the era too
+  (:func:`discovered`), and a result as the era writes it (:func:`shaped`).
+
+Where the gateway keeps the upstream connections 2026 clients use, one per server and
+client in each pool (the HTTP door's one, or a local connection's), is
+:class:`ModernPool`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    NAME_BEARING_METHODS,
+    encode_header_value,
+)
+from mcp_types import (
+    CLIENT_INFO_META_KEY,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
+)
+from mcp_types import methods as spec_methods
+from mcp_types.version import LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from proxy.gateway.session import Session
+
+__all__ = [
+    "ModernPool",
+    "check_request",
+    "discovered",
+    "envelope_of",
+    "modern_headers",
+    "shaped",
+    "speaks_2026",
+    "upstream_handshake",
+    "without_envelope",
+]
+
+RESERVED_PREFIX = "io.modelcontextprotocol/"
+# What a 2026 client is told about caching: nothing may be kept (Lockgate's policy can
+# hide a tool at any moment, so a list is good only as long as it is read).
+_NO_CACHE = {"ttlMs": 0, "cacheScope": "private"}
+# Capabilities whose changes reach a 2026 client only on a subscriptions/listen stream,
+# which Lockgate does not serve yet: not offered.
+_LISTEN_FLAGS = ("listChanged", "subscribe")
+
+
+def check_request(method: str, version: str, params: Mapping[str, Any] | None) -> None:
+    """Refuse a request the era does not have, or whose shape the era's schema refuses.
+
+    Raises:
+        MCPError: -32601 for a method of another era (``ping``, ``initialize``,
+            ``logging/setLevel``…), -32602 for malformed params.
+    """
+    if method not in spec_methods.SPEC_CLIENT_METHODS:
+        return  # a method of the server's own: forwarded as it is
+    try:
+        spec_methods.validate_client_request(method, version, params)
+    except KeyError:
+        raise MCPError(
+            code=METHOD_NOT_FOUND, message=f"{method} does not exist at MCP {version}"
+        ) from None
+    except ValidationError as exc:
+        raise MCPError(
+            code=INVALID_PARAMS, message=f"invalid {method} params: {exc.errors()[0]['msg']}"
+        ) from None
+
+
+def without_envelope(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``params`` without the 2026 envelope (the ``io.modelcontextprotocol/`` keys of
+    ``_meta``): a server reached through the handshake refuses them. What else
+    ``_meta`` holds (a progress token, a client's own keys) stays."""
+    if params is None:
+        return None
+    out = dict(params)
+    meta = out.get("_meta")
+    if isinstance(meta, Mapping):
+        kept = {k: v for k, v in meta.items() if not str(k).startswith(RESERVED_PREFIX)}
+        if kept:
+            out["_meta"] = kept
+        else:
+            del out["_meta"]
+    return out
+
+
+def envelope_of(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The 2026 envelope of a request: the reserved keys of its ``_meta``."""
+    meta = (params or {}).get("_meta")
+    if not isinstance(meta, Mapping):
+        return {}
+    return {k: v for k, v in meta.items() if str(k).startswith(RESERVED_PREFIX)}
+
+
+def modern_headers(method: str, params: Mapping[str, Any] | None) -> dict[str, str]:
+    """The HTTP headers a 2026 request carries to a remote server (the SDK's
+    streamable-HTTP server routes by them and checks them against the body)."""
+    meta = (params or {}).get("_meta")
+    version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, Mapping) else None
+    headers = {MCP_METHOD_HEADER: method}
+    if isinstance(version, str):
+        headers[MCP_PROTOCOL_VERSION_HEADER] = version
+    field = NAME_BEARING_METHODS.get(method)
+    name = (params or {}).get(field) if field is not None else None
+    if isinstance(name, str):
+        headers[MCP_NAME_HEADER] = encode_header_value(name)
+    return headers
+
+
+def speaks_2026(discovered: Mapping[str, Any]) -> bool:
+    """Whether a server's ``server/discover`` answer offers a version of the 2026 era."""
+    versions = discovered.get("supportedVersions")
+    return isinstance(versions, list) and any(v in MODERN_PROTOCOL_VERSIONS for v in versions)
+
+
+def upstream_handshake(meta: Mapping[str, Any] | None, client: str) -> dict[str, Any]:
+    """The ``initialize`` params a pooled upstream connection opens with, for a 2026
+    client: the newest handshake version, the client's own name when its envelope gives
+    one, and no capabilities (a 2026 client is asked for input only through an
+    input-required result, which Lockgate does not make of a server's request yet: a
+    server told the client can sample or elicit would ask, and be refused)."""
+    info = (meta or {}).get(CLIENT_INFO_META_KEY)
+    if not (isinstance(info, Mapping) and isinstance(info.get("name"), str)):
+        info = {"name": client, "version": "unknown"}
+    return {
+        "protocolVersion": LATEST_HANDSHAKE_VERSION,
+        "capabilities": {},
+        "clientInfo": dict(info),
+    }
+
+
+def discovered(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """A 2026 server's answer to ``server/discover`` as Lockgate gives it on: the
+    versions both speak, and what the server can do less what Lockgate does not carry
+    (changes announced on a ``subscriptions/listen`` stream); nothing may be cached."""
+    out = dict(answer)
+    versions = answer.get("supportedVersions")
+    out["supportedVersions"] = [
+        v for v in (versions if isinstance(versions, list) else []) if v in MODERN_PROTOCOL_VERSIONS
+    ]
+    capabilities: dict[str, Any] = {}
+    raw = answer.get("capabilities")
+    for name, value in (raw if isinstance(raw, Mapping) else {}).items():
+        capabilities[name] = (
+            {k: v for k, v in value.items() if k not in _LISTEN_FLAGS}
+            if isinstance(value, Mapping)
+            else value
+        )
+    out["capabilities"] = capabilities
+    out.update(_NO_CACHE)
+    return out
+
+
+def shaped(method: str, result: Mapping[str, Any], server_info: Any) -> dict[str, Any]:
+    """``result`` as the 2026 era writes it: its ``resultType``, the caching fields of a
+    result that has them, and the server's information in ``_meta``."""
+    out = dict(result)
+    out.setdefault("resultType", "complete")
+    if method in spec_methods.CACHEABLE_METHODS:
+        for key, value in _NO_CACHE.items():
+            out.setdefault(key, value)
+    if isinstance(server_info, Mapping):
+        meta = out.get("_meta")
+        out["_meta"] = {
+            **(meta if isinstance(meta, Mapping) else {}),
+            SERVER_INFO_META_KEY: dict(server_info),
+        }
+    return out
+
+
+class ModernPool:
+    """The upstream sessions 2026 clients use, one per (server, client): made at a
+    client's first request (concurrent first requests share the one being made),
+    kept while they are used, ended with the pool (its door's life) or when idle."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self.opening: dict[tuple[str, str], asyncio.Task[Session]] = {}
+
+    def forget(self, session: Session) -> None:
+        key = (session.server, session.client)
+        if self.sessions.get(key) is session:
+            del self.sessions[key]

@@ -1,0 +1,235 @@
+"""The 2026-07-28 era through both doors, with the MCP SDK's own client (v2).
+
+Real gateway, real upstreams: the recorder (tests/servers/recorder.py), which speaks only
+the handshake, and mcp-server-time (PyPI, built on the SDK: it speaks both eras). The
+client is the SDK's ``Client`` over streamable HTTP (the HTTP door) and over stdio through
+a real ``lockgate connect`` process (the local door), pinned to each era and in ``auto``.
+Each is compared with what the same client negotiates with the same server directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from proxy.gateway.modern import (
+    check_request,
+    discovered,
+    envelope_of,
+    modern_headers,
+    shaped,
+    speaks_2026,
+    upstream_handshake,
+    without_envelope,
+)
+from tests.support.harness import RECORDER, Harness, running, write_json
+from tests.support.live import lockgate_command
+
+TIME_SERVER = Path(sys.executable).with_name("mcp-server-time")
+MODERN = "2026-07-28"
+DOORS = ("http", "local")
+
+
+def servers(harness: Harness) -> dict[str, Any]:
+    return {
+        "mcpServers": {
+            "rec": {"command": sys.executable, "args": [str(RECORDER), str(harness.record)]},
+            "time": {"command": str(TIME_SERVER)},
+        }
+    }
+
+
+def direct(server: str, harness: Harness) -> StdioServerParameters:
+    spec = servers(harness)["mcpServers"][server]
+    return StdioServerParameters(command=spec["command"], args=spec.get("args", []))
+
+
+@contextlib.asynccontextmanager
+async def through(door: str, harness: Harness, server: str, mode: str) -> AsyncIterator[Client]:
+    """The SDK's client on ``server`` through Lockgate's ``door``, negotiating ``mode``."""
+    if door == "http":
+        token = harness.token("agent")
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+            Client(
+                streamable_http_client(harness.http_url + server, http_client=http), mode=mode
+            ) as client,
+        ):
+            yield client
+        return
+    params = StdioServerParameters(
+        command=lockgate_command(),
+        args=[
+            "--config-dir",
+            str(harness.paths.config_dir),
+            "--data-dir",
+            str(harness.paths.data_dir),
+            "connect",
+            server,
+            "--client",
+            "agent",
+        ],
+    )
+    async with Client(stdio_client(params), mode=mode) as client:
+        yield client
+
+
+def text(result: Any) -> str:
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_2026_client_reaches_a_handshake_server_and_is_decided_by_the_policy(
+    tmp_path: Path, door: str
+) -> None:
+    harness = Harness(tmp_path)
+    write_json(harness.paths.servers_file, servers(harness))
+    harness.write_policy(
+        {
+            "default": "allow",
+            "tools": {
+                "delete_file": {"action": "deny", "reason": "nothing is deleted here"},
+                "hidden": {"action": "deny", "hide": True},
+            },
+        }
+    )
+    async with running(harness) as gateway, through(door, harness, "rec", MODERN) as client:
+        assert client.protocol_version == MODERN
+        listed = {tool.name for tool in (await client.list_tools()).tools}
+        assert "echo" in listed
+        assert "hidden" not in listed
+        ran = await client.call_tool("echo", {"text": "hi"})
+        assert text(ran) == "ran echo"
+        blocked = await client.call_tool("delete_file", {"path": "/"})
+        assert blocked.is_error
+        assert "nothing is deleted here" in text(blocked)
+        with pytest.raises(MCPError):  # hidden: as unknown as it is to the handshake
+            await client.call_tool("hidden", {})
+        rows = gateway.audit.query(limit=10)
+    # the blocked and the hidden call never reached the server; every call is in the log
+    assert harness.recorded_names() == ["echo"]
+    assert [(r.tool, r.decision.value, r.client) for r in reversed(rows)] == [
+        ("echo", "allowed", "agent"),
+        ("delete_file", "denied", "agent"),
+        ("hidden", "denied", "agent"),
+    ]
+
+
+@pytest.mark.parametrize("door", DOORS)
+@pytest.mark.parametrize("server", ["rec", "time"])
+@pytest.mark.parametrize("mode", ["auto", "legacy", MODERN])
+async def test_the_sdk_client_negotiates_through_lockgate_what_it_negotiates_directly(
+    tmp_path: Path, door: str, server: str, mode: str
+) -> None:
+    harness = Harness(tmp_path)
+    write_json(harness.paths.servers_file, servers(harness))
+    harness.write_policy({"default": "allow"})
+    # pinned to 2026 the client cannot use the recorder directly (it knows only the
+    # handshake); through Lockgate it can, translated: compared with the handshake's
+    translated = (server, mode) == ("rec", MODERN)
+    async with Client(
+        stdio_client(direct(server, harness)), mode="legacy" if translated else mode
+    ) as client:
+        expected = MODERN if translated else client.protocol_version
+        direct_tools = sorted(t.name for t in (await client.list_tools()).tools)
+    async with running(harness), through(door, harness, server, mode) as client:
+        assert client.protocol_version == expected
+        assert sorted(t.name for t in (await client.list_tools()).tools) == direct_tools
+        if server == "time":
+            result = await client.call_tool("get_current_time", {"timezone": "UTC"})
+            assert not result.is_error
+            assert "UTC" in text(result)
+
+
+def envelope(**extra: Any) -> dict[str, Any]:
+    return {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "code"),
+    [
+        ("ping", {"_meta": envelope()}, -32601),  # the handshake era's, not this one's
+        ("logging/setLevel", {"level": "info", "_meta": envelope()}, -32601),
+        ("tools/call", {"_meta": envelope()}, -32602),  # no name
+    ],
+)
+def test_a_request_the_era_does_not_have_is_refused(
+    method: str, params: dict[str, Any], code: int
+) -> None:
+    with pytest.raises(MCPError) as refused:
+        check_request(method, MODERN, params)
+    assert refused.value.error.code == code
+    check_request("tools/list", MODERN, {"_meta": envelope()})
+    check_request("vendor/own", MODERN, None)  # a server's own method: passed on
+
+
+def test_the_envelope_goes_and_the_rest_of_meta_stays() -> None:
+    params = {"name": "echo", "_meta": envelope(progressToken=3)}
+    assert without_envelope(params) == {"name": "echo", "_meta": {"progressToken": 3}}
+    assert without_envelope({"_meta": envelope()}) == {}
+    assert without_envelope(None) is None
+    assert envelope_of(params) == envelope()
+
+
+def test_a_result_is_written_as_the_era_writes_it() -> None:
+    listed = shaped("tools/list", {"tools": []}, {"name": "rec", "version": "1"})
+    assert listed == {
+        "tools": [],
+        "resultType": "complete",
+        "ttlMs": 0,
+        "cacheScope": "private",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "rec", "version": "1"}},
+    }
+    called = shaped("tools/call", {"content": [], "resultType": "input_required"}, None)
+    assert called == {"content": [], "resultType": "input_required"}  # not cacheable
+
+
+def test_discover_offers_what_both_speak_and_nothing_to_cache() -> None:
+    answer = {
+        "supportedVersions": ["2026-07-28", "2099-01-01"],
+        "capabilities": {"tools": {"listChanged": True}, "logging": {}},
+        "ttlMs": 60_000,
+        "cacheScope": "public",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "time"}},
+    }
+    assert discovered(answer) == {
+        "supportedVersions": ["2026-07-28"],
+        "capabilities": {"tools": {}, "logging": {}},
+        "ttlMs": 0,
+        "cacheScope": "private",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "time"}},
+    }
+    assert speaks_2026(answer)
+    assert not speaks_2026({"supportedVersions": ["2025-11-25"]})
+
+
+def test_the_upstream_handshake_and_headers_of_a_2026_request() -> None:
+    info = {"name": "cursor", "version": "3"}
+    assert upstream_handshake(envelope(**{"io.modelcontextprotocol/clientInfo": info}), "c") == {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": info,
+    }
+    assert upstream_handshake(None, "agent")["clientInfo"] == {
+        "name": "agent",
+        "version": "unknown",
+    }
+    headers = modern_headers("tools/call", {"name": "wëird", "_meta": envelope()})
+    assert headers["mcp-method"] == "tools/call"
+    assert headers["mcp-protocol-version"] == MODERN
+    assert headers["mcp-name"].startswith("=?base64?")  # not plain ASCII: encoded
+    assert "mcp-name" not in modern_headers("tools/list", {"_meta": envelope()})
