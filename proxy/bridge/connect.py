@@ -5,12 +5,18 @@ this command must not pay for importing the rest of Lockgate (the MCP SDK, the p
 engine, the audit log): :func:`fast_main` runs it with only this module, the control
 socket and the paths, in a tenth of the time of the full command line. The full command
 line builds its ``connect`` from the same pieces (:func:`add_arguments`, :func:`run`).
+
+How it bridges (``LOCKGATE_BRIDGE``): ``fd`` hands the client's pipes to the gateway
+(``SCM_RIGHTS``, no hop of its own), ``relay`` copies them to and from the socket, and
+``auto`` (or unset, or empty) passes them where the system can (``socket.send_fds``) and
+relays elsewhere. Any other value is a usage error (exit 2), never a guess; so is ``fd``
+where the system cannot pass descriptors.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -18,21 +24,37 @@ from collections.abc import Sequence
 from proxy.bridge.control import (
     ControlError,
     GatewayNotRunning,
-    bridge,
     bridge_passing_pipes,
+    bridge_relaying,
     default_client_name,
 )
 from proxy.config.paths import Paths, resolve_paths
 from proxy.config.tokens import valid_client_name
 
-__all__ = ["HELP", "add_arguments", "command_of", "fast_main", "run"]
+__all__ = [
+    "BRIDGE_MODES",
+    "BRIDGE_VARIABLE",
+    "HELP",
+    "add_arguments",
+    "command_of",
+    "fast_main",
+    "run",
+]
 
 HELP = "stdio bridge to a running gateway: what an MCP client launches for SERVER"
 # the global options that take a value, which may come before the command
 _VALUED = ("--config-dir", "--data-dir", "--port")
+BRIDGE_VARIABLE = "LOCKGATE_BRIDGE"
+BRIDGE_MODES = ("auto", "fd", "relay")
+_EPILOG = (
+    f"{BRIDGE_VARIABLE}=fd|relay|auto chooses how: fd hands the client's pipes to the "
+    "gateway, relay copies them to and from its socket, auto (the default) passes them "
+    "where the system can."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = _EPILOG
     parser.add_argument("server", help="the server name, as in servers.json")
     parser.add_argument(
         "--client",
@@ -61,15 +83,32 @@ def command_of(argv: Sequence[str]) -> str | None:
 
 
 def run(paths: Paths, server: str, client: str | None) -> int:
-    """Bridge this process's stdio to the gateway's session for ``server``."""
+    """Bridge this process's stdio to the gateway's session for ``server``, the way
+    ``LOCKGATE_BRIDGE`` says (see the module); the exit code (2: a usage error)."""
     client = client or default_client_name()
     if not valid_client_name(client):
         print(f"lockgate connect: {client!r} is not a valid client name", file=sys.stderr)
         return 2
+    mode = os.environ.get(BRIDGE_VARIABLE) or "auto"
+    if mode not in BRIDGE_MODES:
+        print(
+            f"lockgate connect: {BRIDGE_VARIABLE}={mode!r} is not a way to bridge; "
+            "use fd, relay or auto (or leave it unset)",
+            file=sys.stderr,
+        )
+        return 2
+    can_pass = hasattr(socket, "send_fds")
+    if mode == "fd" and not can_pass:
+        print(
+            f"lockgate connect: {BRIDGE_VARIABLE}=fd, but this system cannot pass file "
+            "descriptors over a socket (no socket.send_fds); use relay or auto",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        if hasattr(socket, "send_fds"):
-            return bridge_passing_pipes(paths, server, client)
-        return asyncio.run(bridge(paths, server, client))
+        if mode == "relay" or not can_pass:
+            return bridge_relaying(paths, server, client)
+        return bridge_passing_pipes(paths, server, client)
     except (GatewayNotRunning, ControlError) as exc:
         # The MCP client shows this (its server "failed to start") in its logs.
         print(f"lockgate connect: {exc.told()}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """Talking to a running gateway over its local socket: the stdio bridge and control.
 
 ``lockgate connect SERVER`` is what an MCP client launches instead of the server itself.
-It pumps the client's stdin and stdout to the gateway's socket, line for line, without
-looking inside, and exits when the client closes its side (or the gateway goes away).
+It hands the client's stdin and stdout to the gateway (:func:`bridge_passing_pipes`), or,
+where file descriptors cannot be passed, copies them to and from the gateway's socket
+byte for byte, without looking inside (:func:`bridge_relaying`); it exits when the
+session ends (the client closed its side, or the gateway went away).
 
 Every other command asks the gateway's control door (:mod:`proxy.doors.control`): one
 request and its answer (:func:`control`), or a request answered in parts (:func:`watch`,
@@ -11,33 +13,35 @@ request and its answer (:func:`control`), or a request answered in parts (:func:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import re
+import select
 import socket
-import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from proxy.config.paths import Paths
-from proxy.config.runinfo import LINE_LIMIT, peer_uid, read_run_info
+from proxy.config.runinfo import peer_uid, read_run_info
 from proxy.config.tokens import valid_client_name
 from proxy.errors import LockgateError
 
 __all__ = [
     "ControlError",
     "GatewayNotRunning",
-    "bridge",
     "bridge_passing_pipes",
+    "bridge_relaying",
     "control",
     "default_client_name",
     "end_sessions_of",
     "sign_in",
     "watch",
 ]
+
+_CHUNK = 64 * 1024  # one read or write of the bridge (below malloc's mmap threshold)
 
 
 class GatewayNotRunning(LockgateError):
@@ -75,7 +79,8 @@ def _socket_path(paths: Paths) -> Path:
 
 
 def _check_peer(sock: socket.socket) -> None:
-    """The process at the other end must run as us (Linux; elsewhere the folder check).
+    """The process at the other end must run as us, where the system can say
+    (:func:`~proxy.config.runinfo.peer_uid`; elsewhere the private folder is the check).
 
     Raises:
         ControlError: it does not.
@@ -200,6 +205,66 @@ def watch(paths: Paths) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
+def _open_session(
+    paths: Paths, server: str, client: str, *, pass_pipes: bool
+) -> tuple[socket.socket, bytes]:
+    """A connection to the gateway's MCP session for ``server``, its hello said and
+    accepted; and what the gateway sent after its answer (the session's first bytes).
+
+    Both ways of bridging open it here, so both check the same: the socket's folder is
+    ours and private, the process serving it runs as us, the gateway says yes. With
+    ``pass_pipes`` the hello carries this process's stdin and stdout (``SCM_RIGHTS``).
+
+    Raises:
+        GatewayNotRunning: no gateway is running.
+        ControlError: the gateway refused (unknown server, bad client name), or the
+            socket is not one of ours.
+    """
+    path = _socket_path(paths)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise GatewayNotRunning(paths) from None
+        _check_peer(sock)
+        hello = {"lockgate": 1, "mode": "connect", "server": server, "client": client}
+        line = json.dumps(hello).encode() + b"\n"
+        try:
+            if pass_pipes:
+                socket.send_fds(sock, [line], [0, 1])
+            else:
+                sock.sendall(line)
+            answer, rest = _answer(sock)
+        except OSError as exc:
+            raise ControlError(f"the connection to the gateway failed ({exc}); try again") from None
+        if not answer.get("ok"):
+            raise ControlError(str(answer.get("error", "the gateway closed the connection")))
+    except BaseException:
+        sock.close()
+        raise
+    return sock, rest
+
+
+def _answer(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
+    """The gateway's answer to the hello, and whatever came after it in the same reads
+    (not through a buffered file: the relay must hand every byte on)."""
+    data = b""
+    while b"\n" not in data and len(data) < _CHUNK:
+        chunk = sock.recv(_CHUNK)
+        if not chunk:
+            break
+        data += chunk
+    line, _, rest = data.partition(b"\n")
+    try:
+        answer = json.loads(line or b"{}")
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ControlError("the gateway's answer made no sense")
+    return answer, rest
+
+
 def bridge_passing_pipes(paths: Paths, server: str, client: str) -> int:
     """Hand this process's stdin and stdout to the gateway, then wait; the exit code.
 
@@ -212,77 +277,85 @@ def bridge_passing_pipes(paths: Paths, server: str, client: str) -> int:
         GatewayNotRunning: no gateway is running.
         ControlError: the gateway refused (unknown server, bad client name).
     """
-    path = _socket_path(paths)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock, _rest = _open_session(paths, server, client, pass_pipes=True)
     with sock:
-        try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise GatewayNotRunning(paths) from None
-        _check_peer(sock)
-        hello = {"lockgate": 1, "mode": "connect", "server": server, "client": client}
-        socket.send_fds(sock, [json.dumps(hello).encode() + b"\n"], [0, 1])
-        stream = sock.makefile("rb")
-        answer = json.loads(stream.readline() or b"{}")
-        if not answer.get("ok"):
-            raise ControlError(answer.get("error", "the gateway closed the connection"))
         # Let go of our own copies, so the client sees the gateway close its stdout.
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.close(devnull)
-        while stream.read(65536):  # nothing comes; this returns when the session ends
-            pass
+        with contextlib.suppress(OSError):  # a reset is the session's end too
+            while sock.recv(_CHUNK):  # nothing comes; this returns when the session ends
+                pass
     return 0
 
 
-async def bridge(paths: Paths, server: str, client: str) -> int:
-    """Pump stdin/stdout to the gateway's MCP session for ``server``, line by line: the way
-    for systems that cannot pass file descriptors; the exit code.
+def bridge_relaying(paths: Paths, server: str, client: str) -> int:
+    """Copy stdin to the gateway's session for ``server`` and the session to stdout, byte
+    for byte, until either side ends; the exit code. The way for systems that cannot
+    pass file descriptors, and what ``LOCKGATE_BRIDGE=relay`` asks for.
+
+    To the client it is the same session as with the pipes passed: the gateway reads
+    the lines and finds their ends (a message over its limit is refused, however long),
+    the client closing stdin ends the session, and the gateway ending it closes stdout,
+    after every byte it sent before is written. A client that closes stdout ends the
+    session, as the gateway's write would. Each direction is one blocking copy (a
+    thread for stdin): nothing is held beyond the chunk being written, so a client
+    that reads slowly slows the gateway's writes, as its own pipe would.
 
     Raises:
         GatewayNotRunning: no gateway is running.
         ControlError: the gateway refused (unknown server, bad client name).
     """
-    path = _socket_path(paths)
-    try:
-        reader, writer = await asyncio.open_unix_connection(str(path), limit=LINE_LIMIT)
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise GatewayNotRunning(paths) from None
-    hello = {"lockgate": 1, "mode": "connect", "server": server, "client": client}
-    writer.write(json.dumps(hello).encode() + b"\n")
-    await writer.drain()
-    answer = json.loads(await reader.readline() or b"{}")
-    if not answer.get("ok"):
-        writer.close()
-        raise ControlError(answer.get("error", "the gateway closed the connection"))
-
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader(limit=LINE_LIMIT)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
-    out_transport, out_protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, sys.stdout.buffer
-    )
-    stdout = asyncio.StreamWriter(out_transport, out_protocol, None, loop)
-
-    async def client_to_gateway() -> None:
-        while line := await stdin.readline():
-            writer.write(line)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()  # the client closed: the gateway ends the session
-
-    async def gateway_to_client() -> None:
-        while line := await reader.readline():
-            stdout.write(line)
-            await stdout.drain()
-
-    upward = asyncio.create_task(client_to_gateway())
-    try:
-        await gateway_to_client()  # ends when the gateway closes the session
-    finally:
-        upward.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await upward
-        writer.close()
+    sock, first = _open_session(paths, server, client, pass_pipes=False)
+    with sock:
+        upward = threading.Thread(
+            target=_client_to_gateway, args=(sock,), name="lockgate-relay-stdin", daemon=True
+        )
+        upward.start()
+        _gateway_to_client(sock, first)
+        # The client closed stdout, or the session is over: either way the gateway ends
+        # it now; the thread on stdin is left to the process's exit.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
     return 0
+
+
+def _client_to_gateway(sock: socket.socket) -> None:
+    """Copy stdin to the session until the client closes it (or it breaks, or the
+    gateway has gone); then say so, and the gateway ends the session."""
+    with contextlib.suppress(OSError):
+        while chunk := _read_some(0):
+            sock.sendall(chunk)
+    with contextlib.suppress(OSError):  # fails only when the gateway has gone already
+        sock.shutdown(socket.SHUT_WR)
+
+
+def _gateway_to_client(sock: socket.socket, first: bytes) -> None:
+    """Copy the session to stdout until the gateway ends it (its end, or a reset: it went
+    with our last bytes unread) or stdout cannot be written (the client closed it)."""
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    try:
+        _write_all(1, first)
+        while received := sock.recv_into(buffer):
+            _write_all(1, view[:received])
+    except OSError:
+        return
+
+
+def _read_some(fd: int) -> bytes:
+    while True:
+        try:
+            return os.read(fd, _CHUNK)
+        except BlockingIOError:  # the client's pipe is non-blocking: wait for bytes
+            select.select([fd], [], [])
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:  # the client's pipe is non-blocking: wait for room
+            select.select([], [fd], [])

@@ -10,27 +10,85 @@ import json
 import os
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from proxy.config.paths import Paths
 
-__all__ = ["DEFAULT_PORT", "LINE_LIMIT", "RunInfo", "peer_uid", "read_run_info", "run_file"]
+__all__ = [
+    "DEFAULT_PORT",
+    "LINE_LIMIT",
+    "RunInfo",
+    "peer_uid",
+    "read_run_info",
+    "run_file",
+    "uid_from_peercred",
+    "uid_from_xucred",
+]
 
 DEFAULT_PORT = 5625  # L-O-C-K on a phone keypad
-LINE_LIMIT = 32 * 1024 * 1024  # one MCP message per line on the local socket
+LINE_LIMIT = 32 * 1024 * 1024  # one MCP message per line from a server's stdout
+
+
+# Linux's struct ucred {pid_t pid; uid_t uid; gid_t gid;}, and OpenBSD's struct
+# sockpeercred {uid_t uid; gid_t gid; pid_t pid;}: both are what SO_PEERCRED fills.
+_UCRED = struct.Struct("@iII")
+_SOCKPEERCRED = struct.Struct("@IIi")
+# macOS's and FreeBSD's struct xucred, what getsockopt(SOL_LOCAL, LOCAL_PEERCRED) fills
+# (sys/ucred.h, sys/un.h): u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t
+# cr_groups[16] (XU_NGROUPS, NGROUPS on macOS); FreeBSD 13 and later add a union with the
+# pid after it.
+_XUCRED = struct.Struct("@IIh16I")
+_XUCRED_HEAD = struct.Struct("@IIh")
+_XUCRED_ROOM = _XUCRED.size + 16  # FreeBSD's pid, 8-byte aligned
+XUCRED_VERSION = 0
+SOL_LOCAL = 0
+LOCAL_PEERCRED = 1
+_XU_NGROUPS = 16
+_HAS_LOCAL_PEERCRED = sys.platform == "darwin" or sys.platform.startswith(("freebsd", "dragonfly"))
+
+
+def uid_from_peercred(creds: bytes, platform: str = sys.platform) -> int:
+    """The user id in what ``SO_PEERCRED`` gave: Linux's ``struct ucred`` (pid, uid,
+    gid), or on OpenBSD its ``struct sockpeercred`` (uid, gid, pid)."""
+    if platform.startswith("openbsd"):
+        uid, _gid, _pid = _SOCKPEERCRED.unpack_from(creds)
+    else:
+        _pid, uid, _gid = _UCRED.unpack_from(creds)
+    return int(uid)
+
+
+def uid_from_xucred(creds: bytes) -> int | None:
+    """The user id in a ``struct xucred`` (macOS, FreeBSD, DragonFly: ``LOCAL_PEERCRED``),
+    or None if it is not one this knows (too short, another ``cr_version``, a group
+    count out of range): then the system cannot say, as where it has no call for it."""
+    if len(creds) < _XUCRED.size:
+        return None
+    version, uid, ngroups = _XUCRED_HEAD.unpack_from(creds)
+    if version != XUCRED_VERSION or not 0 <= ngroups <= _XU_NGROUPS:
+        return None
+    return int(uid)
 
 
 def peer_uid(sock: socket.socket) -> int | None:
     """The user id of the process at the other end of a Unix socket, or None where the
-    system cannot say (no ``SO_PEERCRED``: then the private folder is the check)."""
-    option = getattr(socket, "SO_PEERCRED", None)  # Linux
-    if option is None:
+    system cannot say.
+
+    Linux and OpenBSD: ``SO_PEERCRED``. macOS, FreeBSD and DragonFly: ``LOCAL_PEERCRED``
+    at level ``SOL_LOCAL`` (0), a ``struct xucred``. Elsewhere (NetBSD, whose
+    ``LOCAL_PEEREID`` Python does not name; a system with neither), None, as before:
+    then the socket's private folder (0700, ours) is the only check, on both ends.
+    """
+    if _HAS_LOCAL_PEERCRED:  # pragma: no cover (macOS, BSD; uid_from_xucred is tested here)
+        level = getattr(socket, "SOL_LOCAL", SOL_LOCAL)
+        option = getattr(socket, "LOCAL_PEERCRED", LOCAL_PEERCRED)
+        return uid_from_xucred(sock.getsockopt(level, option, _XUCRED_ROOM))
+    peercred = getattr(socket, "SO_PEERCRED", None)  # Linux, OpenBSD
+    if peercred is None:  # pragma: no cover (a system with neither: none runs the tests)
         return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    return uid_from_peercred(sock.getsockopt(socket.SOL_SOCKET, peercred, _UCRED.size))
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ MAX_HELLOS = 128
 MAX_SESSIONS = 256  # connect sessions (each one a server process once initialised)
 MAX_CONTROLS = 64  # control connections: CLI commands (one each) and approval watchers
 _EVICTION_LOG_SECONDS = 10.0
+CLOSE_SECONDS = 5.0  # what a closed connection may take to flush what is still unsent
+# how a connection ends when its peer goes: nothing to report
+_PEER_WENT = (ConnectionError, asyncio.IncompleteReadError, TimeoutError)
 
 
 def socket_path_for(run_dir: Path, name: str = "gateway.sock") -> Path:
@@ -353,8 +356,11 @@ class LocalServer:
                 await self._control_door.serve(reader, writer, lasting)
             else:
                 await send_json(writer, {"ok": False, "error": f"unknown mode {mode!r}"})
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+        except _PEER_WENT:
             pass
+        except BaseExceptionGroup as group:  # a session's task group: the peer went?
+            if group.split(_PEER_WENT)[1] is not None:
+                log.exception("local connection failed")
         except Exception:
             log.exception("local connection failed")
         finally:
@@ -363,7 +369,16 @@ class LocalServer:
                     os.close(fd)
             if writer is not None:
                 writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+                # What is still unsent goes if the peer does not read it soon: a peer
+                # that stops reading must not hold the connection (nor a shutdown).
+                try:
+                    await asyncio.wait_for(writer.wait_closed(), CLOSE_SECONDS)
+                except asyncio.CancelledError:
+                    writer.transport.abort()
+                    raise
+                except TimeoutError:
+                    writer.transport.abort()
+                except Exception:  # noqa: S110 - closing a connection that failed already
+                    pass
             else:
                 conn.close()

@@ -31,8 +31,11 @@ from proxy.config.paths import Paths
 from proxy.doors.local import MAX_CONTROLS, MAX_HELLOS, MAX_SESSIONS, LocalServer
 from proxy.doors.serve import serve
 from proxy.gateway.core import Gateway
+from tests.proxy.bridge import modes
 from tests.support.live import SERVERS, lockgate_command
 from tests.support.waiting import eventually
+
+bridge_mode = modes.bridge_mode  # the tests that start `lockgate connect` run in both ways
 
 FLOOD = 300  # more than any one budget
 HELLO_SECONDS = 2.0  # instead of 5 s: the silent ones go sooner
@@ -264,6 +267,7 @@ def connect_hello(server: str = "misbehaving") -> dict[str, Any]:
 # -- the tests ---------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_silent_connections_cannot_lock_out_pause_or_a_new_session(
     tmp_path, monkeypatch, flood
 ):
@@ -303,6 +307,7 @@ async def test_silent_connections_cannot_lock_out_pause_or_a_new_session(
         await eventually(lambda: not running.local.counts()["hello"], "no connection saying hello")
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_sessions_that_never_initialise_make_room_for_one_that_does(
     tmp_path, monkeypatch, flood
 ):
@@ -328,6 +333,7 @@ async def test_sessions_that_never_initialise_make_room_for_one_that_does(
             assert [s["client"] for s in status["sessions"]] == ["dos-test"]
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_sessions_that_never_initialise_are_closed_after_the_deadline(
     tmp_path, monkeypatch, flood
 ):
@@ -349,6 +355,7 @@ async def test_sessions_that_never_initialise_are_closed_after_the_deadline(
         assert await session.echo(1) == "echo done"
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_an_initialize_still_in_flight_at_the_deadline_gets_its_answer(tmp_path, monkeypatch):
     # slowinit answers initialize after 1.5 s; the deadline is 0.5 s
     async with (
@@ -361,6 +368,7 @@ async def test_an_initialize_still_in_flight_at_the_deadline_gets_its_answer(tmp
         assert await session.echo(1) == "echo done"
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_with_every_session_initialised_a_new_one_is_refused_clearly(tmp_path, monkeypatch):
     async with (
         running_gateway(tmp_path, monkeypatch, max_sessions=2) as running,

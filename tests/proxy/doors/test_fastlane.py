@@ -23,8 +23,11 @@ import pytest
 from proxy.config.paths import Paths
 from proxy.doors.serve import serve
 from proxy.gateway.core import Gateway
+from tests.proxy.bridge import modes
 from tests.support.live import lockgate_command, servers_json
 from tests.support.waiting import eventually
+
+bridge_mode = modes.bridge_mode  # every test here starts `lockgate connect`: both ways
 
 POLICY = {
     "version": "1",
@@ -135,7 +138,9 @@ class Running:
 
 
 @pytest.fixture
-async def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+async def running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bridge_mode: str
+) -> AsyncIterator[Running]:
     paths = Paths(config_dir=tmp_path / "config", data_dir=tmp_path / "data")
     paths.config_dir.mkdir()
     (paths.config_dir / "servers.json").write_text(json.dumps(servers_json(tmp_path / "tee.jsonl")))

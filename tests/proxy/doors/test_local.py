@@ -18,10 +18,12 @@ from mcp import Client, StdioServerParameters
 from proxy.bridge.control import control, watch
 from proxy.config.paths import Paths
 from proxy.config.servers_edit import set_server_disabled
+from tests.proxy.bridge import modes
 from tests.support.live import lockgate_command
 from tests.support.waiting import eventually, eventually_sync
 
 pytestmark = pytest.mark.slow
+bridge_mode = modes.bridge_mode  # the tests that start `lockgate connect` run in both ways
 
 
 def paths_of(gateway) -> Paths:
@@ -36,6 +38,7 @@ def bridge(gateway, server="everything", client="claude-test") -> StdioServerPar
         env={
             "LOCKGATE_CONFIG_DIR": str(gateway.config_dir),
             "LOCKGATE_DATA_DIR": str(gateway.data_dir),
+            **modes.bridge_env(),
         },
     )
 
@@ -44,6 +47,7 @@ def text_of(result) -> str:
     return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_a_stdio_client_reaches_its_server_through_the_bridge(live_gateway):
     live_gateway.write_policy(
         {"version": "1", "default": "allow", "tools": {"get-tiny-image": {"action": "deny"}}}
@@ -66,6 +70,7 @@ async def test_a_stdio_client_reaches_its_server_through_the_bridge(live_gateway
     assert all(r["client"] == "claude-test" for r in logged)
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_closing_the_client_ends_the_session_and_its_server(live_gateway):
     async with Client(bridge(live_gateway, "time"), mode="legacy") as client:
         await client.list_tools()
@@ -80,6 +85,7 @@ async def test_closing_the_client_ends_the_session_and_its_server(live_gateway):
     )
 
 
+@pytest.mark.usefixtures("bridge_mode")
 def test_connect_refuses_clearly(live_gateway, tmp_path):
     result = subprocess.run(
         [lockgate_command(), "connect", "nope"],
@@ -106,6 +112,7 @@ def test_connect_refuses_clearly(live_gateway, tmp_path):
     assert "Lockgate is not running" in result.stderr
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_a_server_turned_off_is_refused_to_its_session_and_to_connect(live_gateway):
     paths = paths_of(live_gateway)
     async with Client(bridge(live_gateway, "time"), mode="legacy") as client:
@@ -405,3 +412,45 @@ def test_an_answer_the_sdk_cannot_write_becomes_an_error_for_its_request():
     assert _line_or_error(note) == b""
     fine = SessionMessage(types.JSONRPCResponse(jsonrpc="2.0", id="a", result={}))
     assert _line_or_error(fine) == b'{"jsonrpc":"2.0","id":"a","result":{}}\n'
+
+
+async def test_a_peer_that_stops_reading_does_not_hold_the_gateway_at_its_stop(
+    tmp_path: Path,
+) -> None:
+    """A client that sends and never reads its answers leaves them unsent in the
+    gateway's buffer: stopping the gateway waits a bounded time for them, then lets the
+    connection go (it once waited for ever, and ``lockgate serve`` ignored SIGTERM)."""
+    import socket
+    import time
+
+    from proxy.doors.local import CLOSE_SECONDS
+    from tests.support.harness import INITIALIZE_PARAMS, Harness
+
+    harness = Harness(tmp_path)
+    await harness.start()
+    assert harness.info is not None
+    assert harness.info.socket is not None
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        peer.connect(harness.info.socket)
+        hello = {"lockgate": 1, "mode": "connect", "server": "rec", "client": "stuck"}
+        peer.sendall(json.dumps(hello).encode() + b"\n")
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INITIALIZE_PARAMS}
+        pings = b"".join(  # each answer is the recorder's whole list, a kilobyte
+            json.dumps({"jsonrpc": "2.0", "id": n, "method": "tools/list"}).encode() + b"\n"
+            for n in range(1, 20_000)
+        )
+        peer.setblocking(False)
+        data = json.dumps(init).encode() + b"\n" + pings
+        sent = 0
+        with anyio.move_on_after(10):  # as much as the gateway takes in without our reading
+            while sent < len(data):
+                try:
+                    sent += peer.send(data[sent : sent + 65536])
+                except BlockingIOError:
+                    await anyio.sleep(0.01)
+        started = time.monotonic()
+        await harness.stop()
+        assert time.monotonic() - started < CLOSE_SECONDS + 10
+    finally:
+        peer.close()

@@ -30,8 +30,11 @@ from proxy.config.tokens import TokenStore
 from proxy.doors.serve import serve
 from proxy.upstream.pipelink import MAX_NESTING, PipeLink
 from proxy.upstream.process import stdio_pipes
+from tests.proxy.bridge import modes
 from tests.support.live import EVERYTHING_JS, SERVERS, lockgate_command
 from tests.support.waiting import eventually
+
+bridge_mode = modes.bridge_mode  # the test through the gateway runs both ways
 
 INIT = {
     "protocolVersion": "2025-06-18",
@@ -334,6 +337,7 @@ async def gateway_with_deep(tmp_path: Path) -> AsyncIterator[tuple[Paths, Any]]:
         await asyncio.wait_for(task, 30)
 
 
+@pytest.mark.usefixtures("bridge_mode")
 async def test_through_the_gateway_every_unusable_answer_is_an_error_on_both_front_doors(
     tmp_path,
 ):
