@@ -64,12 +64,14 @@ from mcp.server.lowlevel.server import Server
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
 )
+from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from proxy.audit.log import AuditLog
@@ -100,6 +102,7 @@ from proxy.gateway.events import (
     UpstreamUp,
 )
 from proxy.gateway.modern import (
+    InputExchange,
     ModernPool,
     check_request,
     discovered,
@@ -111,7 +114,7 @@ from proxy.gateway.modern import (
     without_envelope,
 )
 from proxy.gateway.pipeline import ToolCallPipeline
-from proxy.gateway.session import Session
+from proxy.gateway.session import ClientChannel, Session
 from proxy.policy.decide import Enforcer, Verdict, hidden_tools
 from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, Policy
 from proxy.policy.store import PolicyStore, PolicyWatcher
@@ -133,6 +136,8 @@ log = logging.getLogger(__name__)
 MAX_SESSIONS_PER_CLIENT = 32  # each one is a server process
 # a 2026 client's pooled upstream unused this long is ended (as an idle HTTP session is)
 MODERN_IDLE_SECONDS = 900.0
+# how long a server's question to a 2026 client waits for the client's retry with its answer
+INPUT_SECONDS = 300.0
 
 _INIT_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
 _DISCOVER_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
@@ -647,7 +652,9 @@ class Gateway:
         try:
             if method == "server/discover" and not passing:
                 raise self._no_discover(ctx.lifespan_context["pool"], session)
-            if method == "tools/call":
+            if method in INPUT_REQUIRED_METHODS and not passing:
+                result = await self._interactive(ctx, session, method, params)
+            elif method == "tools/call":
                 result = await self._tool_call(ctx, session, params, headers)
             else:
                 why = self.not_served(session.server)
@@ -665,6 +672,71 @@ class Gateway:
             session.active -= 1
         server_info = None if passing else (session.server_hello or {}).get("serverInfo")
         return shaped(method, result, server_info)
+
+    async def _interactive(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        session: Session,
+        method: str,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A 2026 client's ``tools/call``, ``prompts/get`` or ``resources/read`` to a
+        server of the handshake era, which may ask the client things mid-call: the call
+        runs on (:class:`~proxy.gateway.modern.InputExchange`), and the client gets its
+        result, or the server's questions as an input-required result; its retry with
+        the answers (and the ``requestState`` it was given) goes on with the same call,
+        which the policy decided and the log recorded once."""
+        pool: ModernPool = ctx.lifespan_context["pool"]
+        state = params.pop("requestState", None)
+        responses = params.pop("inputResponses", None)
+        target = params.get("name", params.get("uri"))
+        owner = (session.server, session.client, method, str(target))
+        if state is not None:
+            exchange = pool.exchanges.get(state) if isinstance(state, str) else None
+            if exchange is None or exchange.owner != owner:
+                raise MCPError(
+                    code=INVALID_PARAMS,
+                    message="this requestState is not one Lockgate gave for this call, "
+                    "or its call has ended",
+                )
+            if isinstance(responses, Mapping):
+                exchange.answer(responses)
+        else:
+            capabilities = envelope_of(ctx.params).get(CLIENT_CAPABILITIES_META_KEY)
+            exchange = InputExchange(
+                owner=owner,
+                capabilities=capabilities if isinstance(capabilities, Mapping) else {},
+                ttl=INPUT_SECONDS,
+            )
+            pool.exchanges[exchange.state] = exchange
+            if method == "tools/call":
+                call = self._tool_call(ctx, session, params, channel=exchange)
+            else:
+                call = self._forward_live(ctx, session, method, params, exchange)
+            exchange.run(call, on_end=lambda: pool.exchanges.pop(exchange.state, None))
+        try:
+            answer = await exchange.next_answer()
+        except BaseException:
+            if exchange.outcome.done():
+                pool.exchanges.pop(exchange.state, None)
+            raise
+        if answer.get("resultType") != "input_required":
+            pool.exchanges.pop(exchange.state, None)  # the client has the result
+        return answer
+
+    async def _forward_live(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        session: Session,
+        method: str,
+        params: Mapping[str, Any],
+        channel: InputExchange,
+    ) -> dict[str, Any]:
+        why = self.not_served(session.server)
+        if why is not None:
+            raise MCPError(code=INVALID_REQUEST, message=why)
+        upstream = await self._live_upstream(session)
+        return await self._forward(ctx, session, upstream, method, params, channel=channel)
 
     def _no_discover(self, pool: ModernPool, session: Session) -> MCPError:
         """What ``server/discover`` gets for a server that speaks only the handshake:
@@ -844,14 +916,15 @@ class Gateway:
         session: Session,
         params: Mapping[str, Any],
         headers: Mapping[str, str] | None = None,
+        channel: InputExchange | None = None,
     ) -> dict[str, Any]:
         """A ``tools/call`` on the SDK's route: the pipeline, sending with the request's
-        own back-channel (progress, server-to-client requests)."""
+        own back-channel (progress, server-to-client requests), or ``channel``."""
 
         async def send(forwarded: Mapping[str, Any]) -> dict[str, Any]:
             upstream = await self._live_upstream(session)
             return await self._forward(
-                ctx, session, upstream, "tools/call", forwarded, headers=headers
+                ctx, session, upstream, "tools/call", forwarded, headers=headers, channel=channel
             )
 
         return await self.tool_calls.run(session, params, send)
@@ -1156,7 +1229,10 @@ class Gateway:
         params: Mapping[str, Any] | None,
         *,
         headers: Mapping[str, str] | None = None,
+        channel: ClientChannel | None = None,
     ) -> dict[str, Any]:
+        """Send a request upstream for the client and return its result. What the server
+        asks the client meanwhile goes on ``channel`` (default: the request's own)."""
         forwarded, token = _without_progress_token(params)
         options: CallOptions = {} if headers is None else {"headers": dict(headers)}
         if token is not None:
@@ -1165,17 +1241,20 @@ class Gateway:
             async def on_progress(
                 progress: float, total: float | None, message: str | None
             ) -> None:
-                await client_session.report_progress(progress, total, message)
+                # an input-required call outlives its first request: its stream may be gone
+                with contextlib.suppress(Exception) if channel is not None else _nothing():
+                    await client_session.report_progress(progress, total, message)
 
             options["on_progress"] = on_progress
-        session.inflight[ctx.request_id] = request_channel_of(ctx)
+        key = object()  # ids may repeat: 2026 requests of many clients share a session
+        session.inflight[key] = channel if channel is not None else request_channel_of(ctx)
         try:
             return await upstream.request(method, forwarded, options)
         except MCPError as exc:
             self._raise_sign_in_failure(session, exc)
             raise
         finally:
-            session.inflight.pop(ctx.request_id, None)
+            session.inflight.pop(key, None)
 
     async def _to_client_request(
         self, session: Session, method: str, params: Mapping[str, Any] | None
@@ -1229,6 +1308,11 @@ class Gateway:
             await session.connection.notify("notifications/tools/list_changed", None)
         except Exception:  # the client may be gone; its session ends on its own
             log.warning("could not tell session %s its tools changed", session.id, exc_info=True)
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 @contextlib.contextmanager

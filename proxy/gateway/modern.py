@@ -23,7 +23,9 @@ client in each pool (the HTTP door's one, or a local connection's), is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import itertools
+import secrets
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mcp.shared.exceptions import MCPError
@@ -37,6 +39,7 @@ from mcp.shared.inbound import (
 from mcp_types import (
     CLIENT_INFO_META_KEY,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PROTOCOL_VERSION_META_KEY,
     SERVER_INFO_META_KEY,
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from proxy.gateway.session import Session
 
 __all__ = [
+    "InputExchange",
     "ModernPool",
     "check_request",
     "discovered",
@@ -61,6 +65,8 @@ __all__ = [
 ]
 
 RESERVED_PREFIX = "io.modelcontextprotocol/"
+# what a 2026 client may be asked mid-call, told to a server of the handshake era
+_ASKABLE: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}}
 # What a 2026 client is told about caching: nothing may be kept (Lockgate's policy can
 # hide a tool at any moment, so a list is good only as long as it is read).
 _NO_CACHE = {"ttlMs": 0, "cacheScope": "private"}
@@ -139,15 +145,15 @@ def speaks_2026(discovered: Mapping[str, Any]) -> bool:
 def upstream_handshake(meta: Mapping[str, Any] | None, client: str) -> dict[str, Any]:
     """The ``initialize`` params a pooled upstream connection opens with, for a 2026
     client: the newest handshake version, the client's own name when its envelope gives
-    one, and no capabilities (a 2026 client is asked for input only through an
-    input-required result, which Lockgate does not make of a server's request yet: a
-    server told the client can sample or elicit would ask, and be refused)."""
+    one, and every capability Lockgate can carry as an input-required round (sampling,
+    elicitation, roots): whether the client has it is known per request, from its
+    envelope, and a question the client cannot answer is refused to the server."""
     info = (meta or {}).get(CLIENT_INFO_META_KEY)
     if not (isinstance(info, Mapping) and isinstance(info.get("name"), str)):
         info = {"name": client, "version": "unknown"}
     return {
         "protocolVersion": LATEST_HANDSHAKE_VERSION,
-        "capabilities": {},
+        "capabilities": _ASKABLE,
         "clientInfo": dict(info),
     }
 
@@ -199,8 +205,124 @@ class ModernPool:
     def __init__(self) -> None:
         self.sessions: dict[tuple[str, str], Session] = {}
         self.opening: dict[tuple[str, str], asyncio.Task[Session]] = {}
+        # the calls waiting for a client's answers, by the requestState it was given
+        self.exchanges: dict[str, InputExchange] = {}
 
     def forget(self, session: Session) -> None:
         key = (session.server, session.client)
         if self.sessions.get(key) is session:
             del self.sessions[key]
+
+
+class InputExchange:
+    """One call of a 2026 client whose handshake-era server asks the client something
+    mid-call (sampling, elicitation, roots), as the era's input-required rounds.
+
+    The call runs in a task of its own; the server's requests to the client are parked
+    here (this is the call's channel in the session's ``inflight``, the way a handshake
+    session's request stream is). The client's request, and each retry of it that brings
+    ``inputResponses`` with the ``requestState`` it was given, waits for what comes first:
+    the call's result, or questions for the client, which it gets as an input-required
+    result. A parked question nobody answers within ``ttl`` seconds is refused to the
+    server, which goes on without it.
+    """
+
+    can_send_request = True
+
+    def __init__(
+        self,
+        *,
+        owner: tuple[str, str, str, str],
+        capabilities: Mapping[str, Any],
+        ttl: float,
+    ) -> None:
+        self.state = secrets.token_urlsafe(32)
+        self.owner = owner  # (server, client, method, name or uri): who may go on with it
+        self.capabilities = capabilities  # what the client said it can answer
+        self._ttl = ttl
+        self._numbers = itertools.count(1)
+        self._waiting: dict[str, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
+        self._news = asyncio.Event()
+        self.outcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[dict[str, Any]] | None = None
+
+    def run(self, call: Coroutine[Any, Any, dict[str, Any]], on_end: Callable[[], object]) -> None:
+        """Run the call on its own; its result (or error) is :attr:`outcome`. ``on_end``
+        is called once nobody can collect it any more (``ttl`` after it ends)."""
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(call)
+
+        def ended(task: asyncio.Task[dict[str, Any]]) -> None:
+            if task.cancelled():
+                self.outcome.cancel()
+            elif (error := task.exception()) is not None:
+                self.outcome.set_exception(error)
+            else:
+                self.outcome.set_result(task.result())
+            self.outcome.exception() if not self.outcome.cancelled() else None  # retrieved
+            loop.call_later(self._ttl, on_end)
+
+        self._task.add_done_callback(ended)
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: Any = None
+    ) -> dict[str, Any]:
+        """A request of the server to the client: parked until the client answers it."""
+        capability = _CAPABILITY_OF.get(method)
+        if capability is None or capability not in self.capabilities:
+            raise MCPError(
+                code=METHOD_NOT_FOUND,
+                message=f"the client cannot answer {method} (it did not say it can)",
+            )
+        key = f"lockgate-{next(self._numbers)}"
+        asked: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        request = {"method": method, "params": dict(params or {})}
+        self._waiting[key] = (request, asked)
+        self._news.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(asked), self._ttl)
+        except TimeoutError:
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"the client did not answer {method} within {self._ttl:g} s",
+            ) from None
+        finally:
+            self._waiting.pop(key, None)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: Any = None) -> None:
+        return None  # the era has no stream for them once the first answer has left
+
+    def answer(self, responses: Mapping[str, Any]) -> None:
+        """The client's answers to the questions it was given, by their keys."""
+        for key, response in responses.items():
+            found = self._waiting.get(key)
+            if found is not None and not found[1].done() and isinstance(response, Mapping):
+                found[1].set_result(dict(response))
+
+    async def next_answer(self) -> dict[str, Any]:
+        """The call's result once it has one, else the questions waiting for the client
+        (an input-required result)."""
+        while True:
+            if self.outcome.done():
+                return self.outcome.result()
+            questions = {k: r for k, (r, f) in self._waiting.items() if not f.done()}
+            if questions:
+                return {
+                    "resultType": "input_required",
+                    "inputRequests": questions,
+                    "requestState": self.state,
+                }
+            self._news.clear()
+            news: asyncio.Future[Any] = asyncio.ensure_future(self._news.wait())
+            either: set[asyncio.Future[Any]] = {news, self.outcome}
+            try:
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                news.cancel()
+
+
+_CAPABILITY_OF = {
+    "sampling/createMessage": "sampling",
+    "elicitation/create": "elicitation",
+    "roots/list": "roots",
+}

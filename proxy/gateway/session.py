@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 from mcp.server.connection import Connection
-from mcp.shared.dispatcher import DispatchContext
 
 from proxy.config.servers import ServerSpec
 from proxy.gateway.approvals import SessionApproval
@@ -18,6 +17,18 @@ from proxy.upstream.connection import Backoff, Upstream
 from proxy.upstream.oauth import TokenKeeper
 
 __all__ = ["Session"]
+
+
+class ClientChannel(Protocol):
+    """Where a server's request to the client goes: a request's own stream (the SDK's
+    dispatch context), or a 2026 call's input-required exchange."""
+
+    @property
+    def can_send_request(self) -> bool: ...
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: Any = None
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(eq=False)
@@ -36,7 +47,8 @@ class Session:
     modern_upstream: bool = False
     upstream: Upstream | None = None
     backoff: Backoff = field(default_factory=Backoff)
-    inflight: dict[Any, DispatchContext[Any]] = field(default_factory=dict)
+    # each call in flight upstream: where the server's requests to the client go
+    inflight: dict[object, ClientChannel] = field(default_factory=dict)
     # "allow for this session": the questions a person answered so (tool, rule, case)
     session_approvals: set[SessionApproval] = field(default_factory=set)
     tool_names: tuple[str, ...] = ()  # every tool the upstream listed, hidden or not

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -221,7 +222,7 @@ def test_the_upstream_handshake_and_headers_of_a_2026_request() -> None:
     info = {"name": "cursor", "version": "3"}
     assert upstream_handshake(envelope(**{"io.modelcontextprotocol/clientInfo": info}), "c") == {
         "protocolVersion": "2025-11-25",
-        "capabilities": {},
+        "capabilities": {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}},
         "clientInfo": info,
     }
     assert upstream_handshake(None, "agent")["clientInfo"] == {
@@ -233,3 +234,62 @@ def test_the_upstream_handshake_and_headers_of_a_2026_request() -> None:
     assert headers["mcp-protocol-version"] == MODERN
     assert headers["mcp-name"].startswith("=?base64?")  # not plain ASCII: encoded
     assert "mcp-name" not in modern_headers("tools/list", {"_meta": envelope()})
+
+
+async def test_a_handshake_servers_questions_reach_a_2026_client_as_input_required_rounds(
+    live_gateway: Any,
+) -> None:
+    """server-everything (TypeScript, handshake era only) asks the client mid-call for a
+    sample, an elicitation and its roots; a 2026 client has no channel for requests, so
+    Lockgate gives each question to it as an input-required result and the client's
+    retry carries the answer back to the very call that asked (decided and logged once).
+    The SDK client's own input-required driver answers from its callbacks."""
+    asked: list[str] = []
+
+    async def sampling(_ctx: Any, _params: Any) -> types.CreateMessageResult:
+        asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="sampled by client"),
+            model="test-model",
+        )
+
+    async def elicitation(_ctx: Any, _params: Any) -> types.ElicitResult:
+        asked.append("elicitation")
+        return types.ElicitResult(action="decline")
+
+    async def roots(_ctx: Any) -> types.ListRootsResult:
+        asked.append("roots")
+        return types.ListRootsResult(
+            roots=[types.Root.model_validate({"uri": "file:///tmp/work", "name": "work"})]
+        )
+
+    async with live_gateway.client(
+        mode=MODERN,
+        sampling_callback=sampling,
+        elicitation_callback=elicitation,
+        list_roots_callback=roots,
+    ) as client:
+        assert client.protocol_version == MODERN
+        sampled = await client.call_tool(
+            "trigger-sampling-request", {"prompt": "hello", "maxTokens": 10}
+        )
+        assert "sampled by client" in text(sampled)
+        await client.call_tool("trigger-elicitation-request", {})
+        listed = await client.call_tool("get-roots-list", {})
+        assert "file:///tmp/work" in text(listed)
+    assert asked == ["sampling", "elicitation", "roots"]
+    sent = [
+        m["params"]["name"] for m in live_gateway.upstream_saw() if m.get("method") == "tools/call"
+    ]
+    # each call reached the server once: the retries went on with it, not again
+    assert sent == ["trigger-sampling-request", "trigger-elicitation-request", "get-roots-list"]
+
+
+async def test_a_2026_client_that_cannot_answer_is_not_asked(live_gateway: Any) -> None:
+    async with live_gateway.client(mode=MODERN) as client:  # no callbacks: nothing to offer
+        sampled = await client.call_tool(
+            "trigger-sampling-request", {"prompt": "hello", "maxTokens": 10}
+        )
+    assert sampled.is_error  # the server was told the client cannot sample
+    assert "cannot answer sampling/createMessage" in text(sampled)
