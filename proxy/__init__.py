@@ -2,11 +2,13 @@
 
 The map (docs/architecture.md has the picture and the path of one call):
 
-- :mod:`proxy.doors`: where clients come in: streamable HTTP (``http``), the Unix
+- :mod:`proxy.doors`: where clients come in: streamable HTTP (``http``, with its event
+  store for resumable streams, ``resume``), the Unix
   socket (``local``, with its ``connect`` and ``control`` doors and the ``fastlane``),
   ``oversize`` (a message over the size limit, at either door), and ``serve``, which
   assembles a gateway with its doors.
-- :mod:`proxy.gateway`: the core (``core``), the tools/call ``pipeline``, sessions,
+- :mod:`proxy.gateway`: the core (``core``), the 2026-07-28 era (``modern``), the
+  tools/call ``pipeline``, sessions,
   ``approvals``, ``events``, and ``control``, the one façade for front ends.
 - :mod:`proxy.policy`: the policy engine: policy.json, patterns, argument schemas,
   decisions, rate limits, the policy in force, edits, the starter policy, risk.
@@ -18,8 +20,8 @@ The map (docs/architecture.md has the picture and the path of one call):
   in the keyring), tokens, run info,
   the one-per-user instance lock, file watching, autostart, atomic writes, JSON text
   positions.
-- :mod:`proxy.bridge`: the light client side of the socket (``lockgate connect``, the
-  control client).
+- :mod:`proxy.bridge`: the light client side of the socket (``lockgate connect``, fd
+  passing or a relay, and the control client).
 - :mod:`proxy.clients`: the MCP clients installed here, routed and put back.
 - :mod:`proxy.cli`: the ``lockgate`` command line.
 - :mod:`proxy.errors`: ``LockgateError``, the base of every error a person sees.
