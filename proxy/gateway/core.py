@@ -63,6 +63,7 @@ from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CONNECTION_CLOSED,
@@ -102,6 +103,7 @@ from proxy.gateway.events import (
     UpstreamUp,
 )
 from proxy.gateway.modern import (
+    LISTENABLE,
     InputExchange,
     ModernPool,
     check_request,
@@ -112,9 +114,10 @@ from proxy.gateway.modern import (
     speaks_2026,
     upstream_handshake,
     without_envelope,
+    without_subscription,
 )
 from proxy.gateway.pipeline import ToolCallPipeline
-from proxy.gateway.session import ClientChannel, Session
+from proxy.gateway.session import ClientChannel, Listener, Session
 from proxy.policy.decide import Enforcer, Verdict, hidden_tools
 from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, Policy
 from proxy.policy.store import PolicyStore, PolicyWatcher
@@ -652,7 +655,9 @@ class Gateway:
         try:
             if method == "server/discover" and not passing:
                 raise self._no_discover(ctx.lifespan_context["pool"], session)
-            if method in INPUT_REQUIRED_METHODS and not passing:
+            if method == "subscriptions/listen":
+                result = await self._listen(ctx, session, params)
+            elif method in INPUT_REQUIRED_METHODS and not passing:
                 result = await self._interactive(ctx, session, method, params)
             elif method == "tools/call":
                 result = await self._tool_call(ctx, session, params, headers)
@@ -672,6 +677,60 @@ class Gateway:
             session.active -= 1
         server_info = None if passing else (session.server_hello or {}).get("serverInfo")
         return shaped(method, result, server_info)
+
+    async def _listen(
+        self, ctx: ServerRequestContext[Any, Any], session: Session, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A 2026 client's ``subscriptions/listen``: acknowledged with what Lockgate
+        honours (the three list changes: the server's, and Lockgate's own when the
+        policy hides or shows a tool), then open until the client closes it or its
+        upstream ends. A 2026 server is listened to once for all its clients' streams."""
+        assert session.listeners is not None
+        wanted = params.get("notifications")
+        honoured = {
+            flag: True
+            for flag in LISTENABLE
+            if isinstance(wanted, Mapping) and wanted.get(flag) is True
+        }
+        listener = Listener(
+            frozenset(LISTENABLE[flag] for flag in honoured),
+            request_channel_of(ctx),
+            ctx.request_id,
+        )
+        await listener.tell("notifications/subscriptions/acknowledged", {"notifications": honoured})
+        session.listeners.append(listener)
+        if session.modern_upstream:
+            self._listen_upstream(session)
+        try:
+            await listener.ended.wait()
+        finally:
+            session.listeners.remove(listener)
+        return {"_meta": {SUBSCRIPTION_ID_META_KEY: ctx.request_id}}
+
+    def _listen_upstream(self, session: Session) -> None:
+        """Keep one listen stream open to a 2026 server for a pooled session's clients."""
+        if session.listening_upstream or session.task_group is None:
+            return
+        session.listening_upstream = True
+        params = {
+            "notifications": dict.fromkeys(LISTENABLE, True),
+            "_meta": dict(session.envelope or {}),
+        }
+
+        async def listen() -> None:
+            try:
+                upstream = await self._live_upstream(session)
+                await upstream.request(
+                    "subscriptions/listen",
+                    params,
+                    {"headers": modern_headers("subscriptions/listen", params)},
+                )
+            except Exception as exc:  # the server went or refused: the next listen retries
+                log.info("server %s stopped listening: %s", session.server, exc)
+            finally:
+                session.listening_upstream = False
+
+        session.task_group.start_soon(listen)
 
     async def _interactive(
         self,
@@ -847,11 +906,15 @@ class Gateway:
             init_params=upstream_handshake(params.get("_meta"), client),
             task_group=lifespan["tg"],
             backoff=Backoff(clock=self._monotonic),
+            listeners=[],
+            envelope=envelope_of(params),
         )
 
         async def close() -> None:
             self.sessions.pop(session.id, None)
             pool.forget(session)
+            for listener in session.listeners or ():
+                listener.ended.set()
             if session.upstream is not None:
                 await session.upstream.aclose()
 
@@ -1121,7 +1184,7 @@ class Gateway:
             return await self._to_client_request(session, method, params)
 
         async def on_notify(method: str, params: Mapping[str, Any] | None) -> None:
-            await session.connection.notify(method, params)
+            await self._tell_client(session, method, params)
 
         secrets = secret_values(session.spec, spec)
         session.secrets.update(s for s in secrets if s)
@@ -1305,9 +1368,26 @@ class Gateway:
     async def _notify_tools_changed(self, session: Session) -> None:
         log.debug("telling session %s its tool list changed", session.id)
         try:
-            await session.connection.notify("notifications/tools/list_changed", None)
+            await self._tell_client(session, "notifications/tools/list_changed", None)
         except Exception:  # the client may be gone; its session ends on its own
             log.warning("could not tell session %s its tools changed", session.id, exc_info=True)
+
+    async def _tell_client(
+        self, session: Session, method: str, params: Mapping[str, Any] | None
+    ) -> None:
+        """A notification for the session's client: on its own channel, or (2026) on the
+        listen streams that asked for it; a 2026 server's own listen frames are told
+        again with the listening client's ids."""
+        if session.listeners is None or method not in LISTENABLE.values():
+            if session.listeners is None or method != "notifications/subscriptions/acknowledged":
+                await session.connection.notify(method, params)
+            return
+        for listener in list(session.listeners):
+            if method in listener.methods:
+                try:
+                    await listener.tell(method, without_subscription(params))
+                except Exception:  # its stream is gone: the client left
+                    listener.ended.set()
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from mcp.shared.inbound import (
     NAME_BEARING_METHODS,
     encode_header_value,
 )
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     CLIENT_INFO_META_KEY,
     INVALID_PARAMS,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from proxy.gateway.session import Session
 
 __all__ = [
+    "LISTENABLE",
     "InputExchange",
     "ModernPool",
     "check_request",
@@ -62,6 +64,7 @@ __all__ = [
     "speaks_2026",
     "upstream_handshake",
     "without_envelope",
+    "without_subscription",
 ]
 
 RESERVED_PREFIX = "io.modelcontextprotocol/"
@@ -70,9 +73,14 @@ _ASKABLE: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}, "url": {
 # What a 2026 client is told about caching: nothing may be kept (Lockgate's policy can
 # hide a tool at any moment, so a list is good only as long as it is read).
 _NO_CACHE = {"ttlMs": 0, "cacheScope": "private"}
-# Capabilities whose changes reach a 2026 client only on a subscriptions/listen stream,
-# which Lockgate does not serve yet: not offered.
-_LISTEN_FLAGS = ("listChanged", "subscribe")
+# What a subscriptions/listen stream can ask for that Lockgate honours: the filter's flag
+# and its notification (resource subscriptions are not carried yet: not offered)
+LISTENABLE = {
+    "toolsListChanged": "notifications/tools/list_changed",
+    "promptsListChanged": "notifications/prompts/list_changed",
+    "resourcesListChanged": "notifications/resources/list_changed",
+}
+_LISTEN_FLAGS = ("subscribe",)
 
 
 def check_request(method: str, version: str, params: Mapping[str, Any] | None) -> None:
@@ -134,6 +142,20 @@ def modern_headers(method: str, params: Mapping[str, Any] | None) -> dict[str, s
     if isinstance(name, str):
         headers[MCP_NAME_HEADER] = encode_header_value(name)
     return headers
+
+
+def without_subscription(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A listen-stream frame's params without the server's subscription id (Lockgate
+    tells it again with the id of each listening client's stream)."""
+    out = dict(params or {})
+    meta = out.get("_meta")
+    if isinstance(meta, Mapping):
+        kept = {k: v for k, v in meta.items() if k != SUBSCRIPTION_ID_META_KEY}
+        if kept:
+            out["_meta"] = kept
+        else:
+            del out["_meta"]
+    return out
 
 
 def speaks_2026(discovered: Mapping[str, Any]) -> bool:

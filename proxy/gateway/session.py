@@ -16,7 +16,7 @@ from proxy.gateway.approvals import SessionApproval
 from proxy.upstream.connection import Backoff, Upstream
 from proxy.upstream.oauth import TokenKeeper
 
-__all__ = ["Session"]
+__all__ = ["ClientChannel", "Listener", "Session"]
 
 
 class ClientChannel(Protocol):
@@ -29,6 +29,26 @@ class ClientChannel(Protocol):
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: Any = None
     ) -> dict[str, Any]: ...
+
+
+@dataclass(eq=False)
+class Listener:
+    """A 2026 client's ``subscriptions/listen`` stream: the notifications it asked for
+    (and Lockgate honours), sent on its request's own channel."""
+
+    methods: frozenset[str]
+    channel: Any  # the listen request's channel (the SDK's dispatch context): its notify
+    subscription_id: Any  # the listen request's id, on every frame it is sent
+    ended: anyio.Event = field(default_factory=anyio.Event)
+
+    async def tell(self, method: str, params: Mapping[str, Any] | None) -> None:
+        out = dict(params or {})
+        meta = out.get("_meta")
+        out["_meta"] = {
+            **(meta if isinstance(meta, Mapping) else {}),
+            "io.modelcontextprotocol/subscriptionId": self.subscription_id,
+        }
+        await self.channel.notify(method, out)
 
 
 @dataclass(eq=False)
@@ -45,6 +65,11 @@ class Session:
     server_hello: Mapping[str, Any] | None = None
     # a 2026 client's upstream that speaks 2026-07-28 too: requests pass as they came
     modern_upstream: bool = False
+    # a 2026 client's pooled upstream: its listen streams (None: a handshake session,
+    # whose client hears of changes on its own channel)
+    listeners: list[Listener] | None = None
+    envelope: Mapping[str, Any] | None = None  # the first request's (a 2026 upstream's)
+    listening_upstream: bool = False  # a listen stream to its 2026 server is open
     upstream: Upstream | None = None
     backoff: Backoff = field(default_factory=Backoff)
     # each call in flight upstream: where the server's requests to the client go

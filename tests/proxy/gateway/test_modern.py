@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import mcp_types as types
 import pytest
@@ -209,7 +210,7 @@ def test_discover_offers_what_both_speak_and_nothing_to_cache() -> None:
     }
     assert discovered(answer) == {
         "supportedVersions": ["2026-07-28"],
-        "capabilities": {"tools": {}, "logging": {}},
+        "capabilities": {"tools": {"listChanged": True}, "logging": {}},
         "ttlMs": 0,
         "cacheScope": "private",
         "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "time"}},
@@ -293,3 +294,29 @@ async def test_a_2026_client_that_cannot_answer_is_not_asked(live_gateway: Any) 
         )
     assert sampled.is_error  # the server was told the client cannot sample
     assert "cannot answer sampling/createMessage" in text(sampled)
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_2026_client_listening_hears_the_policy_hide_a_tool(
+    tmp_path: Path, door: str
+) -> None:
+    """A listen stream is acknowledged with what Lockgate honours, and hears of a tool the
+    policy now hides (what a handshake session hears on its own channel)."""
+    from mcp.client.subscriptions import ToolsListChanged
+
+    harness = Harness(tmp_path)
+    write_json(harness.paths.servers_file, servers(harness))
+    harness.write_policy({"default": "allow"})
+    async with running(harness) as gateway, through(door, harness, "rec", MODERN) as client:
+        assert "echo" in {t.name for t in (await client.list_tools()).tools}
+        async with client.listen(tools_list_changed=True, resource_subscriptions=["x:/"]) as sub:
+            assert sub.honored.tools_list_changed is True
+            assert not sub.honored.resource_subscriptions  # not carried: not honoured
+            harness.write_policy(
+                {"default": "allow", "tools": {"echo": {"action": "deny", "hide": True}}}
+            )
+            await gateway.reload_policy()
+            with anyio.fail_after(20):
+                event = await sub.__anext__()
+            assert isinstance(event, ToolsListChanged)
+        assert "echo" not in {t.name for t in (await client.list_tools()).tools}
