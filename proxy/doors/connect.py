@@ -165,7 +165,8 @@ class ConnectDoor:
         handshake = _Handshake()
 
         def on_session(session: Session) -> None:  # the session's initialize succeeded
-            lane.attach(session)
+            if not session.modern_upstream:  # else each call is translated on the SDK route
+                lane.attach(session)
             on_initialized()
             initialized.set()
 

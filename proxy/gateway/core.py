@@ -109,10 +109,16 @@ from proxy.gateway.modern import (
     check_request,
     discovered,
     envelope_of,
+    for_handshake,
+    handshake_answer,
+    handshake_envelope,
     modern_headers,
+    only_2026,
+    param_headers,
     shaped,
     speaks_2026,
     upstream_handshake,
+    with_envelope,
     without_envelope,
     without_subscription,
 )
@@ -141,6 +147,7 @@ MAX_SESSIONS_PER_CLIENT = 32  # each one is a server process
 MODERN_IDLE_SECONDS = 900.0
 # how long a server's question to a 2026 client waits for the client's retry with its answer
 INPUT_SECONDS = 300.0
+MAX_INPUT_ROUNDS = 10  # a 2026 server's input-required rounds in one call, at most
 
 _INIT_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
 _DISCOVER_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
@@ -593,7 +600,8 @@ class Gateway:
                 ctx, fixed_server, fixed_client
             ) != (session.server, session.client):
                 return None  # not this session's client: nothing of theirs goes upstream
-            await session.upstream.notify(method, params)
+            if not session.modern_upstream:  # the 2026 era has none for a server
+                await session.upstream.notify(method, params)
             if method == "notifications/initialized":
                 session.initialized = True
             return None
@@ -652,6 +660,10 @@ class Gateway:
         passing = session.modern_upstream  # else translated for a handshake server
         params = dict(ctx.params or {}) if passing else without_envelope(ctx.params) or {}
         headers = modern_headers(method, params) if passing else None
+        if headers is not None and method == "tools/call":
+            given = ctx.request.headers if ctx.request is not None else None
+            schema = session.tool_schemas.get(str(params.get("name")))
+            headers.update(param_headers(schema, params.get("arguments"), given))
         try:
             if method == "server/discover" and not passing:
                 raise self._no_discover(ctx.lifespan_context["pool"], session)
@@ -1098,6 +1110,8 @@ class Gateway:
         try:
             return await upstream.request("initialize", session.init_params, _INIT_OPTIONS)
         except MCPError as exc:
+            if only_2026(exc) and session.listeners is None:
+                return await self._speak_2026_for(session, upstream)
             if exc.error.code == CONNECTION_CLOSED and exc.error.message == "Connection closed":
                 # It exited before it answered: say why, in its own last words.
                 why = await session.why_down()
@@ -1123,6 +1137,70 @@ class Gateway:
         except MCPError as exc:
             self._raise_sign_in_failure(session, exc)
             raise
+
+    async def _speak_2026_for(self, session: Session, upstream: Upstream) -> dict[str, Any]:
+        """A handshake client's server that speaks only 2026-07-28: asked
+        ``server/discover`` in an envelope made of the client's ``initialize``, its
+        answer given to the client as the handshake's; every request of the session then
+        goes with that envelope (:meth:`_forward`), and its list changes are listened to.
+
+        Raises:
+            MCPError: the server refused that too.
+        """
+        session.modern_upstream = True
+        session.envelope = handshake_envelope(session.init_params)
+        probe = {"_meta": dict(session.envelope)}
+        hello = await upstream.request(
+            "server/discover",
+            probe,
+            {**_DISCOVER_OPTIONS, "headers": modern_headers("server/discover", probe)},
+        )
+        session.server_hello = hello
+        log.info(
+            "server %s speaks only 2026-07-28: its handshake client is translated", session.server
+        )
+        self._listen_upstream(session)
+        return handshake_answer(hello, session.init_params)
+
+    async def _input_rounds(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        upstream: Upstream,
+        request: tuple[str, Mapping[str, Any], CallOptions],
+        result: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A 2026 server's input-required result, for a handshake client: each question
+        asked of the client as the handshake asks (a request on the call's own stream),
+        the call sent again with the answers, until it completes."""
+        method, params, options = request
+        for _ in range(MAX_INPUT_ROUNDS):
+            if result.get("resultType") != "input_required":
+                return result
+            asked = result.get("inputRequests")
+            answers: dict[str, Any] = {}
+            for key, question in (asked if isinstance(asked, Mapping) else {}).items():
+                if not isinstance(question, Mapping) or not isinstance(question.get("method"), str):
+                    raise MCPError(code=INTERNAL_ERROR, message="the server asked nonsense")
+                answers[key] = await self._ask_client(
+                    ctx, question["method"], question.get("params")
+                )
+            again = {**params, "inputResponses": answers}
+            if result.get("requestState") is not None:
+                again["requestState"] = result["requestState"]
+            result = await upstream.request(method, again, options)
+        raise MCPError(
+            code=INTERNAL_ERROR,
+            message=f"the server asked for input more than {MAX_INPUT_ROUNDS} times in one call",
+        )
+
+    async def _ask_client(
+        self, ctx: ServerRequestContext[Any, Any], method: str, params: Any
+    ) -> dict[str, Any]:
+        channel = request_channel_of(ctx)
+        sent = params if isinstance(params, Mapping) else None
+        if channel.can_send_request:
+            return dict(await channel.send_raw_request(method, sent))
+        return dict(await connection_of(ctx).send_raw_request(method, sent))
 
     def _raise_sign_in_failure(self, session: Session, exc: Exception) -> None:
         """Raise what the session's sign-in says of ``exc`` (a request that failed),
@@ -1295,7 +1373,13 @@ class Gateway:
         channel: ClientChannel | None = None,
     ) -> dict[str, Any]:
         """Send a request upstream for the client and return its result. What the server
-        asks the client meanwhile goes on ``channel`` (default: the request's own)."""
+        asks the client meanwhile goes on ``channel`` (default: the request's own). For a
+        handshake client of a server that speaks only 2026, the request carries the
+        session's envelope and the result loses the era's fields."""
+        translating = session.modern_upstream and session.listeners is None
+        if translating:
+            params = with_envelope(params, session.envelope or {})
+            headers = modern_headers(method, params)
         forwarded, token = _without_progress_token(params)
         options: CallOptions = {} if headers is None else {"headers": dict(headers)}
         if token is not None:
@@ -1312,7 +1396,11 @@ class Gateway:
         key = object()  # ids may repeat: 2026 requests of many clients share a session
         session.inflight[key] = channel if channel is not None else request_channel_of(ctx)
         try:
-            return await upstream.request(method, forwarded, options)
+            result = await upstream.request(method, forwarded, options)
+            if translating:
+                sent = (method, forwarded or {}, options)
+                result = for_handshake(await self._input_rounds(ctx, upstream, sent, result))
+            return result
         except MCPError as exc:
             self._raise_sign_in_failure(session, exc)
             raise
@@ -1339,6 +1427,12 @@ class Gateway:
             return result
         names = tuple(t.get("name") for t in tools if isinstance(t, dict))
         session.tool_names = tuple(n for n in names if isinstance(n, str))
+        if session.modern_upstream:  # what its calls' Mcp-Param-* headers are made from
+            session.tool_schemas = {
+                t["name"]: t.get("inputSchema")
+                for t in tools
+                if isinstance(t, dict) and isinstance(t.get("name"), str)
+            }
         hidden = hidden_tools(self.policy_store.policy, session.server, session.tool_names)
         if not hidden:
             return result
@@ -1378,9 +1472,12 @@ class Gateway:
         """A notification for the session's client: on its own channel, or (2026) on the
         listen streams that asked for it; a 2026 server's own listen frames are told
         again with the listening client's ids."""
+        if method == "notifications/subscriptions/acknowledged":
+            return  # the answer to Lockgate's own listen stream
         if session.listeners is None or method not in LISTENABLE.values():
-            if session.listeners is None or method != "notifications/subscriptions/acknowledged":
-                await session.connection.notify(method, params)
+            if session.modern_upstream:  # a handshake client's: as the handshake tells it
+                params = without_subscription(params) or None
+            await session.connection.notify(method, params)
             return
         for listener in list(session.listeners):
             if method in listener.methods:

@@ -32,21 +32,33 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
     MCP_NAME_HEADER,
+    MCP_PARAM_HEADER_PREFIX,
     MCP_PROTOCOL_VERSION_HEADER,
     NAME_BEARING_METHODS,
     encode_header_value,
+    find_invalid_x_mcp_header,
+    mcp_param_headers,
+    validate_mcp_param_headers,
+    x_mcp_header_map,
 )
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PROTOCOL_VERSION_META_KEY,
     SERVER_INFO_META_KEY,
+    UNSUPPORTED_PROTOCOL_VERSION,
 )
 from mcp_types import methods as spec_methods
-from mcp_types.version import LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import (
+    HANDSHAKE_PROTOCOL_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    LATEST_MODERN_VERSION,
+    MODERN_PROTOCOL_VERSIONS,
+)
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
@@ -59,10 +71,16 @@ __all__ = [
     "check_request",
     "discovered",
     "envelope_of",
+    "for_handshake",
+    "handshake_answer",
+    "handshake_envelope",
     "modern_headers",
+    "only_2026",
+    "param_headers",
     "shaped",
     "speaks_2026",
     "upstream_handshake",
+    "with_envelope",
     "without_envelope",
     "without_subscription",
 ]
@@ -156,6 +174,109 @@ def without_subscription(params: Mapping[str, Any] | None) -> dict[str, Any]:
         else:
             del out["_meta"]
     return out
+
+
+def handshake_envelope(init_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The 2026 envelope Lockgate sends for a handshake client to a server that speaks
+    only 2026-07-28: the client's capabilities and information from its ``initialize``."""
+    init = init_params or {}
+    capabilities = init.get("capabilities")
+    envelope: dict[str, Any] = {
+        PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION,
+        CLIENT_CAPABILITIES_META_KEY: dict(capabilities)
+        if isinstance(capabilities, Mapping)
+        else {},
+    }
+    if isinstance(init.get("clientInfo"), Mapping):
+        envelope[CLIENT_INFO_META_KEY] = dict(init["clientInfo"])
+    return envelope
+
+
+def with_envelope(params: Mapping[str, Any] | None, envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` carrying ``envelope`` in its ``_meta`` (what else it holds stays)."""
+    out = dict(params or {})
+    meta = out.get("_meta")
+    out["_meta"] = {**(meta if isinstance(meta, Mapping) else {}), **envelope}
+    return out
+
+
+def only_2026(refusal: MCPError) -> bool:
+    """Whether a server's refusal of ``initialize`` says it speaks only the 2026 era."""
+    if refusal.error.code != UNSUPPORTED_PROTOCOL_VERSION:
+        return False
+    data = refusal.error.data
+    supported = data.get("supported") if isinstance(data, Mapping) else None
+    return (
+        isinstance(supported, list)
+        and bool(supported)
+        and all(v in MODERN_PROTOCOL_VERSIONS for v in supported)
+    )
+
+
+def handshake_answer(
+    discovered: Mapping[str, Any], init_params: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The ``initialize`` result Lockgate gives a handshake client of a server that
+    speaks only 2026-07-28, from the server's ``server/discover`` answer: the client's
+    version where it is one of the handshake's, the server's capabilities and words."""
+    requested = (init_params or {}).get("protocolVersion")
+    meta = discovered.get("_meta")
+    info = meta.get(SERVER_INFO_META_KEY) if isinstance(meta, Mapping) else None
+    capabilities = discovered.get("capabilities")
+    result: dict[str, Any] = {
+        "protocolVersion": (
+            requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+        ),
+        "capabilities": dict(capabilities) if isinstance(capabilities, Mapping) else {},
+        "serverInfo": dict(info)
+        if isinstance(info, Mapping)
+        else {"name": "unknown", "version": "0"},
+    }
+    if isinstance(discovered.get("instructions"), str):
+        result["instructions"] = discovered["instructions"]
+    return result
+
+
+def for_handshake(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A 2026 server's result as a handshake client takes it: without the era's own
+    fields (``resultType``, the caching fields, the server's information)."""
+    out = {k: v for k, v in result.items() if k not in ("resultType", "ttlMs", "cacheScope")}
+    meta = out.get("_meta")
+    if isinstance(meta, Mapping):
+        kept = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
+        if kept:
+            out["_meta"] = kept
+        else:
+            del out["_meta"]
+    return out
+
+
+def param_headers(
+    schema: Any, arguments: Any, given: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The ``Mcp-Param-*`` headers a 2026 ``tools/call`` carries on to a remote server.
+
+    Over HTTP (``given``: the client's request headers) they are the client's own,
+    checked first against its arguments where Lockgate has seen the tool's schema, as
+    the server would check them; from a local client (no headers) they are made from the
+    schema's ``x-mcp-header`` properties.
+
+    Raises:
+        MCPError: the client's headers disagree with its arguments (-32020).
+    """
+    valid = isinstance(schema, Mapping) and find_invalid_x_mcp_header(schema) is None
+    if given is None:
+        if not valid or not isinstance(arguments, Mapping):
+            return {}
+        return mcp_param_headers(x_mcp_header_map(schema), arguments)
+    if valid:
+        rejection = validate_mcp_param_headers(
+            schema, arguments if isinstance(arguments, Mapping) else {}, given
+        )
+        if rejection is not None:
+            raise MCPError(code=rejection.code, message=rejection.message, data=rejection.data)
+    prefix = MCP_PARAM_HEADER_PREFIX.lower()
+    return {k: v for k, v in given.items() if k.lower().startswith(prefix)}
 
 
 def speaks_2026(discovered: Mapping[str, Any]) -> bool:

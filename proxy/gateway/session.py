@@ -70,6 +70,8 @@ class Session:
     listeners: list[Listener] | None = None
     envelope: Mapping[str, Any] | None = None  # the first request's (a 2026 upstream's)
     listening_upstream: bool = False  # a listen stream to its 2026 server is open
+    # a 2026 server's tools' input schemas, as last listed (for Mcp-Param-* headers)
+    tool_schemas: dict[str, Any] = field(default_factory=dict)
     upstream: Upstream | None = None
     backoff: Backoff = field(default_factory=Backoff)
     # each call in flight upstream: where the server's requests to the client go

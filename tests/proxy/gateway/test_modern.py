@@ -10,6 +10,7 @@ Each is compared with what the same client negotiates with the same server direc
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +29,10 @@ from proxy.gateway.modern import (
     check_request,
     discovered,
     envelope_of,
+    for_handshake,
+    handshake_answer,
     modern_headers,
+    param_headers,
     shaped,
     speaks_2026,
     upstream_handshake,
@@ -57,14 +61,18 @@ def direct(server: str, harness: Harness) -> StdioServerParameters:
 
 
 @contextlib.asynccontextmanager
-async def through(door: str, harness: Harness, server: str, mode: str) -> AsyncIterator[Client]:
+async def through(
+    door: str, harness: Harness, server: str, mode: str, **options: Any
+) -> AsyncIterator[Client]:
     """The SDK's client on ``server`` through Lockgate's ``door``, negotiating ``mode``."""
     if door == "http":
         token = harness.token("agent")
         async with (
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
             Client(
-                streamable_http_client(harness.http_url + server, http_client=http), mode=mode
+                streamable_http_client(harness.http_url + server, http_client=http),
+                mode=mode,
+                **options,
             ) as client,
         ):
             yield client
@@ -82,7 +90,7 @@ async def through(door: str, harness: Harness, server: str, mode: str) -> AsyncI
             "agent",
         ],
     )
-    async with Client(stdio_client(params), mode=mode) as client:
+    async with Client(stdio_client(params), mode=mode, **options) as client:
         yield client
 
 
@@ -320,3 +328,92 @@ async def test_a_2026_client_listening_hears_the_policy_hide_a_tool(
                 event = await sub.__anext__()
             assert isinstance(event, ToolsListChanged)
         assert "echo" not in {t.name for t in (await client.list_tools()).tools}
+
+
+MODERN_ONLY = Path(__file__).resolve().parents[2] / "servers" / "modern_only.py"
+
+
+@pytest.mark.parametrize("door", DOORS)
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_a_client_of_either_era_reaches_a_server_that_speaks_only_2026(
+    tmp_path: Path, door: str, mode: str
+) -> None:
+    """tests/servers/modern_only.py refuses the handshake. A handshake client is answered
+    from its server/discover and each request is sent in the era's envelope (its
+    input-required rounds asked of the client as the handshake asks); a 2026 client's
+    requests pass as they came. The policy decides both."""
+    harness = Harness(tmp_path)
+    record = tmp_path / "modern.jsonl"
+    write_json(
+        harness.paths.servers_file,
+        {"mcpServers": {"m": {"command": sys.executable, "args": [str(MODERN_ONLY), str(record)]}}},
+    )
+    harness.write_policy(
+        {
+            "default": "allow",
+            "tools": {"m/echo": {"when": [{"arguments": {"required": ["no"]}, "action": "deny"}]}},
+        }
+    )
+    confirmations: list[str] = []
+
+    async def elicitation(_ctx: Any, params: Any) -> types.ElicitResult:
+        confirmations.append(params.message)
+        return types.ElicitResult(action="accept", content={})
+
+    async with (
+        running(harness),
+        through(door, harness, "m", mode, elicitation_callback=elicitation) as client,
+    ):
+        expected = MODERN if mode == MODERN else "2025-11-25"
+        assert client.protocol_version == expected
+        assert sorted(t.name for t in (await client.list_tools()).tools) == ["confirm", "echo"]
+        assert text(await client.call_tool("echo", {"text": "hi"})) == "echo: hi"
+        refused = await client.call_tool("echo", {"text": "x", "no": 1})
+        assert refused.is_error  # decided by the policy: never sent
+        assert text(await client.call_tool("confirm", {})) == "confirmed: accept"
+    assert confirmations == ["Go ahead?"]
+    sent = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [s["name"] for s in sent] == ["echo", "confirm", "confirm"]  # asked, answered
+    assert all(s["meta"]["io.modelcontextprotocol/protocolVersion"] == MODERN for s in sent)
+
+
+def test_mcp_param_headers_are_made_for_a_local_client_and_checked_for_an_http_one() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+    }
+    assert param_headers(schema, {"region": "eu"}) == {"Mcp-Param-Region": "eu"}
+    assert param_headers(None, {"region": "eu"}) == {}  # never listed: nothing to make
+    assert param_headers(schema, {"region": "eu"}, {"mcp-param-region": "eu", "x": "y"}) == {
+        "mcp-param-region": "eu"
+    }
+    with pytest.raises(MCPError) as mismatch:
+        param_headers(schema, {"region": "eu"}, {"mcp-param-region": "us"})
+    assert mismatch.value.error.code == -32020
+    # a schema Lockgate has not seen: the client's headers go on, for the server to check
+    assert param_headers(None, {}, {"Mcp-Param-Region": "us"}) == {"Mcp-Param-Region": "us"}
+
+
+def test_a_2026_servers_result_as_a_handshake_client_takes_it() -> None:
+    result = {
+        "tools": [],
+        "resultType": "complete",
+        "ttlMs": 0,
+        "cacheScope": "private",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "m"}, "keep": 1},
+    }
+    assert for_handshake(result) == {"tools": [], "_meta": {"keep": 1}}
+    discovered_answer = {
+        "capabilities": {"tools": {}},
+        "instructions": "hi",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "m", "version": "2"}},
+    }
+    assert handshake_answer(discovered_answer, {"protocolVersion": "2025-06-18"}) == {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {"tools": {}},
+        "serverInfo": {"name": "m", "version": "2"},
+        "instructions": "hi",
+    }
+    assert handshake_answer({}, {"protocolVersion": "2099-01-01"})["protocolVersion"] == (
+        "2025-11-25"
+    )
