@@ -19,6 +19,11 @@ transport (global fetch), the suite's raw undici requests (the DNS-rebinding one
 included) and its `node:http` ones all go through one of them; Host, Origin and every
 other header are left exactly as the suite sets them. Lockgate's auth is unchanged: the
 token is a real client token from `lockgate token create`.
+
+Both doors are compared: the HTTP door directly, and the local door (the one stdio
+clients use, through `lockgate connect`) by way of a second gateway in front whose one
+server is `lockgate connect` into the first: the suite's HTTP requests become a stdio
+client's there.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.live import SERVERS, LiveGateway, free_port
+from tests.support.live import SERVERS, LiveGateway, free_port, lockgate_command
 from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.slow
@@ -236,14 +241,50 @@ def gateway(tmp_path: Path, conformance_server: str) -> Iterator[LiveGateway]:
         live.stop()
 
 
+@pytest.fixture
+def in_front(tmp_path: Path, gateway: LiveGateway) -> Iterator[LiveGateway]:
+    """A second `lockgate serve` whose one server is ``lockgate connect conformance`` into
+    the first: the suite's requests reach the first gateway through its local door (the
+    one stdio clients use), as a stdio client's would. The suite speaks only HTTP; this
+    one turns its requests into a stdio client's."""
+    config, data = tmp_path / "front-config", tmp_path / "front-data"
+    config.mkdir()
+    data.mkdir()
+    front = LiveGateway(config, data, tmp_path / "unused-front-tee.jsonl")
+    bridge = {
+        "command": lockgate_command(),
+        "args": [
+            *("--config-dir", str(gateway.config_dir), "--data-dir", str(gateway.data_dir)),
+            *("connect", "conformance", "--client", "conformance"),
+        ],
+    }
+    (config / "servers.json").write_text(json.dumps({"mcpServers": {"conformance": bridge}}))
+    front.write_policy({"version": "1", "default": "allow"})
+    front.start()
+    try:
+        yield front
+    finally:
+        front.stop()
+
+
+@pytest.mark.parametrize("door", ["http", "local"])
 @pytest.mark.parametrize("spec_version", SPEC_VERSIONS)
 def test_every_check_that_passes_directly_passes_through_lockgate(
-    spec_version: str, gateway: LiveGateway, conformance_server: str, tmp_path: Path
+    spec_version: str,
+    door: str,
+    gateway: LiveGateway,
+    conformance_server: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     token = gateway.token("conformance")
     direct = run_conformance(conformance_server, spec_version, token, tmp_path / "direct")
+    entry = gateway if door == "http" else request.getfixturevalue("in_front")
     proxied = run_conformance(
-        gateway.base_url + "conformance", spec_version, token, tmp_path / "through-lockgate"
+        entry.base_url + "conformance",
+        spec_version,
+        entry.token("conformance"),
+        tmp_path / "through-lockgate",
     )
     timings = (
         f"at {spec_version}: directly {direct.seconds:.1f}s ({direct.tally()}), "
