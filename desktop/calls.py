@@ -116,6 +116,8 @@ class CallRow:
     duration_ms: float | None = None
     result_size: int | None = None
     error: str | None = None
+    client_info: str | None = None  # what the client program says it is (unchecked)
+    protocol: str | None = None  # the request's MCP version
     summary: str = field(default="", repr=False)
     search: str = field(default="", repr=False)  # the text the filter box matches
 
@@ -142,6 +144,8 @@ class CallRow:
         row.duration_ms = record.duration_ms
         row.result_size = record.result_size
         row.error = record.error
+        row.client_info = record.client_info
+        row.protocol = record.protocol
         return row
 
 
@@ -223,6 +227,8 @@ class CallsModel:
                     event.server,
                     event.tool,
                     event.arguments,
+                    client_info=event.client_info,
+                    protocol=event.protocol,
                 )
                 new.append(row)
                 fresh[event.call_id] = row

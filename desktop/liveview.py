@@ -290,6 +290,10 @@ def details_text(row: CallRow) -> str:
         "",
         f"Decision: {decision_label(row.decision)}",
     ]
+    if row.client_info or row.protocol:
+        says = f"says it is {row.client_info}" if row.client_info else "says nothing of itself"
+        over = f", over MCP {row.protocol}" if row.protocol else ""
+        lines.append(f"Program:  {says}{over}")
     if row.reason:
         lines.append(f"Why:      {row.reason}")
     if row.rule:

@@ -45,7 +45,7 @@ __all__ = [
     "where_clause",
 ]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
 
 
@@ -60,7 +60,7 @@ class AuditError(LockgateError):
 
 COLUMNS: Final = (  # a record's fields, by the same names
     "id time client server tool arguments decision basis rule case reason outcome duration_ms "
-    "result_size error"
+    "result_size error client_info protocol"
 ).split()
 _QUOTED: Final = ", ".join(f'"{column}"' for column in COLUMNS)
 INSERT: Final = (  # built from the constant column names only, as is every query here
@@ -107,6 +107,11 @@ MIGRATIONS: Final = (
     ),
     # the rule's "when" case that decided (from 0); NULL: the rule itself, or no rule
     ('ALTER TABLE calls ADD COLUMN "case" INTEGER',),
+    # what the client program says it is, and the request's MCP version; NULL: unknown
+    (
+        "ALTER TABLE calls ADD COLUMN client_info TEXT",
+        "ALTER TABLE calls ADD COLUMN protocol TEXT",
+    ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -170,6 +175,8 @@ def row_of(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
             record.duration_ms,
             record.result_size,
             None if record.error is None else clip(record.error),
+            None if record.client_info is None else clip(record.client_info),
+            None if record.protocol is None else clip(record.protocol),
         )
     except (TypeError, ValueError) as exc:
         raise AuditError(f"cannot record call {record.id}: {exc}") from exc

@@ -59,6 +59,10 @@ class CallRecord:
     duration_ms: float | None = None
     result_size: int | None = None  # bytes of the answer sent to the client
     error: str | None = None  # short text, for the outcomes that are errors
+    # what the client program says it is ("name version", its clientInfo: unchecked, so
+    # shown, never decided on) and the MCP version of the request
+    client_info: str | None = None
+    protocol: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``lockgate log --json``): ``time`` as ISO-8601 UTC text,
@@ -83,6 +87,8 @@ class CallRecord:
             "duration_ms": self.duration_ms,
             "result_size": self.result_size,
             "error": self.error,
+            "client_info": self.client_info,
+            "protocol": self.protocol,
         }
 
 

@@ -66,6 +66,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -122,7 +123,7 @@ from proxy.gateway.modern import (
     without_envelope,
     without_subscription,
 )
-from proxy.gateway.pipeline import ToolCallPipeline
+from proxy.gateway.pipeline import Said, ToolCallPipeline
 from proxy.gateway.session import ClientChannel, Listener, Session
 from proxy.policy.decide import Enforcer, Verdict, hidden_tools
 from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, Policy
@@ -571,8 +572,9 @@ class Gateway:
                 raise
 
         session.last_active = self._monotonic()
+        said = Said.of((session.init_params or {}).get("clientInfo"), session.protocol)
         with _as_protocol_errors("tools/call", session.scrub):
-            return await self.tool_calls.run(session, params, send)
+            return await self.tool_calls.run(session, params, send, said=said)
 
     async def _route(
         self,
@@ -1002,7 +1004,12 @@ class Gateway:
                 ctx, session, upstream, "tools/call", forwarded, headers=headers, channel=channel
             )
 
-        return await self.tool_calls.run(session, params, send)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:  # each request says its own
+            info = envelope_of(ctx.params).get(CLIENT_INFO_META_KEY)
+        else:
+            info = (session.init_params or {}).get("clientInfo")
+        said = Said.of(info, ctx.protocol_version)
+        return await self.tool_calls.run(session, params, send, said=said)
 
     def not_served(self, server: str) -> str | None:
         """Why a client asking for ``server`` is refused (None: it is served): it is
@@ -1091,7 +1098,10 @@ class Gateway:
             session.close = close
         connection.exit_stack.push_async_callback(self._end_session, session)
         self.sessions[session.id] = session
-        return _announcing_list_changes(await self._open_upstream(session))
+        answer = await self._open_upstream(session)
+        version = answer.get("protocolVersion")
+        session.protocol = version if isinstance(version, str) else None
+        return _announcing_list_changes(answer)
 
     async def _open_upstream(
         self, session: Session, upstream: Upstream | None = None

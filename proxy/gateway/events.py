@@ -124,6 +124,8 @@ class CallStarted:
     server: str
     tool: str
     arguments: Mapping[str, Any] = field(default_factory=dict)  # already redacted
+    client_info: str | None = None  # what the client program says it is (unchecked)
+    protocol: str | None = None  # the request's MCP version
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from proxy.policy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, ag
 from proxy.policy.limits import CounterKey
 from proxy.upstream.connection import UpstreamUnavailable
 
-__all__ = ["Caller", "Refusal", "Send", "ToolCallPipeline"]
+__all__ = ["Caller", "Refusal", "Said", "Send", "ToolCallPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,25 @@ class Caller(Protocol):
     def scrub(self, text: str) -> str: ...  # without the secrets its upstreams know
 
     async def why_down(self) -> str | None: ...  # why its server went away, if it did
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """What a request says of itself that the log keeps and no decision rests on: the
+    client program's own name and version (its ``clientInfo``: any program can claim
+    any, so the policy goes by the token or the bridge's name) and the MCP version."""
+
+    client_info: str | None = None
+    protocol: str | None = None
+
+    @classmethod
+    def of(cls, info: Any, protocol: str | None) -> Said:
+        """From a ``clientInfo`` object (``{"name", "version"}``), as ``"name version"``."""
+        text = None
+        if isinstance(info, Mapping) and isinstance(info.get("name"), str):
+            version = info.get("version")
+            text = f"{info['name']} {version}" if isinstance(version, str) else info["name"]
+        return cls(text, protocol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +154,17 @@ class ToolCallPipeline:
         """Forget charges no limit of the (new) policy can count, in the background."""
         self._spawn(self._prune_charges())
 
-    async def run(self, session: Caller, params: Mapping[str, Any], send: Send) -> dict[str, Any]:
+    async def run(
+        self,
+        session: Caller,
+        params: Mapping[str, Any],
+        send: Send,
+        *,
+        said: Said | None = None,
+    ) -> dict[str, Any]:
         """Decide the call ``params`` of ``session``; if it may go, record it, then
-        ``send`` it upstream.
+        ``send`` it upstream. ``said`` is what the request said of its client and its
+        MCP version, kept in the log beside the call.
 
         Returns the result for the client (the server's, or a blocked call's ``isError``
         result). A call that goes upstream is in the audit log, committed, before it is
@@ -150,7 +177,7 @@ class ToolCallPipeline:
         """
         self._calls_in_flight += 1
         try:
-            return await self._decide_and_forward(session, params, send)
+            return await self._decide_and_forward(session, params, send, said or Said())
         finally:
             self._calls_in_flight -= 1
 
@@ -177,16 +204,27 @@ class ToolCallPipeline:
         )
 
     async def _decide_and_forward(
-        self, session: Caller, params: Mapping[str, Any], send: Send
+        self, session: Caller, params: Mapping[str, Any], send: Send, said: Said
     ) -> dict[str, Any]:
         name = params.get("name")
         arguments = params.get("arguments")
         arguments = {} if arguments is None else arguments
         tool = storable(name) if isinstance(name, str) else ""
         call = ToolCall(session.server, tool, arguments, session.client)
-        trace = _Trace(call, self._clock(), self._monotonic())
+        trace = _Trace(call, self._clock(), self._monotonic(), said=said)
         shown = redact(arguments) if isinstance(arguments, Mapping) else {"_not_an_object": True}
-        self.bus.emit(CallStarted(trace.id, trace.time, call.client, call.server, tool, shown))
+        self.bus.emit(
+            CallStarted(
+                trace.id,
+                trace.time,
+                call.client,
+                call.server,
+                tool,
+                shown,
+                client_info=said.client_info,
+                protocol=said.protocol,
+            )
+        )
 
         bad_name = _bad_name(name)
         problem = bad_name or _malformed(arguments)
@@ -490,6 +528,8 @@ class ToolCallPipeline:
             duration_ms=round((self._monotonic() - trace.started) * 1000, 3),
             result_size=size,
             error=error,
+            client_info=trace.said.client_info,
+            protocol=trace.said.protocol,
         )
 
     def _charge_horizon(self) -> float:
@@ -530,6 +570,7 @@ class _Trace:
     started: float  # monotonic, for the duration
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     basis: str | None = None
+    said: Said = field(default_factory=Said)
 
     def decided(self, basis: str) -> _Trace:
         return replace(self, basis=basis)

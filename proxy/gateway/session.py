@@ -61,6 +61,7 @@ class Session:
     connection: Connection
     spec: ServerSpec  # what the session's upstream is started from (SSE remembered)
     init_params: Mapping[str, Any] | None = None  # the handshake its upstream opens with
+    protocol: str | None = None  # the MCP version its client's handshake agreed
     # the upstream's answer to it, or to server/discover (a 2026 client's serverInfo)
     server_hello: Mapping[str, Any] | None = None
     # a 2026 client's upstream that speaks 2026-07-28 too: requests pass as they came

@@ -181,3 +181,21 @@ def test_the_count_is_rewritten_at_once_when_quiet_and_once_a_second_under_traff
     app.batch(started("c3"))
     next_turn()
     assert app.count() == "3 calls"
+
+
+def test_the_details_say_what_the_program_says_it_is_and_its_protocol(qtbot: Any) -> None:
+    from dataclasses import replace
+
+    from desktop.calls import CallRow
+    from desktop.liveview import details_text
+
+    said = replace(record("c1"), client_info="cursor 3.1", protocol="2026-07-28")
+    assert "Program:  says it is cursor 3.1, over MCP 2026-07-28" in details_text(
+        CallRow.from_record(said)
+    )
+    live = CallsModel()
+    live.apply([CallStarted("c2", 1.0, "agent", "srv", "echo", {}, protocol="2025-11-25")])
+    index = live.index_of("c2")
+    assert index is not None
+    assert "Program:  says nothing of itself, over MCP 2025-11-25" in details_text(live.row(index))
+    assert "Program:" not in details_text(CallRow.from_record(record("c3")))  # an old row

@@ -114,7 +114,7 @@ def test_a_log_of_the_first_version_is_upgraded_and_keeps_its_records(db):
             raw.execute(statement)
         raw.execute("PRAGMA user_version = 1")
         row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
-        del row["ts"], row["case"]  # version 1 had no case
+        del row["ts"], row["case"], row["client_info"], row["protocol"]  # not in version 1
         columns = ", ".join(row)
         raw.execute(
             f"INSERT INTO calls ({columns}) VALUES ({', '.join('?' * len(row))})",
@@ -149,7 +149,7 @@ def test_a_log_of_version_2_is_upgraded_and_then_keeps_the_case_that_decided(db)
                 raw.execute(statement)
         raw.execute("PRAGMA user_version = 2")
         row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
-        del row["ts"], row["case"]  # version 2 had no case
+        del row["ts"], row["case"], row["client_info"], row["protocol"]  # not in version 2
         raw.execute(
             f"INSERT INTO calls ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
             tuple(row.values()),
@@ -170,7 +170,32 @@ def test_a_log_of_version_2_is_upgraded_and_then_keeps_the_case_that_decided(db)
         columns = [name for (_, name, *_) in raw.execute("PRAGMA table_info(calls)")]
     finally:
         raw.close()
-    assert columns[-1] == "case"
+    assert columns[-3:] == ["case", "client_info", "protocol"]
+
+
+def test_a_log_of_version_3_is_upgraded_and_then_keeps_what_a_client_says_it_is(db):
+    db.parent.mkdir()
+    old = make(tool="from_version_3")
+    raw = sqlite3.connect(db, isolation_level=None)
+    try:
+        for statements in MIGRATIONS[:3]:
+            for statement in statements:
+                raw.execute(statement)
+        raw.execute("PRAGMA user_version = 3")
+        row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
+        del row["ts"], row["client_info"], row["protocol"]  # not in version 3
+        quoted = ", ".join(f'"{column}"' for column in row)
+        raw.execute(
+            f"INSERT INTO calls ({quoted}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+    finally:
+        raw.close()
+    with AuditLog(db) as audit:
+        assert audit.get(old.id) == old  # unknown then: None
+        new = make(tool="after_the_upgrade", client_info="cursor 3.1", protocol="2026-07-28")
+        audit.write_sync(new)
+        assert audit.get(new.id) == new
 
 
 MIGRATE_ON_A_FULL_DISK = """

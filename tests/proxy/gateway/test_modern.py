@@ -133,6 +133,9 @@ async def test_a_2026_client_reaches_a_handshake_server_and_is_decided_by_the_po
         ("delete_file", "denied", "agent"),
         ("hidden", "denied", "agent"),
     ]
+    # what each request said of itself, beside the identity the policy went by
+    assert {r.protocol for r in rows} == {MODERN}
+    assert all(r.client_info and r.client_info.startswith("mcp") for r in rows)
 
 
 @pytest.mark.parametrize("door", DOORS)
@@ -152,13 +155,17 @@ async def test_the_sdk_client_negotiates_through_lockgate_what_it_negotiates_dir
     ) as client:
         expected = MODERN if translated else client.protocol_version
         direct_tools = sorted(t.name for t in (await client.list_tools()).tools)
-    async with running(harness), through(door, harness, server, mode) as client:
+    async with running(harness) as gateway, through(door, harness, server, mode) as client:
         assert client.protocol_version == expected
         assert sorted(t.name for t in (await client.list_tools()).tools) == direct_tools
         if server == "time":
             result = await client.call_tool("get_current_time", {"timezone": "UTC"})
             assert not result.is_error
             assert "UTC" in text(result)
+            # the log says which version the call came in, on every route (the local
+            # door's fast lane too)
+            (row,) = gateway.audit.query(limit=5)
+            assert row.protocol == expected
 
 
 def envelope(**extra: Any) -> dict[str, Any]:
