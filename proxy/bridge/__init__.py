@@ -2,6 +2,7 @@
 
 ``connect`` is ``lockgate connect SERVER`` (hands the client's pipes to the gateway, or
 relays their bytes where descriptors cannot be passed, or when ``LOCKGATE_BRIDGE=relay``);
-``control`` is the request/answer client every command and the app's CLI use. Nothing here
+``winpipe`` is the Windows end of the gateway's named pipe; ``control`` is the
+request/answer client every command and the app's CLI use. Nothing here
 imports the MCP SDK, the policy engine or Qt (tests/proxy/bridge/test_connect.py keeps it so).
 """

@@ -10,7 +10,8 @@ How it bridges (``LOCKGATE_BRIDGE``): ``fd`` hands the client's pipes to the gat
 (``SCM_RIGHTS``, no hop of its own), ``relay`` copies them to and from the socket, and
 ``auto`` (or unset, or empty) passes them where the system can (``socket.send_fds``) and
 relays elsewhere. Any other value is a usage error (exit 2), never a guess; so is ``fd``
-where the system cannot pass descriptors.
+where the system cannot pass descriptors. Windows cannot (its local door is a named pipe:
+:mod:`proxy.bridge.winpipe`), so there ``auto`` always relays.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ where file descriptors cannot be passed, copies them to and from the gateway's s
 byte for byte, without looking inside (:func:`bridge_relaying`); it exits when the
 session ends (the client closed its side, or the gateway went away).
 
+On Windows the local door is a named pipe, and all of this goes over it the same way
+(:func:`_connect` is the one place that differs: :mod:`proxy.bridge.winpipe`); there the
+bridge always relays.
+
 Every other command asks the gateway's control door (:mod:`proxy.doors.control`): one
 request and its answer (:func:`control`), or a request answered in parts (:func:`watch`,
 :func:`sign_in`).
@@ -14,20 +18,25 @@ request and its answer (:func:`control`), or a request answered in parts (:func:
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 import select
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from proxy.config.paths import Paths
-from proxy.config.runinfo import peer_uid, read_run_info
+from proxy.config.runinfo import peer_is_us, read_run_info
 from proxy.config.tokens import valid_client_name
 from proxy.errors import LockgateError
+
+if sys.platform == "win32":  # pragma: no cover (Windows)
+    from proxy.bridge import winpipe
 
 __all__ = [
     "ControlError",
@@ -59,35 +68,72 @@ class ControlError(LockgateError):
     title = "The gateway refused"
 
 
-def _socket_path(paths: Paths) -> Path:
-    """The running gateway's socket, after checking that its folder is ours and private.
+class _Link(Protocol):
+    """A connection to the gateway's local door, as the bridge uses it: a Unix socket, or
+    on Windows the pipe's client end (:class:`proxy.bridge.winpipe.PipeStream`)."""
+
+    def recv(self, bufsize: int, /) -> bytes: ...
+    def recv_into(self, buffer: bytearray, /) -> int: ...
+    def sendall(self, data: bytes | memoryview, /) -> None: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def close(self) -> None: ...
+    def makefile(self, mode: Literal["rwb"]) -> io.BufferedRWPair: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+def _connect(paths: Paths) -> _Link:
+    """A connection to the running gateway's local door, after checking who serves it.
+
+    Unix: the socket the run file names must be in a private folder of ours (0700), and
+    the process serving it must run as us, where the system can say
+    (:func:`~proxy.config.runinfo.peer_is_us`). Windows: the pipe the run file names must
+    be the one named for this user and data folder, and the process serving it the
+    gateway the run file names, running as us (:func:`proxy.bridge.winpipe.connect`).
 
     Raises:
-        GatewayNotRunning: no gateway runs, or the socket is not where ours would be.
+        GatewayNotRunning: no gateway runs, or nothing listens where it says.
+        ControlError: the socket (or pipe) is not one of ours.
     """
     info = read_run_info(paths)
     if info is None or not info.socket:
         raise GatewayNotRunning(paths)
-    path = Path(info.socket)
-    try:
-        folder = path.parent.lstat()
-    except OSError:
-        raise GatewayNotRunning(paths) from None
-    if folder.st_uid != os.getuid() or folder.st_mode & 0o077:
-        raise ControlError(f"{path.parent} is not a private folder of yours; not connecting")
-    return path
-
-
-def _check_peer(sock: socket.socket) -> None:
-    """The process at the other end must run as us, where the system can say
-    (:func:`~proxy.config.runinfo.peer_uid`; elsewhere the private folder is the check).
-
-    Raises:
-        ControlError: it does not.
-    """
-    uid = peer_uid(sock)
-    if uid is not None and uid != os.getuid():
-        raise ControlError("the socket is served by another user; not connecting")
+    if sys.platform == "win32":  # pragma: no cover (Windows: tests/proxy/doors/test_winpipe.py)
+        ours = winpipe.pipe_name_for(
+            winpipe.current_user_sid(), os.path.realpath(paths.run_dir), "gateway.sock"
+        )
+        if not winpipe.named_pipe_is(info.socket, ours):
+            raise ControlError(
+                f"the run file names the pipe {info.socket}, not this user's; not connecting"
+            )
+        try:
+            return winpipe.connect(ours, gateway_pid=info.pid)
+        except FileNotFoundError:
+            raise GatewayNotRunning(paths) from None
+        except winpipe.PipeRefused as exc:
+            raise ControlError(exc.strerror or str(exc)) from None
+        except OSError as exc:
+            raise ControlError(f"cannot open the gateway's pipe ({exc}); try again") from None
+    else:
+        path = Path(info.socket)
+        try:
+            folder = path.parent.lstat()
+        except OSError:
+            raise GatewayNotRunning(paths) from None
+        if folder.st_uid != os.getuid() or folder.st_mode & 0o077:
+            raise ControlError(f"{path.parent} is not a private folder of yours; not connecting")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                sock.connect(str(path))
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise GatewayNotRunning(paths) from None
+            if not peer_is_us(sock):
+                raise ControlError("the socket is served by another user; not connecting")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 def default_client_name() -> str:
@@ -102,15 +148,9 @@ def default_client_name() -> str:
 
 
 @contextlib.contextmanager
-def _connected(paths: Paths, hello: dict[str, Any]) -> Iterator[tuple[socket.socket, Any]]:
-    path = _socket_path(paths)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connected(paths: Paths, hello: dict[str, Any]) -> Iterator[tuple[_Link, io.BufferedRWPair]]:
+    sock = _connect(paths)
     try:
-        try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise GatewayNotRunning(paths) from None
-        _check_peer(sock)
         stream = sock.makefile("rwb")
         stream.write(json.dumps(hello).encode() + b"\n")
         stream.flush()
@@ -207,7 +247,7 @@ def watch(paths: Paths) -> Iterator[dict[str, Any]]:
 
 def _open_session(
     paths: Paths, server: str, client: str, *, pass_pipes: bool
-) -> tuple[socket.socket, bytes]:
+) -> tuple[_Link, bytes]:
     """A connection to the gateway's MCP session for ``server``, its hello said and
     accepted; and what the gateway sent after its answer (the session's first bytes).
 
@@ -220,19 +260,13 @@ def _open_session(
         ControlError: the gateway refused (unknown server, bad client name), or the
             socket is not one of ours.
     """
-    path = _socket_path(paths)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _connect(paths)
     try:
-        try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise GatewayNotRunning(paths) from None
-        _check_peer(sock)
         hello = {"lockgate": 1, "mode": "connect", "server": server, "client": client}
         line = json.dumps(hello).encode() + b"\n"
         try:
             if pass_pipes:
-                socket.send_fds(sock, [line], [0, 1])
+                _send_with_pipes(sock, line)
             else:
                 sock.sendall(line)
             answer, rest = _answer(sock)
@@ -246,7 +280,16 @@ def _open_session(
     return sock, rest
 
 
-def _answer(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
+def _send_with_pipes(sock: _Link, line: bytes) -> None:
+    """``line``, and with it this process's stdin and stdout (``SCM_RIGHTS``)."""
+    if sys.platform != "win32":  # pragma: no branch
+        assert isinstance(sock, socket.socket)  # a Unix socket: _connect made it
+        socket.send_fds(sock, [line], [0, 1])
+    else:  # pragma: no cover (connect.run never asks for it there)
+        raise ControlError("Windows cannot pass file descriptors; relay instead")
+
+
+def _answer(sock: _Link) -> tuple[dict[str, Any], bytes]:
     """The gateway's answer to the hello, and whatever came after it in the same reads
     (not through a buffered file: the relay must hand every byte on)."""
     data = b""
@@ -321,7 +364,7 @@ def bridge_relaying(paths: Paths, server: str, client: str) -> int:
     return 0
 
 
-def _client_to_gateway(sock: socket.socket) -> None:
+def _client_to_gateway(sock: _Link) -> None:
     """Copy stdin to the session until the client closes it (or it breaks, or the
     gateway has gone); then say so, and the gateway ends the session."""
     with contextlib.suppress(OSError):
@@ -331,7 +374,7 @@ def _client_to_gateway(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_WR)
 
 
-def _gateway_to_client(sock: socket.socket, first: bytes) -> None:
+def _gateway_to_client(sock: _Link, first: bytes) -> None:
     """Copy the session to stdout until the gateway ends it (its end, or a reset: it went
     with our last bytes unread) or stdout cannot be written (the client closed it)."""
     buffer = bytearray(_CHUNK)

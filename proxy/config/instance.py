@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import IO, Literal
 
 from proxy.config.paths import Paths
+from proxy.config.runinfo import process_alive
 from proxy.errors import LockgateError
 
 __all__ = [
@@ -181,9 +182,5 @@ def running_holder(paths: Paths) -> Holder | None:
         with (paths.run_dir / "lockgate.lock").open("r+", encoding="utf-8") as handle:
             holder = _read_holder(handle)
         if holder is not None:
-            try:
-                os.kill(holder.pid, 0)
-            except (ProcessLookupError, PermissionError):
-                return None
-            return holder
+            return holder if process_alive(holder.pid) else None
     return None

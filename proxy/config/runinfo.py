@@ -1,5 +1,6 @@
 """Where a running gateway listens (``run/gateway.json`` in the data folder), and what
-both ends of its local socket share.
+both ends of its local socket share (on Windows, of its named pipe:
+:mod:`proxy.bridge.winpipe`).
 
 Kept free of heavy imports: ``lockgate connect`` reads it on every client launch.
 """
@@ -21,7 +22,9 @@ __all__ = [
     "DEFAULT_PORT",
     "LINE_LIMIT",
     "RunInfo",
+    "peer_is_us",
     "peer_uid",
+    "process_alive",
     "read_run_info",
     "run_file",
     "uid_from_peercred",
@@ -91,9 +94,22 @@ def peer_uid(sock: socket.socket) -> int | None:
     return uid_from_peercred(sock.getsockopt(socket.SOL_SOCKET, peercred, _UCRED.size))
 
 
+def peer_is_us(sock: socket.socket) -> bool:
+    """Whether the process at the other end of a Unix socket runs as this user, where the
+    system can say (:func:`peer_uid`); where it cannot, yes: the socket's private folder
+    is then the check, on both ends."""
+    if sys.platform == "win32":  # pragma: no cover (no Unix sockets; winpipe asks the pipe)
+        ours = False
+    else:
+        uid = peer_uid(sock)
+        ours = uid is None or uid == os.getuid()
+    return ours
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """Where a running gateway listens."""
+    """Where a running gateway listens: its HTTP port and its local door (a Unix
+    socket's path; on Windows the named pipe's name)."""
 
     pid: int
     port: int
@@ -113,8 +129,38 @@ def read_run_info(paths: Paths) -> RunInfo | None:
         info = RunInfo(**data)
     except (OSError, ValueError, TypeError):
         return None
-    try:
-        os.kill(info.pid, 0)
-    except (ProcessLookupError, PermissionError):
+    if not process_alive(info.pid):
         return None  # gone, or someone else's process: not our gateway
     return info
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs and is one this user may signal (so, could be ours).
+
+    Not ``os.kill(pid, 0)`` on Windows: there signal 0 is CTRL_C_EVENT, sent to a console
+    process group, and any other number terminates the process.
+    """
+    if sys.platform == "win32":  # pragma: no cover (Windows)
+        import _winapi  # noqa: PLC0415
+
+        try:
+            process = _winapi.OpenProcess(_SYNCHRONIZE | _QUERY_LIMITED, False, pid)
+        except OSError:  # no such process (ERROR_INVALID_PARAMETER), or not ours
+            return False
+        try:
+            return _winapi.WaitForSingleObject(process, 0) == _WAIT_TIMEOUT  # not signalled
+        finally:
+            _winapi.CloseHandle(process)
+    else:
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+
+# OpenProcess's rights to wait on a process and ask about it; WaitForSingleObject's answer
+# when the process has not ended (winnt.h, winbase.h)
+_SYNCHRONIZE = 0x00100000
+_QUERY_LIMITED = 0x1000
+_WAIT_TIMEOUT = 0x102

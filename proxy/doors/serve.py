@@ -136,9 +136,7 @@ async def serve(
         )
         server = _Server(config, gateway)
         if handle_signals:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, server.request_exit)
+            _on_stop_signals(asyncio.get_running_loop(), server.request_exit)
         actual = sock.getsockname()[1]
         info = RunInfo(
             pid=os.getpid(),
@@ -225,3 +223,13 @@ def _bind_loopback(port: int) -> socket.socket:
 
 def _log_event(event: Event) -> None:
     log.debug("%s", event)
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> None:
+    """Call ``stop`` on the loop when SIGINT or SIGTERM comes. Windows' event loop has
+    no signal handlers: there Python's own handler hands it to the loop."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop)
+        except NotImplementedError:  # pragma: no cover (Windows)
+            signal.signal(signum, lambda _signum, _frame: loop.call_soon_threadsafe(stop))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import fcntl
 import json
 import os
 import platform
@@ -17,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import termios
 import threading
 from pathlib import Path
 from typing import IO
@@ -34,6 +32,13 @@ from tests.support.waiting import eventually_sync
 
 bridge_mode = modes.bridge_mode
 
+# The tests below that start `lockgate serve` (live_gateway) or hold a Unix socket of their
+# own; Windows has them over its named pipe in tests/proxy/doors/test_winpipe.py.
+needs_unix = pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="`lockgate serve` and Unix sockets: not on Windows (its pipe: test_winpipe.py)",
+)
+
 HEAVY = (
     "mcp",
     "mcp_types",
@@ -47,8 +52,8 @@ SDK = ("mcp", "mcp_types", "uvicorn", "PySide6", "httpx2", "anyio")
 
 
 # What a system without fd passing looks like to the bridge (a double of the OS: every
-# system this suite runs on has socket.send_fds).
-NO_FD_PASSING = "import socket\ndel socket.send_fds\n"
+# Unix this suite runs on has socket.send_fds; Windows has none to take away).
+NO_FD_PASSING = "import socket\nif hasattr(socket, 'send_fds'):\n    del socket.send_fds\n"
 
 
 def launcher_code(argv: list[str], before: str = "") -> str:
@@ -132,6 +137,7 @@ def test_the_command_line_loads_the_mcp_sdk_only_for_commands_that_need_it():
     assert result.stdout.strip() == "[]"
 
 
+@needs_unix
 def test_stdout_to_a_file_is_told_plainly_and_the_gateway_logs_no_traceback(
     live_gateway, tmp_path, monkeypatch
 ):
@@ -173,6 +179,7 @@ def test_fd_passing_insisted_on_where_the_system_cannot_is_told_plainly(monkeypa
     assert "LOCKGATE_BRIDGE=fd, but this system cannot pass file descriptors" in err
 
 
+@needs_unix
 @pytest.mark.parametrize(
     ("variable", "before"),
     [("relay", ""), ("auto", NO_FD_PASSING), (None, NO_FD_PASSING)],
@@ -240,11 +247,15 @@ def ended_cleanly(proc: subprocess.Popen[bytes]) -> str:
 
 def unread(pipe: IO[bytes]) -> int:
     """Bytes waiting in the pipe behind ``pipe`` (either end)."""
+    import fcntl
+    import termios
+
     count = array.array("i", [0])
     fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)
     return count[0]
 
 
+@needs_unix
 def test_a_socket_in_a_folder_others_can_enter_is_not_used(lockgate_dirs, tmp_path, bridge_mode):
     paths = Paths(*lockgate_dirs)
     shared = tmp_path / "shared"
@@ -312,6 +323,7 @@ def test_a_socket_served_by_another_user_is_not_used(lockgate_dirs, tmp_path, br
     assert heard == [b""]  # not even the hello was said
 
 
+@needs_unix
 async def test_a_message_longer_than_any_line_limit_is_refused_and_the_session_goes_on(
     live_gateway, bridge_mode
 ):
@@ -346,6 +358,7 @@ async def test_a_message_longer_than_any_line_limit_is_refused_and_the_session_g
     assert unreadable["error"]["code"] == -32700  # the next line, read as the next message
 
 
+@needs_unix
 def test_a_client_that_closes_its_stdout_ends_the_session_and_the_bridge_exits_cleanly(
     live_gateway, bridge_mode
 ):
@@ -359,6 +372,7 @@ def test_a_client_that_closes_its_stdout_ends_the_session_and_the_bridge_exits_c
         ended_cleanly(proc)
 
 
+@needs_unix
 def test_when_the_gateway_goes_the_client_sees_the_end_and_the_bridge_exits_cleanly(
     live_gateway, bridge_mode
 ):
@@ -382,6 +396,7 @@ def test_when_the_gateway_goes_the_client_sees_the_end_and_the_bridge_exits_clea
         ended_cleanly(proc)
 
 
+@needs_unix
 def test_a_client_whose_pipes_do_not_block_is_served_the_same(live_gateway, bridge_mode):
     # A client may hand over non-blocking pipes (the flag belongs to the pipe's end, which
     # the bridge shares with whoever made it): the bridge waits for them, never spins.
@@ -433,6 +448,8 @@ def test_the_relay_writes_every_answer_before_it_leaves_a_client_that_reads_late
     live_gateway, monkeypatch
 ):
     # Inherently the relay: with the pipes passed, no answer goes through the bridge.
+    import fcntl
+
     monkeypatch.setenv(modes.BRIDGE_VARIABLE, "relay")
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 65536)

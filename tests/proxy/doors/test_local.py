@@ -1,4 +1,7 @@
-"""The local socket: `lockgate connect` as MCP clients launch it, and the control commands."""
+"""The local socket: `lockgate connect` as MCP clients launch it, and the control commands.
+
+Windows has a named pipe instead, and these run as `lockgate serve`, which does not run
+there yet: its pipe is tested end to end in test_winpipe.py."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,10 @@ from tests.proxy.bridge import modes
 from tests.support.live import lockgate_command
 from tests.support.waiting import eventually, eventually_sync
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="`lockgate serve` and a Unix socket"),
+]
 bridge_mode = modes.bridge_mode  # the tests that start `lockgate connect` run in both ways
 
 
