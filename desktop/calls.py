@@ -73,6 +73,7 @@ _BASIS_NOTES = {  # why a call was blocked, when not simply by its rule's action
     "server_removed": "server removed",
     "server_disabled": "server turned off",
     "needs_sign_in": "needs sign-in",
+    "session_ended": "session ended",
     "audit_unavailable": "audit log down",
     "name": "bad tool name",
 }

@@ -149,6 +149,9 @@ MODERN_IDLE_SECONDS = 900.0
 # how long a server's question to a 2026 client waits for the client's retry with its answer
 INPUT_SECONDS = 300.0
 MAX_INPUT_ROUNDS = 10  # a 2026 server's input-required rounds in one call, at most
+IDLE_SWEEP_SECONDS = 60.0  # how often idle pooled upstreams are looked for
+MAX_CALLS_PER_CLIENT = 64  # a 2026 client's calls in flight to handshake servers, per door
+MAX_LISTENERS = 16  # a 2026 client's listen streams to one server, per door
 
 _INIT_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
 _DISCOVER_OPTIONS: CallOptions = {"cancel_on_abandon": False, "timeout": 60}
@@ -278,6 +281,7 @@ class Gateway:
         async def lifespan(_server: Server[Any]) -> Any:
             pool = ModernPool()
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self._sweep_idle, pool)
                 try:
                     yield {"tg": tg, "pool": pool}
                 finally:
@@ -503,6 +507,8 @@ class Gateway:
         session.upstream = None
         session.backoff = Backoff(clock=self._monotonic)
         session.task_group.start_soon(upstream.aclose)
+        for listener in session.listeners or ():
+            listener.ended.set()  # its server is gone: the client hears the stream end
 
     async def end_sessions_of(self, client: str) -> int:
         """End every HTTP session of ``client`` (its token was revoked: its sessions and
@@ -689,6 +695,7 @@ class Gateway:
                     result = discovered(result)
         finally:
             session.active -= 1
+            session.served += 1
         server_info = None if passing else (session.server_hello or {}).get("serverInfo")
         return shaped(method, result, server_info)
 
@@ -700,6 +707,12 @@ class Gateway:
         policy hides or shows a tool), then open until the client closes it or its
         upstream ends. A 2026 server is listened to once for all its clients' streams."""
         assert session.listeners is not None
+        if len(session.listeners) >= MAX_LISTENERS:
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"{len(session.listeners)} listen streams are open for this client "
+                "and server, the most Lockgate allows; close some",
+            )
         wanted = params.get("notifications")
         honoured = {
             flag: True
@@ -775,6 +788,13 @@ class Gateway:
             if isinstance(responses, Mapping):
                 exchange.answer(responses)
         else:
+            mine = sum(1 for e in pool.exchanges.values() if e.owner[1] == session.client)
+            if mine >= MAX_CALLS_PER_CLIENT:
+                raise MCPError(
+                    code=INVALID_REQUEST,
+                    message=f"client {session.client!r} has {mine} calls in flight here, "
+                    "the most Lockgate allows; let some finish",
+                )
             capabilities = envelope_of(ctx.params).get(CLIENT_CAPABILITIES_META_KEY)
             exchange = InputExchange(
                 owner=owner,
@@ -782,13 +802,25 @@ class Gateway:
                 ttl=INPUT_SECONDS,
             )
             pool.exchanges[exchange.state] = exchange
+            session.exchanges.add(exchange)
             if method == "tools/call":
                 call = self._tool_call(ctx, session, params, channel=exchange)
             else:
                 call = self._forward_live(ctx, session, method, params, exchange)
-            exchange.run(call, on_end=lambda: pool.exchanges.pop(exchange.state, None))
+
+            def ended() -> None:
+                pool.exchanges.pop(exchange.state, None)
+                session.exchanges.discard(exchange)
+
+            exchange.run(call, on_end=ended)
         try:
             answer = await exchange.next_answer()
+        except asyncio.CancelledError:
+            # The client closed its request: at 2026-07-28 that is its cancellation. The
+            # call ends too (cancelled upstream; one waiting for a person is withdrawn).
+            exchange.cancel()
+            pool.exchanges.pop(exchange.state, None)
+            raise
         except BaseException:
             if exchange.outcome.done():
                 pool.exchanges.pop(exchange.state, None)
@@ -817,11 +849,8 @@ class Gateway:
         handshake as it would without Lockgate (one that does not probe is served in
         2026-07-28 all the same). The upstream opened to find out goes at once, unless
         requests use it."""
-        if session.active <= 1 and not session.inflight:
-            pool.forget(session)
-            self.sessions.pop(session.id, None)
-            if session.upstream is not None and session.task_group is not None:
-                session.task_group.start_soon(session.upstream.aclose)
+        if session.active <= 1 and not session.inflight and not session.served:
+            self._retire_soon(pool, session)  # opened for this probe only
         return MCPError(
             code=METHOD_NOT_FOUND,
             message=f"server {session.server!r} speaks the initialize handshake, not "
@@ -849,7 +878,9 @@ class Gateway:
             raise MCPError(code=INVALID_PARAMS, message=why)
         connection = Connection.from_envelope(MODERN_PROTOCOL_VERSIONS[-1], None, None)
         with _as_protocol_errors("server/discover", lambda text: text):
+            # what its opening says is scrubbed with the new session's secrets there
             session = await self._pooled(lifespan, server, client, params, connection)
+        with _as_protocol_errors("server/discover", session.scrub):
             session.active += 1
             try:
                 if not session.modern_upstream:
@@ -925,21 +956,24 @@ class Gateway:
         )
 
         async def close() -> None:
-            self.sessions.pop(session.id, None)
-            pool.forget(session)
-            for listener in session.listeners or ():
-                listener.ended.set()
-            if session.upstream is not None:
-                await session.upstream.aclose()
+            upstream = self._retire(pool, session)
+            if upstream is not None:
+                await upstream.aclose()
 
         session.close = close
         self.sessions[session.id] = session
+        session.active += 1  # being opened: not a session to end to make room
         try:
-            await self._open_pooled_upstream(session, params)
+            with _as_protocol_errors("the upstream's opening", session.scrub):
+                await self._open_pooled_upstream(session, params)
+            if session.closed:  # ended while it opened (its token revoked, say)
+                raise MCPError(code=INVALID_REQUEST, message="this client's session was ended")
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await close()
             raise
+        finally:
+            session.active -= 1
         session.initialized = True
         pool.sessions[(server, client)] = session
         log.info("2026-07-28 client %s reached server %s (session %s)", client, server, session.id)
@@ -982,10 +1016,35 @@ class Gateway:
             if session.active or session.inflight or idle < MODERN_IDLE_SECONDS:
                 continue
             log.info("ending the idle upstream of %s on %s", session.client, session.server)
-            self.sessions.pop(session.id, None)
-            pool.forget(session)
-            if session.upstream is not None and session.task_group is not None:
-                session.task_group.start_soon(session.upstream.aclose)
+            self._retire_soon(pool, session)
+
+    async def _sweep_idle(self, pool: ModernPool) -> None:
+        """End idle pooled upstreams even when no 2026 request comes to notice them."""
+        while True:
+            await anyio.sleep(IDLE_SWEEP_SECONDS)
+            self._end_idle(pool)
+
+    def _retire(self, pool: ModernPool, session: Session) -> Upstream | None:
+        """End a pooled session at once: forgotten, its calls cancelled (a call waiting
+        for a person is withdrawn), its listen streams ended, and nothing of it starts
+        its server again; returns its upstream, for the caller to stop."""
+        session.closed = True
+        self.sessions.pop(session.id, None)
+        pool.forget(session)
+        for listener in session.listeners or ():
+            listener.ended.set()
+        for exchange in list(session.exchanges):
+            exchange.cancel()
+        for pending in self.approvals.pending():
+            if pending.group == session.id:
+                self.approvals.withdraw(pending.id, "the client's session was ended")
+        upstream, session.upstream = session.upstream, None
+        return upstream
+
+    def _retire_soon(self, pool: ModernPool, session: Session) -> None:
+        upstream = self._retire(pool, session)
+        if upstream is not None and session.task_group is not None:
+            session.task_group.start_soon(upstream.aclose)
 
     async def _tool_call(
         self,
@@ -1331,6 +1390,8 @@ class Gateway:
                 server is not in force (turned off or removed, even while it still runs:
                 a call decided before that is not sent after it).
         """
+        if session.closed:  # a pooled session ended: nothing of it may start a server
+            raise UpstreamUnavailable("this client's session was ended")
         configured = self.servers.get(session.server)
         if configured is None:
             raise UpstreamUnavailable(self._no_longer_served(session.server))
@@ -1426,10 +1487,33 @@ class Gateway:
         in-flight call's channel that can carry requests, else the standalone channel;
         either way it reaches the right client session.
         """
+        if session.listeners is not None:  # pooled: the calls of many requests share it
+            return await self._to_one_exchange(session, method, params)
         for channel in reversed(list(session.inflight.values())):
             if channel.can_send_request:
                 return dict(await channel.send_raw_request(method, params))
         return dict(await session.connection.send_raw_request(method, params))
+
+    async def _to_one_exchange(
+        self, session: Session, method: str, params: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """A handshake server's question on a pooled session: given to the one call in
+        flight whose client can answer it. With several, nothing says which call asks
+        (the handshake's requests name none), and a question must never reach another
+        program's call: it is refused to the server instead."""
+        able = [
+            c
+            for c in session.inflight.values()
+            if isinstance(c, InputExchange) and c.can_answer(method)
+        ]
+        if len(able) == 1:
+            return dict(await able[0].send_raw_request(method, params))
+        raise MCPError(
+            code=INVALID_REQUEST,
+            message=f"Lockgate cannot tell which of {len(able)} calls this {method} is for"
+            if able
+            else f"the client cannot answer {method} (it did not say it can)",
+        )
 
     def _hide_tools(self, session: Session, result: dict[str, Any]) -> dict[str, Any]:
         tools = result.get("tools")

@@ -28,6 +28,7 @@ import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
+from mcp.server.streamable_http import REQUEST_CANCELLED  # not in mcp_types yet
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
@@ -383,6 +384,7 @@ class InputExchange:
         self.owner = owner  # (server, client, method, name or uri): who may go on with it
         self.capabilities = capabilities  # what the client said it can answer
         self._ttl = ttl
+        self._rounds = 0
         self._numbers = itertools.count(1)
         self._waiting: dict[str, tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = {}
         self._news = asyncio.Event()
@@ -411,8 +413,7 @@ class InputExchange:
         self, method: str, params: Mapping[str, Any] | None, opts: Any = None
     ) -> dict[str, Any]:
         """A request of the server to the client: parked until the client answers it."""
-        capability = _CAPABILITY_OF.get(method)
-        if capability is None or capability not in self.capabilities:
+        if not self.can_answer(method):
             raise MCPError(
                 code=METHOD_NOT_FOUND,
                 message=f"the client cannot answer {method} (it did not say it can)",
@@ -425,12 +426,24 @@ class InputExchange:
         try:
             return await asyncio.wait_for(asyncio.shield(asked), self._ttl)
         except TimeoutError:
+            # the client did not come back: it has gone, and its call goes with it
+            self.cancel()
             raise MCPError(
                 code=INVALID_REQUEST,
                 message=f"the client did not answer {method} within {self._ttl:g} s",
             ) from None
         finally:
             self._waiting.pop(key, None)
+
+    def can_answer(self, method: str) -> bool:
+        """Whether the client of this call said it can answer ``method``."""
+        capability = _CAPABILITY_OF.get(method)
+        return capability is not None and capability in self.capabilities
+
+    def cancel(self) -> None:
+        """End the call (its client went away): cancelled upstream, recorded so."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: Any = None) -> None:
         return None  # the era has no stream for them once the first answer has left
@@ -446,10 +459,20 @@ class InputExchange:
         """The call's result once it has one, else the questions waiting for the client
         (an input-required result)."""
         while True:
+            if self.outcome.cancelled():
+                raise MCPError(code=REQUEST_CANCELLED, message="the call was cancelled")
             if self.outcome.done():
                 return self.outcome.result()
             questions = {k: r for k, (r, f) in self._waiting.items() if not f.done()}
             if questions:
+                self._rounds += 1
+                if self._rounds > MAX_ROUNDS:
+                    self.cancel()
+                    raise MCPError(
+                        code=INVALID_REQUEST,
+                        message=f"the server asked for input more than {MAX_ROUNDS} times "
+                        "in one call; Lockgate ended it",
+                    )
                 return {
                     "resultType": "input_required",
                     "inputRequests": questions,
@@ -463,6 +486,8 @@ class InputExchange:
             finally:
                 news.cancel()
 
+
+MAX_ROUNDS = 10  # input-required rounds of one call, at most
 
 _CAPABILITY_OF = {
     "sampling/createMessage": "sampling",

@@ -61,6 +61,9 @@ class Caller(Protocol):
     @property
     def session_approvals(self) -> set[SessionApproval]: ...  # "allow for this session"
 
+    @property
+    def closed(self) -> bool: ...  # ended by the gateway: none of its calls may go on
+
     def scrub(self, text: str) -> str: ...  # without the secrets its upstreams know
 
     async def why_down(self) -> str | None: ...  # why its server went away, if it did
@@ -94,6 +97,7 @@ class AtTheDoor:
     client: str
     id: str = ""
     session_approvals: set[SessionApproval] = field(default_factory=set)
+    closed: bool = False
 
     def scrub(self, text: str) -> str:
         return text  # nothing of an upstream's has reached it
@@ -336,7 +340,7 @@ class ToolCallPipeline:
         answer releases this call only.
         """
         while True:
-            refusal = self._refusal_of(session.server)
+            refusal = self._refusal_of(session.server) or _ended(session)
             if refusal is not None:
                 return CallDecision.DENIED, _deny(refusal[1]), refusal[0]
             decision = self.enforcer.decide(call)
@@ -357,7 +361,7 @@ class ToolCallPipeline:
             if result.answer is Answer.WITHDRAWN:
                 continue
             if result.answer is Answer.APPROVED:
-                refusal = self._refusal_of(session.server)
+                refusal = self._refusal_of(session.server) or _ended(session)
                 if refusal is not None:
                     return CallDecision.DENIED, _deny(refusal[1]), refusal[0]
                 released = self.enforcer.release(call)
@@ -574,6 +578,13 @@ class _Trace:
 
     def decided(self, basis: str) -> _Trace:
         return replace(self, basis=basis)
+
+
+def _ended(session: Caller) -> tuple[str, str] | None:
+    """A session the gateway ended (its client's token revoked, say): its calls stop."""
+    if session.closed:
+        return "session_ended", "this client's session was ended by Lockgate"
+    return None
 
 
 def _deny(reason: str) -> Decision:

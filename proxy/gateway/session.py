@@ -73,6 +73,11 @@ class Session:
     listening_upstream: bool = False  # a listen stream to its 2026 server is open
     # a 2026 server's tools' input schemas, as last listed (for Mcp-Param-* headers)
     tool_schemas: dict[str, Any] = field(default_factory=dict)
+    # a pooled session: its calls running on (input-required exchanges), how many of its
+    # requests were answered, and whether it was ended (then nothing of it starts again)
+    exchanges: set[Any] = field(default_factory=set)
+    served: int = 0
+    closed: bool = False
     upstream: Upstream | None = None
     backoff: Backoff = field(default_factory=Backoff)
     # each call in flight upstream: where the server's requests to the client go

@@ -13,6 +13,9 @@ answer can read what the server got. The tools:
   the environment variable ``SECRET``, as a careless server's error would;
 - ``exit``: exits mid-call.
 
+With ``LEAK_AT_START`` set, ``initialize`` itself fails, quoting ``SECRET``, as a server
+that cannot start with a bad key might.
+
 ``tools/list`` lists ``TOOLS`` below. Written for Lockgate's tests; speaks newline-delimited
 JSON-RPC 2.0 on stdio with nothing but the standard library, so it starts in milliseconds.
 """
@@ -55,7 +58,11 @@ def main() -> None:
                 continue
             ident, method = message["id"], message.get("method")
             params = message.get("params") or {}
-            if method == "initialize":
+            if method == "initialize" and os.environ.get("LEAK_AT_START"):
+                secret = os.environ.get("SECRET", "")
+                error = {"code": -32603, "message": f"cannot start with key {secret}"}
+                reply = {"jsonrpc": "2.0", "id": ident, "error": error}
+            elif method == "initialize":
                 result = {
                     "protocolVersion": params.get("protocolVersion", "2025-06-18"),
                     "capabilities": {"tools": {"listChanged": True}},

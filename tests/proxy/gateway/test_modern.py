@@ -9,6 +9,7 @@ Each is compared with what the same client negotiates with the same server direc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
@@ -40,6 +41,7 @@ from proxy.gateway.modern import (
 )
 from tests.support.harness import RECORDER, Harness, running, write_json
 from tests.support.live import lockgate_command
+from tests.support.waiting import eventually
 
 TIME_SERVER = Path(sys.executable).with_name("mcp-server-time")
 MODERN = "2026-07-28"
@@ -424,3 +426,78 @@ def test_a_2026_servers_result_as_a_handshake_client_takes_it() -> None:
     assert handshake_answer({}, {"protocolVersion": "2099-01-01"})["protocolVersion"] == (
         "2025-11-25"
     )
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_servers_refusal_to_start_reaches_a_2026_client_without_its_secrets(
+    tmp_path: Path, door: str, os_keyring: Any
+) -> None:
+    """The pooled upstream opens at the client's first request; what the server says when
+    it will not start is scrubbed of the secrets it was started with, as a session's is
+    (it once went out word for word: the session was not known yet)."""
+    import uuid
+
+    from proxy.config.secrets import SecretStore
+
+    name, secret = f"leak-{uuid.uuid4().hex}", f"sk-{uuid.uuid4().hex}"
+    store = SecretStore(os_keyring)
+    store.set(name, secret)
+    harness = Harness(tmp_path, secrets=store)
+    spec = servers(harness)["mcpServers"]["rec"]
+    spec["env"] = {"SECRET": f"keyring:{name}", "LEAK_AT_START": "1"}
+    write_json(harness.paths.servers_file, {"mcpServers": {"rec": spec}})
+    harness.write_policy({"default": "allow"})
+    try:
+        async with running(harness), through(door, harness, "rec", MODERN) as client:
+            with pytest.raises(MCPError) as refused:
+                await client.list_tools()
+    finally:
+        store.delete(name)
+    assert secret not in repr(refused.value.error)
+    assert "cannot start with key [secret]" in refused.value.error.message
+
+
+async def test_a_2026_client_that_gives_up_on_a_call_waiting_for_a_person_ends_it(
+    tmp_path: Path,
+) -> None:
+    """Closing the request is a 2026 client's cancellation: a call waiting for a person is
+    withdrawn and recorded cancelled, and nothing reaches the server even if the person
+    then says yes (it once ran for a client that had gone)."""
+    harness = Harness(tmp_path)
+    write_json(harness.paths.servers_file, servers(harness))
+    harness.write_policy({"default": "allow", "tools": {"echo": {"action": "ask"}}})
+    async with running(harness) as gateway:
+        gateway.approvals.attach()
+        async with through("http", harness, "rec", MODERN) as client:
+            call = asyncio.ensure_future(client.call_tool("echo", {}))
+            pending = await eventually(
+                lambda: next(iter(gateway.approvals.pending()), None), "the call to wait"
+            )
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MCPError):
+                await call
+        await eventually(lambda: not gateway.approvals.pending(), "the prompt to go")
+        assert not gateway.approvals.answer(pending.id, True, digest=pending.digest)
+        (row,) = await eventually(
+            lambda: [r for r in gateway.audit.query(limit=5) if r.outcome.value != "pending"],
+            "the call to be recorded",
+        )
+    assert row.outcome.value == "cancelled"
+    assert harness.recorded_names() == []
+
+
+async def test_a_revoked_clients_2026_calls_end_with_its_sessions(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    write_json(harness.paths.servers_file, servers(harness))
+    harness.write_policy({"default": "allow", "tools": {"echo": {"action": "ask"}}})
+    async with running(harness) as gateway:
+        gateway.approvals.attach()
+        async with through("http", harness, "rec", MODERN) as client:
+            call = asyncio.ensure_future(client.call_tool("echo", {}))
+            await eventually(gateway.approvals.pending, "the call to wait")
+            assert await gateway.end_sessions_of("agent") == 1
+            await eventually(lambda: not gateway.approvals.pending(), "the prompt to go")
+            with contextlib.suppress(MCPError):
+                await asyncio.wait_for(call, 30)
+        assert gateway.sessions == {}
+    assert harness.recorded_names() == []

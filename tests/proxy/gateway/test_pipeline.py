@@ -52,6 +52,7 @@ class Caller:
     client: str = "agent"
     id: str = "session-1"
     session_approvals: set[SessionApproval] = field(default_factory=set)
+    closed: bool = False
     secret: str = "s3cr3t"
 
     def scrub(self, text: str) -> str:
