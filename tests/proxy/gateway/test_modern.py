@@ -64,11 +64,17 @@ def direct(server: str, harness: Harness) -> StdioServerParameters:
 
 @contextlib.asynccontextmanager
 async def through(
-    door: str, harness: Harness, server: str, mode: str, **options: Any
+    door: str,
+    harness: Harness,
+    server: str,
+    mode: str,
+    token: str | None = None,
+    **options: Any,
 ) -> AsyncIterator[Client]:
-    """The SDK's client on ``server`` through Lockgate's ``door``, negotiating ``mode``."""
+    """The SDK's client on ``server`` through Lockgate's ``door``, negotiating ``mode``
+    (over HTTP with ``token``, else a new one of its own)."""
     if door == "http":
-        token = harness.token("agent")
+        token = token or harness.token("agent")
         async with (
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
             Client(
@@ -501,3 +507,52 @@ async def test_a_revoked_clients_2026_calls_end_with_its_sessions(tmp_path: Path
                 await asyncio.wait_for(call, 30)
         assert gateway.sessions == {}
     assert harness.recorded_names() == []
+
+
+async def test_a_probe_does_not_end_the_upstream_another_request_uses(tmp_path: Path) -> None:
+    """A client in auto mode probes server/discover; the handshake server has none. The
+    pooled upstream the same token's 2026 client is using stays (it once went with the
+    probe, and its next call started the server again)."""
+    harness = Harness(tmp_path)
+    write_json(harness.paths.servers_file, servers(harness))
+    harness.write_policy({"default": "allow"})
+    token = harness.token("agent")  # both programs hold it
+    async with running(harness), through("http", harness, "rec", MODERN, token) as pinned:
+        await pinned.call_tool("echo", {})
+        async with through("http", harness, "rec", "auto", token) as probing:
+            assert probing.protocol_version != MODERN  # it fell back to the handshake
+        await pinned.call_tool("echo", {})
+    first, second = harness.recorded()
+    assert first["pid"] == second["pid"]
+
+
+async def test_a_servers_question_goes_only_to_the_call_that_can_answer_it(
+    live_gateway: Any,
+) -> None:
+    """Two 2026 programs with one token share a pooled upstream; the handshake server's
+    question (nothing on the wire says which call asks) goes to the one call whose client
+    can answer it, never to the other program's."""
+    asked: list[str] = []
+
+    async def sampling(_ctx: Any, _params: Any) -> types.CreateMessageResult:
+        asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text="sampled by the right client"),
+            model="test-model",
+        )
+
+    token = live_gateway.token("shared")
+    async with (
+        live_gateway.client(token=token, mode=MODERN) as busy,
+        live_gateway.client(token=token, mode=MODERN, sampling_callback=sampling) as asking,
+    ):
+        long = asyncio.ensure_future(
+            busy.call_tool("trigger-long-running-operation", {"duration": 3, "steps": 3})
+        )
+        sampled = await asking.call_tool(
+            "trigger-sampling-request", {"prompt": "hi", "maxTokens": 5}
+        )
+        assert "sampled by the right client" in text(sampled)
+        assert not (await long).is_error
+    assert asked == ["sampling"]
