@@ -23,6 +23,8 @@ import hashlib
 import ntpath
 import sys
 
+from proxy.errors import LockgateError
+
 __all__ = [
     "CONNECT_SECONDS",
     "PIPE_PREFIX",
@@ -37,9 +39,12 @@ PIPE_PREFIX = "\\\\.\\pipe\\"  # \\.\pipe\: this machine's pipes, never another'
 CONNECT_SECONDS = 10.0  # how long a client waits for a free instance of a busy pipe
 
 
-class PipeRefused(OSError):
+class PipeRefused(LockgateError, OSError):
     """The pipe is not one to talk to (its server is not ours, or it stayed busy); the
-    message says why, in words for a person."""
+    message says why, in words for a person. An ``OSError`` too: a connection that
+    failed, for what catches those."""
+
+    title = "Lockgate's pipe cannot be used"
 
 
 def pipe_name_for(user_sid: str, folder: str, name: str = "gateway.sock") -> str:

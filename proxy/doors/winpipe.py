@@ -35,6 +35,8 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol
 
+from proxy.errors import LockgateError
+
 __all__ = [
     "HELLO_LIMIT",
     "Accepted",
@@ -48,8 +50,11 @@ HELLO_LIMIT = 65536  # a hello longer than this is not one (the Unix door reads 
 _SID = re.compile(r"S-1-\d+(-\d+)+", re.IGNORECASE)
 
 
-class PipeNameTaken(OSError):
-    """Another process made the gateway's pipe before the gateway did."""
+class PipeNameTaken(LockgateError, OSError):
+    """Another process made the gateway's pipe before the gateway did (an ``OSError``
+    too: the door could not open)."""
+
+    title = "Lockgate's pipe name is taken"
 
 
 def pipe_sddl(user_sid: str) -> str:
