@@ -10,6 +10,11 @@ Annotations are the server's own claims and a server may be wrong or lying, so t
 like any other evidence: ``destructiveHint`` raises risk, but ``readOnlyHint`` cannot by
 itself outvote a name that says ``delete`` or ``exec``. Every signal is reported, so a
 person can see why a tool got its badge and disagree.
+
+A definition that looks poisoned (:mod:`proxy.policy.poison`: hidden text, orders aimed at
+the model, rules for other tools, requests to send data away, text too long to review) is
+high risk whatever the tool does: one ``poisoning`` signal per kind of finding, first among
+the signals, since what the tool's text asks of the model matters more than its verb.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
+
+from proxy.policy.poison import KINDS, Finding, scan_tool
 
 __all__ = ["Category", "Level", "Risk", "Signal", "classify", "classify_many", "tools_from_json"]
 
@@ -57,7 +64,7 @@ _BASE_LEVEL: Final = {
 class Signal:
     """One piece of evidence: where it was seen, what it was, what it points to."""
 
-    source: str  # "name", "description", "input", "annotation"
+    source: str  # "name", "description", "input", "annotation", "poisoning"
     detail: str
     category: Category | None  # None: it moves the level, not the category
     weight: float
@@ -221,8 +228,35 @@ def _input_names(schema: Any) -> list[str]:
     return [str(k) for k in props] if isinstance(props, Mapping) else []
 
 
-def classify(tool: Mapping[str, Any]) -> Risk:
-    """Assess one tool definition as ``tools/list`` gives it."""
+# What each kind of poisoning finding is, in a person's words.
+_POISONING: Final = {
+    "hidden_unicode": "hidden text",
+    "model_instruction": "orders aimed at the AI model",
+    "shadowing": "rules for other tools",
+    "exfiltration": "asks for data to be handed over",
+    "overlong": "too long to review",
+}
+
+
+def _poisoning_signals(findings: Iterable[Finding]) -> list[Signal]:
+    """One signal per kind of finding: the first one's reason, where it is, how many more."""
+    by_kind: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_kind.setdefault(finding.kind, []).append(finding)
+    signals = []
+    for kind in KINDS:
+        found = by_kind.get(kind)
+        if not found:
+            continue
+        more = f", and {len(found) - 1} more" if len(found) > 1 else ""
+        detail = f"{_POISONING[kind]}: {found[0].why} (in {found[0].where}{more})"
+        signals.append(Signal("poisoning", detail, None, 0.0))
+    return signals
+
+
+def classify(tool: Mapping[str, Any], *, other_tools: Iterable[str] = ()) -> Risk:
+    """Assess one tool definition as ``tools/list`` gives it. ``other_tools``: the names of
+    other servers' tools, which a poisoned description may try to set rules for."""
     name = str(tool.get("name", ""))
     description = str(tool.get("description") or "")
     annotations = tool.get("annotations") or {}
@@ -288,7 +322,10 @@ def classify(tool: Mapping[str, Any]) -> Risk:
     signals.extend(level_signals)
     if not any(s.category is category for s in signals):
         signals.append(Signal("name", "no clear evidence: assumed to only read", None, 0.0))
-    return Risk(name, category, level, tuple(signals))
+    poisoning = _poisoning_signals(scan_tool(tool, other_tools=other_tools))
+    if poisoning:
+        level = Level.HIGH
+    return Risk(name, category, level, (*poisoning, *signals))
 
 
 def _winner(evidence: Iterable[tuple[Category, float]]) -> Category:

@@ -3,7 +3,8 @@
 Every tool of every configured server (asked of the servers themselves) gets a rule from
 its risk: read-only tools are allowed, everything else (write, network, execute,
 destructive) asks the person. A read-only tool whose name says it reads secrets (the
-environment, credentials, tokens, passwords) asks too: reading is what leaks them. Tools
+environment, credentials, tokens, passwords) asks too: reading is what leaks them; so does
+one whose description or schema looks poisoned (:mod:`proxy.policy.poison`). Tools
 that appear later, and the tools of a server that could not be asked, fall to the
 default, which asks too. Each rule says why in its
 ``description``. Nothing is written here: the caller shows it first.
@@ -40,6 +41,9 @@ def starting_policy(listing: Mapping[str, ServerTools]) -> dict[str, Any]:
             if action == "allow" and _reads_secrets(name):
                 action = "ask"
                 description += "; it may reveal secrets, so it asks"
+            if action == "allow" and any(s.source == "poisoning" for s in risk.signals):
+                action = "ask"
+                description += "; its description looks poisoned, so it asks"
             rules[f"{server}/{name}"] = {"action": action, "description": description}
     return {
         "version": "1",

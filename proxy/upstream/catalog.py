@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import anyio
@@ -50,9 +50,17 @@ KeeperFor = Callable[[ServerSpec], TokenKeeper | None]
 async def list_tools(
     spec: ServerSpec, secrets: SecretStore, errlog: TextIO, keeper: TokenKeeper | None = None
 ) -> ServerTools:
-    """Start ``spec``, list its tools, stop it. Never raises for the server's faults:
-    what went wrong is in ``error``. ``keeper`` holds a remote server's OAuth sign-in:
-    without a usable one, the server is not asked."""
+    """Start ``spec``, list its tools (each with its risk), stop it. Never raises for the
+    server's faults: what went wrong is in ``error``. ``keeper`` holds a remote server's
+    OAuth sign-in: without a usable one, the server is not asked."""
+    found = await _listed(spec, secrets, errlog, keeper)
+    return (await anyio.to_thread.run_sync(_classified, {spec.name: found}))[spec.name]
+
+
+async def _listed(
+    spec: ServerSpec, secrets: SecretStore, errlog: TextIO, keeper: TokenKeeper | None
+) -> ServerTools:
+    """:func:`list_tools` without the risks."""
     if keeper is not None:
         await keeper.load()
         if (refused := keeper.refusal()) is not None:
@@ -136,7 +144,6 @@ async def _ask(upstream: Upstream) -> ServerTools:
     return ServerTools(
         upstream.name,
         tuple(tools),
-        tuple(classify(t) for t in tools),
         instructions=instructions if isinstance(instructions, str) else None,
     )
 
@@ -148,14 +155,30 @@ async def list_all_tools(
     keeper_for: KeeperFor | None = None,
 ) -> dict[str, ServerTools]:
     """:func:`list_tools` for every server at once; ``errlog(name)`` gives each server's
-    stderr file, ``keeper_for(spec)`` a remote server's sign-in (the gateway's own)."""
+    stderr file, ``keeper_for(spec)`` a remote server's sign-in (the gateway's own). Each
+    tool's risk counts the other servers' tools (a description that names one of them in
+    an instruction is shadowing it)."""
     found: dict[str, ServerTools] = {}
 
     async def one(spec: ServerSpec) -> None:
         keeper = keeper_for(spec) if keeper_for is not None else None
-        found[spec.name] = await list_tools(spec, secrets, errlog(spec.name), keeper)
+        found[spec.name] = await _listed(spec, secrets, errlog(spec.name), keeper)
 
     async with anyio.create_task_group() as tg:
         for spec in servers.values():
             tg.start_soon(one, spec)
-    return {name: found[name] for name in sorted(found)}
+    # about a millisecond a tool: on a worker thread, not the loop every call waits on
+    return await anyio.to_thread.run_sync(
+        _classified, {name: found[name] for name in sorted(found)}
+    )
+
+
+def _classified(listing: Mapping[str, ServerTools]) -> dict[str, ServerTools]:
+    """Each server's tools with their risks, the other servers' tools known."""
+    names = {server: [str(t["name"]) for t in found.tools] for server, found in listing.items()}
+    out: dict[str, ServerTools] = {}
+    for server, found in listing.items():
+        others = [name for other, listed in names.items() if other != server for name in listed]
+        risks = tuple(classify(t, other_tools=others) for t in found.tools)
+        out[server] = replace(found, risks=risks)
+    return out
