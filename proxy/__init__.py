@@ -8,10 +8,11 @@ The map (docs/architecture.md has the picture and the path of one call):
   ``oversize`` (a message over the size limit, at either door), and ``serve``, which
   assembles a gateway with its doors.
 - :mod:`proxy.gateway`: the core (``core``), the 2026-07-28 era (``modern``), the
-  tools/call ``pipeline``, sessions,
+  tools/call ``pipeline``, tool ``pins``, the ``secretscan`` of results, sessions,
   ``approvals``, ``events``, and ``control``, the one façade for front ends.
 - :mod:`proxy.policy`: the policy engine: policy.json, patterns, argument schemas,
-  decisions, rate limits, the policy in force, edits, the starter policy, risk.
+  decisions, rate limits, the policy in force, edits, the starter policy, risk, and
+  ``poison`` (tool-poisoning findings in what servers say of their tools).
 - :mod:`proxy.upstream`: connections to the real servers (PipeLink on stdio, the SDK's
   dispatcher on HTTP), their processes, the tool catalog, and the OAuth sign-in of
   remote servers.

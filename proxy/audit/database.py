@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sqlite3
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ __all__ = [
     "create_private",
     "files_of",
     "filters",
+    "findings_json",
     "insert_step",
     "open_writer",
     "record_from_row",
@@ -45,7 +47,7 @@ __all__ = [
     "where_clause",
 ]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
 
 
@@ -60,7 +62,7 @@ class AuditError(LockgateError):
 
 COLUMNS: Final = (  # a record's fields, by the same names
     "id time client server tool arguments decision basis rule case reason outcome duration_ms "
-    "result_size error client_info protocol"
+    "result_size error client_info protocol findings secrets"
 ).split()
 _QUOTED: Final = ", ".join(f'"{column}"' for column in COLUMNS)
 INSERT: Final = (  # built from the constant column names only, as is every query here
@@ -112,12 +114,19 @@ MIGRATIONS: Final = (
         "ALTER TABLE calls ADD COLUMN client_info TEXT",
         "ALTER TABLE calls ADD COLUMN protocol TEXT",
     ),
+    # what a result held that looked like a secret (JSON: [{"kind", "where"}], never a
+    # value) and what was done about it; NULL: nothing found
+    (
+        "ALTER TABLE calls ADD COLUMN findings TEXT",
+        "ALTER TABLE calls ADD COLUMN secrets TEXT",
+    ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
 COMPLETE: Final = (
-    "UPDATE calls SET outcome = ?, duration_ms = ?, result_size = ?, error = ? WHERE id = ?"
+    "UPDATE calls SET outcome = ?, duration_ms = ?, result_size = ?, error = ?, findings = ?, "
+    "secrets = ? WHERE id = ?"
 )
 CHARGE: Final = "INSERT INTO charges (call_id, counter, client, time) VALUES (?, ?, ?, ?)"
 REFUND: Final = "DELETE FROM charges WHERE call_id = ?"
@@ -177,6 +186,8 @@ def row_of(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
             None if record.error is None else clip(record.error),
             None if record.client_info is None else clip(record.client_info),
             None if record.protocol is None else clip(record.protocol),
+            findings_json(record.findings),
+            None if record.secrets is None else clip(record.secrets),
         )
     except (TypeError, ValueError) as exc:
         raise AuditError(f"cannot record call {record.id}: {exc}") from exc
@@ -200,7 +211,19 @@ def record_from_row(row: tuple[Any, ...]) -> CallRecord:
     values["arguments"] = json.loads(values["arguments"])
     values["decision"] = CallDecision(values["decision"])
     values["outcome"] = Outcome(values["outcome"])
+    # only ever what findings_json wrote: a list of {"kind", "where"}
+    values["findings"] = tuple(json.loads(values["findings"])) if values["findings"] else ()
     return CallRecord(**values)
+
+
+def findings_json(findings: Iterable[Mapping[str, str]]) -> str | None:
+    """A result's findings as the column holds them: only each one's kind and place
+    (clipped), so nothing of a secret's value can be stored; NULL for none."""
+    kept = [
+        {"kind": clip(str(f.get("kind", ""))[:100]), "where": clip(str(f.get("where", ""))[:200])}
+        for f in list(findings)[:50]
+    ]
+    return dumps(kept) if kept else None
 
 
 def filters(

@@ -51,7 +51,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -69,6 +69,7 @@ from proxy.audit.database import (
     create_private,
     files_of,
     filters,
+    findings_json,
     insert_step,
     open_writer,
     record_from_row,
@@ -343,9 +344,13 @@ class AuditLog:
         error: str | None = None,
         refund: bool = False,
         alone: bool = False,
+        findings: Iterable[Mapping[str, str]] = (),
+        secrets: str | None = None,
     ) -> None:
         """Complete the record :meth:`begin` wrote with the call's outcome; ``refund``
-        gives its charges back (the call never reached the server).
+        gives its charges back (the call never reached the server). ``findings`` are
+        what its result held that looked like a secret (kind and place only), and
+        ``secrets`` what was done about them.
 
         Raises:
             AuditError: the outcome was not committed; the record stays ``pending``.
@@ -355,6 +360,8 @@ class AuditLog:
             duration_ms,
             result_size,
             None if error is None else clip(error),
+            findings_json(findings),
+            None if secrets is None else clip(secrets),
             call_id,
         )
         steps: list[Step] = [(COMPLETE, [row])]

@@ -34,6 +34,8 @@ class Outcome(StrEnum):
     BLOCKED = "blocked"  # never sent upstream: denied or refused
     PENDING = "pending"  # recorded, then sent upstream; no answer (yet)
     INTERRUPTED = "interrupted"  # sent upstream; Lockgate stopped before the answer came
+    WITHHELD = "withheld"  # the upstream answered; its result was kept from the agent
+    TIMED_OUT = "timed_out"  # the rule's timeout passed: cancelled upstream
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +65,10 @@ class CallRecord:
     # shown, never decided on) and the MCP version of the request
     client_info: str | None = None
     protocol: str | None = None
+    # what the result held that looked like a secret ({"kind", "where"}: never a value),
+    # and what was done about it ("redacted", "blocked", "approved", "refused")
+    findings: tuple[Mapping[str, str], ...] = ()
+    secrets: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``lockgate log --json``): ``time`` as ISO-8601 UTC text,
@@ -89,6 +95,8 @@ class CallRecord:
             "error": self.error,
             "client_info": self.client_info,
             "protocol": self.protocol,
+            "findings": [dict(f) for f in self.findings],
+            "secrets": self.secrets,
         }
 
 

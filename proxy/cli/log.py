@@ -70,4 +70,7 @@ def _log_line(r: CallRecord) -> str:
     )
     if r.outcome.value != "ok":
         line += f"  {r.error or r.reason}"
+    if r.secrets is not None:  # what the result held (kinds and places, never a value)
+        found = ", ".join(f"{f.get('kind')} in {f.get('where')}" for f in r.findings)
+        line += f"  secrets {r.secrets}" + (f": {found}" if found else "")
     return line

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proxy.audit.records import CallDecision
 from proxy.bridge import connect as connectcmd
-from proxy.cli import auth, clients, credentials, gateway, log, policy, settings
+from proxy.cli import auth, clients, credentials, gateway, log, policy, settings, tools
 from proxy.cli.common import UsageError, version
 from proxy.clients import CLIENTS
 from proxy.config.paths import Paths, resolve_paths
@@ -300,6 +300,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     logout.add_argument("server", help="the server's name, as in servers.json")
 
+    tools_parser = commands.add_parser(
+        "tools",
+        parents=[common],
+        help="tools held because their definition changed, or is new or looks poisoned",
+    )
+    tools_commands = tools_parser.add_subparsers(
+        dest="tools_command", metavar="ACTION", required=True
+    )
+    tools_changes = tools_commands.add_parser(
+        "changes",
+        parents=[common],
+        help="every held tool: what changed (a diff) and what looks poisoned; exits 1 if any",
+    )
+    tools_changes.add_argument("--json", action="store_true", help="print JSON")
+    tools_accept = tools_commands.add_parser(
+        "accept",
+        parents=[common],
+        help="accept a held tool's definition as it is now (its calls are decided again)",
+    )
+    tools_accept.add_argument("server", help="the server's name, as in servers.json")
+    tools_accept.add_argument("tool", nargs="?", help="the tool's name")
+    tools_accept.add_argument(
+        "--instructions", action="store_true", help="accept the server's instructions instead"
+    )
+    tools_accept.add_argument(
+        "--fingerprint",
+        help="accept only if the definition is still this one (as `tools changes` shows it)",
+    )
+
     settings_parser = commands.add_parser(
         "settings", parents=[common], help="Lockgate's settings (settings.json): show or set one"
     )
@@ -361,6 +390,12 @@ def main(
             return clients.clients(args.project, args.json, sys.stdout)
         if args.command == "auth":
             return auth.auth_command(args, paths, sys.stdout)
+        if args.command == "tools":
+            if args.tools_command == "changes":
+                return tools.changes(paths, as_json=args.json, out=sys.stdout)
+            if (args.tool is None) != args.instructions:
+                raise UsageError("name a tool, or give --instructions (not both)")
+            return tools.accept(paths, args.server, args.tool, sys.stdout, args.fingerprint)
         if args.command == "settings":
             return settings.settings_command(args.name, args.value, paths, sys.stdout)
         if args.command == "paths":

@@ -55,6 +55,11 @@ class Paths:
         return self.data_dir / "audit.db"
 
     @property
+    def tool_pins(self) -> Path:
+        """What each server said its tools are, and what a person accepted (tool pinning)."""
+        return self.data_dir / "tool-pins.json"
+
+    @property
     def last_good_policy(self) -> Path:
         """A copy of the last policy.json the gateway put in force: a gateway that starts
         while policy.json is broken uses it, rather than forget the person's rules."""

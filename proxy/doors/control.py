@@ -14,6 +14,11 @@ authorization page for the person's browser, then, once the sign-in is over, ``{
 true, "signed_in": true, "expires_at": ...}`` or ``{"ok": false, "error": ...}``. The
 connection closing before then (the person pressed Ctrl-C) cancels the sign-in.
 
+Tool pinning: ``tools-changes`` (``tools`` and ``instructions``: what is held, each with
+its old and new definition, its findings and its ``fingerprint``) and ``tools-accept``
+(``server`` and ``tool``, with the ``fingerprint`` shown if it must still be that one; or
+``instructions``: true).
+
 Every answer has ``ok``; a refusal has ``error``, the text of the
 :class:`~proxy.errors.LockgateError` behind it. :mod:`proxy.bridge.control` is the
 client side.
@@ -82,6 +87,9 @@ class ControlDoor:
             if op == "auth-logout":
                 await send_json(writer, await self._sign_out(request.get("server")))
                 continue
+            if op == "tools-accept":
+                await send_json(writer, await self._accept(request))
+                continue
             try:
                 await send_json(writer, self._op(op, request))
             except LockgateError as exc:
@@ -132,6 +140,12 @@ class ControlDoor:
             return {"ok": True, "servers": {name: _auth_json(s) for name, s in states.items()}}
         if op == "answer":
             return self._answer(request)
+        if op == "tools-changes":
+            return {
+                "ok": True,
+                "tools": [c.as_dict() for c in control.tool_changes()],
+                "instructions": [c.as_dict() for c in control.instruction_changes()],
+            }
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +167,24 @@ class ControlDoor:
             str(request.get("id")), approve, digest=digest, reason=reason, remember=remember
         )
         return {"ok": True}
+
+    async def _accept(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A person's acceptance of a held tool (``tool``) or of a server's instructions
+        (``instructions``: true)."""
+        server, tool = request.get("server"), request.get("tool")
+        if not isinstance(server, str):
+            return {"ok": False, "error": "server must be text"}
+        try:
+            if request.get("instructions") is True:
+                await self._control.accept_instructions(server)
+                return {"ok": True}
+            seen = request.get("fingerprint")
+            if not isinstance(tool, str) or not isinstance(seen, str | None):
+                return {"ok": False, "error": "tool and fingerprint must be text"}
+            accepted = await self._control.accept_tool(server, tool, fingerprint_seen=seen)
+        except LockgateError as exc:
+            return {"ok": False, "error": exc.message}
+        return {"ok": True, "accepted": accepted.as_dict()}
 
     async def _sign_out(self, server: object) -> dict[str, Any]:
         if not isinstance(server, str):
@@ -224,6 +256,7 @@ class ControlDoor:
                             "reason": event.reason,
                             "deadline": event.deadline,
                             "digest": _digest_of(control, event.approval_id),
+                            "about": event.about,
                         },
                     }
                 )
@@ -295,4 +328,5 @@ def _pending_json(p: PendingApproval) -> dict[str, Any]:
         "reason": p.decision.reason,
         "deadline": p.deadline,
         "digest": p.digest,
+        "about": p.about,
     }

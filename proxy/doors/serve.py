@@ -36,6 +36,7 @@ from proxy.doors.http import build_http_app
 from proxy.doors.local import LocalServer, socket_path_for
 from proxy.gateway.core import Gateway
 from proxy.gateway.events import Event, EventBus
+from proxy.gateway.pins import ToolPins
 
 __all__ = ["DEFAULT_PORT", "AlreadyRunning", "serve"]
 
@@ -114,6 +115,7 @@ async def serve(
         monotonic=monotonic,
         max_message_bytes=settings.max_message_bytes,
         default_approval_timeout=settings.approval_timeout_seconds,
+        pins=ToolPins(paths.tool_pins, clock=clock),
     )
     try:
         await gateway.start()

@@ -129,6 +129,7 @@ class PendingApproval:
     deadline: float
     digest: str
     group: str = ""
+    about: str = "call"  # "call": may it be sent; "result": may its result reach the agent
 
 
 class ApprovalBroker:
@@ -174,9 +175,17 @@ class ApprovalBroker:
         return [p for p, _ in self._pending.values()]
 
     async def ask(
-        self, call: ToolCall, call_id: str, decision: Decision, *, group: str = ""
+        self,
+        call: ToolCall,
+        call_id: str,
+        decision: Decision,
+        *,
+        group: str = "",
+        about: str = "call",
     ) -> ApprovalResult:
         """Wait for a person's answer to ``call`` (decided ``ask``), at most its timeout.
+        ``about`` says what is asked: whether the call may be sent (``"call"``), or
+        whether its result, which holds a secret, may reach the agent (``"result"``).
 
         ``group`` (the client session) may have at most :attr:`max_per_group` calls
         waiting: an agent cannot bury the person in requests.
@@ -200,6 +209,7 @@ class ApprovalBroker:
             deadline=now + timeout,
             digest=call_digest(call),
             group=group,
+            about=about,
         )
         future: asyncio.Future[ApprovalResult] = asyncio.get_running_loop().create_future()
         self._pending[pending.id] = (pending, future)
@@ -216,6 +226,7 @@ class ApprovalBroker:
                 decision.rule,
                 decision.reason,
                 case=decision.case,
+                about=about,
             )
         )
         try:

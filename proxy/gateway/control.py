@@ -20,6 +20,7 @@ from proxy.errors import LockgateError
 from proxy.gateway.approvals import PendingApproval, Remember
 from proxy.gateway.core import Gateway
 from proxy.gateway.events import Event
+from proxy.gateway.pins import InstructionsChange, ToolChange
 from proxy.policy.model import Policy
 from proxy.upstream.catalog import ServerTools
 from proxy.upstream.oauth import AuthState, OpenUrl
@@ -271,6 +272,36 @@ class GatewayControl:
             proxy.config.secrets.SecretError: the keyring cannot be used.
         """
         await self._gateway.sign_out(server)
+
+    # -- tool pinning ------------------------------------------------------------------
+
+    def tool_changes(self) -> list[ToolChange]:
+        """Every tool held by its pin now (changed, renamed, new, poisoned), oldest first."""
+        return self._gateway.tool_changes()
+
+    def instruction_changes(self) -> list[InstructionsChange]:
+        """Every server whose instructions are held now."""
+        return self._gateway.instruction_changes()
+
+    async def accept_tool(
+        self, server: str, tool: str, *, fingerprint_seen: str | None = None
+    ) -> ToolChange:
+        """A person accepted ``tool``'s definition as it is now (``fingerprint_seen``: the
+        one they were shown, which must still be it); returns what was accepted.
+
+        Raises:
+            proxy.gateway.pins.PinsError: Lockgate has not seen that tool, it changed since
+                it was shown, or the pins cannot be saved.
+        """
+        return await self._gateway.accept_tool(server, tool, fingerprint_seen=fingerprint_seen)
+
+    async def accept_instructions(self, server: str) -> None:
+        """A person accepted ``server``'s instructions as they are now.
+
+        Raises:
+            proxy.gateway.pins.PinsError: none were seen, or the pins cannot be saved.
+        """
+        await self._gateway.accept_instructions(server)
 
     # -- listening ---------------------------------------------------------------------
 

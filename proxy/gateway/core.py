@@ -100,6 +100,7 @@ from proxy.gateway.events import (
     PauseChanged,
     ServersRejected,
     ServersReloaded,
+    ToolPinsChanged,
     UpstreamDown,
     UpstreamUp,
 )
@@ -123,6 +124,7 @@ from proxy.gateway.modern import (
     without_envelope,
     without_subscription,
 )
+from proxy.gateway.pins import InstructionsChange, PinsError, ToolChange, ToolPins
 from proxy.gateway.pipeline import Said, ToolCallPipeline
 from proxy.gateway.session import ClientChannel, Listener, Session
 from proxy.policy.decide import Enforcer, Verdict, hidden_tools
@@ -176,10 +178,12 @@ class Gateway:
         monotonic: Callable[[], float] = time.monotonic,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         default_approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT,
+        pins: ToolPins | None = None,
     ) -> None:
         """``default_approval_timeout`` is how long a person has to answer an ``ask`` whose
         rule says nothing (settings.json's ``approval_timeout_seconds``); it can be changed
-        while the gateway runs (:attr:`enforcer`).
+        while the gateway runs (:attr:`enforcer`). ``pins`` are the servers' pinned tool
+        definitions (the data folder's ``tool-pins.json``; None: kept in memory).
 
         Raises:
             ValueError: ``default_approval_timeout`` is not a number of seconds above 0.
@@ -212,12 +216,16 @@ class Gateway:
         )
         self.approvals = ApprovalBroker(bus.emit, clock)
         self.watcher = PolicyWatcher(self.policy_store)
+        self.pins = pins if pins is not None else ToolPins(None, clock=clock)
+        self._pins_saved = self.pins.version
+        self._pins_lock = asyncio.Lock()
         self.tool_calls = ToolCallPipeline(
             enforcer=self.enforcer,
             approvals=self.approvals,
             audit=audit,
             bus=bus,
             refusal=self._refusal,
+            held=self._held,
             clock=clock,
             monotonic=monotonic,
         )
@@ -237,6 +245,8 @@ class Gateway:
         Raises:
             proxy.audit.log.AuditError: the audit log cannot be read or written.
         """
+        await asyncio.to_thread(self.pins.load)
+        self._pins_saved = self.pins.version
         await self.watcher.start()
         if self._servers_watcher is not None:
             await self._servers_watcher.start()
@@ -252,6 +262,7 @@ class Gateway:
         await self.tool_calls.aclose()  # its background work ends before the log closes
         for task in list(self._background):
             task.cancel()
+        await self._save_pins()  # what was pinned last is not lost
         for keeper in self._keepers.values():
             await keeper.aclose()  # a refresh under way reaches the keyring
         for errlog in self._errlogs.values():
@@ -317,8 +328,117 @@ class Gateway:
             self.bus.emit(PauseChanged(self._clock(), False))
 
     async def list_tools(self) -> dict[str, ServerTools]:
-        """Every server's tools, asked of each server on a connection of its own."""
-        return await list_all_tools(self.servers, self.secrets, self._errlog, self.keeper_for)
+        """Every server's tools, asked of each server on a connection of its own; what
+        they say is pinned as a client's listing is."""
+        listed = await list_all_tools(self.servers, self.secrets, self._errlog, self.keeper_for)
+        settings = self.policy_store.policy.pinning
+        for name, found in listed.items():
+            if found.error is None:
+                self.pins.observe(name, found.tools, settings)
+                self.pins.observe_instructions(name, found.instructions, settings)
+        self._pins_moved()
+        return listed
+
+    # -- tool pinning ------------------------------------------------------------------
+
+    def _held(self, server: str, tool: str) -> tuple[str, str] | None:
+        """Why a call to ``tool`` is held by its pin (basis, reason), or None. A tool the
+        policy hides is left to the policy: it is unknown, held or not."""
+        policy = self.policy_store.policy
+        rule = policy.rule_for(server, tool)
+        if rule is not None and rule.hides:
+            return None
+        change = self.pins.held(server, tool, policy.pinning)
+        return None if change is None else ("quarantined", change.reason())
+
+    def tool_changes(self) -> list[ToolChange]:
+        """Every tool held by its pin now."""
+        return self.pins.changes(self.policy_store.policy.pinning)
+
+    def instruction_changes(self) -> list[InstructionsChange]:
+        return self.pins.instruction_changes(self.policy_store.policy.pinning)
+
+    async def accept_tool(
+        self, server: str, tool: str, *, fingerprint_seen: str | None = None
+    ) -> ToolChange:
+        """A person accepted ``tool``'s definition as it is now (``fingerprint_seen``: the
+        one they were shown, which must still be it): its calls are decided by the policy
+        again, and the server's sessions are told their tool list changed.
+
+        Raises:
+            PinsError: Lockgate has not seen that tool, it changed since it was shown, or
+                the pins cannot be saved.
+        """
+        change = self.pins.accept(server, tool, fingerprint_seen=fingerprint_seen)
+        await self._save_pins(raising=True)
+        self._tools_changed_for(server)
+        return change
+
+    async def accept_instructions(self, server: str) -> None:
+        """A person accepted ``server``'s instructions as they are now (sessions opened
+        from now on are given them).
+
+        Raises:
+            PinsError: none were seen, or the pins cannot be saved.
+        """
+        self.pins.accept_instructions(server)
+        await self._save_pins(raising=True)
+        self.bus.emit(ToolPinsChanged(server))
+
+    def _tools_changed_for(self, server: str) -> None:
+        self.bus.emit(ToolPinsChanged(server))
+        for session in list(self.sessions.values()):
+            if session.server == server and session.tool_names and session.task_group:
+                session.task_group.start_soon(self._notify_tools_changed, session)
+
+    def _pins_moved(self, server: str | None = None) -> None:
+        """Save the pins soon if they changed, and tell the listeners."""
+        if self.pins.version == self._pins_saved:
+            return
+        self._spawn(self._save_pins())
+        self.bus.emit(ToolPinsChanged(server))
+
+    async def _save_pins(self, *, raising: bool = False) -> None:
+        async with self._pins_lock:
+            version = self.pins.version
+            if version == self._pins_saved:
+                return
+            data = self.pins.snapshot()
+            try:
+                await asyncio.to_thread(self.pins.save, data)
+            except PinsError as exc:
+                log.error("%s", exc)
+                if raising:
+                    raise
+                return
+            self._pins_saved = version
+
+    async def _check_pins(self, session: Session) -> None:
+        """List the tools of ``session``'s server (it said they changed) and check them
+        against their pins, so a change is held, and shown, before a client lists them."""
+        upstream = session.upstream
+        if upstream is None or session.closed or session.modern_upstream:
+            return  # (a 2026 server's list is checked when its client lists it)
+        try:
+            result = await upstream.request("tools/list", None)
+        except Exception as exc:  # a server that cannot list now is listed by its client
+            log.info("could not list %s's tools after it changed them: %s", session.server, exc)
+            return
+        tools = result.get("tools")
+        if isinstance(tools, list):
+            self.pins.observe(session.server, tools, self.policy_store.policy.pinning)
+            self._pins_moved(session.server)
+
+    def _pinned_instructions(self, server: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """A handshake (or discover) answer without the server's instructions while they
+        are held."""
+        held = self.pins.observe_instructions(
+            server, answer.get("instructions"), self.policy_store.policy.pinning
+        )
+        self._pins_moved(server)
+        if not held:
+            return answer
+        return {k: v for k, v in answer.items() if k != "instructions"}
 
     # -- OAuth sign-in of remote servers ---------------------------------------------
 
@@ -347,9 +467,13 @@ class Gateway:
         for spec in specs:
             keeper = self.keeper_for(spec)
             if keeper is not None and not keeper.status().checked:
-                task = asyncio.get_running_loop().create_task(keeper.load())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(keeper.load())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background; :meth:`stop` cancels what is left of it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _served_keeper(self, server: str) -> TokenKeeper:
         """The sign-in of ``server``, which must be in force and one Lockgate signs in to.
@@ -692,7 +816,7 @@ class Gateway:
                 if method == "tools/list":
                     result = self._hide_tools(session, result)
                 elif method == "server/discover":
-                    result = discovered(result)
+                    result = self._pinned_instructions(session.server, discovered(result))
         finally:
             session.active -= 1
             session.served += 1
@@ -893,7 +1017,8 @@ class Gateway:
                 )
             finally:
                 session.active -= 1
-            return shaped("server/discover", discovered(result), None)
+            result = self._pinned_instructions(server, discovered(result))
+            return shaped("server/discover", result, None)
 
     async def _pooled(
         self,
@@ -1157,7 +1282,7 @@ class Gateway:
             session.close = close
         connection.exit_stack.push_async_callback(self._end_session, session)
         self.sessions[session.id] = session
-        answer = await self._open_upstream(session)
+        answer = self._pinned_instructions(server, await self._open_upstream(session))
         version = answer.get("protocolVersion")
         session.protocol = version if isinstance(version, str) else None
         return _announcing_list_changes(answer)
@@ -1331,6 +1456,9 @@ class Gateway:
             return await self._to_client_request(session, method, params)
 
         async def on_notify(method: str, params: Mapping[str, Any] | None) -> None:
+            if method == "notifications/tools/list_changed" and session.task_group:
+                # its tools changed: checked against their pins now, whatever the client does
+                session.task_group.start_soon(self._check_pins, session)
             await self._tell_client(session, method, params)
 
         secrets = secret_values(session.spec, spec)
@@ -1527,7 +1655,10 @@ class Gateway:
                 for t in tools
                 if isinstance(t, dict) and isinstance(t.get("name"), str)
             }
-        hidden = hidden_tools(self.policy_store.policy, session.server, session.tool_names)
+        policy = self.policy_store.policy
+        held = self.pins.observe(session.server, tools, policy.pinning)
+        self._pins_moved(session.server)
+        hidden = hidden_tools(policy, session.server, session.tool_names) | held
         if not hidden:
             return result
         kept = [t for t in tools if not (isinstance(t, dict) and t.get("name") in hidden)]
@@ -1539,6 +1670,8 @@ class Gateway:
         # A call waiting for a person was asked under the old policy: if the new one
         # does not ask about it, its prompt goes and it is decided again under the new.
         for pending in self.approvals.pending():
+            if pending.about != "call":
+                continue  # the call ran: what is asked is its result, which no rule changes
             now = self.enforcer.preview(pending.call)
             if now.verdict is Verdict.DENY:
                 self.approvals.withdraw(pending.id, f"the policy changed: {now.reason}")

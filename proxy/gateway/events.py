@@ -27,6 +27,7 @@ __all__ = [
     "PolicyReloaded",
     "ServersRejected",
     "ServersReloaded",
+    "ToolPinsChanged",
     "UpstreamDown",
     "UpstreamUp",
 ]
@@ -147,6 +148,17 @@ class CallFinished:
     duration_ms: float | None
     result_size: int | None
     error: str | None = None
+    # what the result held that looked like a secret: ({"kind", "where"}, ...), never a value
+    findings: tuple[Mapping[str, str], ...] = ()
+    secrets: str | None = None  # what was done about them: redacted, blocked, approved
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPinsChanged:
+    """What Lockgate has pinned of a server's tools changed: a tool was pinned, held or
+    accepted (``server`` None: of several servers)."""
+
+    server: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +174,7 @@ class ApprovalPending:
     rule: str | None
     reason: str
     case: int | None = None  # the rule's "when" case that asks (from 0); None: the rule
+    about: str = "call"  # "call": may it be sent; "result": may its result reach the agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +216,7 @@ Event = (
     | ApprovalAnswered
     | PauseChanged
     | OAuthStateChanged
+    | ToolPinsChanged
 )
 
 

@@ -31,8 +31,10 @@ from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
 from proxy.audit.redact import redact, storable
 from proxy.gateway.approvals import Answer, ApprovalBroker, Remember, SessionApproval
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted, EventBus
+from proxy.gateway.secretscan import ScanOutcome, scan_result
 from proxy.policy.decide import Basis, Decision, Enforcer, ToolCall, Verdict, agent_message
 from proxy.policy.limits import CounterKey
+from proxy.policy.model import SecretsMode
 from proxy.upstream.connection import UpstreamUnavailable
 
 __all__ = ["Caller", "Refusal", "Said", "Send", "ToolCallPipeline"]
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 Send = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 # Why Lockgate's own state refuses every call to a server now, as (basis, reason), or None.
 Refusal = Callable[[str], "tuple[str, str] | None"]
+# Why a call to one tool (server, tool) is held now (its pin), as (basis, reason), or None.
+Held = Callable[[str, str], "tuple[str, str] | None"]
+# results larger than this are scanned for secrets on a worker thread, off the loop
+SCAN_ON_THREAD_BYTES = 64 * 1024
 
 
 class Caller(Protocol):
@@ -65,6 +71,8 @@ class Caller(Protocol):
     def closed(self) -> bool: ...  # ended by the gateway: none of its calls may go on
 
     def scrub(self, text: str) -> str: ...  # without the secrets its upstreams know
+
+    def secret_values(self) -> tuple[str, ...]: ...  # those secrets themselves
 
     async def why_down(self) -> str | None: ...  # why its server went away, if it did
 
@@ -102,6 +110,9 @@ class AtTheDoor:
     def scrub(self, text: str) -> str:
         return text  # nothing of an upstream's has reached it
 
+    def secret_values(self) -> tuple[str, ...]:
+        return ()
+
     async def why_down(self) -> str | None:
         return None  # it has no server of its own
 
@@ -119,12 +130,14 @@ class ToolCallPipeline:
         refusal: Refusal,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
+        held: Held | None = None,
     ) -> None:
         self.enforcer = enforcer
         self.approvals = approvals
         self.audit = audit
         self.bus = bus
-        self._refusal_of = refusal
+        self._server_refusal = refusal
+        self._held = held
         self._clock = clock
         self._monotonic = monotonic
         # why the audit log refused the last write (None: the last one worked); shown in
@@ -207,6 +220,14 @@ class ToolCallPipeline:
             error=reason,
         )
 
+    def _refusal_of(self, call: ToolCall) -> tuple[str, str] | None:
+        """Why Lockgate's state refuses ``call`` now, whatever the policy says: its server
+        (paused, off, removed, needs sign-in), or its tool's pin (held)."""
+        refused = self._server_refusal(call.server)
+        if refused is None and self._held is not None:
+            refused = self._held(call.server, call.tool)
+        return refused
+
     async def _decide_and_forward(
         self, session: Caller, params: Mapping[str, Any], send: Send, said: Said
     ) -> dict[str, Any]:
@@ -276,8 +297,21 @@ class ToolCallPipeline:
             return result
 
         await self._begin(session, trace, verdict, decision)  # durable before it is sent
+        rule = decision.source
+        timeout = None if rule is None else rule.timeout
         try:
-            result = await send(params)
+            with anyio.move_on_after(timeout) as deadline:
+                result = await send(params)
+            if deadline.cancelled_caught:  # cancelled upstream as a client's cancel is
+                text = (
+                    f"Lockgate cancelled this call: it ran longer than the {timeout:g} s "
+                    f"the policy allows {call.qualified}"
+                )
+                result = {"content": [{"type": "text", "text": text}], "isError": True}
+                await self._complete(
+                    session, trace, decision, Outcome.TIMED_OUT, size=_size(result), error=text
+                )
+                return result
         except MCPError as exc:
             down = _connection_closed(exc)
             why = await session.why_down() if down else None
@@ -320,8 +354,93 @@ class ToolCallPipeline:
             )
             raise
         outcome = Outcome.TOOL_ERROR if result.get("isError") is True else Outcome.OK
-        await self._complete(session, trace, decision, outcome, size=_size(result))
-        return result
+        inspected = await self._inspect(session, trace, decision, result, outcome)
+        await self._complete(
+            session,
+            trace,
+            decision,
+            inspected.outcome,
+            size=_size(inspected.result),
+            error=inspected.error,
+            findings=inspected.findings,
+            secrets=inspected.secrets,
+        )
+        return inspected.result
+
+    async def _inspect(
+        self,
+        session: Caller,
+        trace: _Trace,
+        decision: Decision,
+        result: dict[str, Any],
+        outcome: Outcome,
+    ) -> _Inspected:
+        """The result as the agent may have it: scanned for secrets, and redacted, withheld
+        or asked about as the policy says (the rule's ``results``, else the policy's)."""
+        policy = self.enforcer.policy
+        mode = policy.secrets_for(decision.source)
+        if mode is SecretsMode.ALLOW:
+            return _Inspected(result, outcome)
+        scanned = await _scan(result, session.secret_values())
+        found = tuple(f.as_dict() for f in scanned.findings)
+        if not found and scanned.complete:
+            return _Inspected(result, outcome)
+        if not found:
+            what = "a result too large to scan whole for secrets"
+        else:
+            what = "what looks like " + _findings_text(found)
+        if mode is SecretsMode.REDACT:
+            if not found:  # what could be scanned was clean; the rest goes unscanned
+                return _Inspected(result, outcome, secrets="partly scanned")
+            assert scanned.redacted is not None
+            return _Inspected(scanned.redacted, outcome, findings=found, secrets="redacted")
+        if mode is SecretsMode.ASK:
+            answer = await self._ask_about_result(session, trace, decision, what)
+            if answer is Answer.APPROVED:
+                return _Inspected(result, outcome, findings=found, secrets="approved")
+            why = {
+                Answer.REFUSED: "a person refused to let it through",
+                Answer.TIMEOUT: "nobody let it through in time",
+                Answer.NO_APPROVER: "no one is there to ask (Lockgate runs without the app "
+                "or `lockgate approvals`)",
+                Answer.BUSY: "too many calls of this session are waiting for a person",
+            }.get(answer, "it was not let through")
+            text = (
+                f"Lockgate withheld this tool's result: it held {what}, and {why}. "
+                "Nothing of the result was kept or shown."
+            )
+            secrets = "refused" if answer is Answer.REFUSED else answer.value
+        else:
+            text = (
+                f"Lockgate withheld this tool's result: it held {what}, and the policy "
+                "blocks results that hold secrets."
+            )
+            secrets = "blocked"
+        withheld = {"content": [{"type": "text", "text": text}], "isError": True}
+        return _Inspected(withheld, Outcome.WITHHELD, text, found, secrets)
+
+    async def _ask_about_result(
+        self, session: Caller, trace: _Trace, decision: Decision, what: str
+    ) -> Answer:
+        """Ask a person whether a result that holds a secret may reach the agent. Only
+        "once" counts: a later result is another secret."""
+        rule = decision.source
+        timeout = rule.approval_timeout if rule is not None else None
+        question = Decision(
+            Verdict.ASK,
+            decision.basis,
+            f"The result of this call holds {what}. Let it reach the agent?",
+            decision.rule,
+            approval_timeout=timeout or self.enforcer.default_approval_timeout,
+            case=decision.case,
+            source=rule,
+        )
+        while True:
+            asked = await self.approvals.ask(
+                trace.call, trace.id, question, group=session.id, about="result"
+            )
+            if asked.answer is not Answer.WITHDRAWN:
+                return asked.answer
 
     async def _decide(
         self, call: ToolCall, trace: _Trace, session: Caller
@@ -340,7 +459,7 @@ class ToolCallPipeline:
         answer releases this call only.
         """
         while True:
-            refusal = self._refusal_of(session.server) or _ended(session)
+            refusal = self._refusal_of(call) or _ended(session)
             if refusal is not None:
                 return CallDecision.DENIED, _deny(refusal[1]), refusal[0]
             decision = self.enforcer.decide(call)
@@ -361,7 +480,7 @@ class ToolCallPipeline:
             if result.answer is Answer.WITHDRAWN:
                 continue
             if result.answer is Answer.APPROVED:
-                refusal = self._refusal_of(session.server) or _ended(session)
+                refusal = self._refusal_of(call) or _ended(session)
                 if refusal is not None:
                     return CallDecision.DENIED, _deny(refusal[1]), refusal[0]
                 released = self.enforcer.release(call)
@@ -436,6 +555,8 @@ class ToolCallPipeline:
         size: int | None = None,
         error: str | None = None,
         refund: bool = False,
+        findings: tuple[Mapping[str, str], ...] = (),
+        secrets: str | None = None,
     ) -> None:
         """Complete the record :meth:`_begin` wrote. The call has run (or failed) by now,
         so a failure here is logged, not raised: the record stays ``pending``."""
@@ -453,10 +574,23 @@ class ToolCallPipeline:
                     error=error,
                     refund=refund,
                     alone=self._calls_in_flight == 1,
+                    findings=findings,
+                    secrets=secrets,
                 )
         except AuditError as exc:
             self._audit_failed(exc)
-        self.bus.emit(CallFinished(trace.id, self._clock(), outcome.value, duration, size, error))
+        self.bus.emit(
+            CallFinished(
+                trace.id,
+                self._clock(),
+                outcome.value,
+                duration,
+                size,
+                error,
+                findings=findings,
+                secrets=secrets,
+            )
+        )
 
     async def _finish(
         self,
@@ -563,6 +697,34 @@ class ToolCallPipeline:
     def _audit_failed(self, exc: AuditError) -> None:
         self.audit_failure = str(exc)
         log.error("audit log write failed; calls are refused until it works: %s", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Inspected:
+    """A result after its inspection: what the agent gets, and what the log keeps."""
+
+    result: dict[str, Any]
+    outcome: Outcome
+    error: str | None = None
+    findings: tuple[Mapping[str, str], ...] = ()
+    secrets: str | None = None  # what was done: redacted, blocked, approved, refused, ...
+
+
+async def _scan(result: Mapping[str, Any], known: tuple[str, ...]) -> ScanOutcome:
+    """The result scanned for secrets (``known``: those Lockgate gave its server); a large
+    one on a worker thread, so the loop (every other call) does not wait for it."""
+    if _size(result) > SCAN_ON_THREAD_BYTES:
+        return await asyncio.to_thread(scan_result, result, known)
+    return scan_result(result, known)
+
+
+def _findings_text(found: tuple[Mapping[str, str], ...]) -> str:
+    """``an AWS Access Key (content[0].text)`` for one, ``secrets: a, b (and 3 more)``."""
+    parts = [f"{f['kind']} ({f['where']})" for f in found[:3]]
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    if len(found) == 1:
+        return f"a secret: {parts[0]}"
+    return "secrets: " + ", ".join(parts) + more
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,10 +104,14 @@ class Session:
     # the client is told it is gone; None: the front door cannot (a local connection)
     close: Callable[[], Awaitable[None]] | None = None
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The secrets this session's upstreams were given: keyring values, OAuth tokens."""
+        held = self.keeper.secrets if self.keeper is not None else ()
+        return (*self.secrets, *held)
+
     def scrub(self, text: str) -> str:
         """``text`` with every secret value of this session's upstreams replaced."""
-        held = self.keeper.secrets if self.keeper is not None else ()
-        for secret in (*self.secrets, *held):
+        for secret in self.secret_values():
             if secret and secret in text:
                 text = text.replace(secret, "[secret]")
         return text

@@ -36,11 +36,13 @@ __all__ = [
     "Action",
     "Case",
     "Limit",
+    "PinningSettings",
     "Policy",
     "PolicyError",
     "PolicyIssue",
     "Rule",
     "Scope",
+    "SecretsMode",
     "default_policy",
     "load_policy",
     "parse_policy",
@@ -67,6 +69,26 @@ class Action(StrEnum):
     @classmethod
     def from_json(cls, value: str) -> Action:
         return cls.ASK if value == "require_approval" else cls(value)
+
+
+class SecretsMode(StrEnum):
+    """What happens to a tool result that holds a secret (``"results": {"secrets": ...}``)."""
+
+    ALLOW = "allow"  # not looked at
+    REDACT = "redact"  # each secret replaced by a marker; the rest reaches the agent
+    BLOCK = "block"  # the agent gets an error that says what was found, not the result
+    ASK = "ask"  # a person sees what was found and lets it through, or not
+
+
+@dataclass(frozen=True, slots=True)
+class PinningSettings:
+    """How tool definitions are trusted (``"pinning"``): a tool or server Lockgate has not
+    seen before is trusted on first use or held until a person accepts it; a tool whose
+    definition has poisoning findings is only shown with them, or held."""
+
+    new_tools: str = "trust"  # "trust" | "quarantine": a new tool on a known server
+    new_servers: str = "trust"  # "trust" | "quarantine": every tool of a new server
+    findings: str = "show"  # "show" | "quarantine": a tool with poisoning findings
 
 
 class Scope(StrEnum):
@@ -133,6 +155,8 @@ class Rule:
     approval_timeout: float | None = None  # None: not written; the gateway's default applies
     hide: bool = False
     cases: tuple[Case, ...] = ()  # "when", in order: the first that holds decides
+    timeout: float | None = None  # seconds a call may run upstream before it is cancelled
+    secrets: SecretsMode | None = None  # its results' secrets; None: the policy's default
     _validator: Any = field(default=None, repr=False)
 
     @property
@@ -163,6 +187,8 @@ class Policy:
     description: str | None = None
     source: str | None = None
     document: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    secrets: SecretsMode = SecretsMode.REDACT  # results' secrets where no rule says
+    pinning: PinningSettings = PinningSettings()
     _exact_scoped: dict[tuple[str, str], Rule] = field(init=False, repr=False)
     _exact_tool: dict[str, Rule] = field(init=False, repr=False)
     _scoped_globs: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
@@ -223,6 +249,13 @@ class Policy:
             if candidate.pattern.matches(server, tool):
                 return candidate
         return None
+
+    def secrets_for(self, rule: Rule | None) -> SecretsMode:
+        """What happens to secrets in the results of calls ``rule`` decides (None: the
+        default decided)."""
+        if rule is not None and rule.secrets is not None:
+            return rule.secrets
+        return self.secrets
 
     def candidates(self, server: str, tool: str) -> list[Rule]:
         """Every rule that matches, most specific first (the first one decides)."""
@@ -386,6 +419,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         description=document.get("description"),
         source=source,
         document=document,
+        secrets=_secrets_mode(document) or SecretsMode.REDACT,
+        pinning=_pinning(document.get("pinning", {})),
     )
 
 
@@ -540,10 +575,25 @@ def _build_rules(tools: dict[str, Any], locs: Locations) -> tuple[list[Rule], li
                 approval_timeout=_approval_timeout(spec),
                 hide=bool(spec.get("hide", False)),
                 cases=tuple(cases),
+                timeout=None if "timeout" not in spec else float(spec["timeout"]),
+                secrets=_secrets_mode(spec),
                 _validator=validator,
             )
         )
     return rules, issues
+
+
+def _secrets_mode(spec: Mapping[str, Any]) -> SecretsMode | None:
+    mode = spec.get("results", {}).get("secrets")
+    return None if mode is None else SecretsMode(mode)
+
+
+def _pinning(spec: Mapping[str, Any]) -> PinningSettings:
+    return PinningSettings(
+        new_tools=spec.get("new_tools", "trust"),
+        new_servers=spec.get("new_servers", "trust"),
+        findings=spec.get("findings", "show"),
+    )
 
 
 def _approval_timeout(spec: Mapping[str, Any]) -> float | None:

@@ -36,7 +36,12 @@ REPO = Path(__file__).resolve().parents[2]
 BASE_POLICY: dict[str, Any] = {
     "version": "1",
     "default": "allow",
-    "tools": {"get-sum": {"action": "deny", "reason": "no sums today"}},
+    "tools": {
+        "get-sum": {"action": "deny", "reason": "no sums today"},
+        # tests read the environment a server was started with (a key from the keyring),
+        # which Lockgate would otherwise redact from the result
+        "get-env": {"results": {"secrets": "allow"}},
+    },
 }
 
 

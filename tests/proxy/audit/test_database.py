@@ -15,7 +15,7 @@ import pytest
 
 from proxy.audit.database import MIGRATIONS, SCHEMA_VERSION, AuditError
 from proxy.audit.log import AuditLog
-from proxy.audit.records import Charge
+from proxy.audit.records import CallRecord, Charge, Outcome
 from tests.support.records import compact
 from tests.support.records import make_record as make
 
@@ -105,23 +105,51 @@ def test_a_relative_path_is_fixed_when_the_log_opens(tmp_path, monkeypatch):
     assert not (elsewhere / "audit.db").exists()
 
 
-def test_a_log_of_the_first_version_is_upgraded_and_keeps_its_records(db):
-    db.parent.mkdir()
-    old = make(tool="from_version_1", error="an old error")
+# the fields of a record each version of the schema added (version 1 had the rest)
+ADDED_IN = {3: ("case",), 4: ("client_info", "protocol"), 5: ("findings", "secrets")}
+
+
+def old_log(db: Path, version: int, record: CallRecord) -> None:
+    """A log as ``version`` of the schema made it, holding ``record`` (its fields of
+    later versions left out)."""
+    db.parent.mkdir(exist_ok=True)
     raw = sqlite3.connect(db, isolation_level=None)
     try:
-        for statement in MIGRATIONS[0]:  # version 1 is what the first migration makes
-            raw.execute(statement)
-        raw.execute("PRAGMA user_version = 1")
-        row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
-        del row["ts"], row["case"], row["client_info"], row["protocol"]  # not in version 1
-        columns = ", ".join(row)
+        for statements in MIGRATIONS[:version]:
+            for statement in statements:
+                raw.execute(statement)
+        raw.execute(f"PRAGMA user_version = {version}")
+        row = {**record.as_dict(), "time": record.time, "arguments": compact(record.arguments)}
+        del row["ts"]
+        for later, fields in ADDED_IN.items():
+            if later > version:
+                for name in fields:
+                    del row[name]
+        quoted = ", ".join(f'"{column}"' for column in row)
         raw.execute(
-            f"INSERT INTO calls ({columns}) VALUES ({', '.join('?' * len(row))})",
+            f"INSERT INTO calls ({quoted}) VALUES ({', '.join('?' * len(row))})",
             tuple(row.values()),
         )
     finally:
         raw.close()
+
+
+def schema_of(db: Path) -> tuple[int, list[str], set[str]]:
+    """The log's version, its calls' columns and the names in its schema."""
+    raw = sqlite3.connect(db)
+    try:
+        (version,) = raw.execute("PRAGMA user_version").fetchone()
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        columns = [name for (_, name, *_) in raw.execute("PRAGMA table_info(calls)")]
+        names = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
+    finally:
+        raw.close()
+    return version, columns, names
+
+
+def test_a_log_of_the_first_version_is_upgraded_and_keeps_its_records(db):
+    old = make(tool="from_version_1", error="an old error")
+    old_log(db, 1, old)
     with AuditLog(db) as audit:
         assert audit.get(old.id) == old
         charge = Charge("files/*", "claude-desktop", 1_700_000_000.5)
@@ -129,33 +157,14 @@ def test_a_log_of_the_first_version_is_upgraded_and_keeps_its_records(db):
         asyncio.run(audit.begin(new, [charge]))  # the table of charges came with version 2
         assert audit.charges_since(0) == [charge]
         assert audit.count() == 2
-    raw = sqlite3.connect(db)
-    try:
-        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        indexes = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
-    finally:
-        raw.close()
-    assert {"charges", "charges_time", "charges_call", "calls_pending"} <= indexes
+    version, _columns, names = schema_of(db)
+    assert version == SCHEMA_VERSION
+    assert {"charges", "charges_time", "charges_call", "calls_pending"} <= names
 
 
 def test_a_log_of_version_2_is_upgraded_and_then_keeps_the_case_that_decided(db):
-    db.parent.mkdir()
     old = make(tool="from_version_2", rule="git/*")
-    raw = sqlite3.connect(db, isolation_level=None)
-    try:
-        for statements in MIGRATIONS[:2]:
-            for statement in statements:
-                raw.execute(statement)
-        raw.execute("PRAGMA user_version = 2")
-        row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
-        del row["ts"], row["case"], row["client_info"], row["protocol"]  # not in version 2
-        raw.execute(
-            f"INSERT INTO calls ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-            tuple(row.values()),
-        )
-    finally:
-        raw.close()
+    old_log(db, 2, old)
     with AuditLog(db) as audit:
         assert audit.get(old.id) == old  # no case: the rule itself decided, as then
         new = make(tool="after_the_upgrade", rule="git/push", case=2)
@@ -164,38 +173,44 @@ def test_a_log_of_version_2_is_upgraded_and_then_keeps_the_case_that_decided(db)
         assert [r.case for r in audit.query(limit=5)] == [2, None]
         with pytest.raises(AuditError, match="case must be a whole number"):
             audit.write_sync(make(case=-1))
-    raw = sqlite3.connect(db)
-    try:
-        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-        columns = [name for (_, name, *_) in raw.execute("PRAGMA table_info(calls)")]
-    finally:
-        raw.close()
-    assert columns[-3:] == ["case", "client_info", "protocol"]
+    version, columns, _names = schema_of(db)
+    assert version == SCHEMA_VERSION
+    assert columns[-5:] == ["case", "client_info", "protocol", "findings", "secrets"]
 
 
 def test_a_log_of_version_3_is_upgraded_and_then_keeps_what_a_client_says_it_is(db):
-    db.parent.mkdir()
     old = make(tool="from_version_3")
-    raw = sqlite3.connect(db, isolation_level=None)
-    try:
-        for statements in MIGRATIONS[:3]:
-            for statement in statements:
-                raw.execute(statement)
-        raw.execute("PRAGMA user_version = 3")
-        row = {**old.as_dict(), "time": old.time, "arguments": compact(old.arguments)}
-        del row["ts"], row["client_info"], row["protocol"]  # not in version 3
-        quoted = ", ".join(f'"{column}"' for column in row)
-        raw.execute(
-            f"INSERT INTO calls ({quoted}) VALUES ({', '.join('?' * len(row))})",
-            tuple(row.values()),
-        )
-    finally:
-        raw.close()
+    old_log(db, 3, old)
     with AuditLog(db) as audit:
         assert audit.get(old.id) == old  # unknown then: None
         new = make(tool="after_the_upgrade", client_info="cursor 3.1", protocol="2026-07-28")
         audit.write_sync(new)
         assert audit.get(new.id) == new
+
+
+def test_a_log_of_version_4_is_upgraded_and_then_keeps_what_a_result_held(db):
+    old = make(tool="from_version_4", client_info="cursor 3.1")
+    old_log(db, 4, old)
+    with AuditLog(db) as audit:
+        assert audit.get(old.id) == old  # nothing found then
+        found = ({"kind": "GitHub Token", "where": "content[0].text"},)
+        new = make(tool="after_the_upgrade", findings=found, secrets="redacted")
+        audit.write_sync(new)
+        assert audit.get(new.id) == new
+    assert schema_of(db)[0] == SCHEMA_VERSION
+
+
+async def test_finishing_a_call_keeps_what_its_result_held_and_never_more(db):
+    with AuditLog(db) as audit:
+        record = make(outcome=Outcome.PENDING)
+        await audit.begin(record, [])
+        found = [{"kind": "AWS Access Key", "where": "content[0].text", "value": "AKIA-x"}]
+        await audit.finish(record.id, Outcome.OK, findings=found, secrets="redacted")
+        kept = audit.get(record.id)
+    assert kept is not None
+    assert kept.findings == ({"kind": "AWS Access Key", "where": "content[0].text"},)
+    assert kept.secrets == "redacted"
+    assert b"AKIA-x" not in db.read_bytes()
 
 
 MIGRATE_ON_A_FULL_DISK = """

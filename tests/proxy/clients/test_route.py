@@ -32,6 +32,14 @@ TIME = str(BIN / "mcp-server-time")
 SECRET = "sk-live-7c1f0e-do-not-copy"  # an API key as a user would paste it
 HEADER_SECRET = "Bearer rk-remote-91b2"
 
+# get-env's result would have the key redacted (it is a secret, from the keyring): the
+# tests let it through, to see that the server got it
+LET_THE_KEY_THROUGH = {
+    "version": "1",
+    "default": "allow",
+    "tools": {"everything/get-env": {"results": {"secrets": "allow"}}},
+}
+
 
 def client_files(home: Path, remote: str) -> dict[str, tuple[Path, str]]:
     """Each client's file as that client writes it (formats from each client's docs)."""
@@ -222,7 +230,7 @@ async def test_route_every_client_call_tools_through_it_then_unroute_byte_for_by
     assert '"disabledTools": []' in files["windsurf"][0].read_text()
 
     gateway = LiveGateway(config, data, tmp_path / "tee.jsonl")
-    gateway.write_policy({"version": "1", "default": "allow"})
+    gateway.write_policy(LET_THE_KEY_THROUGH)
     gateway.start()
     try:
         for client, (path, _) in files.items():
@@ -425,7 +433,7 @@ async def test_route_over_http_with_a_token_of_the_clients_own(
     config.mkdir()
     data.mkdir()
     gateway = LiveGateway(config, data, tmp_path / "tee.jsonl")
-    gateway.write_policy({"version": "1", "default": "allow"})
+    gateway.write_policy(LET_THE_KEY_THROUGH)
     gateway.start()  # before routing: the running gateway takes the new servers at once
     try:
         refused = lockgate(env, "clients", "route", "claude-desktop", "--via", "http")

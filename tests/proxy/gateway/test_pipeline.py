@@ -58,6 +58,9 @@ class Caller:
     def scrub(self, text: str) -> str:
         return text.replace(self.secret, "[secret]")
 
+    def secret_values(self) -> tuple[str, ...]:
+        return (self.secret,)
+
     async def why_down(self) -> str | None:
         return None  # its "server" is the test's send function
 

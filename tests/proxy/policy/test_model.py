@@ -14,8 +14,10 @@ from proxy.policy.model import (
     Action,
     Case,
     Limit,
+    PinningSettings,
     PolicyError,
     Scope,
+    SecretsMode,
     default_policy,
     load_policy,
     parse_policy,
@@ -169,7 +171,7 @@ def errors_of(text: str) -> list[str]:
             '{"version": "1", "tool": {}}',
             [
                 "policy.json:1:18: tool: unknown field (did you mean 'tools'?); fields here: "
-                "$schema, default, description, tools, version"
+                "$schema, default, description, pinning, results, tools, version"
             ],
         ),
         (
@@ -502,7 +504,7 @@ def test_a_case_checks_its_client_and_its_arguments_as_conditions():
             [
                 "policy.json:1:34: tools.\"t\".wen: unknown field (did you mean 'when'?); fields "
                 "here: action, approval, arguments, description, hide, limits, rate_limit, "
-                "reason, when"
+                "reason, results, timeout, when"
             ],
         ),
     ],
@@ -875,3 +877,52 @@ def test_a_policy_path_that_is_no_file_is_refused_without_leaking_a_descriptor(t
         with pytest.raises(PolicyError):
             read_policy_bytes(path)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_results_pinning_and_timeout_are_read_with_their_defaults():
+    bare = parse_policy('{"version": "1", "tools": {"t": {}}}')
+    assert bare.secrets is SecretsMode.REDACT  # secrets in results: redacted unless told
+    assert bare.pinning == PinningSettings("trust", "trust", "show")
+    assert (bare.rules[0].timeout, bare.rules[0].secrets) == (None, None)
+    assert bare.secrets_for(bare.rules[0]) is SecretsMode.REDACT
+    policy = parse_policy(
+        '{"version": "1", "results": {"secrets": "block"},'
+        ' "pinning": {"new_tools": "quarantine", "findings": "quarantine"},'
+        ' "tools": {"t": {"timeout": 2.5, "results": {"secrets": "ask"}}, "u": {}}}'
+    )
+    assert policy.pinning == PinningSettings("quarantine", "trust", "quarantine")
+    t, u = policy.rules
+    assert (t.timeout, t.secrets) == (2.5, SecretsMode.ASK)
+    assert policy.secrets_for(t) is SecretsMode.ASK
+    assert policy.secrets_for(u) is SecretsMode.BLOCK
+    assert policy.secrets_for(None) is SecretsMode.BLOCK
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '{"version": "1", "tools": {"t": {"timeout": 0}}}',
+            'tools."t".timeout: must be a number of seconds, above 0 and at most 86400',
+        ),
+        (
+            '{"version": "1", "results": {"secrets": "hide"}}',
+            'results.secrets: must be "allow", "redact", "block" or "ask"',
+        ),
+        (
+            '{"version": "1", "pinning": {"new_tools": "maybe"}}',
+            'pinning.new_tools: must be "trust" or "quarantine"',
+        ),
+        (
+            '{"version": "1", "pinning": {"findings": "block"}}',
+            'pinning.findings: must be "show" or "quarantine"',
+        ),
+        (
+            '{"version": "1", "pinning": {"new_tool": "trust"}}',
+            "pinning.new_tool: unknown field",
+        ),
+    ],
+)
+def test_results_pinning_and_timeout_errors_say_what_is_wanted(text, expected):
+    [error] = errors_of(text)
+    assert expected in error
