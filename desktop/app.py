@@ -35,10 +35,17 @@ from desktop.host import EventPump, GatewayHost, HostFailed, HostReady, HostStop
 from desktop.liveview import LiveView
 from desktop.notify import ApprovalNotices, NotificationService, NotificationStyle
 from desktop.policyview import PolicyView
+from desktop.review import (
+    Review,
+    ReviewDialog,
+    held_sentence,
+    review_of_instructions,
+    review_of_tool,
+)
 from desktop.servereditor import ServerEdit, ServerEditor
 from desktop.serversview import ServerActions, ServersModel, ServersView
 from desktop.settingsview import SettingsView
-from desktop.toolsview import ToolsModel, ToolsView
+from desktop.toolsview import ToolsModel, ToolsView, scan_catalog
 from desktop.tray import AppState, Tray
 from desktop.window import TABS, MainWindow
 from proxy.audit.log import AuditError, audit_summary
@@ -77,9 +84,12 @@ from proxy.gateway.events import (
     PolicyReloaded,
     ServersRejected,
     ServersReloaded,
+    ToolPinsChanged,
 )
+from proxy.gateway.pins import InstructionsChange, ToolChange
 from proxy.policy.edit import allow_narrowly, edit_rule
 from proxy.policy.model import Policy
+from proxy.policy.poison import Finding
 from proxy.policy.starter import policy_text, starting_policy
 from proxy.policy.store import restore_last_good
 from proxy.upstream.catalog import ServerTools
@@ -137,7 +147,17 @@ class LockgateApp(QObject):
             ),
         )
         self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
-        self.tools_view = ToolsView(self.tools, self.set_rule, self.remove_rule, self.list_tools)
+        self.tools_view = ToolsView(
+            self.tools,
+            self.set_rule,
+            self.remove_rule,
+            self.list_tools,
+            on_review=self.review_tool,
+            on_review_instructions=self.review_instructions,
+        )
+        # the review dialogs open now, by (server, tool) (tool None: its instructions)
+        self.reviews: dict[tuple[str, str | None], ReviewDialog] = {}
+        self._held_seen: set[tuple[str, str | None, str]] | None = None  # for the tray
         self.server_editor = ServerEditor(self.save_server)
         self.servers_view = ServersView(
             self.servers,
@@ -190,7 +210,11 @@ class LockgateApp(QObject):
         self.tray.open_approvals.connect(lambda: self.window.show_tab("Approvals"))
         self.pending.changed.connect(
             lambda: self.tray.waiting(
-                [f"{p.client} → {p.server}/{p.tool}" for p in self.pending.items.values()]
+                [
+                    f"{p.client} → {p.server}/{p.tool}"
+                    + (" (its result holds a secret)" if p.about == "result" else "")
+                    for p in self.pending.items.values()
+                ]
             )
         )
         self.tray.toggle_pause.connect(self.toggle_pause)
@@ -221,6 +245,8 @@ class LockgateApp(QObject):
         if self._stopped:
             return
         self._stopped = True
+        for dialog in list(self.reviews.values()):
+            dialog.close()
         self.prompt.hide()
         self.tray.hide()
         self.notifications.stop()
@@ -242,6 +268,7 @@ class LockgateApp(QObject):
         self.pending.apply(events)
         self.servers.apply(events)
         blocked: list[str] = []
+        pins_changed = False
         state = self.state
         for event in events:
             if isinstance(event, HostReady):
@@ -289,6 +316,10 @@ class LockgateApp(QObject):
                     )
             elif isinstance(event, ApprovalPending) and event.approval_id in self.pending.items:
                 self.notices.announce(event)
+            elif isinstance(event, ToolPinsChanged):
+                pins_changed = True
+        if pins_changed and state.running:
+            self._fetch_pins()  # once for the batch, however many changes it holds
         if blocked:
             self.tray.blocked(blocked[-8:], self._show_blocked)
         state = _with(state, pending=len(self.pending), servers_down=self.servers.down_count())
@@ -316,6 +347,7 @@ class LockgateApp(QObject):
 
         self._fetch_servers()
         self._fetch_policy()
+        self._fetch_pins()
         self.list_tools()
         self.host.call(lambda control: control.paused, got_paused)
 
@@ -362,9 +394,14 @@ class LockgateApp(QObject):
 
     def answer(self, answer: Answer) -> None:
         pending = self.pending.items.get(answer.approval_id)
+        # A result (the call ran; its result holds a secret) is answered once, whatever
+        # was clicked: the next result is another secret, and no rule comes of it.
+        about_result = pending is None or pending.about == "result"
 
         # "always" is a rule, written below; the call itself is answered once
         remember = Remember.ONCE if answer.remember is Remember.ALWAYS else answer.remember
+        if about_result:
+            remember = Remember.ONCE
 
         def send(control: GatewayControl) -> None:
             control.answer(
@@ -382,7 +419,9 @@ class LockgateApp(QObject):
                 )
 
         self.host.call(send, done)
-        if not (answer.approve and answer.remember is Remember.ALWAYS and pending is not None):
+        if about_result or pending is None:
+            return
+        if not (answer.approve and answer.remember is Remember.ALWAYS):
             return
         if answer.always == "client":
             self.allow_narrowly(pending.server, pending.tool, client=pending.client)
@@ -557,8 +596,205 @@ class LockgateApp(QObject):
             for name, listing in catalog.items():
                 count = None if listing.error else len(listing.tools)
                 self.servers.set_tools(name, count, listing.error)
+            self.host.blocking(lambda: scan_catalog(catalog), found)
+
+        def found(
+            future: concurrent.futures.Future[dict[tuple[str, str], tuple[Finding, ...]]],
+        ) -> None:
+            if _ok(future):
+                self.tools.set_findings(future.result())
 
         self.host.run(lambda control: control.list_tools(), done)
+
+    # -- tool pinning -------------------------------------------------------------------
+
+    def _fetch_pins(self) -> None:
+        """What the pins hold now, into the Tools view and the open reviews; the tray
+        says so when a tool becomes held."""
+
+        def ask(control: GatewayControl) -> tuple[list[ToolChange], list[InstructionsChange]]:
+            return control.tool_changes(), control.instruction_changes()
+
+        def got(
+            future: concurrent.futures.Future[tuple[list[ToolChange], list[InstructionsChange]]],
+        ) -> None:
+            if not _ok(future):
+                return
+            tools, instructions = future.result()
+            self.tools.set_changes(tools, instructions)
+            self._announce_held(tools, instructions)
+            for key, dialog in list(self.reviews.items()):
+                self._refresh_review(key, dialog)
+
+        self.host.call(ask, got)
+
+    def _announce_held(
+        self, tools: Sequence[ToolChange], instructions: Sequence[InstructionsChange]
+    ) -> None:
+        """A tray notification for what became held since the last look; a click on it
+        opens the Tools view on it."""
+        now: set[tuple[str, str | None, str]] = {(c.server, c.tool, c.kind) for c in tools}
+        now |= {(c.server, None, c.kind) for c in instructions}
+        seen, self._held_seen = self._held_seen or set(), now
+        fresh_tools = [c for c in tools if (c.server, c.tool, c.kind) not in seen]
+        fresh_instructions = [c for c in instructions if (c.server, None, c.kind) not in seen]
+        if not fresh_tools and not fresh_instructions:
+            return
+        if len(fresh_tools) == 1 and not fresh_instructions:
+            change = fresh_tools[0]
+            title = f"Lockgate held {change.server}/{change.tool}"
+            message = (
+                f"{_sentence(held_sentence(change.kind, change.renamed_from))}. Review it in Tools."
+            )
+        elif fresh_instructions and not fresh_tools and len(fresh_instructions) == 1:
+            held = fresh_instructions[0]
+            title = f"Lockgate held {held.server}'s instructions"
+            message = f"{_sentence(held_sentence(held.kind, what='their'))}. Review them in Tools."
+        else:
+            names = [f"{c.server}/{c.tool}" for c in fresh_tools]
+            names += [f"{c.server}'s instructions" for c in fresh_instructions]
+            title = f"Lockgate held {len(names)} tool definitions"
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            message = f"{shown}: they changed or are new. Review them in Tools."
+        first = (fresh_tools[0].server, fresh_tools[0].tool) if fresh_tools else None
+        self.tray.notify(title, message, on_click=lambda: self.show_held(first))
+
+    def show_held(self, key: tuple[str, str] | None) -> None:
+        """The window on the Tools view, ``key``'s tool selected (None: the held ones)."""
+        self.window.show_tab("Tools & rules")
+        view = self.tools_view
+        if key is None:
+            view.held_only.setChecked(True)
+            return
+        if not view.select(*key):
+            view.filter_box.clear()
+            view.held_only.setChecked(False)
+            view.select(*key)
+
+    def review_tool(self, server: str, tool: str) -> None:
+        """Open the review of a held tool (or bring its open one to the front)."""
+        change = self.tools.change(server, tool)
+        if change is None:
+            self._say(f"{server}/{tool} is not held (any more).")
+            return
+        self._open_review((server, tool), lambda: review_of_tool(change))
+
+    def review_instructions(self, server: str) -> None:
+        change = self.tools.instructions_change(server)
+        if change is None:
+            self._say(f"{server}'s instructions are not held (any more).")
+            return
+        self._open_review((server, None), lambda: review_of_instructions(change))
+
+    def _open_review(self, key: tuple[str, str | None], make: Callable[[], Review]) -> None:
+        """The review is drawn and compared on a worker thread (a definition may be a
+        megabyte), then shown; never exec()'d: the GUI and the gateway go on."""
+        open_now = self.reviews.get(key)
+        if open_now is not None:
+            open_now.show()
+            open_now.raise_()
+            open_now.activateWindow()
+            return
+
+        def made(future: concurrent.futures.Future[Review]) -> None:
+            if not _ok(future) or self._stopped:
+                return
+            dialog = self.reviews.get(key)
+            if dialog is None:
+                dialog = ReviewDialog(future.result(), self._accept_review)
+                self.reviews[key] = dialog
+                dialog.destroyed.connect(lambda _=None, k=key: self.reviews.pop(k, None))
+                dialog.finished.connect(lambda _=0, k=key: self.reviews.pop(k, None))
+                screen = dialog.screen().availableGeometry()
+                dialog.resize(min(1180, screen.width() - 40), min(700, screen.height() - 60))
+            dialog.show()
+            dialog.raise_()
+            dialog.activateWindow()
+
+        self.host.blocking(make, made)
+
+    def _refresh_review(self, key: tuple[str, str | None], dialog: ReviewDialog) -> None:
+        """The pins changed while a review was open: show what is held now."""
+        server, tool = key
+        held: ToolChange | InstructionsChange | None
+        held = (
+            self.tools.instructions_change(server)
+            if tool is None
+            else self.tools.change(server, tool)
+        )
+        if held is None:
+            dialog.gone()
+            return
+        if held == dialog.review.held:
+            return
+        now = held
+
+        def made(future: concurrent.futures.Future[Review]) -> None:
+            if _ok(future) and self.reviews.get(key) is dialog:
+                dialog.show_review(
+                    future.result(),
+                    note="It changed again while you looked: this is what the server says now.",
+                )
+
+        self.host.blocking(
+            lambda: (
+                review_of_tool(now) if isinstance(now, ToolChange) else review_of_instructions(now)
+            ),
+            made,
+        )
+
+    def _accept_review(self, review: Review) -> None:
+        """Accept what the person reviewed, and only that: if the server changed it again
+        since the dialog showed it, nothing is accepted (checked and accepted in one step
+        on the gateway's loop, so nothing can change in between)."""
+        server, tool = review.server, review.tool
+        key = (server, tool)
+
+        async def accept(control: GatewayControl) -> bool:
+            # what is held now, compared with what was shown (the changes are frozen
+            # records: comparing them is cheap, and nothing awaits between it and accept)
+            if tool is None:
+                held = control.instruction_changes()
+                if next((c for c in held if c.server == server), None) != review.held:
+                    return False
+                await control.accept_instructions(server)
+                return True
+            now = next(
+                (c for c in control.tool_changes() if (c.server, c.tool) == (server, tool)), None
+            )
+            if now is None or now != review.held:
+                return False
+            await control.accept_tool(server, tool)
+            return True
+
+        def done(future: concurrent.futures.Future[bool]) -> None:
+            dialog = self.reviews.get(key)
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                said = error.told() if isinstance(error, LockgateError) else str(error)
+                if dialog is not None:
+                    dialog.accept_failed(f"Not accepted: {said}")
+                return
+            if not future.result():
+                if dialog is not None:
+                    dialog.accept_failed(
+                        "Not accepted: it changed again since this was shown, or is no longer "
+                        "held. Look at it again."
+                    )
+                self._fetch_pins()
+                return
+            self._say(
+                f"Accepted {review.subject}: agents see it as it is now."
+                if tool is not None
+                else f"Accepted {review.subject}: agents are given them from their next connection."
+            )
+            if dialog is not None:
+                dialog.accept_succeeded()
+            self._fetch_pins()
+
+        self.host.run(accept, done)
 
     def _show_settings(self, said: str | None = None) -> None:
         """Read settings.json and the audit log's size (on a worker) into the view."""
@@ -937,6 +1173,10 @@ class LockgateApp(QObject):
 
 
 _AT_NEXT_START = ("port", "max_message_bytes")  # the gateway's socket and doors take them
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _with(state: AppState, **changes: Any) -> AppState:

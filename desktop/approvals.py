@@ -116,17 +116,30 @@ class ApprovalCard(QFrame):
     ) -> None:
         super().__init__(parent)
         self.pending = pending
+        # a question about a result (the call ran; its result holds a secret): only "once"
+        # means anything, and no rule may come of the answer
+        self.about_result = pending.about == "result"
         self._on_answer = on_answer
         self._digest = digest_of(pending)
         self.setObjectName("approvalCard")
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # a click in it: its keys answer it
         self.setFrameShape(QFrame.Shape.StyledPanel)
+        border, background = ("#e0a050", "#fffaf2") if self.about_result else ("#b39ddb", "#faf7ff")
         self.setStyleSheet(
-            "#approvalCard { border: 1px solid #b39ddb; border-radius: 6px; background: #faf7ff; }"
+            f"#approvalCard {{ border: 1px solid {border}; border-radius: 6px;"
+            f" background: {background}; }}"
         )
-        title = QLabel(f"<b>{_esc(pending.server)}/{_esc(pending.tool)}</b>")
+        subject = f"<b>{_esc(pending.server)}/{_esc(pending.tool)}</b>"
+        if self.about_result:
+            subject = f"The result of {subject} holds a secret"
+        title = QLabel(subject)
+        title.setObjectName("cardTitle")
         title.setTextFormat(Qt.TextFormat.RichText)
-        who = QLabel(f"asked by <b>{_esc(pending.client)}</b>")
+        who = QLabel(
+            f"called by <b>{_esc(pending.client)}</b>; may the result reach it?"
+            if self.about_result
+            else f"asked by <b>{_esc(pending.client)}</b>"
+        )
         badge = QLabel(_risk_text(risk))
         badge.setStyleSheet(_risk_style(risk))
         badge.setToolTip(_risk_tooltip(risk))
@@ -144,8 +157,9 @@ class ApprovalCard(QFrame):
         why = QLabel(
             _esc(pending.reason) + (f" (rule {_esc(pending.rule)})" if pending.rule else "")
         )
+        why.setObjectName("why")
         why.setWordWrap(True)
-        why.setStyleSheet("color: #555;")
+        why.setStyleSheet("color: #8a4b00;" if self.about_result else "color: #555;")
         arguments = QPlainTextEdit(readOnly=True)
         arguments.setObjectName("arguments")
         arguments.setPlainText(
@@ -155,7 +169,11 @@ class ApprovalCard(QFrame):
         font = arguments.font()
         font.setFamily("monospace")
         arguments.setFont(font)
-        self.reason = QLineEdit(placeholderText="Reason for the agent (Enter denies with it)")
+        self.reason = QLineEdit(
+            placeholderText="Reason (Enter withholds the result)"
+            if self.about_result
+            else "Reason for the agent (Enter denies with it)"
+        )
         self.reason.returnPressed.connect(lambda: self._answer(False, Remember.ONCE))
 
         self.allow_once = QPushButton("Allow once")
@@ -201,25 +219,40 @@ class ApprovalCard(QFrame):
         # Keys act on the card that has the keyboard: the popup never takes it on its own,
         # so only a person who clicked into it can answer by key. Enter and Escape are
         # keyPressEvent's (the reason box has its own Enter), the letters shortcuts.
-        for key, button in (
-            ("Alt+A", self.allow_once),
-            ("Alt+S", self.allow_session),
-            ("Alt+W", self.allow_always),
-            ("Alt+C", self.allow_client),
-            ("Alt+E", self.allow_exact),
-            ("Alt+D", self.deny),
-        ):
+        shortcuts = [("Alt+A", self.allow_once), ("Alt+D", self.deny)]
+        if not self.about_result:
+            shortcuts += [
+                ("Alt+S", self.allow_session),
+                ("Alt+W", self.allow_always),
+                ("Alt+C", self.allow_client),
+                ("Alt+E", self.allow_exact),
+            ]
+        for key, button in shortcuts:
             shortcut = QShortcut(QKeySequence(key), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(button.click)
         buttons = QGridLayout()
-        buttons.addWidget(self.allow_once, 0, 0)
-        buttons.addWidget(self.allow_session, 0, 1)
-        buttons.addWidget(self.allow_always, 0, 2)
-        buttons.addWidget(self.allow_client, 1, 1)
-        buttons.addWidget(self.allow_exact, 1, 2)
-        buttons.addWidget(self.reason, 2, 0, 1, 2)
-        buttons.addWidget(self.deny, 2, 2)
+        if self.about_result:
+            self.allow_once.setToolTip(
+                "The agent gets the result as it is, secret and all (Alt+A, or Enter "
+                "outside the reason box)"
+            )
+            self.deny.setText("Deny (withhold the result)")
+            self.deny.setToolTip("The agent gets an error instead of the result (Alt+D, or Escape)")
+            for button in self._remembering():
+                button.setEnabled(False)
+                button.hide()
+            buttons.addWidget(self.allow_once, 0, 0)
+            buttons.addWidget(self.reason, 1, 0, 1, 2)
+            buttons.addWidget(self.deny, 1, 2)
+        else:
+            buttons.addWidget(self.allow_once, 0, 0)
+            buttons.addWidget(self.allow_session, 0, 1)
+            buttons.addWidget(self.allow_always, 0, 2)
+            buttons.addWidget(self.allow_client, 1, 1)
+            buttons.addWidget(self.allow_exact, 1, 2)
+            buttons.addWidget(self.reason, 2, 0, 1, 2)
+            buttons.addWidget(self.deny, 2, 2)
 
         layout = QVBoxLayout(self)
         layout.addLayout(header)
@@ -228,6 +261,10 @@ class ApprovalCard(QFrame):
         layout.addWidget(arguments)
         layout.addLayout(buttons)
         self.tick()
+
+    def _remembering(self) -> tuple[QPushButton, ...]:
+        """The answers that outlive this one call (a session, a rule)."""
+        return (self.allow_session, self.allow_always, self.allow_client, self.allow_exact)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         """Enter allows once, Escape denies; Enter in the reason box denies with the reason
@@ -243,12 +280,15 @@ class ApprovalCard(QFrame):
 
     def tick(self) -> None:
         left = max(0.0, self.pending.deadline - time.time())
-        self.countdown.setText(f"denied in {int(left) // 60}:{int(left) % 60:02d}")
+        what = "withheld" if self.about_result else "denied"
+        self.countdown.setText(f"{what} in {int(left) // 60}:{int(left) % 60:02d}")
         self.countdown.setStyleSheet("color: #c62828; font-weight: bold;" if left < 15 else "")
 
     def _answer(self, approve: bool, remember: Remember, always: AlwaysFor = "tool") -> None:
         if not self.deny.isEnabled():
             return  # answered already (a key and a click, say)
+        if self.about_result and remember is not Remember.ONCE:
+            return  # a result is answered once: the next one holds another secret
         for button in (
             self.allow_once,
             self.allow_session,
@@ -361,14 +401,17 @@ class ApprovalPrompt(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_ShowWithoutActivating)
         self.panel = ApprovalsPanel(pending, on_answer, self)
         self.panel.card_added.connect(self._watch_clicks)
-        heading = QLabel("<b>An agent wants to use a tool that needs your approval</b>")
-        heading.setTextFormat(Qt.TextFormat.RichText)
+        self.heading = QLabel()
+        self.heading.setObjectName("promptHeading")
+        self.heading.setTextFormat(Qt.TextFormat.RichText)
+        self.heading.setWordWrap(True)
         layout = QVBoxLayout(self)
-        layout.addWidget(heading)
+        layout.addWidget(self.heading)
         layout.addWidget(self.panel)
         self.resize(600, 380)  # a card with its arguments and three rows of answers
         self._pending = pending
         self._dismissed: set[str] = set()
+        self._show_heading()
         pending.changed.connect(self._changed)
 
     def _watch_clicks(self, card: ApprovalCard) -> None:
@@ -390,7 +433,19 @@ class ApprovalPrompt(QWidget):
             handle.setFlag(Qt.WindowType.WindowDoesNotAcceptFocus, False)
         self.activateWindow()
 
+    def _show_heading(self) -> None:
+        """What waits, in a line: calls that need approval, results that hold a secret."""
+        about = {p.about for p in self._pending.items.values()}
+        if about == {"result"}:
+            text = "A tool's result holds a secret: may it reach the agent?"
+        elif "result" in about:
+            text = "Calls and results wait for your approval"
+        else:
+            text = "An agent wants to use a tool that needs your approval"
+        self.heading.setText(f"<b>{text}</b>")
+
     def _changed(self) -> None:
+        self._show_heading()
         waiting = set(self._pending.items)
         self._dismissed &= waiting
         if waiting - self._dismissed:

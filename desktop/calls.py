@@ -32,6 +32,7 @@ from proxy.gateway.events import (
 
 __all__ = [
     "COLUMNS",
+    "SECRETS_DONE",
     "CallRow",
     "CallsFilter",
     "CallsModel",
@@ -76,6 +77,7 @@ _BASIS_NOTES = {  # why a call was blocked, when not simply by its rule's action
     "session_ended": "session ended",
     "audit_unavailable": "audit log down",
     "name": "bad tool name",
+    "quarantined": "tool held",  # its pin holds it: changed, renamed, new, poisoned
 }
 _OUTCOME_NOTES = {
     "tool_error": "tool error",
@@ -84,14 +86,42 @@ _OUTCOME_NOTES = {
     "upstream_down": "server down",
     "pending": "sent, no answer yet",
     "interrupted": "Lockgate stopped before the answer",
+    "withheld": "result withheld",  # it ran; its result was kept from the agent
+    "timed_out": "timed out",  # the rule's timeout cancelled it upstream
+}
+# What was done about secrets in a result (CallFinished.secrets), as the decision cell
+# says it; "blocked", "refused", "timeout"... withhold it, which the outcome says.
+_SECRETS_NOTES = {
+    "redacted": "secret redacted",
+    "approved": "secret let through",
+    "partly scanned": "result partly scanned",
+}
+# ... and in the details, in a sentence
+SECRETS_DONE = {
+    "redacted": "each one was replaced before the agent got the result",
+    "blocked": "the result was withheld: the policy blocks results that hold secrets",
+    "approved": "you let the result through as it was",
+    "refused": "the result was withheld: you refused it",
+    "timeout": "the result was withheld: nobody let it through in time",
+    "no_approver": "the result was withheld: there was nobody to ask",
+    "busy": "the result was withheld: too many calls were waiting for a person",
+    "partly scanned": "the result was too large to scan whole; what was scanned was clean",
 }
 
 
 _LET_THROUGH = frozenset({"allowed", "approved"})
 _FAILED_OUTCOMES = frozenset(
-    {"tool_error", "protocol_error", "cancelled", "upstream_down", "interrupted"}
+    {
+        "tool_error",
+        "protocol_error",
+        "cancelled",
+        "upstream_down",
+        "interrupted",
+        "withheld",
+        "timed_out",
+    }
 )
-_FAILED_COLOUR = "#b26a00"  # amber: let through, but it failed
+_FAILED_COLOUR = "#b26a00"  # amber: let through, but it failed (or its result was kept)
 
 
 def decision_label(decision: str) -> str:
@@ -119,6 +149,13 @@ class CallRow:
     error: str | None = None
     client_info: str | None = None  # what the client program says it is (unchecked)
     protocol: str | None = None  # the request's MCP version
+    # what its result held that looked like a secret ({"kind", "where"}), and what was done
+    findings: tuple[Mapping[str, str], ...] = ()
+    secrets: str | None = None
+    # a person is asked whether its result, which holds a secret, may reach the agent:
+    # the decision it had meanwhile (it was decided before it ran), and the question
+    asked_result: str | None = None
+    question: str = ""
     summary: str = field(default="", repr=False)
     search: str = field(default="", repr=False)  # the text the filter box matches
 
@@ -147,6 +184,8 @@ class CallRow:
         row.error = record.error
         row.client_info = record.client_info
         row.protocol = record.protocol
+        row.findings = tuple(record.findings)
+        row.secrets = record.secrets
         return row
 
 
@@ -368,13 +407,17 @@ def _decision_text(row: CallRow) -> str:
     """The decision, then what became of the call when that is not plain success: an
     allowed call whose server was down did not run, and must not look as if it did."""
     label = decision_label(row.decision)
+    if row.asked_result is not None:
+        return f"{label} · result holds a secret"
     let_through = row.decision in _LET_THROUGH
     if let_through and row.outcome == "pending":
         return label  # on its way: the answer follows at once, mostly
-    note = _OUTCOME_NOTES.get(row.outcome or "")
-    if note is None and not let_through:
-        note = _BASIS_NOTES.get(row.basis or "")
-    return f"{label} · {note}" if note else label
+    notes = [n for n in (_OUTCOME_NOTES.get(row.outcome or ""),) if n]
+    if not notes and not let_through and (basis := _BASIS_NOTES.get(row.basis or "")):
+        notes.append(basis)
+    if secrets := _SECRETS_NOTES.get(row.secrets or ""):
+        notes.append(secrets)
+    return " · ".join([label, *notes])
 
 
 def _failed(row: CallRow) -> bool:
@@ -405,14 +448,32 @@ def _update(row: CallRow, event: object) -> None:
         row.duration_ms = event.duration_ms
         row.result_size = event.result_size
         row.error = event.error
+        row.findings = tuple(event.findings)
+        row.secrets = event.secrets
+        _result_answered(row)
     elif isinstance(event, ApprovalPending):
-        if row.decision == "pending":
+        if event.about == "result":
+            # decided and run already; what waits is its result
+            if row.asked_result is None:
+                row.asked_result = row.decision
+            row.decision = "asking"
+            row.question = event.reason
+        elif row.decision == "pending":
             row.decision = "asking"
             row.rule = event.rule
             row.case = event.case
             row.reason = event.reason
     elif isinstance(event, ApprovalAnswered) and row.decision == "asking":
-        row.decision = "pending"
+        if row.asked_result is not None:
+            _result_answered(row)
+        else:
+            row.decision = "pending"
+
+
+def _result_answered(row: CallRow) -> None:
+    """The question about its result is over: the call's decision is what it was."""
+    if row.asked_result is not None:
+        row.decision, row.asked_result = row.asked_result, None
 
 
 class CallsFilter(QSortFilterProxyModel):

@@ -32,6 +32,7 @@ from desktop.calls import (
     DECISION,
     DURATION,
     RULE,
+    SECRETS_DONE,
     SERVER,
     TIME,
     TOOL,
@@ -115,7 +116,7 @@ class LiveView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         header = self.table.horizontalHeader()
-        widths = {TIME: 100, CLIENT: 110, SERVER: 110, TOOL: 170, DECISION: 150, RULE: 130}
+        widths = {TIME: 100, CLIENT: 110, SERVER: 110, TOOL: 170, DECISION: 215, RULE: 130}
         for column, width in widths.items():
             header.resizeSection(column, width)
         header.resizeSection(DURATION, 80)
@@ -309,8 +310,25 @@ def details_text(row: CallRow) -> str:
         lines.append(f"Result:   {result}")
     if row.error:
         lines.append(f"Error:    {row.error}")
+    if row.asked_result is not None:
+        lines.append(f"Waiting:  for you: {row.question}")
+    if row.findings or row.secrets:
+        lines.append(f"Secrets:  {_secrets_text(row)}")
+        lines += [f"{'':10}- {f.get('kind', '?')} in {f.get('where', '?')}" for f in row.findings]
     lines += ["", "Arguments (secrets redacted):", _pretty(row.arguments)]
     return "\n".join(lines)
+
+
+def _secrets_text(row: CallRow) -> str:
+    """What the result held and what was done, in a line: "1 in the result; each one was
+    replaced before the agent got the result" (the kinds and places follow)."""
+    count = len(row.findings)
+    done = SECRETS_DONE.get(row.secrets or "", row.secrets or "")
+    if not count:
+        return done
+    found = f"{count} {'thing' if count == 1 else 'things'} in the result that look"
+    found += "s like a secret" if count == 1 else " like secrets"
+    return f"{found}; {done}" if done else found
 
 
 def _pretty(arguments: Any) -> str:

@@ -7,9 +7,10 @@ draw buttons for a notification's *actions* and say which was clicked with the
 that service itself, with jeepney (pure Python; the keyring already uses it), on threads
 of its own: the GUI thread never waits for the bus.
 
-A call waiting for a person gets one notification: "Allow once" and "Deny" where the
-arguments fit in it (a person may allow only what they were shown; longer arguments get
-only "Deny" and "Review…"), and "Review…" opens the Approvals tab. The notification goes
+A call waiting for a person gets one notification (so does a result that holds a secret:
+its title says so): "Allow once" and "Deny" where the arguments fit in it (a person may
+allow only what they were shown; longer arguments get only "Deny" and "Review…"), and
+"Review…" opens the Approvals tab. The notification goes
 away when the call stops waiting, however it was answered. Where there is no such
 service, or the style setting says "plain", the tray's own message is shown instead;
 "off" shows nothing (the popup and the tray still do).
@@ -194,8 +195,13 @@ def _logged(work: Callable[[], None]) -> Callable[[], None]:
 
 def approval_text(pending: ApprovalPending) -> tuple[str, str, bool]:
     """The notification's title and body for a waiting call, and whether the body shows
-    its whole arguments (only then may the notification allow it)."""
-    summary = f"Lockgate: {pending.client} wants {pending.server}/{pending.tool}"
+    its whole arguments (only then may the notification allow it). For a question about
+    a result (the call ran, its result holds a secret) the title says so, and the body
+    starts with what was found."""
+    if pending.about == "result":
+        summary = f"Lockgate: the result of {pending.server}/{pending.tool} holds a secret"
+    else:
+        summary = f"Lockgate: {pending.client} wants {pending.server}/{pending.tool}"
     arguments = json.dumps(pending.arguments, ensure_ascii=False, sort_keys=True)
     whole = len(arguments) <= _SHOWN_ARGUMENTS
     if whole:
@@ -205,6 +211,9 @@ def approval_text(pending: ApprovalPending) -> tuple[str, str, bool]:
             f"Arguments: {arguments[:_SHOWN_ARGUMENTS]}… ({len(arguments)} characters: "
             "review them in Lockgate before allowing)"
         )
+    if pending.about == "result":
+        body = f"{pending.reason}\nCalled by {pending.client}. {shown}"
+        return summary, body, whole
     return summary, f"{shown}\n{pending.reason}", whole
 
 

@@ -122,6 +122,7 @@ class Tray(QObject):
         self._poll.setInterval(poll_ms)
         self._poll.timeout.connect(self.adopt)
         self._shown_key: tuple[str, int] | None = None
+        self._message_clicked: Callable[[], None] | None = None
         self.adopt()
         if self.icon is None:
             self._poll.start()
@@ -139,6 +140,7 @@ class Tray(QObject):
         icon = QSystemTrayIcon(self)
         icon.setContextMenu(self.menu)
         icon.activated.connect(self._activated)
+        icon.messageClicked.connect(self.message_clicked)
         self.icon = icon
         self._poll.stop()
         self._shown_key = None
@@ -214,10 +216,20 @@ class Tray(QObject):
             placeholder = self._blocked.addAction("Nothing was blocked since Lockgate started")
             placeholder.setEnabled(False)
 
-    def notify(self, title: str, message: str) -> None:
-        """A desktop notification from the tray; it never takes the keyboard focus."""
+    def notify(
+        self, title: str, message: str, *, on_click: Callable[[], None] | None = None
+    ) -> None:
+        """A desktop notification from the tray; it never takes the keyboard focus.
+        ``on_click``: what a click on it does (a later message replaces it)."""
+        self._message_clicked = on_click
         if self.icon is not None and QSystemTrayIcon.supportsMessages():
             self.icon.showMessage(title, message, QSystemTrayIcon.MessageIcon.Information, 8000)
+
+    def message_clicked(self) -> None:
+        """The person clicked the last message (Qt says which only by its being last)."""
+        clicked, self._message_clicked = self._message_clicked, None
+        if clicked is not None:
+            clicked()
 
     def hide(self) -> None:
         self._poll.stop()
