@@ -353,6 +353,7 @@ def held_badge(change: ToolChange) -> str:
         "findings": "looks poisoned",
         "too_large": "too large",
         "unseen": "not seen yet",
+        "unpinned": "record lost",
     }.get(change.kind, change.kind)
 
 
@@ -375,6 +376,8 @@ def held_sentence(kind: str, renamed_from: str | None = None, *, what: str = "it
         "findings": "its definition looks poisoned",
         "too_large": "its definition is too large to pin",
         "unseen": "Lockgate has not seen its definition yet",
+        "unpinned": "Lockgate lost its record of accepted tools (tool-pins.json could not "
+        "be read), so it holds every tool until a person accepts it again",
     }.get(kind, kind)
 
 

@@ -138,7 +138,9 @@ def _watch_approvals(paths: Paths, out: TextIO) -> int:
             while queue:
                 item = queue.pop(0)
                 print(_approval_text(item), file=out, flush=True)
-                choice = _ask_choice(out)
+                # a result that holds a secret is let through once or not: no rule of it
+                about_result = item.get("about") == "result"
+                choice = _ask_choice(out, about_result=about_result)
                 if choice == "deny":
                     reason = input("reason for the agent (optional): ").strip() or None
                     outcome = _answer(paths, item, False, reason, "once")
@@ -154,16 +156,20 @@ def _watch_approvals(paths: Paths, out: TextIO) -> int:
 
 _CHOICES = {"y": "once", "s": "session", "a": "always", "n": "deny"}
 _QUESTION = "allow? [y] once, [s] for this session, [a]lways (writes a rule), [n] no: "
+_RESULT_CHOICES = {"y": "once", "n": "deny"}
+_RESULT_QUESTION = "let this result reach the agent? [y] yes, this once, [n] no: "
 
 
-def _ask_choice(out: TextIO) -> str:
-    """once, session, always or deny, asked again until the answer is one of them (a
-    stray key must not answer a call either way)."""
+def _ask_choice(out: TextIO, *, about_result: bool = False) -> str:
+    """once, session, always or deny (for a result: once or deny), asked again until the
+    answer is one of them (a stray key must not answer a call either way)."""
+    choices = _RESULT_CHOICES if about_result else _CHOICES
     while True:
-        answer = input(_QUESTION).strip().lower()
-        if answer in _CHOICES:
-            return _CHOICES[answer]
-        print("please answer y, s, a or n", file=out, flush=True)
+        answer = input(_RESULT_QUESTION if about_result else _QUESTION).strip().lower()
+        if answer in choices:
+            return choices[answer]
+        keys = list(choices)
+        print(f"please answer {', '.join(keys[:-1])} or {keys[-1]}", file=out, flush=True)
 
 
 def _always(paths: Paths, item: dict[str, Any], out: TextIO) -> str:

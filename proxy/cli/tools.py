@@ -29,7 +29,7 @@ def changes(paths: Paths, *, as_json: bool, out: TextIO) -> int:
         tools, instructions = answer["tools"], answer["instructions"]
     except GatewayNotRunning:
         print("Lockgate is not running: what its pins file holds.", file=sys.stderr)
-        pins, settings = _pins_here(paths)
+        pins, settings = _pins_here(paths, reading=True)
         tools = [c.as_dict() for c in pins.changes(settings)]
         instructions = [c.as_dict() for c in pins.instruction_changes(settings)]
     if as_json:
@@ -51,8 +51,8 @@ def changes(paths: Paths, *, as_json: bool, out: TextIO) -> int:
         print(file=out)
     for change in instructions:
         print(_heading(change, f"{change['server']} (its instructions)"), file=out)
-        old = change.get("old") or ""
-        _print_lines(old.splitlines(), str(change.get("new", "")).splitlines(), out)
+        old = _printable(change.get("old") or "")
+        _print_lines(old.splitlines(), _printable(str(change.get("new", ""))).splitlines(), out)
         _print_findings(change.get("findings") or [], out)
         print(f"  accept: lockgate tools accept {change['server']} --instructions", file=out)
         print(file=out)
@@ -87,10 +87,13 @@ def accept(
     return 0
 
 
-def _pins_here(paths: Paths) -> tuple[ToolPins, PinningSettings]:
-    """The pins file and the policy's settings, read here (no gateway runs)."""
+def _pins_here(paths: Paths, *, reading: bool = False) -> tuple[ToolPins, PinningSettings]:
+    """The pins file and the policy's settings, read here (no gateway runs; ``reading``:
+    only to show them, so a broken file is left where it is)."""
     pins = ToolPins(paths.tool_pins)
-    pins.load()
+    pins.load(set_aside=not reading)
+    if pins.lost is not None:
+        print(f"lockgate: {pins.lost}", file=sys.stderr)
     try:
         settings = load_policy(paths.policy_file).pinning
     except (OSError, PolicyError):
@@ -131,10 +134,21 @@ def _print_lines(old: list[str], new: list[str], out: TextIO) -> None:
         print(f"  {line}", file=out)
 
 
+def _printable(text: str) -> str:
+    """A server's text as a terminal may show it: control characters (escape sequences
+    that would move the cursor, rewrite the screen or set the clipboard) written out."""
+    return "".join(
+        c if c in "\n\t" or (c.isprintable() and ord(c) >= 0x20) else f"\\u{ord(c):04x}"
+        for c in text
+    )
+
+
 def _print_findings(findings: list[dict[str, Any]], out: TextIO) -> None:
     for finding in findings:
         print(
-            f"  finding: {finding.get('kind')} in {finding.get('where')}: "
-            f"{finding.get('excerpt')!r}: {finding.get('why')}",
+            _printable(
+                f"  finding: {finding.get('kind')} in {finding.get('where')}: "
+                f"{finding.get('excerpt')!r}: {finding.get('why')}"
+            ),
             file=out,
         )

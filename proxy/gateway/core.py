@@ -219,6 +219,7 @@ class Gateway:
         self.pins = pins if pins is not None else ToolPins(None, clock=clock)
         self._pins_saved = self.pins.version
         self._pins_lock = asyncio.Lock()
+        self._pin_saves: set[asyncio.Task[None]] = set()  # awaited at stop, never cancelled
         self.tool_calls = ToolCallPipeline(
             enforcer=self.enforcer,
             approvals=self.approvals,
@@ -262,6 +263,8 @@ class Gateway:
         await self.tool_calls.aclose()  # its background work ends before the log closes
         for task in list(self._background):
             task.cancel()
+        # a save under way finishes (its thread would write on, after the last one)
+        await asyncio.gather(*self._pin_saves, return_exceptions=True)
         await self._save_pins()  # what was pinned last is not lost
         for keeper in self._keepers.values():
             await keeper.aclose()  # a refresh under way reaches the keyring
@@ -395,7 +398,9 @@ class Gateway:
         """Save the pins soon if they changed, and tell the listeners."""
         if self.pins.version == self._pins_saved:
             return
-        self._spawn(self._save_pins())
+        task = asyncio.get_running_loop().create_task(self._save_pins())
+        self._pin_saves.add(task)
+        task.add_done_callback(self._pin_saves.discard)
         self.bus.emit(ToolPinsChanged(server))
 
     async def _save_pins(self, *, raising: bool = False) -> None:
@@ -768,6 +773,8 @@ class Gateway:
         result = await self._forward(ctx, session, upstream, method, params)
         if method == "tools/list":
             result = self._hide_tools(session, result)
+        elif method == "tasks/result":  # a task-augmented tools/call's result, at last
+            result = await self.tool_calls.inspect_task_result(session, result)
         return result
 
     async def _modern(
@@ -815,6 +822,8 @@ class Gateway:
                 )
                 if method == "tools/list":
                     result = self._hide_tools(session, result)
+                elif method == "tasks/result":
+                    result = await self.tool_calls.inspect_task_result(session, result)
                 elif method == "server/discover":
                     result = self._pinned_instructions(session.server, discovered(result))
         finally:

@@ -62,6 +62,7 @@ FILE_VERSION: Final = 1
 MAX_TOOLS_PER_SERVER: Final = 2000  # past it, a server's new tools are held, not pinned
 MAX_DEFINITION_BYTES: Final = 1024 * 1024  # a larger definition is held, never pinned
 _FINDINGS_CACHE: Final = 4096
+_DIGEST: Final = "x-lockgate-fingerprint"  # what a too-large definition is held as
 
 
 class PinsError(LockgateError):
@@ -100,11 +101,9 @@ class ToolChange:
     seen: float = 0.0  # when Lockgate first saw it so
 
     def reason(self) -> str:
-        """What the agent and the audit log are told of a call to it."""
-        review = (
-            "A person must review it in Lockgate (Tools) or run: "
-            f"lockgate tools accept {self.server} {self.tool}"
-        )
+        """What the agent and the audit log are told of a call to it. Not how to accept
+        it: an agent with a shell must not be handed the command that frees its tool."""
+        review = "A person must review the change in Lockgate before it can be used."
         what = {
             "changed": "its definition changed since it was accepted",
             "renamed": f"it is tool {self.renamed_from!r} under a new name",
@@ -117,6 +116,9 @@ class ToolChange:
             "too_large": "its definition is too large to pin",
             "unseen": "Lockgate has not seen its definition (list the tools first), and "
             "the policy holds tools until a person accepts them",
+            "unpinned": "Lockgate lost its record of the accepted definitions "
+            "(tool-pins.json could not be read), so it holds every tool until a person "
+            "accepts it again",
         }.get(self.kind, self.kind)
         return f"Lockgate holds tool {self.server}/{self.tool}: {what}. {review}"
 
@@ -191,14 +193,19 @@ class ToolPins:
         self.path = path
         self._clock = clock
         self._servers: dict[str, _Server] = {}
-        self._findings: dict[str, tuple[Finding, ...]] = {}
+        self._findings: dict[tuple[str, str], tuple[Finding, ...]] = {}
         self.version = 0  # counts changes: the gateway saves when it moved
+        # the pins file could not be read: what was held or accepted is unknown, so every
+        # tool first seen now is held (not trusted), until a person accepts it
+        self.lost: str | None = None
+        self._nameless: dict[int, tuple[dict[str, Any], str]] = {}
 
     # -- the file ------------------------------------------------------------------------
 
-    def load(self) -> None:
+    def load(self, *, set_aside: bool = True) -> None:
         """Read the pins file (none yet: nothing is pinned). A broken file is moved aside
-        (``tool-pins.json.broken``) and pinning starts afresh: every tool is then new."""
+        (``tool-pins.json.broken``; unless ``set_aside`` is False: only reading) and every
+        tool is held until a person accepts it again (:attr:`lost`)."""
         if self.path is None:
             return
         try:
@@ -209,12 +216,21 @@ class ToolPins:
             self._servers = _parse(json.loads(data))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             aside = self.path.with_name(self.path.name + ".broken")
-            log.error("%s is not a pins file (%s); moved to %s", self.path, exc, aside)
-            self.path.replace(aside)
+            log.error(
+                "%s is not a pins file (%s); moved to %s; every tool is held until accepted",
+                self.path,
+                exc,
+                aside,
+            )
+            if set_aside:
+                self.path.replace(aside)
             self._servers = {}
+            moved = f"; it was moved to {aside}" if set_aside else ""
+            self.lost = f"{self.path.name} could not be read ({exc}){moved}"
 
-    def snapshot(self) -> bytes:
-        """The pins as the file holds them (taken on the loop, written off it)."""
+    def snapshot(self) -> dict[str, Any]:
+        """The pins as the file holds them (taken on the loop; :meth:`save` writes it out
+        on a worker thread: the definitions are replaced, never changed, so it is safe)."""
         servers: dict[str, Any] = {}
         for name, server in sorted(self._servers.items()):
             entry: dict[str, Any] = {
@@ -235,17 +251,17 @@ class ToolPins:
                     "seen": text.seen,
                 }
             servers[name] = entry
-        document = {"version": FILE_VERSION, "servers": servers}
-        return (json.dumps(document, indent=1, ensure_ascii=True) + "\n").encode()
+        return {"version": FILE_VERSION, "servers": servers}
 
-    def save(self, data: bytes) -> None:
-        """Write ``data`` (a :meth:`snapshot`) to the file, atomically.
+    def save(self, snapshot: dict[str, Any]) -> None:
+        """Write a :meth:`snapshot` to the file, atomically.
 
         Raises:
             PinsError: the file cannot be written.
         """
         if self.path is None:
             return
+        data = (json.dumps(snapshot, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, data)
@@ -260,15 +276,24 @@ class ToolPins:
         """Pin what ``server`` listed (one page of ``tools/list``) and return the names of
         the listed tools that are held."""
         entry = self._servers.setdefault(server, _Server())
-        known = bool(entry.tools)  # its tools were seen before (its handshake may have been)
+        # known: some tool of it was accepted before (a first listing's later pages are
+        # still a new server's)
+        known = any(pin.accepted is not None for pin in entry.tools.values())
         held: set[str] = set()
         listed = {t.get("name") for t in tools if isinstance(t, Mapping)}
         now = self._clock()
+        first: dict[str, dict[str, Any]] = {}
         for tool in tools:
             if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str):
                 continue
             name: str = tool["name"]
             definition = definition_of(tool)
+            if name in first:  # listed twice: which one the agent reads is anyone's guess
+                if not _same(first[name], definition):
+                    self._listed_twice(entry, name, definition, now)
+                    held.add(name)
+                continue
+            first[name] = definition
             self._observe_one(
                 entry, name, definition, listed=listed, known=known, settings=settings, now=now
             )
@@ -293,6 +318,7 @@ class ToolPins:
             if len(entry.tools) >= MAX_TOOLS_PER_SERVER:
                 return  # not pinned: held as unseen (see held), whatever the settings
             pin = entry.tools[name] = _Pin()
+            self._findings.clear()  # a new name: another server's tool may shadow it
         if pin.accepted is not None and _same(pin.accepted, definition):
             if pin.pending is not None:  # it changed, and changed back
                 pin.pending = pin.kind = pin.renamed_from = None
@@ -300,10 +326,13 @@ class ToolPins:
             return
         if pin.pending is not None and _same(pin.pending, definition):
             return  # still waiting, as it was
-        self.version += 1
         if size > MAX_DEFINITION_BYTES:
-            pin.pending, pin.kind, pin.seen = {"name": name}, "too_large", now
+            digest = fingerprint(definition)
+            if pin.kind != "too_large" or (pin.pending or {}).get(_DIGEST) != digest:
+                pin.pending, pin.kind, pin.seen = {"name": name, _DIGEST: digest}, "too_large", now
+                self.version += 1
             return
+        self.version += 1
         if pin.accepted is not None:
             pin.pending, pin.kind, pin.renamed_from, pin.seen = definition, "changed", None, now
             return
@@ -312,12 +341,22 @@ class ToolPins:
             pin.pending, pin.kind, pin.renamed_from, pin.seen = definition, "renamed", renamed, now
             return
         trusted = settings.new_tools == "trust" if known else settings.new_servers == "trust"
-        if trusted:
+        if trusted and self.lost is None:
             pin.accepted, pin.by_person = definition, False
             pin.pending = pin.kind = pin.renamed_from = None
         else:
             pin.pending, pin.seen = definition, now
-            pin.kind = "new" if known else "new_server"
+            pin.kind = "unpinned" if self.lost else "new" if known else "new_server"
+
+    def _listed_twice(
+        self, entry: _Server, name: str, definition: dict[str, Any], now: float
+    ) -> None:
+        """A name listed twice with two definitions: held as changed (the later one shown),
+        whatever the pin says."""
+        pin = entry.tools.setdefault(name, _Pin())
+        if pin.kind != "changed" or pin.pending is None or not _same(pin.pending, definition):
+            pin.pending, pin.kind, pin.renamed_from, pin.seen = definition, "changed", None, now
+            self.version += 1
 
     def _renamed_from(
         self, entry: _Server, name: str, definition: Mapping[str, Any], listed: set[Any]
@@ -329,9 +368,21 @@ class ToolPins:
         for other, pin in entry.tools.items():
             if other == name or other in listed or pin.accepted is None:
                 continue
-            if fingerprint(pin.accepted, without_name=True) == nameless:
+            if self._nameless_of(pin.accepted) == nameless:
                 return other
         return None
+
+    def _nameless_of(self, definition: dict[str, Any]) -> str:
+        """A pinned definition's fingerprint without its name, worked out once (a first
+        listing of many new tools would otherwise hash every pin for each of them)."""
+        cached = self._nameless.get(id(definition))
+        if cached is not None and cached[0] is definition:
+            return cached[1]
+        if len(self._nameless) >= _FINDINGS_CACHE:
+            self._nameless.clear()
+        digest = fingerprint(definition, without_name=True)
+        self._nameless[id(definition)] = (definition, digest)
+        return digest
 
     def observe_instructions(
         self, server: str, text: str | None, settings: PinningSettings
@@ -367,10 +418,10 @@ class ToolPins:
         entry = self._servers.get(server)
         pin = None if entry is None else entry.tools.get(tool)
         if pin is None:
-            known = entry is not None and bool(entry.tools)
+            known = entry is not None and any(p.accepted is not None for p in entry.tools.values())
             trusted = settings.new_tools == "trust" if known else settings.new_servers == "trust"
             full = entry is not None and len(entry.tools) >= MAX_TOOLS_PER_SERVER
-            if trusted and not full:
+            if trusted and not full and self.lost is None:
                 return None
             return ToolChange(server, tool, "unseen", None, None)
         if pin.pending is not None and pin.kind is not None:
@@ -381,11 +432,11 @@ class ToolPins:
                 pin.pending,
                 pin.accepted,
                 pin.renamed_from,
-                self._findings_of(pin.pending),
+                self._findings_of(pin.pending, server),
                 pin.seen,
             )
         if settings.findings == "quarantine" and pin.accepted is not None and not pin.by_person:
-            findings = self._findings_of(pin.accepted)
+            findings = self._findings_of(pin.accepted, server)
             if findings:
                 return ToolChange(server, tool, "findings", pin.accepted, None, None, findings)
         return None
@@ -432,7 +483,7 @@ class ToolPins:
         if pin is None:
             return ()
         definition = pin.pending if pin.pending is not None else pin.accepted
-        return () if definition is None else self._findings_of(definition)
+        return () if definition is None else self._findings_of(definition, server)
 
     def servers(self) -> list[str]:
         return sorted(self._servers)
@@ -466,7 +517,7 @@ class ToolPins:
             definition,
             pin.accepted,
             pin.renamed_from,
-            self._findings_of(definition),
+            self._findings_of(definition, server),
             pin.seen,
         )
         pin.accepted, pin.by_person = definition, True
@@ -498,14 +549,16 @@ class ToolPins:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _findings_of(self, definition: Mapping[str, Any]) -> tuple[Finding, ...]:
-        key = fingerprint(definition)
+    def _findings_of(self, definition: Mapping[str, Any], server: str) -> tuple[Finding, ...]:
+        """A definition's poisoning findings, the other servers' tools known (cached until
+        a tool name is pinned anew: another server's new tool may be shadowed)."""
+        key = (fingerprint(definition), server)
         found = self._findings.get(key)
         if found is None:
             if len(self._findings) >= _FINDINGS_CACHE:
                 self._findings.clear()
-            server_tools = self._other_tools(None)
-            found = self._findings[key] = scan_tool(definition, other_tools=server_tools)
+            others = self._other_tools(server)
+            found = self._findings[key] = scan_tool(definition, other_tools=others)
         return found
 
     def _other_tools(self, server: str | None) -> list[str]:

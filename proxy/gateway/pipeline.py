@@ -47,8 +47,9 @@ Send = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 Refusal = Callable[[str], "tuple[str, str] | None"]
 # Why a call to one tool (server, tool) is held now (its pin), as (basis, reason), or None.
 Held = Callable[[str, str], "tuple[str, str] | None"]
-# results larger than this are scanned for secrets on a worker thread, off the loop
-SCAN_ON_THREAD_BYTES = 64 * 1024
+# results larger than this are scanned for secrets on a worker thread, off the loop (a
+# scan costs up to half a millisecond a KiB: every other call would wait for it)
+SCAN_ON_THREAD_BYTES = 8 * 1024
 
 
 class Caller(Protocol):
@@ -321,6 +322,12 @@ class ToolCallPipeline:
                 if down
                 else exc.error.message
             )
+            data = exc.error.data
+            found: tuple[Mapping[str, str], ...] = ()
+            if self.enforcer.policy.secrets_for(decision.source) is not SecretsMode.ALLOW:
+                # an error's words are the server's too: its secrets redacted, whatever
+                # the mode (nothing else of an error can be withheld or asked about)
+                message, data, found = _redacted_error(message, data, session.secret_values())
             # A server that answered with an error refused the request: it did not run,
             # so the charge goes back. One that went down may have run it: it stays.
             await self._complete(
@@ -330,9 +337,11 @@ class ToolCallPipeline:
                 Outcome.UPSTREAM_DOWN if down else Outcome.PROTOCOL_ERROR,
                 error=message[:500],
                 refund=not down,
+                findings=found,
+                secrets="redacted" if found else None,
             )
             # (the front door's boundary scrubs what leaves, data included)
-            raise MCPError(code=exc.error.code, message=message, data=exc.error.data) from None
+            raise MCPError(code=exc.error.code, message=message, data=data) from None
         except UpstreamUnavailable as exc:  # never reached the server: the charge goes back
             message = session.scrub(str(exc))
             await self._complete(
@@ -354,7 +363,12 @@ class ToolCallPipeline:
             )
             raise
         outcome = Outcome.TOOL_ERROR if result.get("isError") is True else Outcome.OK
-        inspected = await self._inspect(session, trace, decision, result, outcome)
+        try:
+            inspected = await self._inspect(session, trace, decision, result, outcome)
+        except anyio.get_cancelled_exc_class():  # while a person was asked, say
+            with anyio.CancelScope(shield=True):
+                await self._complete(session, trace, decision, Outcome.CANCELLED)
+            raise
         await self._complete(
             session,
             trace,
@@ -381,19 +395,25 @@ class ToolCallPipeline:
         mode = policy.secrets_for(decision.source)
         if mode is SecretsMode.ALLOW:
             return _Inspected(result, outcome)
-        scanned = await _scan(result, session.secret_values())
+        # a 2026 server's requestState is its own opaque token, given back to it as it is
+        state = result.get("requestState")
+        looked_at = {k: v for k, v in result.items() if k != "requestState"}
+        scanned = await _scan(looked_at, session.secret_values())
         found = tuple(f.as_dict() for f in scanned.findings)
         if not found and scanned.complete:
             return _Inspected(result, outcome)
-        if not found:
-            what = "a result too large to scan whole for secrets"
+        if not scanned.complete:
+            what = "more than Lockgate can scan whole for secrets (too large or too deep)"
+            if found:
+                what += ", and " + _findings_text(found)
         else:
             what = "what looks like " + _findings_text(found)
-        if mode is SecretsMode.REDACT:
-            if not found:  # what could be scanned was clean; the rest goes unscanned
-                return _Inspected(result, outcome, secrets="partly scanned")
+        if mode is SecretsMode.REDACT and scanned.complete:
             assert scanned.redacted is not None
-            return _Inspected(scanned.redacted, outcome, findings=found, secrets="redacted")
+            redacted = (
+                scanned.redacted if state is None else {**scanned.redacted, "requestState": state}
+            )
+            return _Inspected(redacted, outcome, findings=found, secrets="redacted")
         if mode is SecretsMode.ASK:
             answer = await self._ask_about_result(session, trace, decision, what)
             if answer is Answer.APPROVED:
@@ -404,12 +424,19 @@ class ToolCallPipeline:
                 Answer.NO_APPROVER: "no one is there to ask (Lockgate runs without the app "
                 "or `lockgate approvals`)",
                 Answer.BUSY: "too many calls of this session are waiting for a person",
+                Answer.WITHDRAWN: "the question was withdrawn before anyone let it through",
             }.get(answer, "it was not let through")
             text = (
                 f"Lockgate withheld this tool's result: it held {what}, and {why}. "
                 "Nothing of the result was kept or shown."
             )
             secrets = "refused" if answer is Answer.REFUSED else answer.value
+        elif mode is SecretsMode.REDACT:  # what was not scanned cannot be redacted
+            text = (
+                f"Lockgate withheld this tool's result: it held {what}. A rule with "
+                '"results": {"secrets": "allow"} lets this tool\'s results through unscanned.'
+            )
+            secrets = "too large to scan"
         else:
             text = (
                 f"Lockgate withheld this tool's result: it held {what}, and the policy "
@@ -418,6 +445,24 @@ class ToolCallPipeline:
             secrets = "blocked"
         withheld = {"content": [{"type": "text", "text": text}], "isError": True}
         return _Inspected(withheld, Outcome.WITHHELD, text, found, secrets)
+
+    async def inspect_task_result(self, session: Caller, result: dict[str, Any]) -> dict[str, Any]:
+        """A tool's result that comes back outside its ``tools/call`` (``tasks/result`` of
+        a task-augmented call): scanned as the policy's default says (which call made the
+        task is the server's to know); "ask" withholds it, as there is no call to ask
+        about any more."""
+        mode = self.enforcer.policy.secrets
+        if mode is SecretsMode.ALLOW:
+            return result
+        scanned = await _scan(result, session.secret_values())
+        if not scanned.findings and scanned.complete:
+            return result
+        if mode is SecretsMode.REDACT and scanned.complete and scanned.redacted is not None:
+            return scanned.redacted
+        found = tuple(f.as_dict() for f in scanned.findings)
+        what = _findings_text(found) if found else "more than Lockgate can scan whole"
+        text = f"Lockgate withheld this task's result: it held {what}."
+        return {"content": [{"type": "text", "text": text}], "isError": True}
 
     async def _ask_about_result(
         self, session: Caller, trace: _Trace, decision: Decision, what: str
@@ -435,12 +480,10 @@ class ToolCallPipeline:
             case=decision.case,
             source=rule,
         )
-        while True:
-            asked = await self.approvals.ask(
-                trace.call, trace.id, question, group=session.id, about="result"
-            )
-            if asked.answer is not Answer.WITHDRAWN:
-                return asked.answer
+        asked = await self.approvals.ask(
+            trace.call, trace.id, question, group=session.id, about="result"
+        )
+        return asked.answer  # withdrawn (paused, the server turned off): not let through
 
     async def _decide(
         self, call: ToolCall, trace: _Trace, session: Caller
@@ -716,6 +759,19 @@ async def _scan(result: Mapping[str, Any], known: tuple[str, ...]) -> ScanOutcom
     if _size(result) > SCAN_ON_THREAD_BYTES:
         return await asyncio.to_thread(scan_result, result, known)
     return scan_result(result, known)
+
+
+def _redacted_error(
+    message: str, data: Any, known: tuple[str, ...]
+) -> tuple[str, Any, tuple[Mapping[str, str], ...]]:
+    """A server's error message and data without the secrets in them, and what was found."""
+    scanned = scan_result({"message": message, "data": data}, known)
+    if scanned.redacted is None:
+        return message, data, ()
+    redacted = scanned.redacted
+    text = redacted.get("message")
+    found = tuple(f.as_dict() for f in scanned.findings)
+    return (text if isinstance(text, str) else message), redacted.get("data"), found
 
 
 def _findings_text(found: tuple[Mapping[str, str], ...]) -> str:

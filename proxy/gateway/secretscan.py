@@ -930,7 +930,7 @@ def _plainly_clean(result: Mapping[str, Any], known: list[str]) -> bool:
         return False
     if len(text) > _QUICK_BYTES:
         return False
-    if any(value in text for value in known):
+    if any(form in text for value in known for form in _forms(value)):
         return False
     folded = text
     if not folded.isascii() and any(c in folded for c in "\u0130\u0131\u017f\u212a"):

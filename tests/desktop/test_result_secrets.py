@@ -88,8 +88,14 @@ def decision_cell(app: LockgateApp) -> str:
     return app.calls.text(app.calls.rowCount() - 1, DECISION)
 
 
-def the_card(qtbot: Any, app: LockgateApp) -> ApprovalCard:
-    qtbot.waitUntil(lambda: len(app.prompt.panel.cards) == 1, timeout=20_000)
+def the_card(qtbot: Any, app: LockgateApp, after: str | None = None) -> ApprovalCard:
+    """The one card shown (``after``: not that approval's, which may still be leaving)."""
+
+    def shown() -> bool:
+        cards = list(app.prompt.panel.cards.values())
+        return len(cards) == 1 and cards[0].pending.approval_id != after
+
+    qtbot.waitUntil(shown, timeout=20_000)
     return next(iter(app.prompt.panel.cards.values()))
 
 
@@ -163,7 +169,7 @@ def test_an_always_answer_to_a_result_question_is_once_and_writes_no_rule(
     assert app.paths.policy_file.read_bytes() == policy
     # answered once: the next result is asked about again
     again = agent.call("fetch", server="shifty")
-    card = the_card(qtbot, app)
+    card = the_card(qtbot, app, after=pending.approval_id)
     qtbot.mouseClick(card.deny, Qt.MouseButton.LeftButton)
     refused = wait_result(qtbot, again)
     assert refused.is_error

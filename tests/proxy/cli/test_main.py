@@ -830,3 +830,13 @@ def test_main_blocks_come_last() -> None:
                 and node.test.left.id == "__name__"
             ):
                 assert index == len(body) - 1, f"{path}: the __main__ block is not last"
+
+
+def test_a_result_question_is_answered_once_or_not_at_all(monkeypatch, capsys):
+    """A result that holds a secret: "session" and "always" (a rule) are not answers."""
+    from proxy.cli import gateway
+
+    typed = iter(["a", "s", "y"])
+    monkeypatch.setattr("builtins.input", lambda _prompt: next(typed))
+    assert gateway._ask_choice(sys.stdout, about_result=True) == "once"
+    assert capsys.readouterr().out.count("please answer y or n") == 2

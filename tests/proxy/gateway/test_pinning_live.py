@@ -114,7 +114,9 @@ async def test_a_changed_tool_is_held_until_a_person_accepts_it(tmp_path: Path, 
         blocked = await client.call("read", {"path": "a"})
         assert blocked["result"]["isError"] is True
         assert "Lockgate holds tool shifty/read" in text_of(blocked)
-        assert "lockgate tools accept shifty read" in text_of(blocked)
+        # the agent is not handed the command that would free its own tool
+        assert "lockgate tools accept" not in text_of(blocked)
+        assert "A person must review the change in Lockgate" in text_of(blocked)
         assert harness.server_got() == ["read"]  # the held call never reached it
 
         records = gateway.audit.query(limit=1)

@@ -374,3 +374,110 @@ async def test_an_answer_to_a_question_the_policy_no_longer_asks_is_not_remember
     again = await asked(pipe, session, branch="main-2")
     assert again.case is None
     await again.approved(pipe, Remember.ONCE)
+
+
+# --- what comes back: secrets in results and errors (from a red-team run of issue 16) ---
+
+GITHUB_SHAPED = "ghp_" + "Lq7Vx2Nw9Rk4Tz8Pb3Hs6Jd1Mf5Gc0Ya2Uex"  # built, not a literal key
+
+
+def answering(result: dict[str, Any]) -> Any:
+    async def send(_params: Mapping[str, Any]) -> dict[str, Any]:
+        return result
+
+    return send
+
+
+async def test_a_keyring_value_with_quotes_and_backslashes_is_redacted(pipe: Pipe) -> None:
+    caller = Caller(secret='Zq9"wX\\v7Lm\tok')
+    text = f"connected with {caller.secret} fine"
+    result = await pipe.pipeline.run(
+        caller,
+        call("read_file", path="/a"),
+        answering({"content": [{"type": "text", "text": text}]}),
+    )
+    assert caller.secret not in result["content"][0]["text"]
+    (row,) = pipe.audit.query(limit=1)
+    assert row.secrets == "redacted"
+
+
+async def test_what_cannot_be_scanned_whole_is_withheld_under_redact(pipe: Pipe) -> None:
+    deep: Any = {"token": GITHUB_SHAPED}
+    for _ in range(40):  # past the scanner's 32 levels
+        deep = {"a": deep}
+    result = await pipe.pipeline.run(
+        Caller(),
+        call("read_file", path="/a"),
+        answering({"content": [], "structuredContent": deep}),
+    )
+    assert result["isError"] is True
+    assert GITHUB_SHAPED not in str(result)
+    assert "more than Lockgate can scan whole" in result["content"][0]["text"]
+    (row,) = pipe.audit.query(limit=1)
+    assert (row.outcome, row.secrets) == (Outcome.WITHHELD, "too large to scan")
+
+
+async def test_a_servers_error_is_redacted_of_its_secrets(pipe: Pipe) -> None:
+    async def send(_params: Mapping[str, Any]) -> dict[str, Any]:
+        raise MCPError(
+            code=-32603, message=f"failed: GITHUB_TOKEN={GITHUB_SHAPED}", data={"t": GITHUB_SHAPED}
+        )
+
+    with pytest.raises(MCPError) as raised:
+        await pipe.pipeline.run(Caller(), call("read_file", path="/a"), send)
+    assert GITHUB_SHAPED not in raised.value.error.message
+    assert GITHUB_SHAPED not in str(raised.value.error.data)
+    (row,) = pipe.audit.query(limit=1)
+    assert GITHUB_SHAPED not in (row.error or "")
+    assert row.secrets == "redacted"
+
+
+async def test_a_2026_request_state_goes_back_as_it_came(pipe: Pipe) -> None:
+    state = "eyJhbGciOiJIUzI1NiJ9." + "eyJzdGF0ZSI6InJvdW5kLTEifQ" + ".c2lnbmF0dXJlLXBhcnQ"
+    given = {"resultType": "input_required", "inputRequests": {}, "requestState": state}
+    result = await pipe.pipeline.run(Caller(), call("read_file", path="/a"), answering(given))
+    assert result["requestState"] == state
+
+
+async def test_a_result_question_withdrawn_is_not_asked_again_and_withholds(pipe: Pipe) -> None:
+    pipe.pipeline.enforcer.swap_policy(
+        parse_policy('{"version": "1", "default": "allow", "results": {"secrets": "ask"}}')
+    )
+    detach = pipe.approvals.attach()
+    try:
+        text = {"content": [{"type": "text", "text": f"token {GITHUB_SHAPED}"}]}
+        running = asyncio.create_task(
+            pipe.pipeline.run(Caller(), call("read_file", path="/a"), answering(text))
+        )
+        await eventually(pipe.approvals.pending, "the question about the result")
+        (pending,) = pipe.approvals.pending()
+        pipe.approvals.withdraw(pending.id, "Lockgate was paused")
+        result = await asyncio.wait_for(running, 10)
+    finally:
+        detach()
+    assert GITHUB_SHAPED not in str(result)
+    assert "withdrawn" in result["content"][0]["text"]
+    assert pipe.approvals.pending() == []
+
+
+async def test_a_call_cancelled_while_its_result_is_asked_about_is_recorded_cancelled(
+    pipe: Pipe,
+) -> None:
+    pipe.pipeline.enforcer.swap_policy(
+        parse_policy('{"version": "1", "default": "allow", "results": {"secrets": "ask"}}')
+    )
+    detach = pipe.approvals.attach()
+    try:
+        text = {"content": [{"type": "text", "text": f"token {GITHUB_SHAPED}"}]}
+        running = asyncio.create_task(
+            pipe.pipeline.run(Caller(), call("read_file", path="/a"), answering(text))
+        )
+        await eventually(pipe.approvals.pending, "the question about the result")
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    finally:
+        detach()
+    (row,) = pipe.audit.query(limit=1)
+    assert row.outcome == Outcome.CANCELLED
+    assert isinstance(pipe.events[-1], CallFinished)

@@ -193,3 +193,32 @@ async def test_a_rule_timeout_cancels_the_call_upstream_and_tells_the_agent(
 
         await eventually(cancelled, "the server to be told the call is cancelled")
         assert text_of(await client.call("echo")) != ""  # the session goes on
+
+
+async def test_a_task_augmented_calls_result_is_inspected_when_it_comes(tmp_path: Path) -> None:
+    """2025-11-25 tasks: the call's answer is only the task; its result comes later, to
+    tasks/result, and is scanned there (found by a red-team run: it went out untouched)."""
+    harness = Harness(tmp_path)
+    everything_with(harness, {})
+    harness.write_policy({"default": "allow", "results": {"secrets": "block"}})
+    async with (
+        running(harness) as gateway,
+        LocalClient.open(harness, server="everything") as client,
+    ):
+        hello = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"tasks": {}},
+            "clientInfo": {"name": "tasks", "version": "1"},
+        }
+        assert "result" in await client.request("initialize", hello)
+        client.send({"method": "notifications/initialized"})
+        await eventually(lambda: all(s.initialized for s in gateway.sessions.values()))
+        arguments = {"topic": PLANTED}
+        created = await client.request(
+            "tools/call",
+            {"name": "simulate-research-query", "arguments": arguments, "task": {"ttl": 60000}},
+        )
+        task = created["result"]["task"]["taskId"]
+        answer = await client.request("tasks/result", {"taskId": task})
+        assert PLANTED not in json.dumps(answer)
+        assert "Lockgate withheld this task's result" in text_of(answer)

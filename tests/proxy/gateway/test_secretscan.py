@@ -188,7 +188,8 @@ def test_each_providers_key_is_found_and_removed_whole(kind: str, line: str, sec
 def test_every_detector_of_detect_secrets_is_used_but_the_public_ip_one():
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
-    every = {cls.__name__ for cls in get_mapping_from_secret_type_to_class().values()}
+    classes: list[type] = list(get_mapping_from_secret_type_to_class().values())
+    every = {cls.__name__ for cls in classes}
     used = {type(plugin).__name__ for plugin, *_ in secretscan._PLUGINS}
     fuzzy = {"KeywordDetector", "Base64HighEntropyString", "HexHighEntropyString"}
     assert every - used - fuzzy == {"IPPublicDetector"}
