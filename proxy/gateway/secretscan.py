@@ -924,11 +924,11 @@ def _plainly_clean(result: Mapping[str, Any], known: list[str]) -> bool:
     needle, no key-like word, no known secret): most results, done in microseconds. A
     secret written with JSON escapes inside a text that is itself JSON is read by the
     whole scan only; a server that means to hide a secret can hide it from any scan."""
+    if not _smaller_than(result, _QUICK_BYTES):
+        return False  # (not written out first only to be found too long)
     try:
         text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
-        return False
-    if len(text) > _QUICK_BYTES:
         return False
     if any(form in text for value in known for form in _forms(value)):
         return False
@@ -939,6 +939,28 @@ def _plainly_clean(result: Mapping[str, Any], known: list[str]) -> bool:
     if any(literal in folded for literal in _QUICK_LITERALS):
         return False
     return not any(shape.search(text) for shape in _ALL_SHAPES)
+
+
+def _smaller_than(value: object, budget: int) -> bool:
+    """Whether the texts in ``value`` add up to fewer than ``budget`` characters (roughly
+    its JSON's size), looked at only until they do not."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            budget -= len(item)
+        elif isinstance(item, Mapping):
+            budget -= len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            budget -= len(item)
+            stack.extend(item)
+        else:
+            budget -= 8
+        if budget <= 0:
+            return False
+    return True
 
 
 def _known_hits(collected: _Collected, known: list[str], found: set[str]) -> Iterator[_Hit]:
