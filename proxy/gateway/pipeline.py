@@ -327,7 +327,8 @@ class ToolCallPipeline:
             if self.enforcer.policy.secrets_for(decision.source) is not SecretsMode.ALLOW:
                 # an error's words are the server's too: its secrets redacted, whatever
                 # the mode (nothing else of an error can be withheld or asked about)
-                message, data, found = _redacted_error(message, data, session.secret_values())
+                # (the keyring's own values are scrubbed at the door, as "[secret]")
+                message, data, found = _redacted_error(message, data, ())
             # A server that answered with an error refused the request: it did not run,
             # so the charge goes back. One that went down may have run it: it stays.
             await self._complete(
