@@ -184,6 +184,12 @@ class _Server:
     instructions: _TextPin | None = None
     greeted: bool = False  # its handshake was seen (with instructions or without)
 
+    @property
+    def known(self) -> bool:
+        """Whether some tool of it was accepted: its new tools are a known server's (a
+        first listing's later pages are still a new server's)."""
+        return any(pin.accepted is not None for pin in self.tools.values())
+
 
 class ToolPins:
     """Every server's pinned tool definitions; see the module."""
@@ -276,9 +282,7 @@ class ToolPins:
         """Pin what ``server`` listed (one page of ``tools/list``) and return the names of
         the listed tools that are held."""
         entry = self._servers.setdefault(server, _Server())
-        # known: some tool of it was accepted before (a first listing's later pages are
-        # still a new server's)
-        known = any(pin.accepted is not None for pin in entry.tools.values())
+        known = entry.known
         held: set[str] = set()
         listed = {t.get("name") for t in tools if isinstance(t, Mapping)}
         now = self._clock()
@@ -418,7 +422,7 @@ class ToolPins:
         entry = self._servers.get(server)
         pin = None if entry is None else entry.tools.get(tool)
         if pin is None:
-            known = entry is not None and any(p.accepted is not None for p in entry.tools.values())
+            known = entry is not None and entry.known
             trusted = settings.new_tools == "trust" if known else settings.new_servers == "trust"
             full = entry is not None and len(entry.tools) >= MAX_TOOLS_PER_SERVER
             if trusted and not full and self.lost is None:

@@ -291,7 +291,7 @@ class ToolCallPipeline:
             raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {tool}")
         if verdict in (CallDecision.DENIED, CallDecision.REFUSED):
             text = agent_message(call, decision, self.enforcer.now())
-            result = {"content": [{"type": "text", "text": text}], "isError": True}
+            result = _error_result(text)
             await self._finish(
                 session, trace, verdict, decision, Outcome.BLOCKED, size=_size(result)
             )
@@ -308,7 +308,7 @@ class ToolCallPipeline:
                     f"Lockgate cancelled this call: it ran longer than the {timeout:g} s "
                     f"the policy allows {call.qualified}"
                 )
-                result = {"content": [{"type": "text", "text": text}], "isError": True}
+                result = _error_result(text)
                 await self._complete(
                     session, trace, decision, Outcome.TIMED_OUT, size=_size(result), error=text
                 )
@@ -364,8 +364,9 @@ class ToolCallPipeline:
             )
             raise
         outcome = Outcome.TOOL_ERROR if result.get("isError") is True else Outcome.OK
+        size = _size(result)  # once: the scan goes by it, and the log keeps it
         try:
-            inspected = await self._inspect(session, trace, decision, result, outcome)
+            inspected = await self._inspect(session, trace, decision, result, outcome, size=size)
         except anyio.get_cancelled_exc_class():  # while a person was asked, say
             with anyio.CancelScope(shield=True):
                 await self._complete(session, trace, decision, Outcome.CANCELLED)
@@ -375,7 +376,7 @@ class ToolCallPipeline:
             trace,
             decision,
             inspected.outcome,
-            size=_size(inspected.result),
+            size=size if inspected.result is result else _size(inspected.result),
             error=inspected.error,
             findings=inspected.findings,
             secrets=inspected.secrets,
@@ -389,9 +390,12 @@ class ToolCallPipeline:
         decision: Decision,
         result: dict[str, Any],
         outcome: Outcome,
+        *,
+        size: int,
     ) -> _Inspected:
-        """The result as the agent may have it: scanned for secrets, and redacted, withheld
-        or asked about as the policy says (the rule's ``results``, else the policy's)."""
+        """The result (``size`` bytes as JSON) as the agent may have it: scanned for
+        secrets, and redacted, withheld or asked about as the policy says (the rule's
+        ``results``, else the policy's)."""
         policy = self.enforcer.policy
         mode = policy.secrets_for(decision.source)
         if mode is SecretsMode.ALLOW:
@@ -399,16 +403,11 @@ class ToolCallPipeline:
         # a 2026 server's requestState is its own opaque token, given back to it as it is
         state = result.get("requestState")
         looked_at = {k: v for k, v in result.items() if k != "requestState"}
-        scanned = await _scan(looked_at, session.secret_values())
+        scanned = await _scan(looked_at, session.secret_values(), size)
         found = tuple(f.as_dict() for f in scanned.findings)
         if not found and scanned.complete:
             return _Inspected(result, outcome)
-        if not scanned.complete:
-            what = "more than Lockgate can scan whole for secrets (too large or too deep)"
-            if found:
-                what += ", and " + _findings_text(found)
-        else:
-            what = "what looks like " + _findings_text(found)
+        what = _what_was_found(scanned, found)
         if mode is SecretsMode.REDACT and scanned.complete:
             assert scanned.redacted is not None
             redacted = (
@@ -444,8 +443,7 @@ class ToolCallPipeline:
                 "blocks results that hold secrets."
             )
             secrets = "blocked"
-        withheld = {"content": [{"type": "text", "text": text}], "isError": True}
-        return _Inspected(withheld, Outcome.WITHHELD, text, found, secrets)
+        return _Inspected(_error_result(text), Outcome.WITHHELD, text, found, secrets)
 
     async def inspect_task_result(self, session: Caller, result: dict[str, Any]) -> dict[str, Any]:
         """A tool's result that comes back outside its ``tools/call`` (``tasks/result`` of
@@ -455,15 +453,15 @@ class ToolCallPipeline:
         mode = self.enforcer.policy.secrets
         if mode is SecretsMode.ALLOW:
             return result
-        scanned = await _scan(result, session.secret_values())
+        scanned = await _scan(result, session.secret_values(), _size(result))
         if not scanned.findings and scanned.complete:
             return result
         if mode is SecretsMode.REDACT and scanned.complete and scanned.redacted is not None:
             return scanned.redacted
         found = tuple(f.as_dict() for f in scanned.findings)
-        what = _findings_text(found) if found else "more than Lockgate can scan whole"
-        text = f"Lockgate withheld this task's result: it held {what}."
-        return {"content": [{"type": "text", "text": text}], "isError": True}
+        return _error_result(
+            f"Lockgate withheld this task's result: it held {_what_was_found(scanned, found)}."
+        )
 
     async def _ask_about_result(
         self, session: Caller, trace: _Trace, decision: Decision, what: str
@@ -754,10 +752,11 @@ class _Inspected:
     secrets: str | None = None  # what was done: redacted, blocked, approved, refused, ...
 
 
-async def _scan(result: Mapping[str, Any], known: tuple[str, ...]) -> ScanOutcome:
-    """The result scanned for secrets (``known``: those Lockgate gave its server); a large
-    one on a worker thread, so the loop (every other call) does not wait for it."""
-    if _size(result) > SCAN_ON_THREAD_BYTES:
+async def _scan(result: Mapping[str, Any], known: tuple[str, ...], size: int) -> ScanOutcome:
+    """The result (``size`` bytes as JSON) scanned for secrets (``known``: those Lockgate
+    gave its server); a large one on a worker thread, so the loop (every other call) does
+    not wait for it."""
+    if size > SCAN_ON_THREAD_BYTES:
         return await asyncio.to_thread(scan_result, result, known)
     return scan_result(result, known)
 
@@ -773,6 +772,20 @@ def _redacted_error(
     text = redacted.get("message")
     found = tuple(f.as_dict() for f in scanned.findings)
     return (text if isinstance(text, str) else message), redacted.get("data"), found
+
+
+def _error_result(text: str) -> dict[str, Any]:
+    """A tool result that tells the agent, as an error, why it got no other."""
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+def _what_was_found(scanned: ScanOutcome, found: tuple[Mapping[str, str], ...]) -> str:
+    """What a result held, for the agent and the person: ``what looks like a secret: ...``,
+    or that it could not be scanned whole."""
+    if scanned.complete:
+        return "what looks like " + _findings_text(found)
+    what = "more than Lockgate can scan whole for secrets (too large or too deep)"
+    return what + (", and " + _findings_text(found) if found else "")
 
 
 def _findings_text(found: tuple[Mapping[str, str], ...]) -> str:

@@ -806,6 +806,14 @@ class _Hit:
 _FOLD: Final = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
 
+def _folded(text: str) -> str:
+    """``text`` in lower case as IGNORECASE reads it, as long as the text (the one
+    character that grows in lower case is folded first)."""
+    if not text.isascii() and any(c in text for c in "\u0130\u0131\u017f\u212a"):
+        text = text.translate(_FOLD)
+    return text.lower()
+
+
 class _Joined:
     """The texts as one, and the lines in it where each needle is."""
 
@@ -813,10 +821,7 @@ class _Joined:
         self.texts = texts
         self.text = "\n".join(texts)
         self.starts = list(itertools.accumulate((len(text) + 1 for text in texts), initial=0))
-        folded = self.text
-        if not folded.isascii() and any(c in folded for c in "\u0130\u0131\u017f\u212a"):
-            folded = folded.translate(_FOLD)
-        self.folded = folded.lower()  # as long as the text: the one char that grows is gone
+        self.folded = _folded(self.text)
         self.cache: dict[object, list[tuple[int, int]]] = {}
         self.made: dict[int, _Line] = {}
 
@@ -932,10 +937,7 @@ def _plainly_clean(result: Mapping[str, Any], known: list[str]) -> bool:
         return False
     if any(form in text for value in known for form in _forms(value)):
         return False
-    folded = text
-    if not folded.isascii() and any(c in folded for c in "\u0130\u0131\u017f\u212a"):
-        folded = folded.translate(_FOLD)
-    folded = folded.lower()
+    folded = _folded(text)
     if any(literal in folded for literal in _QUICK_LITERALS):
         return False
     return not any(shape.search(text) for shape in _ALL_SHAPES)

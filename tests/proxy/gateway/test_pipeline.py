@@ -10,7 +10,8 @@ against real servers, through both doors, are in tests/system and tests/contract
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -439,7 +440,10 @@ async def test_a_2026_request_state_goes_back_as_it_came(pipe: Pipe) -> None:
     assert result["requestState"] == state
 
 
-async def test_a_result_question_withdrawn_is_not_asked_again_and_withholds(pipe: Pipe) -> None:
+@contextlib.asynccontextmanager
+async def asked_about_its_result(pipe: Pipe) -> AsyncIterator[asyncio.Task[dict[str, Any]]]:
+    """A call whose result holds a secret, running, its result asked about (policy "ask",
+    someone there to answer): the task and its one pending question."""
     pipe.pipeline.enforcer.swap_policy(
         parse_policy('{"version": "1", "default": "allow", "results": {"secrets": "ask"}}')
     )
@@ -450,11 +454,16 @@ async def test_a_result_question_withdrawn_is_not_asked_again_and_withholds(pipe
             pipe.pipeline.run(Caller(), call("read_file", path="/a"), answering(text))
         )
         await eventually(pipe.approvals.pending, "the question about the result")
+        yield running
+    finally:
+        detach()
+
+
+async def test_a_result_question_withdrawn_is_not_asked_again_and_withholds(pipe: Pipe) -> None:
+    async with asked_about_its_result(pipe) as running:
         (pending,) = pipe.approvals.pending()
         pipe.approvals.withdraw(pending.id, "Lockgate was paused")
         result = await asyncio.wait_for(running, 10)
-    finally:
-        detach()
     assert GITHUB_SHAPED not in str(result)
     assert "withdrawn" in result["content"][0]["text"]
     assert pipe.approvals.pending() == []
@@ -463,21 +472,10 @@ async def test_a_result_question_withdrawn_is_not_asked_again_and_withholds(pipe
 async def test_a_call_cancelled_while_its_result_is_asked_about_is_recorded_cancelled(
     pipe: Pipe,
 ) -> None:
-    pipe.pipeline.enforcer.swap_policy(
-        parse_policy('{"version": "1", "default": "allow", "results": {"secrets": "ask"}}')
-    )
-    detach = pipe.approvals.attach()
-    try:
-        text = {"content": [{"type": "text", "text": f"token {GITHUB_SHAPED}"}]}
-        running = asyncio.create_task(
-            pipe.pipeline.run(Caller(), call("read_file", path="/a"), answering(text))
-        )
-        await eventually(pipe.approvals.pending, "the question about the result")
+    async with asked_about_its_result(pipe) as running:
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
-    finally:
-        detach()
     (row,) = pipe.audit.query(limit=1)
     assert row.outcome == Outcome.CANCELLED
     assert isinstance(pipe.events[-1], CallFinished)
