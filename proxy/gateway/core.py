@@ -51,7 +51,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -334,12 +334,10 @@ class Gateway:
         """Every server's tools, asked of each server on a connection of its own; what
         they say is pinned as a client's listing is."""
         listed = await list_all_tools(self.servers, self.secrets, self._errlog, self.keeper_for)
-        settings = self.policy_store.policy.pinning
         for name, found in listed.items():
             if found.error is None:
-                self.pins.observe(name, found.tools, settings)
-                self.pins.observe_instructions(name, found.instructions, settings)
-        self._pins_moved()
+                self._observe_tools(name, found.tools)
+                self._pinned_instructions(name, {"instructions": found.instructions})
         return listed
 
     # -- tool pinning ------------------------------------------------------------------
@@ -431,8 +429,14 @@ class Gateway:
             return
         tools = result.get("tools")
         if isinstance(tools, list):
-            self.pins.observe(session.server, tools, self.policy_store.policy.pinning)
-            self._pins_moved(session.server)
+            self._observe_tools(session.server, tools)
+
+    def _observe_tools(self, server: str, tools: Sequence[Any]) -> frozenset[str]:
+        """Check what ``server`` listed against its pins (saved soon if they moved); the
+        names of the listed tools that are held."""
+        held = self.pins.observe(server, tools, self.policy_store.policy.pinning)
+        self._pins_moved(server)
+        return held
 
     def _pinned_instructions(self, server: str, answer: dict[str, Any]) -> dict[str, Any]:
         """A handshake (or discover) answer without the server's instructions while they
@@ -1664,10 +1668,8 @@ class Gateway:
                 for t in tools
                 if isinstance(t, dict) and isinstance(t.get("name"), str)
             }
-        policy = self.policy_store.policy
-        held = self.pins.observe(session.server, tools, policy.pinning)
-        self._pins_moved(session.server)
-        hidden = hidden_tools(policy, session.server, session.tool_names) | held
+        held = self._observe_tools(session.server, tools)
+        hidden = hidden_tools(self.policy_store.policy, session.server, session.tool_names) | held
         if not hidden:
             return result
         kept = [t for t in tools if not (isinstance(t, dict) and t.get("name") in hidden)]
