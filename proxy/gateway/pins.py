@@ -317,7 +317,6 @@ class ToolPins:
         now: float,
     ) -> None:
         pin = entry.tools.get(name)
-        size = _json_size(definition)
         if pin is None:
             if len(entry.tools) >= MAX_TOOLS_PER_SERVER:
                 return  # not pinned: held as unseen (see held), whatever the settings
@@ -330,7 +329,7 @@ class ToolPins:
             return
         if pin.pending is not None and _same(pin.pending, definition):
             return  # still waiting, as it was
-        if size > MAX_DEFINITION_BYTES:
+        if _json_size(definition) > MAX_DEFINITION_BYTES:  # (only what is not pinned yet)
             digest = fingerprint(definition)
             if pin.kind != "too_large" or (pin.pending or {}).get(_DIGEST) != digest:
                 pin.pending, pin.kind, pin.seen = {"name": name, _DIGEST: digest}, "too_large", now
