@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,12 +26,17 @@ __all__ = [
     "CHARGE",
     "COLUMNS",
     "COMPLETE",
+    "INDEXED",
+    "INDEX_CALLS",
+    "INDEX_UP_TO",
     "INSERT",
     "MIGRATIONS",
     "PRUNE_CALLS",
     "REFUND",
     "SCHEMA_VERSION",
+    "SEARCHED",
     "SELECT",
+    "SELECT_MATCHING",
     "WAL_SIZE_LIMIT",
     "AuditError",
     "Step",
@@ -40,6 +46,7 @@ __all__ = [
     "filters",
     "findings_json",
     "insert_step",
+    "match_expression",
     "open_writer",
     "record_from_row",
     "row_of",
@@ -47,7 +54,7 @@ __all__ = [
     "where_clause",
 ]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 MAX_TEXT: Final = 2000  # reason and error are short texts; a longer one is clipped
 
 
@@ -68,7 +75,17 @@ _QUOTED: Final = ", ".join(f'"{column}"' for column in COLUMNS)
 INSERT: Final = (  # built from the constant column names only, as is every query here
     f"INSERT INTO calls ({_QUOTED}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
 )
-SELECT: Final = f"SELECT seq, {_QUOTED} FROM calls"  # noqa: S608
+# (qualified: a search joins the full-text index, whose columns have the same names)
+SELECT: Final = (
+    "SELECT calls.seq, "  # noqa: S608
+    + ", ".join(f'calls."{column}"' for column in COLUMNS)
+    + " FROM calls"
+)
+# SELECT, for a search: the calls whose text matches, found through the full-text index
+SELECT_MATCHING: Final = f"{SELECT} JOIN calls_text ON calls_text.rowid = calls.seq"
+
+# What the history's full-text search looks in (``search`` in :func:`filters`).
+SEARCHED: Final = ("server", "tool", "client", "arguments", "reason", "error")
 
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: Final = (
@@ -120,9 +137,56 @@ MIGRATIONS: Final = (
         "ALTER TABLE calls ADD COLUMN findings TEXT",
         "ALTER TABLE calls ADD COLUMN secrets TEXT",
     ),
+    # A full-text index of what a person searches the history for (SQLite FTS5), its
+    # content the calls table's own (nothing stored twice). It is filled by the writer
+    # thread after the calls are committed, in small batches (proxy/audit/log.py: indexing
+    # a call costs about 60 us, which a call's write-ahead record must not wait for), up
+    # to search_state.indexed; a call's later change (its error) and its deletion (a
+    # prune) are followed by triggers, for the calls indexed already. A log upgraded to
+    # this version is indexed the same way, in the background.
+    # (Written out, not built from SEARCHED: a migration's text never changes.)
+    (
+        """CREATE VIRTUAL TABLE calls_text USING fts5(server, tool, client, arguments, reason,
+            error, content='calls', content_rowid='seq',
+            tokenize='unicode61 remove_diacritics 2')""",
+        "CREATE TABLE search_state (indexed INTEGER NOT NULL)",  # calls.seq indexed up to
+        "INSERT INTO search_state (indexed) VALUES (0)",
+        """CREATE TRIGGER calls_text_delete AFTER DELETE ON calls
+            WHEN old.seq <= (SELECT indexed FROM search_state) BEGIN
+            INSERT INTO calls_text(calls_text, rowid, server, tool, client, arguments,
+                                   reason, error)
+            VALUES ('delete', old.seq, old.server, old.tool, old.client, old.arguments,
+                    old.reason, old.error);
+        END""",
+        # an outcome's error is the only searched text a call's completion changes
+        """CREATE TRIGGER calls_text_update AFTER UPDATE OF error ON calls
+            WHEN old.error IS NOT new.error AND old.seq <= (SELECT indexed FROM search_state)
+            BEGIN
+            INSERT INTO calls_text(calls_text, rowid, server, tool, client, arguments,
+                                   reason, error)
+            VALUES ('delete', old.seq, old.server, old.tool, old.client, old.arguments,
+                    old.reason, old.error);
+            INSERT INTO calls_text(rowid, server, tool, client, arguments, reason, error)
+            VALUES (new.seq, new.server, new.tool, new.client, new.arguments, new.reason,
+                    new.error);
+        END""",
+    ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
+
+# One batch of the calls committed since the index was last brought up to date: its
+# last seq (INDEX_UP_TO, from the indexed seq and the batch size), then the batch indexed
+# and the mark moved, in one transaction.
+INDEXED: Final = "SELECT indexed FROM search_state"
+INDEX_UP_TO: Final = (
+    "SELECT MAX(seq) FROM (SELECT seq FROM calls WHERE seq > ? ORDER BY seq LIMIT ?)"
+)
+INDEX_CALLS: Final = (
+    "INSERT INTO calls_text(rowid, server, tool, client, arguments, reason, error) "
+    "SELECT seq, server, tool, client, arguments, reason, error FROM calls "
+    "WHERE seq > ? AND seq <= ?"
+)
 
 COMPLETE: Final = (
     "UPDATE calls SET outcome = ?, duration_ms = ?, result_size = ?, error = ?, findings = ?, "
@@ -235,9 +299,20 @@ def filters(
     outcome: str | None,
     start: float | None,
     end: float | None,
+    search: str | None = None,
 ) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses and their parameters for the filters given (None: any).
+
+    ``search`` needs the full-text index joined (:data:`SELECT_MATCHING`).
+
+    Raises:
+        AuditError: ``search`` holds no word to look for.
+    """
     where: list[str] = []
     params: list[Any] = []
+    if search is not None:
+        where.append("calls_text MATCH ?")
+        params.append(match_expression(search))
     equal = {
         "server": server,
         "tool": tool,
@@ -247,15 +322,38 @@ def filters(
     }
     for column, value in equal.items():
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(f"calls.{column} = ?")
             params.append(str(value))
     if start is not None:
-        where.append("time >= ?")
+        where.append("calls.time >= ?")
         params.append(start)
     if end is not None:
-        where.append("time < ?")
+        where.append("calls.time < ?")
         params.append(end)
     return where, params
+
+
+def match_expression(search: str) -> str:
+    """A person's search words as an FTS5 query: every word must be there (in any of
+    the searched columns), each as the start of a word, and a "quoted phrase" as those
+    words in a row. FTS5's own syntax (operators, columns, parentheses) is never read
+    from the text: each word is quoted, so any text is a valid query.
+
+    Raises:
+        AuditError: the text holds no word to look for.
+    """
+    phrases: list[str] = []
+    for quoted, bare in re.findall(r'"([^"]*)"?|(\S+)', search):
+        words = _WORDS.findall(quoted if quoted else bare)
+        if words:
+            phrases.append('"' + " ".join(words) + '"*')
+    if not phrases:
+        raise AuditError(f"nothing to search for in {search!r}: give a word or a name")
+    return " AND ".join(phrases)
+
+
+# what the index holds as words (its tokenizer, unicode61, splits on everything else)
+_WORDS: Final = re.compile(r"[^\W_]+")
 
 
 def where_clause(clauses: list[str]) -> str:

@@ -59,10 +59,15 @@ from typing import Any, Final
 from proxy.audit.database import (
     CHARGE,
     COMPLETE,
+    INDEX_CALLS,
+    INDEX_UP_TO,
+    INDEXED,
+    INSERT,
     PRUNE_CALLS,
     REFUND,
     SCHEMA_VERSION,
     SELECT,
+    SELECT_MATCHING,
     AuditError,
     Step,
     clip,
@@ -96,6 +101,8 @@ _MAX_BATCH: Final = 4096  # records per transaction, to bound one commit's work
 PRUNE_EVERY: Final = 3600.0  # seconds between two prunes of old calls
 PRUNE_BATCH: Final = 250  # calls deleted per transaction: a few ms of the writer's time
 VACUUM_PAGES: Final = 256  # pages given back to the file system per transaction (1 MB)
+INDEX_BATCH: Final = 200  # calls added to the search index per transaction (about 12 ms)
+MERGE_PAGES: Final = 256  # pages of the search index merged per transaction, after a prune
 _DAY: Final = 86400.0
 
 
@@ -124,7 +131,8 @@ class _Pruning:
     calls: int = 0
     batches: int = 0
     pages_freed: int = 0
-    deleting: bool = True  # False: the calls are gone; the free pages go back next
+    deleting: bool = True  # False: the calls are gone; the search index is tidied next
+    merging: bool = True  # False: the index holds nothing of them; free pages go back next
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +210,10 @@ class AuditLog:
         except (OSError, sqlite3.Error) as exc:
             raise AuditError(f"cannot open the audit log {self._path}: {exc}") from exc
         self._write_lock = threading.Lock()  # the write connection, one user at a time
+        # calls may be committed that the search index does not hold yet (set under the
+        # write lock by whoever commits new calls; the writer thread indexes them)
+        self._unindexed = True
+        self._index_failed = False  # the last index step failed (logged once)
         self._thread = threading.Thread(target=self._run, name="lockgate-audit", daemon=True)
         self._thread.start()
         self._stop_checkpoints = threading.Event()
@@ -448,6 +460,9 @@ class AuditLog:
             finally:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             self._commits += 1
+            if _inserts(steps) and not self._unindexed:
+                self._unindexed = True
+                self._queue.put(_WAKE)  # the writer indexes them
             return True
         finally:
             self._write_lock.release()
@@ -558,7 +573,7 @@ class AuditLog:
     def _housekeeping_due_in(self) -> float | None:
         """How long the writer may wait for a write before its next step of pruning is
         due, in seconds; None: it waits for a write (or a new retention) only."""
-        if self._pruning is not None:
+        if self._pruning is not None or self._unindexed:
             return 0.0
         with self._lock:
             if self._retention_days == 0:
@@ -569,7 +584,10 @@ class AuditLog:
         return min(max(0.0, self._next_prune - self._monotonic()), PRUNE_EVERY)
 
     def _housekeep(self) -> None:
-        """One bounded step of pruning old calls, if a prune is due or under way."""
+        """One bounded step of indexing new calls for the search, if any wait, and one
+        of pruning old calls, if a prune is due or under way."""
+        if self._unindexed:
+            self._index_step()
         with self._lock:
             days = self._retention_days
             asked, self._prune_asked = self._prune_asked, False
@@ -593,7 +611,11 @@ class AuditLog:
                     run.calls += deleted
                     run.batches += 1
                     run.deleting = deleted >= self._prune_batch
-                    done = not run.deleting and not self._incremental
+                    run.merging = run.calls > 0
+                    done = not run.deleting and not run.merging and not self._incremental
+                elif run.merging:
+                    run.merging = self._merge_search_index()
+                    done = not run.merging and not self._incremental
                 else:
                     freed = self._give_back_free_pages()
                     run.pages_freed += freed
@@ -626,6 +648,67 @@ class AuditLog:
             raise
         return int(cursor.rowcount)
 
+    def _index_step(self) -> None:
+        """Add a batch of the calls committed since the last step to the search index.
+
+        A failure (the disk is full, another program's lock) is logged once and tried
+        again with the next call committed: search lags behind, nothing is lost.
+        """
+        with self._write_lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    indexed = int(self._conn.execute(INDEXED).fetchone()[0])
+                    up_to = self._conn.execute(INDEX_UP_TO, (indexed, INDEX_BATCH)).fetchone()[0]
+                    if up_to is not None:
+                        self._conn.execute(INDEX_CALLS, (indexed, up_to))
+                        self._conn.execute("UPDATE search_state SET indexed = ?", (up_to,))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            except sqlite3.Error as exc:
+                if not self._index_failed:
+                    logger.warning(
+                        "could not add new calls to the audit log's search index "
+                        "(again with the next call): %s",
+                        exc,
+                    )
+                self._index_failed = True
+                self._unindexed = False
+                return
+            self._index_failed = False
+            self._unindexed = up_to is not None  # until a step finds nothing new
+
+    def search_backlog(self) -> int:
+        """How many committed calls the search does not find yet (the writer indexes
+        them a batch at a time, after they are committed: a few milliseconds behind;
+        after an upgrade, an older log's calls in the background).
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._reading() as conn:
+            indexed = int(conn.execute(INDEXED).fetchone()[0])
+            row = conn.execute("SELECT COUNT(*) FROM calls WHERE seq > ?", (indexed,))
+            return int(row.fetchone()[0])
+
+    def _merge_search_index(self) -> bool:
+        """One bounded step of merging the full-text index's segments, which is what
+        drops a deleted call's words from it (a delete only marks them); whether there is
+        more to do. (FTS5 tells by the total changes: two or more, it did some work.)"""
+        before = self._conn.total_changes
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute(
+                "INSERT INTO calls_text(calls_text, rank) VALUES ('merge', ?)", (-MERGE_PAGES,)
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return self._conn.total_changes - before >= 2
+
     def _give_back_free_pages(self) -> int:
         """Give up to VACUUM_PAGES free pages back to the file system; how many.
 
@@ -649,6 +732,8 @@ class AuditLog:
         try:
             with self._write_lock:
                 self._run_steps([pending.steps for pending in batch])
+                if any(_inserts(pending.steps) for pending in batch):
+                    self._unindexed = True
         except sqlite3.IntegrityError as exc:
             if len(batch) > 1:  # one bad record (a repeated id) must not fail the others
                 for pending in batch:
@@ -702,16 +787,62 @@ class AuditLog:
         outcome: Outcome | str | None = None,
         start: float | None = None,
         end: float | None = None,
+        search: str | None = None,
         before_id: str | None = None,
     ) -> list[CallRecord]:
         """Committed records, newest first, that match every filter given.
 
-        ``start`` and ``end`` bound the arrival time (``start <= time < end``). To page back,
+        ``start`` and ``end`` bound the arrival time (``start <= time < end``). ``search``
+        is a person's words, each looked for in the tool, server, client, arguments,
+        reason and error (:func:`~proxy.audit.database.match_expression`). To page back,
         pass the last record's id as ``before_id``: the page holds the records written
-        before it (none if no record has that id).
+        before it (none if no record has that id). A page costs about the same at any
+        depth (it is found by the commit order's index, not skipped to).
 
         Raises:
-            AuditError: the database cannot be read.
+            AuditError: the database cannot be read, or ``search`` holds no word.
+            ValueError: ``limit`` is negative.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        return [
+            record
+            for _, record in self.query_rows(
+                limit=limit,
+                server=server,
+                tool=tool,
+                decision=decision,
+                client=client,
+                outcome=outcome,
+                start=start,
+                end=end,
+                search=search,
+                before_id=before_id,
+            )
+        ]
+
+    def query_rows(
+        self,
+        *,
+        limit: int = 100,
+        server: str | None = None,
+        tool: str | None = None,
+        decision: CallDecision | str | None = None,
+        client: str | None = None,
+        outcome: Outcome | str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        search: str | None = None,
+        before_id: str | None = None,
+        after_seq: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[tuple[int, CallRecord]]:
+        """:meth:`query`, each record with its rowid (commit order). ``after_seq`` keeps
+        the records committed after that rowid; ``oldest_first`` turns the order round,
+        so that an export can walk the whole log a page at a time, oldest first.
+
+        Raises:
+            AuditError: the database cannot be read, or ``search`` holds no word.
             ValueError: ``limit`` is negative.
         """
         if limit < 0:
@@ -724,14 +855,20 @@ class AuditLog:
             outcome=outcome,
             start=start,
             end=end,
+            search=search,
         )
         if before_id is not None:
-            where.append("seq < (SELECT seq FROM calls WHERE id = ?)")
+            where.append("calls.seq < (SELECT seq FROM calls WHERE id = ?)")
             params.append(before_id)
-        sql = f"{SELECT}{where_clause(where)} ORDER BY seq DESC LIMIT ?"
+        if after_seq is not None:
+            where.append("calls.seq > ?")
+            params.append(after_seq)
+        select = SELECT if search is None else SELECT_MATCHING
+        order = "ASC" if oldest_first else "DESC"
+        sql = f"{select}{where_clause(where)} ORDER BY calls.seq {order} LIMIT ?"
         with self._reading() as conn:
             rows = conn.execute(sql, (*params, limit)).fetchall()
-        return [record_from_row(row[1:]) for row in rows]
+        return [(int(row[0]), record_from_row(row[1:])) for row in rows]
 
     def count(
         self,
@@ -743,11 +880,12 @@ class AuditLog:
         outcome: Outcome | str | None = None,
         start: float | None = None,
         end: float | None = None,
+        search: str | None = None,
     ) -> int:
         """How many committed records match every filter given (as for :meth:`query`).
 
         Raises:
-            AuditError: the database cannot be read.
+            AuditError: the database cannot be read, or ``search`` holds no word.
         """
         where, params = filters(
             server=server,
@@ -757,9 +895,13 @@ class AuditLog:
             outcome=outcome,
             start=start,
             end=end,
+            search=search,
+        )
+        source = (
+            "calls" if search is None else "calls JOIN calls_text ON calls_text.rowid = calls.seq"
         )
         with self._reading() as conn:
-            count_sql = f"SELECT COUNT(*) FROM calls{where_clause(where)}"  # noqa: S608
+            count_sql = f"SELECT COUNT(*) FROM {source}{where_clause(where)}"  # noqa: S608
             row = conn.execute(count_sql, params).fetchone()
         return int(row[0])
 
@@ -770,7 +912,7 @@ class AuditLog:
             AuditError: the database cannot be read.
         """
         with self._reading() as conn:
-            row = conn.execute(f"{SELECT} WHERE id = ?", (record_id,)).fetchone()
+            row = conn.execute(f"{SELECT} WHERE calls.id = ?", (record_id,)).fetchone()
         return None if row is None else record_from_row(row[1:])
 
     def since(self, rowid: int, *, limit: int = 1000) -> list[tuple[int, CallRecord]]:
@@ -786,7 +928,7 @@ class AuditLog:
         """
         if limit < 0:
             raise ValueError(f"limit must not be negative, not {limit}")
-        sql = f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?"
+        sql = f"{SELECT} WHERE calls.seq > ? ORDER BY calls.seq LIMIT ?"
         with self._reading() as conn:
             rows = conn.execute(sql, (rowid, limit)).fetchall()
         return [(int(row[0]), record_from_row(row[1:])) for row in rows]
@@ -854,6 +996,11 @@ def _reading(path: Path, busy_timeout: float) -> Iterator[sqlite3.Connection]:
         raise AuditError(f"cannot read the audit log {path}: {exc}") from exc
     finally:
         conn.close()
+
+
+def _inserts(steps: tuple[Step, ...]) -> bool:
+    """Whether a write adds calls (which the search index must then be given)."""
+    return any(sql == INSERT for sql, _ in steps)
 
 
 def _auto_vacuum_is_incremental(conn: sqlite3.Connection) -> bool:
