@@ -1,4 +1,4 @@
-"""``lockgate log``: the audit log, filtered, once or followed."""
+"""``lockgate log``: the audit log, filtered and searched, printed, exported or followed."""
 
 from __future__ import annotations
 
@@ -6,47 +6,89 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
+from proxy.audit.database import AuditError, match_expression
+from proxy.audit.export import ExportFormat, export_calls, pages
 from proxy.audit.log import AuditLog
 from proxy.audit.records import CallRecord
-from proxy.cli.common import UsageError
+from proxy.cli.common import UsageError, moment
 from proxy.config.paths import Paths
 
+DEFAULT_LIMIT = 50  # the latest calls printed as text when --limit is not given
 
-def log_command(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
-    if args.limit < 0:
+
+def log_command(
+    args: argparse.Namespace, paths: Paths, out: TextIO, clock: Callable[[], float] = time.time
+) -> int:
+    form = "jsonl" if args.json else (args.format or "text")
+    if args.json and args.format not in (None, "jsonl"):
+        raise UsageError("--json is --format jsonl: give one of them")
+    if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be 0 or more")
+    if args.follow and (args.search is not None or args.until is not None):
+        raise UsageError("--follow prints calls as they come: leave out --search and --until")
+    if args.follow and form == "csv":
+        raise UsageError("--follow cannot write CSV: use --format jsonl")
+    if args.search is not None:
+        try:
+            match_expression(args.search)
+        except AuditError as exc:
+            raise UsageError(f"--search: {exc}") from None
+    now = clock()
+    start = None if args.since is None else moment(args.since, now, "--since")
+    end = None if args.until is None else moment(args.until, now, "--until")
     if not paths.audit_db.exists():
         print(f"no calls logged yet ({paths.audit_db} does not exist)", file=sys.stderr)
         if not args.follow:
             return 0
     audit = AuditLog(paths.audit_db)
-    filters = {
+    equal = {
         "server": args.server,
         "tool": args.tool,
         "client": args.client,
         "decision": args.decision,
+        "outcome": args.outcome,
     }
+    chosen: dict[str, Any] = {**equal, "start": start, "end": end, "search": args.search}
 
     def show(record: CallRecord) -> None:
-        if any(v is not None and getattr(record, k) != v for k, v in filters.items()):
-            return
-        if args.json:
+        if form == "jsonl":
             print(json.dumps(record.as_dict(), ensure_ascii=False), file=out, flush=True)
         else:
             print(_log_line(record), file=out, flush=True)
 
     try:
         last = audit.latest_rowid()
-        for record in reversed(audit.query(limit=args.limit, **filters)):
+        if form != "text" and args.limit is None and not args.follow:
+            # an export: every call that matches, oldest first, a page at a time
+            export_calls(
+                pages(
+                    lambda after: audit.query_rows(
+                        **chosen, after_seq=after, limit=2000, oldest_first=True
+                    )
+                ),
+                out,
+                ExportFormat(form),
+            )
+            return 0
+        limit = DEFAULT_LIMIT if args.limit is None else args.limit
+        latest = list(reversed(audit.query(limit=limit, **chosen)))
+        if form == "csv":
+            export_calls(latest, out, ExportFormat.CSV)
+            return 0
+        for record in latest:
             show(record)
         while args.follow:
             time.sleep(0.25)
             for rowid, record in audit.since(last):
                 last = rowid
-                show(record)
+                if all(v is None or getattr(record, k) == v for k, v in equal.items()) and (
+                    start is None or record.time >= start
+                ):
+                    show(record)
     except KeyboardInterrupt:
         pass
     finally:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy.audit.records import CallDecision
+from proxy.audit.records import CallDecision, Outcome
 from proxy.bridge import connect as connectcmd
 from proxy.cli import auth, clients, credentials, gateway, log, policy, settings, tools
 from proxy.cli.common import UsageError, version
@@ -208,7 +208,14 @@ def _parser() -> argparse.ArgumentParser:
     log_cmd = commands.add_parser(
         "log", parents=[common], help="tool calls and decisions from the audit log"
     )
-    log_cmd.add_argument("--json", action="store_true", help="one JSON object per line")
+    log_cmd.add_argument(
+        "--format",
+        choices=("text", "jsonl", "csv"),
+        default=None,
+        help="text (default); jsonl: one JSON object per line; csv: a spreadsheet's rows. "
+        "jsonl and csv export every call that matches unless --limit is given",
+    )
+    log_cmd.add_argument("--json", action="store_true", help="the same as --format jsonl")
     log_cmd.add_argument(
         "--follow",
         "-f",
@@ -216,12 +223,26 @@ def _parser() -> argparse.ArgumentParser:
         help="keep printing calls as they are logged (Ctrl-C stops)",
     )
     log_cmd.add_argument(
-        "--limit", "-n", type=int, default=50, help="how many of the latest calls (default 50)"
+        "--limit",
+        "-n",
+        type=int,
+        default=None,
+        help="how many of the latest calls (default: 50 as text, every one as jsonl or csv)",
+    )
+    log_cmd.add_argument(
+        "--since", help="calls from then on: an age (30m, 24h, 7d, 2w) or a date (2026-11-30)"
+    )
+    log_cmd.add_argument("--until", help="calls before then, as for --since")
+    log_cmd.add_argument(
+        "--search",
+        help="words each call must hold, in its tool, server, client, arguments, reason or "
+        'error ("a phrase" in quotes)',
     )
     log_cmd.add_argument("--server")
     log_cmd.add_argument("--tool")
     log_cmd.add_argument("--client")
     log_cmd.add_argument("--decision", choices=[d.value for d in CallDecision])
+    log_cmd.add_argument("--outcome", choices=[o.value for o in Outcome])
 
     serve = commands.add_parser(
         "serve", parents=[common], help="run the gateway without the app (loopback only)"
