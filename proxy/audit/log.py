@@ -90,6 +90,7 @@ __all__ = [
     "VACUUM_PAGES",
     "AuditError",
     "AuditLog",
+    "AuditReader",
     "AuditSummary",
     "Pruned",
     "audit_summary",
@@ -156,7 +157,218 @@ class _Pending:
     done: asyncio.Future[None] | concurrent.futures.Future[None]
 
 
-class AuditLog:
+class AuditReader:
+    """The audit database at ``path``, read only: what the app's History view and
+    ``lockgate log`` read with, in any process, while a gateway writes it. Each read opens
+    a connection of its own (WAL: it neither blocks the writer nor is blocked by it), so
+    any thread may read; every read is I/O, never for the event loop or the GUI thread.
+    Nothing is opened or made until a read; a read of a log that does not exist fails.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        self._path = Path(path).absolute()
+        self._busy_timeout = busy_timeout
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def charges_since(self, since: float) -> list[Charge]:
+        """The committed rate-limit charges at or after ``since``, oldest first.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        sql = "SELECT counter, client, time FROM charges WHERE time >= ? ORDER BY time"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (since,)).fetchall()
+        return [Charge(str(counter), client, float(t)) for counter, client, t in rows]
+
+    def search_backlog(self) -> int:
+        """How many committed calls the search does not find yet (the writer indexes
+        them a batch at a time, after they are committed: a few milliseconds behind;
+        after an upgrade, an older log's calls in the background).
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._reading() as conn:
+            indexed = int(conn.execute(INDEXED).fetchone()[0])
+            row = conn.execute("SELECT COUNT(*) FROM calls WHERE seq > ?", (indexed,))
+            return int(row.fetchone()[0])
+
+    def query(
+        self,
+        *,
+        limit: int = 100,
+        server: str | None = None,
+        tool: str | None = None,
+        decision: CallDecision | str | None = None,
+        client: str | None = None,
+        outcome: Outcome | str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        search: str | None = None,
+        before_id: str | None = None,
+    ) -> list[CallRecord]:
+        """Committed records, newest first, that match every filter given.
+
+        ``start`` and ``end`` bound the arrival time (``start <= time < end``). ``search``
+        is a person's words, each looked for in the tool, server, client, arguments,
+        reason and error (:func:`~proxy.audit.database.match_expression`). To page back,
+        pass the last record's id as ``before_id``: the page holds the records written
+        before it (none if no record has that id). A page costs about the same at any
+        depth (it is found by the commit order's index, not skipped to).
+
+        Raises:
+            AuditError: the database cannot be read, or ``search`` holds no word.
+            ValueError: ``limit`` is negative.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        return [
+            record
+            for _, record in self.query_rows(
+                limit=limit,
+                server=server,
+                tool=tool,
+                decision=decision,
+                client=client,
+                outcome=outcome,
+                start=start,
+                end=end,
+                search=search,
+                before_id=before_id,
+            )
+        ]
+
+    def query_rows(
+        self,
+        *,
+        limit: int = 100,
+        server: str | None = None,
+        tool: str | None = None,
+        decision: CallDecision | str | None = None,
+        client: str | None = None,
+        outcome: Outcome | str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        search: str | None = None,
+        before_id: str | None = None,
+        after_seq: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[tuple[int, CallRecord]]:
+        """:meth:`query`, each record with its rowid (commit order). ``after_seq`` keeps
+        the records committed after that rowid; ``oldest_first`` turns the order round,
+        so that an export can walk the whole log a page at a time, oldest first.
+
+        Raises:
+            AuditError: the database cannot be read, or ``search`` holds no word.
+            ValueError: ``limit`` is negative.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        where, params = filters(
+            server=server,
+            tool=tool,
+            decision=decision,
+            client=client,
+            outcome=outcome,
+            start=start,
+            end=end,
+            search=search,
+        )
+        if before_id is not None:
+            where.append("calls.seq < (SELECT seq FROM calls WHERE id = ?)")
+            params.append(before_id)
+        if after_seq is not None:
+            where.append("calls.seq > ?")
+            params.append(after_seq)
+        select = SELECT if search is None else SELECT_MATCHING
+        order = "ASC" if oldest_first else "DESC"
+        sql = f"{select}{where_clause(where)} ORDER BY calls.seq {order} LIMIT ?"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        return [(int(row[0]), record_from_row(row[1:])) for row in rows]
+
+    def count(
+        self,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        decision: CallDecision | str | None = None,
+        client: str | None = None,
+        outcome: Outcome | str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        search: str | None = None,
+    ) -> int:
+        """How many committed records match every filter given (as for :meth:`query`).
+
+        Raises:
+            AuditError: the database cannot be read, or ``search`` holds no word.
+        """
+        where, params = filters(
+            server=server,
+            tool=tool,
+            decision=decision,
+            client=client,
+            outcome=outcome,
+            start=start,
+            end=end,
+            search=search,
+        )
+        source = (
+            "calls" if search is None else "calls JOIN calls_text ON calls_text.rowid = calls.seq"
+        )
+        with self._reading() as conn:
+            count_sql = f"SELECT COUNT(*) FROM {source}{where_clause(where)}"  # noqa: S608
+            row = conn.execute(count_sql, params).fetchone()
+        return int(row[0])
+
+    def get(self, record_id: str) -> CallRecord | None:
+        """The record with id ``record_id``, if it is committed.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._reading() as conn:
+            row = conn.execute(f"{SELECT} WHERE calls.id = ?", (record_id,)).fetchone()
+        return None if row is None else record_from_row(row[1:])
+
+    def since(self, rowid: int, *, limit: int = 1000) -> list[tuple[int, CallRecord]]:
+        """Records committed after row ``rowid``, oldest first, with their rowids.
+
+        ``lockgate log --follow`` polls this with the last rowid it has seen (start from
+        :meth:`latest_rowid`, or 0 for everything). Rowids grow in commit order and are
+        never reused.
+
+        Raises:
+            AuditError: the database cannot be read.
+            ValueError: ``limit`` is negative.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        sql = f"{SELECT} WHERE calls.seq > ? ORDER BY calls.seq LIMIT ?"
+        with self._reading() as conn:
+            rows = conn.execute(sql, (rowid, limit)).fetchall()
+        return [(int(row[0]), record_from_row(row[1:])) for row in rows]
+
+    def latest_rowid(self) -> int:
+        """The rowid of the newest committed record; 0 when there is none.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        with self._reading() as conn:
+            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()
+        return int(row[0])
+
+    def _reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return _reading(self._path, self._busy_timeout)
+
+
+class AuditLog(AuditReader):
     """The audit database at ``path``: one writer thread, readers on their own connections.
 
     Opening creates what is missing: folders with mode 0700, the file with mode 0600 (an
@@ -196,8 +408,7 @@ class AuditLog:
         self._pruning: _Pruning | None = None  # the writer thread's alone
         self._prunes = 0
         self._last_pruned: Pruned | None = None
-        self._path = Path(path).absolute()
-        self._busy_timeout = busy_timeout
+        super().__init__(path, busy_timeout=busy_timeout)
         self._max_argument_bytes = max_argument_bytes
         self._queue: queue.SimpleQueue[_Pending | _Wake | None] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "closed?" against "enqueue" and "close"
@@ -221,10 +432,6 @@ class AuditLog:
             target=self._checkpoint_now_and_then, name="lockgate-audit-checkpoint", daemon=True
         )
         self._checkpointer.start()
-
-    @property
-    def path(self) -> Path:
-        return self._path
 
     @property
     def commits(self) -> int:
@@ -402,17 +609,6 @@ class AuditLog:
                 self._rollback()
                 raise _write_error(exc) from exc
         return int(cursor.rowcount)
-
-    def charges_since(self, since: float) -> list[Charge]:
-        """The committed rate-limit charges at or after ``since``, oldest first.
-
-        Raises:
-            AuditError: the database cannot be read.
-        """
-        sql = "SELECT counter, client, time FROM charges WHERE time >= ? ORDER BY time"
-        with self._reading() as conn:
-            rows = conn.execute(sql, (since,)).fetchall()
-        return [Charge(str(counter), client, float(t)) for counter, client, t in rows]
 
     async def prune_charges(self, before: float) -> None:
         """Forget the charges older than ``before``: no limit can count them any more.
@@ -656,17 +852,18 @@ class AuditLog:
         """
         with self._write_lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    indexed = int(self._conn.execute(INDEXED).fetchone()[0])
-                    up_to = self._conn.execute(INDEX_UP_TO, (indexed, INDEX_BATCH)).fetchone()[0]
-                    if up_to is not None:
-                        self._conn.execute(INDEX_CALLS, (indexed, up_to))
-                        self._conn.execute("UPDATE search_state SET indexed = ?", (up_to,))
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
+                up_to = self._next_to_index()  # a read: nothing to do takes no lock
+                if up_to is not None:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        up_to = self._next_to_index()  # as it is now, under the lock
+                        if up_to is not None:
+                            self._conn.execute(INDEX_CALLS, up_to)
+                            self._conn.execute("UPDATE search_state SET indexed = ?", up_to[1:])
+                        self._conn.execute("COMMIT")
+                    except BaseException:
+                        self._rollback()
+                        raise
             except sqlite3.Error as exc:
                 if not self._index_failed:
                     logger.warning(
@@ -680,18 +877,11 @@ class AuditLog:
             self._index_failed = False
             self._unindexed = up_to is not None  # until a step finds nothing new
 
-    def search_backlog(self) -> int:
-        """How many committed calls the search does not find yet (the writer indexes
-        them a batch at a time, after they are committed: a few milliseconds behind;
-        after an upgrade, an older log's calls in the background).
-
-        Raises:
-            AuditError: the database cannot be read.
-        """
-        with self._reading() as conn:
-            indexed = int(conn.execute(INDEXED).fetchone()[0])
-            row = conn.execute("SELECT COUNT(*) FROM calls WHERE seq > ?", (indexed,))
-            return int(row.fetchone()[0])
+    def _next_to_index(self) -> tuple[int, int] | None:
+        """The next batch to index, as (after this seq, up to this one); None: none."""
+        indexed = int(self._conn.execute(INDEXED).fetchone()[0])
+        up_to = self._conn.execute(INDEX_UP_TO, (indexed, INDEX_BATCH)).fetchone()[0]
+        return None if up_to is None else (indexed, int(up_to))
 
     def _merge_search_index(self) -> bool:
         """One bounded step of merging the full-text index's segments, which is what
@@ -773,178 +963,6 @@ class AuditLog:
         if self._conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-
-    # -- reading
-
-    def query(
-        self,
-        *,
-        limit: int = 100,
-        server: str | None = None,
-        tool: str | None = None,
-        decision: CallDecision | str | None = None,
-        client: str | None = None,
-        outcome: Outcome | str | None = None,
-        start: float | None = None,
-        end: float | None = None,
-        search: str | None = None,
-        before_id: str | None = None,
-    ) -> list[CallRecord]:
-        """Committed records, newest first, that match every filter given.
-
-        ``start`` and ``end`` bound the arrival time (``start <= time < end``). ``search``
-        is a person's words, each looked for in the tool, server, client, arguments,
-        reason and error (:func:`~proxy.audit.database.match_expression`). To page back,
-        pass the last record's id as ``before_id``: the page holds the records written
-        before it (none if no record has that id). A page costs about the same at any
-        depth (it is found by the commit order's index, not skipped to).
-
-        Raises:
-            AuditError: the database cannot be read, or ``search`` holds no word.
-            ValueError: ``limit`` is negative.
-        """
-        if limit < 0:
-            raise ValueError(f"limit must not be negative, not {limit}")
-        return [
-            record
-            for _, record in self.query_rows(
-                limit=limit,
-                server=server,
-                tool=tool,
-                decision=decision,
-                client=client,
-                outcome=outcome,
-                start=start,
-                end=end,
-                search=search,
-                before_id=before_id,
-            )
-        ]
-
-    def query_rows(
-        self,
-        *,
-        limit: int = 100,
-        server: str | None = None,
-        tool: str | None = None,
-        decision: CallDecision | str | None = None,
-        client: str | None = None,
-        outcome: Outcome | str | None = None,
-        start: float | None = None,
-        end: float | None = None,
-        search: str | None = None,
-        before_id: str | None = None,
-        after_seq: int | None = None,
-        oldest_first: bool = False,
-    ) -> list[tuple[int, CallRecord]]:
-        """:meth:`query`, each record with its rowid (commit order). ``after_seq`` keeps
-        the records committed after that rowid; ``oldest_first`` turns the order round,
-        so that an export can walk the whole log a page at a time, oldest first.
-
-        Raises:
-            AuditError: the database cannot be read, or ``search`` holds no word.
-            ValueError: ``limit`` is negative.
-        """
-        if limit < 0:
-            raise ValueError(f"limit must not be negative, not {limit}")
-        where, params = filters(
-            server=server,
-            tool=tool,
-            decision=decision,
-            client=client,
-            outcome=outcome,
-            start=start,
-            end=end,
-            search=search,
-        )
-        if before_id is not None:
-            where.append("calls.seq < (SELECT seq FROM calls WHERE id = ?)")
-            params.append(before_id)
-        if after_seq is not None:
-            where.append("calls.seq > ?")
-            params.append(after_seq)
-        select = SELECT if search is None else SELECT_MATCHING
-        order = "ASC" if oldest_first else "DESC"
-        sql = f"{select}{where_clause(where)} ORDER BY calls.seq {order} LIMIT ?"
-        with self._reading() as conn:
-            rows = conn.execute(sql, (*params, limit)).fetchall()
-        return [(int(row[0]), record_from_row(row[1:])) for row in rows]
-
-    def count(
-        self,
-        *,
-        server: str | None = None,
-        tool: str | None = None,
-        decision: CallDecision | str | None = None,
-        client: str | None = None,
-        outcome: Outcome | str | None = None,
-        start: float | None = None,
-        end: float | None = None,
-        search: str | None = None,
-    ) -> int:
-        """How many committed records match every filter given (as for :meth:`query`).
-
-        Raises:
-            AuditError: the database cannot be read, or ``search`` holds no word.
-        """
-        where, params = filters(
-            server=server,
-            tool=tool,
-            decision=decision,
-            client=client,
-            outcome=outcome,
-            start=start,
-            end=end,
-            search=search,
-        )
-        source = (
-            "calls" if search is None else "calls JOIN calls_text ON calls_text.rowid = calls.seq"
-        )
-        with self._reading() as conn:
-            count_sql = f"SELECT COUNT(*) FROM {source}{where_clause(where)}"  # noqa: S608
-            row = conn.execute(count_sql, params).fetchone()
-        return int(row[0])
-
-    def get(self, record_id: str) -> CallRecord | None:
-        """The record with id ``record_id``, if it is committed.
-
-        Raises:
-            AuditError: the database cannot be read.
-        """
-        with self._reading() as conn:
-            row = conn.execute(f"{SELECT} WHERE calls.id = ?", (record_id,)).fetchone()
-        return None if row is None else record_from_row(row[1:])
-
-    def since(self, rowid: int, *, limit: int = 1000) -> list[tuple[int, CallRecord]]:
-        """Records committed after row ``rowid``, oldest first, with their rowids.
-
-        ``lockgate log --follow`` polls this with the last rowid it has seen (start from
-        :meth:`latest_rowid`, or 0 for everything). Rowids grow in commit order and are
-        never reused.
-
-        Raises:
-            AuditError: the database cannot be read.
-            ValueError: ``limit`` is negative.
-        """
-        if limit < 0:
-            raise ValueError(f"limit must not be negative, not {limit}")
-        sql = f"{SELECT} WHERE calls.seq > ? ORDER BY calls.seq LIMIT ?"
-        with self._reading() as conn:
-            rows = conn.execute(sql, (rowid, limit)).fetchall()
-        return [(int(row[0]), record_from_row(row[1:])) for row in rows]
-
-    def latest_rowid(self) -> int:
-        """The rowid of the newest committed record; 0 when there is none.
-
-        Raises:
-            AuditError: the database cannot be read.
-        """
-        with self._reading() as conn:
-            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()
-        return int(row[0])
-
-    def _reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return _reading(self._path, self._busy_timeout)
 
 
 def audit_summary(path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> AuditSummary:

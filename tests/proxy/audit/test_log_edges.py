@@ -198,6 +198,7 @@ async def test_a_prune_batch_that_fails_is_rolled_back_and_the_log_writes_on(
         kept = sorted(r.result_size or 0 for r in audit.query(end=NOW - DAY))
         assert kept == list(range(10, 25))
         await audit.write(make(tool="written", time=NOW))
+        await eventually(lambda: audit.search_backlog() == 0, "the writer done indexing it")
         other = sqlite3.connect(db, isolation_level=None, timeout=0)
         try:
             other.execute("BEGIN IMMEDIATE")  # the writer holds no transaction open
