@@ -82,6 +82,7 @@ from proxy.audit.database import (
 )
 from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
 from proxy.audit.redact import DEFAULT_MAX_ARGUMENT_BYTES, MIN_BYTES
+from proxy.policy.replay import RecordedCall
 
 __all__ = [
     "PRUNE_BATCH",
@@ -353,6 +354,29 @@ class AuditReader:
         with self._reading() as conn:
             rows = conn.execute(sql, (rowid, limit)).fetchall()
         return [(int(row[0]), record_from_row(row[1:])) for row in rows]
+
+    def recorded_calls(
+        self, start: float | None = None, end: float | None = None
+    ) -> Iterator[RecordedCall]:
+        """The calls that arrived from ``start`` to before ``end``, oldest first, as a
+        policy replay reads them (:func:`proxy.policy.replay.replay`): only the columns
+        it needs, streamed from one read, so that a million cost seconds, not memory.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        where, params = filters(
+            server=None, tool=None, decision=None, client=None, outcome=None, start=start, end=end
+        )
+        sql = (
+            "SELECT id, time, client, server, tool, arguments, decision, basis, rule, outcome "  # noqa: S608
+            f"FROM calls{where_clause(where)} ORDER BY calls.time, calls.seq"
+        )
+        with self._reading() as conn:
+            cursor = conn.execute(sql, params)
+            while rows := cursor.fetchmany(5000):
+                for row in rows:
+                    yield RecordedCall(*row)
 
     def latest_rowid(self) -> int:
         """The rowid of the newest committed record; 0 when there is none.

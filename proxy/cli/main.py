@@ -90,6 +90,24 @@ def _parser() -> argparse.ArgumentParser:
         help="the calling client (its grant, for per-client limits)",
     )
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+    replay = policy_commands.add_parser(
+        "replay",
+        parents=[common],
+        help="what a candidate policy would have done to the calls recorded lately, against "
+        "the policy in force (exit 0 the same, 1 different)",
+    )
+    replay.add_argument("candidate", type=Path, help="the candidate policy file")
+    replay.add_argument(
+        "--since", default="7d", help="from when: an age (24h, 7d, 2w) or a date (default 7d)"
+    )
+    replay.add_argument("--until", help="to when, as for --since (default: now)")
+    replay.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="the policy to compare with (default: policy.json in the config folder)",
+    )
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
     policy_commands.add_parser(
         "schema", parents=[common], help="print the JSON Schema of policy.json"
     )
@@ -380,6 +398,8 @@ def main(
                 return policy.check(args.file, paths, args.json, sys.stdout)
             if args.policy_command == "explain":
                 return policy.explain(args, paths, sys.stdout)
+            if args.policy_command == "replay":
+                return policy.replay_command(args, paths, sys.stdout)
             if args.policy_command == "reload":
                 return policy.reload(paths, sys.stdout)
             if args.policy_command == "restore":

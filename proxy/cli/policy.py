@@ -1,4 +1,4 @@
-"""``lockgate policy check|explain|reload|schema``, ``lockgate risk`` and ``lockgate init``:
+"""``lockgate policy check|explain|replay|reload|schema``, ``lockgate risk`` and ``lockgate init``:
 the policy, from a terminal."""
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from proxy.audit.log import AuditReader
 from proxy.bridge.control import (
     ControlError,
     GatewayNotRunning,
     control,
 )
-from proxy.cli.common import UsageError
+from proxy.cli.common import UsageError, moment
 from proxy.config.atomic import write_atomic
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
@@ -32,6 +33,7 @@ from proxy.policy.model import (
     default_policy,
     load_policy,
 )
+from proxy.policy.replay import replay, warm_up_seconds
 from proxy.policy.risk import classify_many, tools_from_json
 from proxy.policy.starter import policy_text, starting_policy
 from proxy.policy.store import restore_last_good
@@ -309,3 +311,62 @@ def init(paths: Paths, yes: bool, stdin: TextIO, out: TextIO) -> int:
         control(paths, "reload-policy")
         out.write("It is in force in the running gateway.\n")
     return 0
+
+
+def replay_command(
+    args: argparse.Namespace, paths: Paths, out: TextIO, clock: Any = time.time
+) -> int:
+    """``lockgate policy replay``: exit 0 when the candidate decides every call as the
+    policy in force does, 1 when it does not."""
+    now = clock()
+    start = moment(args.since, now, "--since")
+    end = now if args.until is None else moment(args.until, now, "--until")
+    candidate = load_policy(args.candidate)
+    in_force, source = policy_in_force(args.policy, paths)
+    if not paths.audit_db.exists():
+        report_calls: Any = iter(())
+    else:
+        reader = AuditReader(paths.audit_db)
+        report_calls = reader.recorded_calls(start - warm_up_seconds(candidate, in_force), end)
+    report = replay(report_calls, candidate, in_force, start=start, end=end)
+    period = (
+        f"the last {args.since}" if args.since[-1:].isalpha() else f"the period since {args.since}"
+    )
+    if args.json:
+        data = report.as_dict()
+        data["summary"] = report.summary(period)
+        data["in_force"] = source
+        json.dump(data, out, indent=2)
+        out.write("\n")
+        return 1 if report.changed else 0
+    print(report.summary(period), file=out)
+    print(
+        f"(against {source}; {report.skipped:,} calls refused by Lockgate itself, not by a "
+        "policy, are left out)",
+        file=out,
+    )
+    if report.drifted:
+        print(
+            f"Note: {report.drifted:,} calls were decided otherwise when they were made: the "
+            "policy in force changed during the period.",
+            file=out,
+        )
+    if report.changed:
+        print("\nper tool:", file=out)
+        for (change, tool), count in report.by_tool.most_common():
+            print(f"  {count:>8,}  {change:<8} {tool}", file=out)
+        print("per client:", file=out)
+        for (change, client), count in report.by_client.most_common():
+            print(f"  {count:>8,}  {change:<8} {client}", file=out)
+        print("examples:", file=out)
+        for kept in report.examples.values():
+            for example in kept:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(example.call.time))
+                mark = "  (uncertain: its arguments are redacted in the log)" * example.uncertain
+                print(
+                    f"  {when}  {example.call.client}  {example.call.server}/"
+                    f"{example.call.tool}  {example.was} -> {example.now}: {example.reason}"
+                    f"  [{example.call.id}]{mark}",
+                    file=out,
+                )
+    return 1 if report.changed else 0

@@ -1,0 +1,299 @@
+"""A policy change replayed before it is applied: every recorded call of a period decided
+under the candidate policy and under the policy in force, and the difference.
+
+Pure, as :mod:`proxy.policy.decide` is: the recorded calls come in (oldest first, from the
+audit log: :meth:`proxy.audit.log.AuditReader.recorded_calls`), a report comes out.
+What a replay can and cannot know, and how it is honest about it:
+
+- **Rate limits** are simulated over the recorded timeline, each policy with counters of
+  its own, charged at each call's recorded time. A call counts as the gateway would have
+  charged it: it went ahead (allowed, or asked and approved), and the server did not
+  refuse it (a protocol error, or a server that could not be reached, gives the charge
+  back). The calls just before the period warm the counters up, so that a limit is not
+  fresh at its start.
+- **A person's answer** is not a policy's to give: an ``ask`` is shown as "would ask".
+  For the limits, an asked call counts as approved if the person approved it when it
+  was made (or if nobody was asked then), and as refused if it was refused or denied.
+- **Arguments** are replayed as the log holds them: redacted (a secret-looking value is
+  ``[redacted]``) and capped. A call whose decision under either policy depends on its
+  arguments (a rule's ``arguments`` schema or a ``when`` case on them) and whose
+  arguments were redacted or cut is marked *uncertain*.
+- **Lockgate's own refusals** (paused, a server removed or turned off, a held tool, a
+  malformed call) were not the policy's: they are counted apart and never "change".
+
+The policy in force replayed over a period it was in force for decides every call as it
+was decided live, limits included (the tests check it call by call); a difference there
+means the policy changed during the period, which the report says (``drifted``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from proxy.policy.decide import Decision, ToolCall, Verdict, decide
+from proxy.policy.limits import Counters
+from proxy.policy.model import Policy, Rule
+
+__all__ = ["RecordedCall", "ReplayReport", "ReplayedCall", "replay", "warm_up_seconds"]
+
+# The bases under which the policy (or a person it asked) decided a call; any other
+# basis is Lockgate's own state (pause, removed, turned_off, quarantined, name, ...).
+_POLICY_BASES: Final = frozenset(
+    "rule default arguments limit person session refused timeout no_approver cancelled busy".split()
+)
+# what a recorded decision was, in the policy's words
+_WAS: Final = {"allowed": "allow", "denied": "deny", "approved": "ask", "refused": "ask"}
+# outcomes after which the gateway gave a call's charge back (it did not run)
+_REFUNDED: Final = frozenset({"protocol_error", "upstream_down"})
+EXAMPLES: Final = 5  # calls kept to open, per (change, tool, client)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """A call as the audit log recorded it, with what replaying it needs."""
+
+    id: str
+    time: float  # when it arrived, epoch seconds
+    client: str
+    server: str
+    tool: str
+    arguments: str  # JSON text, as the log stores it (redacted, capped)
+    decision: str  # allowed, denied, approved, refused
+    basis: str | None
+    rule: str | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedCall:
+    """One call the candidate decides otherwise than the policy in force."""
+
+    call: RecordedCall
+    was: str  # allow, deny, ask: the policy in force, replayed
+    now: str  # the candidate's verdict
+    reason: str  # the candidate's reason
+    rule: str | None  # the candidate's deciding rule (None: its default)
+    uncertain: bool  # it hangs on arguments the log holds redacted or cut
+
+    @property
+    def change(self) -> str:
+        return change_of(self.was, self.now)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.call.id,
+            "time": self.call.time,
+            "client": self.call.client,
+            "server": self.call.server,
+            "tool": self.call.tool,
+            "recorded": self.call.decision,
+            "was": self.was,
+            "now": self.now,
+            "change": self.change,
+            "reason": self.reason,
+            "rule": self.rule,
+            "uncertain": self.uncertain,
+        }
+
+
+def change_of(was: str, now: str) -> str:
+    """A difference in a person's words: "blocked" (it went ahead or was asked about,
+    and would be blocked), "allowed" (it was blocked or asked about, and would go
+    ahead without a person), "asks" (a person would be asked)."""
+    return {"deny": "blocked", "allow": "allowed", "ask": "asks"}[now] if was != now else "same"
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """What a candidate would have done to a period's calls, against the policy in force."""
+
+    start: float | None
+    end: float | None
+    calls: int = 0  # the policy's calls replayed
+    skipped: int = 0  # refused by Lockgate's own state: not the policy's
+    drifted: int = 0  # the policy in force decides otherwise than was recorded
+    uncertain: int = 0  # changes that hang on redacted or cut arguments
+    changes: Counter[str] = field(default_factory=Counter)  # by change_of
+    by_tool: Counter[tuple[str, str]] = field(default_factory=Counter)  # (change, server/tool)
+    by_client: Counter[tuple[str, str]] = field(default_factory=Counter)  # (change, client)
+    examples: dict[tuple[str, str, str], list[ReplayedCall]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        return sum(self.changes.values())
+
+    def add(self, replayed: ReplayedCall) -> None:
+        change = replayed.change
+        qualified = f"{replayed.call.server}/{replayed.call.tool}"
+        self.changes[change] += 1
+        self.by_tool[change, qualified] += 1
+        self.by_client[change, replayed.call.client] += 1
+        self.uncertain += replayed.uncertain
+        kept = self.examples.setdefault((change, qualified, replayed.call.client), [])
+        if len(kept) < EXAMPLES:
+            kept.append(replayed)
+
+    def summary(self, period: str = "the period") -> str:
+        """One line for a person about to apply the change."""
+        if not self.calls:
+            return f"No calls were recorded in {period}: nothing to replay."
+        if not self.changed:
+            return (
+                f"This change would have decided all {self.calls:,} calls of {period} as the "
+                "policy in force does."
+            )
+        parts = []
+        for change, words in (
+            ("blocked", "would have blocked"),
+            ("allowed", "would have allowed"),
+            ("asks", "would have asked a person about"),
+        ):
+            count = self.changes.get(change, 0)
+            if count:
+                clients = [(c, n) for (ch, c), n in self.by_client.most_common() if ch == change]
+                who = ", ".join(f"{client} {n:,}" for client, n in clients[:3])
+                more = ", …" if len(clients) > 3 else ""
+                parts.append(f"{words} {count:,} call{'s' if count != 1 else ''} ({who}{more})")
+        line = f"Of {self.calls:,} calls in {period}, this change " + "; ".join(parts) + "."
+        if self.uncertain:
+            line += (
+                f" {self.uncertain:,} of these hang on arguments the log keeps redacted, "
+                "so may differ."
+            )
+        return line
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "calls": self.calls,
+            "skipped": self.skipped,
+            "drifted": self.drifted,
+            "changed": self.changed,
+            "uncertain": self.uncertain,
+            "changes": dict(self.changes),
+            "by_tool": [
+                {"change": c, "tool": t, "calls": n} for (c, t), n in self.by_tool.most_common()
+            ],
+            "by_client": [
+                {"change": c, "client": k, "calls": n} for (c, k), n in self.by_client.most_common()
+            ],
+            "examples": [r.as_dict() for kept in self.examples.values() for r in kept],
+            "summary": self.summary(),
+        }
+
+
+def warm_up_seconds(*policies: Policy) -> float:
+    """How long before a period its calls must be replayed for the limits' counters to
+    be as they were at its start: the longest window of any limit."""
+    return max(
+        (limit.window for policy in policies for rule in policy.rules for limit in rule.limits),
+        default=0.0,
+    )
+
+
+def replay(
+    calls: Iterable[RecordedCall],
+    candidate: Policy,
+    in_force: Policy,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+) -> ReplayReport:
+    """Decide ``calls`` (oldest first) under ``candidate`` and ``in_force``; the report
+    covers the calls from ``start`` (earlier ones only warm the limits up) to ``end``."""
+    report = ReplayReport(start, end)
+    new = _Replayer(candidate)
+    old = _Replayer(in_force)
+    for call in calls:
+        if call.basis not in _POLICY_BASES or (call.basis == "arguments" and call.rule is None):
+            if start is None or call.time >= start:
+                report.skipped += 1
+            continue
+        went_ahead = _approved(call)
+        was, _, was_unsure = old.decide(call, went_ahead)
+        now, decision, now_unsure = new.decide(call, went_ahead)
+        if start is not None and call.time < start:
+            continue
+        report.calls += 1
+        if was != _WAS.get(call.decision):
+            report.drifted += 1
+        if was != now:
+            report.add(
+                ReplayedCall(
+                    call, was, now, decision.reason, decision.rule, was_unsure or now_unsure
+                )
+            )
+    return report
+
+
+def _approved(call: RecordedCall) -> bool:
+    """Whether the call would go ahead if a policy asked about it: its person approved
+    it, or nobody was asked (it was allowed); a refused or denied one would not."""
+    return call.decision in ("allowed", "approved")
+
+
+class _Replayer:
+    """One policy's side of a replay: its counters, and its decisions for the calls whose
+    decision hangs on nothing but the tool and the client, worked out once."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.counters = Counters()
+        self._fixed: dict[tuple[str, str, str], tuple[str, Decision]] = {}
+
+    def decide(self, call: RecordedCall, approved: bool) -> tuple[str, Decision, bool]:
+        """The verdict, its decision, and whether it hangs on redacted arguments; the
+        counters charged as the gateway would have."""
+        key = (call.server, call.tool, call.client)
+        fixed = self._fixed.get(key)
+        if fixed is not None:
+            return fixed[0], fixed[1], False
+        rule = self.policy.rule_for(call.server, call.tool)
+        needs_arguments = _hangs_on_arguments(rule)
+        arguments: Mapping[str, Any] = {}
+        unsure = False
+        if needs_arguments:
+            arguments = _arguments(call.arguments)
+            unsure = _cut(arguments)
+        tool_call = ToolCall(call.server, call.tool, arguments, call.client)
+        decision = decide(self.policy, tool_call, self.counters, call.time)
+        verdict = decision.verdict.value
+        if rule is None or not (needs_arguments or rule.limits):
+            self._fixed[key] = (verdict, decision)
+            return verdict, decision, False
+        goes = decision.verdict is Verdict.ALLOW or (decision.verdict is Verdict.ASK and approved)
+        if goes and decision.charges and call.outcome not in _REFUNDED:
+            horizons = {limit.counter: limit.window for limit in rule.limits}
+            self.counters.record(decision.charges, call.time, horizons)
+        return verdict, decision, unsure
+
+
+def _hangs_on_arguments(rule: Rule | None) -> bool:
+    if rule is None:
+        return False
+    if rule.action.value == "deny" and not rule.cases:
+        return False  # denied whatever the arguments
+    return rule.arguments is not None or any(case.arguments is not None for case in rule.cases)
+
+
+def _arguments(text: str) -> Mapping[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _cut(value: Any) -> bool:
+    """Whether the log's copy of the arguments lost something: a value redacted, or the
+    whole cut to a preview."""
+    if isinstance(value, dict):
+        return "_truncated" in value or any(_cut(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_cut(v) for v in value)
+    return isinstance(value, str) and "[redacted]" in value

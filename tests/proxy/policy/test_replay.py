@@ -1,0 +1,110 @@
+"""The replay's own rules, as a table of recorded calls: what is left out, what counts as
+drift, how limits are warmed up, what is uncertain, and how the summary reads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from proxy.policy.model import parse_policy
+from proxy.policy.replay import RecordedCall, ReplayReport, change_of, replay, warm_up_seconds
+
+T0 = 1_800_000_000.0
+
+
+def policy(**tools: Any) -> Any:
+    return parse_policy(json.dumps({"version": "1", "default": "allow", "tools": tools}))
+
+
+def call(tool: str = "t", **changes: Any) -> RecordedCall:
+    fields: dict[str, Any] = {
+        "id": f"id-{tool}-{changes.get('time', T0)}",
+        "time": T0,
+        "client": "c",
+        "server": "s",
+        "tool": tool,
+        "arguments": "{}",
+        "decision": "allowed",
+        "basis": "default",
+        "rule": None,
+        "outcome": "ok",
+    }
+    fields.update(changes)
+    return RecordedCall(**fields)
+
+
+def test_lockgates_own_refusals_are_left_out() -> None:
+    calls = [
+        call(basis="pause", decision="denied", outcome="blocked"),
+        call(basis="quarantined", decision="denied", outcome="blocked"),
+        call(basis="arguments", rule=None, decision="denied", outcome="protocol_error"),
+        call(basis="pause", decision="denied", time=T0 - 100),  # before the period: not counted
+        call(),
+    ]
+    report = replay(calls, policy(**{"s/t": {"action": "deny"}}), policy(), start=T0 - 10)
+    assert (report.calls, report.skipped, report.changed) == (1, 3, 1)
+
+
+def test_a_decision_made_under_another_policy_is_drift() -> None:
+    calls = [call(decision="denied", basis="rule", rule="s/t")]  # denied then, allowed now
+    report = replay(calls, policy(), policy())
+    assert (report.drifted, report.changed) == (1, 0)
+
+
+def test_the_calls_before_the_period_warm_the_limits_up() -> None:
+    limited = policy(**{"s/t": {"limits": [{"counter": "n", "window": "minute", "max": 2}]}})
+    assert warm_up_seconds(limited, policy()) == 60.0
+    assert warm_up_seconds(policy()) == 0.0
+    calls = [call(time=T0 - 30 + i) for i in range(2)] + [call(time=T0 + 1)]
+    report = replay(calls, limited, policy(), start=T0)
+    assert report.calls == 1
+    assert dict(report.changes) == {"blocked": 1}  # the two before used the budget up
+    refused = [call(time=T0 - 30, outcome="protocol_error"), call(time=T0 - 20), call(time=T0)]
+    assert replay(refused, limited, policy(), start=T0).changed == 0  # its charge went back
+
+
+def test_arguments_the_log_cut_make_a_change_uncertain() -> None:
+    schema = {"s/t": {"arguments": {"properties": {"key": {"maxLength": 4}}}}}
+    calls = [
+        call(arguments='{"key": "[redacted]"}'),
+        call(arguments='{"deep": [{"key": "[redacted]"}]}', time=T0 + 1),
+        call(arguments='{"_truncated": true, "_preview": "{\\"key"}', time=T0 + 2),
+        call(arguments='{"key": "abcdefgh"}', time=T0 + 3),  # kept whole: certain
+        call(arguments="not json", time=T0 + 4),  # (never written so; read as no arguments)
+        call(arguments="[1]", time=T0 + 5),
+    ]
+    report = replay(calls, policy(**schema), policy())
+    assert report.changed == 2  # the redacted key and the long one fail the schema
+    assert report.uncertain == 1
+    assert report.summary().endswith(
+        "1 of these hang on arguments the log keeps redacted, so may differ."
+    )
+    deny_all = policy(**{"s/t": {"action": "deny", "arguments": {"maxLength": 1}}})
+    assert replay(calls, deny_all, policy()).uncertain == 0  # denied whatever they hold
+
+
+def test_the_summary_names_the_clients_and_the_kinds_of_change() -> None:
+    assert "No calls were recorded in the last day" in ReplayReport(None, None).summary(
+        "the last day"
+    )
+    calls = [call(client=f"client{i}", time=T0 + i) for i in range(5)]
+    calls += [call("u", decision="denied", basis="rule", rule="s/u", time=T0 + 9)]
+    calls += [call("v", time=T0 + 10)]
+    in_force = policy(**{"s/u": {"action": "deny"}})
+    candidate = policy(**{"s/t": {"action": "deny"}, "s/v": {"action": "ask"}})
+    report = replay(calls, candidate, in_force)
+    text = report.summary()
+    assert text.startswith("Of 7 calls in the period, this change would have blocked 5 calls")
+    assert "(client0 1, client1 1, client2 1, …)" in text
+    assert "would have allowed 1 call (c 1)" in text
+    assert "would have asked a person about 1 call (c 1)" in text
+    data = report.as_dict()
+    assert data["changes"] == {"blocked": 5, "allowed": 1, "asks": 1}
+    assert {e["change"] for e in data["examples"]} == {"blocked", "allowed", "asks"}
+    assert data["by_client"][0] == {"change": "blocked", "client": "client0", "calls": 1}
+    assert data["summary"] == text
+    assert change_of("ask", "ask") == "same"
+    same = replay(calls, in_force, in_force)
+    assert same.summary() == (
+        "This change would have decided all 7 calls of the period as the policy in force does."
+    )
