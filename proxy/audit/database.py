@@ -30,6 +30,7 @@ __all__ = [
     "INDEX_CALLS",
     "INDEX_UP_TO",
     "INSERT",
+    "MATCHING_FROM",
     "MIGRATIONS",
     "PRUNE_CALLS",
     "REFUND",
@@ -81,8 +82,13 @@ SELECT: Final = (
     + ", ".join(f'calls."{column}"' for column in COLUMNS)
     + " FROM calls"
 )
-# SELECT, for a search: the calls whose text matches, found through the full-text index
-SELECT_MATCHING: Final = f"{SELECT} JOIN calls_text ON calls_text.rowid = calls.seq"
+# SELECT, for a search: the calls whose text matches, found through the full-text index.
+# CROSS JOIN makes the index the outer loop (SQLite keeps that order), and ordering by its
+# rowid lets it give its matches newest first, so a page stops after its LIMIT: left to
+# itself, the planner can walk the client index and ask the full-text index per row
+# (a second, not milliseconds, at 100,000 calls).
+MATCHING_FROM: Final = "calls_text CROSS JOIN calls ON calls.seq = calls_text.rowid"
+SELECT_MATCHING: Final = SELECT.replace(" FROM calls", f" FROM {MATCHING_FROM}")
 
 # What the history's full-text search looks in (``search`` in :func:`filters`).
 SEARCHED: Final = ("server", "tool", "client", "arguments", "reason", "error")

@@ -63,6 +63,7 @@ from proxy.audit.database import (
     INDEX_UP_TO,
     INDEXED,
     INSERT,
+    MATCHING_FROM,
     PRUNE_CALLS,
     REFUND,
     SCHEMA_VERSION,
@@ -286,8 +287,9 @@ class AuditReader:
             where.append("calls.seq > ?")
             params.append(after_seq)
         select = SELECT if search is None else SELECT_MATCHING
+        by = "calls.seq" if search is None else "calls_text.rowid"  # the same, see SELECT_MATCHING
         order = "ASC" if oldest_first else "DESC"
-        sql = f"{select}{where_clause(where)} ORDER BY calls.seq {order} LIMIT ?"
+        sql = f"{select}{where_clause(where)} ORDER BY {by} {order} LIMIT ?"
         with self._reading() as conn:
             rows = conn.execute(sql, (*params, limit)).fetchall()
         return [(int(row[0]), record_from_row(row[1:])) for row in rows]
@@ -319,9 +321,7 @@ class AuditReader:
             end=end,
             search=search,
         )
-        source = (
-            "calls" if search is None else "calls JOIN calls_text ON calls_text.rowid = calls.seq"
-        )
+        source = "calls" if search is None else MATCHING_FROM
         with self._reading() as conn:
             count_sql = f"SELECT COUNT(*) FROM {source}{where_clause(where)}"  # noqa: S608
             row = conn.execute(count_sql, params).fetchone()
