@@ -26,6 +26,9 @@ __all__ = [
     "CHARGE",
     "COLUMNS",
     "COMPLETE",
+    "COUNT_CALLS",
+    "GROUPS_COUNTED",
+    "GROUPS_OF_CALLS",
     "INDEXED",
     "INDEX_CALLS",
     "INDEX_UP_TO",
@@ -33,6 +36,7 @@ __all__ = [
     "MATCHING_FROM",
     "MIGRATIONS",
     "PRUNE_CALLS",
+    "RECOUNT_BEFORE",
     "REFUND",
     "SCHEMA_VERSION",
     "SEARCHED",
@@ -156,6 +160,20 @@ MIGRATIONS: Final = (
             error, content='calls', content_rowid='seq',
             tokenize='unicode61 remove_diacritics 2')""",
         "CREATE TABLE search_state (indexed INTEGER NOT NULL)",  # calls.seq indexed up to
+        # The calls of each hour counted by who, what and how it was decided: what the
+        # activity plots and a policy replay read instead of every call (filled with the
+        # search index, in the same batches; a prune recounts the hours it cut into).
+        """CREATE TABLE activity (
+            hour INTEGER NOT NULL,  -- time // 3600
+            server TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            client TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            basis TEXT NOT NULL,  -- '' for none
+            ruled INTEGER NOT NULL,  -- 1: a rule decided (calls.rule is not NULL)
+            calls INTEGER NOT NULL,
+            PRIMARY KEY (hour, server, tool, client, decision, basis, ruled)
+        ) WITHOUT ROWID""",
         "INSERT INTO search_state (indexed) VALUES (0)",
         """CREATE TRIGGER calls_text_delete AFTER DELETE ON calls
             WHEN old.seq <= (SELECT indexed FROM search_state) BEGIN
@@ -192,6 +210,36 @@ INDEX_CALLS: Final = (
     "INSERT INTO calls_text(rowid, server, tool, client, arguments, reason, error) "
     "SELECT seq, server, tool, client, arguments, reason, error FROM calls "
     "WHERE seq > ? AND seq <= ?"
+)
+
+# The activity counts of a batch of calls (as for INDEX_CALLS), added to those already
+# counted; and of the calls that arrived before a time, counted again after a prune.
+_COUNTED: Final = (
+    "SELECT CAST(time / 3600 AS INTEGER), server, tool, client, decision, "
+    "COALESCE(basis, ''), rule IS NOT NULL, COUNT(*) FROM calls"
+)
+_ADD_COUNTS: Final = (
+    " GROUP BY 1, 2, 3, 4, 5, 6, 7 ON CONFLICT DO UPDATE SET calls = calls + excluded.calls"
+)
+COUNT_CALLS: Final = (
+    "INSERT INTO activity (hour, server, tool, client, decision, basis, ruled, calls) "
+    f"{_COUNTED} WHERE seq > ? AND seq <= ?{_ADD_COUNTS}"
+)
+_INDEXED_ONLY: Final = "seq <= (SELECT indexed FROM search_state)"
+RECOUNT_BEFORE: Final = (
+    "INSERT INTO activity (hour, server, tool, client, decision, basis, ruled, calls) "
+    f"{_COUNTED} WHERE time < ? AND {_INDEXED_ONLY}{_ADD_COUNTS}"
+)
+
+# A replay's groups (proxy/policy/replay.py's DecidedGroup), from the hourly counts of the
+# whole hours [?, ?) and from the calls of [?, ?) committed after seq ?.
+GROUPS_COUNTED: Final = (
+    "SELECT server, tool, client, decision, basis, ruled, SUM(calls) FROM activity "
+    "WHERE hour >= ? AND hour < ? GROUP BY 1, 2, 3, 4, 5, 6"
+)
+GROUPS_OF_CALLS: Final = (
+    "SELECT server, tool, client, decision, COALESCE(basis, ''), rule IS NOT NULL, COUNT(*) "
+    "FROM calls WHERE time >= ? AND time < ? AND seq > ? GROUP BY 1, 2, 3, 4, 5, 6"
 )
 
 COMPLETE: Final = (

@@ -59,12 +59,16 @@ from typing import Any, Final
 from proxy.audit.database import (
     CHARGE,
     COMPLETE,
+    COUNT_CALLS,
+    GROUPS_COUNTED,
+    GROUPS_OF_CALLS,
     INDEX_CALLS,
     INDEX_UP_TO,
     INDEXED,
     INSERT,
     MATCHING_FROM,
     PRUNE_CALLS,
+    RECOUNT_BEFORE,
     REFUND,
     SCHEMA_VERSION,
     SELECT,
@@ -83,7 +87,7 @@ from proxy.audit.database import (
 )
 from proxy.audit.records import CallDecision, CallRecord, Charge, Outcome
 from proxy.audit.redact import DEFAULT_MAX_ARGUMENT_BYTES, MIN_BYTES
-from proxy.policy.replay import RecordedCall
+from proxy.policy.replay import DecidedGroup, RecordedCall
 
 __all__ = [
     "PRUNE_BATCH",
@@ -356,11 +360,15 @@ class AuditReader:
         return [(int(row[0]), record_from_row(row[1:])) for row in rows]
 
     def recorded_calls(
-        self, start: float | None = None, end: float | None = None
+        self,
+        start: float | None = None,
+        end: float | None = None,
+        tools: Iterable[tuple[str, str]] | None = None,
     ) -> Iterator[RecordedCall]:
-        """The calls that arrived from ``start`` to before ``end``, oldest first, as a
-        policy replay reads them (:func:`proxy.policy.replay.replay`): only the columns
-        it needs, streamed from one read, so that a million cost seconds, not memory.
+        """The calls that arrived from ``start`` to before ``end`` (to the tools
+        ``tools``, as (server, tool), if given), oldest first, as a policy replay reads
+        them (:mod:`proxy.policy.replay`): only the columns it needs, streamed from one
+        read, so that a million cost seconds, not memory.
 
         Raises:
             AuditError: the database cannot be read.
@@ -368,15 +376,99 @@ class AuditReader:
         where, params = filters(
             server=None, tool=None, decision=None, client=None, outcome=None, start=start, end=end
         )
-        sql = (
-            "SELECT id, time, client, server, tool, arguments, decision, basis, rule, outcome "  # noqa: S608
-            f"FROM calls{where_clause(where)} ORDER BY calls.time, calls.seq"
-        )
+        if tools is not None:
+            chosen = sorted(set(tools))
+            if not chosen:
+                return
+            where.append(f"(server, tool) IN (VALUES {', '.join(['(?, ?)'] * len(chosen))})")
+            params.extend(name for pair in chosen for name in pair)
+        sql = f"{_RECORDED}{where_clause(where)} ORDER BY calls.time, calls.seq"
         with self._reading() as conn:
             cursor = conn.execute(sql, params)
             while rows := cursor.fetchmany(5000):
                 for row in rows:
                     yield RecordedCall(*row)
+
+    def decided_groups(self, start: float, end: float) -> list[DecidedGroup]:
+        """How many calls from ``start`` to before ``end`` each (server, tool, client,
+        decision, basis, ruled) had: exact, from the hourly counts for the whole hours
+        and from the calls themselves for the parts of hours at either end (and for calls
+        not counted yet), in one read. A replay's calls that hang on nothing but their
+        tool and client are decided per group, not per call.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        first, last = math.ceil(start / 3600), math.floor(end / 3600)
+        counts: dict[tuple[str, str, str, str, str, bool], int] = {}
+
+        def add(rows: Iterable[tuple[Any, ...]]) -> None:
+            for server, tool, client, decision, basis, ruled, calls in rows:
+                key = (server, tool, client, decision, basis, bool(ruled))
+                counts[key] = counts.get(key, 0) + int(calls)
+
+        with self._reading() as conn:
+            conn.execute("BEGIN")  # one snapshot for the counts and the calls
+            if first < last:
+                add(conn.execute(GROUPS_COUNTED, (first, last)))
+                indexed = int(conn.execute(INDEXED).fetchone()[0])
+                add(conn.execute(GROUPS_OF_CALLS, (start, first * 3600.0, 0)))
+                add(conn.execute(GROUPS_OF_CALLS, (first * 3600.0, last * 3600.0, indexed)))
+                add(conn.execute(GROUPS_OF_CALLS, (last * 3600.0, end, 0)))
+            else:
+                add(conn.execute(GROUPS_OF_CALLS, (start, end, 0)))
+        return [DecidedGroup(*key, calls) for key, calls in counts.items()]
+
+    def activity(
+        self, start: float, end: float, *, bucket: float, by: str
+    ) -> list[tuple[float, str, int]]:
+        """Calls over time: (bucket start, key, calls) for each ``bucket`` seconds from
+        ``start`` to ``end`` and each key ``by`` names ("server", "tool" as server/tool,
+        "client", "decision"). Buckets of an hour or more are read from the hourly
+        counts (their hours whole); shorter ones from the calls themselves.
+
+        Raises:
+            AuditError: the database cannot be read.
+            ValueError: ``by`` is none of those, or ``bucket`` is not above 0.
+        """
+        key = _ACTIVITY_KEYS.get(by)
+        if key is None:
+            raise ValueError(f"activity by {by!r}: by server, tool, client or decision")
+        if not bucket > 0:
+            raise ValueError(f"a bucket is a number of seconds above 0, not {bucket!r}")
+        if bucket >= 3600:
+            sql = (
+                f"SELECT CAST(hour * 3600 / ? AS INTEGER), {key}, SUM(calls) FROM activity "  # noqa: S608
+                "WHERE hour >= ? AND hour < ? GROUP BY 1, 2 ORDER BY 1"
+            )
+            params: tuple[float, ...] = (bucket, math.floor(start / 3600), math.ceil(end / 3600))
+        else:
+            sql = (
+                f"SELECT CAST(time / ? AS INTEGER), {key}, COUNT(*) FROM calls "  # noqa: S608
+                "WHERE time >= ? AND time < ? GROUP BY 1, 2 ORDER BY 1"
+            )
+            params = (bucket, start, end)
+        with self._reading() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [(int(index) * bucket, str(name), int(calls)) for index, name, calls in rows]
+
+    def group_examples(
+        self, group: DecidedGroup, start: float, end: float, limit: int = 5
+    ) -> list[RecordedCall]:
+        """The latest ``limit`` calls of ``group`` from ``start`` to before ``end``.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        sql = (
+            f"{_RECORDED} WHERE server = ? AND tool = ? AND client = ? AND decision = ? "
+            "AND COALESCE(basis, '') = ? AND (rule IS NOT NULL) = ? AND time >= ? AND time < ? "
+            "ORDER BY time DESC LIMIT ?"
+        )
+        params = (group.server, group.tool, group.client, group.decision, group.basis)
+        with self._reading() as conn:
+            rows = conn.execute(sql, (*params, int(group.ruled), start, end, limit)).fetchall()
+        return [RecordedCall(*row) for row in rows]
 
     def latest_rowid(self) -> int:
         """The rowid of the newest committed record; 0 when there is none.
@@ -832,6 +924,8 @@ class AuditLog(AuditReader):
                     run.batches += 1
                     run.deleting = deleted >= self._prune_batch
                     run.merging = run.calls > 0
+                    if not run.deleting and run.calls:
+                        self._recount_before(run.before)
                     done = not run.deleting and not run.merging and not self._incremental
                 elif run.merging:
                     run.merging = self._merge_search_index()
@@ -883,6 +977,7 @@ class AuditLog(AuditReader):
                         up_to = self._next_to_index()  # as it is now, under the lock
                         if up_to is not None:
                             self._conn.execute(INDEX_CALLS, up_to)
+                            self._conn.execute(COUNT_CALLS, up_to)
                             self._conn.execute("UPDATE search_state SET indexed = ?", up_to[1:])
                         self._conn.execute("COMMIT")
                     except BaseException:
@@ -900,6 +995,19 @@ class AuditLog(AuditReader):
                 return
             self._index_failed = False
             self._unindexed = up_to is not None  # until a step finds nothing new
+
+    def _recount_before(self, before: float) -> None:
+        """Count the hours a prune cut into again (up to the one ``before`` falls in),
+        from the calls that are left of them."""
+        up_to = int(before // 3600) + 1
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("DELETE FROM activity WHERE hour < ?", (up_to,))
+            self._conn.execute(RECOUNT_BEFORE, (up_to * 3600.0,))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
 
     def _next_to_index(self) -> tuple[int, int] | None:
         """The next batch to index, as (after this seq, up to this one); None: none."""
@@ -987,6 +1095,17 @@ class AuditLog(AuditReader):
         if self._conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
+
+
+_RECORDED: Final = (  # a RecordedCall's columns
+    "SELECT id, time, client, server, tool, arguments, decision, basis, rule, outcome FROM calls"
+)
+_ACTIVITY_KEYS: Final = {
+    "server": "server",
+    "tool": "server || '/' || tool",
+    "client": "client",
+    "decision": "decision",
+}
 
 
 def audit_summary(path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> AuditSummary:

@@ -33,7 +33,7 @@ from proxy.policy.model import (
     default_policy,
     load_policy,
 )
-from proxy.policy.replay import replay, warm_up_seconds
+from proxy.policy.replay import replay, replay_history
 from proxy.policy.risk import classify_many, tools_from_json
 from proxy.policy.starter import policy_text, starting_policy
 from proxy.policy.store import restore_last_good
@@ -324,11 +324,9 @@ def replay_command(
     candidate = load_policy(args.candidate)
     in_force, source = policy_in_force(args.policy, paths)
     if not paths.audit_db.exists():
-        report_calls: Any = iter(())
+        report = replay((), candidate, in_force, start=start, end=end)
     else:
-        reader = AuditReader(paths.audit_db)
-        report_calls = reader.recorded_calls(start - warm_up_seconds(candidate, in_force), end)
-    report = replay(report_calls, candidate, in_force, start=start, end=end)
+        report = replay_history(AuditReader(paths.audit_db), candidate, in_force, start, end)
     period = (
         f"the last {args.since}" if args.since[-1:].isalpha() else f"the period since {args.since}"
     )

@@ -30,15 +30,24 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from proxy.policy.decide import Decision, ToolCall, Verdict, decide
 from proxy.policy.limits import Counters
 from proxy.policy.model import Policy, Rule
 
-__all__ = ["RecordedCall", "ReplayReport", "ReplayedCall", "replay", "warm_up_seconds"]
+__all__ = [
+    "DecidedGroup",
+    "History",
+    "RecordedCall",
+    "ReplayReport",
+    "ReplayedCall",
+    "replay",
+    "replay_history",
+    "warm_up_seconds",
+]
 
 # The bases under which the policy (or a person it asked) decided a call; any other
 # basis is Lockgate's own state (pause, removed, turned_off, quarantined, name, ...).
@@ -66,6 +75,37 @@ class RecordedCall:
     basis: str | None
     rule: str | None
     outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedGroup:
+    """Calls of one tool by one client, decided alike (the audit log's hourly counts)."""
+
+    server: str
+    tool: str
+    client: str
+    decision: str
+    basis: str  # '' for none
+    ruled: bool  # a rule decided them
+    calls: int
+
+
+class History(Protocol):
+    """Where a replay reads the recorded calls (the audit log: its
+    :class:`~proxy.audit.log.AuditReader`)."""
+
+    def decided_groups(self, start: float, end: float) -> list[DecidedGroup]: ...
+
+    def recorded_calls(
+        self,
+        start: float | None = None,
+        end: float | None = None,
+        tools: Iterable[tuple[str, str]] | None = None,
+    ) -> Iterator[RecordedCall]: ...
+
+    def group_examples(
+        self, group: DecidedGroup, start: float, end: float, limit: int = 5
+    ) -> list[RecordedCall]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +177,18 @@ class ReplayReport:
         if len(kept) < EXAMPLES:
             kept.append(replayed)
 
+    def add_group(
+        self, change: str, server: str, tool: str, client: str, calls: int
+    ) -> list[ReplayedCall] | None:
+        """Count ``calls`` of one tool by one client that change alike; the list their
+        examples go in, if it has room for more (None: it has enough)."""
+        qualified = f"{server}/{tool}"
+        self.changes[change] += calls
+        self.by_tool[change, qualified] += calls
+        self.by_client[change, client] += calls
+        kept = self.examples.setdefault((change, qualified, client), [])
+        return kept if len(kept) < EXAMPLES else None
+
     def summary(self, period: str = "the period") -> str:
         """One line for a person about to apply the change."""
         if not self.calls:
@@ -207,10 +259,19 @@ def replay(
     """Decide ``calls`` (oldest first) under ``candidate`` and ``in_force``; the report
     covers the calls from ``start`` (earlier ones only warm the limits up) to ``end``."""
     report = ReplayReport(start, end)
-    new = _Replayer(candidate)
-    old = _Replayer(in_force)
+    _replay_calls(calls, _Replayer(candidate), _Replayer(in_force), report, start)
+    return report
+
+
+def _replay_calls(
+    calls: Iterable[RecordedCall],
+    new: _Replayer,
+    old: _Replayer,
+    report: ReplayReport,
+    start: float | None,
+) -> None:
     for call in calls:
-        if call.basis not in _POLICY_BASES or (call.basis == "arguments" and call.rule is None):
+        if not _policys(call.basis, call.rule is not None):
             if start is None or call.time >= start:
                 report.skipped += 1
             continue
@@ -228,7 +289,58 @@ def replay(
                     call, was, now, decision.reason, decision.rule, was_unsure or now_unsure
                 )
             )
+
+
+def replay_history(
+    history: History, candidate: Policy, in_force: Policy, start: float, end: float
+) -> ReplayReport:
+    """:func:`replay` over the calls ``history`` recorded from ``start`` to ``end``, in
+    two parts that give the same report: the tools whose decision, under either policy,
+    hangs on nothing but the tool and the client are decided once per group of calls
+    (the log's hourly counts: a week of a million calls is a few thousand groups); the
+    tools under a rate limit or an argument rule are replayed call by call, oldest first,
+    from the longest limit's window before ``start``."""
+    report = ReplayReport(start, end)
+    new, old = _Replayer(candidate), _Replayer(in_force)
+    per_call: set[tuple[str, str]] = set()
+    fixed: list[DecidedGroup] = []
+    for group in history.decided_groups(start, end):
+        tool = (group.server, group.tool)
+        if tool in per_call or (new.per_call(*tool) or old.per_call(*tool)):
+            per_call.add(tool)
+        else:
+            fixed.append(group)
+    for group in fixed:
+        if not _policys(group.basis or None, group.ruled):
+            report.skipped += group.calls
+            continue
+        call = RecordedCall("", start, group.client, group.server, group.tool, "{}",
+                            group.decision, group.basis, None, "")  # fmt: skip
+        was, _, _ = old.decide(call, True)
+        now, decision, _ = new.decide(call, True)
+        report.calls += group.calls
+        if was != _WAS.get(group.decision):
+            report.drifted += group.calls
+        if was != now:
+            room = report.add_group(
+                change_of(was, now), group.server, group.tool, group.client, group.calls
+            )
+            if room is not None:
+                for example in history.group_examples(group, start, end, EXAMPLES - len(room)):
+                    room.append(
+                        ReplayedCall(example, was, now, decision.reason, decision.rule, False)
+                    )
+    if per_call:
+        warm = start - warm_up_seconds(candidate, in_force)
+        calls = history.recorded_calls(warm, end, per_call)
+        _replay_calls(calls, new, old, report, start)
     return report
+
+
+def _policys(basis: str | None, ruled: bool) -> bool:
+    """Whether a call recorded with ``basis`` was decided by the policy (or a person it
+    asked), not by Lockgate's own state."""
+    return basis in _POLICY_BASES and not (basis == "arguments" and not ruled)
 
 
 def _approved(call: RecordedCall) -> bool:
@@ -245,6 +357,12 @@ class _Replayer:
         self.policy = policy
         self.counters = Counters()
         self._fixed: dict[tuple[str, str, str], tuple[str, Decision]] = {}
+
+    def per_call(self, server: str, tool: str) -> bool:
+        """Whether this policy must see each call to the tool: a rate limit, or a rule
+        that hangs on the arguments."""
+        rule = self.policy.rule_for(server, tool)
+        return rule is not None and (bool(rule.limits) or _hangs_on_arguments(rule))
 
     def decide(self, call: RecordedCall, approved: bool) -> tuple[str, Decision, bool]:
         """The verdict, its decision, and whether it hangs on redacted arguments; the

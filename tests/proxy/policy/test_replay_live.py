@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ import pytest
 from proxy.audit.log import AuditReader
 from proxy.cli.main import main
 from proxy.gateway.core import Gateway
-from proxy.policy.model import parse_policy
-from proxy.policy.replay import replay, warm_up_seconds
+from proxy.policy.model import Policy, parse_policy
+from proxy.policy.replay import ReplayReport, replay, replay_history, warm_up_seconds
 from tests.support.harness import Harness, LocalClient, running
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, eventually_sync
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio]
 
@@ -90,6 +91,22 @@ async def traffic(harness: Harness, gateway: Gateway) -> None:
         detach()
 
 
+def from_the_log(harness: Harness, candidate: Policy, in_force: Policy) -> ReplayReport:
+    """The replay the command line makes: groups from the hourly counts, the rest call
+    by call (the whole history: it is seconds old)."""
+    reader = AuditReader(harness.paths.audit_db)
+    eventually_sync(lambda: reader.search_backlog() == 0, "the calls counted")
+    return replay_history(reader, candidate, in_force, 0.0, time.time() + 1)
+
+
+def same_counts(one: ReplayReport, other: ReplayReport) -> None:
+    for name in ("calls", "skipped", "drifted", "uncertain", "changes", "by_tool", "by_client"):
+        assert getattr(one, name) == getattr(other, name), name
+    assert {k: len(v) for k, v in one.examples.items()} == {
+        k: len(v) for k, v in other.examples.items()
+    }
+
+
 def recorded(harness: Harness) -> list[Any]:
     return list(AuditReader(harness.paths.audit_db).recorded_calls())
 
@@ -105,6 +122,8 @@ async def test_the_policy_in_force_replays_every_call_as_it_was_decided(tmp_path
     policy = parse_policy(json.dumps({"version": "1", **IN_FORCE}))
     report = replay(calls, policy, policy)
     assert (report.calls, report.skipped, report.changed, report.drifted) == (21, 0, 0, 0)
+    grouped = from_the_log(harness, policy, policy)
+    assert (grouped.calls, grouped.skipped, grouped.changed, grouped.drifted) == (21, 0, 0, 0)
 
     # Each call, one at a time: the replayed verdict is what was decided live.
     from proxy.policy.replay import _WAS, _Replayer
@@ -129,6 +148,7 @@ async def test_a_candidate_shows_exactly_the_calls_it_would_change(tmp_path: Pat
     del changed["tools"]["rec/checked"]  # the one refused for its path would be allowed
     candidate = parse_policy(json.dumps({"version": "1", **changed}))
     report = replay(calls, candidate, in_force)
+    same_counts(report, from_the_log(harness, candidate, in_force))
     by = {(c, t): n for (c, t), n in report.by_tool.items()}
     assert by == {
         ("blocked", "rec/echo"): 3,
@@ -145,7 +165,9 @@ async def test_a_candidate_shows_exactly_the_calls_it_would_change(tmp_path: Pat
     # schema on the redacted value would not be.
     on_password = json.loads(json.dumps(IN_FORCE))
     on_password["tools"]["rec/checked"]["arguments"]["properties"]["password"] = {"maxLength": 3}
-    report = replay(calls, parse_policy(json.dumps({"version": "1", **on_password})), in_force)
+    on_it = parse_policy(json.dumps({"version": "1", **on_password}))
+    report = replay(calls, on_it, in_force)
+    same_counts(report, from_the_log(harness, on_it, in_force))
     assert report.uncertain == 1
     assert [r.call.tool for kept in report.examples.values() for r in kept] == ["checked"]
 

@@ -1,0 +1,142 @@
+"""The hourly counts of calls: they agree with the calls themselves (after writes, at any
+period's edges, after a prune that cuts into an hour), the activity plots read them, and
+a replay that reads them gives the report a replay of every call gives."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.audit.log import AuditLog
+from proxy.audit.records import CallDecision, Outcome
+from proxy.policy.model import parse_policy
+from proxy.policy.replay import ReplayReport, replay, replay_history, warm_up_seconds
+from tests.support.records import make_record as make
+from tests.support.waiting import eventually, eventually_sync
+
+HOUR = 3600.0
+T0 = 1_800_000_000.0  # a whole hour (500,000 hours)
+TOOLS = [("git", "push"), ("git", "log"), ("files", "read"), ("files", "write"), ("web", "get")]
+CLIENTS = ["cursor", "ci", "claude"]
+KINDS = [  # (decision, basis, rule?, outcome)
+    ("allowed", "default", False, "ok"),
+    ("allowed", "rule", True, "ok"),
+    ("denied", "rule", True, "blocked"),
+    ("denied", "limit", True, "blocked"),
+    ("denied", "arguments", True, "blocked"),
+    ("approved", "person", True, "ok"),
+    ("refused", "timeout", True, "blocked"),
+    ("denied", "pause", False, "blocked"),  # Lockgate's own: left out of a replay
+    ("allowed", "rule", True, "protocol_error"),
+]
+
+
+def history(log: AuditLog, calls: int, hours: float, seed: int = 3) -> None:
+    rng = random.Random(seed)
+    for n in range(calls):
+        server, tool = rng.choice(TOOLS)
+        decision, basis, ruled, outcome = rng.choice(KINDS)
+        log.write_sync(
+            make(
+                time=T0 + rng.random() * hours * HOUR,
+                server=server,
+                tool=tool,
+                client=rng.choice(CLIENTS),
+                arguments={"path": rng.choice(["/tmp/a", "/etc/b", "[redacted]"]), "n": n},
+                decision=CallDecision(decision),
+                basis=basis,
+                rule=f"{server}/{tool}" if ruled else None,
+                outcome=Outcome(outcome),
+            )
+        )
+    eventually_sync(lambda: log.search_backlog() == 0, "every call counted")
+
+
+def policy(tools: dict[str, Any]) -> Any:
+    return parse_policy(json.dumps({"version": "1", "default": "allow", "tools": tools}))
+
+
+IN_FORCE = policy(
+    {
+        "git/push": {"action": "ask", "when": [{"clients": ["ci"], "action": "deny"}]},
+        "files/write": {"arguments": {"properties": {"path": {"pattern": "^/tmp/"}}}},
+        "web/get": {"limits": [{"counter": "web", "window": "hour", "max": 5}]},
+    }
+)
+CANDIDATES = [
+    IN_FORCE,
+    policy({"git/*": {"action": "deny"}, "files/read": {"action": "ask"}}),
+    policy(
+        {
+            "git/push": {"action": "allow"},
+            "web/get": {"limits": [{"counter": "web", "window": "minute", "max": 1}]},
+            "files/*": {"arguments": {"properties": {"path": {"maxLength": 6}}}},
+        }
+    ),
+]
+
+
+def counts(report: ReplayReport) -> tuple[Any, ...]:
+    return (
+        report.calls,
+        report.skipped,
+        report.drifted,
+        report.uncertain,
+        dict(report.changes),
+        dict(report.by_tool),
+        dict(report.by_client),
+        {key: len(kept) for key, kept in report.examples.items()},
+    )
+
+
+@pytest.mark.parametrize("candidate", range(len(CANDIDATES)))
+def test_a_replay_of_the_counts_is_a_replay_of_every_call(log: AuditLog, candidate: int) -> None:
+    history(log, 600, hours=6)
+    chosen = CANDIDATES[candidate]
+    for start, end in ((T0, T0 + 6 * HOUR), (T0 + 1234.5, T0 + 4.7 * HOUR), (T0 + 60, T0 + 900)):
+        warm = start - warm_up_seconds(chosen, IN_FORCE)
+        every = replay(log.recorded_calls(warm, end), chosen, IN_FORCE, start=start, end=end)
+        grouped = replay_history(log, chosen, IN_FORCE, start, end)
+        assert counts(grouped) == counts(every), (start, end)
+        assert every.calls + every.skipped == log.count(start=start, end=end)
+        assert (every.changed > 0) == (candidate > 0)
+
+
+def test_the_counts_agree_with_the_calls_and_the_plots_read_them(log: AuditLog) -> None:
+    history(log, 300, hours=3)
+    hourly = log.activity(T0, T0 + 3 * HOUR, bucket=HOUR, by="decision")
+    assert {start for start, _, _ in hourly} == {T0, T0 + HOUR, T0 + 2 * HOUR}
+    assert sum(n for _, _, n in hourly) == 300
+    for start, decision, n in hourly:
+        assert n == log.count(start=start, end=start + HOUR, decision=decision)
+    daily = log.activity(T0, T0 + 3 * HOUR, bucket=86400, by="tool")
+    assert {k: n for _, k, n in daily} == {
+        f"{s}/{t}": log.count(server=s, tool=t) for s, t in TOOLS if log.count(server=s, tool=t)
+    }
+    minutes = log.activity(T0 + 600, T0 + 1200, bucket=60, by="client")  # from the calls
+    assert sum(n for _, _, n in minutes) == log.count(start=T0 + 600, end=T0 + 1200)
+    assert all(T0 + 600 <= start < T0 + 1200 for start, _, _ in minutes)
+    with pytest.raises(ValueError, match="by server, tool, client or decision"):
+        log.activity(T0, T0 + HOUR, bucket=60, by="arguments")
+    with pytest.raises(ValueError, match="above 0"):
+        log.activity(T0, T0 + HOUR, bucket=0, by="client")
+
+
+async def test_a_prune_that_cuts_into_an_hour_counts_it_again(db: Path) -> None:
+    with AuditLog(db) as audit:
+        history(audit, 200, hours=4)
+    cut = T0 + 1.5 * HOUR  # the retention's cut, half-way through the second hour
+    with AuditLog(db, retention_days=1, clock=lambda: cut + 86400) as audit:
+        await eventually(lambda: audit.prunes == 1, "the prune as the log opens")
+        left = audit.count()
+        assert 0 < left < 200
+        counted = audit.activity(T0 - HOUR, T0 + 5 * HOUR, bucket=HOUR, by="client")
+        assert sum(n for _, _, n in counted) == left
+        second = sum(n for start, _, n in counted if start == T0 + HOUR)
+        assert second == audit.count(start=T0 + HOUR, end=T0 + 2 * HOUR)
+        grouped = replay_history(audit, CANDIDATES[1], IN_FORCE, T0, T0 + 4 * HOUR)
+        assert grouped.calls + grouped.skipped == left
