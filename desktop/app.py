@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from desktop.approvals import Answer, ApprovalPrompt, ApprovalsPanel, PendingApprovals
 from desktop.calls import CallsModel
 from desktop.connectview import ConnectView
+from desktop.historyview import HistoryView
 from desktop.host import EventPump, GatewayHost, HostFailed, HostReady, HostStopped
 from desktop.liveview import LiveView
 from desktop.notify import ApprovalNotices, NotificationService, NotificationStyle
@@ -146,6 +147,8 @@ class LockgateApp(QObject):
                 server, tool, client=client
             ),
         )
+        # the whole audit log, read (and exported) on the host's workers
+        self.history = HistoryView(paths.audit_db, self.host.blocking, self._say)
         self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
         self.tools_view = ToolsView(
             self.tools,
@@ -188,10 +191,7 @@ class LockgateApp(QObject):
         self.settings_view = SettingsView(self.save_settings, self.set_autostart)
         self.tray = Tray(self, poll_ms=tray_poll_ms)
         self.window = MainWindow(self)
-        # The file may have been edited meanwhile (by hand, or `lockgate settings`).
-        self.window.tabs.currentChanged.connect(
-            lambda index: self._show_settings() if TABS[index] == "Settings" else None
-        )
+        self.window.tabs.currentChanged.connect(self._tab_shown)
         self.prompt = ApprovalPrompt(self.pending, self.answer)
         self.notifications = NotificationService(parent=self)
         self.notices = ApprovalNotices(
@@ -224,6 +224,14 @@ class LockgateApp(QObject):
         self.open_url_requested.connect(lambda url: QDesktopServices.openUrl(QUrl(url)))
         self._tray_was_available = self.tray.available
 
+    def _tab_shown(self, index: int) -> None:
+        """What a tab shows may have changed while it was not in view: the settings file
+        (edited by hand, or `lockgate settings`), the audit log (new calls)."""
+        if TABS[index] == "Settings":
+            self._show_settings()
+        elif TABS[index] == "History":
+            self.history.refresh()
+
     # -- life -------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -235,7 +243,7 @@ class LockgateApp(QObject):
         if not self.paths.servers_file.exists():
             # A first run: nothing goes through Lockgate yet, so it starts where that is
             # done, instead of silently in the tray.
-            self.window.show_tab(TABS[5])
+            self.window.show_tab("Connect your agents")
         elif not self.tray.available:
             self.window.present()  # no tray to live in: the window is the app
 

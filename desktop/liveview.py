@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QItemSelection, QModelIndex, QPoint, Qt, QTimer
+from PySide6.QtCore import QAbstractItemModel, QItemSelection, QModelIndex, QPoint, Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -42,7 +42,7 @@ from desktop.calls import (
     decision_label,
 )
 
-__all__ = ["LiveView"]
+__all__ = ["LiveView", "calls_table", "details_pane", "details_text"]
 
 # What the context menu's rule actions write for "server/tool" (merged into its rule).
 RuleChange = Callable[[str, str, dict[str, Any]], None]
@@ -104,35 +104,14 @@ class LiveView(QWidget):
         top.addWidget(self.follow)
         top.addWidget(self.load_older)
 
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)
-        self.table.setShowGrid(False)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        header = self.table.horizontalHeader()
-        widths = {TIME: 100, CLIENT: 110, SERVER: 110, TOOL: 170, DECISION: 215, RULE: 130}
-        for column, width in widths.items():
-            header.resizeSection(column, width)
-        header.resizeSection(DURATION, 80)
-        header.setSectionResizeMode(ARGUMENTS, QHeaderView.ResizeMode.Stretch)
+        self.table = calls_table(self.proxy)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
         self.table.selectionModel().selectionChanged.connect(self._selected)
         self.table.verticalScrollBar().valueChanged.connect(self._scrolled)
         self.proxy.rowsInserted.connect(self._rows_added)
 
-        self.details = QPlainTextEdit(readOnly=True)
-        self.details.setPlaceholderText("Select a call to see its arguments and why it was decided")
-        self.details.setObjectName("details")
-        font = self.details.font()
-        font.setFamily("monospace")
-        self.details.setFont(font)
+        self.details = details_pane()
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
@@ -277,6 +256,40 @@ class LiveView(QWidget):
             only.setToolTip("Other clients' calls of it are decided as now")
             only.triggered.connect(lambda: allow_for_client(row.server, row.tool, row.client))
         return menu
+
+
+def calls_table(model: QAbstractItemModel, time_width: int = 100) -> QTableView:
+    """A table of calls as the Live calls and History views show them (``model`` has
+    :data:`desktop.calls.COLUMNS`): one row selected at a time, the arguments stretched."""
+    table = QTableView()
+    table.setModel(model)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setAlternatingRowColors(True)
+    table.setWordWrap(False)
+    table.setShowGrid(False)
+    table.verticalHeader().setVisible(False)
+    table.verticalHeader().setDefaultSectionSize(22)
+    table.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+    header = table.horizontalHeader()
+    widths = {TIME: time_width, CLIENT: 110, SERVER: 110, TOOL: 170, DECISION: 215, RULE: 130}
+    for column, width in widths.items():
+        header.resizeSection(column, width)
+    header.resizeSection(DURATION, 80)
+    header.setSectionResizeMode(ARGUMENTS, QHeaderView.ResizeMode.Stretch)
+    return table
+
+
+def details_pane() -> QPlainTextEdit:
+    """Where a selected call's :func:`details_text` is shown."""
+    details = QPlainTextEdit(readOnly=True)
+    details.setPlaceholderText("Select a call to see its arguments and why it was decided")
+    details.setObjectName("details")
+    font = details.font()
+    font.setFamily("monospace")
+    details.setFont(font)
+    return details
 
 
 def rate_limit(counter: str, count: int, window: str | int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ __all__ = ["TABS", "MainWindow"]
 
 TABS = (
     "Live calls",
+    "History",
     "Approvals",
     "Tools & rules",
     "Servers",
@@ -65,13 +66,18 @@ class MainWindow(QMainWindow):
         top.addWidget(self.status_text, 1)
         top.addWidget(self.pause_button)
         self.tabs = QTabWidget()
-        self.tabs.addTab(app.live, TABS[0])
-        self.tabs.addTab(app.approvals_tab, TABS[1])
-        self.tabs.addTab(app.tools_view, TABS[2].replace("&", "&&"))
-        self.tabs.addTab(app.servers_view, TABS[3])
-        self.tabs.addTab(app.policy_view, TABS[4])
-        self.tabs.addTab(app.connect_view, TABS[5])
-        self.tabs.addTab(app.settings_view, TABS[6])
+        views: dict[str, QWidget] = {
+            "Live calls": app.live,
+            "History": app.history,
+            "Approvals": app.approvals_tab,
+            "Tools & rules": app.tools_view,
+            "Servers": app.servers_view,
+            "Policy": app.policy_view,
+            "Connect your agents": app.connect_view,
+            "Settings": app.settings_view,
+        }
+        for name in TABS:
+            self.tabs.addTab(views[name], name.replace("&", "&&"))
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addLayout(top)
@@ -93,7 +99,10 @@ class MainWindow(QMainWindow):
     def show_state(self, state: AppState, url: str | None) -> None:
         self.pause_button.setText("Resume tool calls" if state.paused else "Pause all tool calls")
         self.pause_button.setEnabled(state.running)
-        self.tabs.setTabText(1, f"Approvals ({state.pending})" if state.pending else TABS[1])
+        approvals = TABS.index("Approvals")
+        self.tabs.setTabText(
+            approvals, f"Approvals ({state.pending})" if state.pending else TABS[approvals]
+        )
         if state.running and url:
             self.status_text.setText(
                 f"Gateway on <code>{url}SERVER</code> (HTTP) and <code>lockgate connect "

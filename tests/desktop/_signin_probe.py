@@ -35,7 +35,6 @@ from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
 from desktop.tray import state_icon_name
-from desktop.window import TABS
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
 from tests.desktop.conftest import spin_until
@@ -103,7 +102,7 @@ def main() -> int:
     spin_until(lambda: app.tray.available, "the tray")
     try:
         view = app.connect_view
-        app.window.show_tab(TABS[5])
+        app.window.show_tab("Connect your agents")
         app.window.present()
         QTest.mouseClick(view.rescan, Qt.MouseButton.LeftButton)
         spin_until(lambda: view.table.rowCount() == 1, "Cursor's file")

@@ -476,7 +476,7 @@ def test_the_tray_menu_has_an_entry_per_call_waiting_for_the_person(qtbot, runni
     qtbot.waitUntil(lambda: menu.title() == "Pending approvals (1)")
     assert menu.isEnabled()
     entry.trigger()
-    assert running_app.window.tabs.currentIndex() == 1  # the Approvals tab
+    assert running_app.window.tabs.currentWidget() is running_app.approvals_tab
     card = next(iter(running_app.approvals_tab.cards.values()))
     qtbot.mouseClick(card.allow_once, Qt.MouseButton.LeftButton)
     assert not wait_result(qtbot, waiting).is_error

@@ -16,7 +16,6 @@ from PySide6.QtCore import Qt
 
 from desktop.app import LockgateApp
 from desktop.tray import state_icon_name
-from desktop.window import TABS
 from proxy.config.paths import Paths
 from proxy.config.secrets import SecretStore
 from tests.desktop.conftest import started_app
@@ -59,7 +58,7 @@ def app(qtbot: Any, app_paths: Paths, os_keyring: Any, tmp_path: Path) -> Any:
 def test_route_and_put_back_from_the_window(qtbot, app, app_paths):
     path, original = cursor_file(app.home)
     view = app.connect_view
-    app.window.show_tab(TABS[5])
+    app.window.show_tab("Connect your agents")
     qtbot.mouseClick(view.rescan, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: view.table.rowCount() == 2, timeout=10_000)
     rows = {view.table.item(r, 0).text(): r for r in range(2)}

@@ -373,7 +373,7 @@ def test_the_tray_says_a_tool_became_held_and_its_click_opens_it_in_tools(
         )
     ]
     app.tray.message_clicked()
-    assert app.window.tabs.currentIndex() == 2
+    assert app.window.tabs.currentWidget() is app.tools_view
     selected = app.tools_view.selected()
     assert selected is not None
     assert selected.name == "read"

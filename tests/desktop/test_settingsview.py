@@ -6,14 +6,13 @@ import json
 
 from PySide6.QtCore import Qt
 
-from desktop.window import TABS
 from proxy.config.settings import settings_file
 from tests.desktop.conftest import set_policy, wait_result
 
 
 def test_the_settings_tab_saves_what_changed_and_says_when_it_applies(qtbot, running_app):
     view = running_app.settings_view
-    running_app.window.show_tab(TABS[6])
+    running_app.window.show_tab("Settings")
     qtbot.waitUntil(lambda: "settings.json" in view.where.text(), timeout=10_000)
     assert view.port.value() == 5625  # nothing set: the default
     assert view.max_message.value() == 16
@@ -32,7 +31,7 @@ def test_the_settings_tab_saves_what_changed_and_says_when_it_applies(qtbot, run
 def test_a_broken_settings_file_is_shown_and_never_saved_over(qtbot, running_app):
     path = settings_file(running_app.paths)
     path.write_text('{"port": "six"}')
-    running_app.window.show_tab(TABS[6])  # opening the tab reads the file again
+    running_app.window.show_tab("Settings")  # opening the tab reads the file again
     view = running_app.settings_view
     qtbot.waitUntil(lambda: "settings.json has an error" in view.status.text(), timeout=10_000)
     assert not view.save.isEnabled()
@@ -43,7 +42,7 @@ def test_approval_time_notifications_and_retention_are_in_force_once_saved(
     qtbot, running_app, agent
 ):
     view = running_app.settings_view
-    running_app.window.show_tab(TABS[6])
+    running_app.window.show_tab("Settings")
     qtbot.waitUntil(lambda: "settings.json" in view.where.text(), timeout=10_000)
     assert view.approval_timeout.value() == 120
     assert view.retention.value() == 90
