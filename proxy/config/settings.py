@@ -10,10 +10,13 @@ Kept free of heavy imports: every command reads it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from proxy.config.atomic import write_atomic
 from proxy.config.paths import Paths
@@ -29,7 +32,9 @@ __all__ = [
     "NOTIFICATION_STYLES",
     "Settings",
     "SettingsError",
+    "check_otlp_endpoint",
     "describe",
+    "endpoint_is_loopback",
     "gateway_port",
     "load_settings",
     "parse_setting",
@@ -68,6 +73,10 @@ class Settings:
     # How long a person has to answer an approval whose policy rule sets no timeout.
     approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
     notifications: str = "actions"  # one of NOTIFICATION_STYLES
+    # Where the audit log is exported over OpenTelemetry (OTLP over HTTP): the collector's
+    # base URL; "" exports nothing. Its headers (API keys) are the keyring's secret
+    # "otlp-headers", never in this file (proxy/telemetry).
+    otlp_endpoint: str = ""
 
 
 _HELP = {
@@ -81,7 +90,54 @@ _HELP = {
     f"{DEFAULT_APPROVAL_TIMEOUT_SECONDS}); unanswered, the call is denied",
     "notifications": '"actions" (with Allow and Deny buttons where the desktop has them), '
     '"plain" (a message only) or "off" (default "actions")',
+    "otlp_endpoint": "export every call of the audit log to this OpenTelemetry collector "
+    '(OTLP over HTTP, its base URL: "https://otel.example.com:4318"; http only to this '
+    'computer, "http://127.0.0.1:4318"), its headers from the keyring secret otlp-headers '
+    '("key=value,key2=value2"); default "": nothing leaves this computer',
 }
+
+# a host name or IP literal in a URL; no user, password, query or fragment
+_URL_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def endpoint_is_loopback(url: str) -> bool:
+    """Whether ``url`` (a checked ``otlp_endpoint``) names this computer: ``localhost``
+    or a loopback address (127.0.0.0/8, ::1), where plain http never crosses a network."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as an ``otlp_endpoint``; None: nothing."""
+    if not isinstance(value, str):
+        return "must be text"
+    if value == "":
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        return "must be an http or https URL"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return 'must be an http or https URL such as "https://otel.example.com:4318"'
+    if "@" in parts.netloc:
+        return (
+            "must not hold a user or password; put credentials in the keyring secret otlp-headers"
+        )
+    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+    if not _URL_HOST.fullmatch(host) or parts.query or parts.fragment or " " in value:
+        return "must be a collector's base URL, without a query or fragment"
+    if parts.scheme == "http" and not endpoint_is_loopback(value):
+        return (
+            "must use https unless it is this computer (localhost, 127.0.0.1, ::1): the "
+            "calls must not cross a network in clear text"
+        )
+    return None
 
 
 def settings_file(paths: Paths) -> Path:
@@ -117,7 +173,21 @@ def _checked(name: str, value: Any) -> Any:
     if name == "notifications" and value not in NOTIFICATION_STYLES:
         styles = ", ".join(f'"{style}"' for style in NOTIFICATION_STYLES)
         raise SettingsError(f'"notifications" must be one of {styles}, not {value!r}')
+    if name == "otlp_endpoint" and (problem := _endpoint_problem(value)) is not None:
+        # a URL with a user in it may hold a password: it is never repeated
+        shown = "that URL" if isinstance(value, str) and "@" in value else repr(value)
+        raise SettingsError(f'"otlp_endpoint" {problem}, not {shown}')
     return value
+
+
+def check_otlp_endpoint(value: Any) -> str:
+    """``value`` if it will do as the ``otlp_endpoint`` setting: "" (off), or an http(s)
+    base URL without a user or password, and http only to this computer.
+
+    Raises:
+        SettingsError: it will not.
+    """
+    return str(_checked("otlp_endpoint", value))
 
 
 def load_settings(paths: Paths) -> Settings:

@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -30,13 +31,16 @@ from proxy.config.paths import Paths
 from proxy.config.runinfo import DEFAULT_PORT, RunInfo, run_file
 from proxy.config.secrets import SecretStore
 from proxy.config.servers import load_servers
-from proxy.config.settings import load_settings
+from proxy.config.settings import Settings, load_settings
 from proxy.config.tokens import TokenStore
 from proxy.doors.http import build_http_app
 from proxy.doors.local import LocalServer, socket_path_for
 from proxy.gateway.core import Gateway
 from proxy.gateway.events import Event, EventBus
 from proxy.gateway.pins import ToolPins
+
+if TYPE_CHECKING:
+    from proxy.telemetry import AuditExporter
 
 __all__ = ["DEFAULT_PORT", "AlreadyRunning", "serve"]
 
@@ -117,8 +121,10 @@ async def serve(
         default_approval_timeout=settings.approval_timeout_seconds,
         pins=ToolPins(paths.tool_pins, clock=clock),
     )
+    exporter: AuditExporter | None = None
     try:
         await gateway.start()
+        exporter = await _start_export(paths, settings, gateway.secrets)
         app = build_http_app(gateway, TokenStore(paths.clients_file))
         local = LocalServer(gateway, socket_path_for(paths.run_dir))
         await local.start()
@@ -170,7 +176,27 @@ async def serve(
             await local.stop()
     finally:
         await gateway.stop()
+        if exporter is not None:  # after the gateway: the last calls' outcomes go too
+            await asyncio.to_thread(exporter.stop)
         await audit.aclose()
+
+
+async def _start_export(
+    paths: Paths, settings: Settings, secrets: SecretStore
+) -> AuditExporter | None:
+    """The audit log's OpenTelemetry export, when the ``otlp_endpoint`` setting names a
+    collector. One that cannot start is logged and left off: the gateway goes on deciding
+    and logging every call (the export is a copy of the log, not a part of the promise)."""
+    if not settings.otlp_endpoint:
+        return None
+    # the OpenTelemetry SDK takes 0.3 s to import: only when the export is on
+    from proxy.telemetry import TelemetryError, start_audit_export  # noqa: PLC0415
+
+    try:
+        return await asyncio.to_thread(start_audit_export, paths, settings, secrets)
+    except TelemetryError as exc:
+        log.error("the audit log is not exported to OpenTelemetry: %s", exc.told())
+        return None
 
 
 class _Server(uvicorn.Server):

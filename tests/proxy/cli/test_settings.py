@@ -79,6 +79,7 @@ def test_every_setting_is_listed_with_its_value_and_what_it_is(capsys):
         ["audit_retention_days", "90"],
         ["approval_timeout_seconds", "120"],
         ["notifications", '"off"'],
+        ["otlp_endpoint", '""'],
     ]
     column = len("approval_timeout_seconds  ")  # the longest name, and two spaces
     for line, (name, value, _) in zip(out.splitlines(), rows, strict=True):

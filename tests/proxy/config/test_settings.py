@@ -45,7 +45,7 @@ def test_no_file_is_every_default_and_a_saved_setting_is_read_back(paths: Paths)
         (
             '{"prot": 6000}',
             "unknown setting .prot.; the settings are: approval_timeout_seconds, "
-            "audit_retention_days, max_message_bytes, notifications, port",
+            "audit_retention_days, max_message_bytes, notifications, otlp_endpoint, port",
         ),
         ('{"start_at_login": true}', "unknown setting .start_at_login."),  # the login entry
         ('{"port": "6000"}', r'"port" must be a whole number from 1 to 65535, not \'6000\''),
@@ -73,6 +73,19 @@ def test_no_file_is_every_default_and_a_saved_setting_is_read_back(paths: Paths)
         ),
         ('{"notifications": null}', r"not None"),
         ('{"notifications": "Plain"}', r"not 'Plain'"),
+        ('{"otlp_endpoint": 4318}', r'"otlp_endpoint" must be text, not 4318'),
+        ('{"otlp_endpoint": "127.0.0.1:4318"}', r"must be an http or https URL"),
+        ('{"otlp_endpoint": "https://otel.example.com:x"}', r"must be an http or https URL"),
+        ('{"otlp_endpoint": "https://otel.example.com/?k=v"}', r"without a query or fragment"),
+        ('{"otlp_endpoint": "https://a b.example.com"}', r"without a query or fragment"),
+        (
+            '{"otlp_endpoint": "http://10.1.2.3:4318"}',
+            r"must use https unless it is this computer .* not 'http://10.1.2.3:4318'",
+        ),
+        (
+            '{"otlp_endpoint": "https://me:pw@otel.example.com"}',
+            r"a user or password.*not that URL",
+        ),
     ],
 )
 def test_a_wrong_file_is_refused_with_where_and_why(paths: Paths, text: str, told: str) -> None:
@@ -119,6 +132,25 @@ def test_the_new_settings_have_their_defaults_and_every_allowed_value_is_kept(
         "approval_timeout_seconds": 3600,
         "notifications": "off",
     }
+
+
+def test_the_otlp_endpoint_is_off_by_default_and_takes_https_anywhere_http_only_here(
+    paths: Paths,
+) -> None:
+    assert load_settings(paths).otlp_endpoint == ""
+    for url in (
+        "https://otel.example.com:4318",
+        "https://otel.example.com/otlp/",
+        "http://127.0.0.1:4318",
+        "http://127.8.9.10:4318",
+        "http://localhost:4318",
+        "http://[::1]:4318",
+        "https://[2001:db8::1]:4318",
+        "",
+    ):
+        assert save_setting(paths, "otlp_endpoint", url).otlp_endpoint == url
+    assert parse_setting("otlp_endpoint", "http://127.0.0.1:4318") == "http://127.0.0.1:4318"
+    assert "otlp-headers" in describe("otlp_endpoint")
 
 
 def test_every_setting_is_described_and_the_login_entry_is_not_one() -> None:
