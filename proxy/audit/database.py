@@ -159,6 +159,10 @@ MIGRATIONS: Final = (
         """CREATE VIRTUAL TABLE calls_text USING fts5(server, tool, client, arguments, reason,
             error, content='calls', content_rowid='seq',
             tokenize='unicode61 remove_diacritics 2')""",
+        # a tool's calls in time order (a replay's examples, a tool's history); it serves
+        # every lookup by tool that calls_tool did, so that one goes
+        "CREATE INDEX calls_tool_time ON calls (tool, server, time)",
+        "DROP INDEX calls_tool",
         "CREATE TABLE search_state (indexed INTEGER NOT NULL)",  # calls.seq indexed up to
         # The calls of each hour counted by who, what and how it was decided: what the
         # activity plots and a policy replay read instead of every call (filled with the

@@ -269,15 +269,22 @@ def _replay_calls(
     old: _Replayer,
     report: ReplayReport,
     start: float | None,
+    *,
+    unchanged: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
+    """Replay ``calls`` one by one; a tool in ``unchanged`` is decided by the policy in
+    force only (the candidate decides it alike: see :func:`_unchanged_tools`)."""
     for call in calls:
         if not _policys(call.basis, call.rule is not None):
             if start is None or call.time >= start:
                 report.skipped += 1
             continue
         went_ahead = _approved(call)
-        was, _, was_unsure = old.decide(call, went_ahead)
-        now, decision, now_unsure = new.decide(call, went_ahead)
+        was, decision, was_unsure = old.decide(call, went_ahead)
+        if (call.server, call.tool) in unchanged:
+            now, now_unsure = was, was_unsure
+        else:
+            now, decision, now_unsure = new.decide(call, went_ahead)
         if start is not None and call.time < start:
             continue
         report.calls += 1
@@ -299,7 +306,9 @@ def replay_history(
     hangs on nothing but the tool and the client are decided once per group of calls
     (the log's hourly counts: a week of a million calls is a few thousand groups); the
     tools under a rate limit or an argument rule are replayed call by call, oldest first,
-    from the longest limit's window before ``start``."""
+    from the longest limit's window before ``start`` (by the policy in force alone where
+    the candidate's rule for them is the same and shares no counter with one that is
+    not: a click changes one rule, and only its calls are decided twice)."""
     report = ReplayReport(start, end)
     new, old = _Replayer(candidate), _Replayer(in_force)
     per_call: set[tuple[str, str]] = set()
@@ -333,8 +342,37 @@ def replay_history(
     if per_call:
         warm = start - warm_up_seconds(candidate, in_force)
         calls = history.recorded_calls(warm, end, per_call)
-        _replay_calls(calls, new, old, report, start)
+        unchanged = _unchanged_tools(candidate, in_force, per_call)
+        _replay_calls(calls, new, old, report, start, unchanged=unchanged)
     return report
+
+
+def _unchanged_tools(
+    candidate: Policy, in_force: Policy, tools: Iterable[tuple[str, str]]
+) -> frozenset[tuple[str, str]]:
+    """The ``tools`` both policies decide alike, call for call: the same rule (pattern
+    and every field as written) or both the same default, and no limit counter that a
+    rule the two disagree on counts too (a counter is shared by every rule naming it)."""
+    same: set[tuple[str, str]] = set()
+    moved: set[str] = set()  # the counters of the rules the two disagree on
+    for server, tool in tools:
+        ours, theirs = candidate.rule_for(server, tool), in_force.rule_for(server, tool)
+        if _as_written(candidate, ours) == _as_written(in_force, theirs):
+            same.add((server, tool))
+        else:
+            moved.update(_counters(ours), _counters(theirs))
+    return frozenset(t for t in same if not _counters(in_force.rule_for(*t)) & moved)
+
+
+def _as_written(policy: Policy, rule: Rule | None) -> str:
+    if rule is None:
+        return f"default {policy.default.value}"
+    spec = policy.document.get("tools", {}).get(rule.pattern.text)
+    return rule.pattern.text + " " + json.dumps(spec, sort_keys=True)
+
+
+def _counters(rule: Rule | None) -> set[str]:
+    return set() if rule is None else {limit.counter for limit in rule.limits}
 
 
 def _policys(basis: str | None, ruled: bool) -> bool:
@@ -357,12 +395,22 @@ class _Replayer:
         self.policy = policy
         self.counters = Counters()
         self._fixed: dict[tuple[str, str, str], tuple[str, Decision]] = {}
+        # per tool: whether its rule hangs on the arguments, and its limits' windows
+        self._rules: dict[tuple[str, str], tuple[bool, dict[str, float]]] = {}
+
+    def _rule(self, server: str, tool: str) -> tuple[bool, dict[str, float]]:
+        known = self._rules.get((server, tool))
+        if known is None:
+            rule = self.policy.rule_for(server, tool)
+            windows = {} if rule is None else {lim.counter: lim.window for lim in rule.limits}
+            known = self._rules[server, tool] = (_hangs_on_arguments(rule), windows)
+        return known
 
     def per_call(self, server: str, tool: str) -> bool:
         """Whether this policy must see each call to the tool: a rate limit, or a rule
         that hangs on the arguments."""
-        rule = self.policy.rule_for(server, tool)
-        return rule is not None and (bool(rule.limits) or _hangs_on_arguments(rule))
+        needs_arguments, windows = self._rule(server, tool)
+        return needs_arguments or bool(windows)
 
     def decide(self, call: RecordedCall, approved: bool) -> tuple[str, Decision, bool]:
         """The verdict, its decision, and whether it hangs on redacted arguments; the
@@ -371,8 +419,7 @@ class _Replayer:
         fixed = self._fixed.get(key)
         if fixed is not None:
             return fixed[0], fixed[1], False
-        rule = self.policy.rule_for(call.server, call.tool)
-        needs_arguments = _hangs_on_arguments(rule)
+        needs_arguments, windows = self._rule(call.server, call.tool)
         arguments: Mapping[str, Any] = {}
         unsure = False
         if needs_arguments:
@@ -381,13 +428,12 @@ class _Replayer:
         tool_call = ToolCall(call.server, call.tool, arguments, call.client)
         decision = decide(self.policy, tool_call, self.counters, call.time)
         verdict = decision.verdict.value
-        if rule is None or not (needs_arguments or rule.limits):
+        if not (needs_arguments or windows):
             self._fixed[key] = (verdict, decision)
             return verdict, decision, False
         goes = decision.verdict is Verdict.ALLOW or (decision.verdict is Verdict.ASK and approved)
         if goes and decision.charges and call.outcome not in _REFUNDED:
-            horizons = {limit.counter: limit.window for limit in rule.limits}
-            self.counters.record(decision.charges, call.time, horizons)
+            self.counters.record(decision.charges, call.time, windows)
         return verdict, decision, unsure
 
 

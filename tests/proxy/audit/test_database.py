@@ -43,7 +43,8 @@ def test_the_database_is_in_wal_mode_with_its_schema_version(log, db):
     [
         ("time >= 5 AND time < 10", "calls_time"),
         ("server = 'files'", "calls_server"),
-        ("tool = 'read_file'", "calls_tool"),
+        ("tool = 'read_file'", "calls_tool_time"),
+        ("tool = 'read' AND server = 'files' AND time > 5", "calls_tool_time"),
         ("decision = 'denied'", "calls_decision"),
         ("client = 'cursor'", "calls_client"),
     ],
