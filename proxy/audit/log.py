@@ -94,6 +94,7 @@ __all__ = [
     "PRUNE_EVERY",
     "SCHEMA_VERSION",
     "VACUUM_PAGES",
+    "ApprovalSummary",
     "AuditError",
     "AuditLog",
     "AuditReader",
@@ -153,6 +154,22 @@ class AuditSummary:
     # True: the file gives free room back to the file system by itself, when old calls are
     # pruned; False (a log made before pruning came): only AuditLog.compact() does
     incremental_vacuum: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSummary:
+    """The calls a person was asked about in a period (the activity view shows it)."""
+
+    asked: int  # answered, refused, timed out or cancelled while waiting
+    approved: int
+    timed_out: int  # nobody answered in time
+    median_wait_ms: float | None  # None: nobody was asked
+    p90_wait_ms: float | None
+
+    @property
+    def refused(self) -> int:
+        """Not let through: refused, timed out or cancelled."""
+        return self.asked - self.approved
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +468,46 @@ class AuditReader:
         with self._reading() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [(int(index) * bucket, str(name), int(calls)) for index, name, calls in rows]
+
+    def top_blocked(self, start: float, end: float, limit: int = 10) -> list[tuple[str, int]]:
+        """The tools whose calls were blocked most (denied, or refused by a person) from
+        the hour ``start`` falls in to before the hour ``end`` falls in, as
+        ("server/tool", calls), most first (the hourly counts).
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        sql = (
+            "SELECT server || '/' || tool, SUM(calls) FROM activity WHERE hour >= ? "
+            "AND hour < ? AND decision IN ('denied', 'refused') GROUP BY 1 "
+            "ORDER BY 2 DESC, 1 LIMIT ?"
+        )
+        hours = (math.floor(start / 3600), math.ceil(end / 3600))
+        with self._reading() as conn:
+            rows = conn.execute(sql, (*hours, limit)).fetchall()
+        return [(str(tool), int(calls)) for tool, calls in rows]
+
+    def approvals(self, start: float, end: float) -> ApprovalSummary:
+        """The calls a person was asked about from ``start`` to before ``end``: how they
+        were answered and how long the answers took.
+
+        Raises:
+            AuditError: the database cannot be read.
+        """
+        sql = (
+            "SELECT decision, basis, waited_ms FROM calls INDEXED BY calls_waited "
+            "WHERE waited_ms IS NOT NULL AND time >= ? AND time < ?"
+        )
+        with self._reading() as conn:
+            rows = conn.execute(sql, (start, end)).fetchall()
+        waits = sorted(float(waited) for _, _, waited in rows)
+        return ApprovalSummary(
+            asked=len(rows),
+            approved=sum(decision == "approved" for decision, _, _ in rows),
+            timed_out=sum(basis == "timeout" for _, basis, _ in rows),
+            median_wait_ms=_quantile(waits, 0.5),
+            p90_wait_ms=_quantile(waits, 0.9),
+        )
 
     def group_examples(
         self, group: DecidedGroup, start: float, end: float, limit: int = 5
@@ -1157,6 +1214,13 @@ def _reading(path: Path, busy_timeout: float) -> Iterator[sqlite3.Connection]:
         raise AuditError(f"cannot read the audit log {path}: {exc}") from exc
     finally:
         conn.close()
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile of ``ordered`` (nearest rank); None for none."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
 def _inserts(steps: tuple[Step, ...]) -> bool:

@@ -69,6 +69,7 @@ class CallRecord:
     # and what was done about it ("redacted", "blocked", "approved", "refused")
     findings: tuple[Mapping[str, str], ...] = ()
     secrets: str | None = None
+    waited_ms: float | None = None  # how long a person took to answer; None: not asked
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``lockgate log --json``): ``time`` as ISO-8601 UTC text,
@@ -97,6 +98,7 @@ class CallRecord:
             "protocol": self.protocol,
             "findings": [dict(f) for f in self.findings],
             "secrets": self.secrets,
+            "waited_ms": self.waited_ms,
         }
 
 

@@ -20,7 +20,7 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
 from mcp.shared.exceptions import MCPError
@@ -40,6 +40,10 @@ from proxy.upstream.connection import UpstreamUnavailable
 __all__ = ["Caller", "Refusal", "Said", "Send", "ToolCallPipeline"]
 
 log = logging.getLogger(__name__)
+
+# The bases of a call a person was asked about and answered (or did not, in time, or it
+# was cancelled while waiting): the audit log keeps how long it waited.
+ANSWERED_BY_A_PERSON: Final = frozenset({"person", "refused", "timeout", "cancelled"})
 
 # Sends an allowed call's params upstream and returns the server's result.
 Send = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -266,6 +270,7 @@ class ToolCallPipeline:
                 error=bad.reason,
             )
             raise MCPError(code=INVALID_PARAMS, message=f"tools/call {problem}")
+        deciding = self._monotonic()
         try:
             verdict, decision, basis = await self._decide(call, trace, session)
         except anyio.get_cancelled_exc_class():
@@ -279,6 +284,8 @@ class ToolCallPipeline:
                 )
             raise
         trace = trace.decided(basis)
+        if basis in ANSWERED_BY_A_PERSON:
+            trace = replace(trace, waited=self._monotonic() - deciding)
         if decision.hidden:
             await self._finish(
                 session,
@@ -710,6 +717,7 @@ class ToolCallPipeline:
             error=error,
             client_info=trace.said.client_info,
             protocol=trace.said.protocol,
+            waited_ms=None if trace.waited is None else round(trace.waited * 1000, 3),
         )
 
     def _charge_horizon(self) -> float:
@@ -807,6 +815,7 @@ class _Trace:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     basis: str | None = None
     said: Said = field(default_factory=Said)
+    waited: float | None = None  # seconds waiting for a person's answer; None: not asked
 
     def decided(self, basis: str) -> _Trace:
         return replace(self, basis=basis)

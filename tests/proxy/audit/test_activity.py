@@ -152,3 +152,29 @@ async def test_a_prune_that_cuts_into_an_hour_counts_it_again(db: Path) -> None:
         assert second == audit.count(start=T0 + HOUR, end=T0 + 2 * HOUR)
         grouped = replay_history(audit, CANDIDATES[1], IN_FORCE, T0, T0 + 4 * HOUR)
         assert grouped.calls + grouped.skipped == left
+
+
+def test_the_most_blocked_tools_and_the_approvals_of_a_period(log: AuditLog) -> None:
+    for n, (tool, decision) in enumerate(
+        [("push", "denied")] * 3 + [("log", "refused")] * 2 + [("log", "allowed")] * 4
+    ):
+        log.write_sync(make(time=T0 + n, server="git", tool=tool, decision=CallDecision(decision)))
+    asked = [("approved", "person", 1000.0), ("approved", "person", 3000.0),
+             ("refused", "refused", 2000.0), ("refused", "timeout", 120_000.0)]  # fmt: skip
+    for n, (decision, basis, waited) in enumerate(asked):
+        log.write_sync(
+            make(time=T0 + 100 + n, decision=CallDecision(decision), basis=basis, waited_ms=waited)
+        )
+    log.write_sync(make(time=T0 + 2 * HOUR, decision=CallDecision.APPROVED, waited_ms=9.0))
+    eventually_sync(lambda: log.search_backlog() == 0, "every call counted")
+    assert log.top_blocked(T0, T0 + HOUR) == [
+        ("git/push", 3),
+        ("files/read_file", 2),
+        ("git/log", 2),
+    ]
+    assert log.top_blocked(T0, T0 + HOUR, limit=1) == [("git/push", 3)]
+    summary = log.approvals(T0, T0 + HOUR)
+    assert (summary.asked, summary.approved, summary.refused, summary.timed_out) == (4, 2, 2, 1)
+    assert (summary.median_wait_ms, summary.p90_wait_ms) == (2000.0, 120_000.0)
+    nobody = log.approvals(T0 + 3 * HOUR, T0 + 4 * HOUR)
+    assert (nobody.asked, nobody.median_wait_ms, nobody.p90_wait_ms) == (0, None, None)

@@ -107,7 +107,12 @@ def test_a_relative_path_is_fixed_when_the_log_opens(tmp_path, monkeypatch):
 
 
 # the fields of a record each version of the schema added (version 1 had the rest)
-ADDED_IN = {3: ("case",), 4: ("client_info", "protocol"), 5: ("findings", "secrets")}
+ADDED_IN = {
+    3: ("case",),
+    4: ("client_info", "protocol"),
+    5: ("findings", "secrets"),
+    6: ("waited_ms",),
+}
 
 
 def old_log(db: Path, version: int, record: CallRecord) -> None:
@@ -176,7 +181,7 @@ def test_a_log_of_version_2_is_upgraded_and_then_keeps_the_case_that_decided(db)
             audit.write_sync(make(case=-1))
     version, columns, _names = schema_of(db)
     assert version == SCHEMA_VERSION
-    assert columns[-5:] == ["case", "client_info", "protocol", "findings", "secrets"]
+    assert columns[-6:] == ["case", "client_info", "protocol", "findings", "secrets", "waited_ms"]
 
 
 def test_a_log_of_version_3_is_upgraded_and_then_keeps_what_a_client_says_it_is(db):

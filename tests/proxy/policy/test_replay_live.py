@@ -118,6 +118,15 @@ async def test_the_policy_in_force_replays_every_call_as_it_was_decided(tmp_path
         await traffic(harness, gateway)
         calls = recorded(harness)
     assert len(calls) == 21
+    # how long each answered question waited, in the log; nothing for the rest
+    waited = {
+        (r.tool, r.decision.value): r.waited_ms is not None
+        for r in AuditReader(harness.paths.audit_db).query(limit=100)
+    }
+    assert {k for k, v in waited.items() if v} == {
+        ("write_file", "approved"), ("write_file", "refused"),
+        ("ask_me", "approved"), ("ask_me", "refused"),
+    }  # fmt: skip
     assert {c.decision for c in calls} == {"allowed", "denied", "approved", "refused"}
     policy = parse_policy(json.dumps({"version": "1", **IN_FORCE}))
     report = replay(calls, policy, policy)
