@@ -93,6 +93,7 @@ __all__ = [
     "PRUNE_BATCH",
     "PRUNE_EVERY",
     "SCHEMA_VERSION",
+    "SIZE_CHECK_EVERY",
     "VACUUM_PAGES",
     "ApprovalSummary",
     "AuditError",
@@ -110,6 +111,7 @@ PRUNE_EVERY: Final = 3600.0  # seconds between two prunes of old calls
 PRUNE_BATCH: Final = 250  # calls deleted per transaction: a few ms of the writer's time
 VACUUM_PAGES: Final = 256  # pages given back to the file system per transaction (1 MB)
 INDEX_BATCH: Final = 200  # calls added to the search index per transaction (about 12 ms)
+SIZE_CHECK_EVERY: Final = 60.0  # seconds between two looks at the log's size, when bounded
 MERGE_PAGES: Final = 256  # pages of the search index merged per transaction, after a prune
 _DAY: Final = 86400.0
 
@@ -141,6 +143,7 @@ class _Pruning:
     pages_freed: int = 0
     deleting: bool = True  # False: the calls are gone; the search index is tidied next
     merging: bool = True  # False: the index holds nothing of them; free pages go back next
+    by_size: bool = False  # the log outgrew its size bound (not the retention's cut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,6 +567,7 @@ class AuditLog(AuditReader):
         busy_timeout: float = 5.0,
         max_argument_bytes: int = DEFAULT_MAX_ARGUMENT_BYTES,
         retention_days: int = 0,
+        max_megabytes: int = 0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         prune_batch: int = PRUNE_BATCH,
@@ -573,6 +577,14 @@ class AuditLog(AuditReader):
         if prune_batch < 1:
             raise ValueError(f"prune_batch must be at least 1, not {prune_batch}")
         self._retention_days = _checked_days(retention_days)
+        if (
+            isinstance(max_megabytes, bool)
+            or not isinstance(max_megabytes, int)
+            or max_megabytes < 0
+        ):
+            raise ValueError(f"max_megabytes is a whole number, 0 or more, not {max_megabytes!r}")
+        self._max_bytes = max_megabytes * 1024 * 1024  # 0: no bound
+        self._next_size_check = -math.inf  # on self._monotonic
         self._clock = clock
         self._monotonic = monotonic
         self._prune_batch = prune_batch
@@ -944,13 +956,18 @@ class AuditLog(AuditReader):
         due, in seconds; None: it waits for a write (or a new retention) only."""
         if self._pruning is not None or self._unindexed:
             return 0.0
+        due: list[float] = []
         with self._lock:
-            if self._retention_days == 0:
-                return None
-            if self._prune_asked:
-                return 0.0
+            if self._retention_days:
+                if self._prune_asked:
+                    return 0.0
+                due.append(self._next_prune)
+        if self._max_bytes:
+            due.append(self._next_size_check)
+        if not due:
+            return None
         # On the injected clock; the writer wakes at least hourly to look again.
-        return min(max(0.0, self._next_prune - self._monotonic()), PRUNE_EVERY)
+        return min(max(0.0, min(due) - self._monotonic()), PRUNE_EVERY)
 
     def _housekeep(self) -> None:
         """One bounded step of indexing new calls for the search, if any wait, and one
@@ -960,17 +977,46 @@ class AuditLog(AuditReader):
         with self._lock:
             days = self._retention_days
             asked, self._prune_asked = self._prune_asked, False
-        if days == 0:
+        if days == 0 and self._pruning is not None and not self._pruning.by_size:
             self._pruning = None  # every call is kept now: a prune under way stops
-            return
-        if asked or (self._pruning is None and self._monotonic() >= self._next_prune):
+        if days and (asked or (self._pruning is None and self._monotonic() >= self._next_prune)):
             before = self._clock() - days * _DAY
             if self._pruning is None:
                 self._pruning = _Pruning(before)
             else:  # a new retention while pruning: go on from its cut
                 self._pruning.before, self._pruning.deleting = before, True
+        if self._pruning is None and self._max_bytes and self._monotonic() >= self._next_size_check:
+            self._next_size_check = self._monotonic() + SIZE_CHECK_EVERY
+            cut = self._size_cut()
+            if cut is not None:
+                self._pruning = _Pruning(cut, by_size=True)
         if self._pruning is not None:
             self._prune_step(self._pruning)
+
+    def _size_cut(self) -> float | None:
+        """When the calls held take more room than the size bound: the arrival time
+        before which calls must go for them to take a tenth less than it (the oldest
+        first, as many as their share of the room); None: they fit."""
+        try:
+            with self._write_lock:  # compact() may be using the connection
+                return self._size_cut_now()
+        except sqlite3.Error as exc:
+            logger.warning("could not measure the audit log (again in a minute): %s", exc)
+            return None
+
+    def _size_cut_now(self) -> float | None:
+        page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+        used = (pages - free) * page
+        if used <= self._max_bytes:
+            return None
+        calls = int(self._conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+        drop = math.ceil(calls * (used - self._max_bytes * 0.9) / used)
+        row = self._conn.execute(
+            "SELECT time FROM calls ORDER BY time LIMIT 1 OFFSET ?", (min(drop, calls - 1),)
+        ).fetchone()
+        return None if row is None else float(row[0])
 
     def _prune_step(self, run: _Pruning) -> None:
         try:
@@ -1000,13 +1046,19 @@ class AuditLog(AuditReader):
             return
         if done:
             self._pruning = None
-            self._next_prune = self._monotonic() + PRUNE_EVERY
+            if run.by_size:  # measured again at once: it may take another round to fit
+                self._next_size_check = -math.inf
+            else:
+                self._next_prune = self._monotonic() + PRUNE_EVERY
             self._last_pruned = Pruned(run.before, run.calls, run.batches, run.pages_freed)
             self._prunes += 1
             if run.calls:
-                logger.info(
-                    "pruned %d calls older than the retention from the audit log", run.calls
+                why = (
+                    "to keep it within its size bound"
+                    if run.by_size
+                    else "older than the retention"
                 )
+                logger.info("pruned %d calls from the audit log %s", run.calls, why)
 
     def _delete_calls_before(self, before: float) -> int:
         """Delete one batch of the calls that arrived before ``before``; how many."""

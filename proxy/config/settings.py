@@ -25,6 +25,7 @@ from proxy.errors import LockgateError
 
 __all__ = [
     "APPROVAL_TIMEOUT_SECONDS",
+    "AUDIT_MAX_MEGABYTES",
     "AUDIT_RETENTION_DAYS",
     "DEFAULT_APPROVAL_TIMEOUT_SECONDS",
     "DEFAULT_AUDIT_RETENTION_DAYS",
@@ -53,6 +54,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _MESSAGE_BYTES = (64 * 1024, 1024 * 1024 * 1024)
 DEFAULT_AUDIT_RETENTION_DAYS = 90
 AUDIT_RETENTION_DAYS = (1, 3650)  # or 0: keep every call for ever
+AUDIT_MAX_MEGABYTES = (10, 1_000_000)  # or 0: no bound on the log's size
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 120
 APPROVAL_TIMEOUT_SECONDS = (5, 3600)
 # "actions": with Allow/Deny buttons where the desktop's notifications have them;
@@ -70,6 +72,8 @@ class Settings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # How many days the audit log keeps a call; 0 keeps every call for ever.
     audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
+    # The most room the audit log's calls may take, in MB; the oldest go first. 0: none.
+    audit_max_megabytes: int = 0
     # How long a person has to answer an approval whose policy rule sets no timeout.
     approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
     notifications: str = "actions"  # one of NOTIFICATION_STYLES
@@ -85,6 +89,9 @@ _HELP = {
     f"1073741824 (default {DEFAULT_MAX_MESSAGE_BYTES}: 16 MB); larger ones are refused",
     "audit_retention_days": "how many days the audit log keeps each call, 1-3650, or 0 to "
     f"keep every call for ever (default {DEFAULT_AUDIT_RETENTION_DAYS})",
+    "audit_max_megabytes": "the most room the audit log may take, in MB, 10-1000000, or 0 for "
+    "no bound (default 0); past it the oldest calls are pruned first, checked once a minute, "
+    "from the gateway's next start",
     "approval_timeout_seconds": "how long a person has to answer an approval when the "
     "policy's rule sets no timeout, in seconds, 5-3600 (default "
     f"{DEFAULT_APPROVAL_TIMEOUT_SECONDS}); unanswered, the call is denied",
@@ -163,6 +170,12 @@ def _checked(name: str, value: Any) -> Any:
         raise SettingsError(
             f'"audit_retention_days" must be a whole number of days from {low} to {high}, '
             f"or 0 to keep every call, not {value!r}"
+        )
+    low, high = AUDIT_MAX_MEGABYTES
+    if name == "audit_max_megabytes" and not (whole and (value == 0 or low <= value <= high)):
+        raise SettingsError(
+            f'"audit_max_megabytes" must be a whole number of MB from {low} to {high}, or 0 '
+            f"for no bound, not {value!r}"
         )
     low, high = APPROVAL_TIMEOUT_SECONDS
     if name == "approval_timeout_seconds" and not (whole and low <= value <= high):

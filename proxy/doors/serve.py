@@ -103,6 +103,7 @@ async def serve(
     audit = AuditLog(
         paths.audit_db,
         retention_days=settings.audit_retention_days,
+        max_megabytes=settings.audit_max_megabytes,
         clock=clock,  # the records' times are the gateway's clock: the cut is on it too
         monotonic=monotonic,
     )

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from proxy.audit.log import AuditLog
+from proxy.audit.log import SIZE_CHECK_EVERY, AuditLog
 from proxy.audit.records import CallDecision, Outcome
 from proxy.policy.model import parse_policy
 from proxy.policy.replay import ReplayReport, replay, replay_history, warm_up_seconds
@@ -178,3 +179,44 @@ def test_the_most_blocked_tools_and_the_approvals_of_a_period(log: AuditLog) -> 
     assert (summary.median_wait_ms, summary.p90_wait_ms) == (2000.0, 120_000.0)
     nobody = log.approvals(T0 + 3 * HOUR, T0 + 4 * HOUR)
     assert (nobody.asked, nobody.median_wait_ms, nobody.p90_wait_ms) == (0, None, None)
+
+
+async def test_a_log_past_its_size_bound_loses_its_oldest_calls_first(db: Path) -> None:
+    """Bounded at 1 MB, a log of about 3 MB of calls (kept for ever by time) is pruned,
+    oldest first, to under the bound; the newest stay, the search and the hourly counts
+    agree with what is left. One within its bound is left alone."""
+    text = "a long line of a file that a tool read, " * 25  # about 1 KB of arguments each
+    with AuditLog(db) as audit:
+        for n in range(3000):
+            audit.write_sync(make(time=T0 + n, tool=f"t{n}", arguments={"text": text}))
+    monotonic = [0.0]
+
+    def used() -> int:
+        raw = sqlite3.connect(db)
+        try:
+            pages, free, size = (raw.execute(f"PRAGMA {p}").fetchone()[0]
+                                 for p in ("page_count", "freelist_count", "page_size"))  # fmt: skip
+        finally:
+            raw.close()
+        return int((pages - free) * size)
+
+    before = used()
+    assert before > 3 * 1024 * 1024
+    with AuditLog(db, max_megabytes=1, monotonic=lambda: monotonic[0]) as audit:
+        # pruned and measured again, round after round, until it fits
+        await eventually(lambda: used() <= 1024 * 1024, "the log within its bound")
+        await eventually(lambda: audit.last_pruned is not None and audit.count() < 3000, "")
+        left = audit.count()
+        assert 0 < left < 3000
+        assert [r.tool for r in audit.query(limit=1)] == ["t2999"]  # the newest stay
+        assert audit.query(limit=1, end=T0 + 3000 - left)[:1] == []  # the oldest went
+        counted = audit.activity(T0 - HOUR, T0 + 2 * HOUR, bucket=HOUR, by="tool")
+        assert sum(n for _, _, n in counted) == left
+        eventually_sync(lambda: audit.search_backlog() == 0, "searchable")
+        assert audit.count(search="long line") == left
+        monotonic[0] += SIZE_CHECK_EVERY  # a minute later, measured again: it fits
+        audit.write_sync(make(time=T0 + 5000, tool="later"))
+        await eventually(lambda: audit.count() == left + 1, "the new call")
+        assert [r.tool for r in audit.query(limit=1)] == ["later"]
+    with pytest.raises(ValueError, match="max_megabytes"):
+        AuditLog(db, max_megabytes=-1)

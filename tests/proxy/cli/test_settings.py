@@ -77,6 +77,7 @@ def test_every_setting_is_listed_with_its_value_and_what_it_is(capsys):
         ["port", str(DEFAULT_PORT)],
         ["max_message_bytes", "16777216"],
         ["audit_retention_days", "90"],
+        ["audit_max_megabytes", "0"],
         ["approval_timeout_seconds", "120"],
         ["notifications", '"off"'],
         ["otlp_endpoint", '""'],

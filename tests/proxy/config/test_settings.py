@@ -45,7 +45,8 @@ def test_no_file_is_every_default_and_a_saved_setting_is_read_back(paths: Paths)
         (
             '{"prot": 6000}',
             "unknown setting .prot.; the settings are: approval_timeout_seconds, "
-            "audit_retention_days, max_message_bytes, notifications, otlp_endpoint, port",
+            "audit_max_megabytes, audit_retention_days, max_message_bytes, notifications, "
+            "otlp_endpoint, port",
         ),
         ('{"start_at_login": true}', "unknown setting .start_at_login."),  # the login entry
         ('{"port": "6000"}', r'"port" must be a whole number from 1 to 65535, not \'6000\''),
@@ -61,6 +62,8 @@ def test_no_file_is_every_default_and_a_saved_setting_is_read_back(paths: Paths)
         ('{"audit_retention_days": 30.5}', r"not 30.5"),
         ('{"audit_retention_days": "90"}', r"not '90'"),
         ('{"audit_retention_days": false}', r"not False"),
+        ('{"audit_max_megabytes": 5}', r"from 10 to 1000000, or 0 for no bound, not 5"),
+        ('{"audit_max_megabytes": -1}', r"audit_max_megabytes.* not -1"),
         (
             '{"approval_timeout_seconds": 4}',
             r'"approval_timeout_seconds" must be a whole number of seconds from 5 to 3600, not 4',
