@@ -27,12 +27,14 @@ import argparse
 import concurrent.futures
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -40,9 +42,17 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import QCoreApplication, QElapsedTimer, QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
+from desktop.activityview import (
+    PERIODS,
+    REFRESH_MS,
+    ActivityChart,
+    chart_model,
+    first_bucket,
+    read_activity,
+)
 from desktop.app import LockgateApp
-from proxy.audit.database import insert_step
-from proxy.audit.log import AuditLog
+from proxy.audit.database import INSERT, insert_step, row_of
+from proxy.audit.log import AuditLog, AuditReader
 from proxy.audit.records import CallDecision, CallRecord, Outcome
 from proxy.config.paths import Paths
 from proxy.gateway.events import CallDecided, CallFinished, CallStarted
@@ -52,6 +62,7 @@ EVERYTHING = (
     REPO / "tests/servers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 )
 LOCKGATE = str(Path(sys.executable).parent / "lockgate")
+WEEK = 7 * 86400.0
 
 LOAD = r"""
 import asyncio, json, sys, time
@@ -218,11 +229,126 @@ def fill_audit(path: Path, rows: int) -> float:
     return time.perf_counter() - started
 
 
+def gui_alone(app: LockgateApp, seconds: float) -> tuple[list[float], float, list[float], float]:
+    """The events of 5,000 calls a second put into the host's inbox from a thread, as the
+    gateway's bus would, for ``seconds``: the heartbeat's lateness, the rate fed, the
+    resident set each second and before."""
+    inbox = app.host._inbox
+    stop = threading.Event()
+    fed = [0]
+
+    def feed() -> None:  # 5,000 calls/s of events, in 10 ms slices, as the bus delivers them
+        n = 0
+        tick = time.perf_counter()
+        while not stop.is_set():
+            for _ in range(50):
+                cid = f"syn{n}"
+                t = time.time()
+                inbox.append(CallStarted(cid, t, "agent", "everything", "echo", {"message": n}))
+                inbox.append(CallDecided(cid, t, "allowed", "rule", "echo", "allowed by rule"))
+                inbox.append(CallFinished(cid, t, "ok", 0.4, 30))
+                n += 1
+            fed[0] = n
+            tick += 0.01
+            time.sleep(max(0.0, tick - time.perf_counter()))
+
+    beat = Heartbeat()
+    before = rss_mb()
+    feeder = threading.Thread(target=feed, daemon=True)
+    beat.start()
+    feeder.start()
+    started = time.perf_counter()
+    samples = []
+    while time.perf_counter() - started < seconds:
+        spin(1.0)
+        samples.append(rss_mb())
+    late = beat.stop()
+    stop.set()
+    feeder.join()
+    return late, fed[0] / (time.perf_counter() - started), samples, before
+
+
+def build_week(path: Path, calls: int, now: float) -> None:
+    """``calls`` calls over the week before ``now`` (7 servers, 4 clients, a tenth denied),
+    inserted straight (as bench_history.py does), then counted by the hour by the log's
+    writer."""
+    step = WEEK / calls
+    with AuditLog(path) as audit:
+        conn = sqlite3.connect(path, isolation_level=None)
+        rows = []
+        for n in range(calls):
+            denied = n % 10 == 0
+            record = CallRecord(
+                time=now - WEEK + n * step,
+                client=("claude-desktop", "cursor", "vscode", "ci")[n % 4],
+                server=f"server{n % 7}",
+                tool=("read_file", "write_file", "search")[n % 3],
+                arguments={"n": n},
+                decision=CallDecision.DENIED if denied else CallDecision.ALLOWED,
+                basis="rule",
+                reason="",
+                outcome=Outcome.BLOCKED if denied else Outcome.OK,
+                waited_ms=1500.0 + n % 30_000 if n % 97 == 0 else None,
+            )
+            rows.append(row_of(record, 4096))
+        conn.execute("BEGIN")
+        conn.executemany(INSERT, rows)
+        conn.execute("COMMIT")
+        conn.close()
+        wake = CallRecord(time=now, client="x", server="x", tool="wake", reason="",
+                          decision=CallDecision.ALLOWED, outcome=Outcome.OK)  # fmt: skip
+        audit.write_sync(wake)
+        while audit.search_backlog():  # the writer's own index and hourly counts
+            time.sleep(0.2)
+
+
+def activity_costs(root: Path, calls: int) -> None:
+    """5. A week's read for the Activity tab from a log of ``calls``, and one repaint of
+    its chart (a week of hourly bars, 7 keys)."""
+    now = time.time()
+    path = root / "activity" / "audit.db"
+    path.parent.mkdir(parents=True)
+    started = time.perf_counter()
+    build_week(path, calls, now)
+    print(f"5. activity: {calls:,} calls over a week, built and counted in "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+    reader = AuditReader(path)
+    week = next(period for period in PERIODS if period.label == "Last 7 days")
+
+    def timed(work: Callable[[], object], runs: int) -> float:
+        took = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            work()
+            took.append((time.perf_counter() - began) * 1000)
+        return statistics.median(took)
+
+    chart_rows = reader.activity(now - WEEK, now, bucket=3600, by="server")
+    print(
+        f"   read a week by the hour (activity() alone): "
+        f"{timed(lambda: reader.activity(now - WEEK, now, bucket=3600, by='server'), 5):.1f} ms; "
+        f"all the tab reads (chart, totals, blocked, approvals, sparkline): "
+        f"{timed(lambda: read_activity(reader, week, 'server', now), 5):.1f} ms"
+    )
+    first = first_bucket(now, week)
+    model = chart_model(chart_rows, first=first, bucket=3600, buckets=week.buckets, by="server")
+    chart = ActivityChart()
+    chart.resize(860, 520)
+    chart.set_model(model)
+    laid = timed(lambda: chart.set_model(model), 20)
+    painted = timed(chart.grab, 20)
+    print(
+        f"   chart of {len(model.bars)} bars x {len(model.keys)} keys: laid out in "
+        f"{laid:.2f} ms, one repaint (grab) {painted:.2f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--agents", type=int, default=16)
+    parser.add_argument("--activity-calls", type=int, default=100_000)
     args = parser.parse_args()
     if not EVERYTHING.exists():
         sys.exit("server-everything is missing: run ./dev test once (npm ci in tests/servers)")
@@ -270,46 +396,42 @@ def main() -> None:
         idle,
     )
 
-    inbox = app.host._inbox
-    stop = threading.Event()
-    fed = [0]
-
-    def feed() -> None:  # 5,000 calls/s of events, in 10 ms slices, as the bus delivers them
-        n = 0
-        tick = time.perf_counter()
-        while not stop.is_set():
-            for _ in range(50):
-                cid = f"syn{n}"
-                t = time.time()
-                inbox.append(CallStarted(cid, t, "agent", "everything", "echo", {"message": n}))
-                inbox.append(CallDecided(cid, t, "allowed", "rule", "echo", "allowed by rule"))
-                inbox.append(CallFinished(cid, t, "ok", 0.4, 30))
-                n += 1
-            fed[0] = n
-            tick += 0.01
-            time.sleep(max(0.0, tick - time.perf_counter()))
-
-    before = rss_mb()
-    feeder = threading.Thread(target=feed, daemon=True)
-    beat.start()
-    feeder.start()
-    started = time.perf_counter()
-    samples = []
-    while time.perf_counter() - started < args.seconds:
-        spin(1.0)
-        samples.append(rss_mb())
-    late = beat.stop()
-    stop.set()
-    feeder.join()
-    elapsed = time.perf_counter() - started
+    late, fed, samples, before = gui_alone(app, args.seconds)
     report(
         "3. GUI alone, 5,000 calls/s",
         late,
-        f"{fed[0] / elapsed:,.0f} calls/s fed; RSS {before:.0f} -> "
+        f"{fed:,.0f} calls/s fed; RSS {before:.0f} -> "
         + " ".join(f"{s:.0f}" for s in samples[::2])
         + " MB",
         idle,
     )
+    without = p(late, 50), p(late, 99)
+    # The same load with the Activity tab in sight, refreshing ten times as often as the
+    # app does (every 0.5 s instead of 5 s): a week of the log by tool, read on a worker.
+    app.activity.timer.setInterval(500)
+    app.activity.period.setCurrentText("Last 7 days")
+    app.activity.by.setCurrentText("By tool")
+    app.window.show_tab("Activity")
+    reads = [0]
+    shown = app.activity._show
+
+    def counted(got: object) -> None:
+        reads[0] += 1
+        shown(got)  # type: ignore[arg-type]
+
+    app.activity._show = counted  # type: ignore[method-assign]
+    late, fed, samples, before = gui_alone(app, args.seconds)
+    app.activity._show = shown  # type: ignore[method-assign]
+    report(
+        "3b. same, Activity tab refreshing",
+        late,
+        f"{fed:,.0f} calls/s fed; {reads[0]} reads shown; without the tab: p50 "
+        f"{without[0]:.1f} ms, p99 {without[1]:.1f} ms "
+        f"(p99 x{p(late, 99) / max(without[1], 0.1):.1f})",
+        idle,
+    )
+    app.window.show_tab("Live calls")
+    app.activity.timer.setInterval(REFRESH_MS)
     app.close()
 
     print(f"4. filling an audit log with {args.rows:,} records...", flush=True)
@@ -349,6 +471,7 @@ def main() -> None:
     )
     app.close()
     del late
+    activity_costs(root, args.activity_calls)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from PySide6.QtCore import QObject, QUrl, Signal
+from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QApplication,
 )
 
+from desktop.activityview import ActivityView, Sparkline, read_sparkline, sparkline_pixmap
 from desktop.approvals import Answer, ApprovalPrompt, ApprovalsPanel, PendingApprovals
 from desktop.calls import CallsModel
 from desktop.connectview import ConnectView
@@ -49,7 +50,7 @@ from desktop.settingsview import SettingsView
 from desktop.toolsview import ToolsModel, ToolsView, scan_catalog
 from desktop.tray import AppState, Tray
 from desktop.window import TABS, MainWindow
-from proxy.audit.log import AuditError, audit_summary
+from proxy.audit.log import AuditError, AuditReader, audit_summary
 from proxy.audit.records import CallRecord
 from proxy.clients import ClientFile, find_clients
 from proxy.clients.route import RouteError, RouteResult, UnrouteResult, route, unroute
@@ -100,6 +101,8 @@ __all__ = ["LockgateApp"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SPARKLINE_MS = 60_000  # the tray's last hour is read again at most this often
+SPARKLINE_SIZE = (120, 24)
 _SettingsRead = tuple[Settings | None, str | None, str]  # the settings, their error, audit
 
 
@@ -149,6 +152,14 @@ class LockgateApp(QObject):
         )
         # the whole audit log, read (and exported) on the host's workers
         self.history = HistoryView(paths.audit_db, self.host.blocking, self._say)
+        # calls over time, read on the workers while the tab is in sight; its reads also
+        # bring the tray's sparkline of the last hour
+        self.activity = ActivityView(
+            paths.audit_db, self.host.blocking, on_sparkline=self._show_sparkline
+        )
+        self._sparkline_at = -SPARKLINE_MS / 1000.0  # time.monotonic() of the last shown
+        self._sparkline_timer = QTimer(self, interval=SPARKLINE_MS)
+        self._sparkline_timer.timeout.connect(self.refresh_sparkline)
         self.approvals_tab = ApprovalsPanel(self.pending, self.answer)
         self.tools_view = ToolsView(
             self.tools,
@@ -231,12 +242,16 @@ class LockgateApp(QObject):
             self._show_settings()
         elif TABS[index] == "History":
             self.history.refresh()
+        elif TABS[index] == "Activity":
+            self.activity.refresh()
 
     # -- life -------------------------------------------------------------------------
 
     def start(self) -> None:
         self.host.start()
         self.notifications.start()
+        self.refresh_sparkline()
+        self._sparkline_timer.start()
         self.scan_clients()
         self._show_autostart()
         self._show_settings()
@@ -253,6 +268,7 @@ class LockgateApp(QObject):
         if self._stopped:
             return
         self._stopped = True
+        self._sparkline_timer.stop()
         for dialog in list(self.reviews.values()):
             dialog.close()
         self.prompt.hide()
@@ -268,6 +284,31 @@ class LockgateApp(QObject):
         app = QApplication.instance()
         if app is not None:
             app.quit()
+
+    # -- the tray's sparkline ---------------------------------------------------------
+
+    def refresh_sparkline(self) -> None:
+        """Read the last hour for the tray (on a worker), unless the Activity tab's reads
+        brought it within the minute."""
+        if time.monotonic() - self._sparkline_at < SPARKLINE_MS / 1000 - 1:
+            return
+        reader = AuditReader(self.paths.audit_db)
+
+        def done(future: concurrent.futures.Future[Sparkline | None]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                log.debug("the tray's sparkline: %s", error)
+            elif (sparkline := future.result()) is not None:
+                self._show_sparkline(sparkline)
+
+        self.host.blocking(lambda: read_sparkline(reader, time.time()), done)
+
+    def _show_sparkline(self, sparkline: Sparkline) -> None:
+        self._sparkline_at = time.monotonic()
+        pixmap = sparkline_pixmap(sparkline.calls, *SPARKLINE_SIZE, blocked=sparkline.blocked)
+        self.tray.show_activity(pixmap, sparkline.text())
 
     # -- the gateway's news -----------------------------------------------------------
 

@@ -17,7 +17,7 @@ from importlib import resources
 from PySide6.QtCore import QObject, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QFont, QIcon, QPainter, QPixmap
 from PySide6.QtSvg import QSvgRenderer
-from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QSystemTrayIcon, QWidget, QWidgetAction
 
 __all__ = ["AppState", "Tray", "icon_for", "state_icon_name"]
 
@@ -107,6 +107,19 @@ class Tray(QObject):
         self.menu = QMenu()
         self._open = self.menu.addAction("Open Lockgate")
         self._open.triggered.connect(self.open_window)
+        # The last hour's calls, a bar a minute: a widget in the menu, so that it shows at
+        # its own size and in colour (an icon would be squeezed to a square and greyed).
+        self._activity = QWidgetAction(self.menu)
+        self.sparkline = QLabel()
+        self.activity_text = QLabel()
+        row = QWidget()
+        line = QHBoxLayout(row)
+        line.setContentsMargins(8, 4, 8, 4)
+        line.addWidget(self.sparkline)
+        line.addWidget(self.activity_text, 1)
+        self._activity.setDefaultWidget(row)
+        self._activity.setVisible(False)  # until the first count
+        self.menu.addAction(self._activity)
         self._pause = self.menu.addAction("Pause all tool calls")
         self._pause.triggered.connect(self.toggle_pause)
         # One entry per call waiting for the person: who wants what, one click to it.
@@ -170,7 +183,20 @@ class Tray(QObject):
         if key != self._shown_key:  # re-render only when the look changes
             self._shown_key = key
             self.icon.setIcon(icon_for(state))
-        self.icon.setToolTip(state.summary())
+        self.icon.setToolTip(self.tooltip())
+
+    def tooltip(self) -> str:
+        activity = self._activity.text()
+        return self.state.summary() + (f"\n{activity}" if activity else "")
+
+    def show_activity(self, sparkline: QPixmap, text: str) -> None:
+        """The last hour in the menu (a sparkline and ``text``) and in the tooltip."""
+        self.sparkline.setPixmap(sparkline)
+        self.activity_text.setText(text)
+        self._activity.setText(text)  # what a menu that cannot hold a widget shows
+        self._activity.setVisible(True)
+        if self.icon is not None:
+            self.icon.setToolTip(self.tooltip())
 
     def blocked(self, entries: list[str], on_pick: Callable[[str], None]) -> None:
         """Add to the "Recently blocked" menu (server/tool: reason), newest first."""

@@ -28,6 +28,7 @@ __all__ = ["TABS", "MainWindow"]
 TABS = (
     "Live calls",
     "History",
+    "Activity",
     "Approvals",
     "Tools & rules",
     "Servers",
@@ -69,6 +70,7 @@ class MainWindow(QMainWindow):
         views: dict[str, QWidget] = {
             "Live calls": app.live,
             "History": app.history,
+            "Activity": app.activity,
             "Approvals": app.approvals_tab,
             "Tools & rules": app.tools_view,
             "Servers": app.servers_view,
