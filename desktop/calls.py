@@ -142,6 +142,7 @@ class CallRow:
     basis: str | None = None
     rule: str | None = None
     case: int | None = None  # the rule's "when" case that decided (from 0)
+    layer: str | None = None  # "team": the team's policy decided
     reason: str = ""
     outcome: str | None = None
     duration_ms: float | None = None
@@ -177,6 +178,7 @@ class CallRow:
         row.basis = record.basis
         row.rule = record.rule
         row.case = record.case
+        row.layer = record.layer
         row.reason = record.reason
         row.outcome = record.outcome.value
         row.duration_ms = record.duration_ms
@@ -428,7 +430,8 @@ def _failed(row: CallRow) -> bool:
 def _rule_text(row: CallRow) -> str:
     if row.rule:
         # the case as policy.json's path names it: "git/push when[0]"
-        return row.rule if row.case is None else f"{row.rule} when[{row.case}]"
+        text = row.rule if row.case is None else f"{row.rule} when[{row.case}]"
+        return f"team: {text}" if row.layer == "team" else text
     return "" if row.decision in ("pending", "asking") else (row.basis or "—")
 
 
@@ -442,6 +445,7 @@ def _update(row: CallRow, event: object) -> None:
         row.basis = event.basis
         row.rule = event.rule
         row.case = event.case
+        row.layer = event.layer
         row.reason = event.reason
     elif isinstance(event, CallFinished):
         row.outcome = event.outcome

@@ -311,7 +311,8 @@ def details_text(row: CallRow) -> str:
     if row.reason:
         lines.append(f"Why:      {row.reason}")
     if row.rule:
-        lines.append(f"Rule:     {row.rule}" + (f" ({row.basis})" if row.basis else ""))
+        team = " of the team's policy" if row.layer == "team" else ""
+        lines.append(f"Rule:     {row.rule}{team}" + (f" ({row.basis})" if row.basis else ""))
     elif row.basis:
         lines.append(f"Basis:    {row.basis}")
     if row.outcome is not None:

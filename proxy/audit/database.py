@@ -74,7 +74,7 @@ class AuditError(LockgateError):
 
 COLUMNS: Final = (  # a record's fields, by the same names
     "id time client server tool arguments decision basis rule case reason outcome duration_ms "
-    "result_size error client_info protocol findings secrets waited_ms"
+    "result_size error client_info protocol findings secrets waited_ms layer"
 ).split()
 _QUOTED: Final = ", ".join(f'"{column}"' for column in COLUMNS)
 INSERT: Final = (  # built from the constant column names only, as is every query here
@@ -166,6 +166,8 @@ MIGRATIONS: Final = (
         # how long the call waited for a person's answer (ms); NULL: nobody was asked
         "ALTER TABLE calls ADD COLUMN waited_ms REAL",
         "CREATE INDEX calls_waited ON calls (time) WHERE waited_ms IS NOT NULL",
+        # which policy decided: "team" (the team's layer); NULL: policy.json
+        "ALTER TABLE calls ADD COLUMN layer TEXT",
         "CREATE TABLE search_state (indexed INTEGER NOT NULL)",  # calls.seq indexed up to
         # The calls of each hour counted by who, what and how it was decided: what the
         # activity plots and a policy replay read instead of every call (filled with the
@@ -314,6 +316,7 @@ def row_of(record: CallRecord, max_argument_bytes: int) -> tuple[Any, ...]:
             findings_json(record.findings),
             None if record.secrets is None else clip(record.secrets),
             record.waited_ms,
+            None if record.layer is None else clip(record.layer),
         )
     except (TypeError, ValueError) as exc:
         raise AuditError(f"cannot record call {record.id}: {exc}") from exc

@@ -22,7 +22,7 @@ __all__ = ["CSV_FIELDS", "ExportFormat", "export_calls", "pages"]
 
 # the columns of a CSV export, in order (as_dict's keys; JSON Lines keeps them all)
 CSV_FIELDS: Final = (
-    "time id client client_info server tool decision basis rule case reason outcome "
+    "time id client client_info server tool decision basis layer rule case reason outcome "
     "duration_ms waited_ms result_size error secrets findings arguments protocol"
 ).split()
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")

@@ -70,6 +70,7 @@ class CallRecord:
     findings: tuple[Mapping[str, str], ...] = ()
     secrets: str | None = None
     waited_ms: float | None = None  # how long a person took to answer; None: not asked
+    layer: str | None = None  # "team": the team's policy decided; None: policy.json
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``lockgate log --json``): ``time`` as ISO-8601 UTC text,
@@ -99,6 +100,7 @@ class CallRecord:
             "findings": [dict(f) for f in self.findings],
             "secrets": self.secrets,
             "waited_ms": self.waited_ms,
+            "layer": self.layer,
         }
 
 

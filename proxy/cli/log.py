@@ -107,6 +107,8 @@ def _log_line(r: CallRecord) -> str:
     )
     if r.rule and r.case is not None:
         rule += f" when[{r.case}]"  # the case of the rule's "when" list that decided
+    if r.layer == "team":  # the team's policy decided, not policy.json
+        rule = "team " + rule
     line = (
         f"{when}  {r.client}  {r.server}/{r.tool}  {decided}  {r.outcome.value}  {rule}  {duration}"
     )

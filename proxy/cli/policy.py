@@ -32,11 +32,12 @@ from proxy.policy.model import (
     PolicyError,
     default_policy,
     load_policy,
+    team_layer,
 )
 from proxy.policy.replay import replay, replay_history
 from proxy.policy.risk import classify_many, tools_from_json
 from proxy.policy.starter import policy_text, starting_policy
-from proxy.policy.store import restore_last_good
+from proxy.policy.store import restore_last_good, team_unreadable
 
 
 def policy_in_force(explicit: Path | None, paths: Paths) -> tuple[Policy, str]:
@@ -50,6 +51,26 @@ def policy_in_force(explicit: Path | None, paths: Paths) -> tuple[Policy, str]:
     if paths.policy_file.exists():
         return load_policy(paths.policy_file), str(paths.policy_file)
     return default_policy(), f"built-in default (no file at {paths.policy_file})"
+
+
+def under_the_team(policy: Policy, paths: Paths) -> tuple[Policy, str | None]:
+    """``policy`` under the team's layer, if the ``team_policy`` setting names one, as a
+    gateway would have it in force: the file, else the copy of it the gateway kept, else
+    a layer that refuses every call; and a note on which (None: no team layer).
+
+    Raises:
+        SettingsError: settings.json is broken.
+    """
+    named = load_settings(paths).team_policy
+    if not named:
+        return policy, None
+    for source in (Path(named), paths.last_good_team_policy):
+        try:
+            return policy.with_team(team_layer(load_policy(source))), f"team policy {source}"
+        except PolicyError:
+            continue
+    unreadable = team_unreadable(Path(named))
+    return policy.with_team(unreadable), f"team policy {named} (cannot be read: refuses every call)"
 
 
 def check(file: Path | None, paths: Paths, as_json: bool, out: TextIO) -> int:
@@ -164,6 +185,12 @@ def explain(args: argparse.Namespace, paths: Paths, out: TextIO) -> int:
     except SettingsError as exc:  # no gateway starts with it; the decision is still shown
         print(f"lockgate: {exc}; the default approval timeout is shown", file=sys.stderr)
         timeout = DEFAULT_APPROVAL_TIMEOUT
+    try:
+        policy, team = under_the_team(policy, paths)
+    except SettingsError:
+        team = None  # (said above)
+    if team is not None:
+        origin += f", under the {team}"
     now = time.monotonic()
     decision = decide(policy, call, Counters(), now, default_approval_timeout=timeout)
     others = [
@@ -202,9 +229,12 @@ def _print_explanation(
     now: float,
     out: TextIO,
 ) -> None:
-    rule_text = f'"{decision.rule}"' if decision.rule else f"(none: default {policy.default})"
+    layer = policy.team if decision.layer == "team" and policy.team is not None else policy
+    rule_text = f'"{decision.rule}"' if decision.rule else f"(none: default {layer.default})"
+    if decision.layer == "team":
+        rule_text = "the team's " + rule_text
     if decision.rule:
-        rule = policy.rule_for(call.server, call.tool)
+        rule = layer.rule_for(call.server, call.tool)
         if rule is not None:
             rule_text += f"  ({rule.pattern.specificity.name.lower().replace('_', ' ')})"
         if decision.case is not None:
@@ -321,8 +351,11 @@ def replay_command(
     now = clock()
     start = moment(args.since, now, "--since")
     end = now if args.until is None else moment(args.until, now, "--until")
-    candidate = load_policy(args.candidate)
-    in_force, source = policy_in_force(args.policy, paths)
+    mine, source = policy_in_force(args.policy, paths)
+    in_force, team = under_the_team(mine, paths)  # the team's layer stays as it is
+    candidate, _ = under_the_team(load_policy(args.candidate), paths)
+    if team is not None:
+        source += f", under the {team}"
     if not paths.audit_db.exists():
         report = replay((), candidate, in_force, start=start, end=end)
     else:

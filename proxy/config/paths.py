@@ -65,6 +65,12 @@ class Paths:
         while policy.json is broken uses it, rather than forget the person's rules."""
         return self.data_dir / "policy.last-good.json"
 
+    @property
+    def last_good_team_policy(self) -> Path:
+        """A copy of the last team policy put in force, for when its file is broken or gone
+        (a team's rules must not be lost to a failed checkout)."""
+        return self.data_dir / "team-policy.last-good.json"
+
 
 def resolve_paths(
     config_dir: str | os.PathLike[str] | None = None,

@@ -77,6 +77,9 @@ class Settings:
     # How long a person has to answer an approval whose policy rule sets no timeout.
     approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
     notifications: str = "actions"  # one of NOTIFICATION_STYLES
+    # A team's policy file (an absolute path that configuration management or a git
+    # checkout keeps current): a layer above policy.json that it cannot loosen. "": none.
+    team_policy: str = ""
     # Where the audit log is exported over OpenTelemetry (OTLP over HTTP): the collector's
     # base URL; "" exports nothing. Its headers (API keys) are the keyring's secret
     # "otlp-headers", never in this file (proxy/telemetry).
@@ -97,6 +100,9 @@ _HELP = {
     f"{DEFAULT_APPROVAL_TIMEOUT_SECONDS}); unanswered, the call is denied",
     "notifications": '"actions" (with Allow and Deny buttons where the desktop has them), '
     '"plain" (a message only) or "off" (default "actions")',
+    "team_policy": 'a team\'s policy file, an absolute path (default "": none): read only, '
+    "watched like policy.json; its denials, hidden tools, limits and asks stand whatever "
+    "policy.json says; while it cannot be read (and no copy of it is kept) every call is refused",
     "otlp_endpoint": "export every call of the audit log to this OpenTelemetry collector "
     '(OTLP over HTTP, its base URL: "https://otel.example.com:4318"; http only to this '
     'computer, "http://127.0.0.1:4318"), its headers from the keyring secret otlp-headers '
@@ -186,6 +192,13 @@ def _checked(name: str, value: Any) -> Any:
     if name == "notifications" and value not in NOTIFICATION_STYLES:
         styles = ", ".join(f'"{style}"' for style in NOTIFICATION_STYLES)
         raise SettingsError(f'"notifications" must be one of {styles}, not {value!r}')
+    if name == "team_policy" and not (
+        isinstance(value, str) and (value == "" or Path(value).is_absolute())
+    ):
+        raise SettingsError(
+            f'"team_policy" must be the absolute path of a policy file, or "" for none, '
+            f"not {value!r}"
+        )
     if name == "otlp_endpoint" and (problem := _endpoint_problem(value)) is not None:
         # a URL with a user in it may hold a password: it is never repeated
         shown = "that URL" if isinstance(value, str) and "@" in value else repr(value)

@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -116,6 +117,8 @@ async def serve(
         log_dir=paths.log_dir,
         servers_file=paths.servers_file,
         last_good_policy=paths.last_good_policy,
+        team_policy=Path(settings.team_policy) if settings.team_policy else None,
+        last_good_team_policy=paths.last_good_team_policy,
         clock=clock,
         monotonic=monotonic,
         max_message_bytes=settings.max_message_bytes,

@@ -128,8 +128,8 @@ from proxy.gateway.pins import InstructionsChange, PinsError, ToolChange, ToolPi
 from proxy.gateway.pipeline import Said, ToolCallPipeline
 from proxy.gateway.session import ClientChannel, Listener, Session
 from proxy.policy.decide import Enforcer, Verdict, hidden_tools
-from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, Policy
-from proxy.policy.store import PolicyStore, PolicyWatcher
+from proxy.policy.model import DEFAULT_APPROVAL_TIMEOUT, Policy, team_layer
+from proxy.policy.store import PolicyStore, PolicyWatcher, team_unreadable
 from proxy.upstream.catalog import ServerTools, list_all_tools
 from proxy.upstream.connection import Backoff, Upstream, UpstreamUnavailable
 from proxy.upstream.oauth import (
@@ -174,6 +174,8 @@ class Gateway:
         log_dir: Path,
         servers_file: Path | None = None,
         last_good_policy: Path | None = None,
+        team_policy: Path | None = None,
+        last_good_team_policy: Path | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -211,11 +213,25 @@ class Gateway:
         self.policy_store = PolicyStore(
             policy_path, bus.emit, self._policy_swapped, last_good=last_good_policy
         )
+        # the team's layer, which policy.json cannot loosen: until its file is read (and
+        # whenever it cannot be, with no copy of it kept) it refuses every call
+        self.team_store = (
+            None
+            if team_policy is None
+            else PolicyStore(
+                team_policy,
+                bus.emit,
+                self._policy_swapped,
+                last_good=last_good_team_policy,
+                missing=team_unreadable(team_policy),
+            )
+        )
         self.enforcer = Enforcer(
-            self.policy_store.policy, clock, default_approval_timeout=default_approval_timeout
+            self._layered(), clock, default_approval_timeout=default_approval_timeout
         )
         self.approvals = ApprovalBroker(bus.emit, clock)
         self.watcher = PolicyWatcher(self.policy_store)
+        self.team_watcher = None if self.team_store is None else PolicyWatcher(self.team_store)
         self.pins = pins if pins is not None else ToolPins(None, clock=clock)
         self._pins_saved = self.pins.version
         self._pins_lock = asyncio.Lock()
@@ -248,6 +264,8 @@ class Gateway:
         """
         await asyncio.to_thread(self.pins.load)
         self._pins_saved = self.pins.version
+        if self.team_watcher is not None:  # first: policy.json alone is never in force
+            await self.team_watcher.start()
         await self.watcher.start()
         if self._servers_watcher is not None:
             await self._servers_watcher.start()
@@ -258,6 +276,8 @@ class Gateway:
         """Refuse pending approvals and stop watching; sessions end with their transports."""
         self.approvals.cancel_all("Lockgate is shutting down")
         await self.watcher.stop()
+        if self.team_watcher is not None:
+            await self.team_watcher.stop()
         if self._servers_watcher is not None:
             await self._servers_watcher.stop()
         await self.tool_calls.aclose()  # its background work ends before the log closes
@@ -345,19 +365,18 @@ class Gateway:
     def _held(self, server: str, tool: str) -> tuple[str, str] | None:
         """Why a call to ``tool`` is held by its pin (basis, reason), or None. A tool the
         policy hides is left to the policy: it is unknown, held or not."""
-        policy = self.policy_store.policy
-        rule = policy.rule_for(server, tool)
-        if rule is not None and rule.hides:
+        policy = self.policy
+        if policy.hides(server, tool):
             return None
         change = self.pins.held(server, tool, policy.pinning)
         return None if change is None else ("quarantined", change.reason())
 
     def tool_changes(self) -> list[ToolChange]:
         """Every tool held by its pin now."""
-        return self.pins.changes(self.policy_store.policy.pinning)
+        return self.pins.changes(self.policy.pinning)
 
     def instruction_changes(self) -> list[InstructionsChange]:
-        return self.pins.instruction_changes(self.policy_store.policy.pinning)
+        return self.pins.instruction_changes(self.policy.pinning)
 
     async def accept_tool(
         self, server: str, tool: str, *, fingerprint_seen: str | None = None
@@ -434,7 +453,7 @@ class Gateway:
     def _observe_tools(self, server: str, tools: Sequence[Any]) -> frozenset[str]:
         """Check what ``server`` listed against its pins (saved soon if they moved); the
         names of the listed tools that are held."""
-        held = self.pins.observe(server, tools, self.policy_store.policy.pinning)
+        held = self.pins.observe(server, tools, self.policy.pinning)
         self._pins_moved(server)
         return held
 
@@ -442,7 +461,7 @@ class Gateway:
         """A handshake (or discover) answer without the server's instructions while they
         are held."""
         held = self.pins.observe_instructions(
-            server, answer.get("instructions"), self.policy_store.policy.pinning
+            server, answer.get("instructions"), self.policy.pinning
         )
         self._pins_moved(server)
         if not held:
@@ -1669,13 +1688,27 @@ class Gateway:
                 if isinstance(t, dict) and isinstance(t.get("name"), str)
             }
         held = self._observe_tools(session.server, tools)
-        hidden = hidden_tools(self.policy_store.policy, session.server, session.tool_names) | held
+        hidden = hidden_tools(self.policy, session.server, session.tool_names) | held
         if not hidden:
             return result
         kept = [t for t in tools if not (isinstance(t, dict) and t.get("name") in hidden)]
         return {**result, "tools": kept}
 
-    def _policy_swapped(self, policy: Policy) -> None:
+    def _layered(self) -> Policy:
+        """The policy in force: policy.json's, under the team's layer if there is one."""
+        personal = self.policy_store.policy
+        if self.team_store is None:
+            return personal
+        return personal.with_team(team_layer(self.team_store.policy))
+
+    @property
+    def policy(self) -> Policy:
+        """The policy the next call meets (both layers)."""
+        return self.enforcer.policy
+
+    def _policy_swapped(self, _swapped: Policy) -> None:
+        """policy.json or the team's file changed: the two, layered, go in force."""
+        policy = self._layered()
         old = self.enforcer.policy
         self.enforcer.swap_policy(policy)
         # A call waiting for a person was asked under the old policy: if the new one

@@ -138,6 +138,7 @@ class CallDecided:
     rule: str | None
     reason: str
     case: int | None = None  # the rule's "when" case that decided (from 0); None: the rule
+    layer: str | None = None  # "team": the team's policy decided; None: policy.json
 
 
 @dataclass(frozen=True, slots=True)

@@ -305,8 +305,7 @@ class ToolCallPipeline:
             return result
 
         await self._begin(session, trace, verdict, decision)  # durable before it is sent
-        rule = decision.source
-        timeout = None if rule is None else rule.timeout
+        timeout = self.enforcer.policy.timeout_of(call.server, call.tool)
         try:
             with anyio.move_on_after(timeout) as deadline:
                 result = await send(params)
@@ -331,7 +330,7 @@ class ToolCallPipeline:
             )
             data = exc.error.data
             found: tuple[Mapping[str, str], ...] = ()
-            if self.enforcer.policy.secrets_for(decision.source) is not SecretsMode.ALLOW:
+            if self.enforcer.policy.secrets_of(call.server, call.tool) is not SecretsMode.ALLOW:
                 # an error's words are the server's too: its secrets redacted, whatever
                 # the mode (nothing else of an error can be withheld or asked about)
                 # (the keyring's own values are scrubbed at the door, as "[secret]")
@@ -404,7 +403,7 @@ class ToolCallPipeline:
         secrets, and redacted, withheld or asked about as the policy says (the rule's
         ``results``, else the policy's)."""
         policy = self.enforcer.policy
-        mode = policy.secrets_for(decision.source)
+        mode = policy.secrets_of(trace.call.server, trace.call.tool)
         if mode is SecretsMode.ALLOW:
             return _Inspected(result, outcome)
         # a 2026 server's requestState is its own opaque token, given back to it as it is
@@ -558,6 +557,7 @@ class ToolCallPipeline:
                 decision.rule,
                 case=decision.case,
                 source=decision.source,
+                layer=decision.layer,
             )
             return CallDecision.REFUSED, refused, result.answer.value
 
@@ -684,6 +684,7 @@ class ToolCallPipeline:
                 decision.rule,
                 decision.reason,
                 case=decision.case,
+                layer=decision.layer,
             )
         )
 
@@ -718,12 +719,13 @@ class ToolCallPipeline:
             client_info=trace.said.client_info,
             protocol=trace.said.protocol,
             waited_ms=None if trace.waited is None else round(trace.waited * 1000, 3),
+            layer=decision.layer,
         )
 
     def _charge_horizon(self) -> float:
         """How far back rate-limit charges are kept: the longest window of the policy in
         force, and at least a day (a broken policy.json at start must not forget them)."""
-        windows = [limit.window for rule in self.enforcer.policy.rules for limit in rule.limits]
+        windows = [limit.window for rule in self.enforcer.policy.all_rules for limit in rule.limits]
         return max([KEEP_CHARGES, *windows])
 
     async def _prune_charges(self) -> None:

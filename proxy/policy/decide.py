@@ -109,6 +109,9 @@ class Decision:
     charged_at: float | None = None  # when the enforcer charged ``charges`` (None: not yet)
     case: int | None = None  # the rule's case that decided ("when" index, from 0); None: no case
     source: Rule | None = field(default=None, repr=False, compare=False)  # the rule itself
+    layer: str | None = None  # "team": the team's layer decided; None: policy.json
+    # the other layer's rule, whose limits a call let through is charged to as well
+    also: Rule | None = field(default=None, repr=False, compare=False)
 
     @property
     def blocked(self) -> bool:
@@ -127,18 +130,14 @@ class Decision:
             "hidden": self.hidden,
             "approval_timeout": self.approval_timeout,
             "argument_path": self.argument_path,
+            "layer": self.layer,
         }
 
 
 def hidden_tools(policy: Policy, server: str, names: Iterable[str]) -> frozenset[str]:
     """Which of ``server``'s tools ``names`` the policy hides (the same rule :func:`decide`
     answers as unknown)."""
-    hidden = set()
-    for name in names:
-        rule = policy.rule_for(server, name)
-        if rule is not None and rule.hides:
-            hidden.add(name)
-    return frozenset(hidden)
+    return frozenset(name for name in names if policy.hides(server, name))
 
 
 def decide(
@@ -152,7 +151,46 @@ def decide(
 
     ``default_approval_timeout`` is for an ``ask`` whose rule and case set no timeout, and
     for the policy's default ``ask``.
+
+    With a team layer (:meth:`Policy.with_team`), both decide and the stricter decision
+    stands: deny over ask over allow, the team's on a tie of deny or ask (its reason is
+    the one given), policy.json's on a tie of allow. The team has no say over a call
+    none of its rules matches unless its file writes a ``default``. A call let through
+    has passed both layers' limits and is charged to both.
     """
+    mine = _decide_layer(policy, call, counters, now, default_approval_timeout)
+    team = policy.team
+    if team is None or (team.rule_for(call.server, call.tool) is None and not team.says_default):
+        return mine
+    theirs = replace(
+        _decide_layer(team, call, counters, now, default_approval_timeout), layer="team"
+    )
+    return _stricter(theirs, mine)
+
+
+_STRICTNESS = {Verdict.ALLOW: 0, Verdict.ASK: 1, Verdict.DENY: 2}
+
+
+def _stricter(theirs: Decision, mine: Decision) -> Decision:
+    """The team's decision and policy.json's, as one (see :func:`decide`)."""
+    team_wins = theirs.verdict is not Verdict.ALLOW and (
+        _STRICTNESS[theirs.verdict] >= _STRICTNESS[mine.verdict]
+    )
+    winner, other = (theirs, mine) if team_wins else (mine, theirs)
+    if winner.verdict is Verdict.DENY:
+        return replace(winner, hidden=winner.hidden or (other.hidden and other.blocked))
+    charges = tuple(dict.fromkeys(winner.charges + other.charges))
+    return replace(winner, charges=charges, also=other.source)
+
+
+def _decide_layer(
+    policy: Policy,
+    call: ToolCall,
+    counters: Counters,
+    now: float,
+    default_approval_timeout: float,
+) -> Decision:
+    """What one layer's file alone decides."""
     rule = policy.rule_for(call.server, call.tool)
     if rule is None:
         return _by_default(policy, call, default_approval_timeout)
@@ -332,7 +370,8 @@ def agent_message(call: ToolCall, decision: Decision, now: float) -> str:
     """The text a blocked call's agent reads, so the model can adapt rather than fail."""
     if decision.basis is Basis.STATE:
         return f"Lockgate blocked this call to {call.qualified}: {decision.reason}."
-    rule = f'rule "{decision.rule}"' if decision.rule else "the policy's default"
+    team = "team " if decision.layer == "team" else ""
+    rule = f'{team}rule "{decision.rule}"' if decision.rule else f"the {team}policy's default"
     text = f"Lockgate's policy blocked this call to {call.qualified}: {decision.reason} [{rule}]."
     if decision.basis is Basis.LIMIT:
         if decision.retry_at is None:
@@ -435,7 +474,7 @@ class Enforcer:
     def restore(self, charges: Iterable[tuple[CounterKey, float]]) -> None:
         """Charges made before this process started (read back from the audit log)."""
         horizons: dict[str, float] = {}
-        for rule in self._policy.rules:
+        for rule in self._policy.all_rules:
             for limit in rule.limits:
                 horizons[limit.counter] = max(horizons.get(limit.counter, 0.0), limit.window)
         with self._lock:
@@ -447,8 +486,9 @@ class Enforcer:
         return decide(self._policy, call, self._counters, now, self._default_approval_timeout)
 
     def _charge(self, decision: Decision, now: float) -> Decision:
-        if decision.verdict is Verdict.ALLOW and decision.charges and decision.source:
-            horizons = {limit.counter: limit.window for limit in decision.source.limits}
+        if decision.verdict is Verdict.ALLOW and decision.charges:
+            rules = [rule for rule in (decision.source, decision.also) if rule is not None]
+            horizons = {limit.counter: limit.window for rule in rules for limit in rule.limits}
             self._counters.record(decision.charges, now, horizons)
             return replace(decision, charged_at=now)
         return decision

@@ -14,7 +14,7 @@ import json
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_APPROVAL_TIMEOUT",
     "MAX_POLICY_BYTES",
     "SUPPORTED_VERSIONS",
+    "TEAM_COUNTER_PREFIX",
     "Action",
     "Case",
     "Limit",
@@ -49,6 +50,7 @@ __all__ = [
     "parse_policy_bytes",
     "policy_schema",
     "read_policy_bytes",
+    "team_layer",
 ]
 
 SUPPORTED_VERSIONS: Final = ("1",)
@@ -189,6 +191,8 @@ class Policy:
     document: Mapping[str, Any] = field(default_factory=dict, repr=False)
     secrets: SecretsMode = SecretsMode.REDACT  # results' secrets where no rule says
     pinning: PinningSettings = PinningSettings()
+    # the team's layer above this policy (:meth:`with_team`); None: this file alone
+    team: Policy | None = field(default=None, repr=False)
     _exact_scoped: dict[tuple[str, str], Rule] = field(init=False, repr=False)
     _exact_tool: dict[str, Rule] = field(init=False, repr=False)
     _scoped_globs: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
@@ -250,17 +254,91 @@ class Policy:
                 return candidate
         return None
 
-    def secrets_for(self, rule: Rule | None) -> SecretsMode:
-        """What happens to secrets in the results of calls ``rule`` decides (None: the
-        default decided)."""
-        if rule is not None and rule.secrets is not None:
-            return rule.secrets
-        return self.secrets
+    def secrets_of(self, server: str, tool: str) -> SecretsMode:
+        """What happens to secrets in the results of ``tool`` on ``server``: its rule's
+        ``results``, else the policy's; with a team layer, the stricter of the two."""
+        rule = self.rule_for(server, tool)
+        mine = rule.secrets if rule is not None and rule.secrets is not None else self.secrets
+        if self.team is None:
+            return mine
+        return max(mine, self.team.secrets_of(server, tool), key=_SECRETS_ORDER.index)
+
+    def timeout_of(self, server: str, tool: str) -> float | None:
+        """How long a call to ``tool`` may run upstream (its rule's ``timeout``); with a
+        team layer, the shorter of the two; None: no bound."""
+        rule = self.rule_for(server, tool)
+        found = [] if rule is None or rule.timeout is None else [rule.timeout]
+        if self.team is not None and (theirs := self.team.timeout_of(server, tool)) is not None:
+            found.append(theirs)
+        return min(found, default=None)
+
+    def hides(self, server: str, tool: str) -> bool:
+        """Whether ``tool`` is hidden (a deny rule with ``hide``), by this policy or its
+        team layer."""
+        rule = self.rule_for(server, tool)
+        if rule is not None and rule.hides:
+            return True
+        return self.team is not None and self.team.hides(server, tool)
+
+    @property
+    def all_rules(self) -> tuple[Rule, ...]:
+        """This policy's rules and its team layer's (whose limits count too)."""
+        return self.rules if self.team is None else self.rules + self.team.rules
+
+    @property
+    def says_default(self) -> bool:
+        """Whether the file writes its ``default`` (a team layer without one has no say
+        over a call none of its rules matches)."""
+        return "default" in self.document
+
+    def with_team(self, team: Policy | None) -> Policy:
+        """This policy under ``team`` (a team's layer, :func:`team_layer`): every call is
+        decided by both and the stricter decision stands (deny over ask over allow), each
+        layer's limits must pass, and results' secrets, timeouts and tool pinning take the
+        stricter of the two. None: this policy alone."""
+        mine = replace(self, team=None) if self.team is not None else self
+        if team is None:
+            return mine
+        pinning = PinningSettings(
+            new_tools=_stricter_pin(mine.pinning.new_tools, team.pinning.new_tools),
+            new_servers=_stricter_pin(mine.pinning.new_servers, team.pinning.new_servers),
+            findings=_stricter_pin(mine.pinning.findings, team.pinning.findings),
+        )
+        secrets = max(mine.secrets, team.secrets, key=_SECRETS_ORDER.index)
+        return replace(mine, team=team, pinning=pinning, secrets=secrets)
 
     def candidates(self, server: str, tool: str) -> list[Rule]:
         """Every rule that matches, most specific first (the first one decides)."""
         matching = [r for r in self.rules if r.pattern.matches(server, tool)]
         return sorted(matching, key=lambda r: r.pattern.rank(r.index))
+
+
+# results' secrets modes, the least strict first
+_SECRETS_ORDER: Final = (SecretsMode.ALLOW, SecretsMode.REDACT, SecretsMode.ASK, SecretsMode.BLOCK)
+
+
+def _stricter_pin(mine: str, theirs: str) -> str:
+    """Of two pinning settings, the stricter: quarantine over trust and show."""
+    return "quarantine" if "quarantine" in (mine, theirs) else mine
+
+
+TEAM_COUNTER_PREFIX: Final = "team:"
+
+
+def team_layer(policy: Policy) -> Policy:
+    """``policy`` as a team's layer: its limits count on counters of their own (named
+    ``team:NAME``), so that no rule of a person's policy.json shares, and so drains or
+    refills, a team's budget."""
+    rules = tuple(
+        replace(
+            rule,
+            limits=tuple(
+                replace(limit, counter=TEAM_COUNTER_PREFIX + limit.counter) for limit in rule.limits
+            ),
+        )
+        for rule in policy.rules
+    )
+    return replace(policy, rules=rules, team=None)
 
 
 @dataclass(frozen=True, slots=True)

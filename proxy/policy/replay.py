@@ -243,7 +243,7 @@ def warm_up_seconds(*policies: Policy) -> float:
     """How long before a period its calls must be replayed for the limits' counters to
     be as they were at its start: the longest window of any limit."""
     return max(
-        (limit.window for policy in policies for rule in policy.rules for limit in rule.limits),
+        (limit.window for policy in policies for rule in policy.all_rules for limit in rule.limits),
         default=0.0,
     )
 
@@ -356,23 +356,33 @@ def _unchanged_tools(
     same: set[tuple[str, str]] = set()
     moved: set[str] = set()  # the counters of the rules the two disagree on
     for server, tool in tools:
-        ours, theirs = candidate.rule_for(server, tool), in_force.rule_for(server, tool)
-        if _as_written(candidate, ours) == _as_written(in_force, theirs):
+        if _as_written(candidate, server, tool) == _as_written(in_force, server, tool):
             same.add((server, tool))
         else:
-            moved.update(_counters(ours), _counters(theirs))
-    return frozenset(t for t in same if not _counters(in_force.rule_for(*t)) & moved)
+            moved.update(_counters(candidate, server, tool), _counters(in_force, server, tool))
+    return frozenset(t for t in same if not _counters(in_force, *t) & moved)
 
 
-def _as_written(policy: Policy, rule: Rule | None) -> str:
+def _as_written(policy: Policy, server: str, tool: str) -> str:
+    """What decides ``tool`` under ``policy``, as written: its rule (or default), and its
+    team layer's."""
+    rule = policy.rule_for(server, tool)
     if rule is None:
-        return f"default {policy.default.value}"
-    spec = policy.document.get("tools", {}).get(rule.pattern.text)
-    return rule.pattern.text + " " + json.dumps(spec, sort_keys=True)
+        mine = f"default {policy.default.value}"
+    else:
+        spec = policy.document.get("tools", {}).get(rule.pattern.text)
+        mine = rule.pattern.text + " " + json.dumps(spec, sort_keys=True)
+    return mine if policy.team is None else f"{mine} | {_as_written(policy.team, server, tool)}"
 
 
-def _counters(rule: Rule | None) -> set[str]:
-    return set() if rule is None else {limit.counter for limit in rule.limits}
+def _counters(policy: Policy, server: str, tool: str) -> set[str]:
+    """The counters a call to ``tool`` is counted on, in either layer."""
+    found: set[str] = set()
+    for layer in (policy, policy.team):
+        rule = None if layer is None else layer.rule_for(server, tool)
+        if rule is not None:
+            found.update(limit.counter for limit in rule.limits)
+    return found
 
 
 def _policys(basis: str | None, ruled: bool) -> bool:
@@ -401,9 +411,11 @@ class _Replayer:
     def _rule(self, server: str, tool: str) -> tuple[bool, dict[str, float]]:
         known = self._rules.get((server, tool))
         if known is None:
-            rule = self.policy.rule_for(server, tool)
-            windows = {} if rule is None else {lim.counter: lim.window for lim in rule.limits}
-            known = self._rules[server, tool] = (_hangs_on_arguments(rule), windows)
+            layers = [self.policy] if self.policy.team is None else [self.policy, self.policy.team]
+            rules = [layer.rule_for(server, tool) for layer in layers]
+            windows = {lim.counter: lim.window for r in rules if r is not None for lim in r.limits}
+            hangs = any(_hangs_on_arguments(rule) for rule in rules)
+            known = self._rules[server, tool] = (hangs, windows)
         return known
 
     def per_call(self, server: str, tool: str) -> bool:

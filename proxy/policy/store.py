@@ -14,6 +14,7 @@ repeated events cause no second reload.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ __all__ = [
     "ReadResult",
     "read_policy",
     "restore_last_good",
+    "team_unreadable",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,12 +98,16 @@ class PolicyStore:
         emit: Callable[[Event], None],
         on_swap: Callable[[Policy], None] | None = None,
         last_good: Path | None = None,
+        missing: Policy | None = None,
     ) -> None:
+        """``missing`` is the policy in force while the file is missing and no copy of
+        it is kept (and before the first read); None: the built-in default."""
         self._path = path
         self._emit = emit
         self._on_swap = on_swap
         self._last_good = last_good
-        self._policy = default_policy()
+        self._missing = missing
+        self._policy = default_policy() if missing is None else missing
         self._digest: str | None = None
         self._error: PolicyError | None = None
 
@@ -150,10 +156,13 @@ class PolicyStore:
                 self._put_in_force_last_good()
             return False
         assert result.policy is not None
+        policy = result.policy
+        if result.digest == _MISSING and self._missing is not None:
+            policy = self._missing
         self._error = None
         if result.data is not None:
             self._keep_as_last_good(result.data)
-        self._swap(result.policy, result.digest, now)
+        self._swap(policy, result.digest, now)
         return True
 
     @property
@@ -200,6 +209,17 @@ class PolicyStore:
         source = None if digest == _MISSING else policy.source
         log.info("policy in force: %s (%d rules)", source or "built-in default", len(policy.rules))
         self._emit(PolicyReloaded(now, source, len(policy.rules), policy.default.value))
+
+
+def team_unreadable(path: Path) -> Policy:
+    """The team's layer while its file cannot be read and no copy of it is kept: every
+    call refused, saying why (a team's rules are never dropped for a missing file)."""
+    reason = (
+        f"the team policy {path} cannot be read, so Lockgate refuses every call until it "
+        "can (ask whoever keeps it, or check the team_policy setting)"
+    )
+    document = {"version": "1", "tools": {"*": {"action": "deny", "reason": reason}}}
+    return parse_policy_bytes(json.dumps(document).encode(), f"{path} (unreadable)")
 
 
 class PolicyWatcher(FileWatcher[ReadResult]):

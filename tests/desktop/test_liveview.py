@@ -199,3 +199,27 @@ def test_the_details_say_what_the_program_says_it_is_and_its_protocol(qtbot: Any
     assert index is not None
     assert "Program:  says nothing of itself, over MCP 2025-11-25" in details_text(live.row(index))
     assert "Program:" not in details_text(CallRow.from_record(record("c3")))  # an old row
+
+
+def test_a_call_the_teams_policy_decided_says_so_in_the_table_and_the_details(qtbot: Any) -> None:
+    from desktop.calls import COLUMNS, CallRow
+    from desktop.liveview import details_text
+
+    model = CallsModel()
+    model.apply(
+        [
+            CallStarted("c1", 1.0, "cursor", "git", "push", {}),
+            CallDecided("c1", 1.0, "denied", "rule", "git/push", "no pushes", layer="team"),
+            CallStarted("c2", 2.0, "cursor", "git", "log", {}),
+            CallDecided("c2", 2.0, "allowed", "rule", "git/*", "allowed"),
+        ]
+    )
+    rule = COLUMNS.index("Rule")
+    texts = {model.row(i).tool: model.text(i, rule) for i in range(model.rowCount())}
+    assert texts == {"push": "team: git/push", "log": "git/*"}
+    record = CallRecord(time=1.0, client="cursor", server="git", tool="push", reason="no",
+                        decision=CallDecision.DENIED, outcome=Outcome.BLOCKED, basis="rule",
+                        rule="git/push", layer="team")  # fmt: skip
+    assert "Rule:     git/push of the team's policy (rule)" in details_text(
+        CallRow.from_record(record)
+    )

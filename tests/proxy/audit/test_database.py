@@ -111,7 +111,7 @@ ADDED_IN = {
     3: ("case",),
     4: ("client_info", "protocol"),
     5: ("findings", "secrets"),
-    6: ("waited_ms",),
+    6: ("waited_ms", "layer"),
 }
 
 
@@ -181,7 +181,9 @@ def test_a_log_of_version_2_is_upgraded_and_then_keeps_the_case_that_decided(db)
             audit.write_sync(make(case=-1))
     version, columns, _names = schema_of(db)
     assert version == SCHEMA_VERSION
-    assert columns[-6:] == ["case", "client_info", "protocol", "findings", "secrets", "waited_ms"]
+    assert columns[-7:] == [
+        "case", "client_info", "protocol", "findings", "secrets", "waited_ms", "layer"
+    ]  # fmt: skip
 
 
 def test_a_log_of_version_3_is_upgraded_and_then_keeps_what_a_client_says_it_is(db):

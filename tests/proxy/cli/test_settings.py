@@ -80,6 +80,7 @@ def test_every_setting_is_listed_with_its_value_and_what_it_is(capsys):
         ["audit_max_megabytes", "0"],
         ["approval_timeout_seconds", "120"],
         ["notifications", '"off"'],
+        ["team_policy", '""'],
         ["otlp_endpoint", '""'],
     ]
     column = len("approval_timeout_seconds  ")  # the longest name, and two spaces

@@ -46,7 +46,7 @@ def test_no_file_is_every_default_and_a_saved_setting_is_read_back(paths: Paths)
             '{"prot": 6000}',
             "unknown setting .prot.; the settings are: approval_timeout_seconds, "
             "audit_max_megabytes, audit_retention_days, max_message_bytes, notifications, "
-            "otlp_endpoint, port",
+            "otlp_endpoint, port, team_policy",
         ),
         ('{"start_at_login": true}', "unknown setting .start_at_login."),  # the login entry
         ('{"port": "6000"}', r'"port" must be a whole number from 1 to 65535, not \'6000\''),
@@ -64,6 +64,8 @@ def test_no_file_is_every_default_and_a_saved_setting_is_read_back(paths: Paths)
         ('{"audit_retention_days": false}', r"not False"),
         ('{"audit_max_megabytes": 5}', r"from 10 to 1000000, or 0 for no bound, not 5"),
         ('{"audit_max_megabytes": -1}', r"audit_max_megabytes.* not -1"),
+        ('{"team_policy": "team.json"}', r"absolute path of a policy file.*not 'team.json'"),
+        ('{"team_policy": 1}', r"team_policy.*not 1"),
         (
             '{"approval_timeout_seconds": 4}',
             r'"approval_timeout_seconds" must be a whole number of seconds from 5 to 3600, not 4',

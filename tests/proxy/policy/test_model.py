@@ -884,18 +884,19 @@ def test_results_pinning_and_timeout_are_read_with_their_defaults():
     assert bare.secrets is SecretsMode.REDACT  # secrets in results: redacted unless told
     assert bare.pinning == PinningSettings("trust", "trust", "show")
     assert (bare.rules[0].timeout, bare.rules[0].secrets) == (None, None)
-    assert bare.secrets_for(bare.rules[0]) is SecretsMode.REDACT
+    assert bare.secrets_of("s", "t") is SecretsMode.REDACT
     policy = parse_policy(
         '{"version": "1", "results": {"secrets": "block"},'
         ' "pinning": {"new_tools": "quarantine", "findings": "quarantine"},'
         ' "tools": {"t": {"timeout": 2.5, "results": {"secrets": "ask"}}, "u": {}}}'
     )
     assert policy.pinning == PinningSettings("quarantine", "trust", "quarantine")
-    t, u = policy.rules
+    t, _ = policy.rules
     assert (t.timeout, t.secrets) == (2.5, SecretsMode.ASK)
-    assert policy.secrets_for(t) is SecretsMode.ASK
-    assert policy.secrets_for(u) is SecretsMode.BLOCK
-    assert policy.secrets_for(None) is SecretsMode.BLOCK
+    assert policy.secrets_of("s", "t") is SecretsMode.ASK
+    assert policy.secrets_of("s", "u") is SecretsMode.BLOCK
+    assert policy.secrets_of("s", "other") is SecretsMode.BLOCK
+    assert (policy.timeout_of("s", "t"), policy.timeout_of("s", "u")) == (2.5, None)
 
 
 @pytest.mark.parametrize(
