@@ -21,7 +21,8 @@ from proxy.gateway.approvals import PendingApproval, Remember
 from proxy.gateway.core import Gateway
 from proxy.gateway.events import Event
 from proxy.gateway.pins import InstructionsChange, ToolChange
-from proxy.policy.model import Policy
+from proxy.policy.model import Policy, parse_policy_bytes
+from proxy.policy.replay import ReplayReport, replay_history
 from proxy.upstream.catalog import ServerTools
 from proxy.upstream.oauth import AuthState, OpenUrl
 
@@ -60,6 +61,15 @@ class PolicyInForce:
     error: str | None  # policy.json is broken: the last good policy stays in force
     digest: str | None  # of the file's bytes in force (None: the built-in policy)
     deleted: bool = False  # policy.json is gone; the last policy in force stays
+    # the team's layer above it (``policy.with_team(team)`` is what calls meet), and why
+    # its file is not it, if it is not; None: no team policy
+    team: Policy | None = None
+    team_error: str | None = None
+
+    @property
+    def layered(self) -> Policy:
+        """The policy a call meets: policy.json's under the team's layer."""
+        return self.policy.with_team(self.team)
 
     @property
     def rules(self) -> int:
@@ -128,9 +138,30 @@ class GatewayControl:
         return self._gateway.paused
 
     def policy(self) -> PolicyInForce:
-        store = self._gateway.policy_store
+        store, team = self._gateway.policy_store, self._gateway.team_store
         error = None if store.error is None else str(store.error)
-        return PolicyInForce(store.policy, error, store.digest, deleted=store.deleted)
+        return PolicyInForce(
+            store.policy,
+            error,
+            store.digest,
+            deleted=store.deleted,
+            team=None if team is None else self._gateway.policy.team,
+            team_error=None if team is None or team.error is None else str(team.error),
+        )
+
+    def replay_candidate(self, data: bytes, start: float, end: float) -> ReplayReport:
+        """What policy.json as ``data`` (a change about to be made, from
+        :func:`proxy.policy.edit.preview`) would have done to the calls recorded from
+        ``start`` to ``end``, against the policy in force, both under the team's layer.
+        Reads the period's log: from a worker thread, never the loop or the GUI.
+
+        Raises:
+            PolicyError: ``data`` is not a valid policy.
+            AuditError: the audit log cannot be read.
+        """
+        in_force = self._gateway.policy
+        candidate = parse_policy_bytes(data, "the change").with_team(in_force.team)
+        return replay_history(self._gateway.audit, candidate, in_force, start, end)
 
     def servers(self) -> ServersInForce:
         gateway = self._gateway

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import tempfile
 from collections.abc import Callable, Mapping
 from enum import Enum
 from importlib import resources
@@ -51,6 +52,7 @@ __all__ = [
     "allow_narrowly",
     "edit_rule",
     "exact_arguments_schema",
+    "preview",
     "remove_case",
     "rule_text",
 ]
@@ -221,6 +223,25 @@ def allow_narrowly(
         assert client is not None
         return allow_for_client(path, pattern, client, Action.ASK)  # the rule exists now
     return allow_exact_arguments(path, pattern, arguments, Action.ASK, client)
+
+
+def preview(path: Path, edit: Callable[[Path], bytes]) -> bytes:
+    """What ``edit`` (one of this module's changes, given a policy file's path) would make
+    of the policy file at ``path``, which is not touched: the change is made to a private
+    copy of it, by the same code that makes it for real (a replay shows its effect
+    before the person confirms it).
+
+    Raises:
+        PolicyEditError: as ``edit`` does; or the file cannot be read.
+    """
+    with tempfile.TemporaryDirectory(prefix="lockgate-preview-") as folder:
+        copy = Path(folder) / path.name
+        if path.exists():
+            try:
+                copy.write_bytes(read_policy_bytes(path))
+            except (OSError, PolicyError) as exc:
+                raise PolicyEditError(f"cannot read {path}: {exc}") from None
+        return edit(copy)
 
 
 def _governing_rule(path: Path, server: str, tool: str) -> dict[str, Any]:

@@ -19,8 +19,10 @@ import pytest
 
 from proxy.audit.log import AuditReader
 from proxy.cli.main import main
+from proxy.gateway.control import GatewayControl
 from proxy.gateway.core import Gateway
-from proxy.policy.model import Policy, parse_policy
+from proxy.policy.edit import edit_rule, preview
+from proxy.policy.model import Policy, PolicyError, parse_policy
 from proxy.policy.replay import ReplayReport, replay, replay_history, warm_up_seconds
 from tests.support.harness import Harness, LocalClient, running
 from tests.support.waiting import eventually, eventually_sync
@@ -211,3 +213,26 @@ async def test_lockgate_policy_replay_prints_the_same(
     assert "rec/ask_me" in text
     assert main(["policy", "replay", str(candidate), "--until", "1h"]) == 0  # nothing then
     assert "No calls were recorded" in capsys.readouterr().out
+
+
+async def test_a_click_is_replayed_before_it_is_made(tmp_path: Path) -> None:
+    """The app's way: the change a rule control is about to make, made to a private copy
+    of policy.json (policy.json untouched), replayed by the gateway's control."""
+    harness = Harness(tmp_path)
+    harness.write_policy(IN_FORCE)
+    async with running(harness) as gateway:
+        await traffic(harness, gateway)
+        before = harness.paths.policy_file.read_bytes()
+        change = preview(
+            harness.paths.policy_file, lambda path: edit_rule(path, "rec/echo", {"action": "deny"})
+        )
+        assert harness.paths.policy_file.read_bytes() == before
+        control = GatewayControl(gateway)
+        await eventually(lambda: gateway.audit.search_backlog() == 0, "the calls counted")
+        report = await asyncio.to_thread(control.replay_candidate, change, 0.0, time.time() + 1)
+        assert dict(report.changes) == {"blocked": 3}
+        assert report.summary("the last 7 days").startswith(
+            "Of 21 calls in the last 7 days, this change would have blocked 3 calls (agent 3)"
+        )
+        with pytest.raises(PolicyError):
+            control.replay_candidate(b"{ not json", 0.0, time.time())
