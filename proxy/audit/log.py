@@ -113,6 +113,7 @@ VACUUM_PAGES: Final = 256  # pages given back to the file system per transaction
 INDEX_BATCH: Final = 200  # calls added to the search index per transaction (about 12 ms)
 SIZE_CHECK_EVERY: Final = 60.0  # seconds between two looks at the log's size, when bounded
 MERGE_PAGES: Final = 256  # pages of the search index merged per transaction, after a prune
+MERGE_INDEX: Final = "INSERT INTO calls_text(calls_text, rank) VALUES ('merge', ?)"
 _DAY: Final = 86400.0
 
 
@@ -610,6 +611,7 @@ class AuditLog(AuditReader):
         # write lock by whoever commits new calls; the writer thread indexes them)
         self._unindexed = True
         self._index_failed = False  # the last index step failed (logged once)
+        self._index_failures = 0
         self._thread = threading.Thread(target=self._run, name="lockgate-audit", daemon=True)
         self._thread.start()
         self._stop_checkpoints = threading.Event()
@@ -623,6 +625,12 @@ class AuditLog(AuditReader):
         """Transactions committed by this log's writer so far (records per commit shows
         group commit at work)."""
         return self._commits
+
+    @property
+    def index_failures(self) -> int:
+        """Steps of the search index that failed since the log opened (each is tried
+        again with the next call committed; the first of a run is logged)."""
+        return self._index_failures
 
     @property
     def retention_days(self) -> int:
@@ -957,10 +965,8 @@ class AuditLog(AuditReader):
         if self._pruning is not None or self._unindexed:
             return 0.0
         due: list[float] = []
-        with self._lock:
+        with self._lock:  # (a new retention is looked at at once: its wake-up is queued)
             if self._retention_days:
-                if self._prune_asked:
-                    return 0.0
                 due.append(self._next_prune)
         if self._max_bytes:
             due.append(self._next_size_check)
@@ -1084,7 +1090,9 @@ class AuditLog(AuditReader):
                     self._conn.execute("BEGIN IMMEDIATE")
                     try:
                         up_to = self._next_to_index()  # as it is now, under the lock
-                        if up_to is not None:
+                        if (
+                            up_to is not None
+                        ):  # pragma: no branch (else: another process indexed them meanwhile)
                             self._conn.execute(INDEX_CALLS, up_to)
                             self._conn.execute(COUNT_CALLS, up_to)
                             self._conn.execute("UPDATE search_state SET indexed = ?", up_to[1:])
@@ -1093,6 +1101,7 @@ class AuditLog(AuditReader):
                         self._rollback()
                         raise
             except sqlite3.Error as exc:
+                self._index_failures += 1
                 if not self._index_failed:
                     logger.warning(
                         "could not add new calls to the audit log's search index "
@@ -1109,14 +1118,14 @@ class AuditLog(AuditReader):
         """Count the hours a prune cut into again (up to the one ``before`` falls in),
         from the calls that are left of them."""
         up_to = int(before // 3600) + 1
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._conn.execute("DELETE FROM activity WHERE hour < ?", (up_to,))
-            self._conn.execute(RECOUNT_BEFORE, (up_to * 3600.0,))
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
+        self._run_steps(
+            [
+                (
+                    ("DELETE FROM activity WHERE hour < ?", [(up_to,)]),
+                    (RECOUNT_BEFORE, [(up_to * 3600.0,)]),
+                )
+            ]
+        )
 
     def _next_to_index(self) -> tuple[int, int] | None:
         """The next batch to index, as (after this seq, up to this one); None: none."""
@@ -1129,15 +1138,7 @@ class AuditLog(AuditReader):
         drops a deleted call's words from it (a delete only marks them); whether there is
         more to do. (FTS5 tells by the total changes: two or more, it did some work.)"""
         before = self._conn.total_changes
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._conn.execute(
-                "INSERT INTO calls_text(calls_text, rank) VALUES ('merge', ?)", (-MERGE_PAGES,)
-            )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
+        self._run_steps([((MERGE_INDEX, [(-MERGE_PAGES,)]),)])
         return self._conn.total_changes - before >= 2
 
     def _give_back_free_pages(self) -> int:

@@ -312,3 +312,49 @@ def test_a_summary_of_a_missing_log_in_a_missing_folder_is_empty(tmp_path: Path)
     summary = audit_summary(tmp_path / "nowhere" / "audit.db")
     assert (summary.size_bytes, summary.calls, summary.oldest) == (0, 0, None)
     assert not (tmp_path / "nowhere").exists()
+
+
+async def test_a_retention_of_0_set_during_a_prune_stops_it(db: Path, clock: Clock) -> None:
+    """Every call is to be kept from now on: the prune under way stops after the batch
+    it is in (the calls of that batch are gone), and is never counted as done."""
+    await seed(db, *(make(time=NOW - 100 * DAY, result_size=n) for n in range(30)))
+    await seed(db, make(tool="today", time=NOW))
+    held = HoldsTheClock(clock)
+    with AuditLog(db, clock=held.wall, monotonic=clock.monotonic, prune_batch=10) as audit:
+        audit.set_retention(30)
+        await eventually(held.reading.is_set, "the writer to cut the prune for 30 days")
+        audit.set_retention(0)
+        held.go.set()
+        await eventually(lambda: audit.count() == 21, "the batch under way deleted")
+        audit.write_sync(make(tool="later", time=NOW))  # the writer has been round again
+        assert audit.count() == 22
+        assert (audit.prunes, audit.retention_days) == (0, 0)
+
+
+def test_reading_arguments_are_checked(log: AuditLog) -> None:
+    with pytest.raises(ValueError, match="limit must not be negative"):
+        log.query_rows(limit=-1)
+    log.write_sync(make())
+    assert list(log.recorded_calls(tools=[])) == []
+    assert [c.tool for c in log.recorded_calls(tools=[("files", "read_file")])] == ["read_file"]
+
+
+async def test_a_size_that_cannot_be_measured_is_logged_and_the_log_writes_on(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program renamed the calls table: the size bound's look fails, is logged,
+    and is tried again in a minute; nothing else stops."""
+    caplog.set_level("WARNING", logger="proxy.audit.log")
+    text = "x" * 2000
+    await seed(db, *(make(time=NOW, arguments={"text": text}) for _ in range(700)))
+    raw = sqlite3.connect(db, isolation_level=None)
+    try:
+        raw.execute("ALTER TABLE calls RENAME TO kept_elsewhere")
+    finally:
+        raw.close()
+    with AuditLog(db, max_megabytes=1) as audit:
+        await eventually(
+            lambda: "could not measure the audit log (again in a minute)" in caplog.text,
+            "the failed look logged",
+        )
+        assert audit.prunes == 0

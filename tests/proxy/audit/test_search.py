@@ -155,8 +155,9 @@ async def test_an_index_step_that_fails_is_logged_and_tried_again(
                 "BEGIN SELECT RAISE(ABORT, 'not now'); END"
             )
             audit.write_sync(make(tool="during", reason="kept"))
-            audit.write_sync(make(tool="during_too", reason="kept"))
             await eventually(lambda: "search index" in caplog.text, "the failure logged")
+            audit.write_sync(make(tool="during_too", reason="kept"))
+            await eventually(lambda: audit.index_failures == 2, "a second step failed")
             assert audit.count() == 3  # committed, not yet searchable
             assert audit.search_backlog() == 2
             raw.execute("DROP TRIGGER refuse")

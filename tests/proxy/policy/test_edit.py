@@ -728,3 +728,16 @@ def test_exact_arguments_nested_too_deeply_to_write_are_refused_in_words() -> No
         inner = inner["a"]
     with pytest.raises(PolicyEditError, match="nested too deeply to make a rule of"):
         exact_arguments_schema(nested)
+
+
+def test_a_preview_is_made_on_a_copy_and_never_touches_the_file(tmp_path: Path) -> None:
+    from proxy.policy.edit import preview
+
+    missing = tmp_path / "policy.json"
+    made = preview(missing, lambda path: edit_rule(path, "git/push", {"action": "deny"}))
+    assert b'"git/push"' in made
+    assert not missing.exists()  # a missing file starts from the default, and stays missing
+    folder = tmp_path / "folder" / "policy.json"
+    folder.mkdir(parents=True)  # not a file: it cannot be read
+    with pytest.raises(PolicyEditError, match="cannot read"):
+        preview(folder, lambda path: edit_rule(path, "git/push", {"action": "deny"}))
