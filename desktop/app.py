@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.activityview import ActivityView, Sparkline, read_sparkline, sparkline_pixmap
-from desktop.approvals import Answer, ApprovalPrompt, ApprovalsPanel, PendingApprovals
+from desktop.approvals import AlwaysFor, Answer, ApprovalPrompt, ApprovalsPanel, PendingApprovals
 from desktop.calls import CallsModel
 from desktop.connectview import ConnectView
 from desktop.historyview import HistoryView
@@ -47,7 +47,7 @@ from desktop.review import (
 from desktop.servereditor import ServerEdit, ServerEditor
 from desktop.serversview import ServerActions, ServersModel, ServersView
 from desktop.settingsview import SettingsView
-from desktop.toolsview import ToolsModel, ToolsView, scan_catalog
+from desktop.toolsview import REPLAYING_TEXT, ToolsModel, ToolsView, scan_catalog
 from desktop.tray import AppState, Tray
 from desktop.window import TABS, MainWindow
 from proxy.audit.log import AuditError, AuditReader, audit_summary
@@ -89,7 +89,7 @@ from proxy.gateway.events import (
     ToolPinsChanged,
 )
 from proxy.gateway.pins import InstructionsChange, ToolChange
-from proxy.policy.edit import allow_narrowly, edit_rule
+from proxy.policy.edit import allow_narrowly, edit_rule, preview
 from proxy.policy.model import Policy
 from proxy.policy.poison import Finding
 from proxy.policy.starter import policy_text, starting_policy
@@ -104,6 +104,14 @@ T = TypeVar("T")
 SPARKLINE_MS = 60_000  # the tray's last hour is read again at most this often
 SPARKLINE_SIZE = (120, 24)
 _SettingsRead = tuple[Settings | None, str | None, str]  # the settings, their error, audit
+PolicyEdit = Callable[[Path], bytes]  # a change of policy.json, given its path: the new text
+# a change is replayed over the calls of this last period before the person confirms it
+REPLAY_SECONDS = 7 * 86400
+REPLAY_PERIOD = "the last 7 days"
+REPLAY_NOT_AVAILABLE = (
+    "The replay of the last 7 days is not available: the gateway is not running. "
+    "Applying still writes the rule."
+)
 
 
 class LockgateApp(QObject):
@@ -168,6 +176,7 @@ class LockgateApp(QObject):
             self.list_tools,
             on_review=self.review_tool,
             on_review_instructions=self.review_instructions,
+            on_preview=self.preview_rule,
         )
         # the review dialogs open now, by (server, tool) (tool None: its instructions)
         self.reviews: dict[tuple[str, str | None], ReviewDialog] = {}
@@ -219,6 +228,7 @@ class LockgateApp(QObject):
         self._shown: tuple[AppState, str | None] | None = None
         self.tray.open_window.connect(self.window.present)
         self.tray.open_approvals.connect(lambda: self.window.show_tab("Approvals"))
+        self.pending.changed.connect(self._replay_always)
         self.pending.changed.connect(
             lambda: self.tray.waiting(
                 [
@@ -417,7 +427,7 @@ class LockgateApp(QObject):
             in_force = future.result()
             policy, error = in_force.policy, in_force.error
             self.policy = policy
-            self.tools.set_policy(policy)
+            self.tools.set_policy(policy, in_force.team, in_force.team_error)
             where = policy.source or "the built-in policy"
             summary = f"{len(policy.rules)} rules, default {policy.default.value} (from {where})"
             self.policy_view.show_state(
@@ -472,17 +482,63 @@ class LockgateApp(QObject):
             return
         if not (answer.approve and answer.remember is Remember.ALWAYS):
             return
-        if answer.always == "client":
-            self.allow_narrowly(pending.server, pending.tool, client=pending.client)
-        elif answer.always == "arguments":
-            self.allow_narrowly(pending.server, pending.tool, arguments=pending.arguments)
-        else:
-            self.set_rule(pending.server, pending.tool, {"action": "allow", "hide": None})
+        self._write_rule(pending.server, pending.tool, _always_edit(pending, answer.always))
 
     def set_rule(self, server: str, tool: str, changes: dict[str, Any]) -> None:
         """Write the rule for server/tool into policy.json (on a worker thread)."""
-        path = self.paths.policy_file
-        self._write_rule(server, tool, lambda: edit_rule(path, f"{server}/{tool}", changes))
+        self._write_rule(server, tool, _rule_edit(server, tool, changes))
+
+    def preview_rule(
+        self, server: str, tool: str, changes: dict[str, Any], answer: Callable[[str], None]
+    ) -> None:
+        """What :meth:`set_rule` with ``changes`` would have done to the last 7 days'
+        calls: ``answer`` gets the line, on the GUI thread."""
+        self.replay_change(_rule_edit(server, tool, changes), answer)
+
+    def replay_change(self, edit: PolicyEdit, answer: Callable[[str], None]) -> None:
+        """Make ``edit`` on a private copy of policy.json and replay it over the calls of
+        the last 7 days (on a worker thread: it reads the audit log); ``answer`` gets a
+        line for the person, on the GUI thread. Nothing is written."""
+        control = self.host.control
+        if control is None:
+            answer(REPLAY_NOT_AVAILABLE)
+            return
+        path, end = self.paths.policy_file, time.time()
+
+        def replay() -> str:
+            candidate = preview(path, edit)
+            report = control.replay_candidate(candidate, end - REPLAY_SECONDS, end)
+            return report.summary(REPLAY_PERIOD)
+
+        def done(future: concurrent.futures.Future[str]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                answer(future.result())
+            elif isinstance(error, LockgateError):
+                answer(f"Not replayed: {error.told()}")
+            else:  # a replay only informs: its failure must not stop the change
+                log.warning("replaying a change failed", exc_info=error)
+                answer(f"Not replayed: {error}")
+
+        self.host.blocking(replay, done)
+
+    def _replay_always(self) -> None:
+        """Replay each "always" answer of the calls that began waiting, for their cards;
+        the calls never wait for it ("Allow once" is as quick as ever)."""
+        for approval_id, pending in list(self.pending.items.items()):
+            if pending.about == "result" or approval_id in self.pending.replays:
+                continue  # a result's answer makes no rule; or replayed already
+            always: AlwaysFor
+            for always in ("tool", "client", "arguments"):
+                self.pending.set_replay(approval_id, always, REPLAYING_TEXT)
+                self.replay_change(
+                    _always_edit(pending, always), self._replay_said(approval_id, always)
+                )
+
+    def _replay_said(self, approval_id: str, always: AlwaysFor) -> Callable[[str], None]:
+        return lambda said: self.pending.set_replay(approval_id, always, said)
 
     def allow_narrowly(
         self,
@@ -494,16 +550,10 @@ class LockgateApp(QObject):
     ) -> None:
         """Allow server/tool for ``client`` only, or with exactly ``arguments``: a case on
         its rule, other calls decided as before (on a worker thread)."""
-        path = self.paths.policy_file
-        frozen = None if arguments is None else json.loads(json.dumps(arguments))
-        self._write_rule(
-            server,
-            tool,
-            lambda: allow_narrowly(path, server, tool, client=client, arguments=frozen),
-        )
+        self._write_rule(server, tool, _narrow_edit(server, tool, client, arguments))
 
-    def _write_rule(self, server: str, tool: str, write: Callable[[], bytes]) -> None:
-        pattern = f"{server}/{tool}"
+    def _write_rule(self, server: str, tool: str, edit: PolicyEdit) -> None:
+        pattern, path = f"{server}/{tool}", self.paths.policy_file
 
         def say(message: str) -> None:
             self.window.statusBar().showMessage(message.splitlines()[0], 10000)
@@ -520,7 +570,7 @@ class LockgateApp(QObject):
             else:
                 raise error
 
-        self.host.blocking(write, done)
+        self.host.blocking(lambda: edit(path), done)
 
     def remove_rule(self, server: str, tool: str) -> None:
         path, pattern = self.paths.policy_file, f"{server}/{tool}"
@@ -1222,6 +1272,28 @@ class LockgateApp(QObject):
 
 
 _AT_NEXT_START = ("port", "max_message_bytes")  # the gateway's socket and doors take them
+
+
+def _rule_edit(server: str, tool: str, changes: dict[str, Any]) -> PolicyEdit:
+    """The rule for server/tool changed as the Tools view's editor says."""
+    return lambda path: edit_rule(path, f"{server}/{tool}", changes)
+
+
+def _narrow_edit(
+    server: str, tool: str, client: str | None, arguments: Mapping[str, Any] | None
+) -> PolicyEdit:
+    """server/tool allowed for ``client`` only, or with exactly ``arguments``."""
+    frozen = None if arguments is None else json.loads(json.dumps(arguments))
+    return lambda path: allow_narrowly(path, server, tool, client=client, arguments=frozen)
+
+
+def _always_edit(pending: ApprovalPending, always: AlwaysFor) -> PolicyEdit:
+    """The rule an approval's "always" answer writes."""
+    if always == "client":
+        return _narrow_edit(pending.server, pending.tool, pending.client, None)
+    if always == "arguments":
+        return _narrow_edit(pending.server, pending.tool, None, pending.arguments)
+    return _rule_edit(pending.server, pending.tool, {"action": "allow", "hide": None})
 
 
 def _sentence(text: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +35,7 @@ from proxy.policy.decide import ToolCall
 from proxy.policy.edit import MAX_EXACT_ARGUMENTS_BYTES
 from proxy.policy.risk import Risk
 
-__all__ = ["Answer", "ApprovalPrompt", "ApprovalsPanel", "PendingApprovals"]
+__all__ = ["AlwaysFor", "Answer", "ApprovalPrompt", "ApprovalsPanel", "PendingApprovals"]
 
 
 AlwaysFor = Literal["tool", "client", "arguments"]
@@ -59,6 +59,7 @@ class PendingApprovals(QObject):
     """The calls waiting for a person now, oldest first."""
 
     changed = Signal()
+    replayed = Signal(str)  # the approval whose "always" replays said something new
     # a call stopped waiting because what it was asked under changed (the policy, the
     # servers, a pause): what to tell the person, in a sentence
     withdrawn = Signal(str)
@@ -69,6 +70,9 @@ class PendingApprovals(QObject):
         super().__init__(parent)
         self._risk_of = risk_of
         self.items: dict[str, ApprovalPending] = {}
+        # what each "always" answer of a pending call would have done to the recorded
+        # calls, in a line (a replay runs apart: the call never waits for it)
+        self.replays: dict[str, dict[AlwaysFor, str]] = {}
 
     def apply(self, events: Iterable[object]) -> None:
         changed = False
@@ -78,6 +82,7 @@ class PendingApprovals(QObject):
                 changed = True
             elif isinstance(event, ApprovalAnswered):
                 gone = self.items.pop(event.approval_id, None)
+                self.replays.pop(event.approval_id, None)
                 changed |= gone is not None
                 if gone is not None and event.answer == "withdrawn":
                     self.withdrawn.emit(
@@ -88,9 +93,17 @@ class PendingApprovals(QObject):
             self.changed.emit()
 
     def reset(self) -> None:
+        self.replays.clear()
         if self.items:
             self.items.clear()
             self.changed.emit()
+
+    def set_replay(self, approval_id: str, always: AlwaysFor, said: str) -> None:
+        """What the "always" answer ``always`` of a pending call would have done, in a
+        line; dropped if the call no longer waits."""
+        if approval_id in self.items:
+            self.replays.setdefault(approval_id, {})[always] = said
+            self.replayed.emit(approval_id)
 
     def risk(self, pending: ApprovalPending) -> Risk | None:
         return self._risk_of(pending.server, pending.tool)
@@ -216,6 +229,18 @@ class ApprovalCard(QFrame):
             else f"These arguments are too long for a rule a person can read "
             f"(over {MAX_EXACT_ARGUMENTS_BYTES} bytes)"
         )
+        self._always_tips: dict[AlwaysFor, tuple[QPushButton, str]] = {
+            "tool": (self.allow_always, self.allow_always.toolTip()),
+            "client": (self.allow_client, self.allow_client.toolTip()),
+            "arguments": (self.allow_exact, self.allow_exact.toolTip()),
+        }
+        # what "Always allow" would have done to the last 7 days' calls (the other
+        # "always" answers say theirs in their tooltips)
+        self.replay = QLabel()
+        self.replay.setObjectName("alwaysReplay")
+        self.replay.setWordWrap(True)
+        self.replay.setStyleSheet("color: #37474f; font-style: italic;")
+        self.replay.hide()
         # Keys act on the card that has the keyboard: the popup never takes it on its own,
         # so only a person who clicked into it can answer by key. Enter and Escape are
         # keyPressEvent's (the reason box has its own Enter), the letters shortcuts.
@@ -260,7 +285,20 @@ class ApprovalCard(QFrame):
         layout.addWidget(why)
         layout.addWidget(arguments)
         layout.addLayout(buttons)
+        layout.addWidget(self.replay)
         self.tick()
+
+    def show_replays(self, replays: Mapping[AlwaysFor, str]) -> None:
+        """What each "always" answer would have done to the recorded calls: "Always
+        allow"'s under the buttons, each one's in its tooltip."""
+        if self.about_result:
+            return  # no rule comes of a result's answer
+        for always, (button, tip) in self._always_tips.items():
+            said = replays.get(always)
+            button.setToolTip(tip if said is None else f"{tip}\n\n{said}")
+        said = replays.get("tool")
+        self.replay.setText("" if said is None else f"If you always allow it: {said}")
+        self.replay.setVisible(said is not None)
 
     def _remembering(self) -> tuple[QPushButton, ...]:
         """The answers that outlive this one call (a session, a rule)."""
@@ -351,7 +389,13 @@ class ApprovalsPanel(QWidget):
         self._timer.timeout.connect(self._tick)
         pending.changed.connect(self.sync)
         pending.withdrawn.connect(self._withdrawn)
+        pending.replayed.connect(self._replayed)
         self.sync()
+
+    def _replayed(self, approval_id: str) -> None:
+        card = self.cards.get(approval_id)
+        if card is not None:
+            card.show_replays(self._pending.replays.get(approval_id, {}))
 
     def _withdrawn(self, message: str) -> None:
         self.notice.setText(message)
@@ -366,6 +410,7 @@ class ApprovalsPanel(QWidget):
         for approval_id, pending in items.items():
             if approval_id not in self.cards:
                 card = ApprovalCard(pending, self._pending.risk(pending), self._on_answer)
+                card.show_replays(self._pending.replays.get(approval_id, {}))
                 self.cards[approval_id] = card
                 self._list.insertWidget(self._list.count() - 1, card)
                 self.card_added.emit(card)
@@ -408,7 +453,7 @@ class ApprovalPrompt(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.heading)
         layout.addWidget(self.panel)
-        self.resize(600, 380)  # a card with its arguments and three rows of answers
+        self.resize(600, 420)  # a card: its arguments, three rows of answers, the replay
         self._pending = pending
         self._dismissed: set[str] = set()
         self._show_heading()

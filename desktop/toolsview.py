@@ -15,8 +15,10 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
+    QTimer,
+    Signal,
 )
-from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtGui import QBrush, QColor, QFont, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -46,7 +48,15 @@ from proxy.policy.poison import Finding, scan_tool
 from proxy.policy.risk import Risk, classify
 from proxy.upstream.catalog import ServerTools
 
-__all__ = ["ToolsModel", "ToolsView", "effective_rule_text", "scan_catalog"]
+__all__ = [
+    "REPLAYING_TEXT",
+    "RuleEditor",
+    "ToolsModel",
+    "ToolsView",
+    "effective_rule_text",
+    "scan_catalog",
+    "team_rule_text",
+]
 
 # "Status" is last in the model (the columns before it keep their places) and shown
 # second, right after the tool's name.
@@ -62,6 +72,15 @@ _LEVEL_COLOURS = {"low": "#2e7d32", "medium": "#b26a00", "high": "#c62828"}
 _ACTION_COLOURS = {"allow": "#1b7f3b", "deny": "#c62828", "ask": "#6a1b9a"}
 
 RuleChange = Callable[[str, str, dict[str, Any]], None]
+# (server, tool, the pending changes, where the replay's line goes): what the change
+# would have done to the recorded calls, said in a line (the app replays it off the GUI
+# thread and answers on it)
+RulePreview = Callable[[str, str, dict[str, Any], Callable[[str], None]], None]
+
+REPLAYING_TEXT = "Replaying the last 7 days…"
+REPLAY_DEBOUNCE_MS = 400  # a pending change is replayed once the person stops changing it
+TEAM_BACKGROUND = "#e3f2fd"
+TEAM_TEXT = "#0d47a1"
 
 
 @dataclass(frozen=True)
@@ -113,6 +132,52 @@ def effective_rule_text(policy: Policy | None, server: str, tool: str) -> tuple[
     return _action_of(rule), _origin(rule, server, tool)
 
 
+def team_rule_text(team: Policy | None, server: str, tool: str) -> str | None:
+    """What the team's layer says of server/tool, for a person ("denies this tool: no
+    shell here"); None: the team has no rule for it."""
+    rule = team.rule_for(server, tool) if team is not None else None
+    if rule is None:
+        return None
+    if rule.hides:
+        words = "hides this tool from agents (and denies it)"
+    else:
+        words = {
+            Action.ALLOW: "allows this tool",
+            Action.ASK: "asks a person about every call of this tool",
+            Action.DENY: "denies this tool",
+        }[rule.action]
+    if rule.limits:
+        words += ", " + " and ".join(
+            f"at most {limit.max:,} calls per {_window_words(limit.window)}"
+            for limit in rule.limits
+        )
+    words += cases_text(rule)
+    return words + (f": {rule.reason}" if rule.reason else "")
+
+
+def _window_words(seconds: float) -> str:
+    for name, length in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds == length:
+            return name
+        if seconds % length == 0:
+            return f"{int(seconds // length)} {name}s"
+    return f"{seconds:g} seconds"
+
+
+# how strict each action is: a team's rule stands over any looser one of policy.json
+_STRICTNESS = {Action.ALLOW: 0, Action.ASK: 1, Action.DENY: 2}
+
+
+def team_floor(team: Policy | None, server: str, tool: str) -> int | None:
+    """The least strict action the team's rule for server/tool gives any call (a ``when``
+    case of it may allow what the rule denies), as :data:`_STRICTNESS`; None: no team
+    rule, anything goes."""
+    rule = team.rule_for(server, tool) if team is not None else None
+    if rule is None:
+        return None
+    return min(_STRICTNESS[a] for a in (rule.action, *(c.action for c in rule.cases)))
+
+
 def _action_of(rule: Rule) -> str:
     if rule.hide and rule.action is Action.DENY:
         return "hide"
@@ -150,6 +215,7 @@ class ToolsModel(ListTableModel[ToolRow]):
     what their pins hold; held tools the listing did not have are rows too."""
 
     columns = COLUMNS
+    team_changed = Signal()  # the team's layer or its error changed
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -161,6 +227,8 @@ class ToolsModel(ListTableModel[ToolRow]):
         self._listed: list[ToolRow] = []
         self._changes: list[ToolChange] = []
         self._findings: dict[tuple[str, str], tuple[Finding, ...]] = {}
+        self.team: Policy | None = None  # the team's layer, read-only here
+        self.team_error: str | None = None
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -234,8 +302,15 @@ class ToolsModel(ListTableModel[ToolRow]):
     def held(self) -> list[ToolChange]:
         return list(self._changes)
 
-    def set_policy(self, policy: Policy) -> None:
+    def set_policy(
+        self, policy: Policy, team: Policy | None = None, team_error: str | None = None
+    ) -> None:
+        """policy.json's policy, and the team's layer above it (read-only: policy.json
+        cannot loosen it) and why the team's file is not it, if it is not."""
         self.policy = policy
+        if (team, team_error) != (self.team, self.team_error):
+            self.team, self.team_error = team, team_error
+            self.team_changed.emit()
         if self.rows:
             self.dataChanged.emit(self.index(0, RULE), self.index(len(self.rows) - 1, RULE))
 
@@ -268,7 +343,9 @@ class ToolsModel(ListTableModel[ToolRow]):
                 return f"{row.risk.level.value} · {row.risk.category.value}"
             if column == RULE:
                 action, origin = effective_rule_text(self.policy, row.server, row.name)
-                return f"{action} · {origin}"
+                theirs = self.team.rule_for(row.server, row.name) if self.team else None
+                team = f" · team: {_action_of(theirs)}" if theirs is not None else ""
+                return f"{action} · {origin}{team}"
             if column == DESCRIPTION:
                 return row.first_line
             if column == STATUS:
@@ -294,6 +371,9 @@ class ToolsModel(ListTableModel[ToolRow]):
                 return row.description or None
             if column == STATUS:
                 return _status_tooltip(row)
+            if column == RULE:
+                said = team_rule_text(self.team, row.server, row.name)
+                return f"The team's policy {said}. policy.json cannot loosen it." if said else None
         return None
 
 
@@ -362,6 +442,7 @@ _CHOICES = (
     ("Hide from agents (and deny)", "hide"),
 )
 _WINDOWS = ("second", "minute", "hour", "day")
+_CHOICE_STRICTNESS = {"allow": 0, "limit": 0, "ask": 1, "deny": 2, "hide": 2}
 
 
 class RuleEditor(QWidget):
@@ -372,12 +453,24 @@ class RuleEditor(QWidget):
         on_rule: RuleChange,
         on_remove: Callable[[str, str], None],
         on_review: Callable[[str, str], None] | None = None,
+        on_preview: RulePreview | None = None,
     ) -> None:
+        """``on_preview``: replay a pending change (the form differs from the rule in
+        force) over the recorded calls; its line shows under the controls, and "Apply
+        rule" is the person confirming it."""
         super().__init__()
         self._on_rule = on_rule
         self._on_remove = on_remove
         self._on_review = on_review
+        self._on_preview = on_preview
         self._row: ToolRow | None = None
+        self._shown: dict[str, Any] | None = None  # the form as show_tool filled it
+        self._filling = False  # show_tool is filling the form: no pending change
+        self._asked = 0  # the replay asked last: an answer to an older one is stale
+        self._replay_timer = QTimer(self)
+        self._replay_timer.setSingleShot(True)
+        self._replay_timer.setInterval(REPLAY_DEBOUNCE_MS)
+        self._replay_timer.timeout.connect(self._replay)
         self.title = QLabel("Select a tool")
         self.title.setTextFormat(Qt.TextFormat.RichText)
         self.title.setWordWrap(True)
@@ -426,7 +519,30 @@ class RuleEditor(QWidget):
         self.remove.clicked.connect(self._remove)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        # the team's rule for the tool, which policy.json cannot loosen
+        self.team = QLabel()
+        self.team.setObjectName("teamRule")
+        self.team.setWordWrap(True)
+        self.team.setTextFormat(Qt.TextFormat.RichText)
+        self.team.setStyleSheet(
+            f"QLabel#teamRule {{ background: {TEAM_BACKGROUND}; color: {TEAM_TEXT};"
+            " padding: 6px; border-radius: 4px; }"
+        )
+        self.team.hide()
+        # what the pending change would have done to the last 7 days' calls
+        self.replay = QLabel()
+        self.replay.setObjectName("replaySummary")
+        self.replay.setWordWrap(True)
+        self.replay.setStyleSheet(
+            "QLabel#replaySummary { background: #eceff1; color: #263238; padding: 6px;"
+            " border-radius: 4px; }"
+        )
+        self.replay.hide()
         self.action.currentIndexChanged.connect(self._action_changed)
+        self.action.currentIndexChanged.connect(self._form_changed)
+        self.count.valueChanged.connect(self._form_changed)
+        self.per.currentIndexChanged.connect(self._form_changed)
+        self.reason.textChanged.connect(self._form_changed)
         form = QFormLayout()
         form.addRow("Rule", self.action)
         form.addRow("Limit", self.limit_row)
@@ -443,8 +559,10 @@ class RuleEditor(QWidget):
         layout.addWidget(self.held)
         layout.addLayout(review)
         layout.addWidget(self.in_force)
+        layout.addWidget(self.team)
         layout.addWidget(self.signals)
         layout.addLayout(form)
+        layout.addWidget(self.replay)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(self.findings_title)
@@ -457,10 +575,16 @@ class RuleEditor(QWidget):
         self.limit_row.setEnabled(self.action.currentData() == "limit")
 
     def show_tool(
-        self, row: ToolRow | None, policy: Policy | None, *, keep_form: bool = False
+        self,
+        row: ToolRow | None,
+        policy: Policy | None,
+        *,
+        keep_form: bool = False,
+        team: Policy | None = None,
     ) -> None:
-        """Show ``row``'s tool. ``keep_form``: the same tool again, after its pins or its
-        findings changed: what the person is choosing or typing in the form stays."""
+        """Show ``row``'s tool under ``policy`` (policy.json's) and ``team`` (the team's
+        layer). ``keep_form``: the same tool again, after its pins or its findings
+        changed: what the person is choosing or typing in the form stays."""
         shown = self._row
         same = (
             row is not None
@@ -471,10 +595,13 @@ class RuleEditor(QWidget):
         for widget in (self.action, self.reason, self.apply, self.remove, self.limit_row):
             widget.setEnabled(row is not None)
         self._show_pin(row)
+        self._show_team(row, team)
         if row is None:
             self.title.setText("<i>Select a tool to set its rule</i>")
             self.in_force.clear()
             self.signals.clear()
+            self._shown = None
+            self._no_replay()
             return
         self.title.setText(
             f"<b>{_esc(row.server)}/{_esc(row.name)}</b><br>"
@@ -489,16 +616,90 @@ class RuleEditor(QWidget):
         )
         if keep_form and same:
             return
-        choice = {"rate limit": "limit"}.get(action, action)
-        index = self.action.findData(choice)
-        if index >= 0:
-            self.action.setCurrentIndex(index)
-        rule = policy.rule_for(row.server, row.name) if policy else None
-        self.reason.setText(rule.reason if rule and rule.reason else "")
-        if rule and rule.limits:
-            self.count.setValue(rule.limits[0].max)
+        self._filling = True
+        try:
+            choice = {"rate limit": "limit"}.get(action, action)
+            index = self.action.findData(choice)
+            if index >= 0:
+                self.action.setCurrentIndex(index)
+            rule = policy.rule_for(row.server, row.name) if policy else None
+            self.reason.setText(rule.reason if rule and rule.reason else "")
+            if rule and rule.limits:
+                self.count.setValue(rule.limits[0].max)
+        finally:
+            self._filling = False
         self._action_changed()
+        self._shown = self.changes()
+        self._no_replay()
         self.status.clear()
+
+    def _show_team(self, row: ToolRow | None, team: Policy | None) -> None:
+        """The team's rule for the tool, read-only: the choices that would loosen it are
+        not offered (the team's rule would stand whatever this one says)."""
+        said = team_rule_text(team, row.server, row.name) if row is not None else None
+        floor = team_floor(team, row.server, row.name) if row is not None else None
+        items = self.action.model()
+        assert isinstance(items, QStandardItemModel)
+        looser = []
+        for number, (label, value) in enumerate(_CHOICES):
+            item = items.item(number)
+            allowed = floor is None or _CHOICE_STRICTNESS[value] >= floor
+            item.setEnabled(allowed)
+            item.setToolTip(
+                "" if allowed else "The team's policy is stricter: this would not loosen it"
+            )
+            if not allowed:
+                looser.append(label.lower())
+        self.team.setVisible(said is not None)
+        if said is None or team is None:
+            self.team.clear()
+            return
+        where = team.source or "the team's file"
+        text = f"<b>The team's policy</b> ({_esc(where)}) {_esc(said)}."
+        if looser:
+            text += (
+                f" It stands whatever your rule says: {_esc(', '.join(looser))} would not "
+                "loosen it, so "
+                + ("it is" if len(looser) == 1 else "they are")
+                + " not offered. You may still make it stricter."
+            )
+        else:
+            text += " It stands whatever your rule says; yours may add to it, not loosen it."
+        self.team.setText(text)
+
+    def pending(self) -> bool:
+        """Whether the form shows a change from the rule show_tool filled it with."""
+        return self._row is not None and self._shown is not None and self.changes() != self._shown
+
+    def _form_changed(self) -> None:
+        if self._filling or self._on_preview is None:
+            return
+        self._asked += 1  # whatever was being replayed is not what the form shows now
+        if not self.pending():
+            self._no_replay()
+            return
+        self.replay.setText(REPLAYING_TEXT)
+        self.replay.show()
+        self._replay_timer.start()
+
+    def _replay(self) -> None:
+        row, on_preview = self._row, self._on_preview
+        if row is None or on_preview is None or not self.pending():
+            return
+        asked = self._asked
+        on_preview(row.server, row.name, self.changes(), lambda said: self._replayed(asked, said))
+
+    def _replayed(self, asked: int, said: str) -> None:
+        if asked != self._asked:
+            return  # the form changed since: a newer replay is coming, or none is needed
+        self.replay.setText(said)
+        self.replay.show()
+
+    def _no_replay(self) -> None:
+        self._asked += 1
+        self._replay_timer.stop()
+        self.replay.clear()
+        self.replay.hide()
 
     def _show_pin(self, row: ToolRow | None) -> None:
         held = row.held if row is not None else None
@@ -562,6 +763,11 @@ class RuleEditor(QWidget):
 
     def _apply(self) -> None:
         if self._row is not None:
+            # confirmed: a replay still to come would be of the policy it makes
+            if self.replay.text() == REPLAYING_TEXT:
+                self._no_replay()
+            self._asked += 1
+            self._replay_timer.stop()
             self.status.setText("Saving…")
             self._on_rule(self._row.server, self._row.name, self.changes())
 
@@ -583,6 +789,7 @@ class ToolsView(QWidget):
         *,
         on_review: Callable[[str, str], None] | None = None,
         on_review_instructions: Callable[[str], None] | None = None,
+        on_preview: RulePreview | None = None,
     ) -> None:
         super().__init__(parent)
         self.model = model
@@ -609,6 +816,15 @@ class ToolsView(QWidget):
             f"QLabel#heldSummary {{ background: {HELD_BACKGROUND}; color: {HELD_TEXT};"
             " padding: 6px; border-radius: 4px; }"
         )
+        self.team_banner = QLabel()  # the team's policy cannot be used as it is
+        self.team_banner.setObjectName("teamError")
+        self.team_banner.setWordWrap(True)
+        self.team_banner.setStyleSheet(
+            "QLabel#teamError { background: #fdecea; color: #8e0000; padding: 6px;"
+            " border-radius: 4px; }"
+        )
+        self.team_banner.hide()
+        model.team_changed.connect(self._show_team_error)
         self.instructions_box = QWidget()
         self._instructions_lines = QVBoxLayout(self.instructions_box)
         self._instructions_lines.setContentsMargins(0, 0, 0, 0)
@@ -631,7 +847,7 @@ class ToolsView(QWidget):
         for column, width in widths:
             header.resizeSection(column, width)
         header.setSectionResizeMode(DESCRIPTION, QHeaderView.ResizeMode.Stretch)
-        self.editor = RuleEditor(on_rule, on_remove, on_review)
+        self.editor = RuleEditor(on_rule, on_remove, on_review, on_preview)
         self.table.selectionModel().selectionChanged.connect(self._selected)
         self.table.doubleClicked.connect(self._double_clicked)
         splitter = QSplitter()
@@ -648,6 +864,7 @@ class ToolsView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.errors)
+        layout.addWidget(self.team_banner)
         layout.addWidget(self.held_summary)
         layout.addWidget(self.instructions_box)
         layout.addWidget(splitter, 1)
@@ -657,6 +874,11 @@ class ToolsView(QWidget):
         model.modelReset.connect(self._reset)
         model.dataChanged.connect(lambda *_: self._selected(QItemSelection(), QItemSelection()))
         self._reset()
+
+    def _show_team_error(self) -> None:
+        error = self.model.team_error
+        self.team_banner.setText(f"The team's policy: {error}" if error else "")
+        self.team_banner.setVisible(bool(error))
 
     def _keep_selection(self) -> None:
         row = self.selected()
@@ -743,7 +965,9 @@ class ToolsView(QWidget):
         return False
 
     def _selected(self, _selected: QItemSelection, _deselected: QItemSelection) -> None:
-        self.editor.show_tool(self.selected(), self.model.policy, keep_form=self._restoring)
+        self.editor.show_tool(
+            self.selected(), self.model.policy, keep_form=self._restoring, team=self.model.team
+        )
 
 
 def _esc(text: str) -> str:

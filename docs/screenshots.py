@@ -39,6 +39,7 @@ from PySide6.QtWidgets import QApplication, QPushButton
 
 from desktop.app import LockgateApp
 from desktop.approvals import digest_of
+from desktop.toolsview import REPLAYING_TEXT
 from proxy.config.paths import Paths
 from proxy.config.tokens import TokenStore
 from proxy.gateway.control import GatewayControl
@@ -332,6 +333,7 @@ def main() -> int:
     app.window.show_tab("Tools & rules")
     app.tools_view.select("everything", "get-sum")
     shoot(out / "tools-and-rules.png")
+    replay_scene(app, out)
     tool_change_scene(app, root / "notes.json", out)
     app.window.show_tab("Servers")
     app.servers_view.select("github")
@@ -411,6 +413,19 @@ def clear_notifications() -> None:
     """The waiting call's desktop notification stays up until it is answered: out of the
     way of the photographs that are about something else."""
     subprocess.run(["dunstctl", "close-all"], check=False, timeout=10)
+
+
+def replay_scene(app: LockgateApp, out: Path) -> None:
+    """A pending change in the rule editor, with what it would have done to the last 7
+    days' calls, before the person applies it."""
+    view = app.tools_view
+    view.select("everything", "echo")
+    editor = view.editor
+    editor.action.setCurrentIndex(editor.action.findData("ask"))
+    wait_until(lambda: editor.replay.text() not in ("", REPLAYING_TEXT), 30, "the replay")
+    settle()
+    shoot(out / "replay-summary.png")
+    view.select("everything", "get-sum")  # the form as the policy has it again
 
 
 def tool_change_scene(app: LockgateApp, definitions: Path, out: Path) -> None:
