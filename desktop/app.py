@@ -341,6 +341,14 @@ class LockgateApp(QObject):
                 self.pending.reset()
             elif isinstance(event, PauseChanged):
                 state = _with(state, paused=event.paused)
+            elif isinstance(event, PolicyReloaded) and event.layer == "team":
+                state = _with(state, team_policy_error=None)
+                if state.running:
+                    self._fetch_policy()
+            elif isinstance(event, PolicyRejected) and event.layer == "team":
+                state = _with(state, team_policy_error=event.message)  # not policy.json's
+                if state.running:
+                    self._fetch_policy()  # the Tools view's banner shows it
             elif isinstance(event, PolicyReloaded):
                 state = _with(state, policy_error=None)
                 if state.running:  # before that, HostReady fetches it

@@ -29,6 +29,7 @@ class AppState:
     pending: int = 0
     servers_down: int = 0
     policy_error: str | None = None
+    team_policy_error: str | None = None  # the team's file cannot be used (see settings)
     servers_error: str | None = None  # servers.json is broken; the servers in force stay
     failure: str | None = None  # the gateway itself is not running
     needs_sign_in: tuple[str, ...] = ()  # remote servers whose calls wait for a sign-in
@@ -51,13 +52,21 @@ class AppState:
             parts.append("policy.json was deleted (the last policy in force stays)")
         elif self.policy_error:
             parts.append("policy.json has errors (the last good policy is in force)")
+        if self.team_policy_error:
+            parts.append("the team's policy has errors (its last good copy is in force)")
         if self.servers_error:
             parts.append("servers.json has errors (the servers in force stay)")
         return "Lockgate: " + "; ".join(parts)
 
 
 def state_icon_name(state: AppState) -> str:
-    if state.failure or state.policy_error or state.servers_error or state.servers_down:
+    if (
+        state.failure
+        or state.policy_error
+        or state.team_policy_error
+        or state.servers_error
+        or state.servers_down
+    ):
         return "lockgate-error.svg"
     if state.pending or state.needs_sign_in:
         return "lockgate-attention.svg"

@@ -126,6 +126,11 @@ class MainWindow(QMainWindow):
             problems.append(
                 "policy.json has errors; the last good policy is in force (see the Policy tab)."
             )
+        if state.team_policy_error:
+            problems.append(
+                "The team's policy has errors; its last good copy stays in force, or, if "
+                "there is none, every call is refused (see the Tools & rules tab)."
+            )
         if state.servers_down:
             problems.append(f"{state.servers_down} server(s) down (see the Servers tab).")
         if state.servers_error:

@@ -224,6 +224,7 @@ class Gateway:
                 self._policy_swapped,
                 last_good=last_good_team_policy,
                 missing=team_unreadable(team_policy),
+                layer="team",
             )
         )
         self.enforcer = Enforcer(

@@ -43,6 +43,7 @@ class PolicyReloaded:
     source: str | None
     rules: int
     default: str
+    layer: str | None = None  # "team": the team's policy; None: policy.json
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class PolicyRejected:
     source: str
     message: str  # every problem, one per line: file:line:col: path: message
     line: int | None = None
+    layer: str | None = None  # "team": the team's policy; None: policy.json
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,7 +98,9 @@ class PolicyStore:
         emit: Callable[[Event], None],
         on_swap: Callable[[Policy], None] | None = None,
         last_good: Path | None = None,
+        *,
         missing: Policy | None = None,
+        layer: str | None = None,
     ) -> None:
         """``missing`` is the policy in force while the file is missing and no copy of
         it is kept (and before the first read); None: the built-in default."""
@@ -107,6 +109,7 @@ class PolicyStore:
         self._on_swap = on_swap
         self._last_good = last_good
         self._missing = missing
+        self._layer = layer  # named in its events: "team" for the team's file
         self._policy = default_policy() if missing is None else missing
         self._digest: str | None = None
         self._error: PolicyError | None = None
@@ -149,7 +152,11 @@ class PolicyStore:
             log.warning("policy not applied, the last good one stays in force:\n%s", result.error)
             self._emit(
                 PolicyRejected(
-                    now, str(self._path), str(result.error), first.line if first else None
+                    now,
+                    str(self._path),
+                    str(result.error),
+                    first.line if first else None,
+                    layer=self._layer,
                 )
             )
             if first_read:
@@ -208,7 +215,9 @@ class PolicyStore:
             self._on_swap(policy)
         source = None if digest == _MISSING else policy.source
         log.info("policy in force: %s (%d rules)", source or "built-in default", len(policy.rules))
-        self._emit(PolicyReloaded(now, source, len(policy.rules), policy.default.value))
+        self._emit(
+            PolicyReloaded(now, source, len(policy.rules), policy.default.value, layer=self._layer)
+        )
 
 
 def team_unreadable(path: Path) -> Policy:

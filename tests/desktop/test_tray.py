@@ -115,3 +115,13 @@ def test_the_menu_offers_a_sign_in_for_each_server_that_needs_one(qtbot):
     assert tray.sign_in_entries() == []
     assert not [a for a in tray.menu.actions() if a.text().startswith("Sign in")]
     assert state_icon_name(AppState(running=True)) == "lockgate.svg"
+
+
+def test_a_broken_team_policy_is_said_as_the_teams_not_policy_jsons() -> None:
+    state = AppState(running=True, team_policy_error="team.json:1:1: not JSON")
+    assert state.summary() == (
+        "Lockgate: watching tool calls; the team's policy has errors (its last good copy "
+        "is in force)"
+    )
+    assert "policy.json" not in state.summary()
+    assert state_icon_name(state) == "lockgate-error.svg"  # as a broken policy.json

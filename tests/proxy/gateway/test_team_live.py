@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from proxy.config.settings import settings_file
+from proxy.gateway.events import PolicyRejected, PolicyReloaded
 from tests.support.harness import Harness, LocalClient, running, text_of, write_json
 from tests.support.waiting import eventually
 
@@ -65,6 +66,11 @@ async def test_policy_json_cannot_loosen_what_the_team_denies(tmp_path: Path) ->
         await eventually(lambda: gateway.team_store is not None and gateway.team_store.error,
                          "the broken team file noticed")  # fmt: skip
         assert "team rule" in text_of(await agent.call("echo"))
+        rejected = [e for e in harness.events if isinstance(e, PolicyRejected)]
+        assert [e.layer for e in rejected] == ["team"]  # the window says whose file it is
+        assert {e.layer for e in harness.events if isinstance(e, PolicyReloaded)} == {
+            None, "team"
+        }  # fmt: skip
     assert harness.paths.last_good_team_policy.exists()  # kept for a later start
 
 
