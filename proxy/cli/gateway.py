@@ -98,6 +98,12 @@ def _print_status(status: dict[str, Any], out: TextIO, who: str = "") -> None:
         f"default {policy['default']})",
         f"approvers: {status['approvers']} attached, {status['pending']} calls waiting",
     ]
+    team = policy.get("team")
+    if team is not None:
+        lines.append(f"team:      {team['source']} ({team['rules']} rules, which policy.json "
+                     "cannot loosen)")  # fmt: skip
+        if team["error"]:
+            lines.append(f"team policy error (its last good copy stays in force):\n{team['error']}")
     if policy["error"]:
         lines.append(f"policy error (the last good policy stays in force):\n{policy['error']}")
     if status.get("servers_error"):

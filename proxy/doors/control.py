@@ -291,10 +291,15 @@ class ControlDoor:
 
 def _policy_json(policy: PolicyInForce) -> dict[str, Any]:
     """The policy in force, as ``status`` and ``reload-policy`` report it."""
+    team = policy.team
     return {
         "source": policy.policy.source,
         "rules": policy.rules,
         "default": policy.policy.default.value,
+        # the team's layer above it (None: no team policy), and why its file is not it
+        "team": None
+        if team is None
+        else {"source": team.source, "rules": len(team.rules), "error": policy.team_error},
     }
 
 

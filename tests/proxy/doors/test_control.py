@@ -75,7 +75,8 @@ async def test_status_pause_resume_and_reloads_on_the_wire(tmp_path: Path) -> No
         }  # fmt: skip
         assert (status["servers"], status["disabled"]) == (["rec"], [])
         assert status["policy"] == {
-            "source": str(harness.paths.policy_file), "rules": 1, "default": "allow", "error": None
+            "source": str(harness.paths.policy_file), "rules": 1, "default": "allow", "error": None,
+            "team": None,  # no team_policy set
         }  # fmt: skip
         assert await ask({"op": "pause"}) == {"ok": True, "paused": True}
         assert (await ask({"op": "status"}))["paused"] is True

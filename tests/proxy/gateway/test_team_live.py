@@ -5,12 +5,14 @@ never readable refuses every call. The server is tests/servers/recorder.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from proxy.cli.main import main
 from proxy.config.settings import settings_file
 from proxy.gateway.events import PolicyRejected, PolicyReloaded
 from tests.support.harness import Harness, LocalClient, running, text_of, write_json
@@ -32,9 +34,13 @@ def with_team(harness: Harness, team: dict[str, Any] | None) -> Path:
     return path
 
 
-async def test_policy_json_cannot_loosen_what_the_team_denies(tmp_path: Path) -> None:
+async def test_policy_json_cannot_loosen_what_the_team_denies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     harness = Harness(tmp_path)
     team = with_team(harness, TEAM)
+    monkeypatch.setenv("LOCKGATE_CONFIG_DIR", str(harness.paths.config_dir))
+    monkeypatch.setenv("LOCKGATE_DATA_DIR", str(harness.paths.data_dir))
     async with running(harness) as gateway, LocalClient.open(harness) as agent:
         await agent.handshake(gateway)
         denied = await agent.call("delete_file", {"path": "/tmp/x"})
@@ -66,6 +72,10 @@ async def test_policy_json_cannot_loosen_what_the_team_denies(tmp_path: Path) ->
         await eventually(lambda: gateway.team_store is not None and gateway.team_store.error,
                          "the broken team file noticed")  # fmt: skip
         assert "team rule" in text_of(await agent.call("echo"))
+        assert await asyncio.to_thread(main, ["status"]) == 0  # asks the running gateway
+        status = capsys.readouterr().out
+        assert f"team:      {team} (1 rules, which policy.json cannot loosen)" in status
+        assert "team policy error (its last good copy stays in force)" in status
         rejected = [e for e in harness.events if isinstance(e, PolicyRejected)]
         assert [e.layer for e in rejected] == ["team"]  # the window says whose file it is
         assert {e.layer for e in harness.events if isinstance(e, PolicyReloaded)} == {
