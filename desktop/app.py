@@ -200,6 +200,7 @@ class LockgateApp(QObject):
             self.suggest_policy,
             self.write_policy,
             on_restore=self.restore_policy,
+            on_replay_file=self.replay_file,
         )
         self.connect_view = ConnectView(
             self.scan_clients,
@@ -502,6 +503,11 @@ class LockgateApp(QObject):
         """What :meth:`set_rule` with ``changes`` would have done to the last 7 days'
         calls: ``answer`` gets the line, on the GUI thread."""
         self.replay_change(_rule_edit(server, tool, changes), answer)
+
+    def replay_file(self, candidate: Path, answer: Callable[[str], None]) -> None:
+        """What the policy file ``candidate`` (a changed copy of policy.json, not yet in
+        place) would have done to the last 7 days' calls: ``answer`` gets the line."""
+        self.replay_change(lambda _copy: candidate.read_bytes(), answer)
 
     def replay_change(self, edit: PolicyEdit, answer: Callable[[str], None]) -> None:
         """Make ``edit`` on a private copy of policy.json and replay it over the calls of

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
@@ -32,10 +33,14 @@ class PolicyView(QWidget):
         on_write_suggestion: Callable[[str], None],
         *,
         on_restore: Callable[[], None],
+        on_replay_file: Callable[[Path, Callable[[str], None]], None] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.path = path
+        self._on_replay_file = on_replay_file
+        # where the file to replay is picked (tests give one of their own)
+        self.choose_file: Callable[[], Path | None] = self._choose_file
         self.where = QLabel()
         self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.where.setWordWrap(True)
@@ -80,6 +85,18 @@ class PolicyView(QWidget):
         self.write_suggestion.clicked.connect(
             lambda: on_write_suggestion(self.suggestion.toPlainText())
         )
+        self.replay_button = QPushButton("Replay a candidate file…")
+        self.replay_button.setToolTip(
+            "A policy file you are writing (a copy of policy.json, changed): what it would "
+            "have done to the calls of the last 7 days, before you put it in place"
+        )
+        self.replay_button.clicked.connect(self._replay_file)
+        self.replay_button.setVisible(on_replay_file is not None)
+        self.replay_result = QLabel()
+        self.replay_result.setObjectName("replayResult")
+        self.replay_result.setWordWrap(True)
+        self.replay_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.replay_result.setVisible(False)
         self.discard_suggestion = QPushButton("Discard")
         self.discard_suggestion.clicked.connect(lambda: self.show_suggestion(None))
         self.help = QLabel(
@@ -95,6 +112,7 @@ class PolicyView(QWidget):
         buttons.addWidget(self.restore_button)
         buttons.addWidget(self.create_button)
         buttons.addWidget(self.suggest_button)
+        buttons.addWidget(self.replay_button)
         buttons.addStretch(1)
         suggestion_buttons = QHBoxLayout()
         suggestion_buttons.addWidget(self.write_suggestion)
@@ -104,6 +122,7 @@ class PolicyView(QWidget):
         layout.addWidget(self.where)
         layout.addWidget(self.in_force)
         layout.addLayout(buttons)
+        layout.addWidget(self.replay_result)
         layout.addWidget(self.error_title)
         layout.addWidget(self.error)
         layout.addWidget(self.suggestion_title)
@@ -154,6 +173,24 @@ class PolicyView(QWidget):
         self.suggest_button.setVisible(not exists)
         if exists:
             self.show_suggestion(None)
+
+    def _replay_file(self) -> None:
+        chosen = self.choose_file()
+        if chosen is None or self._on_replay_file is None:
+            return
+        self.replay_result.setVisible(True)
+        self.replay_result.setText(f"Replaying {chosen.name} over the last 7 days…")
+
+        def answer(line: str) -> None:
+            self.replay_result.setText(f"{chosen.name}: {line}")
+
+        self._on_replay_file(chosen, answer)
+
+    def _choose_file(self) -> Path | None:
+        name, _ = QFileDialog.getOpenFileName(
+            self, "Replay a candidate policy", str(self.path.parent), "Policy files (*.json)"
+        )
+        return Path(name) if name else None
 
     def _open(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path)))

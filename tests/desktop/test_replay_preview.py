@@ -207,3 +207,32 @@ def test_without_a_gateway_the_replay_is_not_available_and_apply_still_writes(qt
         app.server_editor.close()
         app.window.hide()
         app.window.deleteLater()
+
+
+def test_a_candidate_file_is_replayed_from_the_policy_tab(qtbot, running_app, agent, tmp_path):
+    """A policy file being written by hand (a changed copy, not yet in place): the Policy
+    tab replays it and policy.json stays as it is."""
+    echo_history(qtbot, running_app, agent)
+    before = running_app.paths.policy_file.read_bytes()
+    candidate = tmp_path / "candidate.json"
+    document = json.loads(before) if before else {"version": "1", "default": "allow"}
+    document.setdefault("tools", {})["everything/echo"] = {"action": "deny"}
+    candidate.write_text(json.dumps(document))
+    view = running_app.policy_view
+    running_app.window.show_tab("Policy")
+    view.choose_file = lambda: candidate
+    qtbot.mouseClick(view.replay_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "would have blocked" in view.replay_result.text(), timeout=20_000)
+    assert view.replay_result.text() == "candidate.json: " + replayed(
+        running_app, lambda _copy: candidate.read_bytes()
+    )
+    assert "(claude-test 3, cursor-test 1)" in view.replay_result.text()
+    assert running_app.paths.policy_file.read_bytes() == before
+    broken = tmp_path / "broken.json"
+    broken.write_text("{ not json")
+    view.choose_file = lambda: broken
+    qtbot.mouseClick(view.replay_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "Not replayed" in view.replay_result.text(), timeout=20_000)
+    view.choose_file = lambda: None  # the dialog cancelled: nothing happens
+    qtbot.mouseClick(view.replay_button, Qt.MouseButton.LeftButton)
+    assert "Not replayed" in view.replay_result.text()
