@@ -215,7 +215,7 @@ def test_a_candidate_file_is_replayed_from_the_policy_tab(qtbot, running_app, ag
     echo_history(qtbot, running_app, agent)
     before = running_app.paths.policy_file.read_bytes()
     candidate = tmp_path / "candidate.json"
-    document = json.loads(before) if before else {"version": "1", "default": "allow"}
+    document: dict[str, Any] = json.loads(before)
     document.setdefault("tools", {})["everything/echo"] = {"action": "deny"}
     candidate.write_text(json.dumps(document))
     view = running_app.policy_view
