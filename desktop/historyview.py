@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from desktop.calls import TIME, CallsModel
 from desktop.liveview import calls_table, details_pane, details_text
-from proxy.audit.export import ExportFormat, export_calls, pages
+from proxy.audit.export import ExportFormat, export_to_file, pages
 from proxy.audit.log import AuditError, AuditReader
 from proxy.audit.records import CallDecision, CallRecord, Outcome
 from proxy.errors import LockgateError
@@ -177,15 +177,7 @@ def export_matching(
     def read(after: int | None) -> list[tuple[int, CallRecord]]:
         return reader.query_rows(**query, after_seq=after, limit=2000, oldest_first=True)
 
-    part = path.with_name(path.name + ".part")
-    try:
-        with part.open("w", encoding="utf-8", newline="") as out:
-            written = export_calls(pages(read), out, form)
-        part.replace(path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return written
+    return export_to_file(pages(read), path, form)
 
 
 class HistoryView(QWidget):

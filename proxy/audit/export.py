@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 from proxy.audit.records import CallRecord
 
-__all__ = ["CSV_FIELDS", "ExportFormat", "export_calls", "pages"]
+__all__ = ["CSV_FIELDS", "ExportFormat", "export_calls", "export_to_file", "pages"]
 
 # the columns of a CSV export, in order (as_dict's keys; JSON Lines keeps them all)
 CSV_FIELDS: Final = (
@@ -65,6 +67,27 @@ def export_calls(records: Iterable[CallRecord], out: TextIO, form: ExportFormat)
         writer.writerow([_cell(values[name]) for name in CSV_FIELDS])
         count += 1
     return count
+
+
+def export_to_file(records: Iterable[CallRecord], path: Path, form: ExportFormat) -> int:
+    """Write ``records`` to the file ``path`` as ``form``; how many were written. The
+    file is private (0600, as the audit log is: it holds the calls' history) and appears
+    whole or not at all: it is written beside, as ``NAME.part``, then renamed.
+
+    Raises:
+        OSError: it cannot be written (nothing is left behind).
+    """
+    part = path.with_name(path.name + ".part")
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            os.fchmod(out.fileno(), 0o600)  # an older .part of the same name kept its mode
+            written = export_calls(records, out, form)
+        part.replace(path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def _cell(value: Any) -> str:
