@@ -168,26 +168,11 @@ def _json(value: Any) -> str:
 def call_attributes(record: CallRecord) -> dict[str, str | int | float]:
     """The ``lockgate.*`` attributes of ``record``'s log record and span: every field the
     audit log keeps, those it has no value for left out (OpenTelemetry has no null)."""
-    fields: dict[str, Any] = {
-        "call_id": record.id,
-        "client": record.client,
-        "client_info": record.client_info,
-        "server": record.server,
-        "tool": record.tool,
-        "decision": CallDecision(record.decision).value,
-        "basis": record.basis,
-        "rule": record.rule,
-        "case": record.case,
-        "reason": record.reason,
-        "outcome": Outcome(record.outcome).value,
-        "duration_ms": record.duration_ms,
-        "result_size": record.result_size,
-        "error": record.error,
-        "secrets": record.secrets,
-        "findings": _json([dict(f) for f in record.findings]),
-        "arguments": _json(dict(record.arguments)),
-        "protocol": record.protocol,
-    }
+    fields: dict[str, Any] = record.as_dict()  # the record as `lockgate log --json` has it
+    del fields["time"], fields["ts"]  # the log record's and the span's own timestamps
+    fields["call_id"] = fields.pop("id")
+    fields["findings"] = _json(fields["findings"])
+    fields["arguments"] = _json(fields["arguments"])
     return {
         f"lockgate.{name}": _text(value) if isinstance(value, str) else value
         for name, value in fields.items()

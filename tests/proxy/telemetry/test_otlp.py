@@ -92,6 +92,8 @@ def test_each_call_is_one_log_record_and_one_span_with_every_field_and_the_keyri
         case=1,
         findings=({"kind": "AWS Access Key", "where": "content[0].text"},),
         secrets="redacted",
+        waited_ms=1500.0,  # a person let it through
+        layer="team",  # the team's policy decided
     )
     denied = make_record(
         time=1_700_000_001.5,
@@ -172,6 +174,8 @@ def test_each_call_is_one_log_record_and_one_span_with_every_field_and_the_keyri
         "lockgate.findings": '[{"kind":"AWS Access Key","where":"content[0].text"}]',
         "lockgate.arguments": '{"path":"/home/me/notes.txt","api_key":"[redacted]"}',
         "lockgate.protocol": "2025-11-25",
+        "lockgate.waited_ms": 1500.0,
+        "lockgate.layer": "team",
     }
     assert first.time_unix_nano == 1_700_000_000_250_000_000
     assert first.observed_time_unix_nano == 1_800_000_000_000_000_000  # the injected clock
