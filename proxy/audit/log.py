@@ -251,8 +251,6 @@ class AuditReader:
             AuditError: the database cannot be read, or ``search`` holds no word.
             ValueError: ``limit`` is negative.
         """
-        if limit < 0:
-            raise ValueError(f"limit must not be negative, not {limit}")
         return [
             record
             for _, record in self.query_rows(
@@ -373,12 +371,7 @@ class AuditReader:
             AuditError: the database cannot be read.
             ValueError: ``limit`` is negative.
         """
-        if limit < 0:
-            raise ValueError(f"limit must not be negative, not {limit}")
-        sql = f"{SELECT} WHERE calls.seq > ? ORDER BY calls.seq LIMIT ?"
-        with self._reading() as conn:
-            rows = conn.execute(sql, (rowid, limit)).fetchall()
-        return [(int(row[0]), record_from_row(row[1:])) for row in rows]
+        return self.query_rows(after_seq=rowid, limit=limit, oldest_first=True)
 
     def recorded_calls(
         self,
