@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,13 @@ from PySide6.QtCore import QCoreApplication, QEventLoop
 from PySide6.QtWidgets import QApplication
 
 from desktop.app import LockgateApp
+from desktop.host import EventPump, GatewayHost
+from proxy.audit.log import AuditLog
+from proxy.audit.records import CallRecord
 from proxy.config.paths import Paths
 from proxy.config.tokens import TokenStore
 from tests.support.live import servers_json
+from tests.support.waiting import eventually_sync
 from tests.support.xserver import own_display
 
 REPO = Path(__file__).resolve().parents[2]
@@ -225,3 +229,26 @@ def ask_policy(timeout: float = 120) -> dict[str, Any]:
         "default": "allow",
         "tools": {"echo": {"action": "ask", "approval": {"timeout": timeout}}},
     }
+
+
+def write_log(path: Path, records: Iterable[CallRecord]) -> list[CallRecord]:
+    """The records committed, in order, searchable and counted by the hour (as the
+    writer indexes them, a few milliseconds after the commit)."""
+    written = list(records)
+    with AuditLog(path) as audit:
+        for record in written:
+            audit.write_sync(record)
+        eventually_sync(lambda: audit.search_backlog() == 0, "every call indexed")
+    return written
+
+
+@pytest.fixture
+def host(qtbot: Any, tmp_path: Path) -> Iterator[GatewayHost]:
+    """The app's workers and the crossing back to the GUI thread, without a gateway."""
+    host = GatewayHost(Paths(config_dir=tmp_path / "config", data_dir=tmp_path / "data"))
+    pump = EventPump(host)
+    try:
+        yield host
+    finally:
+        pump.stop()
+        host.stop()

@@ -10,7 +10,6 @@ in the app (the gateway itself is not started: the view never asks it anything).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,13 @@ from desktop.activityview import (
     sparkline_pixmap,
 )
 from desktop.app import SPARKLINE_SIZE, LockgateApp
-from desktop.host import EventPump, GatewayHost
+from desktop.host import GatewayHost
 from desktop.window import TABS
-from proxy.audit.log import ApprovalSummary, AuditLog
-from proxy.audit.records import CallDecision, CallRecord, Outcome
+from proxy.audit.log import ApprovalSummary
+from proxy.audit.records import CallDecision, Outcome
 from proxy.config.paths import Paths
+from tests.desktop.conftest import write_log
 from tests.support.records import make_record
-from tests.support.waiting import eventually_sync
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 NOW = 1_800_000_000.0 + 30 * MINUTE + 20  # the view's clock: mid-hour, mid-minute
@@ -44,26 +43,6 @@ DENIED: dict[str, Any] = {
     "outcome": Outcome.BLOCKED,
     "basis": "rule",
 }
-
-
-def write_log(path: Path, records: Iterable[CallRecord]) -> None:
-    """The records committed, and counted by the hour (as the search indexes them)."""
-    with AuditLog(path) as audit:
-        for record in records:
-            audit.write_sync(record)
-        eventually_sync(lambda: audit.search_backlog() == 0, "every call indexed")
-
-
-@pytest.fixture
-def host(qtbot: Any, tmp_path: Path) -> Iterator[GatewayHost]:
-    """The app's workers and the crossing back to the GUI thread, without a gateway."""
-    host = GatewayHost(Paths(config_dir=tmp_path / "config", data_dir=tmp_path / "data"))
-    pump = EventPump(host)
-    try:
-        yield host
-    finally:
-        pump.stop()
-        host.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +21,17 @@ from PySide6.QtCore import Qt
 from desktop.app import LockgateApp
 from desktop.calls import CallRow
 from desktop.historyview import PAGE, HistoryView
-from desktop.host import EventPump, GatewayHost
+from desktop.host import GatewayHost
 from desktop.liveview import details_text
 from desktop.window import TABS
 from proxy.audit.export import ExportFormat
-from proxy.audit.log import AuditLog
 from proxy.audit.records import CallDecision, CallRecord, Outcome
 from proxy.config.paths import Paths
+from tests.desktop.conftest import write_log
 from tests.support.records import make_record
-from tests.support.waiting import eventually_sync
 
 NOW = 1_800_000_000.0  # the views' clock: where the time ranges end
 HOUR, DAY = 3600.0, 86400.0
-
-
-def write_log(path: Path, records: Iterable[CallRecord]) -> list[CallRecord]:
-    """The records committed, in order, and searchable."""
-    written = list(records)
-    with AuditLog(path) as audit:
-        for record in written:
-            audit.write_sync(record)
-        eventually_sync(lambda: audit.search_backlog() == 0, "every call searchable")
-    return written
-
-
-@pytest.fixture
-def host(qtbot: Any, tmp_path: Path) -> Iterator[GatewayHost]:
-    """The app's workers and the crossing back to the GUI thread, without a gateway."""
-    host = GatewayHost(Paths(config_dir=tmp_path / "config", data_dir=tmp_path / "data"))
-    pump = EventPump(host)
-    try:
-        yield host
-    finally:
-        pump.stop()
-        host.stop()
 
 
 class History:
