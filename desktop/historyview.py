@@ -25,13 +25,12 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.calls import TIME, CallsModel
-from desktop.liveview import calls_table, details_pane, details_text
+from desktop.liveview import above_details, calls_table, details_pane, details_text
 from proxy.audit.export import ExportFormat, export_to_file, pages
 from proxy.audit.log import AuditError, AuditReader
 from proxy.audit.records import CallDecision, CallRecord, Outcome
@@ -251,11 +250,7 @@ class HistoryView(QWidget):
         self.table = calls_table(self.model.qt, time_width=150)
         self.table.selectionModel().selectionChanged.connect(self._selected)
         self.details = details_pane()
-        splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.table)
-        splitter.addWidget(self.details)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 1)
+        splitter = above_details(self.table, self.details)
 
         self.count = QLabel()  # how many match, or what went wrong
         self.count.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -42,7 +42,7 @@ from desktop.calls import (
     decision_label,
 )
 
-__all__ = ["LiveView", "calls_table", "details_pane", "details_text"]
+__all__ = ["LiveView", "above_details", "calls_table", "details_pane", "details_text"]
 
 # What the context menu's rule actions write for "server/tool" (merged into its rule).
 RuleChange = Callable[[str, str, dict[str, Any]], None]
@@ -112,12 +112,7 @@ class LiveView(QWidget):
         self.proxy.rowsInserted.connect(self._rows_added)
 
         self.details = details_pane()
-
-        splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.table)
-        splitter.addWidget(self.details)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 1)
+        splitter = above_details(self.table, self.details)
         self.count = QLabel()
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -279,6 +274,16 @@ def calls_table(model: QAbstractItemModel, time_width: int = 100) -> QTableView:
     header.resizeSection(DURATION, 80)
     header.setSectionResizeMode(ARGUMENTS, QHeaderView.ResizeMode.Stretch)
     return table
+
+
+def above_details(table: QTableView, details: QPlainTextEdit) -> QSplitter:
+    """The table of calls over the selected call's details, three parts to one."""
+    splitter = QSplitter(Qt.Orientation.Vertical)
+    splitter.addWidget(table)
+    splitter.addWidget(details)
+    splitter.setStretchFactor(0, 3)
+    splitter.setStretchFactor(1, 1)
+    return splitter
 
 
 def details_pane() -> QPlainTextEdit:
