@@ -167,15 +167,12 @@ class ReplayReport:
         return sum(self.changes.values())
 
     def add(self, replayed: ReplayedCall) -> None:
-        change = replayed.change
-        qualified = f"{replayed.call.server}/{replayed.call.tool}"
-        self.changes[change] += 1
-        self.by_tool[change, qualified] += 1
-        self.by_client[change, replayed.call.client] += 1
+        """Count one call that changes, and keep it as an example if there is room."""
+        call = replayed.call
+        room = self.add_group(replayed.change, call.server, call.tool, call.client, 1)
         self.uncertain += replayed.uncertain
-        kept = self.examples.setdefault((change, qualified, replayed.call.client), [])
-        if len(kept) < EXAMPLES:
-            kept.append(replayed)
+        if room is not None:
+            room.append(replayed)
 
     def add_group(
         self, change: str, server: str, tool: str, client: str, calls: int
