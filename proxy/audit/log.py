@@ -605,6 +605,10 @@ class AuditLog(AuditReader):
         self._unindexed = True
         self._index_failed = False  # the last index step failed (logged once)
         self._index_failures = 0
+        # writes queued for the writer, and taken by it: a lone write commits on its own
+        # thread only when none waits (a wake-up in the queue is not a write)
+        self._enqueued = 0  # under self._lock
+        self._taken = 0  # the writer thread's
         self._thread = threading.Thread(target=self._run, name="lockgate-audit", daemon=True)
         self._thread.start()
         self._stop_checkpoints = threading.Event()
@@ -618,6 +622,14 @@ class AuditLog(AuditReader):
         """Transactions committed by this log's writer so far (records per commit shows
         group commit at work)."""
         return self._commits
+
+    @property
+    def writer_idle(self) -> bool:
+        """Whether the writer thread has nothing to do (no write queued, no step of the
+        search index under way or due): a lone write would commit on its caller's thread."""
+        return (
+            self._enqueued == self._taken and not self._unindexed and not self._write_lock.locked()
+        )
 
     @property
     def index_failures(self) -> int:
@@ -824,7 +836,7 @@ class AuditLog(AuditReader):
         Raises:
             AuditError: the log is closed, or the record was not committed.
         """
-        if not self._queue.empty() or not self._write_lock.acquire(blocking=False):
+        if self._enqueued != self._taken or not self._write_lock.acquire(blocking=False):
             return False
         try:
             with self._lock:
@@ -899,6 +911,7 @@ class AuditLog(AuditReader):
         with self._lock:
             if self._closed:
                 raise AuditError(f"the audit log {self._path} is closed")
+            self._enqueued += 1
             self._queue.put(_Pending(steps, done))
 
     def _run(self) -> None:
@@ -936,6 +949,7 @@ class AuditLog(AuditReader):
             pending = _WAKE
         while pending is not None:
             if isinstance(pending, _Pending):
+                self._taken += 1
                 batch.append(pending)
                 if len(batch) >= _MAX_BATCH:
                     break

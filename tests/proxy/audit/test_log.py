@@ -499,6 +499,7 @@ async def test_a_lone_write_commits_on_the_spot(log: AuditLog) -> None:
     await log.write(record, alone=True)
     assert log.get(record.id) is not None
     assert log.commits == 1
+    await eventually(lambda: log.writer_idle, "the writer done indexing it")
     duplicate = make(id=record.id)
     with pytest.raises(AuditError, match="not recorded"):
         await log.write(duplicate, alone=True)
