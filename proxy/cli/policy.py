@@ -378,8 +378,8 @@ def replay_command(
     )
     if report.drifted:
         print(
-            f"Note: {report.drifted:,} calls were decided otherwise when they were made: the "
-            "policy in force changed during the period.",
+            f"Note: {report.drifted:,} of the calls this change may touch were decided "
+            "otherwise when they were made: the policy in force changed during the period.",
             file=out,
         )
     if report.changed:

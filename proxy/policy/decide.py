@@ -39,12 +39,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from proxy.policy.limits import CounterKey, Counters, LimitCheck
+from proxy.policy.limits import CounterKey, Counters, LimitCheck, counter_key
 from proxy.policy.model import (
     DEFAULT_APPROVAL_TIMEOUT,
     NAMED_WINDOWS,
     Action,
     Case,
+    Limit,
     Policy,
     Rule,
 )
@@ -158,13 +159,11 @@ def decide(
     none of its rules matches unless its file writes a ``default``. A call let through
     has passed both layers' limits and is charged to both.
     """
-    mine = _decide_layer(policy, call, counters, now, default_approval_timeout)
+    mine = _decide_layer(policy, call, counters, now, default_approval_timeout, layer=None)
     team = policy.team
     if team is None or (team.rule_for(call.server, call.tool) is None and not team.says_default):
         return mine
-    theirs = replace(
-        _decide_layer(team, call, counters, now, default_approval_timeout), layer="team"
-    )
+    theirs = _decide_layer(team, call, counters, now, default_approval_timeout, layer="team")
     return _stricter(theirs, mine)
 
 
@@ -183,14 +182,89 @@ def _stricter(theirs: Decision, mine: Decision) -> Decision:
     return replace(winner, charges=charges, also=other.source)
 
 
+# A settled decision: what a layer decides a call whose decision hangs on nothing but its
+# tool and client (its rule reads no arguments), with the limits it must still pass (none
+# when it is a denial). None for the decision: the rule reads the arguments, so every
+# call is weighed in full. ``typed``: the arguments must still be a JSON object.
+_Settled = tuple[Decision | None, tuple[tuple[Limit, CounterKey], ...], bool]
+_SETTLED_SIZE = 4096  # per policy, as its resolve cache: an agent inventing names cannot grow it
+_NO_COUNTERS = Counters()  # read, never charged: every limit with room passes
+
+
 def _decide_layer(
     policy: Policy,
     call: ToolCall,
     counters: Counters,
     now: float,
     default_approval_timeout: float,
+    *,
+    layer: str | None,
 ) -> Decision:
-    """What one layer's file alone decides."""
+    """What one layer's file alone decides.
+
+    Most calls hang on nothing but their tool and client: their decision is worked out
+    once per policy (:func:`_settle`) and given again while every limit it charges has
+    room; the rest, and any call over a limit, are weighed in full (:func:`_weigh`). The
+    two agree by construction: a settled decision is :func:`_weigh`'s, made once with
+    counters that have room everywhere.
+    """
+    key = (call.server, call.tool, call.client, default_approval_timeout)
+    settled = policy.settled.get(key)
+    if settled is None:
+        settled = _settle(policy, key, layer)
+    decision, gates, typed = settled
+    if decision is None or (typed and not isinstance(call.arguments, Mapping)):
+        return _weigh(policy, call, counters, now, default_approval_timeout, layer=layer)
+    for limit, counter in gates:
+        if not counters.passes(limit, counter, now):
+            return _weigh(policy, call, counters, now, default_approval_timeout, layer=layer)
+    return decision
+
+
+def _settle(policy: Policy, key: tuple[str, str, str, float], layer: str | None) -> _Settled:
+    """Work out, and keep, what ``policy`` decides the calls ``key`` names (server, tool,
+    client, default approval timeout), if that hangs on nothing else."""
+    server, tool, client, default_approval_timeout = key
+    rule = policy.rule_for(server, tool)
+    settled: _Settled
+    if rule is not None and rule.reads_arguments:
+        settled = (None, (), False)
+    else:
+        call = ToolCall(server, tool, {}, client)
+        decision = _weigh(policy, call, _NO_COUNTERS, 0.0, default_approval_timeout, layer=layer)
+        gates: tuple[tuple[Limit, CounterKey], ...] = ()
+        if rule is not None and not decision.blocked:
+            gates = tuple((limit, counter_key(limit, client)) for limit in rule.limits)
+        typed = rule is not None and not (rule.action is Action.DENY and not rule.cases)
+        settled = (decision, gates, typed)
+    cache = policy.settled
+    if len(cache) >= _SETTLED_SIZE:
+        cache.clear()
+    cache[key] = settled
+    return settled
+
+
+def _weigh(
+    policy: Policy,
+    call: ToolCall,
+    counters: Counters,
+    now: float,
+    default_approval_timeout: float,
+    *,
+    layer: str | None,
+) -> Decision:
+    """What one layer decides ``call``, worked out in full; ``layer`` names it."""
+    decision = _weigh_rule(policy, call, counters, now, default_approval_timeout)
+    return decision if layer is None else replace(decision, layer=layer)
+
+
+def _weigh_rule(
+    policy: Policy,
+    call: ToolCall,
+    counters: Counters,
+    now: float,
+    default_approval_timeout: float,
+) -> Decision:
     rule = policy.rule_for(call.server, call.tool)
     if rule is None:
         return _by_default(policy, call, default_approval_timeout)

@@ -162,6 +162,12 @@ class Rule:
     _validator: Any = field(default=None, repr=False)
 
     @property
+    def reads_arguments(self) -> bool:
+        """Whether what it decides can hang on a call's arguments: a schema of its own,
+        or a case with one."""
+        return self._validator is not None or any(c._validator is not None for c in self.cases)
+
+    @property
     def hides(self) -> bool:
         """Whether the tools it matches are hidden: left out of ``tools/list`` and refused
         as unknown (only a deny rule hides)."""
@@ -198,6 +204,9 @@ class Policy:
     _scoped_globs: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
     _globs: tuple[Rule, ...] = field(init=False, repr=False)
     _cache: dict[tuple[str, str], Rule | None] = field(init=False, repr=False)
+    # decide's own: what this policy decides a call that hangs on no arguments (see
+    # proxy.policy.decide._settled), kept as the resolve cache is
+    settled: dict[Any, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         exact_scoped: dict[tuple[str, str], Rule] = {}
@@ -227,6 +236,7 @@ class Policy:
         )
         object.__setattr__(self, "_globs", tuple(sorted(globs, key=by_rank)))
         object.__setattr__(self, "_cache", {})
+        object.__setattr__(self, "settled", {})
 
     def rule_for(self, server: str, tool: str) -> Rule | None:
         """The one rule that applies to ``tool`` on ``server``; ``None``: the default applies."""

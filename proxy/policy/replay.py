@@ -32,7 +32,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from proxy.policy.decide import Decision, ToolCall, Verdict, decide
 from proxy.policy.limits import Counters
@@ -59,11 +59,12 @@ _WAS: Final = {"allowed": "allow", "denied": "deny", "approved": "ask", "refused
 # outcomes after which the gateway gave a call's charge back (it did not run)
 _REFUNDED: Final = frozenset({"protocol_error", "upstream_down"})
 EXAMPLES: Final = 5  # calls kept to open, per (change, tool, client)
+_ARGUMENTS_KEPT: Final = 10_000  # decisions by arguments text kept, per policy
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedCall:
-    """A call as the audit log recorded it, with what replaying it needs."""
+class RecordedCall(NamedTuple):
+    """A call as the audit log recorded it, with what replaying it needs (a row of it:
+    a replay reads a million of them)."""
 
     id: str
     time: float  # when it arrived, epoch seconds
@@ -266,11 +267,8 @@ def _replay_calls(
     old: _Replayer,
     report: ReplayReport,
     start: float | None,
-    *,
-    unchanged: frozenset[tuple[str, str]] = frozenset(),
 ) -> None:
-    """Replay ``calls`` one by one; a tool in ``unchanged`` is decided by the policy in
-    force only (the candidate decides it alike: see :func:`_unchanged_tools`)."""
+    """Replay ``calls`` one by one."""
     for call in calls:
         if not _policys(call.basis, call.rule is not None):
             if start is None or call.time >= start:
@@ -278,10 +276,7 @@ def _replay_calls(
             continue
         went_ahead = _approved(call)
         was, decision, was_unsure = old.decide(call, went_ahead)
-        if (call.server, call.tool) in unchanged:
-            now, now_unsure = was, was_unsure
-        else:
-            now, decision, now_unsure = new.decide(call, went_ahead)
+        now, decision, now_unsure = new.decide(call, went_ahead)
         if start is not None and call.time < start:
             continue
         report.calls += 1
@@ -299,49 +294,68 @@ def replay_history(
     history: History, candidate: Policy, in_force: Policy, start: float, end: float
 ) -> ReplayReport:
     """:func:`replay` over the calls ``history`` recorded from ``start`` to ``end``, in
-    two parts that give the same report: the tools whose decision, under either policy,
-    hangs on nothing but the tool and the client are decided once per group of calls
-    (the log's hourly counts: a week of a million calls is a few thousand groups); the
-    tools under a rate limit or an argument rule are replayed call by call, oldest first,
-    from the longest limit's window before ``start`` (by the policy in force alone where
-    the candidate's rule for them is the same and shares no counter with one that is
-    not: a click changes one rule, and only its calls are decided twice)."""
+    three parts that give the same changes:
+
+    - the tools the two policies decide alike, call for call (:func:`_unchanged_tools`:
+      a click changes one rule) are counted from the log's hourly counts, not decided;
+    - the tools whose decision, under either policy, hangs on nothing but the tool and
+      the client are decided once per group of calls (the hourly counts: a week of a
+      million calls is a few thousand groups);
+    - the tools under a rate limit or an argument rule are replayed call by call, oldest
+      first, from the longest limit's window before ``start``.
+
+    ``drifted`` counts among the calls decided: a tool the change leaves alone is not
+    replayed, so a difference between its record and the policy in force is not news
+    about this change.
+    """
     report = ReplayReport(start, end)
     new, old = _Replayer(candidate), _Replayer(in_force)
-    per_call: set[tuple[str, str]] = set()
-    fixed: list[DecidedGroup] = []
-    for group in history.decided_groups(start, end):
+    warm = start - warm_up_seconds(candidate, in_force)
+    groups = history.decided_groups(start, end)
+    tools = {(g.server, g.tool) for g in groups}
+    if warm < start:  # a tool called only then still charges the counters it shares
+        tools.update((g.server, g.tool) for g in history.decided_groups(warm, start))
+    unchanged = _unchanged_tools(candidate, in_force, tools)
+    per_call = {t for t in tools - unchanged if new.per_call(*t) or old.per_call(*t)}
+    for group in groups:
         tool = (group.server, group.tool)
-        if tool in per_call or (new.per_call(*tool) or old.per_call(*tool)):
-            per_call.add(tool)
-        else:
-            fixed.append(group)
-    for group in fixed:
+        if tool in per_call:
+            continue  # counted call by call
         if not _policys(group.basis or None, group.ruled):
             report.skipped += group.calls
-            continue
-        call = RecordedCall("", start, group.client, group.server, group.tool, "{}",
-                            group.decision, group.basis, None, "")  # fmt: skip
-        was, _, _ = old.decide(call, True)
-        now, decision, _ = new.decide(call, True)
-        report.calls += group.calls
-        if was != _WAS.get(group.decision):
-            report.drifted += group.calls
-        if was != now:
-            room = report.add_group(
-                change_of(was, now), group.server, group.tool, group.client, group.calls
-            )
-            if room is not None:
-                for example in history.group_examples(group, start, end, EXAMPLES - len(room)):
-                    room.append(
-                        ReplayedCall(example, was, now, decision.reason, decision.rule, False)
-                    )
+        elif tool in unchanged:
+            report.calls += group.calls
+        else:
+            _replay_group(history, group, new, old, report, start=start, end=end)
     if per_call:
-        warm = start - warm_up_seconds(candidate, in_force)
-        calls = history.recorded_calls(warm, end, per_call)
-        unchanged = _unchanged_tools(candidate, in_force, per_call)
-        _replay_calls(calls, new, old, report, start, unchanged=unchanged)
+        _replay_calls(history.recorded_calls(warm, end, per_call), new, old, report, start)
     return report
+
+
+def _replay_group(
+    history: History,
+    group: DecidedGroup,
+    new: _Replayer,
+    old: _Replayer,
+    report: ReplayReport,
+    *,
+    start: float,
+    end: float,
+) -> None:
+    """Decide a group of calls whose decision hangs on its tool and client alone."""
+    call = RecordedCall("", start, group.client, group.server, group.tool, "{}",
+                        group.decision, group.basis, None, "")  # fmt: skip
+    was, _, _ = old.decide(call, True)
+    now, decision, _ = new.decide(call, True)
+    report.calls += group.calls
+    if was != _WAS.get(group.decision):
+        report.drifted += group.calls
+    if was != now:
+        change = change_of(was, now)
+        room = report.add_group(change, group.server, group.tool, group.client, group.calls)
+        if room is not None:
+            for example in history.group_examples(group, start, end, EXAMPLES - len(room)):
+                room.append(ReplayedCall(example, was, now, decision.reason, decision.rule, False))
 
 
 def _unchanged_tools(
@@ -395,8 +409,8 @@ def _approved(call: RecordedCall) -> bool:
 
 
 class _Replayer:
-    """One policy's side of a replay: its counters, and its decisions for the calls whose
-    decision hangs on nothing but the tool and the client, worked out once."""
+    """One policy's side of a replay: its counters, and what it decides worked out once
+    where that hangs on nothing that changes from call to call."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -404,6 +418,9 @@ class _Replayer:
         self._fixed: dict[tuple[str, str, str], tuple[str, Decision]] = {}
         # per tool: whether its rule hangs on the arguments, and its limits' windows
         self._rules: dict[tuple[str, str], tuple[bool, dict[str, float]]] = {}
+        self._calls: dict[tuple[str, str, str], ToolCall] = {}  # for a limit alone
+        # the calls whose decision hangs on their arguments and no limit, by their text
+        self._by_arguments: dict[tuple[str, str, str, str], tuple[str, Decision, bool]] = {}
 
     def _rule(self, server: str, tool: str) -> tuple[bool, dict[str, float]]:
         known = self._rules.get((server, tool))
@@ -429,12 +446,17 @@ class _Replayer:
         if fixed is not None:
             return fixed[0], fixed[1], False
         needs_arguments, windows = self._rule(call.server, call.tool)
-        arguments: Mapping[str, Any] = {}
-        unsure = False
         if needs_arguments:
+            if not windows:
+                return self._decide_arguments(call)
             arguments = _arguments(call.arguments)
+            tool_call = ToolCall(call.server, call.tool, arguments, call.client)
             unsure = _cut(arguments)
-        tool_call = ToolCall(call.server, call.tool, arguments, call.client)
+        else:
+            tool_call = self._calls.get(key) or self._calls.setdefault(
+                key, ToolCall(call.server, call.tool, {}, call.client)
+            )
+            unsure = False
         decision = decide(self.policy, tool_call, self.counters, call.time)
         verdict = decision.verdict.value
         if not (needs_arguments or windows):
@@ -444,6 +466,21 @@ class _Replayer:
         if goes and decision.charges and call.outcome not in _REFUNDED:
             self.counters.record(decision.charges, call.time, windows)
         return verdict, decision, unsure
+
+    def _decide_arguments(self, call: RecordedCall) -> tuple[str, Decision, bool]:
+        """A call whose decision hangs on its arguments and on no counter: the same text
+        is decided alike (agents repeat themselves), so each is decided once."""
+        key = (call.server, call.tool, call.client, call.arguments)
+        known = self._by_arguments.get(key)
+        if known is None:
+            arguments = _arguments(call.arguments)
+            tool_call = ToolCall(call.server, call.tool, arguments, call.client)
+            decision = decide(self.policy, tool_call, self.counters, call.time)
+            known = (decision.verdict.value, decision, _cut(arguments))
+            if len(self._by_arguments) >= _ARGUMENTS_KEPT:
+                self._by_arguments.clear()  # bounded: arguments are up to the log's cap each
+            self._by_arguments[key] = known
+        return known
 
 
 def _hangs_on_arguments(rule: Rule | None) -> bool:

@@ -15,7 +15,13 @@ import pytest
 from proxy.audit.log import SIZE_CHECK_EVERY, AuditLog
 from proxy.audit.records import CallDecision, Outcome
 from proxy.policy.model import parse_policy
-from proxy.policy.replay import ReplayReport, replay, replay_history, warm_up_seconds
+from proxy.policy.replay import (
+    ReplayReport,
+    _unchanged_tools,
+    replay,
+    replay_history,
+    warm_up_seconds,
+)
 from tests.support.records import make_record as make
 from tests.support.waiting import eventually, eventually_sync
 
@@ -93,10 +99,11 @@ CANDIDATES = [
 
 
 def counts(report: ReplayReport) -> tuple[Any, ...]:
+    """What a replay of the counts and one of every call agree on (drift apart: the
+    first does not replay a tool the change leaves alone)."""
     return (
         report.calls,
         report.skipped,
-        report.drifted,
         report.uncertain,
         dict(report.changes),
         dict(report.by_tool),
@@ -114,6 +121,11 @@ def test_a_replay_of_the_counts_is_a_replay_of_every_call(log: AuditLog, candida
         every = replay(log.recorded_calls(warm, end), chosen, IN_FORCE, start=start, end=end)
         grouped = replay_history(log, chosen, IN_FORCE, start, end)
         assert counts(grouped) == counts(every), (start, end)
+        # drift among the tools the change may touch, as a replay of their every call has it
+        touched = set(TOOLS) - _unchanged_tools(chosen, IN_FORCE, TOOLS)
+        theirs = replay(log.recorded_calls(warm, end, touched), chosen, IN_FORCE, start=start)
+        assert grouped.drifted == theirs.drifted, (start, end)
+        assert (theirs.drifted > 0) == bool(touched)  # the history is random: it drifts
         assert every.calls + every.skipped == log.count(start=start, end=end)
         if start == T0:  # the whole history: every candidate but the first changes some
             assert (every.changed > 0) == (candidate > 0)
@@ -220,3 +232,38 @@ async def test_a_log_past_its_size_bound_loses_its_oldest_calls_first(db: Path) 
         assert [r.tool for r in audit.query(limit=1)] == ["later"]
     with pytest.raises(ValueError, match="max_megabytes"):
         AuditLog(db, max_megabytes=-1)
+
+
+def test_a_tool_called_only_before_the_period_still_charges_the_counter_it_shares(
+    log: AuditLog,
+) -> None:
+    """web/get is called only in the hour before the period; git/log, whose limit the
+    candidate changes, shares its counter: the replay must charge web/get's calls."""
+    for n in range(6):
+        log.write_sync(make(time=T0 - 1800 + n, server="web", tool="get", rule="web/get",
+                            basis="rule", decision=CallDecision.ALLOWED))  # fmt: skip
+    for n in range(4):
+        log.write_sync(make(time=T0 + 60 + n, server="git", tool="log", rule="git/log",
+                            basis="rule", decision=CallDecision.ALLOWED))  # fmt: skip
+    eventually_sync(lambda: log.search_backlog() == 0, "every call counted")
+    tighter = policy({**IN_FORCE.document["tools"],
+                      "git/log": {"limits": [{"counter": "web", "window": "hour", "max": 9}]}})  # fmt: skip
+    start, end = T0, T0 + HOUR
+    warm = start - warm_up_seconds(tighter, IN_FORCE)
+    every = replay(log.recorded_calls(warm, end), tighter, IN_FORCE, start=start, end=end)
+    grouped = replay_history(log, tighter, IN_FORCE, start, end)
+    assert counts(grouped) == counts(every)
+    # 6 on the counter already: of git/log's 4, in force (8) lets 2 through, the candidate 3
+    assert dict(every.changes) == {"allowed": 1}
+
+
+def test_a_replay_without_limits_reads_no_warm_up(log: AuditLog) -> None:
+    history(log, 200, hours=2)
+    candidate = policy({"git/*": {"action": "deny"}, "files/read": {"action": "ask"}})
+    in_force = policy({"git/push": {"action": "ask"}})
+    assert warm_up_seconds(candidate, in_force) == 0.0
+    start, end = T0 + 600, T0 + 2 * HOUR
+    every = replay(log.recorded_calls(start, end), candidate, in_force, start=start, end=end)
+    grouped = replay_history(log, candidate, in_force, start, end)
+    assert counts(grouped) == counts(every)
+    assert grouped.changed > 0

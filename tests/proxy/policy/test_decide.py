@@ -887,3 +887,65 @@ def test_a_released_call_whose_new_case_asks_counts_as_approved():
     )
     other = ToolCall("s", "t", {}, "cursor")  # the case does not hold: the rule denies
     assert enforcer.release(other).verdict is Verdict.DENY
+
+
+SETTLING = {
+    "s/denied": {"action": "deny", "reason": "no"},
+    "s/hidden": {"action": "deny", "hide": True, "arguments": {"required": ["x"]}},
+    "s/asked": {"action": "ask", "approval": {"timeout": 30}},
+    "s/by_client": {"action": "ask", "when": [{"clients": ["ci"], "action": "allow"}]},
+    "s/limited": {"limits": [{"counter": "c", "window": "minute", "max": 2}]},
+    "s/shared": {"limits": [{"counter": "c", "window": "minute", "max": 3, "scope": "global"}]},
+    "s/never": {"limits": [{"counter": "z", "window": "minute", "max": 0}]},
+    "s/schema": {"arguments": {"properties": {"p": {"type": "string"}}}},
+    "s/case_schema": {"when": [{"arguments": {"required": ["p"]}, "action": "deny"}]},
+}
+
+
+@pytest.mark.parametrize("team", [False, True])
+def test_a_decision_worked_out_once_is_the_one_worked_out_in_full(team: bool) -> None:
+    """decide() gives a call that hangs on nothing but its tool and client the decision
+    it worked out for the first such call, while its limits have room: it must be what
+    weighing the call in full gives, call after call, as the counters fill up."""
+    from proxy.policy.decide import _weigh
+
+    mine = policy(SETTLING, default="allow")
+    if team:
+        mine = mine.with_team(
+            parse_policy(json.dumps({"version": "1", "tools": {"s/limited": {"limits": [
+                {"counter": "t", "window": "minute", "max": 1}]}, "s/asked": {"action": "deny"}}}))
+        )  # fmt: skip
+    counters = Counters()
+    checked = 0
+    for now in (0.0, 1.0, 2.0, 3.0, 61.5):
+        for tool in [*(name.split("/")[1] for name in SETTLING), "other"]:
+            for client in ("cursor", "ci"):
+                for arguments in ({}, {"p": 1}, ["not", "an", "object"]):
+                    call = ToolCall("s", tool, arguments, client)  # type: ignore[arg-type]
+                    fast = decide(mine, call, counters, now)
+                    full = _weigh(mine, call, counters, now, 120.0, layer=None)
+                    if mine.team is not None and (
+                        mine.team.rule_for("s", tool) is not None or mine.team.says_default
+                    ):
+                        theirs = _weigh(mine.team, call, counters, now, 120.0, layer="team")
+                        full = decide.__globals__["_stricter"](theirs, full)
+                    assert fast == full, (tool, client, arguments, now)
+                    assert (fast.layer, fast.source, fast.also) == (
+                        full.layer,
+                        full.source,
+                        full.also,
+                    )
+                    checked += 1
+                    if not fast.blocked and fast.charges:
+                        counters.record(fast.charges, now, {"c": 60.0, "t": 60.0})
+    assert checked == 5 * 10 * 2 * 3
+    assert len(counters) > 0  # the limits filled up on the way
+
+
+def test_what_decide_keeps_is_bounded_when_an_agent_invents_tool_names() -> None:
+    from proxy.policy.decide import _SETTLED_SIZE
+
+    mine = policy({"s/*": {"action": "ask"}}, default="allow")
+    for n in range(_SETTLED_SIZE + 10):
+        decide(mine, ToolCall("s", f"invented_{n}"), Counters(), 0.0)
+    assert 0 < len(mine.settled) <= _SETTLED_SIZE

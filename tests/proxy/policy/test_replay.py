@@ -108,3 +108,33 @@ def test_the_summary_names_the_clients_and_the_kinds_of_change() -> None:
     assert same.summary() == (
         "This change would have decided all 7 calls of the period as the policy in force does."
     )
+
+
+def test_the_same_arguments_are_decided_once_and_what_is_kept_stays_bounded(
+    monkeypatch: Any,
+) -> None:
+    import proxy.policy.replay as replay_module
+
+    monkeypatch.setattr(replay_module, "_ARGUMENTS_KEPT", 2)
+    texts = ['{"path": "/tmp/a"}', '{"path": "/etc/b"}', '{"path": "/tmp/c"}']
+    calls = [
+        call(arguments=texts[n // 2 % 3], client="x" if n < 6 else "y", time=T0 + n)
+        for n in range(12)
+    ]
+    only_tmp = policy(**{"s/t": {"arguments": {"properties": {"path": {"pattern": "^/tmp/"}}}}})
+    report = replay(calls, only_tmp, policy())
+    assert report.calls == 12
+    assert dict(report.changes) == {"blocked": 4}  # every call with /etc/b, by either client
+    assert {r.call.arguments for kept in report.examples.values() for r in kept} == {texts[1]}
+
+
+def test_a_rule_on_arguments_with_a_limit_is_replayed_call_by_call() -> None:
+    both = policy(**{"s/t": {
+        "arguments": {"properties": {"path": {"pattern": "^/tmp/"}}},
+        "limits": [{"counter": "n", "window": "minute", "max": 1}],
+    }})  # fmt: skip
+    calls = [call(arguments='{"path": "/tmp/a"}', time=T0 + n) for n in range(3)]
+    calls.append(call(arguments='{"path": "[redacted]"}', time=T0 + 90))
+    report = replay(calls, both, policy())
+    assert dict(report.changes) == {"blocked": 3}  # two over the limit, one the schema's
+    assert report.uncertain == 1  # the redacted one
