@@ -71,7 +71,7 @@ from proxy.config.settings import (
     Settings,
     SettingsError,
     load_settings,
-    save_setting,
+    save_settings,
     settings_file,
 )
 from proxy.errors import LockgateError
@@ -209,7 +209,7 @@ class LockgateApp(QObject):
             self.set_autostart,
             on_sign_in=self.sign_in_server,
         )
-        self.settings_view = SettingsView(self.save_settings, self.set_autostart)
+        self.settings_view = SettingsView(self.save_changed_settings, self.set_autostart)
         self.tray = Tray(self, poll_ms=tray_poll_ms)
         self.window = MainWindow(self)
         self.window.tabs.currentChanged.connect(self._tab_shown)
@@ -948,20 +948,21 @@ class LockgateApp(QObject):
 
         self.host.blocking(read, done)
 
-    def save_settings(self, changes: dict[str, int | str]) -> None:
+    def save_changed_settings(self, changes: dict[str, int | str]) -> None:
         """Write the changed settings (checked as ``lockgate settings`` checks them); those
         the running gateway can take at once are put in force."""
         paths = self.paths
 
         def write() -> None:
-            for name, value in changes.items():
-                save_setting(paths, name, value)
+            save_settings(paths, changes)  # all or none
 
         def apply(control: GatewayControl) -> None:
             if "approval_timeout_seconds" in changes:
                 control.set_approval_timeout(float(changes["approval_timeout_seconds"]))
             if "audit_retention_days" in changes:
                 control.set_audit_retention(int(changes["audit_retention_days"]))
+            if "audit_max_megabytes" in changes:
+                control.set_audit_max_megabytes(int(changes["audit_max_megabytes"]))
 
         def done(future: concurrent.futures.Future[None]) -> None:
             if future.cancelled():
@@ -1285,7 +1286,8 @@ class LockgateApp(QObject):
         self.live.decision_filter.setCurrentIndex(1)
 
 
-_AT_NEXT_START = ("port", "max_message_bytes")  # the gateway's socket and doors take them
+# the gateway's socket and doors, the team layer's watcher and the export take them as it starts
+_AT_NEXT_START = ("port", "max_message_bytes", "team_policy", "otlp_endpoint")
 
 
 def _rule_edit(server: str, tool: str, changes: dict[str, Any]) -> PolicyEdit:

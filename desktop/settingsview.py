@@ -9,16 +9,23 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from proxy.config.settings import APPROVAL_TIMEOUT_SECONDS, AUDIT_RETENTION_DAYS, Settings
+from proxy.config.settings import (
+    APPROVAL_TIMEOUT_SECONDS,
+    AUDIT_MAX_MEGABYTES,
+    AUDIT_RETENTION_DAYS,
+    Settings,
+)
 
 __all__ = ["SettingsView"]
 
@@ -67,6 +74,37 @@ class SettingsView(QWidget):
         self.retention.setSuffix(" days")
         self.retention.setSpecialValueText("forever")  # 0
         self.retention.setToolTip("Calls older than this are deleted from the audit log")
+        self.max_size = QSpinBox()
+        self.max_size.setRange(0, AUDIT_MAX_MEGABYTES[1])
+        self.max_size.setSuffix(" MB")
+        self.max_size.setSpecialValueText("no limit")  # 0
+        self.max_size.setToolTip(
+            f"Past this the oldest calls are deleted first (at least {AUDIT_MAX_MEGABYTES[0]} "
+            "MB; checked once a minute)"
+        )
+        self.team_policy = QLineEdit()
+        self.team_policy.setObjectName("settingsTeamPolicy")
+        self.team_policy.setPlaceholderText("none: policy.json alone decides")
+        self.team_policy.setToolTip(
+            "A policy file your team keeps current (by configuration management or a git "
+            "checkout). Its denials, hidden tools, limits and asks stand whatever policy.json "
+            "says; while it cannot be read, every call is refused."
+        )
+        self.choose_team_policy = QPushButton("Choose…")
+        self.choose_team_policy.clicked.connect(self._choose_team_policy)
+        team_row = QHBoxLayout()
+        team_row.addWidget(self.team_policy, 1)
+        team_row.addWidget(self.choose_team_policy)
+        self.otlp_endpoint = QLineEdit()
+        self.otlp_endpoint.setObjectName("settingsOtlpEndpoint")
+        self.otlp_endpoint.setPlaceholderText("off: nothing leaves this computer")
+        self.otlp_endpoint.setToolTip(
+            "An OpenTelemetry collector's base URL (OTLP over HTTP) that receives every call "
+            "of the audit log, redacted as the log is; its headers (API keys) are the "
+            "keyring secret otlp-headers"
+        )
+        for line in (self.team_policy, self.otlp_endpoint):
+            line.setMinimumWidth(420)  # a path or a URL, read whole
         self.notifications = QComboBox()
         for style, label in _STYLES:
             self.notifications.addItem(label, style)
@@ -76,7 +114,13 @@ class SettingsView(QWidget):
         self._autostart_shown = False
         self.audit_size = QLabel("…")
         self.audit_size.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        for box in (self.port, self.max_message, self.approval_timeout, self.retention):
+        for box in (
+            self.port,
+            self.max_message,
+            self.approval_timeout,
+            self.retention,
+            self.max_size,
+        ):
             box.setMaximumWidth(160)  # a number, not a line of text
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
@@ -85,6 +129,9 @@ class SettingsView(QWidget):
         form.addRow("Time to answer an approval:", self.approval_timeout)
         form.addRow("Notifications of waiting calls:", self.notifications)
         form.addRow("Keep calls in the audit log for:", self.retention)
+        form.addRow("Keep the audit log under:", self.max_size)
+        form.addRow("Team policy file:", team_row)
+        form.addRow("Export calls to OpenTelemetry at:", self.otlp_endpoint)
         form.addRow("Audit log:", self.audit_size)
         form.addRow("", self.autostart)
         self.save = QPushButton("Save")
@@ -97,8 +144,8 @@ class SettingsView(QWidget):
         buttons.addWidget(self.status, 1)
         note = QLabel(
             "These settings live in settings.json; the app, <code>lockgate serve</code> and "
-            "routing read them. A new port or message limit is used from the gateway's next "
-            "start; the others at once."
+            "routing read them. A new port, message limit, team policy file or export is used "
+            "from the gateway's next start; the others at once."
         )
         note.setWordWrap(True)
         note.setStyleSheet("color: #555;")
@@ -118,6 +165,9 @@ class SettingsView(QWidget):
             self.max_message.setValue(max(1, settings.max_message_bytes // _MB))
             self.approval_timeout.setValue(settings.approval_timeout_seconds)
             self.retention.setValue(settings.audit_retention_days)
+            self.max_size.setValue(settings.audit_max_megabytes)
+            self.team_policy.setText(settings.team_policy)
+            self.otlp_endpoint.setText(settings.otlp_endpoint)
             index = self.notifications.findData(settings.notifications)
             self.notifications.setCurrentIndex(max(0, index))
         self.save.setEnabled(settings is not None)
@@ -140,6 +190,13 @@ class SettingsView(QWidget):
         self.status.setText(text or "")
         self.status.setStyleSheet("color: #c62828;" if failed else "")
 
+    def _choose_team_policy(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "The team's policy file", self.team_policy.text(), "Policy files (*.json)"
+        )
+        if path:
+            self.team_policy.setText(path)
+
     def _save(self) -> None:
         shown = self._shown
         changes: dict[str, int | str] = {}
@@ -151,6 +208,12 @@ class SettingsView(QWidget):
             changes["approval_timeout_seconds"] = self.approval_timeout.value()
         if self.retention.value() != shown.audit_retention_days:
             changes["audit_retention_days"] = self.retention.value()
+        if self.max_size.value() != shown.audit_max_megabytes:
+            changes["audit_max_megabytes"] = self.max_size.value()
+        if self.team_policy.text().strip() != shown.team_policy:
+            changes["team_policy"] = self.team_policy.text().strip()
+        if self.otlp_endpoint.text().strip() != shown.otlp_endpoint:
+            changes["otlp_endpoint"] = self.otlp_endpoint.text().strip()
         style = self.notifications.currentData()
         if style != shown.notifications:
             changes["notifications"] = style

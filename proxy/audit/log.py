@@ -571,13 +571,8 @@ class AuditLog(AuditReader):
         if prune_batch < 1:
             raise ValueError(f"prune_batch must be at least 1, not {prune_batch}")
         self._retention_days = _checked_days(retention_days)
-        if (
-            isinstance(max_megabytes, bool)
-            or not isinstance(max_megabytes, int)
-            or max_megabytes < 0
-        ):
-            raise ValueError(f"max_megabytes is a whole number, 0 or more, not {max_megabytes!r}")
-        self._max_bytes = max_megabytes * 1024 * 1024  # 0: no bound
+        self._max_bytes = _checked_megabytes(max_megabytes) * _MB  # 0: no bound
+        self._size_asked = False  # set_max_megabytes: look at the size now
         self._next_size_check = -math.inf  # on self._monotonic
         self._clock = clock
         self._monotonic = monotonic
@@ -632,6 +627,11 @@ class AuditLog(AuditReader):
         )
 
     @property
+    def pruning(self) -> bool:
+        """Whether a prune (by age or by size) is under way."""
+        return self._pruning is not None
+
+    @property
     def index_failures(self) -> int:
         """Steps of the search index that failed since the log opened (each is tried
         again with the next call committed; the first of a run is logged)."""
@@ -667,6 +667,28 @@ class AuditLog(AuditReader):
         with self._lock:
             self._retention_days = checked
             self._prune_asked = True
+            if not self._closed:
+                self._queue.put(_WAKE)
+
+    @property
+    def max_megabytes(self) -> int:
+        """The most room the calls may take, in MB; 0: no bound."""
+        with self._lock:
+            return self._max_bytes // _MB
+
+    def set_max_megabytes(self, megabytes: int) -> None:
+        """Bound the room the calls take to ``megabytes`` MB from now on; 0: no bound.
+
+        The writer thread looks at the log's size at once (and prunes the oldest calls
+        if it is over), then once a minute. Returns at once: safe on the event loop.
+
+        Raises:
+            ValueError: ``megabytes`` is not a whole number, 0 or more.
+        """
+        checked = _checked_megabytes(megabytes) * _MB
+        with self._lock:
+            self._max_bytes = checked
+            self._size_asked = True
             if not self._closed:
                 self._queue.put(_WAKE)
 
@@ -990,15 +1012,18 @@ class AuditLog(AuditReader):
         with self._lock:
             days = self._retention_days
             asked, self._prune_asked = self._prune_asked, False
-        if days == 0 and self._pruning is not None and not self._pruning.by_size:
-            self._pruning = None  # every call is kept now: a prune under way stops
+            max_bytes = self._max_bytes
+            if self._size_asked:
+                self._size_asked, self._next_size_check = False, -math.inf
+        if self._pruning is not None and not (days if not self._pruning.by_size else max_bytes):
+            self._pruning = None  # what it pruned for is gone: every call is kept now
         if days and (asked or (self._pruning is None and self._monotonic() >= self._next_prune)):
             before = self._clock() - days * _DAY
             if self._pruning is None:
                 self._pruning = _Pruning(before)
             else:  # a new retention while pruning: go on from its cut
                 self._pruning.before, self._pruning.deleting = before, True
-        if self._pruning is None and self._max_bytes and self._monotonic() >= self._next_size_check:
+        if self._pruning is None and max_bytes and self._monotonic() >= self._next_size_check:
             self._next_size_check = self._monotonic() + SIZE_CHECK_EVERY
             cut = self._size_cut()
             if cut is not None:
@@ -1290,6 +1315,15 @@ def _inserts(steps: tuple[Step, ...]) -> bool:
 
 def _auto_vacuum_is_incremental(conn: sqlite3.Connection) -> bool:
     return int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
+
+
+_MB: Final = 1024 * 1024
+
+
+def _checked_megabytes(megabytes: int) -> int:
+    if isinstance(megabytes, bool) or not isinstance(megabytes, int) or megabytes < 0:
+        raise ValueError(f"max_megabytes is a whole number, 0 or more, not {megabytes!r}")
+    return megabytes
 
 
 def _checked_days(days: int) -> int:

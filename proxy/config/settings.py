@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "load_settings",
     "parse_setting",
     "save_setting",
+    "save_settings",
     "settings_file",
 ]
 
@@ -93,8 +95,7 @@ _HELP = {
     "audit_retention_days": "how many days the audit log keeps each call, 1-3650, or 0 to "
     f"keep every call for ever (default {DEFAULT_AUDIT_RETENTION_DAYS})",
     "audit_max_megabytes": "the most room the audit log may take, in MB, 10-1000000, or 0 for "
-    "no bound (default 0); past it the oldest calls are pruned first, checked once a minute, "
-    "from the gateway's next start",
+    "no bound (default 0); past it the oldest calls are pruned first, checked once a minute",
     "approval_timeout_seconds": "how long a person has to answer an approval when the "
     "policy's rule sets no timeout, in seconds, 5-3600 (default "
     f"{DEFAULT_APPROVAL_TIMEOUT_SECONDS}); unanswered, the call is denied",
@@ -254,16 +255,29 @@ def save_setting(paths: Paths, name: str, value: Any) -> Settings:
     Raises:
         SettingsError: an unknown setting, a wrong value, or the file is broken already.
     """
+    return save_settings(paths, {name: value})
+
+
+def save_settings(paths: Paths, changes: Mapping[str, Any]) -> Settings:
+    """Set the settings ``changes`` names in the file (the others as they were), all or
+    nothing: one that is wrong writes none of them.
+
+    Raises:
+        SettingsError: an unknown setting, a wrong value, or the file is broken already.
+    """
     current = load_settings(paths)
-    if name not in {f.name for f in fields(Settings)}:
-        raise SettingsError(f"unknown setting {name!r}")
-    updated = replace(current, **{name: _checked(name, value)})
+    known = {f.name for f in fields(Settings)}
+    for name in changes:
+        if name not in known:
+            raise SettingsError(f"unknown setting {name!r}")
+    updated = replace(current, **{name: _checked(name, value) for name, value in changes.items()})
     path = settings_file(paths)
     try:
         written = json.loads(path.read_text("utf-8-sig"))
     except FileNotFoundError:
         written = {}
-    written[name] = asdict(updated)[name]
+    as_saved = asdict(updated)
+    written.update({name: as_saved[name] for name in changes})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, (json.dumps(written, indent=2) + "\n").encode("utf-8"))

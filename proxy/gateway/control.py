@@ -206,6 +206,11 @@ class GatewayControl:
         """Days the audit log keeps a call (0: for ever)."""
         return self._gateway.audit.retention_days
 
+    @property
+    def audit_max_megabytes(self) -> int:
+        """The most room the audit log's calls may take, in MB (0: no bound)."""
+        return self._gateway.audit.max_megabytes
+
     # -- changing ----------------------------------------------------------------------
 
     def pause(self) -> None:
@@ -273,6 +278,16 @@ class GatewayControl:
             ValueError: not a whole number of days, 0 or more.
         """
         self._gateway.audit.set_retention(days)
+
+    def set_audit_max_megabytes(self, megabytes: int) -> None:
+        """Bound the audit log's calls to ``megabytes`` MB from now on (0: no bound).
+        Returns at once: the log's writer thread looks at its size and prunes the oldest
+        calls past it (the app calls it with settings.json's ``audit_max_megabytes``).
+
+        Raises:
+            ValueError: not a whole number, 0 or more.
+        """
+        self._gateway.audit.set_max_megabytes(megabytes)
 
     async def end_sessions(self, client: str) -> int:
         """End ``client``'s HTTP sessions (after its token was revoked); returns how many."""

@@ -73,3 +73,43 @@ def test_approval_time_notifications_and_retention_are_in_force_once_saved(
     assert card.countdown.text() in ("denied in 0:40", "denied in 0:39")
     card.deny.click()
     assert wait_result(qtbot, waiting).is_error
+
+
+def test_the_logs_size_bound_team_policy_and_export_are_saved_and_checked(
+    qtbot, running_app, tmp_path
+):
+    view = running_app.settings_view
+    view.where.setText("")
+    view.audit_size.setText("")
+    running_app.window.show_tab("Settings")  # the tab reads the file again: wait for it
+    qtbot.waitUntil(lambda: view.audit_size.text().endswith("audit.db)"), timeout=10_000)
+    assert view.max_size.text() == "no limit"
+    assert (view.team_policy.text(), view.otlp_endpoint.text()) == ("", "")
+    view.max_size.setValue(5)  # under the least bound: refused, in the setting's words
+    qtbot.mouseClick(view.save, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "audit_max_megabytes" in view.status.text(), timeout=10_000)
+    assert "from 10 to" in view.status.text()
+    assert not settings_file(running_app.paths).exists()
+    view.max_size.setValue(50)
+    view.team_policy.setText("team.json")  # not absolute: refused, nothing else lost
+    qtbot.mouseClick(view.save, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "team_policy" in view.status.text(), timeout=10_000)
+    assert not settings_file(running_app.paths).exists()  # all or none: 50 MB not written
+    team = tmp_path / "team.json"
+    view.team_policy.setText(str(team))
+    view.otlp_endpoint.setText("http://127.0.0.1:4318")
+    qtbot.mouseClick(view.save, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.status.text().startswith("Saved"), timeout=10_000)
+    text = view.status.text()
+    assert "team_policy, otlp_endpoint from the gateway's next start" in text, text
+    written = json.loads(settings_file(running_app.paths).read_text())
+    assert written == {
+        "audit_max_megabytes": 50,
+        "team_policy": str(team),
+        "otlp_endpoint": "http://127.0.0.1:4318",
+    }
+    # the size bound is in force at once
+    qtbot.waitUntil(
+        lambda: running_app.host.call(lambda c: c.audit_max_megabytes).result(10) == 50,
+        timeout=10_000,
+    )

@@ -267,3 +267,24 @@ def test_a_replay_without_limits_reads_no_warm_up(log: AuditLog) -> None:
     grouped = replay_history(log, candidate, in_force, start, end)
     assert counts(grouped) == counts(every)
     assert grouped.changed > 0
+
+
+async def test_a_size_bound_set_while_the_log_is_open_is_in_force_at_once(db: Path) -> None:
+    """No bound as it opens; set_max_megabytes(1) makes the writer measure and prune at
+    once (not at the next minute's look), and 0 stops a prune by size under way."""
+    text = "a long line of a file that a tool read, " * 25
+    monotonic = [0.0]  # it never moves: only the new bound can bring a look at the size
+    with AuditLog(db, monotonic=lambda: monotonic[0], prune_batch=1) as audit:
+        for n in range(2500):
+            audit.write_sync(make(time=T0 + n, tool=f"t{n}", arguments={"text": text}))
+        assert (audit.max_megabytes, audit.pruning) == (0, False)
+        audit.set_max_megabytes(1)
+        assert audit.max_megabytes == 1
+        await eventually(lambda: audit.count() < 2500, "a prune by size, a call at a time")
+        audit.set_max_megabytes(0)
+        await eventually(lambda: not audit.pruning, "the prune stopped")
+        # it stopped far short of 1 MB's worth (under 1,000 of these calls)
+        assert 2000 < audit.count() < 2500
+        assert [r.tool for r in audit.query(limit=1)] == ["t2499"]
+        with pytest.raises(ValueError, match="max_megabytes"):
+            audit.set_max_megabytes(-5)

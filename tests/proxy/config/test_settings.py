@@ -20,6 +20,7 @@ from proxy.config.settings import (
     load_settings,
     parse_setting,
     save_setting,
+    save_settings,
     settings_file,
 )
 
@@ -198,3 +199,19 @@ def test_a_parsed_value_that_is_wrong_is_refused_when_it_is_saved(paths: Paths) 
             paths, "approval_timeout_seconds", parse_setting("approval_timeout_seconds", "30.5")
         )
     assert not settings_file(paths).exists()
+
+
+def test_settings_saved_together_are_all_or_none(paths: Paths) -> None:
+    save_setting(paths, "port", 7001)
+    with pytest.raises(SettingsError, match='"team_policy" must be the absolute path'):
+        save_settings(paths, {"audit_max_megabytes": 50, "team_policy": "relative.json"})
+    assert json.loads(settings_file(paths).read_text()) == {"port": 7001}
+    with pytest.raises(SettingsError, match="unknown setting 'colour'"):
+        save_settings(paths, {"audit_max_megabytes": 50, "colour": "red"})
+    saved = save_settings(paths, {"audit_max_megabytes": 50, "notifications": "plain"})
+    assert (saved.port, saved.audit_max_megabytes, saved.notifications) == (7001, 50, "plain")
+    assert json.loads(settings_file(paths).read_text()) == {
+        "port": 7001,
+        "audit_max_megabytes": 50,
+        "notifications": "plain",
+    }
