@@ -69,13 +69,16 @@ class Remember(StrEnum):
 class SessionApproval:
     """What "allow for this session" allowed: calls of ``tool`` that the policy asks about
     under ``rule`` and its ``when`` case ``case`` (None: the rule's own action, or the
-    policy's default), that case as it was written then (an edit of the case, or another
-    case put before it, is another question)."""
+    policy's default) of the same ``layer``, that case as it was written then (an edit of
+    the case, or another case put before it, is another question)."""
 
     tool: str
     rule: str | None
     case: int | None
     case_text: str | None  # the case's conditions and action, canonical JSON
+    # the layer that asked ("team", or None: policy.json): a rule of the same pattern in
+    # the other layer is another question, and so is the other layer's default
+    layer: str | None = None
 
     @classmethod
     def of(cls, call: ToolCall, decision: Decision) -> SessionApproval:
@@ -91,7 +94,7 @@ class SessionApproval:
                 separators=(",", ":"),
                 default=str,
             )
-        return cls(call.tool, decision.rule, decision.case, text)
+        return cls(call.tool, decision.rule, decision.case, text, decision.layer)
 
 
 @dataclass(frozen=True, slots=True)

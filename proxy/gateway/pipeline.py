@@ -414,6 +414,14 @@ class ToolCallPipeline:
         if not found and scanned.complete:
             return _Inspected(result, outcome)
         what = _what_was_found(scanned, found)
+        if mode is SecretsMode.ASK:
+            answer = await self._ask_about_result(session, trace, decision, what)
+            # the policy in force now: a layer may have turned stricter while it waited
+            now = self.enforcer.policy.secrets_of(trace.call.server, trace.call.tool)
+            if answer is Answer.APPROVED and now in (SecretsMode.ASK, SecretsMode.ALLOW):
+                return _Inspected(result, outcome, findings=found, secrets="approved")
+            if answer is Answer.APPROVED:
+                mode = now  # redacted or withheld, as it says now
         if mode is SecretsMode.REDACT and scanned.complete:
             assert scanned.redacted is not None
             redacted = (
@@ -421,9 +429,6 @@ class ToolCallPipeline:
             )
             return _Inspected(redacted, outcome, findings=found, secrets="redacted")
         if mode is SecretsMode.ASK:
-            answer = await self._ask_about_result(session, trace, decision, what)
-            if answer is Answer.APPROVED:
-                return _Inspected(result, outcome, findings=found, secrets="approved")
             why = {
                 Answer.REFUSED: "a person refused to let it through",
                 Answer.TIMEOUT: "nobody let it through in time",
@@ -456,7 +461,7 @@ class ToolCallPipeline:
         a task-augmented call): scanned as the policy's default says (which call made the
         task is the server's to know); "ask" withholds it, as there is no call to ask
         about any more."""
-        mode = self.enforcer.policy.secrets
+        mode = self.enforcer.policy.secrets_by_default
         if mode is SecretsMode.ALLOW:
             return result
         scanned = await _scan(result, session.secret_values(), _size(result))

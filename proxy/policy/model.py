@@ -273,6 +273,14 @@ class Policy:
             return mine
         return max(mine, self.team.secrets_of(server, tool), key=_SECRETS_ORDER.index)
 
+    @property
+    def secrets_by_default(self) -> SecretsMode:
+        """What happens to secrets in a result no tool's rule is known for (a task's):
+        the policy's ``results``; with a team layer, the stricter of the two."""
+        if self.team is None:
+            return self.secrets
+        return max(self.secrets, self.team.secrets_by_default, key=_SECRETS_ORDER.index)
+
     def timeout_of(self, server: str, tool: str) -> float | None:
         """How long a call to ``tool`` may run upstream (its rule's ``timeout``); with a
         team layer, the shorter of the two; None: no bound."""

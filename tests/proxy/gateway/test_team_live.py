@@ -14,6 +14,7 @@ import pytest
 
 from proxy.cli.main import main
 from proxy.config.settings import settings_file
+from proxy.gateway.approvals import Remember
 from proxy.gateway.events import PolicyRejected, PolicyReloaded
 from tests.support.harness import Harness, LocalClient, running, text_of, write_json
 from tests.support.waiting import eventually
@@ -105,3 +106,70 @@ async def test_a_team_file_broken_at_start_uses_the_copy_kept(tmp_path: Path) ->
         await agent.handshake(gateway)
         assert "the team forbids deleting" in text_of(await agent.call("delete_file"))
         assert text_of(await agent.call("echo")) == "ran echo"
+
+
+async def session_allowed(gateway: Any, agent: LocalClient, tool: str) -> None:
+    """Call ``tool``, and answer the person's question "allow for this session"."""
+    first = agent.start_call(tool)
+    [pending] = await eventually(gateway.approvals.pending, "a question for the person")
+    remember = Remember.SESSION
+    assert gateway.approvals.answer(pending.id, True, digest=pending.digest, remember=remember)
+    assert text_of(await agent.answer(first)) == f"ran {tool}"
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs"),
+    [
+        ({"tools": {"rec/ask_me": {"action": "ask"}}}, {"rec/ask_me": {"action": "ask"}}),
+        ({"default": "ask"}, None),  # both defaults ask, the team's from its next version
+    ],
+)
+async def test_a_session_approval_of_my_question_does_not_answer_the_teams(
+    tmp_path: Path, mine: dict[str, Any], theirs: dict[str, Any] | None
+) -> None:
+    """The person allows a tool for the session when policy.json asks; then the team's
+    file asks about it too (a rule of the same pattern, or its default): that is the
+    team's question, and a person must be asked it."""
+    harness = Harness(tmp_path)
+    team = with_team(harness, {"tools": {}})
+    harness.write_policy({"default": "allow", **mine})
+    tool = "ask_me" if theirs else "echo"
+    async with running(harness) as gateway, LocalClient.open(harness) as agent:
+        gateway.approvals.attach()
+        await agent.handshake(gateway)
+        await session_allowed(gateway, agent, tool)
+        before = gateway.policy
+        asked = {"tools": theirs} if theirs else {"default": "ask", "tools": {}}
+        write_json(team, {"version": "1", **asked})
+        await eventually(lambda: gateway.policy is not before, "the team's ask in force")
+        second = agent.start_call(tool)
+        [pending] = await eventually(gateway.approvals.pending, "the team's question asked")
+        assert gateway.approvals.answer(pending.id, False, digest=pending.digest)
+        assert "refused" in text_of(await agent.answer(second))
+        assert harness.recorded_names() == [tool]  # the second never ran
+
+
+async def test_a_result_let_through_after_the_team_turned_to_block_is_withheld(
+    tmp_path: Path,
+) -> None:
+    """A result holding a secret waits for a person (policy.json: secrets "ask"); the
+    team's file meanwhile blocks results with secrets. The person's "let it through"
+    comes too late: the layers in force now withhold it."""
+    token = "ghp_1234567890abcdefghijABCDEFGHIJ123456"
+    harness = Harness(tmp_path)
+    team = with_team(harness, {"tools": {}})
+    harness.write_policy({"default": "allow", "results": {"secrets": "ask"}})
+    async with running(harness) as gateway, LocalClient.open(harness) as agent:
+        gateway.approvals.attach()
+        await agent.handshake(gateway)
+        waiting = agent.start_call(token)  # the recorder answers with the tool's name
+        [pending] = await eventually(gateway.approvals.pending, "the result held")
+        assert pending.about == "result"
+        write_json(team, {"version": "1", "results": {"secrets": "block"}, "tools": {}})
+        await eventually(
+            lambda: gateway.policy.secrets_of("rec", token).value == "block", "the team's block"
+        )
+        assert gateway.approvals.answer(pending.id, True, digest=pending.digest)
+        said = text_of(await agent.answer(waiting))
+        assert token not in said
+        assert "withheld" in said

@@ -897,6 +897,13 @@ def test_results_pinning_and_timeout_are_read_with_their_defaults():
     assert policy.secrets_of("s", "u") is SecretsMode.BLOCK
     assert policy.secrets_of("s", "other") is SecretsMode.BLOCK
     assert (policy.timeout_of("s", "t"), policy.timeout_of("s", "u")) == (2.5, None)
+    # a result no rule is known for (a task's): the policy's, or the stricter layer's
+    assert (bare.secrets_by_default, policy.secrets_by_default) == (
+        SecretsMode.REDACT,
+        SecretsMode.BLOCK,
+    )
+    assert bare.with_team(policy).secrets_by_default is SecretsMode.BLOCK
+    assert policy.with_team(bare).secrets_by_default is SecretsMode.BLOCK
 
 
 @pytest.mark.parametrize(
