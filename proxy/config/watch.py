@@ -10,6 +10,7 @@ writing a new file and renaming it over the old one.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -25,15 +26,49 @@ R = TypeVar("R")
 DEBOUNCE_SECONDS = 0.2
 
 
+_MAX_LINKS = 40  # symbolic links followed from the path, as the system's own bound
+
+
+def watch_points(path: Path) -> dict[Path, frozenset[str]]:
+    """Each folder whose entries decide what ``path`` reads, with the names in it that do:
+    the file's own name in its folder, and every symbolic link on the way to the file
+    (a folder of the path, the file itself, or a folder a link points through), followed
+    to where it points. A deploy that swaps a link (``team -> v2``, or a Kubernetes
+    ConfigMap's ``..data``) changes an entry of a folder the path itself never names."""
+    points: dict[Path, set[str]] = {}
+    pending = [Path(os.path.abspath(path))]
+    followed = 0
+    while pending and followed <= _MAX_LINKS:
+        here = pending.pop()
+        points.setdefault(here.parent, set()).add(here.name)
+        walked = Path(here.anchor)
+        for part in here.parts[1:]:
+            walked = walked / part
+            if walked.is_symlink():
+                followed += 1
+                points.setdefault(walked.parent, set()).add(walked.name)
+                try:
+                    target = Path(os.readlink(walked))
+                except OSError:
+                    break
+                rest = here.relative_to(walked)
+                pending.append(Path(os.path.abspath(walked.parent / target / rest)))
+                break
+    return {folder: frozenset(names) for folder, names in points.items()}
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, name: str, poke: Callable[[], None]) -> None:
-        self._name = name
+    def __init__(self, folder: Path, names: frozenset[str], poke: Callable[[], None]) -> None:
+        self._folder = folder
+        self._names = names
         self._poke = poke
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = (event.src_path, getattr(event, "dest_path", ""))
-        if any(Path(str(p)).name == self._name for p in paths if p):
-            self._poke()
+        for changed in (Path(os.fsdecode(p)) for p in paths if p):
+            if changed.name in self._names and changed.parent == self._folder:
+                self._poke()
+                return
 
 
 class FileWatcher(Generic[R]):
@@ -63,6 +98,7 @@ class FileWatcher(Generic[R]):
         self._again = False
         self._reads = 0  # reads started so far
         self._applied = 0  # the number of the newest read applied
+        self._points: dict[Path, frozenset[str]] = {}  # what is watched
 
     @property
     def path(self) -> Path:
@@ -77,10 +113,27 @@ class FileWatcher(Generic[R]):
         if load:
             await self.reload_now()
         observer = Observer()
-        observer.schedule(_Handler(self._path.name, self._poke_threadsafe), str(folder))
         observer.daemon = True
         observer.start()
         self._observer = observer
+        self._watch()
+
+    def _watch(self) -> None:
+        """Watch the folders :func:`watch_points` names now (again after each read: a
+        swapped link points somewhere else)."""
+        points = watch_points(self._path)
+        if points == self._points or self._observer is None:
+            return
+        observer = self._observer
+        observer.unschedule_all()
+        for folder, names in points.items():
+            if folder.is_dir():
+                handler = _Handler(folder, names, self._poke_threadsafe)
+                try:
+                    observer.schedule(handler, str(folder))
+                except OSError:  # gone meanwhile: the next change of its parent tells
+                    continue
+        self._points = points
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -140,5 +193,6 @@ class FileWatcher(Generic[R]):
         while True:
             self._again = False
             await self.reload_now()
+            self._watch()
             if not self._again:
                 return
