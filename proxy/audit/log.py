@@ -1015,8 +1015,10 @@ class AuditLog(AuditReader):
             max_bytes = self._max_bytes
             if self._size_asked:
                 self._size_asked, self._next_size_check = False, -math.inf
-        if self._pruning is not None and not (days if not self._pruning.by_size else max_bytes):
-            self._pruning = None  # what it pruned for is gone: every call is kept now
+        if self._pruning is not None:
+            bound = max_bytes if self._pruning.by_size else days
+            if not bound:
+                self._pruning = None  # the bound it pruned for is gone: a prune stops
         if days and (asked or (self._pruning is None and self._monotonic() >= self._next_prune)):
             before = self._clock() - days * _DAY
             if self._pruning is None:

@@ -57,6 +57,10 @@ def watch_points(path: Path) -> dict[Path, frozenset[str]]:
     return {folder: frozenset(names) for folder, names in points.items()}
 
 
+def _existing_watch_points(path: Path) -> dict[Path, frozenset[str]]:
+    return {folder: names for folder, names in watch_points(path).items() if folder.is_dir()}
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, folder: Path, names: frozenset[str], poke: Callable[[], None]) -> None:
         self._folder = folder
@@ -116,23 +120,23 @@ class FileWatcher(Generic[R]):
         observer.daemon = True
         observer.start()
         self._observer = observer
-        self._watch()
+        await self._watch()
 
-    def _watch(self) -> None:
-        """Watch the folders :func:`watch_points` names now (again after each read: a
-        swapped link points somewhere else)."""
-        points = watch_points(self._path)
+    async def _watch(self) -> None:
+        """Watch the folders :func:`watch_points` names now, those that exist (again after
+        each read: a swapped link points somewhere else). They are found on a worker
+        thread, as the file is read: it takes a look at each folder of the path."""
+        points = await asyncio.to_thread(_existing_watch_points, self._path)
         if points == self._points or self._observer is None:
             return
         observer = self._observer
         observer.unschedule_all()
         for folder, names in points.items():
-            if folder.is_dir():
-                handler = _Handler(folder, names, self._poke_threadsafe)
-                try:
-                    observer.schedule(handler, str(folder))
-                except OSError:  # gone meanwhile: the next change of its parent tells
-                    continue
+            handler = _Handler(folder, names, self._poke_threadsafe)
+            try:
+                observer.schedule(handler, str(folder))
+            except OSError:  # gone meanwhile: the next change of its parent tells
+                continue
         self._points = points
 
     async def stop(self) -> None:
@@ -193,6 +197,6 @@ class FileWatcher(Generic[R]):
         while True:
             self._again = False
             await self.reload_now()
-            self._watch()
+            await self._watch()
             if not self._again:
                 return

@@ -416,12 +416,12 @@ class ToolCallPipeline:
         what = _what_was_found(scanned, found)
         if mode is SecretsMode.ASK:
             answer = await self._ask_about_result(session, trace, decision, what)
-            # the policy in force now: a layer may have turned stricter while it waited
-            now = self.enforcer.policy.secrets_of(trace.call.server, trace.call.tool)
-            if answer is Answer.APPROVED and now in (SecretsMode.ASK, SecretsMode.ALLOW):
-                return _Inspected(result, outcome, findings=found, secrets="approved")
             if answer is Answer.APPROVED:
-                mode = now  # redacted or withheld, as it says now
+                # as the policy in force now says: a layer may have turned stricter meanwhile
+                now = self.enforcer.policy.secrets_of(trace.call.server, trace.call.tool)
+                if now in (SecretsMode.ASK, SecretsMode.ALLOW):
+                    return _Inspected(result, outcome, findings=found, secrets="approved")
+                mode = now  # redacted or withheld
         if mode is SecretsMode.REDACT and scanned.complete:
             assert scanned.redacted is not None
             redacted = (

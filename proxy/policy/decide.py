@@ -235,7 +235,7 @@ def _settle(policy: Policy, key: tuple[str, str, str, float], layer: str | None)
         gates: tuple[tuple[Limit, CounterKey], ...] = ()
         if rule is not None and not decision.blocked:
             gates = tuple((limit, counter_key(limit, client)) for limit in rule.limits)
-        typed = rule is not None and not (rule.action is Action.DENY and not rule.cases)
+        typed = rule is not None and not rule.denies_outright
         settled = (decision, gates, typed)
     cache = policy.settled
     if len(cache) >= _SETTLED_SIZE:
@@ -268,7 +268,7 @@ def _weigh_rule(
     rule = policy.rule_for(call.server, call.tool)
     if rule is None:
         return _by_default(policy, call, default_approval_timeout)
-    if rule.action is Action.DENY and not rule.cases:
+    if rule.denies_outright:
         return Decision(
             Verdict.DENY,
             Basis.RULE,

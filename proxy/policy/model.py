@@ -162,6 +162,12 @@ class Rule:
     _validator: Any = field(default=None, repr=False)
 
     @property
+    def denies_outright(self) -> bool:
+        """Whether it denies every call it matches, whatever the client or the arguments
+        (a deny without cases): nothing else of it is looked at."""
+        return self.action is Action.DENY and not self.cases
+
+    @property
     def reads_arguments(self) -> bool:
         """Whether what it decides can hang on a call's arguments: a schema of its own,
         or a case with one."""
@@ -205,7 +211,7 @@ class Policy:
     _globs: tuple[Rule, ...] = field(init=False, repr=False)
     _cache: dict[tuple[str, str], Rule | None] = field(init=False, repr=False)
     # decide's own: what this policy decides a call that hangs on no arguments (see
-    # proxy.policy.decide._settled), kept as the resolve cache is
+    # proxy.policy.decide._settle), kept as the resolve cache is
     settled: dict[Any, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

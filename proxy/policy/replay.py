@@ -484,11 +484,9 @@ class _Replayer:
 
 
 def _hangs_on_arguments(rule: Rule | None) -> bool:
-    if rule is None:
-        return False
-    if rule.action.value == "deny" and not rule.cases:
-        return False  # denied whatever the arguments
-    return rule.arguments is not None or any(case.arguments is not None for case in rule.cases)
+    """Whether ``rule`` decides a call by its arguments (one it denies outright, it does
+    not, whatever schema it has)."""
+    return rule is not None and rule.reads_arguments and not rule.denies_outright
 
 
 def _arguments(text: str) -> Mapping[str, Any]:

@@ -288,3 +288,5 @@ async def test_a_size_bound_set_while_the_log_is_open_is_in_force_at_once(db: Pa
         assert [r.tool for r in audit.query(limit=1)] == ["t2499"]
         with pytest.raises(ValueError, match="max_megabytes"):
             audit.set_max_megabytes(-5)
+    audit.set_max_megabytes(2)  # closed: kept, and no writer to wake
+    assert audit.max_megabytes == 2
