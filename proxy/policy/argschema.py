@@ -71,6 +71,7 @@ __all__ = [
     "compile_arguments_schema",
     "ecma_regex",
     "ecma_search",
+    "keys_read",
 ]
 
 DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -379,6 +380,32 @@ def compile_arguments_schema(schema: Mapping[str, Any] | bool) -> Any:
             [((), "the schema refers to itself without end ($ref loop)")]
         ) from None
     return validator
+
+
+# Root keywords under which a schema's verdict on an object, and every error it gives,
+# hang on the named properties alone: those, their presence, and annotations.
+_PROJECTABLE: Final = frozenset(
+    """$schema $anchor $defs $comment properties required type
+    title description default deprecated readOnly writeOnly examples""".split()
+)
+
+
+def keys_read(schema: Mapping[str, Any] | bool) -> frozenset[str] | None:
+    """The top-level properties of an object that a valid ``schema``'s verdict (and its
+    errors) hang on, if they are all it looks at; None if it may look at more (the
+    object's other keys, their number, a ``$ref`` at its root...).
+
+    A replay decides calls whose arguments agree on these keys once (agents repeat a
+    path with a different comment): an answer the schema cannot tell from the full one.
+    """
+    if isinstance(schema, bool):
+        return frozenset()
+    if not all(key in _PROJECTABLE or key.startswith("x-") for key in schema):
+        return None
+    if schema.get("type", "object") != "object":
+        return None
+    # a schema checked by compile_arguments_schema: an object, and an array of names
+    return frozenset(schema.get("properties", ())) | frozenset(schema.get("required", ()))
 
 
 def _walk(

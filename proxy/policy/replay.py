@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, Protocol
 
+from proxy.policy.argschema import keys_read
 from proxy.policy.decide import Decision, ToolCall, Verdict, decide
 from proxy.policy.limits import Counters
 from proxy.policy.model import Policy, Rule
@@ -59,7 +60,7 @@ _WAS: Final = {"allowed": "allow", "denied": "deny", "approved": "ask", "refused
 # outcomes after which the gateway gave a call's charge back (it did not run)
 _REFUNDED: Final = frozenset({"protocol_error", "upstream_down"})
 EXAMPLES: Final = 5  # calls kept to open, per (change, tool, client)
-_ARGUMENTS_KEPT: Final = 10_000  # decisions by arguments text kept, per policy
+_ARGUMENTS_KEPT: Final = 50_000  # decisions by what of the arguments is read, per policy
 
 
 class RecordedCall(NamedTuple):
@@ -302,7 +303,8 @@ def replay_history(
       the client are decided once per group of calls (the hourly counts: a week of a
       million calls is a few thousand groups);
     - the tools under a rate limit or an argument rule are replayed call by call, oldest
-      first, from the longest limit's window before ``start``.
+      first, from the longest limit's window before ``start`` (an argument rule with no
+      limit decides each kind of arguments once: :meth:`_Replayer._decide_arguments`).
 
     ``drifted`` counts among the calls decided: a tool the change leaves alone is not
     replayed, so a difference between its record and the policy in force is not news
@@ -416,27 +418,29 @@ class _Replayer:
         self.policy = policy
         self.counters = Counters()
         self._fixed: dict[tuple[str, str, str], tuple[str, Decision]] = {}
-        # per tool: whether its rule hangs on the arguments, and its limits' windows
-        self._rules: dict[tuple[str, str], tuple[bool, dict[str, float]]] = {}
+        self._rules: dict[tuple[str, str], _ToolRules] = {}
         self._calls: dict[tuple[str, str, str], ToolCall] = {}  # for a limit alone
-        # the calls whose decision hangs on their arguments and no limit, by their text
-        self._by_arguments: dict[tuple[str, str, str, str], tuple[str, Decision, bool]] = {}
+        # the calls whose decision hangs on their arguments and no limit, by what of
+        # them it reads
+        self._by_arguments: dict[tuple[object, ...], tuple[str, Decision, bool]] = {}
 
-    def _rule(self, server: str, tool: str) -> tuple[bool, dict[str, float]]:
+    def _rule(self, server: str, tool: str) -> _ToolRules:
         known = self._rules.get((server, tool))
         if known is None:
             layers = [self.policy] if self.policy.team is None else [self.policy, self.policy.team]
-            rules = [layer.rule_for(server, tool) for layer in layers]
-            windows = {lim.counter: lim.window for r in rules if r is not None for lim in r.limits}
-            hangs = any(_hangs_on_arguments(rule) for rule in rules)
-            known = self._rules[server, tool] = (hangs, windows)
+            rules = [r for r in (layer.rule_for(server, tool) for layer in layers) if r is not None]
+            windows = {lim.counter: lim.window for r in rules for lim in r.limits}
+            reading = [r for r in rules if _hangs_on_arguments(r)]
+            known = self._rules[server, tool] = _ToolRules(
+                bool(reading), windows, _keys_read(reading), any(r.cases for r in rules)
+            )
         return known
 
     def per_call(self, server: str, tool: str) -> bool:
         """Whether this policy must see each call to the tool: a rate limit, or a rule
         that hangs on the arguments."""
-        needs_arguments, windows = self._rule(server, tool)
-        return needs_arguments or bool(windows)
+        rules = self._rule(server, tool)
+        return rules.needs_arguments or bool(rules.windows)
 
     def decide(self, call: RecordedCall, approved: bool) -> tuple[str, Decision, bool]:
         """The verdict, its decision, and whether it hangs on redacted arguments; the
@@ -445,10 +449,11 @@ class _Replayer:
         fixed = self._fixed.get(key)
         if fixed is not None:
             return fixed[0], fixed[1], False
-        needs_arguments, windows = self._rule(call.server, call.tool)
+        rules = self._rule(call.server, call.tool)
+        needs_arguments, windows = rules.needs_arguments, rules.windows
         if needs_arguments:
             if not windows:
-                return self._decide_arguments(call)
+                return self._decide_arguments(call, rules)
             arguments = _arguments(call.arguments)
             tool_call = ToolCall(call.server, call.tool, arguments, call.client)
             unsure = _cut(arguments)
@@ -467,20 +472,57 @@ class _Replayer:
             self.counters.record(decision.charges, call.time, windows)
         return verdict, decision, unsure
 
-    def _decide_arguments(self, call: RecordedCall) -> tuple[str, Decision, bool]:
-        """A call whose decision hangs on its arguments and on no counter: the same text
-        is decided alike (agents repeat themselves), so each is decided once."""
-        key = (call.server, call.tool, call.client, call.arguments)
+    def _decide_arguments(
+        self, call: RecordedCall, rules: _ToolRules
+    ) -> tuple[str, Decision, bool]:
+        """A call whose decision hangs on its arguments and on no counter: calls whose
+        arguments agree on what the rules read (the top-level properties their schemas
+        name, else the whole text), and by clients alike to the rules, are decided alike,
+        so each such kind is decided once (agents repeat themselves)."""
+        keys = rules.keys
+        client = call.client if rules.by_client else ""
+        arguments: Mapping[str, Any] | None = None
+        if keys is None:
+            key: tuple[object, ...] = (call.server, call.tool, client, call.arguments)
+        else:
+            arguments = _arguments(call.arguments)
+            read = tuple(json.dumps(arguments[k]) if k in arguments else None for k in keys)
+            key = (call.server, call.tool, client, "_truncated" in arguments, read)
         known = self._by_arguments.get(key)
         if known is None:
-            arguments = _arguments(call.arguments)
+            if arguments is None:
+                arguments = _arguments(call.arguments)
             tool_call = ToolCall(call.server, call.tool, arguments, call.client)
             decision = decide(self.policy, tool_call, self.counters, call.time)
-            known = (decision.verdict.value, decision, _cut(arguments))
+            seen = arguments if keys is None else {k: arguments[k] for k in keys if k in arguments}
+            unsure = "_truncated" in arguments or _cut(seen)
+            known = (decision.verdict.value, decision, unsure)
             if len(self._by_arguments) >= _ARGUMENTS_KEPT:
                 self._by_arguments.clear()  # bounded: arguments are up to the log's cap each
             self._by_arguments[key] = known
         return known
+
+
+class _ToolRules(NamedTuple):
+    """What of a call one policy's rules for its tool (in either layer) look at."""
+
+    needs_arguments: bool  # a rule decides by the arguments
+    windows: dict[str, float]  # the limits' windows, by counter
+    keys: tuple[str, ...] | None  # the top-level arguments they read (None: maybe all)
+    by_client: bool  # a rule has cases, which may name clients
+
+
+def _keys_read(rules: Iterable[Rule]) -> tuple[str, ...] | None:
+    """The top-level properties of the arguments that ``rules``' schemas (their own and
+    their cases') read, in a fixed order; None if any may read more."""
+    keys: set[str] = set()
+    for rule in rules:
+        for schema in (rule.arguments, *(case.arguments for case in rule.cases)):
+            read = frozenset() if schema is None else keys_read(schema)
+            if read is None:
+                return None
+            keys |= read
+    return tuple(sorted(keys))
 
 
 def _hangs_on_arguments(rule: Rule | None) -> bool:

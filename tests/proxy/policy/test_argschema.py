@@ -147,3 +147,31 @@ def test_format_regex_checks_strings_and_leaves_other_types_to_type():
     assert _messages(schema, {"filter": 5}) == []  # format says nothing about a number
     typed = {"properties": {"filter": {"type": "string", "format": "regex"}}}
     assert _messages(typed, {"filter": 5}) == ["5 is not of type 'string'"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "keys"),
+    [
+        (True, frozenset()),
+        (False, frozenset()),
+        ({}, frozenset()),
+        ({"properties": {"path": {"pattern": "^/tmp/"}}}, {"path"}),
+        ({"type": "object", "required": ["mode"], "properties": {"path": {}}}, {"path", "mode"}),
+        ({"properties": {"p": {"$ref": "#/$defs/d"}}, "$defs": {"d": {}}, "x-note": 1}, {"p"}),
+        ({"properties": {"p": {}}, "additionalProperties": False}, None),  # every key
+        ({"properties": {"p": {}}, "unevaluatedProperties": False}, None),
+        ({"patternProperties": {"^p": {}}}, None),
+        ({"minProperties": 2}, None),
+        ({"propertyNames": {"maxLength": 3}}, None),
+        ({"allOf": [{"properties": {"p": {}}}]}, None),
+        ({"$ref": "#/$defs/d", "$defs": {"d": {}}}, None),
+        ({"type": "array"}, None),
+        ({"enum": [{}]}, None),
+    ],
+)
+def test_keys_read_names_the_properties_a_schema_looks_at_or_none(
+    schema: Any, keys: frozenset[str] | None
+) -> None:
+    from proxy.policy.argschema import keys_read
+
+    assert keys_read(schema) == keys

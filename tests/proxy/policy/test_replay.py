@@ -4,6 +4,7 @@ drift, how limits are warmed up, what is uncertain, and how the summary reads.""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from proxy.policy.model import parse_policy
@@ -72,6 +73,7 @@ def test_arguments_the_log_cut_make_a_change_uncertain() -> None:
         call(arguments='{"key": "abcdefgh"}', time=T0 + 3),  # kept whole: certain
         call(arguments="not json", time=T0 + 4),  # (never written so; read as no arguments)
         call(arguments="[1]", time=T0 + 5),
+        call(arguments='{"key": ["[redacted]"]}', time=T0 + 6),  # a list: maxLength passes it
     ]
     report = replay(calls, policy(**schema), policy())
     assert report.changed == 2  # the redacted key and the long one fail the schema
@@ -138,3 +140,49 @@ def test_a_rule_on_arguments_with_a_limit_is_replayed_call_by_call() -> None:
     report = replay(calls, both, policy())
     assert dict(report.changes) == {"blocked": 3}  # two over the limit, one the schema's
     assert report.uncertain == 1  # the redacted one
+
+
+def test_calls_that_agree_on_what_the_rules_read_are_decided_alike_and_no_others() -> None:
+    """Deciding once per kind of arguments (the keys the schemas read) gives what deciding
+    every call gives: verdicts, reasons and clients, for schemas that read a few keys and
+    for ones that read the whole object."""
+    import itertools
+
+    from proxy.policy.decide import ToolCall, decide
+    from proxy.policy.limits import Counters
+
+    values: list[Any] = ["/tmp/a", "/etc/b", "[redacted]", 7, None]
+    calls = []
+    for n, (path, mode, extra, client) in enumerate(
+        itertools.product(values, [None, "r", "w"], [None, "x"], ["c", "ci"])
+    ):
+        arguments = {k: v for k, v in (("path", path), ("mode", mode), ("extra", extra))
+                     if v is not None}  # fmt: skip
+        calls.append(call(arguments=json.dumps(arguments), client=client, time=T0 + n))
+    schemas: list[dict[str, Any]] = [
+        {"arguments": {"properties": {"path": {"type": "string", "pattern": "^/tmp/"}}}},
+        {"arguments": {"required": ["mode"], "properties": {"mode": {"enum": ["r"]}}}},
+        {"arguments": {"properties": {"path": {}}, "additionalProperties": False}},
+        {"arguments": {"maxProperties": 1}},
+        {"action": "ask", "when": [
+            {"clients": ["ci"], "arguments": {"properties": {"mode": {"const": "r"}}},
+             "action": "allow"}]},
+        {"when": [{"arguments": {"required": ["extra"]}, "action": "deny", "reason": "no extra"}]},
+    ]  # fmt: skip
+    for spec in schemas:
+        candidate, in_force = policy(**{"s/t": spec}), policy()
+        report = replay(calls, candidate, in_force)
+        expected: Counter[tuple[str, str]] = Counter()
+        reasons = {}
+        for recorded in calls:
+            arguments = json.loads(recorded.arguments)
+            tool_call = ToolCall("s", "t", arguments, recorded.client)
+            now = decide(candidate, tool_call, Counters(), recorded.time)
+            was = decide(in_force, tool_call, Counters(), recorded.time)
+            if now.verdict != was.verdict:
+                expected[change_of(was.verdict.value, now.verdict.value), recorded.client] += 1
+                reasons[recorded.id] = now.reason
+        assert Counter(dict(report.by_client)) == expected, spec
+        for kept in report.examples.values():
+            for replayed in kept:
+                assert replayed.reason == reasons[replayed.call.id], spec
