@@ -35,14 +35,14 @@ if TYPE_CHECKING:
     from proxy.gateway.core import Gateway
     from proxy.gateway.session import Session
 
-__all__ = ["FastLane"]
+__all__ = ["FastLane", "lone_surrogate"]
 
 log = logging.getLogger(__name__)
 
 _Key = tuple[type, int | str]  # JSON-RPC ids 1 and "1" are different requests
 
 
-def _lone_surrogate(line: bytes, message: Any) -> bool:
+def lone_surrogate(line: bytes, message: Any) -> bool:
     """Whether the JSON ``line`` (parsed: ``message``) holds a lone UTF-16 surrogate
     (``"\\ud800"``), which is not text. Python's parser accepts it; the SDK's refuses the
     message, so the fast lane leaves it to the SDK rather than answer otherwise."""
@@ -79,7 +79,7 @@ class FastLane:
             message = json.loads(line)
         except (ValueError, RecursionError):
             return False  # the SDK answers it with a parse error
-        if _lone_surrogate(line, message):
+        if lone_surrogate(line, message):
             return False  # the SDK's parser refuses these: the same answer on every door
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return False

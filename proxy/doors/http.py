@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,8 +36,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from proxy.config.tokens import TokenError, TokenStore
+from proxy.doors.httplane import HttpLane
 from proxy.doors.oversize import KEPT, Oversized, too_large
 from proxy.doors.resume import RETRY_MILLISECONDS, EventLog, SessionEvents, current_log
+from proxy.gateway._sdk import session_manager_of
 from proxy.gateway.core import Gateway
 from proxy.gateway.pipeline import AtTheDoor
 
@@ -80,6 +82,7 @@ class AccessGate:
         self._app = app
         self._gateway = gateway
         self._tokens = tokens
+        self.lane: HttpLane | None = None  # the fast lane: build_http_app gives it one
         self._in_flight: dict[str, set[str]] = {}  # session id -> request ids (as text)
         # session id -> its resumable events; held by the session's own tasks, so an
         # entry goes when the session does
@@ -140,7 +143,13 @@ class AccessGate:
         resetting = current_log.set(events)
         try:
             await self._let_through(
-                scope, receive, send, server=server, client=client, session_id=session_id
+                scope,
+                receive,
+                send,
+                headers=headers,
+                server=server,
+                client=client,
+                session_id=session_id,
             )
         finally:
             current_log.reset(resetting)
@@ -165,13 +174,23 @@ class AccessGate:
         receive: Receive,
         send: Send,
         *,
+        headers: Mapping[str, str],
         server: str,
         client: str,
         session_id: str | None,
     ) -> None:
-        """Hand a request the gate accepted to the SDK (see the module docstring)."""
+        """Hand a request the gate accepted to the fast lane (a plain ``tools/call``:
+        :mod:`proxy.doors.httplane`) or to the SDK (see the module docstring)."""
+        lane = self.lane
         if scope.get("method") != "POST":
-            await self._app(scope, receive, send)
+            if (
+                scope.get("method") != "GET"
+                or lane is None
+                or not await lane.resume(
+                    headers=headers, session_id=session_id, client=client, send=send
+                )
+            ):
+                await self._app(scope, receive, send)
             return
         limit = self._gateway.max_message_bytes
         body, receive = await _read_body(receive, limit)
@@ -198,7 +217,15 @@ class AccessGate:
         if key is not None:
             in_flight.add(key[1])
         try:
-            await self._app(scope, receive, send)
+            if lane is None or not await lane.serve(
+                headers=headers,
+                body=body,
+                session_id=session_id,
+                server=server,
+                client=client,
+                send=send,
+            ):
+                await self._app(scope, receive, send)
         finally:
             if key is not None:
                 in_flight.discard(key[1])
@@ -402,15 +429,18 @@ def build_http_app(gateway: Gateway, tokens: TokenStore) -> ASGIApp:
     Serve it as the root app: its lifespan (the SDK's session manager, which owns every
     session's tasks) must run.
     """
-    sdk_app = gateway.build_server().streamable_http_app(
+    server = gateway.build_server()
+    events = SessionEvents()
+    sdk_app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         max_request_body_size=gateway.max_message_bytes,  # the gate refuses larger ones first
         session_idle_timeout=SESSION_IDLE_SECONDS,
         max_sessions=1000,
         host="127.0.0.1",
-        event_store=SessionEvents(),
+        event_store=events,
         retry_interval=RETRY_MILLISECONDS,
     )
     gate = AccessGate(sdk_app, gateway, tokens)
+    gate.lane = HttpLane(gateway, session_manager_of(server), events)
     gateway.close_http_session = gate.close_session
     return gate

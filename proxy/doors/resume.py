@@ -88,6 +88,14 @@ class SessionEvents(EventStore):
         self.size = 0
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        data = (
+            None if message is None else message.model_dump_json(by_alias=True, exclude_unset=True)
+        )
+        return self.store_text(stream_id, data)
+
+    def store_text(self, stream_id: StreamId, data: str | None) -> EventId:
+        """:meth:`store_event` of a message already written as JSON (the HTTP fast
+        lane's answers); None for a priming event."""
         log = current_log.get()
         if log is None:  # nothing to resume into: an id that replays nothing
             return "0"
@@ -95,9 +103,6 @@ class SessionEvents(EventStore):
             self._logs[log.serial] = log
             weakref.finalize(log, self._forget, log.serial, log.events)
         number = log.next_number()
-        data = (
-            None if message is None else message.model_dump_json(by_alias=True, exclude_unset=True)
-        )
         size = 64 + (0 if data is None else len(data))
         log.events[number] = (stream_id, data)
         log.size += size

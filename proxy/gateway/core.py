@@ -249,6 +249,8 @@ class Gateway:
         )
         self.paused = False
         self.sessions: dict[str, Session] = {}
+        # the handshake sessions of the HTTP door, by the session id the SDK gave them
+        self.http_sessions: dict[str, Session] = {}
         self._errlogs: dict[str, TextIO] = {}
         # set by the HTTP front door: ends an HTTP session (id, client) as a DELETE would
         self.close_http_session: Callable[[str, str], Coroutine[Any, Any, None]] | None = None
@@ -714,7 +716,7 @@ class Gateway:
 
     async def call_tool(self, session: Session, params: Mapping[str, Any]) -> dict[str, Any]:
         """A ``tools/call`` of ``session`` that reached the gateway without the SDK's server
-        (the local front door's fast lane, :mod:`proxy.doors.fastlane`): decided, sent on the
+        (a door's fast lane, :mod:`proxy.doors.fastlane`): decided, sent on the
         session's upstream (restarted if it went down), audited. The call carries no
         progress token.
 
@@ -732,8 +734,12 @@ class Gateway:
 
         session.last_active = self._monotonic()
         said = Said.of((session.init_params or {}).get("clientInfo"), session.protocol)
-        with _as_protocol_errors("tools/call", session.scrub):
-            return await self.tool_calls.run(session, params, send, said=said)
+        session.active += 1  # in use: not a session to end to make room
+        try:
+            with _as_protocol_errors("tools/call", session.scrub):
+                return await self.tool_calls.run(session, params, send, said=said)
+        finally:
+            session.active -= 1
 
     async def _route(
         self,
@@ -1313,6 +1319,8 @@ class Gateway:
                 await closer(session_id, client)
 
             session.close = close
+            self.http_sessions[session_id] = session
+            connection.exit_stack.callback(self.http_sessions.pop, session_id, None)
         connection.exit_stack.push_async_callback(self._end_session, session)
         self.sessions[session.id] = session
         answer = self._pinned_instructions(server, await self._open_upstream(session))

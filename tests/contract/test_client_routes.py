@@ -1,6 +1,7 @@
-"""One contract, both routes a ``tools/call`` takes on the local door: the fast lane
-(:mod:`proxy.doors.fastlane`, a plain call) and the SDK's server (a call with a progress
-token, which only the SDK's token remapping can serve).
+"""One contract, both routes a ``tools/call`` takes, on both doors: the fast lane (a plain
+call: :mod:`proxy.doors.fastlane` on the local door, :mod:`proxy.doors.httplane` on the
+HTTP door) and the SDK's server (a call with a progress token, which only the SDK's token
+remapping can serve).
 
 Both reach :meth:`ToolCallPipeline.run <proxy.gateway.pipeline.ToolCallPipeline.run>`; what
 is around it (parsing, writing the answer, errors) is each route's own. Every case sends
@@ -16,10 +17,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from proxy.gateway.core import Gateway
-from tests.support.harness import Harness, LocalClient, running
+from tests.support.harness import (
+    PROTOCOL,
+    Harness,
+    HttpSession,
+    LocalClient,
+    answer_of,
+    running,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +58,20 @@ def without_id(answer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Routes:
-    """A local session, and each call sent once on each route."""
+    """A session on one door (a local one, or HTTP's when ``http`` is given), and each
+    call sent once on each route."""
 
-    def __init__(self, harness: Harness, gateway: Gateway, client: LocalClient) -> None:
+    def __init__(
+        self,
+        harness: Harness,
+        gateway: Gateway,
+        client: LocalClient | None,
+        http: HttpSession | None = None,
+    ) -> None:
         self.harness = harness
         self.gateway = gateway
         self.client = client
+        self.http = http
         self.sdk_calls = 0
         self._ids = iter(range(1000, 100000))
 
@@ -70,8 +87,15 @@ class Routes:
             meta = {**params.get("_meta", {}), "progressToken": f"p{request_id}"}
             params = {**params, "_meta": meta}
         before = self.sdk_calls
-        self.client.send({"id": request_id, "method": "tools/call", "params": params})
-        answer = await self.client.answer(request_id)
+        message = {"id": request_id, "method": "tools/call", "params": params}
+        if self.http is not None:
+            response = await self.http.post(message)
+            assert response.status_code == 200, response.text
+            answer = answer_of(response)
+        else:
+            assert self.client is not None
+            self.client.send(message)
+            answer = await self.client.answer(request_id)
         assert self.sdk_calls - before == (1 if sdk else 0), "the call took the other route"
         return answer
 
@@ -80,19 +104,37 @@ class Routes:
         return [(r.decision.value, r.basis, r.outcome.value, r.reason) for r in reversed(rows)]
 
 
-@pytest.fixture
-async def routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+# the HTTP door's two ways of answering: one JSON body, and (2025-11-25 on) an event
+# stream that a client can resume
+@pytest.fixture(params=["local", "http", "http-2025-11-25"])
+async def routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any) -> Any:
     """Yields an async context manager, entered by the test's own task."""
     original = Gateway._tool_call
+
+    @contextlib.asynccontextmanager
+    async def on_door(harness: Harness, gateway: Gateway) -> Any:
+        if request.param == "local":
+            async with LocalClient.open(harness) as client:
+                await client.handshake(gateway)
+                yield Routes(harness, gateway, client)
+            return
+        async with httpx2.AsyncClient(timeout=30) as http:
+            protocol = request.param.removeprefix("http-") if "-" in request.param else PROTOCOL
+            session = HttpSession(
+                http, harness.http_url + "rec", harness.token("agent"), protocol=protocol
+            )
+            await session.open()
+            try:
+                yield Routes(harness, gateway, None, session)
+            finally:
+                await session.close()
 
     @contextlib.asynccontextmanager
     async def open_routes() -> Any:
         harness = Harness(tmp_path)
         harness.write_policy(POLICY)
-        async with running(harness) as gateway, LocalClient.open(harness) as client:
+        async with running(harness) as gateway, on_door(harness, gateway) as spied:
             assert gateway.policy_store.error is None, gateway.policy_store.error
-            await client.handshake(gateway)
-            spied = Routes(harness, gateway, client)
 
             async def spy(self: Gateway, *args: Any, **kwargs: Any) -> Any:
                 spied.sdk_calls += 1

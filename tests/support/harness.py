@@ -225,10 +225,20 @@ class LocalClient:
 class HttpSession:
     """One MCP session over streamable HTTP, in raw requests."""
 
-    def __init__(self, http: httpx2.AsyncClient, url: str, token: str) -> None:
+    def __init__(
+        self,
+        http: httpx2.AsyncClient,
+        url: str,
+        token: str,
+        *,
+        protocol: str = PROTOCOL,
+        capabilities: Mapping[str, Any] | None = None,
+    ) -> None:
         self.http = http
         self.url = url
         self.token = token
+        self.protocol = protocol
+        self.capabilities = dict(capabilities or {})
         self.session_id: str | None = None
         self._ids = itertools.count(1)
 
@@ -241,11 +251,16 @@ class HttpSession:
         sid = session_id or self.session_id
         if sid is not None:
             out["mcp-session-id"] = sid
-            out["mcp-protocol-version"] = PROTOCOL
+            out["mcp-protocol-version"] = self.protocol
         return out
 
     async def open(self) -> str:
-        response = await self.post({"id": 0, "method": "initialize", "params": INITIALIZE_PARAMS})
+        params = {
+            **INITIALIZE_PARAMS,
+            "protocolVersion": self.protocol,
+            "capabilities": self.capabilities,
+        }
+        response = await self.post({"id": 0, "method": "initialize", "params": params})
         assert response.status_code == 200, response.text
         self.session_id = response.headers["mcp-session-id"]
         done = await self.post({"method": "notifications/initialized"})

@@ -231,3 +231,34 @@ async def test_an_event_id_outside_any_session_replays_nothing() -> None:
     assert await store.replay_events_after("0", collect) is None
     assert await replayed(store, EventLog(), "not-a-number") == []
     assert got == []
+
+
+async def test_a_client_that_reconnects_before_the_answer_gets_it_when_it_comes(
+    tmp_path: Path,
+) -> None:
+    """The fast lane's stream (proxy/doors/httplane.py): reconnected to while the call
+    still waits for a person, the new stream carries the answer once there is one (the
+    SDK's store has nothing for it yet, and the SDK never sees the call's answer)."""
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ECHO)
+    async with running(harness) as gateway, httpx2.AsyncClient(timeout=30) as http:
+        gateway.approvals.attach()
+        session = await open_session(http, harness, harness.token("agent"))
+        priming = await call_and_drop(session, 8)
+        pending = await held_call(gateway)
+        headers = resuming_headers(session, priming["id"])
+        async with session.http.stream("GET", session.url, headers=headers) as response:
+            assert response.status_code == 200  # reconnected, and the call still waits
+            assert gateway.approvals.answer(pending.id, True, digest=pending.digest)
+            text = ""
+            async for chunk in response.aiter_text():
+                text += chunk
+        messages = [json.loads(e["data"]) for e in sse_events(text) if e.get("data")]
+        assert messages == [
+            {
+                "jsonrpc": "2.0",
+                "id": 8,
+                "result": {"content": [{"type": "text", "text": "ran echo"}]},
+            }
+        ]
+        assert harness.recorded_names() == ["echo"]

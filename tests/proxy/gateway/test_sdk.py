@@ -36,3 +36,17 @@ async def test_a_request_context_reaches_its_connection_and_its_request_channel(
     assert isinstance(connection, Connection)
     assert isinstance(connection.state, dict)
     assert callable(channel.send_raw_request)  # a DispatchContext: it can ask the client
+
+
+def test_a_servers_http_session_manager_is_reached_and_an_unknown_session_is_not_live():
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from proxy.gateway._sdk import holding_http_session, session_manager_of
+
+    server: Server = Server("sdk-probe")
+    server.streamable_http_app(session_idle_timeout=60)
+    manager = session_manager_of(server)
+    assert isinstance(manager, StreamableHTTPSessionManager)
+    assert manager.session_idle_timeout == 60
+    with holding_http_session(manager, "no-such-session") as live:
+        assert live is False

@@ -1,0 +1,292 @@
+"""tools/call on the HTTP door, without the SDK's streamable-HTTP machinery in the way.
+
+The SDK serves every POST through its transport: the message validated into models, a
+memory stream and a task per request, the answer sent back as a server-sent event
+stream. For the request that dominates (an agent's ``tools/call``) that was most of the
+gateway's CPU per call. The HTTP fast lane, like the local door's
+(:mod:`proxy.doors.fastlane`), reads the body as JSON once, hands the call to the same
+decide, audit and forward path as the SDK route
+(:meth:`Gateway.call_tool <proxy.gateway.core.Gateway.call_tool>`) and answers with one
+JSON body, which every client accepts (MCP's clients must accept both JSON and an event
+stream).
+
+It takes only what it serves exactly as the SDK route would; everything else goes to the
+SDK unchanged (the handshake, other methods, the GET stream, DELETE, malformed bodies,
+batches, calls with a progress token, a 2026-07-28 client's sessionless requests):
+
+- a well-formed ``tools/call`` request (its strings all text, no progress token), with
+  the headers the SDK requires of it (``Content-Type: application/json``, an ``Accept``
+  of both JSON and event streams, ``MCP-Protocol-Version`` naming the session's version);
+- on a live handshake session of the SDK's (not ending, not idle-timed-out) that the
+  gateway opened for this very client and server, whose ``notifications/initialized`` is
+  on its way upstream, and whose server is not spoken to in the 2026 era (those calls are
+  translated on the SDK route);
+- of a client that said it cannot be asked anything (no ``sampling``, ``elicitation`` or
+  ``roots`` among its capabilities): a server's question during a call travels on that
+  call's event stream, which a JSON answer does not have.
+
+While a call is served here the SDK's session is held in use, as the SDK holds it for its
+own requests, so it does not time out under an agent that only calls tools. A client's
+``notifications/cancelled`` for a call of this lane cancels it here (it is recorded as
+cancelled); the call's POST then ends as an event stream that carries no answer, as the
+SDK's own would (a cancelled request gets no answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Final
+
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR
+
+from proxy.doors.fastlane import lone_surrogate
+from proxy.doors.resume import RETRY_MILLISECONDS, SessionEvents
+from proxy.gateway._sdk import holding_http_session
+
+if TYPE_CHECKING:
+    from proxy.gateway.core import Gateway
+    from proxy.gateway.session import Session
+
+__all__ = ["HttpLane"]
+
+log = logging.getLogger(__name__)
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+
+_ASKING_CAPABILITIES: Final = ("sampling", "elicitation", "roots")
+_RESUMABLE: Final = "2025-11-25"  # the first version whose streams resume (priming events)
+_REQUEST_CANCELLED: Final = -32800
+_Key = tuple[str, type, int | str]  # (session id, the id's type, the id)
+
+
+def accepts(accept: str) -> tuple[bool, bool]:
+    """Whether an ``Accept`` header takes JSON, and event streams (wildcards as RFC 9110
+    says, as the SDK reads it)."""
+    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    anything = "*/*" in kinds
+    json_ok = anything or any(k in ("application/json", "application/*") for k in kinds)
+    sse_ok = anything or any(k in ("text/event-stream", "text/*") for k in kinds)
+    return json_ok, sse_ok
+
+
+def _is_json(content_type: str) -> bool:
+    """``Content-Type`` as the SDK checks it."""
+    parts = content_type.split(";", maxsplit=1)[0].split(",")
+    return any(part.strip() == "application/json" for part in parts)
+
+
+class HttpLane:
+    """The HTTP door's fast lane (see the module docstring)."""
+
+    def __init__(
+        self, gateway: Gateway, manager: StreamableHTTPSessionManager, events: SessionEvents
+    ) -> None:
+        self._gateway = gateway
+        self._manager = manager
+        self._events = events
+        self._calls: dict[_Key, asyncio.Task[dict[str, Any]]] = {}
+        # (session id, priming event id) -> the answer's (event id, data), for a client
+        # that reconnects before it is there
+        self._waiting: dict[tuple[str, str], asyncio.Future[tuple[str, str]]] = {}
+
+    async def serve(
+        self,
+        *,
+        headers: Mapping[str, str],
+        body: bytes,
+        session_id: str,
+        server: str,
+        client: str,
+        send: Send,
+    ) -> bool:
+        """Answer the POST ``body`` of ``client`` on ``session_id`` here, if it is the
+        lane's; False: nothing was sent, the SDK must serve it."""
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            return False  # the SDK answers it with a parse error
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return False
+        method = message.get("method")
+        if method == "notifications/cancelled" and "id" not in message:
+            return await self._cancel(session_id, message.get("params"), send)
+        if method != "tools/call":
+            return False
+        request_id, params = message.get("id"), message.get("params")
+        if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+            return False
+        if not isinstance(params, dict):
+            return False
+        meta = params.get("_meta")
+        if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
+            return False
+        session = self._session(headers, session_id, server, client)
+        if session is None or lone_surrogate(body, message):
+            return False
+        with holding_http_session(self._manager, session_id) as live:
+            if not live:
+                return False  # the SDK says it is gone
+            await self._answer(session, session_id, request_id, params, send)
+        return True
+
+    def _session(
+        self, headers: Mapping[str, str], session_id: str, server: str, client: str
+    ) -> Session | None:
+        """The gateway's session of ``session_id``, if a call on it may take the lane."""
+        session = self._gateway.http_sessions.get(session_id)
+        if session is None or session.client != client or session.server != server:
+            return None  # the SDK answers for sessions that are not this client's
+        if not session.initialized or session.closed or session.modern_upstream:
+            return None
+        if headers.get("mcp-protocol-version") != session.protocol:
+            return None
+        if not _is_json(headers.get("content-type", "")):
+            return None
+        if accepts(headers.get("accept", "")) != (True, True):
+            return None
+        capabilities = (session.init_params or {}).get("capabilities")
+        if not isinstance(capabilities, Mapping) or any(
+            capabilities.get(name) is not None for name in _ASKING_CAPABILITIES
+        ):
+            return None
+        return session
+
+    async def _answer(
+        self,
+        session: Session,
+        session_id: str,
+        request_id: int | str,
+        params: dict[str, Any],
+        send: Send,
+    ) -> None:
+        """Run the call and answer it: as one JSON body, or, for a client of a version
+        that resumes streams (2025-11-25 on), as the SDK would: an event stream opened
+        with a priming event at once, the answer stored for a client that reconnects."""
+        key: _Key = (session_id, type(request_id), request_id)
+        stream = str(request_id)  # the SDK's name for a request's stream
+        waiting: asyncio.Future[tuple[str, str]] | None = None
+        if (session.protocol or "") >= _RESUMABLE:
+            priming = self._events.store_text(stream, None)
+            waiting = asyncio.get_running_loop().create_future()
+            self._waiting[session_id, priming] = waiting
+            await _start(send, b"text/event-stream", session_id)
+            await _body(send, _event(priming, "", retry=RETRY_MILLISECONDS), more=True)
+        task = asyncio.get_running_loop().create_task(self._call(session, request_id, params))
+        self._calls[key] = task
+        try:
+            answer = await task  # the door going cancels the call with it (recorded so)
+        except BaseException:
+            if waiting is not None:
+                waiting.cancel()  # a client resuming is told the stream is over
+                self._waiting.pop((session_id, priming), None)
+            raise
+        finally:
+            self._calls.pop(key, None)
+        data = _written(request_id, answer)
+        if waiting is None:
+            await _start(send, b"application/json", session_id, length=len(data))
+            await _body(send, data)
+            return
+        number = self._events.store_text(stream, data.decode())
+        waiting.set_result((number, data.decode()))
+        self._waiting.pop((session_id, priming), None)
+        await _body(send, _event(number, data.decode()))
+
+    async def resume(
+        self, *, headers: Mapping[str, str], session_id: str | None, client: str, send: Send
+    ) -> bool:
+        """A client's reconnection (a ``GET`` with ``Last-Event-ID``) to a stream of this
+        lane whose answer has not come yet: it gets the answer when it comes; False if
+        the stream is not one of those (the SDK replays what its store holds)."""
+        last_event_id = headers.get("last-event-id")
+        if session_id is None or last_event_id is None:
+            return False
+        session = self._gateway.http_sessions.get(session_id)
+        waiting = self._waiting.get((session_id, last_event_id))
+        if session is None or session.client != client or waiting is None:
+            return False
+        await _start(send, b"text/event-stream", session_id)
+        try:
+            number, data = await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            if not waiting.cancelled():
+                raise  # the door is going
+            await _body(send, b"")  # the call ended unanswered (the door is going)
+            return True
+        await _body(send, _event(number, data))
+        return True
+
+    async def _call(
+        self, session: Session, request_id: int | str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The call's JSON-RPC answer (a cancelled one's: the era answers it so)."""
+        answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        try:
+            answer["result"] = await self._gateway.call_tool(session, params)
+        except MCPError as exc:
+            answer["error"] = exc.error.model_dump(by_alias=True, exclude_none=True, mode="json")
+        except asyncio.CancelledError:
+            answer["error"] = {"code": _REQUEST_CANCELLED, "message": "Request cancelled"}
+        except Exception:  # call_tool turns failures into MCPError; this is a last guard
+            log.exception("HTTP fast lane: tools/call %r failed", request_id)
+            answer["error"] = {
+                "code": INTERNAL_ERROR,
+                "message": "Lockgate failed to handle this call",
+            }
+        return answer
+
+    async def _cancel(self, session_id: str, params: Any, send: Send) -> bool:
+        """A client's cancellation of one of this lane's calls: the call is cancelled and
+        the notification accepted (202); False if the call is not the lane's."""
+        if not isinstance(params, dict):
+            return False
+        request_id = params.get("requestId")
+        if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+            return False
+        task = self._calls.get((session_id, type(request_id), request_id))
+        if task is None:
+            return False  # not ours (or already answered): the SDK deals with it
+        task.cancel()
+        await _start(send, b"application/json", session_id, status=202, length=0)
+        await _body(send, b"")
+        return True
+
+
+def _written(request_id: int | str, answer: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(answer, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError):  # an answer JSON cannot carry
+        log.exception("HTTP fast lane: the answer to tools/call %r cannot be sent", request_id)
+        error = {"code": INTERNAL_ERROR, "message": "the server's answer could not be passed on"}
+        return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+
+
+def _event(event_id: str, data: str, *, retry: int | None = None) -> bytes:
+    """One server-sent event: a message (``data``), or a priming event (no data)."""
+    head = f"id: {event_id}\n" + (f"retry: {retry}\n" if retry is not None else "")
+    kind = "event: message\n" if data else ""
+    return f"{kind}{head}data: {data}\n\n".encode()
+
+
+async def _start(
+    send: Send, kind: bytes, session_id: str, *, status: int = 200, length: int | None = None
+) -> None:
+    headers = [(b"content-type", kind), (b"mcp-session-id", session_id.encode())]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    else:
+        headers.append((b"cache-control", b"no-cache, no-transform"))
+    with contextlib.suppress(OSError):  # the client went away: the call is recorded anyway
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+async def _body(send: Send, data: bytes, *, more: bool = False) -> None:
+    with contextlib.suppress(OSError):
+        await send({"type": "http.response.body", "body": data, "more_body": more})
