@@ -82,13 +82,21 @@ class Command:
     """``lockgate ARGS`` running in a subprocess, its output collected as it comes."""
 
     def __init__(self, live: LiveGateway, *args: str, browser: str) -> None:
-        self.proc = subprocess.Popen(
-            [lockgate_command(), *args],
-            env={**live.env, "BROWSER": browser},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Ctrl-C as a terminal gives it: a run started in the background by a
+        # non-interactive shell (a CI script's `&`) ignores SIGINT, and children inherit
+        # an ignored signal, so the command would never hear it; a handled one is reset
+        # to its default in the child
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.proc = subprocess.Popen(
+                [lockgate_command(), *args],
+                env={**live.env, "BROWSER": browser},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.out: list[str] = []
         self.err: list[str] = []
         assert self.proc.stdout is not None
