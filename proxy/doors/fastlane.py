@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from proxy.gateway.core import Gateway
     from proxy.gateway.session import Session
 
-__all__ = ["FastLane", "lone_surrogate"]
+__all__ = ["FastLane", "lone_surrogate", "plain_call", "request_of"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,35 @@ def lone_surrogate(line: bytes, message: Any) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def request_of(body: bytes) -> dict[str, Any] | None:
+    """``body`` as one JSON-RPC message that is not a response, read as the SDK reads
+    it (UTF-8 only, no byte order mark); None for anything else."""
+    try:
+        message = json.loads(body.decode("utf-8"))  # bytes: json would guess UTF-16 too
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return None
+    if "result" in message or "error" in message:
+        return None  # the SDK reads it as a response
+    return message
+
+
+def plain_call(message: dict[str, Any]) -> tuple[int | str, dict[str, Any]] | None:
+    """A ``tools/call`` request's id and params, if a fast lane may serve it as the SDK
+    route would: an id of a type ids have, params an object, no progress token (progress
+    needs the SDK's token remapping); None: the SDK serves it."""
+    request_id, params = message.get("id"), message.get("params")
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        return None
+    if not isinstance(params, dict):
+        return None
+    meta = params.get("_meta")
+    if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
+        return None
+    return request_id, params
 
 
 class FastLane:
@@ -75,14 +104,11 @@ class FastLane:
         session = self.session
         if session is None or not session.initialized:
             return False
-        try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
-            return False  # the SDK answers it with a parse error
+        message = request_of(line)
+        if message is None:
+            return False  # the SDK answers it (a parse error, a response, a batch...)
         if lone_surrogate(line, message):
             return False  # the SDK's parser refuses these: the same answer on every door
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            return False
         method = message.get("method")
         if method == "tools/call":
             return self._start(session, message)
@@ -91,14 +117,10 @@ class FastLane:
         return False
 
     def _start(self, session: Session, message: dict[str, Any]) -> bool:
-        request_id, params = message.get("id"), message.get("params")
-        if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        plain = plain_call(message)
+        if plain is None:
             return False
-        if not isinstance(params, dict):
-            return False
-        meta = params.get("_meta")
-        if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
-            return False
+        request_id, params = plain
         key: _Key = (type(request_id), request_id)
         if key in self._calls:
             return False  # a repeated id: the SDK's answer to it stands

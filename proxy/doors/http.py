@@ -187,7 +187,7 @@ class AccessGate:
                 scope.get("method") != "GET"
                 or lane is None
                 or not await lane.resume(
-                    headers=headers, session_id=session_id, client=client, send=send
+                    scope=scope, headers=headers, session_id=session_id, client=client, send=send
                 )
             ):
                 await self._app(scope, receive, send)
@@ -218,6 +218,7 @@ class AccessGate:
             in_flight.add(key[1])
         try:
             if lane is None or not await lane.serve(
+                scope=scope,
                 headers=headers,
                 body=body,
                 session_id=session_id,

@@ -25,11 +25,14 @@ batches, calls with a progress token, a 2026-07-28 client's sessionless requests
   ``roots`` among its capabilities): a server's question during a call travels on that
   call's event stream, which a JSON answer does not have.
 
-While a call is served here the SDK's session is held in use, as the SDK holds it for its
-own requests, so it does not time out under an agent that only calls tools. A client's
-``notifications/cancelled`` for a call of this lane cancels it here (it is recorded as
-cancelled); the call's POST then ends as an event stream that carries no answer, as the
-SDK's own would (a cancelled request gets no answer).
+The SDK's own Host, Origin and Content-Type checks (its transport security, with its
+settings) are made here too, and the body is read as the SDK reads it (UTF-8, one
+message, not a response). While a call is served here the SDK's session is held in use,
+as the SDK holds it for its own requests, so it does not time out under an agent that
+only calls tools; when the session ends its calls here are cancelled, as the SDK cancels
+its own. A client's ``notifications/cancelled`` for a call of this lane (on its own
+session, past the same checks) cancels it here (it is recorded as cancelled), and the
+call is answered ``Request cancelled`` (-32800), as the SDK answers in this era.
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR
+from mcp_types.version import is_version_at_least
+from starlette.requests import Request
 
-from proxy.doors.fastlane import lone_surrogate
+from proxy.doors.fastlane import lone_surrogate, plain_call, request_of
 from proxy.doors.resume import RETRY_MILLISECONDS, SessionEvents
 from proxy.gateway._sdk import holding_http_session
 
@@ -57,11 +63,13 @@ __all__ = ["HttpLane"]
 
 log = logging.getLogger(__name__)
 
+Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 _ASKING_CAPABILITIES: Final = ("sampling", "elicitation", "roots")
 _RESUMABLE: Final = "2025-11-25"  # the first version whose streams resume (priming events)
+_NOT_STORED: Final = "0"  # the event store's id for an event it has no session log for
 _REQUEST_CANCELLED: Final = -32800
 _Key = tuple[str, type, int | str]  # (session id, the id's type, the id)
 
@@ -90,6 +98,8 @@ class HttpLane:
     ) -> None:
         self._gateway = gateway
         self._manager = manager
+        # the SDK's own Host, Origin and Content-Type checks, with its settings
+        self._security = TransportSecurityMiddleware(manager.security_settings)
         self._events = events
         self._calls: dict[_Key, asyncio.Task[dict[str, Any]]] = {}
         # (session id, priming event id) -> the answer's (event id, data), for a client
@@ -99,6 +109,7 @@ class HttpLane:
     async def serve(
         self,
         *,
+        scope: Scope,
         headers: Mapping[str, str],
         body: bytes,
         session_id: str,
@@ -108,38 +119,30 @@ class HttpLane:
     ) -> bool:
         """Answer the POST ``body`` of ``client`` on ``session_id`` here, if it is the
         lane's; False: nothing was sent, the SDK must serve it."""
-        try:
-            message = json.loads(body)
-        except (ValueError, RecursionError):
-            return False  # the SDK answers it with a parse error
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        message = request_of(body)
+        if message is None:
+            return False  # the SDK answers it (a parse error, a response, a batch...)
+        session = await self._session(scope, headers, session_id, server, client)
+        if session is None:
             return False
         method = message.get("method")
         if method == "notifications/cancelled" and "id" not in message:
             return await self._cancel(session_id, message.get("params"), send)
-        if method != "tools/call":
+        plain = plain_call(message) if method == "tools/call" else None
+        if plain is None or lone_surrogate(body, message):
             return False
-        request_id, params = message.get("id"), message.get("params")
-        if isinstance(request_id, bool) or not isinstance(request_id, int | str):
-            return False
-        if not isinstance(params, dict):
-            return False
-        meta = params.get("_meta")
-        if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
-            return False
-        session = self._session(headers, session_id, server, client)
-        if session is None or lone_surrogate(body, message):
-            return False
+        request_id, params = plain
         with holding_http_session(self._manager, session_id) as live:
             if not live:
                 return False  # the SDK says it is gone
             await self._answer(session, session_id, request_id, params, send)
         return True
 
-    def _session(
-        self, headers: Mapping[str, str], session_id: str, server: str, client: str
+    async def _session(
+        self, scope: Scope, headers: Mapping[str, str], session_id: str, server: str, client: str
     ) -> Session | None:
-        """The gateway's session of ``session_id``, if a call on it may take the lane."""
+        """The gateway's session of ``session_id``, if a POST on it may take the lane: the
+        SDK's own checks of it pass, and the lane can answer as the SDK would."""
         session = self._gateway.http_sessions.get(session_id)
         if session is None or session.client != client or session.server != server:
             return None  # the SDK answers for sessions that are not this client's
@@ -156,6 +159,8 @@ class HttpLane:
             capabilities.get(name) is not None for name in _ASKING_CAPABILITIES
         ):
             return None
+        if await self._security.validate_request(Request(scope), is_post=True) is not None:
+            return None  # Host, Origin or Content-Type as the SDK refuses them
         return session
 
     async def _answer(
@@ -169,48 +174,67 @@ class HttpLane:
         """Run the call and answer it: as one JSON body, or, for a client of a version
         that resumes streams (2025-11-25 on), as the SDK would: an event stream opened
         with a priming event at once, the answer stored for a client that reconnects."""
+        loop = asyncio.get_running_loop()
         key: _Key = (session_id, type(request_id), request_id)
         stream = str(request_id)  # the SDK's name for a request's stream
+        task = loop.create_task(self._call(session, request_id, params))
+        self._calls[key] = task  # from now on a cancellation finds it
+        session.beside.add(task)  # and the session's end cancels it
         waiting: asyncio.Future[tuple[str, str]] | None = None
-        if (session.protocol or "") >= _RESUMABLE:
-            priming = self._events.store_text(stream, None)
-            waiting = asyncio.get_running_loop().create_future()
-            self._waiting[session_id, priming] = waiting
-            await _start(send, b"text/event-stream", session_id)
-            await _body(send, _event(priming, "", retry=RETRY_MILLISECONDS), more=True)
-        task = asyncio.get_running_loop().create_task(self._call(session, request_id, params))
-        self._calls[key] = task
+        priming = ""
         try:
+            if is_version_at_least(session.protocol or "", _RESUMABLE):
+                priming = self._events.store_text(stream, None)
+                if priming != _NOT_STORED:
+                    waiting = loop.create_future()
+                    self._waiting[session_id, priming] = waiting
+                await _start(send, b"text/event-stream", session_id)
+                await _body(send, _event(priming, "", retry=RETRY_MILLISECONDS), more=True)
             answer = await task  # the door going cancels the call with it (recorded so)
         except BaseException:
+            task.cancel()
             if waiting is not None:
                 waiting.cancel()  # a client resuming is told the stream is over
                 self._waiting.pop((session_id, priming), None)
             raise
         finally:
             self._calls.pop(key, None)
+            session.beside.discard(task)
         data = _written(request_id, answer)
-        if waiting is None:
+        if not priming:
             await _start(send, b"application/json", session_id, length=len(data))
             await _body(send, data)
             return
-        number = self._events.store_text(stream, data.decode())
-        waiting.set_result((number, data.decode()))
-        self._waiting.pop((session_id, priming), None)
-        await _body(send, _event(number, data.decode()))
+        text = data.decode()
+        number = self._events.store_text(stream, text)
+        if waiting is not None:
+            waiting.set_result((number, text))
+            self._waiting.pop((session_id, priming), None)
+        await _body(send, _event(number, text))
 
     async def resume(
-        self, *, headers: Mapping[str, str], session_id: str | None, client: str, send: Send
+        self,
+        *,
+        scope: Scope,
+        headers: Mapping[str, str],
+        session_id: str | None,
+        client: str,
+        send: Send,
     ) -> bool:
         """A client's reconnection (a ``GET`` with ``Last-Event-ID``) to a stream of this
         lane whose answer has not come yet: it gets the answer when it comes; False if
-        the stream is not one of those (the SDK replays what its store holds)."""
+        the stream is not one of those, or the SDK would refuse the request (the SDK then
+        answers: it replays what its store holds)."""
         last_event_id = headers.get("last-event-id")
         if session_id is None or last_event_id is None:
             return False
         session = self._gateway.http_sessions.get(session_id)
         waiting = self._waiting.get((session_id, last_event_id))
         if session is None or session.client != client or waiting is None:
+            return False
+        if not accepts(headers.get("accept", ""))[1]:
+            return False
+        if await self._security.validate_request(Request(scope), is_post=False) is not None:
             return False
         await _start(send, b"text/event-stream", session_id)
         try:

@@ -1589,6 +1589,9 @@ class Gateway:
 
     async def _end_session(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        session.closed = True  # nothing of it may start its server again
+        for task in list(session.beside):
+            task.cancel()
         if session.upstream is not None:
             await session.upstream.aclose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -74,10 +75,10 @@ class Session:
     # a 2026 server's tools' input schemas, as last listed (for Mcp-Param-* headers)
     tool_schemas: dict[str, Any] = field(default_factory=dict)
     # a pooled session: its calls running on (input-required exchanges), how many of its
-    # requests were answered, and whether it was ended (then nothing of it starts again)
+    # requests were answered
     exchanges: set[Any] = field(default_factory=set)
     served: int = 0
-    closed: bool = False
+    closed: bool = False  # it was ended: nothing of it starts again
     upstream: Upstream | None = None
     backoff: Backoff = field(default_factory=Backoff)
     # each call in flight upstream: where the server's requests to the client go
@@ -100,6 +101,9 @@ class Session:
     keeper: TokenKeeper | None = None
     last_active: float = field(default_factory=time.monotonic)  # the last request's start
     active: int = 0  # requests of the client being handled now
+    # calls served beside the SDK (the HTTP fast lane's): cancelled when the session
+    # ends, as the SDK cancels its own
+    beside: set[asyncio.Task[Any]] = field(default_factory=set)
     # ends the session from the gateway's side as its client would (HTTP: a DELETE), so
     # the client is told it is gone; None: the front door cannot (a local connection)
     close: Callable[[], Awaitable[None]] | None = None

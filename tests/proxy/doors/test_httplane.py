@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,4 +162,163 @@ async def test_a_call_on_the_lane_keeps_the_sdks_session_in_use(
         assert gateway.approvals.answer(pending.id, True, digest=pending.digest)
         assert text_of(answer_of(await held)) == "ran echo"
         assert (await idle.post(call(2))).status_code == 404
+    assert harness.recorded_names() == ["echo"]
+
+
+async def held_call(
+    gateway: Gateway, session: HttpSession, request_id: int
+) -> tuple[asyncio.Task[httpx2.Response], Any]:
+    """A lane call that waits for a person, and its pending approval."""
+    held = asyncio.create_task(session.post(call(request_id)))
+    (pending,) = await eventually(gateway.approvals.pending, "the call to wait for a person")
+    return held, pending
+
+
+async def test_only_the_sessions_own_client_cancels_its_calls_past_the_sdks_checks(
+    tmp_path: Path,
+) -> None:
+    """Red team: a cancellation with another client's token on the victim's session id
+    was accepted (202, the victim's call cancelled; and 202 against 404 told a live id
+    from a made-up one), and one with headers the SDK refuses was accepted too."""
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ECHO)
+    async with running(harness) as gateway, httpx2.AsyncClient(timeout=30) as http:
+        gateway.approvals.attach()
+        url = harness.http_url + "rec"
+        victim = HttpSession(http, url, harness.token("victim"))
+        await victim.open()
+        held, pending = await held_call(gateway, victim, 7)
+        cancel = {"method": "notifications/cancelled", "params": {"requestId": 7}}
+        intruder = HttpSession(http, url, harness.token("intruder"))
+        intruder.session_id = "0" * 32
+        made_up = await intruder.post(cancel)
+        intruder.session_id = victim.session_id
+        theirs = await intruder.post(cancel)
+        assert (made_up.status_code, theirs.status_code) == (404, 404)
+        bad = {**victim.headers(), "Accept": "text/plain", "Content-Type": "text/plain"}
+        assert (await victim.post(cancel, headers=bad)).status_code >= 400
+        assert [p.id for p in gateway.approvals.pending()] == [pending.id]  # still waits
+        assert gateway.approvals.answer(pending.id, True, digest=pending.digest)
+        assert text_of(answer_of(await held)) == "ran echo"
+    assert harness.recorded_names() == ["echo"]
+
+
+@pytest.mark.parametrize("how", ["revoked", "deleted"])
+async def test_a_sessions_end_cancels_its_calls_on_the_lane(tmp_path: Path, how: str) -> None:
+    """Red team: a lane call outlived its session (its token revoked, or its DELETE):
+    approved after, it reached the server, which started again for an ended session. As
+    on the SDK route, the session's end cancels it, and nothing of it starts again."""
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ECHO)
+    async with running(harness) as gateway, httpx2.AsyncClient(timeout=30) as http:
+        gateway.approvals.attach()
+        session = HttpSession(http, harness.http_url + "rec", harness.token("agent"))
+        await session.open()
+        assert session.session_id is not None
+        ours = gateway.http_sessions[session.session_id]
+        held, _pending = await held_call(gateway, session, 1)
+        if how == "revoked":
+            assert await gateway.end_sessions_of("agent") == 1
+        else:
+            await session.close()
+        await eventually(lambda: gateway.approvals.pending() == [], "the question withdrawn")
+        await eventually(
+            lambda: gateway.audit.query(limit=1)[0].outcome.value == "cancelled", "recorded"
+        )
+        assert ours.closed
+        assert not ours.beside
+        held.cancel()
+    assert harness.recorded_names() == []
+    assert ours.upstream is None or ours.upstream.dead.is_set()
+
+
+async def on_both_routes(
+    harness: Harness, post: Callable[[HttpSession], Awaitable[httpx2.Response]]
+) -> dict[str, int]:
+    """``post`` on a session the SDK serves (its client can be asked things) and on one
+    the lane would; each one's status."""
+    harness.write_policy(ALLOW)
+    statuses = {}
+    routes: list[tuple[str, dict[str, Any]]] = [("sdk", {"sampling": {}}), ("lane", {})]
+    async with running(harness), httpx2.AsyncClient(timeout=30) as http:
+        for route, capabilities in routes:
+            url, token = harness.http_url + "rec", harness.token("agent")
+            session = HttpSession(http, url, token, capabilities=capabilities)
+            await session.open()
+            statuses[route] = (await post(session)).status_code
+    return statuses
+
+
+SDK_REFUSES = {
+    "a Host without its port": {"Host": "localhost"},
+    "an IPv6 Host without brackets": {"Host": "::1"},
+    "an https Origin": {"Origin": "https://127.0.0.1:1234"},
+    "an Origin without its port": {"Origin": "http://localhost"},
+    "a Content-Type list": {"Content-Type": "text/plain, application/json"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(SDK_REFUSES))
+async def test_headers_the_sdk_refuses_are_refused_alike(tmp_path: Path, case: str) -> None:
+    """Red team: the lane served what the SDK's transport security refuses."""
+
+    async def post(session: HttpSession) -> httpx2.Response:
+        return await session.post(call(1), headers={**session.headers(), **SDK_REFUSES[case]})
+
+    harness = Harness(tmp_path)
+    statuses = await on_both_routes(harness, post)
+    assert statuses["lane"] == statuses["sdk"] >= 400
+    assert harness.recorded_names() == []
+
+
+CALL_TEXT = json.dumps({"jsonrpc": "2.0", **call(1)})
+BODIES_THE_SDK_DOES_NOT_CALL = {
+    "UTF-16": CALL_TEXT.encode("utf-16"),
+    "UTF-8 with a byte order mark": b"\xef\xbb\xbf" + CALL_TEXT.encode(),
+    "a call with an error member (a response, to the SDK)": json.dumps(
+        {**json.loads(CALL_TEXT), "error": {"code": 1, "message": "x"}}
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BODIES_THE_SDK_DOES_NOT_CALL))
+async def test_bodies_the_sdk_does_not_take_for_a_call_are_not_one(
+    tmp_path: Path, case: str
+) -> None:
+    """Red team: the lane read as a tools/call what the SDK refuses or reads as an answer."""
+
+    async def post(session: HttpSession) -> httpx2.Response:
+        body = BODIES_THE_SDK_DOES_NOT_CALL[case]
+        return await session.http.post(session.url, content=body, headers=session.headers())
+
+    harness = Harness(tmp_path)
+    statuses = await on_both_routes(harness, post)
+    assert statuses["lane"] == statuses["sdk"]
+    assert harness.recorded_names() == []
+
+
+@pytest.mark.parametrize("bad", [{"Accept": "application/json"}, {"Origin": "https://localhost"}])
+async def test_a_reconnection_the_sdk_refuses_is_refused(
+    tmp_path: Path, bad: dict[str, str]
+) -> None:
+    """Red team: a reconnection to a lane stream that is still waiting was served past the
+    checks the SDK makes of a GET (its Accept, its transport security)."""
+    harness = Harness(tmp_path)
+    harness.write_policy(ASK_ECHO)
+    async with running(harness) as gateway, httpx2.AsyncClient(timeout=30) as http:
+        gateway.approvals.attach()
+        url, token = harness.http_url + "rec", harness.token("agent")
+        session = HttpSession(http, url, token, protocol="2025-11-25")
+        await session.open()
+        async with http.stream("POST", url, content=CALL_TEXT, headers=session.headers()) as live:
+            priming = ""
+            async for line in live.aiter_lines():
+                if line.startswith("id:"):
+                    priming = line
+                    break
+            (pending,) = await eventually(gateway.approvals.pending, "the call to wait")
+            headers = {**session.headers(), "Last-Event-ID": priming[3:].strip(), **bad}
+            refused = await http.get(url, headers=headers)
+            assert refused.status_code in (403, 406), refused.text
+            assert gateway.approvals.answer(pending.id, True, digest=pending.digest)
     assert harness.recorded_names() == ["echo"]
