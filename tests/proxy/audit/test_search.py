@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxy.audit.database import MIGRATIONS, AuditError, match_expression
-from proxy.audit.log import INDEX_BATCH, AuditLog
+from proxy.audit.log import INDEX_BATCH, AuditLog, AuditReader
 from proxy.audit.records import CallDecision, Outcome
 from tests.support.records import make_record as make
 from tests.support.waiting import eventually, eventually_sync
@@ -87,6 +87,7 @@ def test_a_search_expression_quotes_every_word() -> None:
 def test_paging_through_a_search_finds_each_match_once(log: AuditLog) -> None:
     for n in range(25):
         log.write_sync(make(tool=f"tool_{n}", reason="wanted" if n % 2 else "other"))
+    eventually_sync(lambda: log.search_backlog() == 0, "every call in the search index")
     seen: list[str] = []
     page = log.query(search="wanted", limit=4)
     while page:
@@ -136,6 +137,24 @@ def test_a_backlog_of_several_batches_is_indexed_whole(db: Path) -> None:
 async def test_a_call_committed_on_the_callers_thread_is_indexed_too(log: AuditLog) -> None:
     await log.write(make(tool="lone", reason="inline"), alone=True)
     assert tools_found(log, "inline") == ["lone"]
+
+
+async def test_lone_calls_that_come_close_together_go_into_the_index_together(
+    log: AuditLog,
+) -> None:
+    """Each lone call once cost a second transaction of its own, for the index: the
+    calls of INDEX_AFTER now go in together; and a log closed at once is searchable
+    whole."""
+    await eventually(lambda: log.writer_idle, "the writer idle: lone writes commit inline")
+    before = log.index_steps
+    for n in range(20):
+        await log.write(make(tool=f"lone{n}", reason="close together"), alone=True)
+    assert len(tools_found(log, "close together", limit=100)) == 20
+    assert log.index_steps - before <= 2  # (20 steps, one per call, before)
+    for n in range(5):
+        await log.write(make(tool=f"last{n}", reason="at the close"), alone=True)
+    log.close()
+    assert AuditReader(log.path).count(search="at the close") == 5
 
 
 async def test_an_index_step_that_fails_is_logged_and_tried_again(
