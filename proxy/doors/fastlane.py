@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from proxy.gateway.core import Gateway
     from proxy.gateway.session import Session
 
-__all__ = ["FastLane", "lone_surrogate", "plain_call", "request_of"]
+__all__ = [
+    "FastLane",
+    "answer_to_call",
+    "lone_surrogate",
+    "plain_call",
+    "request_of",
+    "written",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,36 @@ def plain_call(message: dict[str, Any]) -> tuple[int | str, dict[str, Any]] | No
     if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
         return None
     return request_id, params
+
+
+async def answer_to_call(
+    gateway: Gateway, session: Session, request_id: int | str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON-RPC answer to a ``tools/call`` a fast lane serves (by the same
+    :meth:`Gateway.call_tool <proxy.gateway.core.Gateway.call_tool>` on both doors).
+
+    Raises:
+        asyncio.CancelledError: the call was cancelled; each door answers that its way.
+    """
+    answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+    try:
+        answer["result"] = await gateway.call_tool(session, params)
+    except MCPError as exc:
+        answer["error"] = exc.error.model_dump(by_alias=True, exclude_none=True, mode="json")
+    except Exception:  # call_tool turns failures into MCPError; this is a last guard
+        log.exception("fast lane: tools/call %r failed", request_id)
+        answer["error"] = {"code": INTERNAL_ERROR, "message": "Lockgate failed to handle this call"}
+    return answer
+
+
+def written(request_id: int | str, answer: dict[str, Any]) -> bytes:
+    """``answer`` as compact JSON; an error in its place if JSON cannot carry it."""
+    try:
+        return json.dumps(answer, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError):
+        log.exception("fast lane: the answer to tools/call %r cannot be sent", request_id)
+        error = {"code": INTERNAL_ERROR, "message": "the server's answer could not be passed on"}
+        return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
 
 
 class FastLane:
@@ -142,29 +179,11 @@ class FastLane:
         return True
 
     async def _serve(self, session: Session, request_id: int | str, params: dict[str, Any]) -> None:
-        answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
         try:
-            answer["result"] = await self._gateway.call_tool(session, params)
-        except MCPError as exc:
-            answer["error"] = exc.error.model_dump(by_alias=True, exclude_none=True, mode="json")
+            answer = await answer_to_call(self._gateway, session, request_id, params)
         except asyncio.CancelledError:
             return  # a cancelled request gets no answer
-        except Exception:  # call_tool turns failures into MCPError; this is a last guard
-            log.exception("fast lane: tools/call %r failed", request_id)
-            answer["error"] = {
-                "code": INTERNAL_ERROR,
-                "message": "Lockgate failed to handle this call",
-            }
-        try:
-            line = json.dumps(answer, separators=(",", ":")).encode()
-        except (TypeError, ValueError, RecursionError):  # an answer JSON cannot carry
-            log.exception("fast lane: the answer to tools/call %r cannot be sent", request_id)
-            error = {
-                "code": INTERNAL_ERROR,
-                "message": "the server's answer could not be passed on",
-            }
-            line = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
-        self._send(line)
+        self._send(written(request_id, answer))
         with contextlib.suppress(ConnectionError):
             await self._out.drain()
 

@@ -39,19 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware
-from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR
 from mcp_types.version import is_version_at_least
 from starlette.requests import Request
 
-from proxy.doors.fastlane import lone_surrogate, plain_call, request_of
+from proxy.doors.fastlane import answer_to_call, lone_surrogate, plain_call, request_of, written
 from proxy.doors.resume import RETRY_MILLISECONDS, SessionEvents
 from proxy.gateway._sdk import holding_http_session
 
@@ -60,8 +56,6 @@ if TYPE_CHECKING:
     from proxy.gateway.session import Session
 
 __all__ = ["HttpLane"]
-
-log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -122,15 +116,16 @@ class HttpLane:
         message = request_of(body)
         if message is None:
             return False  # the SDK answers it (a parse error, a response, a batch...)
+        method = message.get("method")
+        cancelling = method == "notifications/cancelled" and "id" not in message
+        plain = plain_call(message) if method == "tools/call" else None
+        if not cancelling and (plain is None or lone_surrogate(body, message)):
+            return False  # not the lane's: the SDK's, with no more looked at
         session = await self._session(scope, headers, session_id, server, client)
         if session is None:
             return False
-        method = message.get("method")
-        if method == "notifications/cancelled" and "id" not in message:
+        if plain is None:
             return await self._cancel(session_id, message.get("params"), send)
-        plain = plain_call(message) if method == "tools/call" else None
-        if plain is None or lone_surrogate(body, message):
-            return False
         request_id, params = plain
         with holding_http_session(self._manager, session_id) as live:
             if not live:
@@ -200,7 +195,7 @@ class HttpLane:
         finally:
             self._calls.pop(key, None)
             session.beside.discard(task)
-        data = _written(request_id, answer)
+        data = written(request_id, answer)
         if not priming:
             await _start(send, b"application/json", session_id, length=len(data))
             await _body(send, data)
@@ -251,20 +246,11 @@ class HttpLane:
         self, session: Session, request_id: int | str, params: dict[str, Any]
     ) -> dict[str, Any]:
         """The call's JSON-RPC answer (a cancelled one's: the era answers it so)."""
-        answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
         try:
-            answer["result"] = await self._gateway.call_tool(session, params)
-        except MCPError as exc:
-            answer["error"] = exc.error.model_dump(by_alias=True, exclude_none=True, mode="json")
+            return await answer_to_call(self._gateway, session, request_id, params)
         except asyncio.CancelledError:
-            answer["error"] = {"code": _REQUEST_CANCELLED, "message": "Request cancelled"}
-        except Exception:  # call_tool turns failures into MCPError; this is a last guard
-            log.exception("HTTP fast lane: tools/call %r failed", request_id)
-            answer["error"] = {
-                "code": INTERNAL_ERROR,
-                "message": "Lockgate failed to handle this call",
-            }
-        return answer
+            error = {"code": _REQUEST_CANCELLED, "message": "Request cancelled"}
+            return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
     async def _cancel(self, session_id: str, params: Any, send: Send) -> bool:
         """A client's cancellation of one of this lane's calls: the call is cancelled and
@@ -281,15 +267,6 @@ class HttpLane:
         await _start(send, b"application/json", session_id, status=202, length=0)
         await _body(send, b"")
         return True
-
-
-def _written(request_id: int | str, answer: dict[str, Any]) -> bytes:
-    try:
-        return json.dumps(answer, separators=(",", ":")).encode()
-    except (TypeError, ValueError, RecursionError):  # an answer JSON cannot carry
-        log.exception("HTTP fast lane: the answer to tools/call %r cannot be sent", request_id)
-        error = {"code": INTERNAL_ERROR, "message": "the server's answer could not be passed on"}
-        return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
 
 
 def _event(event_id: str, data: str, *, retry: int | None = None) -> bytes:
