@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FastLane",
     "answer_to_call",
+    "cancelled_id",
     "lone_surrogate",
     "plain_call",
     "request_of",
@@ -74,6 +75,17 @@ def request_of(body: bytes) -> dict[str, Any] | None:
     if "result" in message or "error" in message:
         return None  # the SDK reads it as a response
     return message
+
+
+def cancelled_id(params: Any) -> int | str | None:
+    """The id of the request a ``notifications/cancelled`` names; None if it names none
+    an id may be."""
+    if not isinstance(params, dict):
+        return None
+    request_id = params.get("requestId")
+    if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        return None
+    return request_id
 
 
 def plain_call(message: dict[str, Any]) -> tuple[int | str, dict[str, Any]] | None:
@@ -167,10 +179,8 @@ class FastLane:
         return True
 
     def _cancel(self, params: Any) -> bool:
-        if not isinstance(params, dict):
-            return False
-        request_id = params.get("requestId")
-        if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        request_id = cancelled_id(params)
+        if request_id is None:
             return False
         task = self._calls.get((type(request_id), request_id))
         if task is None:

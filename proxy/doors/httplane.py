@@ -42,12 +42,20 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
+from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware
 from mcp_types.version import is_version_at_least
 from starlette.requests import Request
 
-from proxy.doors.fastlane import answer_to_call, lone_surrogate, plain_call, request_of, written
+from proxy.doors.fastlane import (
+    answer_to_call,
+    cancelled_id,
+    lone_surrogate,
+    plain_call,
+    request_of,
+    written,
+)
 from proxy.doors.resume import RETRY_MILLISECONDS, SessionEvents
 from proxy.gateway._sdk import holding_http_session
 
@@ -66,16 +74,6 @@ _RESUMABLE: Final = "2025-11-25"  # the first version whose streams resume (prim
 _NOT_STORED: Final = "0"  # the event store's id for an event it has no session log for
 _REQUEST_CANCELLED: Final = -32800
 _Key = tuple[str, type, int | str]  # (session id, the id's type, the id)
-
-
-def accepts(accept: str) -> tuple[bool, bool]:
-    """Whether an ``Accept`` header takes JSON, and event streams (wildcards as RFC 9110
-    says, as the SDK reads it)."""
-    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
-    anything = "*/*" in kinds
-    json_ok = anything or any(k in ("application/json", "application/*") for k in kinds)
-    sse_ok = anything or any(k in ("text/event-stream", "text/*") for k in kinds)
-    return json_ok, sse_ok
 
 
 def _is_json(content_type: str) -> bool:
@@ -147,14 +145,15 @@ class HttpLane:
             return None
         if not _is_json(headers.get("content-type", "")):
             return None
-        if accepts(headers.get("accept", "")) != (True, True):
-            return None
         capabilities = (session.init_params or {}).get("capabilities")
         if not isinstance(capabilities, Mapping) or any(
             capabilities.get(name) is not None for name in _ASKING_CAPABILITIES
         ):
             return None
-        if await self._security.validate_request(Request(scope), is_post=True) is not None:
+        request = Request(scope)
+        if check_accept_headers(request) != (True, True):
+            return None  # the SDK refuses it (406)
+        if await self._security.validate_request(request, is_post=True) is not None:
             return None  # Host, Origin or Content-Type as the SDK refuses them
         return session
 
@@ -227,9 +226,10 @@ class HttpLane:
         waiting = self._waiting.get((session_id, last_event_id))
         if session is None or session.client != client or waiting is None:
             return False
-        if not accepts(headers.get("accept", ""))[1]:
-            return False
-        if await self._security.validate_request(Request(scope), is_post=False) is not None:
+        request = Request(scope)
+        if not check_accept_headers(request)[1]:
+            return False  # the SDK refuses it (406)
+        if await self._security.validate_request(request, is_post=False) is not None:
             return False
         await _start(send, b"text/event-stream", session_id)
         try:
@@ -255,10 +255,8 @@ class HttpLane:
     async def _cancel(self, session_id: str, params: Any, send: Send) -> bool:
         """A client's cancellation of one of this lane's calls: the call is cancelled and
         the notification accepted (202); False if the call is not the lane's."""
-        if not isinstance(params, dict):
-            return False
-        request_id = params.get("requestId")
-        if isinstance(request_id, bool) or not isinstance(request_id, int | str):
+        request_id = cancelled_id(params)
+        if request_id is None:
             return False
         task = self._calls.get((session_id, type(request_id), request_id))
         if task is None:
