@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from keyring.backend import KeyringBackend
 
+from tests.support.live import stop_process
+
 # Before anything imports Qt. Tests that need a real X display (tray, screenshots) set
 # QT_QPA_PLATFORM=xcb themselves; `./dev test` runs the suite under xvfb-run for them.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -74,15 +76,6 @@ def _start_keyring_daemon(env: dict[str, str]) -> subprocess.Popen[str]:
     return daemon
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="session")
 def os_keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyringBackend]:
     """The real Linux OS keyring: GNOME Keyring over the Secret Service D-Bus API, on a
@@ -122,7 +115,7 @@ def os_keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyringBack
                 _wait_for_unlocked_login(deadline=time.monotonic() + 20)
                 break
             except TimeoutError:
-                _stop(daemon)
+                stop_process(daemon, grace=5)
                 if attempt == 2:
                     raise
                 daemon = _start_keyring_daemon(env)
@@ -135,6 +128,6 @@ def os_keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyringBack
         else:
             os.environ["DBUS_SESSION_BUS_ADDRESS"] = old
         for proc in (daemon, bus):
-            _stop(proc)
+            stop_process(proc, grace=5)
         if bus.stdout is not None:
             bus.stdout.close()

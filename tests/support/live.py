@@ -34,6 +34,16 @@ EVERYTHING_JS = (
 BIN = Path(sys.executable).parent
 
 
+def stop_process(proc: subprocess.Popen[Any], *, grace: float) -> None:
+    """Stop ``proc``: asked to (SIGTERM), killed if it has not ended within ``grace`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def lockgate_command() -> str:
     found = shutil.which("lockgate", path=str(BIN))
     assert found, "the lockgate command is not installed in this venv (./dev test installs it)"
@@ -203,9 +213,4 @@ def everything_over_http(mode: str = "streamableHttp") -> Iterator[str]:
         eventually_sync(listening, "server-everything over HTTP", timeout=30)
         yield f"http://127.0.0.1:{port}/" + ("sse" if mode == "sse" else "mcp")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=10)

@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.live import SERVERS, LiveGateway, free_port, lockgate_command
+from tests.support.live import SERVERS, LiveGateway, free_port, lockgate_command, stop_process
 from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.slow
@@ -216,12 +216,7 @@ def conformance_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         eventually_sync(listening, "the conformance server to listen", timeout=30)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=10)
 
 
 @pytest.fixture

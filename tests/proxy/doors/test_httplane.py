@@ -113,6 +113,15 @@ async def test_another_clients_session_id_takes_no_call_through(
     assert sdk_route == []
 
 
+async def held_call(
+    gateway: Gateway, session: HttpSession, request_id: int
+) -> tuple[asyncio.Task[httpx2.Response], Any]:
+    """A lane call that waits for a person, and its pending approval."""
+    held = asyncio.create_task(session.post(call(request_id)))
+    (pending,) = await eventually(gateway.approvals.pending, "the call to wait for a person")
+    return held, pending
+
+
 async def test_a_cancelled_call_is_answered_as_the_era_answers_and_recorded_so(
     tmp_path: Path,
 ) -> None:
@@ -122,8 +131,7 @@ async def test_a_cancelled_call_is_answered_as_the_era_answers_and_recorded_so(
         gateway.approvals.attach()
         session = HttpSession(http, harness.http_url + "rec", harness.token("agent"))
         await session.open()
-        held = asyncio.create_task(session.post(call(5)))
-        await eventually(gateway.approvals.pending, "the call to wait for a person")
+        held, _pending = await held_call(gateway, session, 5)
         cancel = {"method": "notifications/cancelled", "params": {"requestId": 5}}
         assert (await session.post(cancel)).status_code == 202
         answer = answer_of(await held)
@@ -153,8 +161,7 @@ async def test_a_call_on_the_lane_keeps_the_sdks_session_in_use(
         url, token = harness.http_url + "rec", harness.token("agent")
         busy = HttpSession(http, url, token)
         await busy.open()
-        held = asyncio.create_task(busy.post(call(1)))
-        (pending,) = await eventually(gateway.approvals.pending, "the call to wait")
+        held, pending = await held_call(gateway, busy, 1)
         idle = HttpSession(http, url, token)
         idle_id = await idle.open()
         await eventually(lambda: idle_id not in gateway.http_sessions, "the idle one to go")
@@ -163,15 +170,6 @@ async def test_a_call_on_the_lane_keeps_the_sdks_session_in_use(
         assert text_of(answer_of(await held)) == "ran echo"
         assert (await idle.post(call(2))).status_code == 404
     assert harness.recorded_names() == ["echo"]
-
-
-async def held_call(
-    gateway: Gateway, session: HttpSession, request_id: int
-) -> tuple[asyncio.Task[httpx2.Response], Any]:
-    """A lane call that waits for a person, and its pending approval."""
-    held = asyncio.create_task(session.post(call(request_id)))
-    (pending,) = await eventually(gateway.approvals.pending, "the call to wait for a person")
-    return held, pending
 
 
 async def test_only_the_sessions_own_client_cancels_its_calls_past_the_sdks_checks(
